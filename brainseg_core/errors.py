@@ -1,0 +1,45 @@
+"""Exception types shared by the whole core.
+
+Every error a user can trigger with their own files derives from :class:`BrainSegError` and carries
+a message that names the file and says what is wrong with it, so front ends (CLI, viewer) can show
+``str(err)`` as it is, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BrainSegError(Exception):
+    """Base class of all errors raised on purpose by ``brainseg_core``."""
+
+
+class DataError(BrainSegError):
+    """An input file or folder cannot be used.
+
+    Args:
+        path: the file or folder at fault.
+        problem: what is wrong with it, phrased for the user.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class BundleError(BrainSegError):
+    """A model bundle (safetensors + JSON card) is missing, tampered with or incompatible."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ExportError(BrainSegError):
+    """An export cannot be written (destination exists, would overwrite a source, ...)."""
+
+
+class Cancelled(BrainSegError):
+    """Long-running work (inference, export, training) was cancelled by the caller."""

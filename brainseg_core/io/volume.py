@@ -1,0 +1,88 @@
+"""The in-memory representation of one patient's MRI slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Channel order of every image array in BrainSeg, as in the LGG dataset's RGB TIFFs.
+CHANNELS: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
+
+
+@dataclass(frozen=True)
+class SkippedSlice:
+    """A slice file that could not be used, and why (shown to the user, never silently dropped)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Volume:
+    """One patient's stack of slices, in slice order.
+
+    Attributes:
+        patient_id: folder name (e.g. ``TCGA_CS_4942_19970222``) or file stem of a stack.
+        source: the patient folder or multi-page TIFF this volume was read from.
+        slice_paths: image file of every slice (for a multi-page stack, the stack path repeated).
+        slice_numbers: the number of every slice as written in its file name (1-based), or its
+            1-based page index for stacks.
+        images: ``(N, H, W, 3)`` uint8, channels in :data:`CHANNELS` order, at the source size.
+        masks: ``(N, H, W)`` bool ground truth where ``_mask`` files exist for every slice, else None.
+        pixel_spacing_mm: ``(row, col)`` spacing in millimetres when known (LGG TIFFs carry none).
+        slice_thickness_mm: distance between slices in millimetres when known.
+        skipped: slices that could not be read, with the reason.
+        warnings: other problems worth showing that did not stop any slice from opening, each
+            ``"<file>: <problem>"`` (e.g. why ground-truth masks were ignored, an orphan mask).
+    """
+
+    patient_id: str
+    source: Path
+    slice_paths: list[Path]
+    slice_numbers: list[int]
+    images: np.ndarray
+    masks: np.ndarray | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    slice_thickness_mm: float | None = None
+    skipped: list[SkippedSlice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"Volume.images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}"
+            )
+        n = self.images.shape[0]
+        if len(self.slice_paths) != n or len(self.slice_numbers) != n:
+            raise ValueError("Volume.slice_paths and slice_numbers must have one entry per slice")
+        if self.masks is not None and (
+            self.masks.shape != self.images.shape[:3] or self.masks.dtype != np.bool_
+        ):
+            raise ValueError(
+                f"Volume.masks must be (N, H, W) bool matching images, got {self.masks.shape} "
+                f"{self.masks.dtype}"
+            )
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices."""
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of every slice at the source size."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def has_masks(self) -> bool:
+        """True when ground-truth masks were found for every slice."""
+        return self.masks is not None
+
+    @property
+    def voxel_volume_ml(self) -> float | None:
+        """Volume of one voxel in millilitres, when pixel spacing and slice thickness are known."""
+        if self.pixel_spacing_mm is None or self.slice_thickness_mm is None:
+            return None
+        return self.pixel_spacing_mm[0] * self.pixel_spacing_mm[1] * self.slice_thickness_mm / 1000.0
