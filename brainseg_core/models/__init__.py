@@ -1,0 +1,93 @@
+"""Network architectures, built by name from a model card's ``arch`` and ``arch_args``.
+
+``build_model("resunet", base_filters=16)`` returns a randomly initialised module; weights come
+from a bundle (:mod:`brainseg_core.bundle`). Every module takes ``(N, 3, H, W)`` float input. The
+segmenter returns ``(N, 1, H, W)`` logits, the classifiers ``(N, 1)`` logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from brainseg_core.models.classifier import plain_cnn, resnet18, resnet34, resnet50, vgg16
+from brainseg_core.models.resunet import ResUNet, resunet
+
+__all__ = [
+    "ARCHITECTURES",
+    "ARCH_KINDS",
+    "ResUNet",
+    "arch_kind",
+    "build_model",
+    "plain_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resunet",
+    "vgg16",
+]
+
+#: Builder of every architecture a model card may name.
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "resunet": resunet,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "vgg16": vgg16,
+    "plain_cnn": plain_cnn,
+}
+
+#: Bundle kind ("segmenter" or "classifier") of every architecture.
+ARCH_KINDS: dict[str, str] = {
+    name: "segmenter" if name == "resunet" else "classifier" for name in ARCHITECTURES
+}
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(ARCHITECTURES))}")
+
+
+def arch_kind(arch: str) -> str:
+    """The bundle kind an architecture serves.
+
+    Args:
+        arch: a key of :data:`ARCHITECTURES`.
+
+    Returns:
+        ``"segmenter"`` or ``"classifier"``.
+
+    Raises:
+        ValueError: for an unknown ``arch``.
+    """
+    _check_arch(arch)
+    return ARCH_KINDS[arch]
+
+
+def build_model(arch: str, **arch_args: Any) -> nn.Module:
+    """Build an architecture by name.
+
+    Args:
+        arch: one of :data:`ARCHITECTURES` (``resunet``, ``resnet18``, ``resnet34``, ``resnet50``,
+            ``vgg16``, ``plain_cnn``).
+        **arch_args: keyword arguments of that architecture's builder.
+
+    Returns:
+        The module, randomly initialised (or ImageNet-initialised with ``pretrained=True``).
+
+    Raises:
+        ValueError: for an unknown ``arch`` or an argument the builder does not take (the message
+            lists the valid ones), or an invalid argument value.
+    """
+    _check_arch(arch)
+    builder = ARCHITECTURES[arch]
+    params = inspect.signature(builder).parameters
+    unknown = sorted(set(arch_args) - set(params))
+    if unknown:
+        raise ValueError(
+            f"{arch} does not take argument(s) {', '.join(unknown)}; valid arguments: {', '.join(params)}"
+        )
+    return builder(**arch_args)

@@ -1,0 +1,248 @@
+"""Slice classifiers: does this slice hold tumour? One logit per slice, shape ``(N, 1)``.
+
+``resnet18``, ``resnet34``, ``resnet50`` and ``vgg16`` are torchvision's backbones with the ImageNet
+classifier replaced by a light head, ``Dropout(0.3) -> Linear(features, 1)``. The seed notebook used
+dense 256-256-128 heads with dropout 0.3; on a single logit that extra capacity only overfits the
+small LGG set, so BrainSeg keeps the dropout and drops the hidden layers. For ``vgg16`` the
+7x7-pooled 4096-4096 classifier (120 M of its 138 M parameters) is replaced by global average
+pooling and the same head, which leaves the 14.7 M-parameter convolutional VGG16.
+
+``pretrained=True`` loads torchvision's ImageNet weights (``ResNet18_Weights.IMAGENET1K_V1`` etc.)
+from the torch hub cache (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub``) and never
+downloads: BrainSeg runs offline. The checkpoint is read with ``torch.load(weights_only=True)``,
+which only rebuilds tensors and cannot run code. With ``in_channels != 3`` the pretrained first
+convolution is averaged over RGB and repeated (scaled by ``3 / in_channels``).
+
+``plain_cnn`` is a small plain CNN (four conv-BN-ReLU-maxpool stages) for quick experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import (
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    VGG16_Weights,
+)
+from torchvision.models._api import WeightsEnum
+
+from brainseg_core.errors import DataError
+
+__all__ = ["plain_cnn", "pretrained_weights_path", "resnet18", "resnet34", "resnet50", "vgg16"]
+
+HEAD_DROPOUT = 0.3
+
+
+def _check_in_channels(arch: str, in_channels: int) -> None:
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"{arch}: in_channels must be a positive integer, got {in_channels!r}")
+
+
+def _head(features: int) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(HEAD_DROPOUT), nn.Linear(features, 1))
+
+
+def pretrained_weights_path(weights: WeightsEnum) -> Path:
+    """Where torchvision's hub cache keeps the checkpoint of ``weights``.
+
+    Args:
+        weights: a torchvision weights enum member, e.g. ``ResNet18_Weights.IMAGENET1K_V1``.
+
+    Returns:
+        ``<torch hub dir>/checkpoints/<file name of weights.url>`` (may not exist).
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+
+def _load_pretrained(arch: str, model: nn.Module, weights: WeightsEnum, prefix: str = "") -> None:
+    """Load ``weights`` from the hub cache into ``model`` (only the keys under ``prefix``)."""
+    path = pretrained_weights_path(weights)
+    if not path.is_file():
+        raise DataError(
+            path,
+            f"ImageNet weights for {arch} ({weights}) are not in the torch hub cache and BrainSeg never "
+            f"downloads at run time. Download {weights.url} on a connected machine and place it at this "
+            "path (or set TORCH_HOME), or train without pretrained weights.",
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if prefix:
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # corrupt file, pickle with code, wrong architecture
+        raise DataError(
+            path, f"cannot load ImageNet weights for {arch}: {exc}. Delete the file and download it again."
+        ) from exc
+
+
+def _adapt_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs; pretrained RGB filters are averaged."""
+    if in_channels == conv.in_channels:
+        return conv
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+    )
+    with torch.no_grad():
+        mean = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (conv.in_channels / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _resnet(
+    arch: str,
+    builder: Callable[..., torchvision.models.ResNet],
+    weights: WeightsEnum,
+    pretrained: bool,
+    in_channels: int,
+) -> nn.Module:
+    _check_in_channels(arch, in_channels)
+    model = builder(weights=None)
+    if pretrained:
+        _load_pretrained(arch, model, weights)
+    model.conv1 = _adapt_stem(model.conv1, in_channels)
+    model.fc = _head(model.fc.in_features)
+    return model
+
+
+def resnet18(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """ResNet-18 slice classifier with one logit.
+
+    Args:
+        pretrained: start from ImageNet weights (``ResNet18_Weights.IMAGENET1K_V1``, read from the
+            torch hub cache, never downloaded).
+        in_channels: input channels.
+
+    Returns:
+        Module mapping ``(N, in_channels, H, W)`` to ``(N, 1)`` logits.
+
+    Raises:
+        DataError: if ``pretrained`` and the ImageNet checkpoint is missing or unreadable.
+        ValueError: on a bad ``in_channels``.
+    """
+    return _resnet(
+        "resnet18", torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1, pretrained, in_channels
+    )
+
+
+def resnet34(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """ResNet-34 slice classifier with one logit (see :func:`resnet18` for arguments)."""
+    return _resnet(
+        "resnet34", torchvision.models.resnet34, ResNet34_Weights.IMAGENET1K_V1, pretrained, in_channels
+    )
+
+
+def resnet50(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """ResNet-50 slice classifier with one logit (see :func:`resnet18` for arguments)."""
+    return _resnet(
+        "resnet50", torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1, pretrained, in_channels
+    )
+
+
+class VGG16Classifier(nn.Module):
+    """torchvision's VGG16 ``features``, global average pooling and the one-logit head.
+
+    Built without torchvision's 4096-4096 classifier, which would cost 120 M parameters (and
+    seconds of initialisation) only to be thrown away. Takes 3 input channels; :func:`vgg16`
+    adapts the first convolution for other counts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = _head(512)
+        for m in self.features.modules():  # torchvision's VGG initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg16(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """Convolutional VGG16 + global average pooling + one-logit head.
+
+    Args:
+        pretrained: start from ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``, read from the
+            torch hub cache, never downloaded); only the convolutional ``features`` are used.
+        in_channels: input channels.
+
+    Returns:
+        Module mapping ``(N, in_channels, H, W)`` (H, W >= 32) to ``(N, 1)`` logits.
+
+    Raises:
+        DataError: if ``pretrained`` and the ImageNet checkpoint is missing or unreadable.
+        ValueError: on a bad ``in_channels``.
+    """
+    _check_in_channels("vgg16", in_channels)
+    model = VGG16Classifier()
+    if pretrained:
+        _load_pretrained("vgg16", model.features, VGG16_Weights.IMAGENET1K_V1, prefix="features.")
+    model.features[0] = _adapt_stem(model.features[0], in_channels)
+    return model
+
+
+class PlainCNN(nn.Module):
+    """Four ``3x3 conv-BN-ReLU-maxpool`` stages (width, 2x, 4x, 8x), global average pool, head.
+
+    Args:
+        width: channels of the first stage.
+        in_channels: input channels.
+    """
+
+    def __init__(self, *, width: int = 32, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for i in range(4):
+            out = width * 2**i
+            layers += [
+                nn.Conv2d(ch, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            ch = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = _head(ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def plain_cnn(*, width: int = 32, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """Small plain CNN slice classifier with one logit.
+
+    Args:
+        width: channels of the first of four stages (doubled at each).
+        pretrained: accepted so every classifier builder takes it; must be False (no ImageNet
+            weights exist for this network).
+        in_channels: input channels.
+
+    Returns:
+        Module mapping ``(N, in_channels, H, W)`` (H, W >= 16) to ``(N, 1)`` logits.
+
+    Raises:
+        ValueError: if ``pretrained`` is True or an argument is not a positive integer.
+    """
+    if pretrained:
+        raise ValueError("plain_cnn has no pretrained weights; use pretrained=False or a resnet/vgg16 arch")
+    _check_in_channels("plain_cnn", in_channels)
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"plain_cnn: width must be a positive integer, got {width!r}")
+    return PlainCNN(width=width, in_channels=in_channels)

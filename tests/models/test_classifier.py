@@ -1,0 +1,115 @@
+"""Slice classifiers: one logit per slice, pretrained weights from the hub cache only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torchvision.models import ResNet18_Weights, VGG16_Weights
+
+from brainseg_core.errors import DataError
+from brainseg_core.models import plain_cnn, resnet18, resnet34, resnet50, vgg16
+from brainseg_core.models.classifier import pretrained_weights_path
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "builder, size, n_params",
+    [
+        (resnet18, 64, 11_177_025),
+        (resnet34, 64, 21_285_185),
+        (resnet50, 32, 23_510_081),
+        (vgg16, 32, 14_715_201),
+        (plain_cnn, 64, 389_153),
+    ],
+)
+def test_one_logit_per_slice(builder, size: int, n_params: int) -> None:
+    model = builder().eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, size, size))
+    assert y.shape == (2, 1)
+    assert torch.isfinite(y).all()
+    assert _n_params(model) == n_params
+
+
+@pytest.mark.parametrize("builder", [resnet18, vgg16, plain_cnn])
+def test_other_input_channel_counts(builder) -> None:
+    model = builder(in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 32, 32)).shape == (1, 1)
+
+
+def test_plain_cnn_width_and_validation() -> None:
+    assert _n_params(plain_cnn(width=8)) < _n_params(plain_cnn(width=32))
+    with pytest.raises(ValueError, match="width"):
+        plain_cnn(width=0)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        plain_cnn(pretrained=True)
+    with pytest.raises(ValueError, match="in_channels"):
+        resnet18(in_channels=0)
+
+
+def test_builders_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        resnet18(True)  # type: ignore[misc]
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_pretrained_resnet_loads_the_cached_checkpoint(torch_home: Path) -> None:
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    path = pretrained_weights_path(ResNet18_Weights.IMAGENET1K_V1)
+    assert path == torch_home / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(reference, path)
+
+    model = resnet18(pretrained=True)
+    state = model.state_dict()
+    for key in ("conv1.weight", "bn1.running_mean", "layer4.1.conv2.weight", "layer2.0.downsample.0.weight"):
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=0)
+    assert state["fc.1.weight"].shape == (1, 512)  # head replaced
+    # A random init would differ: the values really came from the file.
+    assert not torch.equal(resnet18().state_dict()["conv1.weight"], reference["conv1.weight"])
+
+    # One input channel: the RGB filters are averaged (and rescaled by 3/1).
+    gray = resnet18(pretrained=True, in_channels=1).state_dict()["conv1.weight"]
+    torch.testing.assert_close(gray, reference["conv1.weight"].mean(1, keepdim=True) * 3)
+
+
+def test_pretrained_vgg16_uses_only_the_features(torch_home: Path) -> None:
+    torch.manual_seed(2)
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]).state_dict()
+    # The real file also holds the 4096-4096 classifier; a small stand-in must be ignored.
+    stored = {f"features.{k}": v for k, v in features.items()} | {"classifier.6.bias": torch.zeros(1000)}
+    path = pretrained_weights_path(VGG16_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True)
+    torch.save(stored, path)
+    state = vgg16(pretrained=True).state_dict()
+    for key, value in stored.items():
+        if key.startswith("features."):
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+
+
+def test_missing_pretrained_weights_say_where_to_put_them(torch_home: Path) -> None:
+    with pytest.raises(DataError, match=r"resnet34-b627a593\.pth") as info:
+        resnet34(pretrained=True)
+    assert info.value.path == torch_home / "resnet34-b627a593.pth"
+    assert "download" in str(info.value).lower()
+
+
+def test_corrupt_pretrained_weights_are_refused(torch_home: Path) -> None:
+    path = pretrained_weights_path(ResNet18_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(3)}, path)
+    with pytest.raises(DataError, match="cannot load ImageNet weights"):
+        resnet18(pretrained=True)

@@ -1,0 +1,167 @@
+"""Model resolution: explicit path > newest user bundle > shipped bundle; installing bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainseg_core.bundle import save_bundle
+from brainseg_core.errors import BundleError
+from brainseg_core.models import build_model
+from brainseg_core.registry import (
+    explicit_info,
+    install_bundle,
+    list_bundles,
+    resolve_models,
+    shipped_models_dir,
+    user_models_dir,
+)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(shipped models dir, user models dir), both empty, under tmp_path."""
+    monkeypatch.setenv("BRAINSEG_RESOURCES", str(tmp_path / "resources"))
+    monkeypatch.setenv("BRAINSEG_USER_DATA", str(tmp_path / "userdata"))
+    return tmp_path / "resources" / "models", tmp_path / "userdata" / "models"
+
+
+def _save(out: Path, name: str, kind: str = "segmenter", created: str | None = None) -> Path:
+    if kind == "segmenter":
+        model, arch, args = (
+            build_model("resunet", base_filters=2, depth=2),
+            "resunet",
+            {"base_filters": 2, "depth": 2},
+        )
+        thresholds = {"mask_probability": 0.5, "min_area_px": 0}
+    else:
+        model, arch, args = build_model("plain_cnn", width=2), "plain_cnn", {"width": 2}
+        thresholds = {"tumour_probability": 0.5}
+    card_path = save_bundle(
+        model, out, name=name, kind=kind, arch=arch, arch_args=args, input_size=32, thresholds=thresholds
+    )
+    if created:
+        data = json.loads(card_path.read_text())
+        data["created"] = created
+        card_path.write_text(json.dumps(data))
+    return card_path
+
+
+def test_default_dirs(dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped, user = dirs
+    assert shipped_models_dir() == shipped
+    assert user_models_dir() == user
+    monkeypatch.delenv("BRAINSEG_USER_DATA")
+    assert user_models_dir().parts[-2:] == ("BrainSeg", "models")
+
+
+def test_no_segmenter_anywhere_says_how_to_get_one(dirs: tuple[Path, Path]) -> None:
+    with pytest.raises(BundleError, match=r"no segmenter model found.*brainseg-train"):
+        resolve_models()
+    # A classifier alone is not enough.
+    _save(dirs[0], "cls", "classifier")
+    with pytest.raises(BundleError, match="no segmenter model found"):
+        resolve_models()
+
+
+def test_shipped_only_and_no_classifier(dirs: tuple[Path, Path]) -> None:
+    shipped, _ = dirs
+    seg_path = _save(shipped, "shipped-seg")
+    cls, seg = resolve_models()
+    assert cls is None
+    assert seg.path == seg_path and seg.card.name == "shipped-seg"
+
+
+def test_precedence_explicit_over_user_over_shipped(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    shipped, user = dirs
+    _save(shipped, "shipped-seg", created="2030-01-01T00:00:00+00:00")  # newer, but shipped
+    _save(shipped, "shipped-cls", "classifier")
+    _save(user, "user-seg-old", created="2024-01-01T00:00:00+00:00")
+    _save(user / "sub", "user-seg-new", created="2025-06-01T12:00:00+00:00")  # one folder down
+    _save(user, "user-seg-mid", created="2025-01-01T00:00:00+00:00")
+
+    cls, seg = resolve_models()
+    assert seg.card.name == "user-seg-new"
+    assert cls is not None and cls.card.name == "shipped-cls"
+
+    explicit_seg = _save(tmp_path / "elsewhere", "explicit-seg", created="2000-01-01T00:00:00+00:00")
+    explicit_cls = _save(tmp_path / "elsewhere2", "explicit-cls", "classifier")
+    cls, seg = resolve_models(classifier=explicit_cls.parent, segmenter=explicit_seg, device="cpu")
+    assert seg.card.name == "explicit-seg" and cls is not None and cls.card.name == "explicit-cls"
+    assert explicit_info(explicit_seg).source == "explicit"
+
+    names = [(i.source, i.card.name) for i in list_bundles("segmenter")]
+    assert names == [
+        ("user", "user-seg-new"),
+        ("user", "user-seg-mid"),
+        ("user", "user-seg-old"),
+        ("shipped", "shipped-seg"),
+    ]
+    assert [i.card.name for i in list_bundles("classifier")] == ["shipped-cls"]
+    assert len(list_bundles()) == 5
+    with pytest.raises(ValueError, match="kind must be one of"):
+        list_bundles("detector")
+
+
+def test_explicit_bundle_of_the_wrong_kind(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    cls_path = _save(tmp_path, "cls", "classifier")
+    with pytest.raises(BundleError, match="classifier model, but it was given as the segmenter"):
+        resolve_models(segmenter=cls_path)
+
+
+def test_unreadable_cards_are_skipped_and_reported(dirs: tuple[Path, Path]) -> None:
+    shipped, user = dirs
+    _save(shipped, "good")
+    user.mkdir(parents=True)
+    (user / "broken.json").write_text("{")
+    orphan = _save(user, "orphan")
+    orphan.with_suffix(".safetensors").unlink()
+    problems: list[BundleError] = []
+    infos = list_bundles(on_error=problems.append)
+    assert [i.card.name for i in infos] == ["good"]
+    assert sorted(p.path.name for p in problems) == ["broken.json", "orphan.safetensors"]
+    # The default reports through logging, and resolution still works.
+    _, seg = resolve_models()
+    assert seg.card.name == "good"
+
+
+def test_a_tampered_chosen_bundle_raises(dirs: tuple[Path, Path]) -> None:
+    shipped, user = dirs
+    _save(shipped, "good")
+    weights = _save(user, "mine").with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-1] + b"!")
+    with pytest.raises(BundleError, match="sha256"):
+        resolve_models()
+
+
+def test_install_bundle(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, user = dirs
+    src = _save(tmp_path / "download", "downloaded")
+    installed = install_bundle(src)
+    assert installed == user / src.name
+    assert installed.read_bytes() == src.read_bytes()
+    assert installed.with_suffix(".safetensors").read_bytes() == src.with_suffix(".safetensors").read_bytes()
+    assert sorted(p.name for p in user.iterdir()) == ["downloaded.json", "downloaded.safetensors"]
+    _, seg = resolve_models()
+    assert seg.path == installed
+
+    with pytest.raises(BundleError, match="already installed"):
+        install_bundle(src)
+    assert install_bundle(installed) == installed  # installing itself is a no-op
+    assert install_bundle(src.with_suffix(".safetensors"), overwrite=True) == installed
+
+    # A bundle that fails verification is not installed.
+    bad = _save(tmp_path / "bad", "bad")
+    bad.with_suffix(".safetensors").write_bytes(b"garbage")
+    with pytest.raises(BundleError, match="sha256"):
+        install_bundle(bad)
+    assert not (user / "bad.json").exists()
+
+
+def test_cpu_device_argument(dirs: tuple[Path, Path]) -> None:
+    _save(dirs[0], "good")
+    _, seg = resolve_models(device=torch.device("cpu"))
+    assert next(seg.model.parameters()).device.type == "cpu"
