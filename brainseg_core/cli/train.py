@@ -1,0 +1,152 @@
+"""``brainseg-train``: train a slice classifier or a ResUNet segmenter on a labelled dataset.
+
+Examples::
+
+    brainseg-train segmenter /data/kaggle_3m --out runs/seg --time-budget 4
+    brainseg-train classifier /data/kaggle_3m --out runs/cls --arch resnet18 --install
+    brainseg-train segmenter /data/kaggle_3m --out runs/seg --resume        # after an interruption
+    torchrun --nproc-per-node 4 -m brainseg_core.training segmenter /data/kaggle_3m --out runs/seg
+
+The output folder receives the model bundle (``NAME.safetensors`` + ``NAME.json``, loadable by the
+viewer and ``brainseg-predict``), ``metrics.jsonl``, ``learning_curves.png``, ``val_patients.txt``
+(feed it to ``brainseg-eval --patients``) and ``checkpoint/`` (for ``--resume``). See
+:mod:`brainseg_core.training.loop` for what the trainer does exactly.
+
+There is no ``--workers`` option: the whole data set is read once (by a few threads) and kept in
+memory on the training device, so there is no DataLoader whose workers could be tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from brainseg_core.errors import BrainSegError, Cancelled
+from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
+from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
+
+
+def _fraction_or_none(text: str) -> float | str | None:
+    if text.lower() in ("natural", "none"):
+        return None
+    if text == "default":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1 or 'natural', got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``brainseg-train``."""
+    p = argparse.ArgumentParser(
+        prog="brainseg-train",
+        description="Train a BrainSeg slice classifier or ResUNet segmenter and write a model bundle.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("kind", choices=("segmenter", "classifier"), help="which model to train")
+    p.add_argument("data", help="dataset root in the LGG layout (patient folders with _mask.tif files)")
+    p.add_argument("--out", required=True, help="output folder (bundle, logs, checkpoints)")
+    p.add_argument(
+        "--arch",
+        choices=SEGMENTER_ARCHS + CLASSIFIER_ARCHS,
+        help="architecture (default: resunet for a segmenter, resnet18 for a classifier)",
+    )
+    p.add_argument("--width", type=int, help="ResUNet base filters / plain CNN width (default: 16 / 32)")
+    p.add_argument("--depth", type=int, help="ResUNet depth, number of poolings (default: 4)")
+    p.add_argument("--epochs", "--max-epochs", dest="epochs", type=int, default=50, help="most epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per step (per process)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, warm-up + cosine)")
+    p.add_argument("--image-size", type=int, default=256, help="training / model input size")
+    p.add_argument(
+        "--val-patients",
+        default="0.2",
+        help="validation fraction of the patients, or a text file of validation patient ids",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and augmentation")
+    p.add_argument(
+        "--loss",
+        choices=SEGMENTER_LOSSES + CLASSIFIER_LOSSES,
+        help="loss (default: bce_dice for a segmenter, class-weighted bce for a classifier)",
+    )
+    p.add_argument(
+        "--tumour-fraction",
+        type=_fraction_or_none,
+        default="default",
+        help="share of tumour slices in each epoch, or 'natural' (default: 0.7 segmenter, natural "
+        "classifier)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="autocast precision (auto: bf16 on CUDA, fp32 on the CPU)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=15, help="early stopping: epochs without improvement (0: off)"
+    )
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop cleanly after this wall time")
+    p.add_argument(
+        "--pretrained", action="store_true", help="start from ImageNet weights (torchvision archs)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--name", help="bundle name (default: brainseg-KIND-ARCH-DATE)")
+    p.add_argument(
+        "--install", action="store_true", help="also install the bundle in the user's model folder"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``brainseg-train``.
+
+    Returns:
+        0 on success, 1 on a data or settings error, 130 when interrupted.
+    """
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    config = TrainConfig(
+        kind=args.kind,
+        data=args.data,
+        out=args.out,
+        arch=args.arch,
+        width=args.width,
+        depth=args.depth,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+        val_patients=args.val_patients,
+        seed=args.seed,
+        loss=args.loss,
+        tumour_fraction=args.tumour_fraction,
+        device=args.device,
+        precision=args.precision,
+        patience=args.patience,
+        pretrained=args.pretrained,
+        time_budget_min=args.time_budget,
+        resume=args.resume,
+        name=args.name,
+        install=args.install,
+    )
+    try:
+        train(config, log=lambda msg: tqdm.write(msg, file=sys.stdout), progress=not args.quiet)
+    except (BrainSegError, ValueError) as exc:
+        if isinstance(exc, Cancelled):
+            print(f"brainseg-train: {exc}", file=sys.stderr)
+            return 130
+        print(f"brainseg-train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("brainseg-train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

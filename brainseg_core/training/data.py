@@ -1,0 +1,335 @@
+"""Training data: patient split, the in-memory slice set, epoch sampling and on-device augmentation.
+
+The whole data set is small (the 80 LGG development patients are 2885 slices, 1.1 GB as float16 at
+256 x 256), so the trainer reads every patient once, normalises each volume with the shared
+:func:`brainseg_core.preprocessing.preprocess_volume`, and keeps one float16 tensor of every slice
+on the training device. Batches are gathered by index and augmented there, batched, with no
+DataLoader, worker processes or host-to-device copies per step.
+
+Split: by patient, never by slice (neighbouring slices of one patient are nearly identical).
+:func:`split_patients` sorts the patient ids, shuffles them with ``numpy.random.default_rng(seed)``
+and puts the first ``round(fraction * n)`` (at least 1, at most ``n - 1``) in validation.
+
+Augmentation (:func:`augment`), drawn independently per slice from a seeded generator:
+
+- left-right flip with probability 0.5 (brains are roughly left-right symmetric; up-down flips
+  produce anatomy that never occurs, so they are not used);
+- rotation uniform in +-15 degrees and isotropic scaling uniform in [0.9, 1.1], one affine warp
+  (``affine_grid``/``grid_sample``): bilinear for the images with border padding (the corners of an
+  LGG slice are background), nearest neighbour for the masks with zero padding;
+- intensity: per slice and channel a gain uniform in [0.9, 1.1] and an offset uniform in
+  [-0.1, 0.1] (in z-score units of the normalised image).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from brainseg_core.errors import DataError
+from brainseg_core.preprocessing import preprocess_volume, resize_mask
+
+#: Augmentation settings, written into every model card trained here.
+AUGMENTATION: dict[str, object] = {
+    "flip_left_right": 0.5,
+    "rotation_deg": 15.0,
+    "scale": [0.9, 1.1],
+    "image_interpolation": "bilinear (border padding)",
+    "mask_interpolation": "nearest (zero padding)",
+    "intensity_gain": [0.9, 1.1],
+    "intensity_offset": [-0.1, 0.1],
+    "where": "on the training device, batched",
+}
+
+
+@dataclass
+class SliceSet:
+    """Every slice of a list of patients, normalised, as tensors (on one device).
+
+    Attributes:
+        images: ``(N, 3, S, S)`` float16 normalised images.
+        masks: ``(N, 1, S, S)`` uint8 ground truth (0/1) at the training size.
+        labels: ``(N,)`` float32, 1.0 where the source mask is not empty (tumour slice).
+        patient: ``(N,)`` int64 index into ``patient_ids`` of each slice.
+        patient_ids: ids of the patients, in load order.
+        sources: folder or stack of each patient.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    patient: torch.Tensor
+    patient_ids: list[str]
+    sources: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def n_tumour(self) -> int:
+        """Number of slices with tumour."""
+        return int(self.labels.sum().item())
+
+    def to(self, device: torch.device | str) -> SliceSet:
+        """A copy of the set on ``device`` (the same object if it is already there)."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return SliceSet(
+            images=self.images.to(device),
+            masks=self.masks.to(device),
+            labels=self.labels.to(device),
+            patient=self.patient.to(device),
+            patient_ids=list(self.patient_ids),
+            sources=list(self.sources),
+        )
+
+    def subset(self, patient_ids: Sequence[str]) -> SliceSet:
+        """The slices of the given patients (in this set's order).
+
+        Raises:
+            ValueError: if an id is not in the set.
+        """
+        missing = sorted(set(patient_ids) - set(self.patient_ids))
+        if missing:
+            raise ValueError(f"patients not in the data set: {', '.join(missing)}")
+        keep_idx = [i for i, p in enumerate(self.patient_ids) if p in set(patient_ids)]
+        remap = torch.full((len(self.patient_ids),), -1, dtype=torch.long)
+        remap[keep_idx] = torch.arange(len(keep_idx))
+        sel = torch.isin(self.patient.cpu(), torch.tensor(keep_idx, dtype=torch.long))
+        sel_dev = sel.to(self.images.device)
+        return SliceSet(
+            images=self.images[sel_dev],
+            masks=self.masks[sel_dev],
+            labels=self.labels[sel_dev],
+            patient=remap[self.patient.cpu()[sel]].to(self.images.device),
+            patient_ids=[self.patient_ids[i] for i in keep_idx],
+            sources=[self.sources[i] for i in keep_idx] if self.sources else [],
+        )
+
+
+def find_labelled_patients(root: Path) -> list[Path]:
+    """Every patient folder or stack under ``root`` (see :func:`brainseg_core.io.find_patients`).
+
+    Raises:
+        DataError: if ``root`` holds no patient.
+    """
+    from brainseg_core.io import find_patients
+
+    root = Path(root)
+    patients = find_patients(root)
+    if not patients:
+        raise DataError(root, "no patient folders or TIFF stacks found (expected the LGG kaggle_3m layout)")
+    return list(patients)
+
+
+def read_patient_list(path: Path) -> list[str]:
+    """Patient ids from a text file: one per line, blank lines and ``#`` comments ignored.
+
+    Raises:
+        DataError: if the file cannot be read or lists no id.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(path, f"cannot read the patient list: {exc.strerror or exc}") from exc
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DataError(path, "the patient list is empty (write one patient id per line)")
+    return ids
+
+
+def split_patients(
+    patient_ids: Sequence[str], val: float | Sequence[str], *, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split patients into training and validation sets (by patient, reproducibly).
+
+    Args:
+        patient_ids: every patient id (unique).
+        val: fraction of patients for validation (0 < val < 1), or the explicit validation ids.
+        seed: shuffling seed (ignored for explicit ids).
+
+    Returns:
+        ``(train_ids, val_ids)``, each sorted; disjoint, together all of ``patient_ids``.
+
+    Raises:
+        ValueError: on duplicate ids, fewer than 2 patients, a fraction outside (0, 1), or
+            validation ids that are unknown or leave no training patient.
+    """
+    ids = sorted(patient_ids)
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate patient ids: {', '.join(dup)} (rename one of the folders)")
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 patients to split into training and validation, got {len(ids)}")
+    if isinstance(val, (int, float)) and not isinstance(val, bool):
+        if not 0 < val < 1:
+            raise ValueError(f"validation fraction must be between 0 and 1, got {val}")
+        n_val = min(max(1, round(val * len(ids))), len(ids) - 1)
+        order = np.random.default_rng(seed).permutation(len(ids))
+        val_ids = sorted(ids[i] for i in order[:n_val])
+    else:
+        val_ids = sorted(set(val))
+        unknown = sorted(set(val_ids) - set(ids))
+        if unknown:
+            raise ValueError(f"validation patients not in the data: {', '.join(unknown)}")
+        if len(val_ids) == len(ids):
+            raise ValueError("every patient is in the validation list; leave some for training")
+        if not val_ids:
+            raise ValueError("the validation list is empty")
+    val_set = set(val_ids)
+    return [i for i in ids if i not in val_set], val_ids
+
+
+def load_slices(
+    patients: Sequence[Path],
+    *,
+    size: int,
+    workers: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> SliceSet:
+    """Read, normalise and stack every slice of the given patients (on the CPU).
+
+    Args:
+        patients: patient folders or stacks, each with a ground-truth mask for every slice.
+        size: training image size (slices are resized to ``size`` x ``size``).
+        workers: reader threads (TIFF decoding and normalisation release the GIL).
+        progress: ``progress(done, total)`` after each patient.
+
+    Returns:
+        The :class:`SliceSet`, patients in the given order.
+
+    Raises:
+        DataError: if a patient cannot be read, has no masks, or two patients share an id.
+    """
+    from brainseg_core.io import open_volume
+
+    if size < 8:
+        raise ValueError(f"image size must be at least 8, got {size}")
+
+    def one(path: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
+        vol = open_volume(path)
+        if vol.masks is None:
+            raise DataError(path, "no ground-truth masks (_mask.tif for every slice) needed for training")
+        if vol.n_slices == 0:
+            raise DataError(path, "no readable slices")
+        images = preprocess_volume(vol.images, size=size).to(torch.float16)
+        masks = torch.from_numpy(resize_mask(vol.masks, size)).to(torch.uint8)[:, None]
+        return vol.patient_id, images, masks
+
+    paths = [Path(p) for p in patients]
+    results: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(paths)))) as pool:
+        for done, res in enumerate(pool.map(one, paths), start=1):
+            results.append(res)
+            if progress is not None:
+                progress(done, len(paths))
+    seen: dict[str, Path] = {}
+    for (pid, _, _), path in zip(results, paths, strict=True):
+        if pid in seen:
+            raise DataError(path, f"patient id {pid} is also used by {seen[pid]}; patient ids must be unique")
+        seen[pid] = path
+    images = torch.cat([r[1] for r in results])
+    masks = torch.cat([r[2] for r in results])
+    # Labels come from the source-size masks' resized copy; a tumour of a few pixels that vanishes
+    # at a small training size is labelled by what the network can see.
+    labels = (masks.flatten(1).amax(dim=1) > 0).float()
+    patient = torch.cat([torch.full((r[1].shape[0],), i, dtype=torch.long) for i, r in enumerate(results)])
+    return SliceSet(images, masks, labels, patient, [r[0] for r in results], paths)
+
+
+def epoch_indices(
+    labels: torch.Tensor,
+    *,
+    length: int,
+    tumour_fraction: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The slice indices of one epoch, shuffled.
+
+    Args:
+        labels: ``(N,)`` slice labels on the CPU (1 = tumour).
+        length: number of indices to draw.
+        tumour_fraction: share of tumour slices in the epoch, drawn by repeated shuffles of the
+            tumour slices (and of the others) so every slice is seen as evenly as possible; None
+            for one plain shuffle of every slice (natural frequencies).
+        generator: CPU generator (seeded per epoch for reproducibility).
+
+    Returns:
+        ``(length,)`` int64 indices.
+
+    Raises:
+        ValueError: if the requested fraction needs a class that is absent.
+    """
+    n = labels.numel()
+    if tumour_fraction is None:
+        return _tiled_perm(torch.arange(n), length, generator)
+    pos = torch.nonzero(labels > 0.5).flatten()
+    neg = torch.nonzero(labels <= 0.5).flatten()
+    n_pos = round(tumour_fraction * length)
+    if n_pos > 0 and pos.numel() == 0:
+        raise ValueError("--tumour-fraction > 0 but the training patients have no tumour slice")
+    if n_pos < length and neg.numel() == 0:
+        n_pos = length
+    idx = torch.cat(
+        [_tiled_perm(pos, n_pos, generator), _tiled_perm(neg, length - n_pos, generator)]
+        if neg.numel()
+        else [_tiled_perm(pos, n_pos, generator)]
+    )
+    return idx[torch.randperm(idx.numel(), generator=generator)]
+
+
+def _tiled_perm(pool: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    if length <= 0 or pool.numel() == 0:
+        return pool[:0]
+    reps = math.ceil(length / pool.numel())
+    return torch.cat([pool[torch.randperm(pool.numel(), generator=generator)] for _ in range(reps)])[:length]
+
+
+def augment(
+    images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Randomly flip, rotate, scale and intensity-jitter a batch (see the module docstring).
+
+    Args:
+        images: ``(B, C, H, W)`` float images on the training device.
+        masks: ``(B, 1, H, W)`` masks (any dtype) or None.
+        generator: a generator on the images' device.
+
+    Returns:
+        ``(images, masks)``: float32 images and float32 0/1 masks (None if ``masks`` was None).
+    """
+    b, c = images.shape[:2]
+    dev = images.device
+    x = images.float()
+
+    def u(*shape: int, lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(*shape, device=dev, generator=generator) * (hi - lo) + lo
+
+    angle = u(b, lo=-math.radians(15.0), hi=math.radians(15.0))
+    scale = u(b, lo=0.9, hi=1.1)
+    flip = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    zero = torch.zeros_like(cos)
+    # output -> input sampling coordinates: rotate, zoom by `scale`, then mirror x
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gain = u(b, c, 1, 1, lo=0.9, hi=1.1)
+    offset = u(b, c, 1, 1, lo=-0.1, hi=0.1)
+    x = x * gain + offset
+    m = None
+    if masks is not None:
+        m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return x, m

@@ -1,0 +1,84 @@
+"""``brainseg-eval`` on the two published fixture patients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainseg_core.bundle import save_bundle
+from brainseg_core.cli.eval import main
+from brainseg_core.models import build_model
+from brainseg_core.registry import shipped_models_dir
+
+
+@pytest.fixture(scope="module")
+def random_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("evalcli")
+    torch.manual_seed(0)
+    seg = save_bundle(
+        build_model("resunet", base_filters=4, depth=2), d / "seg", name="rand-seg", kind="segmenter",
+        arch="resunet", arch_args={"base_filters": 4, "depth": 2}, input_size=64,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0},
+    )  # fmt: skip
+    cls = save_bundle(
+        build_model("plain_cnn", width=4), d / "cls", name="rand-cls", kind="classifier", arch="plain_cnn",
+        arch_args={"width": 4}, input_size=64, thresholds={"tumour_probability": 0.5},
+    )  # fmt: skip
+    return cls, seg
+
+
+def _check_result(result: dict, n_patients: int) -> None:
+    assert result["n_patients"] == n_patients and len(result["patients"]) == n_patients
+    c = result["classification"]
+    assert c["n"] == result["n_slices"] and 0 <= c["accuracy"] <= 1 and 0 <= c["roc_auc"] <= 1
+    for section in ("segmentation", "pipeline"):
+        s = result[section]
+        assert 0 <= s["dice_patient"]["mean"] <= 1 and s["tumour_slices"] > 0
+    for e in result["patients"]:
+        assert len(e["segment_all"]["slice_dice"]) == e["slices"] == len(e["tumour_probability"])
+
+
+def test_eval_random_bundles_end_to_end(
+    random_bundles, lgg_fixture_root: Path, tmp_path: Path, capsys
+) -> None:
+    cls, seg = random_bundles
+    out = tmp_path / "eval.json"
+    rc = main([str(lgg_fixture_root), "--classifier", str(cls), "--segmenter", str(seg), "--device", "cpu",
+               "--json", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    for heading in ("Classification", "Segmentation", "End-to-end pipeline", "Throughput", "rand-seg"):
+        assert heading in text
+    result = json.loads(out.read_text())
+    _check_result(result, 2)
+    assert result["models"]["segmenter"]["name"] == "rand-seg"
+
+
+def test_eval_patients_file_restricts(random_bundles, lgg_fixture_root: Path, tmp_path: Path, capsys) -> None:
+    cls, seg = random_bundles
+    first = sorted(p.name for p in lgg_fixture_root.iterdir() if p.is_dir())[0]
+    ids = tmp_path / "ids.txt"
+    ids.write_text(first + "\n")
+    out = tmp_path / "one.json"
+    rc = main([str(lgg_fixture_root), "--classifier", str(cls), "--segmenter", str(seg),
+               "--patients", str(ids), "--json", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert [e["patient_id"] for e in json.loads(out.read_text())["patients"]] == [first]
+    ids.write_text("TCGA_NOPE_0000_20000101\n")
+    assert main([str(lgg_fixture_root), "--segmenter", str(seg), "--patients", str(ids), "--quiet"]) == 1
+    assert "TCGA_NOPE" in capsys.readouterr().err
+
+
+def test_eval_shipped_models(lgg_fixture_root: Path, tmp_path: Path) -> None:
+    """The models shipped in resources/models, found through the registry (no explicit paths)."""
+    shipped = sorted(shipped_models_dir().glob("*.json"))
+    assert shipped, f"no shipped bundles in {shipped_models_dir()}"
+    out = tmp_path / "shipped.json"
+    assert main([str(lgg_fixture_root), "--device", "cpu", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, 2)
+    assert Path(result["models"]["segmenter"]["path"]).parent == shipped_models_dir()
+    assert Path(result["models"]["classifier"]["path"]).parent == shipped_models_dir()

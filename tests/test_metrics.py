@@ -1,0 +1,122 @@
+"""Metrics against values computed by hand on small arrays."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from brainseg_core import metrics as M
+
+
+def test_hard_overlap_scores() -> None:
+    pred = np.array([[1, 1, 0, 0]], bool)
+    target = np.array([[1, 0, 1, 0]], bool)
+    # TP 1, FP 1, FN 1
+    assert M.dice(pred, target) == pytest.approx(2 * 1 / (2 + 2))
+    assert M.iou(pred, target) == pytest.approx(1 / 3)
+    assert M.tversky(pred, target, alpha=0.7, beta=0.3) == pytest.approx(1 / (1 + 0.7 + 0.3))
+    # TP 1, FN 2, FP 0: alpha weighs the misses
+    pred2, target2 = np.array([1, 0, 0], bool), np.array([1, 1, 1], bool)
+    assert M.tversky(pred2, target2, alpha=0.7, beta=0.3) == pytest.approx(1 / (1 + 1.4))
+    assert M.tversky(pred2, target2, alpha=0.3, beta=0.7) == pytest.approx(1 / (1 + 0.6))
+    # alpha = beta = 0.5 is Dice, 1/1 is IoU
+    assert M.tversky(pred, target, alpha=0.5, beta=0.5) == pytest.approx(M.dice(pred, target))
+    assert M.tversky(pred, target, alpha=1, beta=1) == pytest.approx(M.iou(pred, target))
+
+
+def test_soft_scores_use_probabilities() -> None:
+    p = np.array([0.8, 0.2])
+    t = np.array([1.0, 1.0])
+    # TP 1.0, FN 1.0, FP 0, |P| 1.0, |T| 2
+    assert M.dice(p, t) == pytest.approx(2 * 1.0 / 3.0)
+    assert M.iou(p, t) == pytest.approx(1.0 / 2.0)
+    assert M.tversky(p, t, alpha=0.7, beta=0.3) == pytest.approx(1 / 1.7)
+
+
+def test_empty_empty_convention() -> None:
+    z = np.zeros((2, 3, 3), bool)
+    one = z.copy()
+    one[0, 1, 1] = True
+    assert M.dice(z, z) == 1.0
+    assert M.iou(z, z) == 1.0
+    assert M.tversky(z, z) == 1.0
+    assert math.isnan(M.dice(z, z, empty=float("nan")))
+    assert M.dice(one, z) == 0.0
+    assert M.dice(z, one) == 0.0
+    assert M.iou(one, z) == 0.0
+
+
+def test_per_slice_and_volume_dice_differ_as_expected() -> None:
+    pred = np.zeros((3, 2, 2), bool)
+    gt = np.zeros((3, 2, 2), bool)
+    gt[0] = True  # 4 px, predicted 2 of them
+    pred[0, 0] = True
+    pred[1, 0, 0] = True  # false positive on an empty slice
+    # slice 2: empty / empty
+    np.testing.assert_allclose(M.per_slice_dice(pred, gt), [2 * 2 / (2 + 4), 0.0, 1.0])
+    np.testing.assert_allclose(M.per_slice_iou(pred, gt), [2 / 4, 0.0, 1.0])
+    assert M.dice(pred, gt) == pytest.approx(2 * 2 / (3 + 4))
+
+
+def test_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        M.dice(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="alpha"):
+        M.tversky(np.zeros(2), np.zeros(2), alpha=-1)
+
+
+def test_summarize_ignores_nan() -> None:
+    s = M.summarize([0.2, float("nan"), 0.6, 1.0])
+    assert s == {"mean": pytest.approx(0.6), "median": 0.6, "min": 0.2, "max": 1.0, "n": 3}
+    assert M.summarize([])["n"] == 0
+
+
+def test_classification_metrics_by_hand() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    p = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    # TP 2, FN 1, FP 1, TN 4
+    assert M.confusion_counts(y, p) == {"tp": 2, "fp": 1, "tn": 4, "fn": 1}
+    assert M.accuracy(y, p) == pytest.approx(6 / 8)
+    assert M.recall(y, p) == pytest.approx(2 / 3)
+    assert M.precision(y, p) == pytest.approx(2 / 3)
+    assert M.balanced_accuracy(y, p) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    f1_pos, f1_neg = 4 / 6, 8 / 10
+    assert M.f1_score(y, p) == pytest.approx(f1_pos)
+    assert M.f1_score(y, p, average="macro") == pytest.approx((f1_pos + f1_neg) / 2)
+    assert M.f1_score(y, p, average="weighted") == pytest.approx((3 * f1_pos + 5 * f1_neg) / 8)
+    with pytest.raises(ValueError, match="average"):
+        M.f1_score(y, p, average="micro")
+
+
+def test_zero_division_is_zero() -> None:
+    y = np.array([0, 0, 0])
+    p = np.array([0, 0, 0])
+    assert M.precision(y, p) == 0.0
+    assert M.recall(y, p) == 0.0
+    assert M.balanced_accuracy(y, p) == 1.0  # only the negative class is present
+
+
+def test_roc_auc_by_hand_with_ties() -> None:
+    assert M.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(3 / 4)
+    # a tie between a positive and a negative counts one half
+    assert M.roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    assert M.roc_auc([0, 1], [0.3, 0.3]) == pytest.approx(0.5)
+    assert math.isnan(M.roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    s = rng.integers(0, 6, 60) / 5.0  # many ties
+    pairs = [(a, b) for a, b in itertools.product(s[y == 1], s[y == 0])]
+    expected = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs])
+    assert M.roc_auc(y, s) == pytest.approx(expected)
+
+
+def test_classification_metrics_threshold_is_inclusive() -> None:
+    out = M.classification_metrics([1, 0, 1, 0], [0.5, 0.49, 0.9, 0.1], threshold=0.5)
+    assert out["confusion"] == {"tp": 2, "fp": 0, "tn": 2, "fn": 0}
+    assert out["roc_auc"] == 1.0 and out["n"] == 4 and out["positives"] == 2

@@ -1,0 +1,100 @@
+"""Patient split, in-memory slice set, epoch sampling and on-device augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainseg_core.io import open_volume
+from brainseg_core.preprocessing import preprocess_volume
+from brainseg_core.training.data import (
+    augment,
+    epoch_indices,
+    find_labelled_patients,
+    load_slices,
+    read_patient_list,
+    split_patients,
+)
+
+pytest_plugins = ["training_fixtures"]
+
+IDS = [f"P{i:02d}" for i in range(10)]
+
+
+def test_split_is_by_patient_disjoint_and_reproducible() -> None:
+    train, val = split_patients(IDS, 0.2, seed=1)
+    assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == IDS
+    assert split_patients(list(reversed(IDS)), 0.2, seed=1) == (train, val)  # order-independent
+    others = {tuple(split_patients(IDS, 0.2, seed=s)[1]) for s in range(6)}
+    assert len(others) > 1  # the seed matters
+
+
+def test_split_explicit_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "val.txt"
+    f.write_text("# validation\nP03\n\nP07  # note\n")
+    ids = read_patient_list(f)
+    assert ids == ["P03", "P07"]
+    assert split_patients(IDS, ids)[1] == ["P03", "P07"]
+    with pytest.raises(ValueError, match="not in the data"):
+        split_patients(IDS, ["P99"])
+    with pytest.raises(ValueError, match="leave some"):
+        split_patients(IDS[:2], IDS[:2])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        split_patients(IDS, 1.5)
+    with pytest.raises(ValueError, match="duplicate"):
+        split_patients(["A", "A", "B"], 0.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_patients(["A"], 0.5)
+    tr, va = split_patients(["A", "B"], 0.01)  # at least one patient on each side
+    assert len(tr) == len(va) == 1
+
+
+def test_load_slices_normalises_per_volume(tiny_dataset: Path) -> None:
+    patients = find_labelled_patients(tiny_dataset)
+    data = load_slices(patients[:2], size=32, workers=2)
+    assert data.images.shape == (16, 3, 32, 32) and data.images.dtype == torch.float16
+    assert data.masks.shape == (16, 1, 32, 32) and data.masks.dtype == torch.uint8
+    assert data.patient_ids == [p.name for p in patients[:2]]
+    assert data.labels.tolist() == [0, 0, 1, 1, 1, 1, 0, 0] * 2
+    vol = open_volume(patients[1])
+    expected = preprocess_volume(vol.images, size=32).half()
+    assert torch.equal(data.images[8:], expected)
+    sub = data.subset([data.patient_ids[1]])
+    assert len(sub) == 8 and sub.patient_ids == [data.patient_ids[1]] and sub.patient.tolist() == [0] * 8
+    assert torch.equal(sub.images, data.images[8:])
+
+
+def test_epoch_indices_tumour_fraction() -> None:
+    labels = torch.tensor([1.0] * 3 + [0.0] * 7)
+    g = torch.Generator().manual_seed(0)
+    idx = epoch_indices(labels, length=20, tumour_fraction=0.7, generator=g)
+    assert idx.numel() == 20 and int(labels[idx].sum()) == 14
+    # every tumour slice drawn about equally often (repeated shuffles, not i.i.d. draws)
+    counts = np.bincount(idx.numpy(), minlength=10)
+    assert counts[:3].max() - counts[:3].min() <= 1
+    nat = epoch_indices(labels, length=10, tumour_fraction=None, generator=g)
+    assert sorted(nat.tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="no tumour"):
+        epoch_indices(torch.zeros(4), length=4, tumour_fraction=0.5, generator=g)
+
+
+def test_augment_moves_masks_with_images() -> None:
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    mask = ((yy - 20) ** 2 + (xx - 40) ** 2 < 100).float()[None, None].repeat(8, 1, 1, 1)
+    images = mask.repeat(1, 3, 1, 1).half()
+    x, m = augment(images, mask.to(torch.uint8), g)
+    assert x.shape == images.shape and x.dtype == torch.float32 and m is not None
+    assert set(torch.unique(m).tolist()) <= {0.0, 1.0}  # nearest neighbour: still binary
+    assert not torch.equal(m, mask)  # something moved
+    inside = x[:, 0:1][m > 0.5]
+    outside = x[:, 0:1][m < 0.5]
+    assert (inside > 0.5).float().mean() > 0.95 and (outside < 0.5).float().mean() > 0.95
+    # same generator state, same result
+    x2, m2 = augment(images, mask, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2) and torch.equal(m, m2)
+    xi, none = augment(images, None, torch.Generator().manual_seed(0))
+    assert none is None and torch.equal(xi, x)
