@@ -277,7 +277,7 @@ def resolve_card_path(path: str | Path) -> Path:
     raise BundleError(path, "not a model bundle; expected NAME.json + NAME.safetensors (or their folder)")
 
 
-def read_card(card_path: Path) -> ModelCard:
+def read_card(card_path: str | Path) -> ModelCard:
     """Read and validate a card without touching the weights (for listings).
 
     Args:
@@ -289,6 +289,7 @@ def read_card(card_path: Path) -> ModelCard:
     Raises:
         BundleError: if the card is missing, not JSON, or invalid.
     """
+    card_path = Path(card_path)
     if not card_path.is_file():
         raise BundleError(card_path, "model card not found; a bundle needs NAME.json beside NAME.safetensors")
     try:
