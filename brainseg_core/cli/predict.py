@@ -1,0 +1,225 @@
+"""``brainseg-predict``: find tumours in brain-MRI patients and export their masks.
+
+Usage::
+
+    brainseg-predict PATH --out DIR [--classifier BUNDLE] [--segmenter BUNDLE]
+                     [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16]
+                     [--threshold P] [--mask-threshold P] [--min-area PX] [--segment-all]
+                     [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
+
+PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
+holding many (every patient under it is analysed). Each patient's masks, overlays and report go
+to ``DIR/<patient_id>/`` (see :mod:`brainseg_core.export`). Models: the explicit bundles, else the
+newest user-trained bundle, else the shipped one (:func:`brainseg_core.registry.resolve_models`).
+
+Exit codes:
+    0    every patient was analysed and exported
+    1    some patients failed (each is reported; the others were written)
+    2    usage error or unusable input path / output folder / device
+    3    model problem (no model installed, damaged or incompatible bundle)
+    130  interrupted (Ctrl-C); the export in progress is discarded, finished ones are kept
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from brainseg_core.errors import BrainSegError, BundleError, DataError
+from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
+from brainseg_core.inference import PatientResult, Pipeline
+from brainseg_core.inference.device import DEVICES, PRECISIONS, resolve_device
+from brainseg_core.io import find_patients, open_volume
+from brainseg_core.registry import resolve_models
+
+PROG = "brainseg-predict"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_EPILOG = """\
+exit codes:
+  0    every patient was analysed and exported
+  1    some patients failed (each is reported; the others were written)
+  2    usage error or unusable input path / output folder / device
+  3    model problem (no model installed, damaged or incompatible bundle)
+  130  interrupted (Ctrl-C)
+"""
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be >= {low}")
+        return value
+
+    return parse
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    try:
+        return check_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Find brain tumours slice by slice (classifier + ResUNet) and export the masks, "
+        "overlays and a report for each patient.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "path", metavar="PATH", type=Path, help="a patient folder, a TIFF stack, or a dataset root"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="export folder (DIR/<patient_id>/)")
+    p.add_argument("--classifier", metavar="BUNDLE", help="classifier bundle (.json, .safetensors or folder)")
+    p.add_argument("--segmenter", metavar="BUNDLE", help="segmenter bundle (.json, .safetensors or folder)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="autocast precision (default: auto)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=_probability,
+        metavar="P",
+        help="classifier gate: segment slices with tumour probability >= P (default: the model card's)",
+    )
+    p.add_argument(
+        "--mask-threshold", type=_probability, metavar="P", help="mask probability threshold (default: card)"
+    )
+    p.add_argument(
+        "--min-area",
+        type=_int_at_least(0),
+        metavar="PX",
+        help="drop tumour regions smaller than PX pixels (default: the model card's)",
+    )
+    p.add_argument("--segment-all", action="store_true", help="segment every slice, skipping the classifier")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        default=FORMATS,
+        metavar="LIST",
+        help=f"comma-separated export formats (default: {','.join(FORMATS)})",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing exports in DIR")
+    p.add_argument(
+        "--batch-size", type=_int_at_least(1), default=16, metavar="N", help="slices per batch (default: 16)"
+    )
+    return p
+
+
+def _error(message: str) -> None:
+    tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _describe(result: PatientResult) -> str:
+    if result.volume_ml is not None:
+        volume = f"{result.volume_ml:.2f} mL"
+    else:
+        volume = f"{result.volume_voxels} voxels (pixel spacing unknown)"
+    return f"{result.tumour_slices}/{len(result.slices)} slices with tumour, volume {volume}"
+
+
+def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> None:
+    volume = open_volume(path)
+    for skipped in volume.skipped:
+        tqdm.write(f"{PROG}: warning: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    check_destination(volume, args.out, overwrite=args.overwrite)  # before the long part
+    with tqdm(total=volume.n_slices, desc=volume.patient_id, unit="slice", leave=False) as bar:
+        result = pipeline.analyse(volume, progress=lambda done, total: bar.update(done - bar.n))
+    paths = export_results(volume, result, args.out, formats=args.formats, overwrite=args.overwrite)
+    tqdm.write(f"{volume.patient_id}: {_describe(result)} -> {paths[-1].parent}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        patients = find_patients(args.path)
+        if args.out.exists() and not args.out.is_dir():
+            raise DataError(args.out, "exists and is not a folder; --out needs a folder")
+        device = resolve_device(args.device)
+    except (DataError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    try:
+        classifier, segmenter = resolve_models(args.classifier, args.segmenter)
+        pipeline = Pipeline(
+            classifier,
+            segmenter,
+            device=device,
+            batch_size=args.batch_size,
+            classifier_threshold=args.threshold,
+            mask_threshold=args.mask_threshold,
+            min_area_px=args.min_area,
+            segment_all=args.segment_all,
+            precision=args.precision,
+        )
+    except BundleError as exc:
+        _error(str(exc))
+        return EXIT_MODEL
+    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {pipeline.classifier_threshold:g}"
+    names = ", ".join(
+        f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
+    )
+    tqdm.write(f"{len(patients)} patient(s) on {pipeline.device}; {names}; classifier gate {gate}")
+    failed = 0
+    for path in tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2):
+        try:
+            _predict_one(pipeline, path, args)
+        except BrainSegError as exc:
+            failed += 1
+            _error(str(exc))
+        except Exception as exc:  # a bug, not a user error: show it, go on with the others
+            failed += 1
+            _error(f"{path}: unexpected {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+    if failed:
+        if len(patients) > 1:
+            _error(f"{failed} of {len(patients)} patients failed")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``brainseg-predict``.
+
+    Args:
+        argv: command-line arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code (see the module docstring).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Writing a patient's predicted masks, overlays and report to disk.
+
+:func:`export_results` writes into ``out_dir/<patient_id>/``:
+
+- ``tif``: ``<patient>_<n>_mask.tif`` per slice, uint8 0/255 single-page greyscale TIFF (the LGG
+  dataset's own mask convention), ``n`` = the slice number from the source file name;
+- ``stack``: ``<patient>_mask_stack.tif``, the same masks as one N-page uint8 0/255 TIFF;
+- ``png``: ``<patient>_<n>_overlay.png`` per slice, the FLAIR channel in grey with the mask
+  outline in red;
+- ``csv``: ``<patient>_report.csv`` (one row per slice: slice number, tumour probability,
+  segmented, area in px and mm²) and ``<patient>_summary.csv`` (``key,value`` rows: tumour slices,
+  volume, thresholds, models, device), two plain tables that open cleanly in a spreadsheet;
+- always ``brainseg_export.json``: the model bundles (name, sha256), thresholds, device,
+  BrainSeg version, UTC time and the files written.
+
+Safety: every file is written atomically into a hidden staging folder beside the destination,
+which replaces the destination only when everything succeeded, so a cancelled or failed export
+leaves nothing half-written. An existing export is replaced only with ``overwrite=True``, a folder
+that is not a BrainSeg export is never replaced, and nothing is ever written into a folder that
+holds the volume's source images or masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+import brainseg_core
+from brainseg_core.atomic import atomic_write
+from brainseg_core.errors import Cancelled, ExportError
+from brainseg_core.inference.pipeline import CancelArg, PatientResult, cancel_checker
+from brainseg_core.io.volume import CHANNELS, Volume
+
+__all__ = ["FORMATS", "SIDECAR_NAME", "check_destination", "check_formats", "export_results", "overlay_image"]
+
+#: Every export format, in the order they are written.
+FORMATS: tuple[str, ...] = ("tif", "stack", "png", "csv")
+SIDECAR_NAME = "brainseg_export.json"
+SIDECAR_FORMAT = "brainseg-export/1"
+OUTLINE_RGB = (255, 0, 0)
+
+
+def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
+    """Validate export format names (a sequence or a comma-separated string).
+
+    Returns:
+        The chosen formats in :data:`FORMATS` order, without duplicates.
+
+    Raises:
+        ValueError: for an unknown name or an empty choice.
+    """
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",") if f.strip()]
+    chosen = [f.strip().lower() for f in formats]
+    unknown = sorted(set(chosen) - set(FORMATS))
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(FORMATS)}"
+        )
+    return tuple(f for f in FORMATS if f in chosen)
+
+
+def _check_result(volume: Volume, result: PatientResult) -> None:
+    if result.patient_id != volume.patient_id or len(result.slices) != volume.n_slices:
+        raise ExportError(
+            f"the result of {result.patient_id} ({len(result.slices)} slices) does not belong to "
+            f"volume {volume.patient_id} ({volume.n_slices} slices)"
+        )
+    bad = [s.index for s in result.slices if s.mask.shape != volume.shape]
+    if bad:
+        raise ExportError(
+            f"{volume.patient_id}: masks of slices {bad} are not {volume.shape} like the images"
+        )
+    pid = volume.patient_id
+    if not pid or pid in (".", "..") or any(c in pid for c in "/\\:\0"):
+        raise ExportError(f"patient id {pid!r} cannot be used as a folder name")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_not_source(volume: Volume, dest: Path) -> None:
+    """Refuse a destination inside a folder that holds source files, or one that contains them."""
+    source = volume.source.resolve()
+    sources = {p.resolve() for p in volume.slice_paths} | {source}
+    source_dirs = {p.parent for p in sources if p != source} | {source if source.is_dir() else source.parent}
+    for folder in sorted(source_dirs):
+        if _is_within(dest, folder):
+            where = "is the folder" if dest == folder else f"is inside {folder}, the folder"
+            raise ExportError(
+                f"{dest}: {where} holding the source images of {volume.patient_id}; choose an "
+                "output folder outside the data folders (sources are never overwritten)"
+            )
+    for src in sorted(sources):
+        if _is_within(src, dest):
+            raise ExportError(
+                f"{dest}: contains the source {src} of {volume.patient_id}; choose another output folder"
+            )
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside the mask (or on the image border)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The FLAIR channel of a slice in grey with the outline of ``mask`` in red.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 slice, channels in :data:`brainseg_core.io.volume.CHANNELS` order.
+        mask: ``(H, W)`` bool mask.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB image.
+    """
+    flair = image[..., CHANNELS.index("FLAIR")]
+    rgb = np.repeat(flair[..., None], 3, axis=2)
+    rgb[_outline(mask)] = OUTLINE_RGB
+    return rgb
+
+
+def _write_tiff(data: np.ndarray) -> Callable[[Path], None]:
+    return lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack")
+
+
+def _write_png(rgb: np.ndarray) -> Callable[[Path], None]:
+    return lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+def _write_csv(rows: Sequence[Sequence[object]]) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)
+
+    return write
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
+    classified = result.models.get("classifier") is not None
+    rows: list[list[object]] = [["slice_number", "tumour_probability", "segmented", "area_px", "area_mm2"]]
+    for number, s in zip(volume.slice_numbers, result.slices, strict=True):
+        prob = _fmt(s.tumour_probability, 4) if classified else ""  # blank when no classifier ran
+        rows.append([number, prob, "yes" if s.segmented else "no", s.area_px, _fmt(s.area_mm2, 2)])
+    return rows
+
+
+def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
+    def model(kind: str) -> tuple[str, str]:
+        info = result.models.get(kind)
+        return ("", "") if info is None else (info.get("name", ""), info.get("sha256", ""))
+
+    rows: list[list[object]] = [
+        ["key", "value"],
+        ["patient_id", result.patient_id],
+        ["slices", n_slices],
+        ["tumour_slices", result.tumour_slices],
+        ["tumour_volume_voxels", result.volume_voxels],
+        ["tumour_volume_ml", _fmt(result.volume_ml, 3)],
+        ["classifier_threshold", result.classifier_threshold],
+        ["mask_threshold", result.mask_threshold],
+        ["min_area_px", result.min_area_px],
+    ]
+    for kind in ("classifier", "segmenter"):
+        name, sha = model(kind)
+        rows += [[f"{kind}_name", name], [f"{kind}_sha256", sha]]
+    rows.append(["device", result.device])
+    return rows
+
+
+def _sidecar(volume: Volume, result: PatientResult, formats: tuple[str, ...], files: list[str]) -> str:
+    data = {
+        "format": SIDECAR_FORMAT,
+        "patient_id": result.patient_id,
+        "source": str(volume.source),
+        "slices": volume.n_slices,
+        "software_version": brainseg_core.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": result.device,
+        "models": result.models,
+        "thresholds": {
+            "tumour_probability": result.classifier_threshold,
+            "mask_probability": result.mask_threshold,
+            "min_area_px": result.min_area_px,
+        },
+        "summary": {
+            "tumour_slices": result.tumour_slices,
+            "volume_voxels": result.volume_voxels,
+            "volume_ml": result.volume_ml,
+        },
+        "formats": list(formats),
+        "files": files,
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _jobs(
+    volume: Volume, result: PatientResult, formats: tuple[str, ...]
+) -> list[tuple[str, Callable[[Path], None]]]:
+    pid = volume.patient_id
+    masks = [np.where(s.mask, np.uint8(255), np.uint8(0)) for s in result.slices]
+    jobs: list[tuple[str, Callable[[Path], None]]] = []
+    if "tif" in formats:
+        jobs += [
+            (f"{pid}_{n}_mask.tif", _write_tiff(m)) for n, m in zip(volume.slice_numbers, masks, strict=True)
+        ]
+    if "stack" in formats:
+        stack = np.stack(masks) if masks else np.zeros((0, *volume.shape), np.uint8)
+        jobs.append((f"{pid}_mask_stack.tif", _write_tiff(stack)))
+    if "png" in formats:
+        jobs += [
+            (f"{pid}_{n}_overlay.png", _write_png(overlay_image(volume.images[s.index], s.mask)))
+            for n, s in zip(volume.slice_numbers, result.slices, strict=True)
+        ]
+    if "csv" in formats:
+        jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
+        jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(result, volume.n_slices))))
+    names = [name for name, _ in jobs]
+    if len(set(names)) != len(names):
+        raise ExportError(f"{pid}: two slices share a slice number; cannot name their files uniquely")
+    return jobs
+
+
+def _swap_into_place(staging: Path, dest: Path) -> None:
+    """Move the finished staging folder to ``dest``, replacing an old export there."""
+    if not dest.exists():
+        os.replace(staging, dest)
+        return
+    if not any(dest.iterdir()):
+        dest.rmdir()
+        os.replace(staging, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    try:
+        os.replace(staging, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_destination(volume: Volume, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Check that ``volume``'s export may be written into ``out_dir`` (no file is written).
+
+    :func:`export_results` runs this check itself; front ends call it before a long analysis so
+    that a refused destination is reported at once.
+
+    Args:
+        volume: the volume to export.
+        out_dir: folder that would receive ``<patient_id>/``.
+        overwrite: whether an existing export may be replaced.
+
+    Returns:
+        The destination folder ``out_dir/<patient_id>`` (absolute).
+
+    Raises:
+        ExportError: the destination is in (or contains) a source folder of the volume, an export
+            already exists and ``overwrite`` is False, or the destination is not a BrainSeg export
+            folder or not a folder at all.
+    """
+    out_dir = Path(out_dir)
+    dest = out_dir.resolve() / volume.patient_id
+    _check_not_source(volume, dest.resolve())  # resolve again: dest may be a link
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a folder; choose an output folder")
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"{dest}: exists and is not a folder; remove it or choose another output folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not overwrite:
+            raise ExportError(
+                f"{dest}: an export of {volume.patient_id} already exists; pass overwrite=True "
+                "(--overwrite) to replace it"
+            )
+        if not (dest / SIDECAR_NAME).is_file():
+            raise ExportError(
+                f"{dest}: exists and is not a BrainSeg export folder (no {SIDECAR_NAME}); it is left "
+                "alone, choose another output folder"
+            )
+    return dest
+
+
+def export_results(
+    volume: Volume,
+    result: PatientResult,
+    out_dir: str | Path,
+    *,
+    formats: Iterable[str] = FORMATS,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelArg = None,
+) -> list[Path]:
+    """Write the masks, overlays and report of one patient (see the module docstring).
+
+    Args:
+        volume: the analysed volume (gives the slice numbers, images and source paths).
+        result: its :class:`brainseg_core.inference.PatientResult`.
+        out_dir: folder that receives ``<patient_id>/``; created if needed.
+        formats: any of ``"tif"``, ``"stack"``, ``"png"``, ``"csv"`` (or a comma-separated string).
+        overwrite: replace an existing export of this patient in ``out_dir``.
+        progress: ``progress(done, total)`` callback, counted in files.
+        cancel: a ``threading.Event`` or a callable returning True to stop; checked before every
+            file. A cancelled export leaves the destination as it was.
+
+    Returns:
+        The paths written, the sidecar last.
+
+    Raises:
+        ValueError: for an unknown format.
+        ExportError: the destination is in (or contains) a source folder of the volume, an export
+            already exists and ``overwrite`` is False, the destination is not a BrainSeg export
+            folder, ``result`` does not belong to ``volume``, or a file cannot be written.
+        Cancelled: when ``cancel`` is set.
+    """
+    chosen = check_formats(formats)
+    _check_result(volume, result)
+    is_cancelled = cancel_checker(cancel)
+    out_dir = Path(out_dir)
+    dest = check_destination(volume, out_dir, overwrite=overwrite)
+    jobs = _jobs(volume, result, chosen)
+    total = len(jobs) + 1
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{volume.patient_id}.", suffix=".partial", dir=out_dir))
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the export folder ({exc.strerror or exc})") from None
+    try:
+        if progress is not None:
+            progress(0, total)
+        for done, (name, write) in enumerate(jobs, start=1):
+            if is_cancelled():
+                raise Cancelled(f"{volume.patient_id}: export cancelled")
+            with atomic_write(staging / name) as tmp:
+                write(tmp)
+            if progress is not None:
+                progress(done, total)
+        names = [name for name, _ in jobs]
+        with atomic_write(staging / SIDECAR_NAME) as tmp:
+            tmp.write_text(_sidecar(volume, result, chosen, names), encoding="utf-8")
+        _swap_into_place(staging, dest)
+    except OSError as exc:
+        raise ExportError(f"{dest}: cannot write the export ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            if staging.exists():
+                shutil.rmtree(staging)
+    if progress is not None:
+        progress(total, total)
+    return [dest / name for name in names] + [dest / SIDECAR_NAME]

@@ -1,0 +1,28 @@
+"""Inference: classifier-gated segmentation of patient volumes on the best available device.
+
+See :mod:`brainseg_core.inference.pipeline` for the pipeline and its results and
+:mod:`brainseg_core.inference.device` for device choice, precision and out-of-memory fallback.
+"""
+
+from brainseg_core.inference.device import resolve_device, resolve_precision
+from brainseg_core.inference.pipeline import (
+    PatientResult,
+    Pipeline,
+    SliceResult,
+    label_components,
+    missing_segmentations,
+    remove_small_components,
+    rethreshold,
+)
+
+__all__ = [
+    "PatientResult",
+    "Pipeline",
+    "SliceResult",
+    "label_components",
+    "missing_segmentations",
+    "remove_small_components",
+    "resolve_device",
+    "resolve_precision",
+    "rethreshold",
+]

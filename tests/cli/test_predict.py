@@ -1,0 +1,149 @@
+"""brainseg-predict end to end on small generated patients with explicit tiny bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import make_patient
+
+from brainseg_core.bundle import save_bundle
+from brainseg_core.cli.predict import main
+from brainseg_core.inference import Pipeline
+from brainseg_core.models import build_model
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("cli_bundles")
+    torch.manual_seed(1)
+    seg = save_bundle(
+        build_model("resunet", base_filters=4, depth=2),
+        d / "seg.json",
+        name="tiny-seg",
+        kind="segmenter",
+        arch="resunet",
+        arch_args={"base_filters": 4, "depth": 2},
+        input_size=32,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0},
+    )
+    cls = save_bundle(
+        build_model("plain_cnn", width=4),
+        d / "cls.json",
+        name="tiny-cls",
+        kind="classifier",
+        arch="plain_cnn",
+        arch_args={"width": 4},
+        input_size=32,
+        thresholds={"tumour_probability": 0.5},
+    )
+    return cls, seg
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("brainseg-predict: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_one_patient_end_to_end(bundles, tmp_path: Path, capsys) -> None:
+    cls, seg = bundles
+    patient = make_patient(tmp_path / "data", n=5)
+    out = tmp_path / "out"
+    argv = [str(patient), "--out", str(out), "--classifier", str(cls), "--segmenter", str(seg)]
+    code = main([*argv, "--device", "cpu", "--threshold", "0", "--batch-size", "2"])
+    assert code == 0, capsys.readouterr().err
+    dest = out / patient.name
+    for n in range(1, 6):
+        mask = tifffile.imread(dest / f"{patient.name}_{n}_mask.tif")
+        assert mask.shape == (64, 64) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert (dest / f"{patient.name}_{n}_overlay.png").is_file()
+    assert len(tifffile.TiffFile(dest / f"{patient.name}_mask_stack.tif").pages) == 5
+    side = json.loads((dest / "brainseg_export.json").read_text())
+    assert side["models"]["segmenter"]["name"] == "tiny-seg"
+    assert side["models"]["classifier"]["name"] == "tiny-cls"
+    assert side["thresholds"]["tumour_probability"] == 0.0
+    assert side["device"] == "cpu"
+    assert patient.name in capsys.readouterr().out
+
+    # a second run refuses to replace the export, then replaces it with --overwrite
+    assert main([*argv, "--format", "csv"]) == 1
+    assert "--overwrite" in _one_error_line(capsys.readouterr().err)
+    assert main([*argv, "--format", "csv", "--overwrite", "--segment-all"]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [f"{patient.name}_report.csv", f"{patient.name}_summary.csv", "brainseg_export.json"]
+    )
+
+
+def test_dataset_root_with_a_broken_patient(bundles, tmp_path: Path, capsys) -> None:
+    cls, seg = bundles
+    root = tmp_path / "data"
+    good = make_patient(root, patient_id="TCGA_AA_0001_20000101", n=3)
+    bad = root / "TCGA_BB_0002_20000101"
+    bad.mkdir()
+    for n in (1, 2):
+        (bad / f"{bad.name}_{n}.tif").write_bytes(b"not a tiff")
+    code = main(
+        [str(root), "--out", str(tmp_path / "out"), "--segmenter", str(seg), "--classifier", str(cls)]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"brainseg-predict: error: {bad}" in err and "Traceback" not in err
+    assert "1 of 2 patients failed" in err
+    assert (tmp_path / "out" / good.name / "brainseg_export.json").is_file()
+    assert not (tmp_path / "out" / bad.name).exists()
+
+
+def test_bad_path_exits_2_with_one_line(bundles, tmp_path: Path, capsys) -> None:
+    code = main([str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--segmenter", str(bundles[1])])
+    assert code == 2
+    assert "does not exist" in _one_error_line(capsys.readouterr().err)
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--threshold", "1.5"]) == 2
+    assert "probability" in capsys.readouterr().err
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--format", "tif,jpeg"]) == 2
+    assert "jpeg" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2  # --out is required
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "exit codes" in help_text and "130" in help_text
+
+
+def test_model_problem_exits_3(tmp_path: Path, capsys) -> None:
+    patient = make_patient(tmp_path / "data", n=2)
+    code = main([str(patient), "--out", str(tmp_path / "out"), "--segmenter", str(tmp_path / "nope.json")])
+    assert code == 3
+    assert "nope.json" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_swapped_bundles_exit_3(bundles, tmp_path: Path, capsys) -> None:
+    cls, seg = bundles
+    patient = make_patient(tmp_path / "data", n=2)
+    code = main(
+        [str(patient), "--out", str(tmp_path / "out"), "--segmenter", str(cls), "--classifier", str(seg)]
+    )
+    assert code == 3
+    assert "swap" in _one_error_line(capsys.readouterr().err)
+
+
+def test_interrupt_exits_130(bundles, tmp_path: Path, capsys, monkeypatch) -> None:
+    seg = bundles[1]
+    patient = make_patient(tmp_path / "data", n=2)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Pipeline, "analyse", interrupted)
+    code = main([str(patient), "--out", str(tmp_path / "out"), "--segmenter", str(seg)])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "out" / patient.name).exists()

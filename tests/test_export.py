@@ -1,0 +1,217 @@
+"""export_results: every format round-trips, the sidecar is complete, sources and old exports are safe."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import make_patient
+from PIL import Image
+
+import brainseg_core
+from brainseg_core.errors import Cancelled, ExportError
+from brainseg_core.export import SIDECAR_NAME, export_results, overlay_image
+from brainseg_core.inference.pipeline import PatientResult, SliceResult, _summarise, rethreshold
+from brainseg_core.io import open_volume
+
+MODELS = {
+    "classifier": {"name": "cls-x", "sha256": "a" * 64},
+    "segmenter": {"name": "seg-y", "sha256": "b" * 64},
+}
+
+
+def _result(volume, *, spacing=None) -> PatientResult:
+    """A result whose masks are the volume's ground truth, with tumour probability 0.9 / 0.1."""
+    slices = [
+        SliceResult(
+            index=i,
+            tumour_probability=0.9 if m.any() else 0.1,
+            segmented=False,
+            mask_probability=m.astype(np.float32),
+            mask=np.zeros_like(m),
+            area_px=0,
+            area_mm2=None,
+        )
+        for i, m in enumerate(volume.masks)
+    ]
+    slices = rethreshold(slices, classifier_threshold=0.5, pixel_spacing_mm=spacing)
+    return _summarise(
+        volume.patient_id,
+        slices,
+        classifier_threshold=0.5,
+        mask_threshold=0.5,
+        min_area_px=0,
+        models=MODELS,
+        device="cpu",
+        spacing=spacing,
+        voxel_volume_ml=None if spacing is None else spacing[0] * spacing[1] * 2.0 / 1000,
+    )
+
+
+@pytest.fixture
+def volume(tiny_volume_dir: Path):
+    return open_volume(tiny_volume_dir)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_every_format_round_trips(volume, tmp_path: Path) -> None:
+    result = _result(volume, spacing=(0.5, 0.5))
+    out = tmp_path / "out"
+    calls: list[tuple[int, int]] = []
+    paths = export_results(volume, result, out, progress=lambda d, t: calls.append((d, t)))
+    pid = volume.patient_id
+    dest = (out / pid).resolve()
+    assert all(p.parent == dest and p.is_file() for p in paths)
+    assert paths[-1].name == SIDECAR_NAME
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # nothing else
+    n = volume.n_slices
+    assert calls[0] == (0, 2 * n + 4) and calls[-1] == (2 * n + 4, 2 * n + 4)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    for number, s in zip(volume.slice_numbers, result.slices, strict=True):
+        with tifffile.TiffFile(dest / f"{pid}_{number}_mask.tif") as tif:
+            assert len(tif.pages) == 1
+            page = tif.pages[0]
+            assert page.shape == volume.shape and page.dtype == np.uint8 and page.photometric == 1
+            mask = page.asarray()
+        np.testing.assert_array_equal(mask, np.where(s.mask, 255, 0))
+        png = np.asarray(Image.open(dest / f"{pid}_{number}_overlay.png"))
+        assert png.shape == (*volume.shape, 3) and png.dtype == np.uint8
+        np.testing.assert_array_equal(png, overlay_image(volume.images[s.index], s.mask))
+
+    with tifffile.TiffFile(dest / f"{pid}_mask_stack.tif") as tif:
+        assert len(tif.pages) == n
+        stack = np.stack([p.asarray() for p in tif.pages])
+    assert set(np.unique(stack)) <= {0, 255}
+    np.testing.assert_array_equal(stack, np.where(volume.masks, 255, 0))
+    # the ground truth of this patient has tumour on 2 slices, so the stack is not trivially empty
+    assert (stack.reshape(n, -1).max(axis=1) == 255).sum() == 2
+
+    with open(dest / f"{pid}_report.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["slice_number"]) for r in rows] == volume.slice_numbers
+    assert [int(r["area_px"]) for r in rows] == [s.area_px for s in result.slices]
+    assert [float(r["area_mm2"]) for r in rows] == pytest.approx([s.area_px * 0.25 for s in result.slices])
+    assert [r["segmented"] for r in rows] == ["yes" if s.segmented else "no" for s in result.slices]
+    assert [float(r["tumour_probability"]) for r in rows] == [s.tumour_probability for s in result.slices]
+    with open(dest / f"{pid}_summary.csv", newline="", encoding="utf-8") as f:
+        summary = dict(csv.reader(f))
+    assert summary["patient_id"] == pid
+    assert int(summary["tumour_slices"]) == 2
+    assert int(summary["tumour_volume_voxels"]) == int(volume.masks.sum())
+    assert float(summary["tumour_volume_ml"]) == pytest.approx(result.volume_ml, abs=1e-3)
+    assert summary["segmenter_sha256"] == "b" * 64
+
+
+def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> None:
+    result = _result(volume)
+    paths = export_results(volume, result, tmp_path / "out", formats=("csv", "stack"))
+    side = json.loads(paths[-1].read_text())
+    assert side["models"] == MODELS
+    assert side["thresholds"] == {"tumour_probability": 0.5, "mask_probability": 0.5, "min_area_px": 0}
+    assert side["device"] == "cpu" and side["software_version"] == brainseg_core.__version__
+    assert side["created"].endswith("+00:00")
+    assert side["formats"] == ["stack", "csv"]
+    assert side["files"] == [p.name for p in paths[:-1]]
+    assert side["summary"]["volume_voxels"] == int(volume.masks.sum())
+    assert not list(paths[0].parent.glob("*_overlay.png")) and not list(paths[0].parent.glob("*_1_mask.tif"))
+
+
+def test_report_leaves_probability_blank_without_classifier(volume, tmp_path: Path) -> None:
+    result = _result(volume)
+    result.models = {"classifier": None, "segmenter": MODELS["segmenter"]}
+    paths = export_results(volume, result, tmp_path / "out", formats="csv")
+    with open(paths[0], newline="", encoding="utf-8") as f:
+        assert {r["tumour_probability"] for r in csv.DictReader(f)} == {""}
+
+
+def test_refuses_to_write_into_the_source_folders(volume, tiny_volume_dir: Path, tmp_path: Path) -> None:
+    before = _tree(tiny_volume_dir.parent)
+    result = _result(volume)
+    # the dataset root: out/<patient> IS the patient folder, whose _mask.tif files would be replaced
+    for out in (tiny_volume_dir.parent, tiny_volume_dir, tiny_volume_dir / "sub"):
+        with pytest.raises(ExportError, match="source images"):
+            export_results(volume, result, out, overwrite=True)
+    link_root = tmp_path / "links"
+    link_root.mkdir()
+    os.symlink(tiny_volume_dir, link_root / volume.patient_id)
+    with pytest.raises(ExportError, match="source images"):
+        export_results(volume, result, link_root, overwrite=True)
+    assert _tree(tiny_volume_dir.parent) == before
+
+
+def test_existing_export_needs_overwrite(volume, tmp_path: Path) -> None:
+    result = _result(volume)
+    export_results(volume, result, tmp_path / "out")
+    dest = tmp_path / "out" / volume.patient_id
+    (dest / "stale.txt").write_text("from an older export")
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_results(volume, result, tmp_path / "out")
+    assert (dest / "stale.txt").exists()
+    paths = export_results(volume, result, tmp_path / "out", formats="csv", overwrite=True)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [volume.patient_id]  # no staging left
+
+
+def test_never_replaces_a_folder_that_is_not_an_export(volume, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "out"
+    dest = tmp_path / volume.patient_id
+    dest.mkdir(parents=True)
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a BrainSeg export"):
+        export_results(volume, _result(volume), tmp_path, overwrite=True)
+    assert (dest / "notes.txt").read_text() == "mine"
+    (dest / "notes.txt").unlink()  # an empty folder is fine to fill
+    assert export_results(volume, _result(volume), tmp_path, formats="csv")[0].parent == dest.resolve()
+
+
+def test_cancel_leaves_the_old_export_untouched(volume, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "out"
+    result = _result(volume)
+    export_results(volume, result, tmp_path, formats="csv")
+    before = _tree(tmp_path)
+    stop = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 3:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        export_results(volume, result, tmp_path, overwrite=True, progress=progress, cancel=stop)
+    assert _tree(tmp_path) == before
+    assert [p.name for p in tmp_path.iterdir()] == [volume.patient_id]
+    with pytest.raises(Cancelled):
+        export_results(volume, result, tmp_path / "new", cancel=lambda: True)
+    assert not (tmp_path / "new" / volume.patient_id).exists()
+
+
+def test_bad_arguments(volume, tmp_path: Path) -> None:
+    result = _result(volume)
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_results(volume, result, tmp_path / "out", formats=("tif", "jpeg"))
+    other = make_patient(tmp_path / "data2", patient_id="TCGA_YY_0002_20000101", n=4)
+    with pytest.raises(ExportError, match="does not belong"):
+        export_results(open_volume(other), result, tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="not a folder"):
+        export_results(volume, result, tmp_path / "file")
+
+
+def test_real_fixture_patient_numbers(fixture_patient: Path, tmp_path: Path) -> None:
+    volume = open_volume(fixture_patient)
+    paths = export_results(volume, _result(volume), tmp_path / "out", formats="tif")
+    assert [p.name for p in paths[:-1]] == [f"{volume.patient_id}_{n}_mask.tif" for n in volume.slice_numbers]
+    for p, m in zip(paths[:-1], volume.masks, strict=True):
+        # the exported mask of the ground truth is byte-for-byte the published mask's pixels
+        source = fixture_patient / p.name
+        np.testing.assert_array_equal(tifffile.imread(p), tifffile.imread(source))
+        np.testing.assert_array_equal(tifffile.imread(p) > 0, m)
