@@ -41,13 +41,14 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.inference.pipeline import CancelArg, PatientResult, cancel_checker
+from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
 
 __all__ = ["FORMATS", "SIDECAR_NAME", "check_destination", "check_formats", "export_results", "overlay_image"]
 
 #: Every export format, in the order they are written.
 FORMATS: tuple[str, ...] = ("tif", "stack", "png", "csv")
-SIDECAR_NAME = "brainseg_export.json"
+SIDECAR_NAME = EXPORT_SIDECAR
 SIDECAR_FORMAT = "brainseg-export/1"
 OUTLINE_RGB = (255, 0, 0)
 

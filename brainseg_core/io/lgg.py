@@ -53,6 +53,8 @@ from brainseg_core.io.volume import SkippedSlice, Volume
 __all__ = ["find_patients", "is_patient_dir", "open_volume"]
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)(?P<mask>_mask)?$", re.IGNORECASE)
+#: Sidecar file that marks a folder as BrainSeg export output (see brainseg_core.export).
+EXPORT_SIDECAR = "brainseg_export.json"
 _MASK_SUFFIX = re.compile(r"_mask$", re.IGNORECASE)
 _READ_THREADS = 8  # tifffile releases the GIL while reading and decoding
 
@@ -538,7 +540,8 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     A patient folder or a stack file gives ``[path]``. Any other folder is searched at every
     depth (hidden folders and files skipped, patient folders not entered): each patient folder
     and each TIFF stack (a TIFF whose name has no slice number and is not a ``*_mask.tif``) is a
-    patient. Identical copies of a patient (same id, same file names and sizes), such as the
+    patient. Folders written by BrainSeg's exporter (holding ``brainseg_export.json``) are skipped.
+    Identical copies of a patient (same id, same file names and sizes), such as the
     Kaggle archive's repeated ``lgg-mri-segmentation/kaggle_3m``, are listed once: the copy
     nearest to ``path``.
 
@@ -567,6 +570,9 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root, onerror=None):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
+        if EXPORT_SIDECAR in filenames:  # BrainSeg's own export output, not a patient
+            dirnames[:] = []
+            continue
         if here != root and _is_patient_listing(filenames):
             found.append(here)
             dirnames[:] = []

@@ -87,3 +87,16 @@ def test_find_patients_bad_input(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "x_mask.tif", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="ground-truth mask"):
         find_patients(tmp_path / "x_mask.tif")
+
+
+def test_export_output_inside_a_root_is_not_a_patient(
+    tmp_path: Path, patient_factory: Callable[..., Path]
+) -> None:
+    patient = patient_factory(tmp_path / "root")
+    export = tmp_path / "root" / "exports" / patient.name
+    export.mkdir(parents=True)
+    tifffile.imwrite(export / f"{patient.name}_mask_stack.tif", np.zeros((2, 8, 8), np.uint8))
+    tifffile.imwrite(export / f"{patient.name}_1_mask.tif", np.zeros((8, 8), np.uint8))
+    assert find_patients(tmp_path / "root") == [patient, export / f"{patient.name}_mask_stack.tif"]
+    (export / "brainseg_export.json").write_text("{}")
+    assert find_patients(tmp_path / "root") == [patient]
