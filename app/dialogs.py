@@ -1,0 +1,521 @@
+"""Dialogs: messages, export, pixel spacing, keyboard shortcuts, model cards, and the crash hook.
+
+Every message the viewer shows goes through :func:`notify` / :func:`ask`, so errors look the same
+everywhere and tests can capture them by patching ``QMessageBox``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from brainseg_app.session import PatientRecord
+from brainseg_app.worker import JobReport, JobRunner
+
+log = logging.getLogger(__name__)
+
+_ICONS = {
+    "info": QMessageBox.Icon.Information,
+    "warning": QMessageBox.Icon.Warning,
+    "error": QMessageBox.Icon.Critical,
+}
+
+
+def notify(parent: QWidget | None, level: str, title: str, text: str, details: str = "") -> None:
+    """Show a message box (modal) and log it.
+
+    Args:
+        parent: owner window.
+        level: ``"info"``, ``"warning"`` or ``"error"``.
+        title: window title.
+        text: the message, phrased for the user.
+        details: optional longer text (e.g. a traceback or the list of skipped files).
+    """
+    log.log(logging.ERROR if level == "error" else logging.INFO, "%s: %s", title, text)
+    box = QMessageBox(parent)
+    box.setIcon(_ICONS.get(level, QMessageBox.Icon.Information))
+    box.setWindowTitle(title)
+    box.setText(text)
+    if details:
+        box.setDetailedText(details)
+    box.setStandardButtons(QMessageBox.StandardButton.Ok)
+    box.exec()
+
+
+def ask(parent: QWidget | None, title: str, text: str) -> bool:
+    """Ask a yes/no question.
+
+    Returns:
+        True when the user answered Yes.
+    """
+    answer = QMessageBox.question(
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+# ------------------------------------------------------------------------------------------------
+# Crash hook
+
+
+_in_hook = False
+
+
+def install_excepthook(parent: Callable[[], QWidget | None], log_file: Path | None = None) -> None:
+    """Show unexpected exceptions in a dialog and log them, instead of letting the app die.
+
+    Args:
+        parent: returns the window to attach dialogs to (may return None).
+        log_file: shown to the user as where the full traceback was written.
+    """
+
+    def hook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        global _in_hook
+        if issubclass(etype, KeyboardInterrupt):
+            sys.__excepthook__(etype, value, tb)
+            return
+        text = "".join(traceback.format_exception(etype, value, tb))
+        log.error("Unhandled exception:\n%s", text)
+        if _in_hook:  # an error while showing the error: do not recurse
+            return
+        _in_hook = True
+        try:
+            where = f" The details were written to {log_file}." if log_file else ""
+            notify(
+                parent(),
+                "error",
+                "Unexpected error",
+                f"{etype.__name__}: {value}\n\nBrainSeg keeps running, but the last action may not have "
+                f"finished.{where}",
+                details=text,
+            )
+        except Exception:  # never let the hook itself crash the app
+            log.exception("could not show the error dialog")
+        finally:
+            _in_hook = False
+
+    sys.excepthook = hook
+
+
+# ------------------------------------------------------------------------------------------------
+# Pixel spacing
+
+
+class SpacingDialog(QDialog):
+    """Enter the pixel spacing and slice thickness of a dataset (TIFF files carry none)."""
+
+    def __init__(
+        self, spacing: tuple[float, float, float] | None, dataset: Path, parent: QWidget | None = None
+    ):
+        super().__init__(parent)
+        self.setWindowTitle("Pixel spacing")
+        self.cleared = False
+        layout = QVBoxLayout(self)
+        info = QLabel(
+            f"TIFF slices carry no physical size. Enter the voxel size of the scans in\n{dataset}\n"
+            "to get tumour areas in mm² and volumes in mL. It is remembered for this dataset."
+        )
+        info.setWordWrap(True)
+        layout.addWidget(info)
+        form = QFormLayout()
+        self.row = self._spin("Pixel spacing between rows (mm)")
+        self.col = self._spin("Pixel spacing between columns (mm)")
+        self.thickness = self._spin("Distance between slices (mm)", maximum=20.0)
+        row, col, thick = spacing if spacing else (1.0, 1.0, 1.0)
+        self.row.setValue(row)
+        self.col.setValue(col)
+        self.thickness.setValue(thick)
+        form.addRow("Row spacing", self.row)
+        form.addRow("Column spacing", self.col)
+        form.addRow("Slice thickness", self.thickness)
+        layout.addLayout(form)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        clear = buttons.addButton("Forget", QDialogButtonBox.ButtonRole.ResetRole)
+        clear.setToolTip("Forget the spacing of this dataset (volumes in voxels)")
+        clear.clicked.connect(self._clear)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def _spin(tip: str, maximum: float = 10.0) -> QDoubleSpinBox:
+        s = QDoubleSpinBox()
+        s.setRange(0.01, maximum)
+        s.setDecimals(3)
+        s.setSingleStep(0.1)
+        s.setSuffix(" mm")
+        s.setToolTip(tip)
+        return s
+
+    def _clear(self) -> None:
+        self.cleared = True
+        self.accept()
+
+    def value(self) -> tuple[float, float, float] | None:
+        """The entered ``(row, col, thickness)``, None when the user chose Forget."""
+        if self.cleared:
+            return None
+        return self.row.value(), self.col.value(), self.thickness.value()
+
+
+# ------------------------------------------------------------------------------------------------
+# Shortcuts and model cards
+
+
+class ShortcutsDialog(QDialog):
+    """A table of every keyboard shortcut and mouse binding."""
+
+    def __init__(self, rows: Sequence[tuple[str, str]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        self.resize(520, 620)
+        layout = QVBoxLayout(self)
+        self.table = QTableWidget(len(rows), 2)
+        self.table.setHorizontalHeaderLabels(["Keys / mouse", "Action"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for r, (keys, action) in enumerate(rows):
+            self.table.setItem(r, 0, QTableWidgetItem(keys))
+            self.table.setItem(r, 1, QTableWidgetItem(action))
+        self.table.resizeColumnToContents(0)
+        layout.addWidget(self.table)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        if len(value) > 8:
+            return f"({len(value)} entries)"
+        return ", ".join(f"{k} {_value_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        if len(value) > 8:
+            return f"({len(value)} items)"
+        return ", ".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def _dict_table(data: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}&nbsp;&nbsp;</td><td>{html.escape(_value_text(v))}</td></tr>"
+        for k, v in data.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def card_html(title: str, bundle: object | None) -> str:
+    """HTML description of a loaded model bundle (or of its absence)."""
+    if bundle is None:
+        return f"<h3>{html.escape(title)}</h3><p>None: every slice is segmented.</p>"
+    card = bundle.card  # type: ignore[attr-defined]
+    rows = [
+        ("Name", card.name),
+        ("Architecture", f"{card.arch} {json.dumps(card.arch_args)}"),
+        ("Input size", f"{card.input_size} px"),
+        ("Thresholds", ", ".join(f"{k} {v}" for k, v in card.thresholds.items())),
+        ("Created", card.created),
+        ("Software", card.software_version),
+        ("File", str(bundle.path)),  # type: ignore[attr-defined]
+        ("SHA-256", card.weights_sha256[:16] + "…"),
+        ("License", card.license or "—"),
+    ]
+    out = [f"<h3>{html.escape(title)}</h3><table>"]
+    out += [f"<tr><td><b>{html.escape(k)}</b>&nbsp;</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows]
+    out.append("</table>")
+    for section, data in (("Validation metrics", card.metrics), ("Training", card.training)):
+        if data:
+            out.append(f"<p><b>{section}</b></p>{_dict_table(data)}")
+    if card.notes:
+        out.append(f"<p>{html.escape(card.notes)}</p>")
+    return "".join(out)
+
+
+class ModelsDialog(QDialog):
+    """The active classifier and segmenter with their model cards."""
+
+    def __init__(self, classifier: object | None, segmenter: object | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Active models")
+        self.resize(640, 680)
+        layout = QVBoxLayout(self)
+        self.text = QTextBrowser()
+        body = card_html("Classifier", classifier)
+        body += (
+            card_html("Segmenter", segmenter)
+            if segmenter is not None
+            else "<h3>Segmenter</h3><p>None loaded</p>"
+        )
+        self.text.setHtml(body)
+        layout.addWidget(self.text)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+# ------------------------------------------------------------------------------------------------
+# Export
+
+
+#: Export formats: key for :func:`brainseg_core.export.export_results` and the label shown.
+EXPORT_FORMATS: tuple[tuple[str, str, str], ...] = (
+    ("tif", "Per-slice masks (_mask.tif)", "One 0/255 mask TIFF per slice, named like the dataset's own"),
+    ("stack", "Mask stack (multi-page TIFF)", "All masks of a patient in one multi-page TIFF"),
+    ("png", "PNG overlays", "Each slice with the predicted outline drawn on it, for reports"),
+    ("csv", "CSV report", "Per-slice tumour probability and area, plus the patient summary"),
+)
+
+
+class ExportDialog(QDialog):
+    """Choose formats and a destination, then export with progress (in a worker thread).
+
+    Args:
+        records: the analysed patients to export.
+        volume_for: returns the :class:`~brainseg_core.io.Volume` of a record; called in the
+            worker thread (may read from disk).
+        formats: formats ticked initially.
+        destination: initial destination folder.
+        parent: owner window.
+
+    Signals:
+        exported: the list of written files, when an export completes.
+    """
+
+    exported = Signal(list)
+
+    def __init__(
+        self,
+        records: Sequence[PatientRecord],
+        volume_for: Callable[[PatientRecord], object],
+        *,
+        formats: Sequence[str] = ("tif", "png", "csv"),
+        destination: Path | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.records = list(records)
+        self._volume_for = volume_for
+        self.written: list[Path] = []
+        n = len(self.records)
+        self.setWindowTitle("Export results")
+        self.setMinimumWidth(520)
+        layout = QVBoxLayout(self)
+        what = self.records[0].patient_id if n == 1 else f"{n} analysed patients"
+        self.summary = QLabel(f"Export the predicted masks of {what}.")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+
+        box = QGroupBox("Formats")
+        bl = QVBoxLayout(box)
+        self.format_boxes: dict[str, QCheckBox] = {}
+        for key, label, tip in EXPORT_FORMATS:
+            cb = QCheckBox(label)
+            cb.setToolTip(tip)
+            cb.setChecked(key in formats)
+            cb.toggled.connect(self._update_buttons)
+            bl.addWidget(cb)
+            self.format_boxes[key] = cb
+        layout.addWidget(box)
+
+        dest = QHBoxLayout()
+        self.destination = QLineEdit(str(destination) if destination else "")
+        self.destination.setPlaceholderText("Folder to write into (one sub-folder per patient)")
+        self.destination.setToolTip(
+            "Results go to DESTINATION/<patient id>/; source images are never touched"
+        )
+        self.destination.textChanged.connect(self._update_buttons)
+        browse = QPushButton("Browse…")
+        browse.setToolTip("Choose the destination folder")
+        browse.clicked.connect(self._browse)
+        dest.addWidget(QLabel("Destination"))
+        dest.addWidget(self.destination, 1)
+        dest.addWidget(browse)
+        layout.addLayout(dest)
+
+        self.progress = QProgressBar()
+        self.progress.setToolTip("Export progress")
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+
+        self.buttons = QDialogButtonBox()
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.export_button.setToolTip("Write the chosen files")
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.close_button.setToolTip("Close (cancels a running export)")
+        self.export_button.clicked.connect(self.start_export)
+        self.close_button.clicked.connect(self.reject)
+        layout.addWidget(self.buttons)
+
+        self.runner = JobRunner(self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+        self.runner.stopped.connect(self._update_buttons)
+        self._update_buttons()
+
+    # -- choices ---------------------------------------------------------------------------------
+    def formats(self) -> list[str]:
+        """The ticked format keys."""
+        return [k for k, cb in self.format_boxes.items() if cb.isChecked()]
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export destination", self.destination.text())
+        if folder:
+            self.destination.setText(folder)
+
+    def _update_buttons(self) -> None:
+        running = self.runner.running
+        self.export_button.setEnabled(
+            not running and bool(self.formats()) and bool(self.destination.text().strip())
+        )
+        self.close_button.setText("Cancel" if running else "Close")
+
+    # -- export ----------------------------------------------------------------------------------
+    def start_export(self) -> bool:
+        """Check the choices, ask before replacing earlier exports, and start the export.
+
+        Returns:
+            True when the export started.
+        """
+        if self.runner.running:
+            return False
+        formats = self.formats()
+        text = self.destination.text().strip()
+        if not formats or not text:
+            self.status.setText("Choose at least one format and a destination folder.")
+            return False
+        dest = Path(text).expanduser()
+        for r in self.records:
+            src = r.path.resolve()
+            target = (dest / r.patient_id).resolve()
+            if target == src or src in target.parents or target in src.parents:
+                self.status.setText(
+                    f"{dest} would put the export inside the patient folders; choose another destination."
+                )
+                return False
+        existing = [r.patient_id for r in self.records if (dest / r.patient_id).exists()]
+        overwrite = False
+        if existing:
+            names = ", ".join(existing[:5]) + (" …" if len(existing) > 5 else "")
+            if not ask(
+                self,
+                "Replace export?",
+                f"{dest} already holds results for {len(existing)} patient(s) ({names}).\n"
+                "Replace them? Source images are never touched.",
+            ):
+                self.status.setText("Export not started: nothing was replaced.")
+                return False
+            overwrite = True
+        records, volume_for = list(self.records), self._volume_for
+
+        def job(report: JobReport) -> list[Path]:
+            from brainseg_core.export import export_results
+
+            written: list[Path] = []
+            total = len(records)
+            for k, rec in enumerate(records):
+                if report.cancel.is_set():
+                    break
+                volume = volume_for(rec)
+
+                def progress(done: int, n: int, k: int = k) -> None:
+                    report.progress(k * 1000 + int(1000 * done / max(n, 1)), total * 1000)
+
+                written += export_results(
+                    volume,
+                    rec.shown,
+                    dest,
+                    formats=tuple(formats),
+                    overwrite=overwrite,
+                    progress=progress,
+                    cancel=report.cancel,
+                )
+            return written
+
+        self.written = []
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Exporting to {dest} …")
+        self.runner.start(job)
+        self._update_buttons()
+        return True
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_finished(self, written: object) -> None:
+        self.written = list(written)  # type: ignore[call-overload]
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        folders = sorted({p.parent for p in self.written})
+        where = str(folders[0]) if len(folders) == 1 else f"{len(folders)} folders"
+        self.status.setText(f"Wrote {len(self.written)} files to {where}.")
+        self.exported.emit(self.written)
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.progress.setVisible(False)
+        self.status.setText(f"Export failed: {message}")
+        notify(self, "error", "Export failed", message, details)
+
+    def _on_cancelled(self) -> None:
+        self.progress.setVisible(False)
+        self.status.setText("Export cancelled; files already written are complete, none is half-written.")
+
+    def reject(self) -> None:
+        """Close, or cancel the export first when one is running."""
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        super().reject()
+
+    def closeEvent(self, event) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            self.runner.wait()
+        super().closeEvent(event)

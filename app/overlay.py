@@ -1,0 +1,104 @@
+"""Pure numpy helpers behind the slice view: mask fill images, outlines and window/level.
+
+Kept free of Qt so they are fast to test. Image coordinates follow pyqtgraph's row-major
+``ImageItem``: pixel ``(row, col)`` covers ``x in [col, col + 1]``, ``y in [row, row + 1]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], opacity: float) -> np.ndarray:
+    """An RGBA image that paints ``mask`` in ``colour`` and is transparent elsewhere.
+
+    Args:
+        mask: ``(H, W)`` boolean mask.
+        colour: ``(r, g, b)`` in 0-255.
+        opacity: fill opacity in ``[0, 1]``.
+
+    Returns:
+        ``(H, W, 4)`` uint8 image.
+
+    Raises:
+        ValueError: if ``mask`` is not 2-D or ``opacity`` is outside ``[0, 1]``.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be within [0, 1], got {opacity}")
+    out = np.zeros((*mask.shape, 4), np.uint8)
+    m = mask.astype(bool)
+    out[m, :3] = colour
+    out[m, 3] = round(opacity * 255)
+    return out
+
+
+def boundary_segments(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments along the pixel edges between mask and background.
+
+    Collinear neighbouring edges are merged, so a square of any size is 4 segments.
+
+    Args:
+        mask: ``(H, W)`` boolean mask.
+
+    Returns:
+        ``(x, y)`` float arrays of even length; points ``2k`` and ``2k + 1`` are the ends of one
+        segment (the layout of ``pyqtgraph.arrayToQPath(..., connect="pairs")``).
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    m = np.pad(mask.astype(bool), 1)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    # Horizontal edges: between padded rows r and r + 1, i.e. image y = r, for x in [c, c + 1].
+    h = m[:-1, 1:-1] != m[1:, 1:-1]  # (H + 1, W)
+    for y0, x0, x1 in _runs(h):
+        xs.append(np.array([x0, x1], float))
+        ys.append(np.array([y0, y0], float))
+    # Vertical edges: between padded cols c and c + 1, i.e. image x = c, for y in [r, r + 1].
+    v = m[1:-1, :-1] != m[1:-1, 1:]  # (H, W + 1)
+    for x0, y0, y1 in _runs(v.T):
+        xs.append(np.array([x0, x0], float))
+        ys.append(np.array([y0, y1], float))
+    if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(line, start, stop)`` of every run of True along the rows of a 2-D boolean array."""
+    padded = np.pad(edges, ((0, 0), (1, 1)))
+    diff = np.diff(padded.astype(np.int8), axis=1)
+    starts = np.argwhere(diff == 1)
+    stops = np.argwhere(diff == -1)
+    # argwhere is row-major, so starts and stops pair up one to one.
+    return [(int(r), int(s), int(e)) for (r, s), (_, e) in zip(starts, stops, strict=True)]
+
+
+def auto_window(pixels: np.ndarray, low: float = 1.0, high: float = 99.5) -> tuple[float, float]:
+    """A window that spans the foreground's ``[low, high]`` percentiles.
+
+    Args:
+        pixels: image values of any shape (e.g. one channel of a whole volume).
+        low: lower percentile.
+        high: upper percentile.
+
+    Returns:
+        ``(width, level)``; the full 8-bit range for an empty (all zero) image.
+    """
+    fg = pixels[pixels > 0]
+    if fg.size == 0:
+        return 255.0, 127.5
+    if fg.size > 1_000_000:
+        fg = fg[:: fg.size // 1_000_000 + 1]
+    lo, hi = (float(v) for v in np.percentile(fg, [low, high]))
+    if hi - lo < 1.0:
+        hi = lo + 1.0
+    return hi - lo, (hi + lo) / 2.0
+
+
+def levels(width: float, level: float) -> tuple[float, float]:
+    """Display range ``(black, white)`` of a window ``width`` centred at ``level``."""
+    w = max(1.0, float(width))
+    return level - w / 2.0, level + w / 2.0

@@ -1,0 +1,333 @@
+"""The side panels: display and overlay controls, thresholds, and the results of the analysis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from brainseg_app.slice_view import CHANNEL_NAMES
+
+#: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
+STEPS = 1000
+
+
+def _swatch(colour: QColor) -> QIcon:
+    pm = QPixmap(16, 16)
+    pm.fill(colour)
+    return QIcon(pm)
+
+
+class ColourButton(QPushButton):
+    """A button showing a colour; clicking it opens a colour dialog.
+
+    Signals:
+        colourChanged: the new colour.
+    """
+
+    colourChanged = Signal(QColor)
+
+    def __init__(self, text: str, colour: QColor, tooltip: str, parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setToolTip(tooltip)
+        self._colour = QColor(colour)
+        self.setIcon(_swatch(self._colour))
+        self.clicked.connect(self._choose)
+
+    def colour(self) -> QColor:
+        """The current colour."""
+        return QColor(self._colour)
+
+    def set_colour(self, colour: QColor) -> None:
+        """Set the colour (emits :attr:`colourChanged` when it differs)."""
+        colour = QColor(colour)
+        if colour == self._colour:
+            return
+        self._colour = colour
+        self.setIcon(_swatch(colour))
+        self.colourChanged.emit(QColor(colour))
+
+    def _choose(self) -> None:
+        colour = QColorDialog.getColor(self._colour, self, self.toolTip().split(".")[0])
+        if colour.isValid():
+            self.set_colour(colour)
+
+
+def _slider(lo: int, hi: int, value: int, tooltip: str) -> QSlider:
+    s = QSlider(Qt.Orientation.Horizontal)
+    s.setRange(lo, hi)
+    s.setValue(value)
+    s.setToolTip(tooltip)
+    return s
+
+
+class ControlsPanel(QWidget):
+    """Channel, window/level, overlay style, thresholds and the analysis controls."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+
+        # Display ---------------------------------------------------------------------------------
+        display = QGroupBox("Display")
+        form = QGridLayout(display)
+        self.channel = QComboBox()
+        self.channel.addItems(list(CHANNEL_NAMES))
+        self.channel.setCurrentIndex(1)  # FLAIR: where low-grade gliomas show best
+        self.channel.setToolTip("Which MR sequence to show, or all three as an RGB composite (keys 1-4)")
+        self.auto_window = QPushButton("Auto W/L")
+        self.auto_window.setToolTip("Window/level to the volume's foreground intensity range (A)")
+        self.reset_window = QPushButton("Reset W/L")
+        self.reset_window.setToolTip(
+            "Full 0-255 range, the images as stored (R). Right-drag on the image "
+            "to adjust: horizontal = width, vertical = level"
+        )
+        self.fit = QPushButton("Fit")
+        self.fit.setToolTip("Fit the slice in the view (F)")
+        self.one_to_one = QPushButton("1:1")
+        self.one_to_one.setToolTip("One image pixel per screen pixel (Ctrl+1)")
+        form.addWidget(QLabel("Channel"), 0, 0)
+        form.addWidget(self.channel, 0, 1, 1, 3)
+        form.addWidget(self.auto_window, 1, 0, 1, 2)
+        form.addWidget(self.reset_window, 1, 2, 1, 2)
+        form.addWidget(self.fit, 2, 0, 1, 2)
+        form.addWidget(self.one_to_one, 2, 2, 1, 2)
+        layout.addWidget(display)
+
+        # Overlay ---------------------------------------------------------------------------------
+        overlay = QGroupBox("Overlay")
+        grid = QGridLayout(overlay)
+        self.show_overlay = QCheckBox("Show masks")
+        self.show_overlay.setChecked(True)
+        self.show_overlay.setToolTip("Show or hide every mask overlay (O)")
+        self.fill = QCheckBox("Fill")
+        self.fill.setChecked(True)
+        self.fill.setToolTip("Paint the inside of the masks")
+        self.opacity = _slider(0, 100, 40, "Opacity of the mask fill, 0-100 %")
+        self.opacity_label = QLabel("40 %")
+        self.opacity_label.setMinimumWidth(40)
+        self.contour = QCheckBox("Outline")
+        self.contour.setChecked(True)
+        self.contour.setToolTip("Draw the outline of the masks (C)")
+        self.contour_width = QSpinBox()
+        self.contour_width.setRange(1, 6)
+        self.contour_width.setValue(2)
+        self.contour_width.setSuffix(" px")
+        self.contour_width.setToolTip("Outline width in screen pixels")
+        self.pred_colour = ColourButton("Prediction", QColor("#ff3b30"), "Colour of the predicted mask")
+        self.show_gt = QCheckBox("Ground truth")
+        self.show_gt.setChecked(True)
+        self.show_gt.setToolTip("Show the folder's own _mask files, when it has them (G)")
+        self.gt_colour = ColourButton("Ground truth", QColor("#34c759"), "Colour of the ground-truth mask")
+        grid.addWidget(self.show_overlay, 0, 0, 1, 2)
+        grid.addWidget(self.show_gt, 0, 2, 1, 2)
+        grid.addWidget(self.fill, 1, 0)
+        grid.addWidget(self.opacity, 1, 1, 1, 2)
+        grid.addWidget(self.opacity_label, 1, 3)
+        grid.addWidget(self.contour, 2, 0)
+        grid.addWidget(self.contour_width, 2, 1)
+        grid.addWidget(self.pred_colour, 3, 0, 1, 2)
+        grid.addWidget(self.gt_colour, 3, 2, 1, 2)
+        layout.addWidget(overlay)
+        self.opacity.valueChanged.connect(lambda v: self.opacity_label.setText(f"{v} %"))
+
+        # Thresholds ------------------------------------------------------------------------------
+        thr = QGroupBox("Thresholds")
+        tgrid = QGridLayout(thr)
+        self.gate = _slider(
+            0, STEPS, STEPS // 2, "Classifier gate: slices whose tumour probability reaches it are segmented"
+        )
+        self.gate_label = QLabel("0.500")
+        self.mask_threshold = _slider(
+            1, STEPS - 1, STEPS // 2, "Mask threshold: pixels whose probability reaches it belong to the mask"
+        )
+        for s in (self.gate, self.mask_threshold):
+            s.setPageStep(STEPS // 20)
+        self.mask_label = QLabel("0.500")
+        self.default_thresholds = QPushButton("Model defaults")
+        self.default_thresholds.setToolTip("Use the thresholds stored in the model cards")
+        tgrid.addWidget(QLabel("Slice gate"), 0, 0)
+        tgrid.addWidget(self.gate, 0, 1)
+        tgrid.addWidget(self.gate_label, 0, 2)
+        tgrid.addWidget(QLabel("Mask"), 1, 0)
+        tgrid.addWidget(self.mask_threshold, 1, 1)
+        tgrid.addWidget(self.mask_label, 1, 2)
+        tgrid.addWidget(self.default_thresholds, 2, 0, 1, 3)
+        self.gate.valueChanged.connect(lambda v: self.gate_label.setText(f"{v / STEPS:.3f}"))
+        self.mask_threshold.valueChanged.connect(lambda v: self.mask_label.setText(f"{v / STEPS:.3f}"))
+        layout.addWidget(thr)
+
+        # Analysis --------------------------------------------------------------------------------
+        run = QGroupBox("Analysis")
+        rform = QFormLayout(run)
+        self.run = QPushButton("Run analysis")
+        self.run.setToolTip("Run the classifier and the segmenter on this patient (Ctrl+R)")
+        self.auto_run = QCheckBox("Analyse on open")
+        self.auto_run.setChecked(True)
+        self.auto_run.setToolTip("Start the analysis as soon as a patient is opened")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip("Where the networks run: auto picks the GPU when there is one")
+        rform.addRow(self.run)
+        rform.addRow(self.auto_run)
+        rform.addRow("Device", self.device)
+        layout.addWidget(run)
+        layout.addStretch(1)
+
+    def set_thresholds(self, gate: float, mask: float) -> None:
+        """Move the threshold sliders (emits their signals)."""
+        self.gate.setValue(round(gate * STEPS))
+        self.mask_threshold.setValue(round(mask * STEPS))
+
+    def thresholds(self) -> tuple[float, float]:
+        """``(gate, mask_threshold)`` as probabilities."""
+        return self.gate.value() / STEPS, self.mask_threshold.value() / STEPS
+
+
+def _fmt(value: float | None, spec: str = ".2f", none: str = "—") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value, spec)
+
+
+class ResultsPanel(QWidget):
+    """Tumour probability per slice, the current slice's numbers, the patient summary and models.
+
+    Signals:
+        sliceClicked: a slice index picked on the plot.
+        gateDragged: the threshold line was dragged to a new gate value.
+    """
+
+    sliceClicked = Signal(int)
+    gateDragged = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        self.plot = pg.PlotWidget()
+        self.plot.setToolTip(
+            "Tumour probability of every slice (red: mask found). Click a point to show that slice; "
+            "drag the dashed line to change the classifier gate."
+        )
+        self.plot.setMinimumHeight(170)
+        self.plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        pi = self.plot.getPlotItem()
+        pi.setLabel("bottom", "slice")
+        pi.setLabel("left", "P(tumour)")
+        pi.setYRange(-0.08, 1.05, padding=0)
+        pi.setMouseEnabled(x=False, y=False)
+        pi.hideButtons()
+        pi.setMenuEnabled(False)
+        pi.showGrid(x=False, y=True, alpha=0.2)
+        self.curve = pg.PlotDataItem(pen=pg.mkPen((160, 160, 160), width=1))
+        self.scatter = pg.ScatterPlotItem(size=8, hoverable=True, tip=None)
+        self.gt_marks = pg.ScatterPlotItem(size=6, symbol="s", brush=pg.mkBrush(52, 199, 89), pen=None)
+        self.gate_line = pg.InfiniteLine(
+            pos=0.5, angle=0, movable=True, pen=pg.mkPen((255, 200, 0), width=1, style=Qt.PenStyle.DashLine)
+        )
+        self.gate_line.setBounds((0.0, 1.0))
+        self.gate_line.setHoverPen(pg.mkPen((255, 230, 120), width=2))
+        self.current_line = pg.InfiniteLine(
+            pos=1, angle=90, movable=False, pen=pg.mkPen((42, 130, 218), width=2)
+        )
+        for item in (self.curve, self.gt_marks, self.scatter, self.gate_line, self.current_line):
+            pi.addItem(item)
+        self.scatter.sigClicked.connect(self._on_points_clicked)
+        self.gate_line.sigPositionChangeFinished.connect(
+            lambda line: self.gateDragged.emit(float(line.value()))
+        )
+        layout.addWidget(self.plot, 2)
+
+        self.slice_box = QGroupBox("This slice")
+        self.slice_label = QLabel("—")
+        self.slice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        QVBoxLayout(self.slice_box).addWidget(self.slice_label)
+        layout.addWidget(self.slice_box)
+
+        self.patient_box = QGroupBox("Patient")
+        pv = QVBoxLayout(self.patient_box)
+        self.summary_label = QLabel("No analysis yet")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.spacing = QPushButton("Pixel spacing…")
+        self.spacing.setToolTip(
+            "Enter the pixel spacing and slice thickness (TIFFs carry none) to get the tumour volume in mL; "
+            "remembered for the whole dataset"
+        )
+        pv.addWidget(self.summary_label)
+        pv.addWidget(self.spacing)
+        layout.addWidget(self.patient_box)
+
+        self.models_box = QGroupBox("Models")
+        mv = QVBoxLayout(self.models_box)
+        self.models_label = QLabel("No models loaded")
+        self.models_label.setWordWrap(True)
+        self.models_label.setTextFormat(Qt.TextFormat.RichText)
+        self.models_label.setToolTip("The active classifier and segmenter (Model menu to change them)")
+        mv.addWidget(self.models_label)
+        self.model_cards = QPushButton("Model cards…")
+        self.model_cards.setToolTip("Training data, validation metrics and thresholds of the active models")
+        mv.addWidget(self.model_cards)
+        layout.addWidget(self.models_box)
+        layout.addStretch(1)
+        self._n = 0
+
+    # -- plot ------------------------------------------------------------------------------------
+    def set_probabilities(
+        self, probs: list[float | None], found: list[bool], gt: list[bool] | None, gate: float
+    ) -> None:
+        """Redraw the plot.
+
+        Args:
+            probs: tumour probability per slice (None where not analysed yet).
+            found: whether each slice's final mask is non-empty.
+            gt: ground-truth tumour per slice, or None when the folder has no masks.
+            gate: the classifier gate (threshold line).
+        """
+        self._n = len(probs)
+        idx = [i for i, p in enumerate(probs) if p is not None]
+        xs = np.array([i + 1 for i in idx], float)
+        ys = np.array([probs[i] for i in idx], float)
+        self.curve.setData(xs, ys)
+        brushes = [pg.mkBrush(255, 59, 48) if found[i] else pg.mkBrush(150, 150, 150) for i in idx]
+        self.scatter.setData(x=xs, y=ys, brush=brushes, pen=None, data=idx)
+        if gt is not None:
+            gx = np.array([i + 1 for i, t in enumerate(gt) if t], float)
+            self.gt_marks.setData(x=gx, y=np.full(gx.shape, -0.04))
+        else:
+            self.gt_marks.setData(x=[], y=[])
+        self.gate_line.blockSignals(True)
+        self.gate_line.setValue(gate)
+        self.gate_line.blockSignals(False)
+        if self._n:
+            self.plot.getPlotItem().setXRange(0.5, self._n + 0.5, padding=0)
+
+    def set_current(self, index: int) -> None:
+        """Move the current-slice marker."""
+        self.current_line.setValue(index + 1)
+
+    def _on_points_clicked(self, _item: object, points: list, _ev: object = None) -> None:
+        if len(points):
+            self.sliceClicked.emit(int(points[0].data()))
+
+    def click_slice(self, index: int) -> None:
+        """Act as if the point of slice ``index`` was clicked (keyboard and tests)."""
+        self.sliceClicked.emit(index)

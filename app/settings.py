@@ -1,0 +1,292 @@
+"""Settings remembered between runs, stored as an INI file in the user's config folder.
+
+The folder is ``platformdirs.user_config_dir("BrainSeg")`` unless the environment variable
+``BRAINSEG_CONFIG_DIR`` names another one (tests always set it). Every key the viewer uses is a
+typed property here, so a misspelt key is an attribute error, not a silently lost setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import platformdirs
+from PySide6.QtCore import QByteArray, QSettings
+
+#: Most recent folders kept in File > Recent.
+MAX_RECENT = 10
+
+DEFAULT_PRED_COLOUR = "#ff3b30"
+DEFAULT_GT_COLOUR = "#34c759"
+
+
+def config_dir() -> Path:
+    """The folder holding ``brainseg.ini`` and ``brainseg.log`` (created if missing).
+
+    Returns:
+        ``$BRAINSEG_CONFIG_DIR`` when set, else the platform's per-user config folder.
+    """
+    env = os.environ.get("BRAINSEG_CONFIG_DIR")
+    path = Path(env) if env else Path(platformdirs.user_config_dir("BrainSeg", "BrainSeg"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _to_bool(value: object, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _to_float(value: object, default: float | None) -> float | None:
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_int(value: object, default: int) -> int:
+    try:
+        return int(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+class Settings:
+    """Typed access to the viewer's persistent settings.
+
+    Args:
+        path: INI file to use; defaults to ``config_dir() / "brainseg.ini"``.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else config_dir() / "brainseg.ini"
+        self._q = QSettings(str(self.path), QSettings.Format.IniFormat)
+
+    def sync(self) -> None:
+        """Write pending changes to disk."""
+        self._q.sync()
+
+    # -- generic helpers -------------------------------------------------------------------------
+    def _get(self, key: str) -> object:
+        return self._q.value(key)
+
+    def _set(self, key: str, value: object) -> None:
+        self._q.setValue(key, value)
+
+    # -- recent folders --------------------------------------------------------------------------
+    @property
+    def recent(self) -> list[str]:
+        """Recently opened patients, dataset roots and stacks, newest first."""
+        value = self._get("recent/paths")
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        return [str(v) for v in items if str(v)]
+
+    def add_recent(self, path: Path | str) -> None:
+        """Put ``path`` first in the recent list (deduplicated, at most :data:`MAX_RECENT`)."""
+        p = str(Path(path))
+        items = [p] + [r for r in self.recent if r != p]
+        self._set("recent/paths", items[:MAX_RECENT])
+
+    def clear_recent(self) -> None:
+        """Forget every recent path."""
+        self._q.remove("recent/paths")
+
+    # -- overlay ---------------------------------------------------------------------------------
+    @property
+    def opacity(self) -> int:
+        """Fill opacity of the mask overlay in percent (0-100)."""
+        return max(0, min(100, _to_int(self._get("overlay/opacity"), 40)))
+
+    @opacity.setter
+    def opacity(self, value: int) -> None:
+        self._set("overlay/opacity", int(value))
+
+    @property
+    def fill(self) -> bool:
+        """Whether masks are drawn filled."""
+        return _to_bool(self._get("overlay/fill"), True)
+
+    @fill.setter
+    def fill(self, value: bool) -> None:
+        self._set("overlay/fill", bool(value))
+
+    @property
+    def contour(self) -> bool:
+        """Whether mask outlines are drawn."""
+        return _to_bool(self._get("overlay/contour"), True)
+
+    @contour.setter
+    def contour(self, value: bool) -> None:
+        self._set("overlay/contour", bool(value))
+
+    @property
+    def contour_width(self) -> int:
+        """Outline width in screen pixels (1-6)."""
+        return max(1, min(6, _to_int(self._get("overlay/contour_width"), 2)))
+
+    @contour_width.setter
+    def contour_width(self, value: int) -> None:
+        self._set("overlay/contour_width", int(value))
+
+    @property
+    def pred_colour(self) -> str:
+        """Colour of the predicted mask (``#rrggbb``)."""
+        return str(self._get("overlay/pred_colour") or DEFAULT_PRED_COLOUR)
+
+    @pred_colour.setter
+    def pred_colour(self, value: str) -> None:
+        self._set("overlay/pred_colour", value)
+
+    @property
+    def gt_colour(self) -> str:
+        """Colour of the ground-truth mask (``#rrggbb``)."""
+        return str(self._get("overlay/gt_colour") or DEFAULT_GT_COLOUR)
+
+    @gt_colour.setter
+    def gt_colour(self, value: str) -> None:
+        self._set("overlay/gt_colour", value)
+
+    @property
+    def show_gt(self) -> bool:
+        """Whether ground-truth masks are drawn when the folder has them."""
+        return _to_bool(self._get("overlay/show_gt"), True)
+
+    @show_gt.setter
+    def show_gt(self, value: bool) -> None:
+        self._set("overlay/show_gt", bool(value))
+
+    # -- thresholds (None = use the model card's value) ------------------------------------------
+    @property
+    def classifier_threshold(self) -> float | None:
+        """Tumour-probability gate chosen by the user, or None for the model's own."""
+        return _to_float(self._get("thresholds/classifier"), None)
+
+    @classifier_threshold.setter
+    def classifier_threshold(self, value: float | None) -> None:
+        self._set("thresholds/classifier", "" if value is None else float(value))
+
+    @property
+    def mask_threshold(self) -> float | None:
+        """Mask-probability threshold chosen by the user, or None for the model's own."""
+        return _to_float(self._get("thresholds/mask"), None)
+
+    @mask_threshold.setter
+    def mask_threshold(self, value: float | None) -> None:
+        self._set("thresholds/mask", "" if value is None else float(value))
+
+    # -- running ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Compute device for inference: ``auto``, ``cpu``, ``cuda`` or ``mps``."""
+        value = str(self._get("run/device") or "auto")
+        return value if value in {"auto", "cpu", "cuda", "mps"} else "auto"
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self._set("run/device", value)
+
+    @property
+    def auto_run(self) -> bool:
+        """Whether opening a patient starts the analysis."""
+        return _to_bool(self._get("run/auto_run"), True)
+
+    @auto_run.setter
+    def auto_run(self, value: bool) -> None:
+        self._set("run/auto_run", bool(value))
+
+    @property
+    def classifier_path(self) -> str | None:
+        """A classifier bundle the user loaded by hand (None = default resolution)."""
+        return str(self._get("models/classifier") or "") or None
+
+    @classifier_path.setter
+    def classifier_path(self, value: str | None) -> None:
+        self._set("models/classifier", value or "")
+
+    @property
+    def segmenter_path(self) -> str | None:
+        """A segmenter bundle the user loaded by hand (None = default resolution)."""
+        return str(self._get("models/segmenter") or "") or None
+
+    @segmenter_path.setter
+    def segmenter_path(self, value: str | None) -> None:
+        self._set("models/segmenter", value or "")
+
+    @property
+    def export_dir(self) -> str | None:
+        """The last export destination."""
+        return str(self._get("export/dir") or "") or None
+
+    @export_dir.setter
+    def export_dir(self, value: str | None) -> None:
+        self._set("export/dir", value or "")
+
+    @property
+    def export_formats(self) -> list[str]:
+        """Export formats last chosen (subset of ``tif``, ``stack``, ``png``, ``csv``)."""
+        value = self._get("export/formats")
+        if value is None:
+            return ["tif", "png", "csv"]
+        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        return [str(v) for v in items if str(v) in {"tif", "stack", "png", "csv"}]
+
+    @export_formats.setter
+    def export_formats(self, value: list[str]) -> None:
+        self._set("export/formats", list(value))
+
+    # -- window ----------------------------------------------------------------------------------
+    @property
+    def geometry(self) -> QByteArray | None:
+        """Saved main-window geometry."""
+        value = self._get("window/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    @geometry.setter
+    def geometry(self, value: QByteArray) -> None:
+        self._set("window/geometry", value)
+
+    @property
+    def window_state(self) -> QByteArray | None:
+        """Saved dock and toolbar layout."""
+        value = self._get("window/state")
+        return value if isinstance(value, QByteArray) else None
+
+    @window_state.setter
+    def window_state(self, value: QByteArray) -> None:
+        self._set("window/state", value)
+
+    # -- pixel spacing per dataset ---------------------------------------------------------------
+    @staticmethod
+    def _spacing_key(dataset: Path | str) -> str:
+        digest = hashlib.sha1(str(Path(dataset).resolve()).encode()).hexdigest()[:16]
+        return f"spacing/{digest}"
+
+    def spacing(self, dataset: Path | str) -> tuple[float, float, float] | None:
+        """Pixel spacing entered for a dataset: ``(row_mm, col_mm, slice_thickness_mm)`` or None."""
+        value = self._get(self._spacing_key(dataset))
+        if value is None:
+            return None
+        parts = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        try:
+            row, col, thick = (float(p) for p in parts)
+        except (TypeError, ValueError):
+            return None
+        if min(row, col, thick) <= 0:
+            return None
+        return row, col, thick
+
+    def set_spacing(self, dataset: Path | str, spacing: tuple[float, float, float] | None) -> None:
+        """Remember (or with None, forget) the spacing of a dataset."""
+        key = self._spacing_key(dataset)
+        if spacing is None:
+            self._q.remove(key)
+        else:
+            self._set(key, [f"{v:g}" for v in spacing])

@@ -1,0 +1,398 @@
+"""The central slice view: one MRI slice with the predicted and ground-truth masks on top.
+
+Built on a pyqtgraph ``ViewBox``: the slice is an ``ImageItem`` (grey levels or RGB composite,
+window/level applied as display levels), each mask is an RGBA fill ``ImageItem`` plus an outline
+drawn as a cosmetic ``QGraphicsPathItem`` along the pixel edges (crisp at every zoom, its width
+in screen pixels). Mouse: wheel = slice, Ctrl+wheel = zoom, left/middle drag = pan, right drag =
+window (horizontal) / level (vertical). The view does not own the slice index; it asks for slice
+changes with :attr:`SliceView.sliceStepRequested` and is told what to show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsPathItem, QLabel, QVBoxLayout, QWidget
+
+from brainseg_app.overlay import auto_window, boundary_segments, levels, mask_rgba
+from brainseg_core.io.volume import CHANNELS
+
+#: Display modes: one grey channel each, then the RGB composite.
+CHANNEL_NAMES: tuple[str, ...] = (*CHANNELS, "RGB composite")
+RGB = len(CHANNELS)
+FULL_WINDOW = (255.0, 127.5)
+_WHEEL_STEP = 120  # one notch of a standard mouse wheel
+
+
+class _SliceViewBox(pg.ViewBox):
+    """ViewBox with radiology mouse bindings (see the module docstring)."""
+
+    sliceStep = Signal(int)
+    windowDrag = Signal(float, float)
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self.setMouseMode(pg.ViewBox.PanMode)
+        self._wheel_accum = 0
+
+    def wheelEvent(self, ev, axis=None) -> None:
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        ev.accept()
+        self._wheel_accum += ev.delta()
+        steps = int(self._wheel_accum / _WHEEL_STEP)
+        if steps:
+            self._wheel_accum -= steps * _WHEEL_STEP
+            # Wheel away from the user (positive delta) goes back towards slice 1.
+            self.sliceStep.emit(-steps)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        if ev.button() == Qt.MouseButton.RightButton:
+            ev.accept()
+            d = ev.screenPos() - ev.lastScreenPos()
+            self.windowDrag.emit(float(d.x()), float(d.y()))
+            return
+        super().mouseDragEvent(ev, axis)
+
+
+class _MaskLayer:
+    """Fill image + outline path of one mask (prediction or ground truth)."""
+
+    def __init__(self, view: pg.ViewBox, z: float) -> None:
+        self.fill = pg.ImageItem(axisOrder="row-major")
+        self.fill.setZValue(z)
+        self.outline = QGraphicsPathItem()
+        self.outline.setZValue(z + 10)
+        view.addItem(self.fill, ignoreBounds=True)
+        view.addItem(self.outline, ignoreBounds=True)
+        self.mask: np.ndarray | None = None
+
+    def update(
+        self,
+        mask: np.ndarray | None,
+        colour: QColor,
+        opacity: float,
+        width: float,
+        *,
+        fill: bool,
+        outline: bool,
+    ) -> None:
+        self.mask = mask
+        has = mask is not None and bool(mask.any())
+        if has:
+            rgb = (colour.red(), colour.green(), colour.blue())
+            self.fill.setImage(mask_rgba(mask, rgb, opacity), autoLevels=False, levels=(0, 255))
+            x, y = boundary_segments(mask)
+            path = pg.arrayToQPath(x, y, connect="pairs") if x.size else QPainterPath()
+            self.outline.setPath(path)
+            pen = QPen(colour)
+            pen.setCosmetic(True)
+            pen.setWidthF(width)
+            pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+            pen.setCapStyle(Qt.PenCapStyle.SquareCap)
+            self.outline.setPen(pen)
+        else:
+            self.outline.setPath(QPainterPath())
+        self.fill.setVisible(has and fill)
+        self.outline.setVisible(has and outline)
+
+
+class SliceView(QWidget):
+    """The slice view widget.
+
+    Signals:
+        sliceStepRequested: ``(+/-n)`` from the mouse wheel.
+        windowChanged: ``(width, level)`` after any window/level change.
+        cursorInfo: text describing the pixel under the mouse ("" when outside the image).
+        viewChanged: zoom or pan changed.
+    """
+
+    sliceStepRequested = Signal(int)
+    windowChanged = Signal(float, float)
+    cursorInfo = Signal(str)
+    viewChanged = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsView(background=QColor(0, 0, 0))
+        self.graphics.setToolTip("")
+        self.vb = _SliceViewBox()
+        self.graphics.setCentralItem(self.vb)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item.setZValue(0)
+        self.vb.addItem(self.image_item)
+        self.gt = _MaskLayer(self.vb, 1)
+        self.pred = _MaskLayer(self.vb, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+
+        self._corners = {}
+        for name in ("tl", "tr", "bl", "br"):
+            label = QLabel(self.graphics)
+            label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            label.setStyleSheet("color: #f0e68c; background: transparent; font-family: monospace;")
+            align = Qt.AlignmentFlag.AlignRight if name.endswith("r") else Qt.AlignmentFlag.AlignLeft
+            label.setAlignment(align | Qt.AlignmentFlag.AlignTop)
+            self._corners[name] = label
+
+        self.images: np.ndarray | None = None
+        self.patient_id = ""
+        self.index = 0
+        self.channel = 1  # FLAIR, as the channel box
+        self.width_level = FULL_WINDOW
+        self.opacity = 0.4
+        self.contour_width = 2.0
+        self.fill_on = True
+        self.contour_on = True
+        self.overlay_on = True
+        self.gt_on = True
+        self.pred_colour = QColor("#ff3b30")
+        self.gt_colour = QColor("#34c759")
+        self._pred_mask: np.ndarray | None = None
+        self._gt_mask: np.ndarray | None = None
+        self._cursor_scene: QPointF | None = None
+
+        self.vb.sliceStep.connect(self.sliceStepRequested)
+        self.vb.windowDrag.connect(self._on_window_drag)
+        self.vb.sigRangeChanged.connect(self._on_range_changed)
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # -- content ---------------------------------------------------------------------------------
+    def set_volume(self, images: np.ndarray | None, patient_id: str = "") -> None:
+        """Show a new volume (``(N, H, W, 3)`` uint8) from its first slice; None clears the view."""
+        self.images = images
+        self.patient_id = patient_id
+        self.index = 0
+        self._pred_mask = self._gt_mask = None
+        if images is None:
+            self.image_item.clear()
+            self._update_masks()
+            self._update_corners()
+            return
+        self.show_slice(0)
+        self.fit()
+
+    def show_slice(self, index: int) -> None:
+        """Display slice ``index`` (masks are set separately with :meth:`set_masks`)."""
+        if self.images is None:
+            return
+        self.index = max(0, min(int(index), self.images.shape[0] - 1))
+        self._update_image()
+        self._update_corners()
+        self._refresh_cursor()
+
+    def set_masks(self, pred: np.ndarray | None, gt: np.ndarray | None) -> None:
+        """Masks of the displayed slice: prediction and ground truth, ``(H, W)`` bool or None."""
+        self._pred_mask = pred
+        self._gt_mask = gt
+        self._update_masks()
+
+    def set_channel(self, channel: int) -> None:
+        """Show one channel in grey (0-2, :data:`CHANNELS` order) or the RGB composite (3)."""
+        if not 0 <= channel <= RGB:
+            raise ValueError(f"channel must be 0-{RGB}, got {channel}")
+        self.channel = channel
+        self._update_image()
+        self._update_corners()
+        self._refresh_cursor()
+
+    def current_image(self) -> np.ndarray | None:
+        """The displayed slice's pixels before window/level (grey ``(H, W)`` or ``(H, W, 3)``)."""
+        if self.images is None:
+            return None
+        img = self.images[self.index]
+        return img if self.channel == RGB else img[..., self.channel]
+
+    def _update_image(self) -> None:
+        img = self.current_image()
+        if img is None:
+            return
+        self.image_item.setImage(img, autoLevels=False, levels=levels(*self.width_level))
+
+    # -- window / level --------------------------------------------------------------------------
+    def set_window(self, width: float, level: float) -> None:
+        """Set the display window (grey levels); it persists across slices and channels."""
+        self.width_level = (max(1.0, float(width)), float(level))
+        if self.images is not None:
+            self.image_item.setLevels(levels(*self.width_level))
+        self._update_corners()
+        self.windowChanged.emit(*self.width_level)
+
+    def auto_window(self) -> None:
+        """Window to the 1st-99.5th percentile of the volume's foreground in the shown channel(s)."""
+        if self.images is None:
+            return
+        data = self.images if self.channel == RGB else self.images[..., self.channel]
+        self.set_window(*auto_window(data))
+
+    def reset_window(self) -> None:
+        """Full 8-bit range (the images as stored)."""
+        self.set_window(*FULL_WINDOW)
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        # Radiology convention: horizontal drag = width, vertical drag = level (down = higher).
+        width, level = self.width_level
+        self.set_window(width + dx, level + dy)
+
+    # -- overlay style ---------------------------------------------------------------------------
+    def set_overlay_style(
+        self,
+        *,
+        visible: bool | None = None,
+        fill: bool | None = None,
+        contour: bool | None = None,
+        opacity: float | None = None,
+        contour_width: float | None = None,
+        pred_colour: QColor | None = None,
+        gt_colour: QColor | None = None,
+        gt_visible: bool | None = None,
+    ) -> None:
+        """Change any overlay setting (None leaves it unchanged) and redraw."""
+        if visible is not None:
+            self.overlay_on = visible
+        if fill is not None:
+            self.fill_on = fill
+        if contour is not None:
+            self.contour_on = contour
+        if opacity is not None:
+            self.opacity = min(1.0, max(0.0, float(opacity)))
+        if contour_width is not None:
+            self.contour_width = float(contour_width)
+        if pred_colour is not None:
+            self.pred_colour = QColor(pred_colour)
+        if gt_colour is not None:
+            self.gt_colour = QColor(gt_colour)
+        if gt_visible is not None:
+            self.gt_on = gt_visible
+        self._update_masks()
+
+    def _update_masks(self) -> None:
+        on = self.overlay_on
+        self.pred.update(
+            self._pred_mask if on else None,
+            self.pred_colour,
+            self.opacity,
+            self.contour_width,
+            fill=self.fill_on,
+            outline=self.contour_on,
+        )
+        self.gt.update(
+            self._gt_mask if on and self.gt_on else None,
+            self.gt_colour,
+            self.opacity,
+            self.contour_width,
+            fill=self.fill_on,
+            outline=self.contour_on,
+        )
+
+    # -- zoom ------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Fit the whole slice in the view."""
+        if self.images is None:
+            return
+        h, w = self.images.shape[1:3]
+        self.vb.setRange(QRectF(0, 0, w, h), padding=0.02)
+
+    def one_to_one(self) -> None:
+        """One image pixel per screen pixel, centred on the current view."""
+        if self.images is None:
+            return
+        rect = self.vb.viewRect()
+        centre = rect.center()
+        size = self.vb.size()
+        w, h = size.width(), size.height()
+        self.vb.setRange(
+            QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h),
+            padding=0,
+        )
+
+    def zoom(self, factor: float) -> None:
+        """Zoom in (factor > 1) or out (< 1) about the view centre."""
+        if self.images is None or factor <= 0:
+            return
+        self.vb.scaleBy((1 / factor, 1 / factor))
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel."""
+        px = self.vb.viewPixelSize()[0]
+        return 1.0 / px if px > 0 else 1.0
+
+    def _on_range_changed(self, *_: object) -> None:
+        self._update_corners()
+        self.viewChanged.emit()
+
+    # -- cursor ----------------------------------------------------------------------------------
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        self._cursor_scene = QPointF(scene_pos)
+        self._refresh_cursor()
+
+    def pixel_info(self, x: float, y: float) -> str:
+        """Text for the pixel at image coordinates ``(x, y)``; "" outside the image."""
+        if self.images is None:
+            return ""
+        col, row = int(np.floor(x)), int(np.floor(y))
+        h, w = self.images.shape[1:3]
+        if not (0 <= row < h and 0 <= col < w):
+            return ""
+        px = self.images[self.index, row, col]
+        if self.channel == RGB:
+            value = "  ".join(
+                f"{name} {int(v)}" for name, v in zip(("pre", "FLAIR", "post"), px, strict=True)
+            )
+        else:
+            value = f"{CHANNELS[self.channel]} {int(px[self.channel])}"
+        tags = []
+        if self._pred_mask is not None and self._pred_mask[row, col]:
+            tags.append("predicted")
+        if self._gt_mask is not None and self._gt_mask[row, col]:
+            tags.append("ground truth")
+        suffix = f"  [{', '.join(tags)}]" if tags else ""
+        return f"x {col}  y {row}  {value}{suffix}"
+
+    def _refresh_cursor(self) -> None:
+        if self._cursor_scene is None or self.images is None:
+            text = ""
+        else:
+            p = self.vb.mapSceneToView(self._cursor_scene)
+            inside = self.vb.sceneBoundingRect().contains(self._cursor_scene)
+            text = self.pixel_info(p.x(), p.y()) if inside else ""
+        self._corners["bl"].setText(text)
+        self._corners["bl"].adjustSize()
+        self._place_corners()
+        self.cursorInfo.emit(text)
+
+    # -- corner annotations ----------------------------------------------------------------------
+    def _update_corners(self) -> None:
+        if self.images is None:
+            for label in self._corners.values():
+                label.setText("")
+            return
+        n = self.images.shape[0]
+        self._corners["tl"].setText(f"{self.patient_id}\nSlice {self.index + 1} / {n}")
+        w, lv = self.width_level
+        self._corners["tr"].setText(f"{CHANNEL_NAMES[self.channel]}\nW {w:.0f}  L {lv:.0f}")
+        self._corners["br"].setText(f"Zoom {self.zoom_factor() * 100:.0f} %")
+        for label in self._corners.values():
+            label.adjustSize()
+        self._place_corners()
+
+    def _place_corners(self) -> None:
+        m = 6
+        gw, gh = self.graphics.width(), self.graphics.height()
+        c = self._corners
+        c["tl"].move(m, m)
+        c["tr"].move(gw - c["tr"].width() - m, m)
+        c["bl"].move(m, gh - c["bl"].height() - m)
+        c["br"].move(gw - c["br"].width() - m, gh - c["br"].height() - m)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_corners()
+
+    def corner_text(self, corner: str) -> str:
+        """Text of a corner annotation (``tl``, ``tr``, ``bl``, ``br``), for tests and screenshots."""
+        return self._corners[corner].text()

@@ -1,0 +1,285 @@
+"""Viewer around the data: export, datasets, broken inputs, models, crash hook, run_viewer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
+from viewer_fixtures import *  # noqa: F403
+from viewer_helpers import wait_until
+
+from brainseg_app import dialogs
+from brainseg_app.session import PatientState
+
+
+def _analysed(w) -> bool:
+    return w.current is not None and w.current.state is PatientState.DONE and not w.is_busy()
+
+
+def _export(qtbot, dlg, dest: Path, formats: set[str]) -> list[Path]:
+    dlg.destination.setText(str(dest))
+    for key, box in dlg.format_boxes.items():
+        box.setChecked(key in formats)
+    with qtbot.waitSignals([dlg.exported, dlg.runner.stopped], timeout=20_000):
+        assert dlg.start_export()
+    return dlg.written
+
+
+def test_export_dialog_writes_the_chosen_files_and_asks_before_replacing(
+    make_window, fixture_patient, scripted_models, qtbot, messages, tmp_path
+) -> None:
+    w = make_window(scripted_models)
+    w.open_path(fixture_patient)
+    wait_until(lambda: _analysed(w))
+    rec, pid = w.current, w.current.patient_id
+    dlg = w.export_dialog()
+    assert dlg is not None and dlg.isVisible()
+    out = tmp_path / "exports"
+    written = _export(qtbot, dlg, out, {"tif", "stack", "png", "csv"})
+    folder = out / pid
+    assert set(written) <= set(folder.iterdir()) and all(p.is_file() for p in written)
+    numbers = w.volume.slice_numbers
+    for i, n in enumerate(numbers):
+        mask = tifffile.imread(folder / f"{pid}_{n}_mask.tif")
+        assert np.array_equal(mask > 0, rec.shown.slices[i].mask)
+        assert (folder / f"{pid}_{n}_overlay.png").is_file()
+    assert tifffile.imread(folder / f"{pid}_mask_stack.tif").shape == (len(numbers), 256, 256)
+    report = (folder / f"{pid}_report.csv").read_text().splitlines()
+    assert len(report) == 1 + len(numbers)
+    sidecar = json.loads((folder / "brainseg_export.json").read_text())
+    assert json.dumps(sidecar).count("tiny-seg") >= 1
+    assert w.settings.export_dir == str(out)
+
+    # An existing export is replaced only after asking.
+    messages.answer = QMessageBox.StandardButton.No
+    before = (folder / f"{pid}_report.csv").stat().st_mtime_ns
+    assert not dlg.start_export()
+    assert messages.questions and "Replace" in messages.questions[-1]
+    assert (folder / f"{pid}_report.csv").stat().st_mtime_ns == before
+    messages.answer = QMessageBox.StandardButton.Yes
+    written = _export(qtbot, dlg, out, {"csv"})
+    assert {p.name for p in written} >= {f"{pid}_report.csv"}
+    assert not (folder / f"{pid}_1_mask.tif").exists()  # the export folder was replaced as a whole
+
+    # Never into the patient's own folder.
+    dlg.destination.setText(str(fixture_patient.parent))
+    assert not dlg.start_export() and "patient folder" in dlg.status.text()
+    dlg.close()
+    assert messages.shown == []
+
+
+def test_dataset_root_browser_analyse_all_and_export_all(
+    make_window, lgg_fixture_root, scripted_models, qtbot, messages, tmp_path
+) -> None:
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(lgg_fixture_root)
+    rows = w.browser.row_texts()
+    assert len(rows) == 2 and all(r[1] == "Not analysed" and r[2] == "" for r in rows)
+    wait_until(lambda: w.volume is not None)
+
+    # Export all offers to analyse the others first; accepting queues them, then opens the dialog.
+    messages.answer = QMessageBox.StandardButton.Yes
+    assert w.export_all_dialog() is None and messages.questions
+    wait_until(lambda: not w.is_busy() and bool(w._export_dialogs))
+    assert all(r.state is PatientState.DONE for r in w.records.values())
+    assert all(r[1] == "Analysed" and r[2].isdigit() for r in w.browser.row_texts())
+    dlg = w._export_dialogs[-1]
+    assert len(dlg.records) == 2
+    written = _export(qtbot, dlg, tmp_path / "all", {"csv"})
+    assert {p.parent.name for p in written} == {r.patient_id for r in w.records.values()}
+    dlg.close()
+
+    # Switching patients shows stored results without re-running anything.
+    second = sorted(w.records)[1]
+    base = w.records[second].base
+    w.open_patient(second)
+    wait_until(lambda: w.volume is not None and w.current.path == second)
+    assert w.current.base is base and not w.analysis.running
+    assert w.results.scatter.data.size == w.n_slices
+
+
+def test_broken_inputs_give_messages_not_crashes(make_window, fixture_patient, messages, tmp_path) -> None:
+    w = make_window(auto_run=False)
+    assert not w.open_path(tmp_path / "missing")
+    assert "does not exist" in messages.texts()
+
+    patient = tmp_path / fixture_patient.name
+    patient.mkdir()
+    for f in sorted(fixture_patient.glob("*_1*.tif"))[:5]:
+        shutil.copy(f, patient)
+    broken = sorted(patient.glob("*_1?.tif"))[0]
+    broken.write_bytes(b"this is not a TIFF")
+    messages.shown.clear()
+    assert w.open_path(patient)
+    wait_until(lambda: w.volume is not None and bool(messages.shown))
+    title, text, details = messages.shown[-1]
+    assert title == "Some slices were skipped" and broken.name in details and "1 slice file" in text
+    images = [p for p in patient.glob("*.tif") if not p.name.endswith("_mask.tif")]
+    assert w.n_slices == len(images) - 1
+
+    empty = tmp_path / "TCGA_XX_0000_20000101"
+    empty.mkdir()
+    (empty / "TCGA_XX_0000_20000101_1.tif").write_bytes(b"junk")
+    messages.shown.clear()
+    if w.open_path(empty):
+        wait_until(lambda: bool(messages.shown))
+    assert "not a readable TIFF" in messages.texts() and "TCGA_XX_0000_20000101_1.tif" in messages.texts()
+    assert w.volume is None
+
+
+def test_models_from_the_registry_menu_fallbacks(
+    make_window, fixture_patient, tiny_bundles, messages, tmp_path
+) -> None:
+    w = make_window()  # no models given: resolved from the user model folder like an install
+    w.open_path(fixture_patient)
+    wait_until(lambda: _analysed(w))
+    assert w.current.base.models["segmenter"]["name"] == "tiny-seg"
+    assert "tiny-seg" in w.results.models_label.text() and "tiny-cls" in w.results.models_label.text()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    messages.shown.clear()
+    assert not w.load_bundle_file(bad)
+    assert messages.shown[-1][0] == "Model not loaded" and "bad.json" in messages.shown[-1][1]
+    assert w.segmenter.card.name == "tiny-seg" and w.current.state is PatientState.DONE
+
+    assert w.load_bundle_file(tiny_bundles / "tiny-seg.json")  # loading re-runs the open patient
+    assert w.settings.segmenter_path == str(tiny_bundles / "tiny-seg.json")
+    wait_until(lambda: _analysed(w))
+
+    # A remembered bundle that no longer loads falls back to the default with a message.
+    w.close()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_bundles.glob("tiny-seg.*"):
+        shutil.copy(f, broken / f.name)
+    (broken / "tiny-seg.safetensors").write_bytes(b"corrupted")
+    w2 = make_window(auto_run=False)
+    w2.settings.segmenter_path = str(broken / "tiny-seg.json")
+    messages.shown.clear()
+    assert w2.ensure_models()
+    assert [t for t, _, _ in messages.shown] == ["Model not loaded"]
+    assert "tiny-seg" in messages.shown[0][1] and "default" in messages.shown[0][1]
+    assert w2.segmenter.path == tiny_bundles / "tiny-seg.json" and w2.settings.segmenter_path is None
+
+    # With no model installed at all: the first analysis explains it in a dialog, later opens only
+    # note it in the status bar, and Run explains it again.
+    shutil.rmtree(tiny_bundles)
+    w3 = make_window()
+    messages.shown.clear()
+    w3.open_path(fixture_patient)
+    wait_until(lambda: w3.volume is not None and w3._models_loaded and not w3.is_busy())
+    assert [t for t, _, _ in messages.shown] == ["No model"] and "brainseg-train" in messages.shown[0][1]
+    assert w3.current.state is PatientState.NEW
+    w3.open_path(fixture_patient.parent)
+    wait_until(lambda: w3.volume is not None and not w3.is_busy())
+    assert len(messages.shown) == 1 and "No segmentation model" in w3.statusBar().currentMessage()
+    w3.run_current()
+    assert [t for t, _, _ in messages.shown] == ["No model", "No model"]
+    w4 = make_window(auto_run=False)
+    assert not w4.ensure_models()
+    assert messages.shown[-1][0] == "No model" and "brainseg-train" in messages.shown[-1][1]
+
+
+def test_models_dialog_and_about(make_window, scripted_models, monkeypatch, messages) -> None:
+    shown = []
+    monkeypatch.setattr(QDialog, "exec", lambda self: shown.append(self) or 0)
+    w = make_window(scripted_models, auto_run=False)
+    w.show_models()
+    html = shown[-1].text.toHtml()
+    assert "tiny-cls" in html and "tiny-seg" in html and "mask_probability" in html
+    w.show_shortcuts()
+    assert type(shown[-1]).__name__ == "ShortcutsDialog"
+    about = []
+    import brainseg_app.about as about_module
+
+    monkeypatch.setattr(about_module, "show_about", lambda parent, *a, **k: about.append(parent))
+    w.show_about()
+    assert about == [w]
+
+
+def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, scripted_models) -> None:
+    w = make_window(scripted_models)
+    w.open_path(fixture_patient)
+    wait_until(lambda: _analysed(w))
+    assert "enter the pixel spacing" in w.results.summary_label.text()
+    w.set_spacing((0.5, 0.5, 2.0))
+    voxels = w.current.shown.volume_voxels
+    assert w.current.shown.volume_ml == pytest.approx(voxels * 0.5 * 0.5 * 2.0 / 1000)
+    assert "mL" in w.results.summary_label.text()
+    assert w.settings.spacing(fixture_patient.parent) == (0.5, 0.5, 2.0)
+    dlg = dialogs.SpacingDialog((0.5, 0.5, 2.0), fixture_patient.parent, w)
+    assert dlg.value() == (0.5, 0.5, 2.0)
+    dlg._clear()
+    assert dlg.value() is None
+
+
+def test_excepthook_shows_and_logs_instead_of_crashing(monkeypatch, messages, caplog) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    dialogs.install_excepthook(lambda: None, Path("/tmp/brainseg.log"))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        with caplog.at_level(logging.ERROR):
+            sys.excepthook(*sys.exc_info())
+    title, text, details = messages.shown[-1]
+    assert title == "Unexpected error" and "RuntimeError: boom" in text and "Traceback" in details
+    assert "boom" in caplog.text
+
+
+def test_run_viewer_opens_the_path_in_a_dark_window(monkeypatch, fixture_patient) -> None:
+    from brainseg_app.window import MainWindow, run_viewer
+
+    seen: dict = {}
+
+    def exec_(app: QApplication) -> int:  # stands in for the event loop: look, then quit
+        windows = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        assert len(windows) == 1
+        w = windows[0]
+        w.settings.auto_run = False
+        wait_until(lambda: w.volume is not None)
+        seen["path"] = w.current.path
+        seen["lightness"] = app.palette().window().color().lightness()
+        seen["hook"] = sys.excepthook
+        w.close()
+        return 3
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(QApplication, "exec", exec_)
+    handlers = list(logging.getLogger().handlers)
+    try:
+        assert run_viewer(fixture_patient) == 3
+    finally:
+        for h in logging.getLogger().handlers:
+            if h not in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+    assert seen["path"] == fixture_patient and seen["lightness"] < 80
+    assert seen["hook"] is not sys.__excepthook__  # the crash dialog was installed while running
+    assert not [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+
+
+def test_dropping_a_folder_opens_it(make_window, fixture_patient) -> None:
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    w = make_window(auto_run=False)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(fixture_patient))])
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    w.dropEvent(event)
+    wait_until(lambda: w.volume is not None)
+    assert w.current.path == fixture_patient

@@ -1,0 +1,155 @@
+"""Viewer building blocks without the main window: overlay maths, settings, session, worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_app.overlay import auto_window, boundary_segments, levels, mask_rgba
+from brainseg_app.session import PatientRecord, PatientState, Spacing, Thresholds
+from brainseg_app.settings import Settings, config_dir
+from brainseg_app.worker import JobRunner
+from brainseg_core.errors import Cancelled, DataError
+from brainseg_core.inference import SliceResult
+
+
+def test_mask_rgba_paints_only_the_mask() -> None:
+    mask = np.zeros((4, 5), bool)
+    mask[1:3, 2:4] = True
+    out = mask_rgba(mask, (255, 0, 0), 0.4)
+    assert out.shape == (4, 5, 4) and out.dtype == np.uint8
+    assert (out[mask] == [255, 0, 0, 102]).all()
+    assert (out[~mask] == 0).all()
+    with pytest.raises(ValueError, match="opacity"):
+        mask_rgba(mask, (1, 2, 3), 1.5)
+
+
+def test_boundary_segments_of_a_square_and_a_hole() -> None:
+    mask = np.zeros((6, 6), bool)
+    mask[1:4, 2:5] = True
+    x, y = boundary_segments(mask)
+    segs = {((x[i], y[i]), (x[i + 1], y[i + 1])) for i in range(0, len(x), 2)}
+    assert segs == {((2, 1), (5, 1)), ((2, 4), (5, 4)), ((2, 1), (2, 4)), ((5, 1), (5, 4))}
+    ring = np.ones((5, 5), bool)
+    ring[2, 2] = False
+    x, y = boundary_segments(ring)
+    assert len(x) // 2 == 8  # outer square (4) + the hole's four unit edges
+    assert boundary_segments(np.zeros((3, 3), bool))[0].size == 0
+
+
+def test_window_helpers() -> None:
+    assert levels(100, 50) == (0, 100)
+    assert levels(0, 10) == (9.5, 10.5)  # width is at least one grey level
+    data = np.zeros((2, 10, 10), np.uint8)
+    assert auto_window(data) == (255.0, 127.5)
+    data[0, :5] = np.arange(50).reshape(5, 10) + 100
+    width, level = auto_window(data)
+    assert 40 < width < 50 and 120 < level < 130
+
+
+def test_settings_round_trip(tmp_path: Path) -> None:
+    ini = config_dir() / "brainseg.ini"
+    assert str(ini).startswith(str(Path(__import__("os").environ["BRAINSEG_CONFIG_DIR"])))
+    s = Settings()
+    assert (s.opacity, s.fill, s.contour, s.auto_run, s.device) == (40, True, True, True, "auto")
+    assert s.classifier_threshold is None and s.spacing(tmp_path) is None
+    s.opacity, s.fill, s.device, s.auto_run = 70, False, "cpu", False
+    s.classifier_threshold, s.mask_threshold = 0.3, 0.6
+    for p in ("a", "b", "a"):
+        s.add_recent(tmp_path / p)
+    s.set_spacing(tmp_path, (0.9, 0.9, 3.0))
+    s.sync()
+    t = Settings()
+    assert (t.opacity, t.fill, t.device, t.auto_run) == (70, False, "cpu", False)
+    assert (t.classifier_threshold, t.mask_threshold) == (0.3, 0.6)
+    assert t.recent == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert t.spacing(tmp_path) == (0.9, 0.9, 3.0) and t.spacing(tmp_path / "other") is None
+    t.classifier_threshold = None
+    assert Settings().classifier_threshold is None
+
+
+def _slice(i: int, p: float, prob: np.ndarray | None) -> SliceResult:
+    mask = np.zeros((8, 8), bool) if prob is None else prob >= 0.5
+    return SliceResult(i, p, prob is not None, prob, mask, int(mask.sum()), None)
+
+
+def test_record_streams_and_rethresholds_without_networks() -> None:
+    prob = np.zeros((8, 8), np.float32)
+    prob[2:6, 2:6] = 0.7
+    prob[3:5, 3:5] = 0.9
+    rec = PatientRecord(Path("/x/P1"), "P1")
+    t = Thresholds(0.5, 0.5)
+    rec.start(3, models={}, device="cpu", pipeline_thresholds=t)
+    assert rec.state is PatientState.RUNNING and rec.tumour_slices() is None
+    rec.add(_slice(0, 0.9, prob), t, None)
+    rec.add(_slice(1, 0.2, None), t, None)
+    assert not rec.complete and rec.tumour_slices() == 1
+    rec.add(_slice(2, 0.6, prob), t, Spacing((0.5, 0.5), 2.0))
+    assert rec.complete and rec.slice_shown(0).area_px == 16
+    rec.apply(Thresholds(0.5, 0.8), Spacing((0.5, 0.5), 2.0))
+    assert rec.slice_shown(0).area_px == 4 and rec.slice_shown(0).area_mm2 == pytest.approx(1.0)
+    assert rec.shown.volume_ml == pytest.approx(8 * 0.5 * 0.5 * 2.0 / 1000)
+    rec.apply(Thresholds(0.7, 0.5), None)  # slice 2 (p=0.6) falls below the gate
+    assert rec.tumour_slices() == 1 and rec.shown.volume_ml is None
+    assert rec.missing(Thresholds(0.1, 0.5)) == [1]  # never segmented: needs the network
+    assert rec.missing(Thresholds(0.5, 0.5)) == []
+    with pytest.raises(ValueError):
+        Thresholds(1.2, 0.5)
+
+
+def _run(runner: JobRunner, job, qtbot, *, cancel_after_first: bool = False) -> dict:
+    seen: dict = {"items": [], "done": None, "failed": None, "cancelled": False}
+    runner.item.connect(seen["items"].append)
+    runner.finished.connect(lambda r: seen.__setitem__("done", r))
+    runner.failed.connect(lambda m, d: seen.__setitem__("failed", (m, d)))
+    runner.cancelled.connect(lambda: seen.__setitem__("cancelled", True))
+    if cancel_after_first:
+        runner.item.connect(lambda _o: runner.cancel())
+    with qtbot.waitSignal(runner.stopped, timeout=10_000):
+        runner.start(job)
+        with pytest.raises(RuntimeError, match="already running"):
+            runner.start(job)
+    assert not runner.running
+    return seen
+
+
+def test_job_runner_outcomes(qtbot) -> None:
+    runner = JobRunner()
+    main = threading.get_ident()
+
+    def ok(report):
+        assert threading.get_ident() != main  # really in a worker thread
+        for i in range(5):
+            report.item(i)
+            report.progress(i + 1, 5)
+        return "result"
+
+    seen = _run(runner, ok, qtbot)
+    assert seen["items"] == [0, 1, 2, 3, 4] and seen["done"] == "result"
+
+    def bad(report):
+        raise DataError("/x/y.tif", "is not a TIFF")
+
+    seen = _run(runner, bad, qtbot)
+    assert seen["failed"] == ("/x/y.tif: is not a TIFF", "") and seen["done"] is None
+
+    def bug(report):
+        return 1 / 0
+
+    seen = _run(runner, bug, qtbot)
+    assert seen["failed"][0].startswith("ZeroDivisionError") and "Traceback" in seen["failed"][1]
+
+    def slow(report):
+        for i in range(200):
+            if report.cancel.is_set():
+                raise Cancelled("stop")
+            report.item(i)
+            time.sleep(0.01)
+        return "never"
+
+    seen = _run(runner, slow, qtbot, cancel_after_first=True)
+    assert seen["cancelled"] and seen["done"] is None and len(seen["items"]) < 200

@@ -1,0 +1,330 @@
+"""The main window end to end: open, analyse in the worker, overlay, navigate, threshold, cancel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QColor, QWheelEvent
+from PySide6.QtWidgets import QApplication, QColorDialog
+from viewer_fixtures import *  # noqa: F403
+from viewer_helpers import DISC_RADIUS, DiscSegmenter, MeanClassifier, wait_until
+
+from brainseg_app.session import PatientState
+
+N_FIXTURE = 20
+
+
+def _analysed(w) -> bool:
+    return w.current is not None and w.current.state is PatientState.DONE and not w.is_busy()
+
+
+def _open_and_analyse(w, path: Path) -> None:
+    assert w.open_path(path)
+    wait_until(lambda: _analysed(w))
+
+
+def _reddish(w) -> int:
+    """How much red the rendered slice view shows beyond grey: the sum of red minus green (>20)."""
+    QApplication.processEvents()
+    img = w.view.grab().toImage().convertToFormat(img_format())
+    a = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine() // 4, 4)
+    r, g = a[..., 0].astype(int), a[..., 1].astype(int)
+    excess = r - g
+    return int(excess[excess > 20].sum())
+
+
+def img_format():
+    from PySide6.QtGui import QImage
+
+    return QImage.Format.Format_RGBA8888
+
+
+def test_open_runs_the_analysis_in_the_worker_and_draws_the_mask(
+    make_window, fixture_patient, scripted_models, messages
+) -> None:
+    w = make_window(scripted_models)
+    _open_and_analyse(w, fixture_patient)
+    rec = w.current
+    assert rec.complete and rec.n_slices == N_FIXTURE
+    gated = [s.index for s in rec.base.slices if s.tumour_probability >= 0.5]
+    assert 0 < len(gated) < N_FIXTURE  # the classifier gate really selects slices
+    assert rec.tumour_slices() == len(gated)
+    assert w.browser.row_texts() == [(rec.patient_id, "Analysed", str(len(gated)))]
+    assert w.thumbnails.predicted() == [i in gated for i in range(N_FIXTURE)]
+
+    # The disc the scripted segmenter draws: radius DISC_RADIUS of the width, at source size.
+    w.set_slice(gated[0])
+    area = rec.slice_shown(gated[0]).area_px
+    assert area == pytest.approx(np.pi * (DISC_RADIUS * 256) ** 2, rel=0.05)
+    pred = w.view.pred
+    assert pred.fill.isVisible() and pred.outline.isVisible()
+    alpha = pred.fill.image[..., 3]
+    assert int((alpha > 0).sum()) == area and alpha.max() == round(0.4 * 255)
+    assert not pred.outline.path().isEmpty()
+    assert "Dice vs ground truth" in w.results.summary_label.text()
+    assert messages.shown == []
+
+
+def test_overlay_controls_change_what_is_drawn(make_window, fixture_patient, scripted_models) -> None:
+    w = make_window(scripted_models)
+    _open_and_analyse(w, fixture_patient)
+    c = w.controls
+    c.channel.setCurrentIndex(1)  # FLAIR in grey: red pixels can only come from the overlay
+    c.show_gt.setChecked(False)
+    w.set_slice(0)
+    w.jump_tumour(1)
+    assert w.current.slice_shown(w.index).area_px > 0
+    w.view.fit()
+    base = _reddish(w)
+    assert base > 500 * 100
+
+    c.opacity.setValue(100)
+    assert w.view.pred.fill.image[..., 3].max() == 255
+    assert _reddish(w) > base
+    c.opacity.setValue(0)
+    assert w.view.pred.fill.image[..., 3].max() == 0
+    outline_only = _reddish(w)
+    assert 0 < outline_only < base
+    c.contour.setChecked(False)
+    assert not w.view.pred.outline.isVisible() and _reddish(w) == 0
+    c.contour.setChecked(True)
+    c.opacity.setValue(60)
+    c.fill.setChecked(False)
+    assert not w.view.pred.fill.isVisible() and w.view.pred.outline.isVisible()
+    c.fill.setChecked(True)
+
+    shown = _reddish(w)
+    qtbot_key(w, Qt.Key.Key_O)  # hide every overlay
+    assert not c.show_overlay.isChecked() and _reddish(w) == 0
+    qtbot_key(w, Qt.Key.Key_O)
+    assert _reddish(w) == shown
+
+    c.contour_width.setValue(5)
+    assert w.view.pred.outline.pen().widthF() == 5
+
+    # Ground truth in its own colour, with its own toggle.
+    gt_slice = int(np.argmax(w.volume.masks.sum(axis=(1, 2))))
+    w.set_slice(gt_slice)
+    c.show_gt.setChecked(True)
+    gt = w.view.gt
+    assert gt.fill.isVisible()
+    assert tuple(gt.fill.image[w.volume.masks[gt_slice]][0, :3]) == (52, 199, 89)
+    qtbot_key(w, Qt.Key.Key_G)
+    assert not gt.fill.isVisible() and not gt.outline.isVisible()
+
+
+def qtbot_key(w, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+    from PySide6.QtTest import QTest
+
+    w.view.setFocus()
+    QTest.keyClick(w.view, key, modifier)
+    QApplication.processEvents()
+
+
+def _wheel(w, dy: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+    vp = w.view.graphics.viewport()
+    pos = QPointF(vp.width() / 2, vp.height() / 2)
+    ev = QWheelEvent(
+        pos,
+        QPointF(vp.mapToGlobal(pos.toPoint())),
+        QPoint(0, 0),
+        QPoint(0, dy),
+        Qt.MouseButton.NoButton,
+        modifiers,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(vp, ev)
+    QApplication.processEvents()
+
+
+def test_navigation_keys_wheel_slider_and_thumbnails(make_window, fixture_patient, qtbot) -> None:
+    w = make_window(auto_run=False)
+    assert w.open_path(fixture_patient)
+    wait_until(lambda: w.volume is not None)
+    assert w.index == N_FIXTURE // 2 and w.current.state is PatientState.NEW  # auto-run off
+    steps = [
+        (Qt.Key.Key_Right, 11),
+        (Qt.Key.Key_Left, 10),
+        (Qt.Key.Key_Down, 11),
+        (Qt.Key.Key_Up, 10),
+        (Qt.Key.Key_PageDown, 15),
+        (Qt.Key.Key_PageUp, 10),
+        (Qt.Key.Key_End, N_FIXTURE - 1),
+        (Qt.Key.Key_Right, N_FIXTURE - 1),  # clamped
+        (Qt.Key.Key_Home, 0),
+    ]
+    for key, expected in steps:
+        qtbot_key(w, key)
+        assert w.index == expected, key
+    assert w.view.corner_text("tl").endswith(f"Slice 1 / {N_FIXTURE}")
+    _wheel(w, -120)  # wheel towards the user: next slice
+    _wheel(w, -120)
+    assert w.index == 2
+    _wheel(w, 120)
+    assert w.index == 1
+    zoom = w.view.zoom_factor()
+    _wheel(w, 120, Qt.KeyboardModifier.ControlModifier)  # Ctrl+wheel zooms, slice unchanged
+    assert w.index == 1 and w.view.zoom_factor() > zoom * 1.05
+    w.view.fit()
+    w.slider.setValue(7)
+    assert w.index == 7 and w.slice_label.text() == f"8 / {N_FIXTURE}"
+    rect = w.thumbnails.visualItemRect(w.thumbnails.item(3))
+    qtbot.mouseClick(w.thumbnails.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert w.index == 3
+    w.results.click_slice(12)
+    assert w.index == 12
+    px = w.volume.images[12, 40, 30]
+    assert w.view.pixel_info(30.5, 40.5) == f"x 30  y 40  FLAIR {px[1]}"  # FLAIR is the default channel
+    w.controls.channel.setCurrentIndex(3)
+    assert w.view.pixel_info(30.5, 40.5) == f"x 30  y 40  pre {px[0]}  FLAIR {px[1]}  post {px[2]}"
+    assert w.view.pixel_info(-1, 5) == ""
+
+
+def test_window_level_by_right_drag_persists_across_slices(make_window, fixture_patient, qtbot) -> None:
+    w = make_window(auto_run=False)
+    w.open_path(fixture_patient)
+    wait_until(lambda: w.volume is not None)
+    vp = w.view.graphics.viewport()
+    start = QPoint(vp.width() // 2, vp.height() // 2)
+    qtbot.mousePress(vp, Qt.MouseButton.RightButton, pos=start)
+    for k in range(1, 11):
+        qtbot.mouseMove(vp, start + QPoint(-6 * k, 3 * k))
+    qtbot.mouseRelease(vp, Qt.MouseButton.RightButton, pos=start + QPoint(-60, 30))
+    width, level = w.view.width_level
+    assert width < 255 and level > 127.5  # left = narrower window, down = higher level
+    lo, hi = w.view.image_item.levels
+    assert hi - lo == pytest.approx(width)
+    w.step(3)
+    w.controls.channel.setCurrentIndex(2)
+    assert w.view.width_level == (width, level)
+    assert tuple(w.view.image_item.levels) == (lo, hi)
+    w.controls.auto_window.click()
+    assert w.view.width_level != (width, level)
+    w.controls.reset_window.click()
+    assert w.view.width_level == (255.0, 127.5)
+
+
+def test_thresholds_rethreshold_instantly_and_segment_newly_gated_slices(
+    make_window, fixture_patient, scripted_models, monkeypatch
+) -> None:
+    calls = {"seg": 0, "cls": 0}
+    seg_forward, cls_forward = DiscSegmenter.forward, MeanClassifier.forward
+
+    def seg(self, x):
+        calls["seg"] += len(x)
+        return seg_forward(self, x)
+
+    def cls(self, x):
+        calls["cls"] += len(x)
+        return cls_forward(self, x)
+
+    monkeypatch.setattr(DiscSegmenter, "forward", seg)
+    monkeypatch.setattr(MeanClassifier, "forward", cls)
+    w = make_window(scripted_models)
+    _open_and_analyse(w, fixture_patient)
+    rec = w.current
+    n_gated = rec.tumour_slices()
+    assert calls == {"seg": n_gated, "cls": N_FIXTURE}
+
+    w.controls.gate.setValue(1000)  # nothing passes: no network runs, masks vanish at once
+    assert rec.tumour_slices() == 0 and w.view.pred.mask is None
+    assert calls == {"seg": n_gated, "cls": N_FIXTURE}
+    w.controls.gate.setValue(500)
+    assert rec.tumour_slices() == n_gated
+    w.set_slice(next(s.index for s in rec.shown.slices if s.area_px))
+    area = rec.slice_shown(w.index).area_px
+    w.controls.mask_threshold.setValue(990)  # edge pixels of the resized disc drop out
+    assert 0 < rec.slice_shown(w.index).area_px < area
+    assert calls == {"seg": n_gated, "cls": N_FIXTURE}
+
+    w.controls.gate.setValue(0)  # slices never segmented now pass: the segmenter runs on them
+    assert rec.missing(w.thresholds)
+    wait_until(lambda: not w.is_busy() and not rec.missing(w.thresholds))
+    assert calls == {"seg": N_FIXTURE, "cls": N_FIXTURE}
+    assert rec.tumour_slices() == N_FIXTURE
+    assert w.settings.classifier_threshold == 0.0  # remembered
+
+
+def _slow(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    forward = DiscSegmenter.forward
+
+    def slow(self, x):
+        time.sleep(delay)
+        return forward(self, x)
+
+    monkeypatch.setattr(DiscSegmenter, "forward", slow)
+
+
+def test_cancel_stops_the_run_and_keeps_partial_results(
+    make_window, fixture_patient, scripted_models, monkeypatch
+) -> None:
+    _slow(monkeypatch, 0.3)
+    w = make_window(scripted_models)
+    w.controls.gate.setValue(0)  # segment every slice: two batches of 16 + 4
+    w.analysis.item.connect(lambda obj: obj[0] == "slice" and w.cancel_button.click())
+    w.open_path(fixture_patient)
+    wait_until(lambda: w.current.state is PatientState.CANCELLED and not w.is_busy())
+    assert 0 < len(w.current.raw) < N_FIXTURE
+    assert not w.progress.isVisible() and not w.cancel_button.isVisible()
+    assert "cancelled" in w.statusBar().currentMessage()
+
+
+def test_closing_during_a_run_stops_the_worker(
+    make_window, fixture_patient, scripted_models, monkeypatch
+) -> None:
+    _slow(monkeypatch, 0.3)
+    w = make_window(scripted_models)
+    w.open_path(fixture_patient)
+    wait_until(lambda: w.analysis.running)
+    thread = w.analysis._thread
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 5
+    assert not w.analysis.running and thread.isFinished()
+
+
+def test_settings_are_remembered_between_windows(make_window, monkeypatch) -> None:
+    monkeypatch.setattr(QColorDialog, "getColor", staticmethod(lambda *a, **k: QColor("#2060ff")))
+    w = make_window(auto_run=False)
+    w.controls.opacity.setValue(75)
+    w.controls.contour_width.setValue(4)
+    w.controls.contour.setChecked(False)
+    w.controls.pred_colour.click()
+    w.controls.device.setCurrentText("cpu")
+    assert w.view.pred_colour == QColor("#2060ff")
+    w.close()
+    w2 = make_window(auto_run=False)
+    c = w2.controls
+    assert (c.opacity.value(), c.contour_width.value(), c.contour.isChecked()) == (75, 4, False)
+    assert c.pred_colour.colour() == QColor("#2060ff") and c.device.currentText() == "cpu"
+    assert w2.view.opacity == 0.75 and w2.view.pred_colour == QColor("#2060ff") and not w2.view.contour_on
+    assert not c.auto_run.isChecked()
+
+
+def test_every_control_has_a_tooltip_and_shortcuts_are_listed(make_window) -> None:
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox, QScrollBar, QSpinBox
+
+    from brainseg_app.dialogs import ShortcutsDialog
+
+    w = make_window(auto_run=False)
+    missing = []
+    for cls in (QAbstractButton, QAbstractSlider, QComboBox, QSpinBox):
+        for widget in w.findChildren(cls):
+            if isinstance(widget, QScrollBar) or widget.objectName().startswith("qt_"):
+                continue
+            if type(widget).__name__ == "QToolButton" and widget.defaultAction() is not None:
+                continue  # tool bar buttons show their action's tooltip
+            if not widget.toolTip():
+                missing.append(f"{type(widget).__name__} {widget.text() if hasattr(widget, 'text') else ''}")
+    assert [m for m in missing if "QToolBarExtension" not in m] == []
+    rows = dict((a, k) for k, a in w.shortcut_rows())
+    assert rows["Next slice with a predicted tumour"] == "N"
+    assert rows["Show or hide the mask overlays"] == "O"
+    assert "Right drag" in dict(w.shortcut_rows())
+    dlg = ShortcutsDialog(w.shortcut_rows(), w)
+    assert dlg.table.rowCount() == len(w.shortcut_rows())

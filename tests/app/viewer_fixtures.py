@@ -1,0 +1,146 @@
+"""Viewer test fixtures: message boxes captured instead of shown, tiny and scripted models.
+
+Test modules take them with ``from viewer_fixtures import *`` (a ``conftest.py`` here would
+shadow the suite's root ``conftest`` module that other tests import helpers from).
+
+Two kinds of models:
+
+- ``tiny_bundles``: real random-weight bundles written with ``save_bundle`` (resunet
+  base_filters=4 depth=2, plain_cnn width=4) and installed into the test's user model folder, so
+  the viewer finds them through ``brainseg_core.registry`` exactly as it finds installed models.
+- ``scripted_models``: the same cards with deterministic networks: the segmenter outputs a disc
+  of known radius in the middle of every slice it runs on, the classifier a tumour probability
+  that rises with the slice's mean intensity. Overlay tests can then assert what is drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PySide6.QtWidgets import QMessageBox
+from viewer_helpers import DiscSegmenter, MeanClassifier
+
+from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
+from brainseg_core.models import build_model
+
+__all__ = [
+    "Messages",
+    "_no_shipped_models",
+    "_tiny_bundle_dir",
+    "make_window",
+    "messages",
+    "scripted_models",
+    "tiny_bundles",
+]
+
+
+@dataclasses.dataclass
+class Messages:
+    """Every message box the code under test tried to show."""
+
+    shown: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (title, text, details)
+    questions: list[str] = dataclasses.field(default_factory=list)
+    answer: QMessageBox.StandardButton = QMessageBox.StandardButton.No
+
+    def texts(self) -> str:
+        return "\n".join(f"{t}: {x}\n{d}" for t, x, d in self.shown)
+
+
+@pytest.fixture(autouse=True)
+def _no_shipped_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resources without shipped models, so tests see only the models they install themselves."""
+    resources = tmp_path_factory.mktemp("resources")
+    (resources / "models").mkdir()
+    monkeypatch.setenv("BRAINSEG_RESOURCES", str(resources))
+
+
+@pytest.fixture(autouse=True)
+def messages(monkeypatch: pytest.MonkeyPatch) -> Messages:
+    """Capture QMessageBox instead of blocking on a modal dialog; questions get ``answer``."""
+    box = Messages()
+
+    def exec_(self: QMessageBox) -> int:
+        box.shown.append((self.windowTitle(), self.text(), self.detailedText()))
+        return int(QMessageBox.StandardButton.Ok.value)
+
+    def question(_parent, title, text, *args, **kwargs):
+        box.questions.append(f"{title}: {text}")
+        return box.answer
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_)
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    monkeypatch.setattr(QMessageBox, "about", staticmethod(lambda *a: box.shown.append(("about", "", ""))))
+    return box
+
+
+@pytest.fixture(scope="session")
+def _tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_bundles")
+    torch.manual_seed(0)
+    save_bundle(
+        build_model("resunet", base_filters=4, depth=2),
+        out,
+        name="tiny-seg",
+        kind="segmenter",
+        arch="resunet",
+        arch_args={"base_filters": 4, "depth": 2},
+        input_size=64,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0},
+    )
+    save_bundle(
+        build_model("plain_cnn", width=4),
+        out,
+        name="tiny-cls",
+        kind="classifier",
+        arch="plain_cnn",
+        arch_args={"width": 4},
+        input_size=64,
+        thresholds={"tumour_probability": 0.5},
+    )
+    return out
+
+
+@pytest.fixture
+def tiny_bundles(_tiny_bundle_dir: Path) -> Path:
+    """Random-weight bundles installed in this test's user model folder; returns that folder."""
+    dest = Path(os.environ["BRAINSEG_USER_DATA"]) / "models"
+    shutil.copytree(_tiny_bundle_dir, dest, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture
+def scripted_models(_tiny_bundle_dir: Path) -> tuple[ModelBundle, ModelBundle]:
+    """(classifier, segmenter) bundles with the scripted networks above."""
+    cls = load_bundle(_tiny_bundle_dir / "tiny-cls.json")
+    seg = load_bundle(_tiny_bundle_dir / "tiny-seg.json")
+    return dataclasses.replace(cls, model=MeanClassifier()), dataclasses.replace(seg, model=DiscSegmenter())
+
+
+@pytest.fixture
+def make_window(qtbot) -> Iterator[Callable[..., object]]:
+    """Factory of shown main windows (closed at the end of the test)."""
+    from brainseg_app.window import MainWindow
+
+    windows: list[MainWindow] = []
+
+    def make(models: tuple[ModelBundle, ModelBundle] | None = None, *, auto_run: bool = True) -> MainWindow:
+        w = MainWindow()
+        w.settings.auto_run = auto_run
+        w.controls.auto_run.setChecked(auto_run)
+        qtbot.addWidget(w)
+        w.resize(1200, 800)
+        w.show()
+        if models is not None:
+            w.set_models(*models)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
