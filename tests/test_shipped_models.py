@@ -1,0 +1,53 @@
+"""The bundles shipped in resources/models: they verify, and they work on a real fixture patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_core.bundle import load_bundle
+from brainseg_core.inference.pipeline import Pipeline
+from brainseg_core.io import open_volume
+from brainseg_core.metrics import dice
+from brainseg_core.registry import resolve_models, shipped_models_dir
+
+
+@pytest.fixture(scope="module")
+def shipped_result(fixture_patient: Path):
+    classifier, segmenter = resolve_models()
+    volume = open_volume(fixture_patient)
+    return volume, Pipeline(classifier, segmenter, device="cpu").analyse(volume)
+
+
+def test_shipped_bundles_verify_and_are_both_kinds() -> None:
+    cards = sorted(shipped_models_dir().glob("*.json"))
+    bundles = [load_bundle(card) for card in cards]  # load_bundle checks sha256 and architecture
+    assert sorted(b.card.kind for b in bundles) == ["classifier", "segmenter"]
+    for b in bundles:
+        assert b.card.training["split"]["by"] == "patient"
+        assert b.card.metrics["brainseg_eval_validation"]["n_patients"] == len(
+            b.card.training["split"]["val_patients"]
+        )
+
+
+def test_largest_ground_truth_tumour_slice_gets_a_matching_mask(shipped_result) -> None:
+    volume, result = shipped_result
+    i = int(volume.masks.sum(axis=(1, 2)).argmax())
+    predicted = result.slices[i].mask
+    assert predicted.any()
+    assert dice(predicted, volume.masks[i]) > 0.5
+
+
+def test_first_slice_without_tumour_gets_an_empty_mask(shipped_result) -> None:
+    volume, result = shipped_result
+    assert not volume.masks[0].any()  # the first slice of the fixture is above the tumour
+    assert not result.slices[0].mask.any()
+    assert result.slices[0].area_px == 0
+
+
+def test_patient_volume_dice_on_fixture(shipped_result) -> None:
+    volume, result = shipped_result
+    predicted = np.stack([s.mask for s in result.slices])
+    assert dice(predicted, volume.masks) > 0.7
