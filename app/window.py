@@ -112,6 +112,15 @@ def _build_pipeline(classifier: object | None, segmenter: object, device: str) -
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
+def _scrolled(widget: QWidget) -> QScrollArea:
+    """``widget`` in a frameless scroll area that resizes it."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setWidget(widget)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    return scroll
+
+
 class MainWindow(QMainWindow):
     """The viewer window.
 
@@ -201,33 +210,23 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_docks(self) -> None:
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.browser = PatientBrowser()
-        self.browser_dock = QDockWidget("Patients", self)
-        self.browser_dock.setObjectName("patients_dock")
-        self.browser_dock.setWidget(self.browser)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.browser_dock)
-
+        self.browser_dock = self._add_dock("Patients", "patients_dock", self.browser, left)
         self.controls = ControlsPanel()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.controls)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.controls_dock = QDockWidget("Display", self)
-        self.controls_dock.setObjectName("controls_dock")
-        self.controls_dock.setWidget(scroll)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.controls_dock)
-
+        self.controls_dock = self._add_dock("Display", "controls_dock", _scrolled(self.controls), left)
         self.results = ResultsPanel()
-        rscroll = QScrollArea()
-        rscroll.setWidgetResizable(True)
-        rscroll.setWidget(self.results)
-        rscroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.results_dock = QDockWidget("Results", self)
-        self.results_dock.setObjectName("results_dock")
-        self.results_dock.setWidget(rscroll)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.results_dock)
+        self.results_dock = self._add_dock("Results", "results_dock", _scrolled(self.results), right)
         self.resizeDocks([self.browser_dock, self.results_dock], [320, 340], Qt.Orientation.Horizontal)
         self.resizeDocks([self.browser_dock, self.controls_dock], [190, 600], Qt.Orientation.Vertical)
+
+    def _add_dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        """Add a dock holding ``widget``; ``name`` is its object name (saved window state uses it)."""
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import torch
+
+from brainseg_core.bundle import save_bundle
+from brainseg_core.models import build_model
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -75,10 +80,60 @@ def tiny_volume_dir(tmp_path: Path) -> Path:
     return make_patient(tmp_path)
 
 
-from collections.abc import Callable  # noqa: E402  (appended section; kept apart from the imports above)
-
-
 @pytest.fixture
 def patient_factory() -> Callable[..., Path]:
     """:func:`make_patient` as a fixture (``from tests.conftest import ...`` fails under plain ``pytest``)."""
     return make_patient
+
+
+def save_tiny_bundle(
+    path: Path,
+    kind: str,
+    *,
+    input_size: int = 32,
+    threshold: float | None = None,
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float16,
+    name: str | None = None,
+) -> Path:
+    """Write a tiny random-weight bundle: segmenter resunet base 4 depth 2, classifier plain_cnn width 4.
+
+    Args:
+        path: folder or ``NAME.json`` path, as :func:`save_bundle` takes it.
+        kind: ``"segmenter"`` or ``"classifier"``.
+        input_size: the card's input size.
+        threshold: the card's ``mask_probability`` / ``tumour_probability`` (None: 0.5); min area is 0.
+        seed: ``torch.manual_seed`` before building the network (None: continue the current RNG).
+        dtype: storage dtype of the weights.
+        name: the card's name (None: ``tiny-seg`` / ``tiny-cls``).
+
+    Returns:
+        The card path.
+    """
+    p = 0.5 if threshold is None else threshold
+    if kind == "segmenter":
+        arch, arch_args = "resunet", {"base_filters": 4, "depth": 2}
+        thresholds: dict[str, float] = {"mask_probability": p, "min_area_px": 0}
+    elif kind == "classifier":
+        arch, arch_args, thresholds = "plain_cnn", {"width": 4}, {"tumour_probability": p}
+    else:
+        raise ValueError(f"kind must be 'segmenter' or 'classifier', not {kind!r}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    return save_bundle(
+        build_model(arch, **arch_args),
+        path,
+        name=name or ("tiny-seg" if kind == "segmenter" else "tiny-cls"),
+        kind=kind,
+        arch=arch,
+        arch_args=arch_args,
+        input_size=input_size,
+        thresholds=thresholds,
+        dtype=dtype,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle() -> Callable[..., Path]:
+    """:func:`save_tiny_bundle` as a fixture (subfolders cannot always ``from conftest import`` it)."""
+    return save_tiny_bundle

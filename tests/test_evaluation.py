@@ -10,10 +10,9 @@ import torch
 from conftest import make_patient
 from torch import nn
 
-from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
+from brainseg_core.bundle import ModelBundle, load_bundle
 from brainseg_core.errors import DataError
 from brainseg_core.evaluation import evaluate, format_report
-from brainseg_core.models import build_model
 
 
 class FlairBlob(nn.Module):
@@ -43,17 +42,10 @@ class FlairMax(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelBundle, ModelBundle]:
+def bundles(tmp_path_factory: pytest.TempPathFactory, tiny_bundle) -> tuple[ModelBundle, ModelBundle]:
     d = tmp_path_factory.mktemp("evalbundles")
-    seg = save_bundle(
-        build_model("resunet", base_filters=4, depth=2), d / "seg.json", name="s", kind="segmenter",
-        arch="resunet", arch_args={"base_filters": 4, "depth": 2}, input_size=64,
-        thresholds={"mask_probability": 0.5, "min_area_px": 0},
-    )  # fmt: skip
-    cls = save_bundle(
-        build_model("plain_cnn", width=4), d / "cls.json", name="c", kind="classifier", arch="plain_cnn",
-        arch_args={"width": 4}, input_size=64, thresholds={"tumour_probability": 0.5},
-    )  # fmt: skip
+    seg = tiny_bundle(d / "seg.json", "segmenter", input_size=64, name="s")
+    cls = tiny_bundle(d / "cls.json", "classifier", input_size=64, name="c")
     return load_bundle(cls), load_bundle(seg)
 
 

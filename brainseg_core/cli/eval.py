@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from brainseg_core.errors import BrainSegError, Cancelled
+from brainseg_core.cli._common import run_reporting_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on a data/model error, 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
+    return run_reporting_errors("brainseg-eval", lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from brainseg_core.atomic import atomic_write
@@ -53,40 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     from brainseg_core.registry import resolve_models
     from brainseg_core.training.data import read_patient_list
 
-    try:
-        ids = read_patient_list(Path(args.patients)) if args.patients else None
-        classifier, segmenter = resolve_models(classifier=args.classifier, segmenter=args.segmenter)
-        bar = tqdm(desc="evaluating", unit="patient", disable=args.quiet, file=sys.stderr)
+    ids = read_patient_list(Path(args.patients)) if args.patients else None
+    classifier, segmenter = resolve_models(classifier=args.classifier, segmenter=args.segmenter)
+    bar = tqdm(desc="evaluating", unit="patient", disable=args.quiet, file=sys.stderr)
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
-        result = evaluate(
-            args.data,
-            classifier=classifier,
-            segmenter=segmenter,
-            device=args.device,
-            batch_size=args.batch_size,
-            patients=ids,
-            progress=progress,
-        )
-        bar.close()
-        print(format_report(result))
-        if args.json_out:
-            with atomic_write(Path(args.json_out)) as tmp:
-                tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-            print(f"\nwrote {args.json_out}")
-    except Cancelled as exc:
-        print(f"brainseg-eval: {exc}", file=sys.stderr)
-        return 130
-    except (BrainSegError, ValueError) as exc:
-        print(f"brainseg-eval: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("brainseg-eval: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    result = evaluate(
+        args.data,
+        classifier=classifier,
+        segmenter=segmenter,
+        device=args.device,
+        batch_size=args.batch_size,
+        patients=ids,
+        progress=progress,
+    )
+    bar.close()
+    print(format_report(result))
+    if args.json_out:
+        with atomic_write(Path(args.json_out)) as tmp:
+            tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json_out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from brainseg_core.errors import BrainSegError, Cancelled
+from brainseg_core.cli._common import run_reporting_errors
 from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
@@ -134,18 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         install=args.install,
     )
-    try:
-        train(config, log=lambda msg: tqdm.write(msg, file=sys.stdout), progress=not args.quiet)
-    except (BrainSegError, ValueError) as exc:
-        if isinstance(exc, Cancelled):
-            print(f"brainseg-train: {exc}", file=sys.stderr)
-            return 130
-        print(f"brainseg-train: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("brainseg-train: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(
+        "brainseg-train",
+        lambda: train(config, log=lambda msg: tqdm.write(msg, file=sys.stdout), progress=not args.quiet),
+        interrupted="interrupted; continue with --resume",
+    )
 
 
 if __name__ == "__main__":

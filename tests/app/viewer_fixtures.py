@@ -5,7 +5,7 @@ shadow the suite's root ``conftest`` module that other tests import helpers from
 
 Two kinds of models:
 
-- ``tiny_bundles``: real random-weight bundles written with ``save_bundle`` (resunet
+- ``tiny_bundles``: real random-weight bundles written by the root ``tiny_bundle`` fixture (resunet
   base_filters=4 depth=2, plain_cnn width=4) and installed into the test's user model folder, so
   the viewer finds them through ``brainseg_core.registry`` exactly as it finds installed models.
 - ``scripted_models``: the same cards with deterministic networks: the segmenter outputs a disc
@@ -22,12 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtWidgets import QMessageBox
 from viewer_helpers import DiscSegmenter, MeanClassifier
 
-from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
-from brainseg_core.models import build_model
+from brainseg_core.bundle import ModelBundle, load_bundle
 
 __all__ = [
     "Messages",
@@ -80,29 +78,10 @@ def messages(monkeypatch: pytest.MonkeyPatch) -> Messages:
 
 
 @pytest.fixture(scope="session")
-def _tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Callable[..., Path]) -> Path:
     out = tmp_path_factory.mktemp("tiny_bundles")
-    torch.manual_seed(0)
-    save_bundle(
-        build_model("resunet", base_filters=4, depth=2),
-        out,
-        name="tiny-seg",
-        kind="segmenter",
-        arch="resunet",
-        arch_args={"base_filters": 4, "depth": 2},
-        input_size=64,
-        thresholds={"mask_probability": 0.5, "min_area_px": 0},
-    )
-    save_bundle(
-        build_model("plain_cnn", width=4),
-        out,
-        name="tiny-cls",
-        kind="classifier",
-        arch="plain_cnn",
-        arch_args={"width": 4},
-        input_size=64,
-        thresholds={"tumour_probability": 0.5},
-    )
+    tiny_bundle(out, "segmenter", input_size=64, seed=0)
+    tiny_bundle(out, "classifier", input_size=64)
     return out
 
 

@@ -6,27 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from brainseg_core.bundle import save_bundle
 from brainseg_core.cli.eval import main
-from brainseg_core.models import build_model
 from brainseg_core.registry import shipped_models_dir
 
 
 @pytest.fixture(scope="module")
-def random_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def random_bundles(tmp_path_factory: pytest.TempPathFactory, tiny_bundle) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("evalcli")
-    torch.manual_seed(0)
-    seg = save_bundle(
-        build_model("resunet", base_filters=4, depth=2), d / "seg", name="rand-seg", kind="segmenter",
-        arch="resunet", arch_args={"base_filters": 4, "depth": 2}, input_size=64,
-        thresholds={"mask_probability": 0.5, "min_area_px": 0},
-    )  # fmt: skip
-    cls = save_bundle(
-        build_model("plain_cnn", width=4), d / "cls", name="rand-cls", kind="classifier", arch="plain_cnn",
-        arch_args={"width": 4}, input_size=64, thresholds={"tumour_probability": 0.5},
-    )  # fmt: skip
+    seg = tiny_bundle(d / "seg", "segmenter", input_size=64, seed=0, name="rand-seg")
+    cls = tiny_bundle(d / "cls", "classifier", input_size=64, name="rand-cls")
     return cls, seg
 
 

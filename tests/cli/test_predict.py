@@ -8,39 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from conftest import make_patient
 
-from brainseg_core.bundle import save_bundle
 from brainseg_core.cli.predict import main
 from brainseg_core.inference import Pipeline
-from brainseg_core.models import build_model
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def bundles(tmp_path_factory: pytest.TempPathFactory, tiny_bundle) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("cli_bundles")
-    torch.manual_seed(1)
-    seg = save_bundle(
-        build_model("resunet", base_filters=4, depth=2),
-        d / "seg.json",
-        name="tiny-seg",
-        kind="segmenter",
-        arch="resunet",
-        arch_args={"base_filters": 4, "depth": 2},
-        input_size=32,
-        thresholds={"mask_probability": 0.5, "min_area_px": 0},
-    )
-    cls = save_bundle(
-        build_model("plain_cnn", width=4),
-        d / "cls.json",
-        name="tiny-cls",
-        kind="classifier",
-        arch="plain_cnn",
-        arch_args={"width": 4},
-        input_size=32,
-        thresholds={"tumour_probability": 0.5},
-    )
+    seg = tiny_bundle(d / "seg.json", "segmenter", seed=1)
+    cls = tiny_bundle(d / "cls.json", "classifier")
     return cls, seg
 
 

@@ -6,13 +6,11 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
-from brainseg_core.bundle import save_bundle
-from brainseg_core.models import build_model
 from brainseg_core.resources import resource_path
 
 QT_MODULES = ("PySide6", "shiboken6", "pyqtgraph")
@@ -31,24 +29,15 @@ def _self_test(env_extra: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def _resources_with(tmp_path: Path, *, models: bool) -> Path:
-    """A resources folder with the real sample patient and, optionally, tiny untrained models."""
+def _resources_with(tmp_path: Path, tiny_bundle: Callable[..., Path] | None = None) -> Path:
+    """A resources folder with the real sample patient and, given the ``tiny_bundle`` fixture, a tiny
+    untrained segmenter."""
     root = tmp_path / "resources"
     (root / "models").mkdir(parents=True)
     (root / "sample").mkdir()
     (root / "sample" / _sample_id()).symlink_to(resource_path("sample").resolve() / _sample_id())
-    if models:
-        torch.manual_seed(0)
-        save_bundle(
-            build_model("resunet", base_filters=4, depth=2),
-            root / "models",
-            name="untrained-seg",
-            kind="segmenter",
-            arch="resunet",
-            arch_args={"base_filters": 4, "depth": 2},
-            input_size=64,
-            thresholds={"mask_probability": 0.5, "min_area_px": 0},
-        )
+    if tiny_bundle is not None:
+        tiny_bundle(root / "models", "segmenter", input_size=64, seed=0, name="untrained-seg")
     return root
 
 
@@ -73,16 +62,16 @@ def test_self_test_passes_with_the_shipped_models() -> None:
 
 
 def test_no_models_is_a_clear_failure(tmp_path: Path) -> None:
-    proc = _self_test({"BRAINSEG_RESOURCES": str(_resources_with(tmp_path, models=False))})
+    proc = _self_test({"BRAINSEG_RESOURCES": str(_resources_with(tmp_path))})
     assert proc.returncode == 1
     assert "self-test FAILED: no models" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "self-test passed" not in proc.stdout
 
 
-def test_broken_models_fail_on_the_dice_check(tmp_path: Path) -> None:
+def test_broken_models_fail_on_the_dice_check(tmp_path: Path, tiny_bundle) -> None:
     # Untrained weights load, verify and run end to end, but cannot outline the sample's tumour.
-    proc = _self_test({"BRAINSEG_RESOURCES": str(_resources_with(tmp_path, models=True))})
+    proc = _self_test({"BRAINSEG_RESOURCES": str(_resources_with(tmp_path, tiny_bundle))})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"segmenter: +untrained-seg \(resunet\), sha256 [0-9a-f]{12} ok", proc.stdout)
     assert "classifier: none" in proc.stdout
@@ -91,8 +80,8 @@ def test_broken_models_fail_on_the_dice_check(tmp_path: Path) -> None:
     assert "self-test FAILED: Dice" in proc.stderr
 
 
-def test_tampered_weights_are_refused(tmp_path: Path) -> None:
-    resources = _resources_with(tmp_path, models=True)
+def test_tampered_weights_are_refused(tmp_path: Path, tiny_bundle) -> None:
+    resources = _resources_with(tmp_path, tiny_bundle)
     weights = resources / "models" / "untrained-seg.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
