@@ -13,6 +13,8 @@ from brainseg_core.inference import Pipeline, resolve_device, resolve_precision
 from brainseg_core.inference.device import (
     CPU_FORWARD_BATCH,
     ExecutionPlan,
+    cpu_has_native_bf16,
+    cpuinfo_has_bf16,
     forward_batch_size,
     is_out_of_memory,
     run_batched,
@@ -45,7 +47,8 @@ def test_resolve_precision() -> None:
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("fp16", torch.device("cuda")) is torch.float16
     assert resolve_precision("auto", torch.device("mps")) is None
-    assert resolve_precision("auto", cpu) is None  # measured: bf16 faster but not close enough
+    expected_cpu = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert resolve_precision("auto", cpu) is expected_cpu
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("int8", cpu)
 
@@ -200,3 +203,11 @@ def test_cpu_bf16_is_close_to_fp32(cls_bundle, seg_bundle) -> None:
     for a, b in zip(result.slices, ref.slices, strict=True):
         assert abs(a.tumour_probability - b.tumour_probability) < 3e-2
         np.testing.assert_allclose(a.mask_probability, b.mask_probability, atol=3e-2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True), ("fpu avx2 avx512f", False)],
+)
+def test_cpu_bf16_detection_reads_the_cpu_flags(flags: str, expected: bool) -> None:
+    assert cpuinfo_has_bf16(f"processor : 0\nflags : {flags}\n") is expected
