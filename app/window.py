@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
         self.controls_dock = self._add_dock("Display", "controls_dock", _scrolled(self.controls), left)
         self.results = ResultsPanel()
         self.results_dock = self._add_dock("Results", "results_dock", _scrolled(self.results), right)
-        self.resizeDocks([self.browser_dock, self.results_dock], [320, 340], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.browser_dock, self.results_dock], [365, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([self.browser_dock, self.controls_dock], [190, 600], Qt.Orientation.Vertical)
 
     def _add_dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
