@@ -162,6 +162,11 @@ class ControlsPanel(QWidget):
         for s in (self.gate, self.mask_threshold):
             s.setPageStep(STEPS // 20)
         self.mask_label = QLabel("0.500")
+        self.largest_component = QCheckBox("Largest 3-D region only")
+        self.largest_component.setToolTip(
+            "Keep only the patient's largest connected tumour region across slices (the dataset "
+            "authors' post-processing). Hides smaller regions: off by default for reading."
+        )
         self.default_thresholds = QPushButton("Model defaults")
         self.default_thresholds.setToolTip("Use the thresholds stored in the model cards")
         tgrid.addWidget(QLabel("Slice gate"), 0, 0)
@@ -170,7 +175,8 @@ class ControlsPanel(QWidget):
         tgrid.addWidget(QLabel("Mask"), 1, 0)
         tgrid.addWidget(self.mask_threshold, 1, 1)
         tgrid.addWidget(self.mask_label, 1, 2)
-        tgrid.addWidget(self.default_thresholds, 2, 0, 1, 3)
+        tgrid.addWidget(self.largest_component, 2, 0, 1, 3)
+        tgrid.addWidget(self.default_thresholds, 3, 0, 1, 3)
         self.gate.valueChanged.connect(lambda v: self.gate_label.setText(f"{v / STEPS:.3f}"))
         self.mask_threshold.valueChanged.connect(lambda v: self.mask_label.setText(f"{v / STEPS:.3f}"))
         layout.addWidget(thr)

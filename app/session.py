@@ -36,11 +36,14 @@ class Thresholds:
         gate: classifier gate on the slice tumour probability.
         mask: threshold on the pixel mask probability.
         min_area_px: smallest connected component kept (from the segmenter's card).
+        largest_component: show only the patient's largest 3-D region (applied once a patient's
+            analysis is complete, since it needs the whole volume).
     """
 
     gate: float
     mask: float
     min_area_px: int = 0
+    largest_component: bool = False
 
     def __post_init__(self) -> None:
         for name in ("gate", "mask"):
@@ -193,6 +196,7 @@ class PatientRecord:
             mask_threshold=thresholds.mask,
             min_area_px=thresholds.min_area_px,
             pixel_spacing_mm=spacing.pixel_mm if spacing is not None else None,
+            largest_component=thresholds.largest_component and self.state is PatientState.DONE,
         )
         assert isinstance(out, PatientResult)
         self.shown = _summary(out, spacing)

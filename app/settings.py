@@ -194,6 +194,16 @@ class Settings:
         self._set("run/device", value)
 
     @property
+    def largest_component(self) -> bool | None:
+        """Show only each patient's largest 3-D region; None = the segmenter card's setting."""
+        value = self._get("thresholds/largest_component")
+        return None if value in (None, "") else _to_bool(value, False)
+
+    @largest_component.setter
+    def largest_component(self, value: bool | None) -> None:
+        self._set("thresholds/largest_component", "" if value is None else bool(value))
+
+    @property
     def auto_run(self) -> bool:
         """Whether opening a patient starts the analysis."""
         return _to_bool(self._get("run/auto_run"), True)

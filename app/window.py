@@ -645,6 +645,7 @@ class MainWindow(QMainWindow):
         c.gate.valueChanged.connect(lambda v: self._set_thresholds(gate=v / STEPS))
         c.mask_threshold.valueChanged.connect(lambda v: self._set_thresholds(mask=v / STEPS))
         c.default_thresholds.clicked.connect(self.use_model_thresholds)
+        c.largest_component.toggled.connect(self.set_largest_component)
         c.run.clicked.connect(self.run_current)
         c.auto_run.toggled.connect(self._set_auto_run)
         c.device.currentTextChanged.connect(self._on_device)
@@ -1027,7 +1028,12 @@ class MainWindow(QMainWindow):
             mask = 0.5
             if self.segmenter is not None:
                 mask = float(self.segmenter.card.thresholds.get("mask_probability", 0.5))  # type: ignore[attr-defined]
-        return Thresholds(min(max(gate, 0.0), 1.0), min(max(mask, 0.0), 1.0), self._card_min_area())
+        largest = s.largest_component
+        if largest is None:
+            largest = self.segmenter is not None and bool(
+                self.segmenter.card.thresholds.get("largest_component", False)  # type: ignore[attr-defined]
+            )
+        return Thresholds(min(max(gate, 0.0), 1.0), min(max(mask, 0.0), 1.0), self._card_min_area(), largest)
 
     def _show_thresholds(self) -> None:
         c = self.controls
@@ -1036,6 +1042,9 @@ class MainWindow(QMainWindow):
         c.set_thresholds(self.thresholds.gate, self.thresholds.mask)
         c.gate_label.setText(f"{self.thresholds.gate:.3f}")
         c.mask_label.setText(f"{self.thresholds.mask:.3f}")
+        c.largest_component.blockSignals(True)
+        c.largest_component.setChecked(self.thresholds.largest_component)
+        c.largest_component.blockSignals(False)
         for w in (c.gate, c.mask_threshold):
             w.blockSignals(False)
         c.gate.setEnabled(self.classifier is not None)
@@ -1055,8 +1064,8 @@ class MainWindow(QMainWindow):
 
     def _set_thresholds(self, *, gate: float | None = None, mask: float | None = None) -> None:
         t = self.thresholds
-        self.thresholds = Thresholds(
-            t.gate if gate is None else gate, t.mask if mask is None else max(mask, 0.001), t.min_area_px
+        self.thresholds = dataclasses.replace(
+            t, gate=t.gate if gate is None else gate, mask=t.mask if mask is None else max(mask, 0.001)
         )
         rec = self.current
         if rec is not None:
@@ -1078,10 +1087,17 @@ class MainWindow(QMainWindow):
         self._update_masks()
         self._refresh_results()
 
+    def set_largest_component(self, on: bool) -> None:
+        """Show only each analysed patient's largest 3-D region (or every region again)."""
+        self.settings.largest_component = bool(on)
+        self.thresholds = dataclasses.replace(self.thresholds, largest_component=bool(on))
+        self._apply_thresholds_everywhere()
+
     def use_model_thresholds(self) -> None:
         """Return the thresholds to the values in the model cards."""
         self.settings.classifier_threshold = None
         self.settings.mask_threshold = None
+        self.settings.largest_component = None
         self.thresholds = self._initial_thresholds()
         self._show_thresholds()
         self._schedule_missing_segmentations()

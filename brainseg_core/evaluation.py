@@ -91,6 +91,7 @@ def evaluate(
     patients: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
+    largest_component: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier + segmenter pair on every labelled patient under ``data``.
 
@@ -105,6 +106,8 @@ def evaluate(
         patients: restrict to these patient ids (folder names or stack stems), in this order.
         progress: ``progress(done_patients, total_patients)``.
         cancel: a ``threading.Event`` or zero-argument callable; stops between batches.
+        largest_component: keep only each patient's largest 3-D connected region (default: the
+            segmenter card's setting; see :func:`brainseg_core.inference.keep_largest_component`).
 
     Returns:
         A JSON-ready dict: ``data``, ``device``, ``models``, ``thresholds``, ``classification``
@@ -122,12 +125,13 @@ def evaluate(
     paths = _select_patients(list(find_patients(root)), patients, root)
     if not paths:
         raise DataError(root, "no patient folders or TIFF stacks found")
-    seg_all = Pipeline(None, segmenter, device=device, batch_size=batch_size, segment_all=True)
-    gated = (
-        Pipeline(classifier, segmenter, device=device, batch_size=batch_size)
-        if classifier is not None
-        else None
-    )
+    options: dict[str, Any] = {
+        "device": device,
+        "batch_size": batch_size,
+        "largest_component": largest_component,
+    }
+    seg_all = Pipeline(None, segmenter, segment_all=True, **options)
+    gated = Pipeline(classifier, segmenter, **options) if classifier is not None else None
     per_patient: list[dict[str, Any]] = []
     labels_all: list[np.ndarray] = []
     probs_all: list[np.ndarray] = []
@@ -205,6 +209,7 @@ def evaluate(
             "tumour_probability": gated.classifier_threshold if gated is not None else None,
             "mask_probability": seg_all.mask_threshold,
             "min_area_px": seg_all.min_area_px,
+            "largest_component": seg_all.largest_component,
         },
         "n_patients": len(per_patient),
         "n_slices": n_slices,
@@ -261,6 +266,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(
         f"  thresholds: tumour_probability {th['tumour_probability']}, mask_probability "
         f"{th['mask_probability']}, min_area_px {th['min_area_px']}"
+        + (", largest 3-D region only" if th.get("largest_component") else "")
     )
     c = result.get("classification")
     if c:

@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.add_argument("--patients", help="text file of patient ids to evaluate (e.g. val_patients.txt)")
+    p.add_argument(
+        "--largest-component",
+        action="store_true",
+        default=None,
+        help="keep only each patient's largest 3-D tumour region (Buda et al.'s post-processing; "
+        "default: the segmenter card's setting)",
+    )
     p.add_argument("--json", dest="json_out", help="also write every number (per patient too) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,6 +80,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         patients=ids,
         progress=progress,
+        largest_component=args.largest_component,
     )
     bar.close()
     print(format_report(result))

@@ -5,7 +5,7 @@ Usage::
     brainseg-predict PATH --out DIR [--classifier BUNDLE] [--segmenter BUNDLE]
                      [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16]
                      [--threshold P] [--mask-threshold P] [--min-area PX] [--segment-all]
-                     [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
+                     [--largest-component] [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
 
 PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
 holding many (every patient under it is analysed). Each patient's masks, overlays and report go
@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--segment-all", action="store_true", help="segment every slice, skipping the classifier")
     p.add_argument(
+        "--largest-component",
+        action="store_true",
+        default=None,
+        help="keep only the patient's largest 3-D tumour region (hides smaller ones; default: the card's)",
+    )
+    p.add_argument(
         "--format",
         dest="formats",
         type=_formats,
@@ -173,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
             mask_threshold=args.mask_threshold,
             min_area_px=args.min_area,
             segment_all=args.segment_all,
+            largest_component=args.largest_component,
             precision=args.precision,
         )
     except BundleError as exc:

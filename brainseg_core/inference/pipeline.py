@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from brainseg_core.errors import BundleError, Cancelled, DataError
 from brainseg_core.inference.device import (
@@ -52,6 +53,7 @@ __all__ = [
     "Pipeline",
     "SliceResult",
     "cancel_checker",
+    "keep_largest_component",
     "label_components",
     "missing_segmentations",
     "remove_small_components",
@@ -107,6 +109,8 @@ class PatientResult:
         device: the device the networks ran on (``"cpu"`` after an out-of-memory fallback).
         pixel_spacing_mm: the volume's ``(row, col)`` pixel spacing, kept for :func:`rethreshold`.
         voxel_volume_ml: the volume's voxel size in mL, kept for :func:`rethreshold`.
+        largest_component: whether only the largest 3-D connected region was kept
+            (:func:`keep_largest_component`).
     """
 
     patient_id: str
@@ -121,77 +125,55 @@ class PatientResult:
     device: str
     pixel_spacing_mm: tuple[float, float] | None = None
     voxel_volume_ml: float | None = field(default=None)
+    largest_component: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
-# Connected components (8-connectivity), run-length union-find in numpy: scipy.ndimage.label would
-# be the whole dependency for these ~50 lines.
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = mask
-    d = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)  # exclusive; row-major order pairs them with the starts
-    return rows, starts, ends
+# Connected components (full connectivity: 8 neighbours in 2-D, 26 in 3-D), by scipy.ndimage.
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the 8-connected components of a 2-D boolean mask.
+    """Label the fully connected components of a 2-D or 3-D boolean mask.
 
     Args:
-        mask: ``(H, W)`` boolean (or 0/non-0) array.
+        mask: ``(H, W)`` or ``(N, H, W)`` boolean (or 0/non-0) array.
 
     Returns:
-        ``(labels, n)``: ``(H, W)`` int32 labels, 0 for background and 1..n numbered in raster
-        order of each component's first pixel, and the number of components.
+        ``(labels, n)``: int32 labels of the same shape, 0 for background and 1..n numbered in
+        raster order of each component's first pixel, and the number of components.
 
     Raises:
-        ValueError: if ``mask`` is not 2-D.
+        ValueError: if ``mask`` is neither 2-D nor 3-D.
     """
     m = np.asarray(mask).astype(bool, copy=False)
-    if m.ndim != 2:
-        raise ValueError(f"expected a 2-D mask, got shape {m.shape}")
-    h, w = m.shape
-    labels = np.zeros((h, w), np.int32)
-    rows, starts, ends = _runs(m)
-    n = len(rows)
-    if n == 0:
-        return labels, 0
-    row_start = np.searchsorted(rows, np.arange(h + 1)).tolist()
-    s, e = starts.tolist(), ends.tolist()
-    parent = list(range(n))
+    if m.ndim not in (2, 3):
+        raise ValueError(f"expected a 2-D or 3-D mask, got shape {m.shape}")
+    labels, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, bool), output=np.int32)
+    return labels, int(n)
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for r in range(1, h):
-        i, a1 = row_start[r - 1], row_start[r]
-        j, b1 = row_start[r], row_start[r + 1]
-        while i < a1 and j < b1:
-            # 8-connected: the runs overlap or touch diagonally (ends are exclusive).
-            if s[i] <= e[j] and s[j] <= e[i]:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)  # root = first run in raster order
-            if e[i] < e[j]:
-                i += 1
-            else:
-                j += 1
-    roots = np.fromiter((find(k) for k in range(n)), np.int64, n)
-    _, lab = np.unique(roots, return_inverse=True)
-    lengths = ends - starts
-    offsets = np.repeat(rows * w + starts - (np.cumsum(lengths) - lengths), lengths)
-    labels.ravel()[offsets + np.arange(int(lengths.sum()))] = np.repeat(lab.astype(np.int32) + 1, lengths)
-    return labels, int(lab.max()) + 1
+def keep_largest_component(masks: np.ndarray) -> np.ndarray:
+    """Keep only the largest 26-connected component of a ``(N, H, W)`` volume mask.
+
+    This is the post-processing of Buda et al. (the LGG dataset's authors) before scoring. It
+    hides every smaller region, so BrainSeg applies it only when asked (``largest_component``).
+
+    Args:
+        masks: ``(N, H, W)`` boolean masks of one patient.
+
+    Returns:
+        A new boolean array of the same shape.
+    """
+    labels, n = label_components(masks)
+    if n <= 1:
+        return labels > 0
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
 
 
 def remove_small_components(mask: np.ndarray, min_area_px: int) -> np.ndarray:
-    """Drop the 8-connected components of ``mask`` with fewer than ``min_area_px`` pixels.
+    """Drop the 8-connected components of a 2-D ``mask`` with fewer than ``min_area_px`` pixels.
 
     Args:
         mask: ``(H, W)`` boolean mask.
@@ -268,7 +250,14 @@ def _summarise(
     device: str,
     spacing: tuple[float, float] | None,
     voxel_volume_ml: float | None,
+    largest_component: bool = False,
 ) -> PatientResult:
+    if largest_component and any(s.area_px for s in slices):
+        kept = keep_largest_component(np.stack([s.mask for s in slices]))
+        slices = [
+            dataclasses.replace(s, mask=m, area_px=int(m.sum()), area_mm2=_area_mm2(int(m.sum()), spacing))
+            for s, m in zip(slices, kept, strict=True)
+        ]
     voxels = sum(s.area_px for s in slices)
     return PatientResult(
         patient_id=patient_id,
@@ -283,6 +272,7 @@ def _summarise(
         device=device,
         pixel_spacing_mm=spacing,
         voxel_volume_ml=voxel_volume_ml,
+        largest_component=largest_component,
     )
 
 
@@ -294,6 +284,7 @@ def rethreshold(
     min_area_px: int | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
     voxel_volume_ml: float | None = None,
+    largest_component: bool | None = None,
 ) -> PatientResult | list[SliceResult]:
     """Recompute masks, areas and the summary for new thresholds from stored probabilities.
 
@@ -311,6 +302,8 @@ def rethreshold(
         min_area_px: new smallest component (default: the result's).
         pixel_spacing_mm: spacing for areas in mm² (default: the result's).
         voxel_volume_ml: voxel size for the volume in mL (default: the result's).
+        largest_component: keep only the largest 3-D connected region (default: the result's;
+            needs a :class:`PatientResult`, a list of slices is not a volume).
 
     Returns:
         A new :class:`PatientResult` for a result, a new list of :class:`SliceResult` for slices;
@@ -326,7 +319,10 @@ def rethreshold(
         ma = result.min_area_px if min_area_px is None else min_area_px
         spacing = result.pixel_spacing_mm if pixel_spacing_mm is None else pixel_spacing_mm
         vml = result.voxel_volume_ml if voxel_volume_ml is None else voxel_volume_ml
+        largest = result.largest_component if largest_component is None else largest_component
     else:
+        if largest_component:
+            raise ValueError("largest_component needs a PatientResult (the whole volume)")
         slices = list(result)
         ct = DEFAULT_CLASSIFIER_THRESHOLD if classifier_threshold is None else classifier_threshold
         mt = DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold
@@ -360,6 +356,7 @@ def rethreshold(
         device=result.device,
         spacing=spacing,
         voxel_volume_ml=vml,
+        largest_component=largest,
     )
 
 
@@ -439,6 +436,9 @@ class Pipeline:
         min_area_px: smallest connected component kept, in source pixels (default: the segmenter
             card's ``thresholds.min_area_px``, else 0).
         segment_all: segment every slice without running the classifier.
+        largest_component: keep only the largest 3-D connected region of the patient's mask
+            (default: the segmenter card's ``thresholds.largest_component``, else False). It
+            applies to the :class:`PatientResult` (:meth:`analyse`), not to streamed slices.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (see
             :func:`brainseg_core.inference.device.resolve_precision`).
 
@@ -459,6 +459,7 @@ class Pipeline:
         mask_threshold: float | None = None,
         min_area_px: int | None = None,
         segment_all: bool = False,
+        largest_component: bool | None = None,
         precision: str = "auto",
     ) -> None:
         if segmenter is None:
@@ -485,6 +486,9 @@ class Pipeline:
         self.classifier_threshold = _check_probability("classifier_threshold", classifier_threshold)
         self.mask_threshold = _check_probability("mask_threshold", mask_threshold)
         self.min_area_px = _check_min_area(min_area_px)
+        if largest_component is None:
+            largest_component = bool(segmenter.card.thresholds.get("largest_component", False))
+        self.largest_component = bool(largest_component)
         dev = resolve_device(device)
         self._plan = ExecutionPlan(
             dev,
@@ -671,6 +675,7 @@ class Pipeline:
             device=str(self.device),
             spacing=volume.pixel_spacing_mm,
             voxel_volume_ml=volume.voxel_volume_ml,
+            largest_component=self.largest_component,
         )
 
     def segment_slices(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication, QColorDialog
 from viewer_fixtures import *  # noqa: F403
-from viewer_helpers import DISC_RADIUS, DiscSegmenter, MeanClassifier, wait_until
+from viewer_helpers import DISC_RADIUS, DiscAndSpotSegmenter, DiscSegmenter, MeanClassifier, wait_until
 
 from brainseg_app.session import PatientState
+from brainseg_core.inference import label_components
 
 N_FIXTURE = 20
 
@@ -328,3 +330,22 @@ def test_every_control_has_a_tooltip_and_shortcuts_are_listed(make_window) -> No
     assert "Right drag" in dict(w.shortcut_rows())
     dlg = ShortcutsDialog(w.shortcut_rows(), w)
     assert dlg.table.rowCount() == len(w.shortcut_rows())
+
+
+def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
+    make_window, fixture_patient, scripted_models
+) -> None:
+    cls, seg = scripted_models
+    w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
+    _open_and_analyse(w, fixture_patient)
+    rec = w.current
+    masks = np.stack([s.mask for s in rec.shown.slices])
+    labels, n = label_components(masks)
+    assert n >= 2  # the disc and the spot
+    largest = int(np.bincount(labels.ravel())[1:].max())
+    w.controls.largest_component.setChecked(True)
+    assert w.settings.largest_component is True and rec.shown.largest_component
+    assert rec.shown.volume_voxels == largest
+    assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] == 1
+    w.controls.largest_component.setChecked(False)
+    assert rec.shown.volume_voxels == int(masks.sum())

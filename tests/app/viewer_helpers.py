@@ -24,6 +24,16 @@ class DiscSegmenter(nn.Module):
         return logits.expand(n, 1, h, w).contiguous() + 0 * x[:, :1]
 
 
+class DiscAndSpotSegmenter(DiscSegmenter):
+    """The centred disc plus a small separate square spot near the top-left corner."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x).clone()
+        h, w = x.shape[-2:]
+        logits[:, :, h // 16 : h // 8, w // 16 : w // 8] = 20.0
+        return logits
+
+
 class MeanClassifier(nn.Module):
     """Tumour logit proportional to the slice's mean normalised intensity (varies across slices)."""
 

@@ -71,3 +71,16 @@ def test_eval_shipped_models(lgg_fixture_root: Path, tmp_path: Path) -> None:
     _check_result(result, 2)
     assert Path(result["models"]["segmenter"]["path"]).parent == shipped_models_dir()
     assert Path(result["models"]["classifier"]["path"]).parent == shipped_models_dir()
+
+
+def test_eval_largest_component_keeps_a_subset(lgg_fixture_root: Path, tmp_path: Path, capsys) -> None:
+    runs = {}
+    for flag in ([], ["--largest-component"]):
+        out = tmp_path / f"run{len(flag)}.json"
+        assert main([str(lgg_fixture_root), "--device", "cpu", "--json", str(out), "--quiet", *flag]) == 0
+        runs[bool(flag)] = json.loads(out.read_text())
+    assert runs[True]["thresholds"]["largest_component"] is True
+    assert runs[False]["thresholds"]["largest_component"] is False
+    assert "largest 3-D region only" in capsys.readouterr().out
+    for plain, largest in zip(runs[False]["patients"], runs[True]["patients"], strict=True):
+        assert 0 < largest["segment_all"]["predicted_voxels"] <= plain["segment_all"]["predicted_voxels"]

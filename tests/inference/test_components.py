@@ -7,7 +7,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from brainseg_core.inference import label_components, remove_small_components
+from brainseg_core.inference import keep_largest_component, label_components, remove_small_components
 
 
 def _flood_fill_labels(mask: np.ndarray) -> np.ndarray:
@@ -55,8 +55,25 @@ def test_empty_and_full_masks() -> None:
     assert label_components(np.zeros((4, 6), bool))[1] == 0
     labels, n = label_components(np.ones((4, 6), bool))
     assert n == 1 and (labels == 1).all()
-    with pytest.raises(ValueError, match="2-D"):
-        label_components(np.zeros((2, 2, 2), bool))
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        label_components(np.zeros((2, 2, 2, 2), bool))
+
+
+def test_3d_components_join_across_slices_including_diagonals() -> None:
+    vol = np.zeros((3, 6, 6), bool)
+    vol[0, 1, 1] = vol[1, 2, 2] = True  # diagonal neighbours in 3-D: one component
+    vol[2, 5, 5] = True  # separate
+    labels, n = label_components(vol)
+    assert n == 2 and labels[0, 1, 1] == labels[1, 2, 2] == 1 and labels[2, 5, 5] == 2
+
+
+def test_keep_largest_component_keeps_the_biggest_3d_region() -> None:
+    vol = np.zeros((4, 8, 8), bool)
+    vol[0:3, 1:3, 1:3] = True  # 12 voxels over three slices
+    vol[3, 5:8, 5:8] = True  # 9 voxels on one slice
+    kept = keep_largest_component(vol)
+    assert kept.sum() == 12 and kept[0:3, 1:3, 1:3].all() and not kept[3].any()
+    assert not keep_largest_component(np.zeros((2, 3, 3), bool)).any()
 
 
 def test_remove_small_components_keeps_at_least_min_area() -> None:

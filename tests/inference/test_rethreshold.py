@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from inference_fakes import FakeClassifier, make_volume
 
-from brainseg_core.inference import PatientResult, Pipeline, missing_segmentations, rethreshold
+from brainseg_core.inference import (
+    PatientResult,
+    Pipeline,
+    label_components,
+    missing_segmentations,
+    rethreshold,
+)
 
 PROBS = [0.1, 0.5, 0.49, 0.9, 0.0, 0.7]
 
@@ -99,3 +105,34 @@ def test_rethreshold_a_list_of_slices(volume, pipeline_factory) -> None:
 def test_static_method_alias(volume, pipeline_factory) -> None:
     first = pipeline_factory().analyse(volume)
     _assert_same(Pipeline.rethreshold(first, mask_threshold=0.6), rethreshold(first, mask_threshold=0.6))
+
+
+def test_largest_component_option_equals_a_fresh_run_and_keeps_one_region(volume, pipeline_factory) -> None:
+    first = pipeline_factory(classifier_threshold=0.0).analyse(volume)
+    probs = np.concatenate([s.mask_probability.ravel() for s in first.slices])
+    mt = float(np.quantile(probs, 0.6))
+    plain = rethreshold(first, mask_threshold=mt)
+    largest = rethreshold(first, mask_threshold=mt, largest_component=True)
+    fresh = pipeline_factory(classifier_threshold=0.0, mask_threshold=mt, largest_component=True).analyse(
+        volume
+    )
+    _assert_same(largest, fresh)
+    assert fresh.largest_component and not plain.largest_component
+    labels, n = label_components(np.stack([s.mask for s in plain.slices]))
+    assert n > 1  # the random segmenter gives several regions, so the option has work to do
+    assert label_components(np.stack([s.mask for s in largest.slices]))[1] == 1
+    assert largest.volume_voxels == np.bincount(labels.ravel())[1:].max()
+    # switching it off again restores every region
+    _assert_same(rethreshold(largest, largest_component=False), plain)
+
+
+def test_largest_component_default_comes_from_the_segmenter_card(volume, cls_bundle, seg_bundle) -> None:
+    assert Pipeline(cls_bundle, seg_bundle, device="cpu").largest_component is False
+    seg_bundle.card.thresholds["largest_component"] = True
+    try:
+        assert Pipeline(cls_bundle, seg_bundle, device="cpu").largest_component is True
+        assert (
+            Pipeline(cls_bundle, seg_bundle, device="cpu", largest_component=False).largest_component is False
+        )
+    finally:
+        del seg_bundle.card.thresholds["largest_component"]
