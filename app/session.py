@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from brainseg_core.inference import PatientResult, SliceResult, missing_segmentations, rethreshold
+from brainseg_core.io import Volume, open_volume
 
 
 class PatientState(enum.Enum):
@@ -77,6 +78,19 @@ class Spacing:
 def patient_id_of(path: Path) -> str:
     """Patient id of a patient folder (its name) or a multi-page TIFF stack (its stem)."""
     return path.stem if path.is_file() else path.name
+
+
+def read_volume(path: Path, spacing: Spacing | None) -> Volume:
+    """Read one patient; a volume without its own pixel spacing gets the dataset's ``spacing``.
+
+    Raises:
+        DataError: when the patient cannot be read.
+    """
+    volume = open_volume(path)
+    if volume.pixel_spacing_mm is None and spacing is not None:
+        volume.pixel_spacing_mm = spacing.pixel_mm
+        volume.slice_thickness_mm = spacing.thickness_mm
+    return volume
 
 
 def _summary(result: PatientResult, spacing: Spacing | None) -> PatientResult:

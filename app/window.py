@@ -3,8 +3,10 @@
 Layout: the patient browser and the display/overlay/threshold controls on the left, the slice
 view in the centre (slice slider and thumbnail strip under it), the results on the right
 (probability plot, slice and patient numbers, active models), progress and Cancel in the status
-bar. Networks and file reading run in worker threads (:mod:`brainseg_app.worker`); results stream
-in slice by slice.
+bar. The window reads patients in a worker thread (:mod:`brainseg_app.worker`) and shows them;
+the commands, menus and toolbar come from :mod:`brainseg_app.actions`; the models and the queue
+of analyses belong to :class:`brainseg_app.analysis.AnalysisController`, whose results stream in
+slice by slice.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ import gc
 import logging
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import shiboken6
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -33,83 +34,34 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSlider,
-    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from brainseg_app import dialogs
+from brainseg_app import actions, dialogs
+from brainseg_app.analysis import AnalysisController
 from brainseg_app.browser import PatientBrowser
 from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel, _fmt
-from brainseg_app.session import PatientRecord, PatientState, Spacing, Thresholds, patient_id_of
+from brainseg_app.session import (
+    PatientRecord,
+    PatientState,
+    Spacing,
+    Thresholds,
+    patient_id_of,
+    read_volume,
+)
 from brainseg_app.settings import Settings, config_dir
-from brainseg_app.slice_view import CHANNEL_NAMES, SliceView
+from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.worker import JobReport, JobRunner
 from brainseg_core import metrics
-from brainseg_core.errors import BrainSegError, BundleError, DataError
-from brainseg_core.io import Volume, find_patients, open_volume
+from brainseg_core.errors import DataError
+from brainseg_core.io import Volume, find_patients
 from brainseg_core.resources import resource_path
 
 log = logging.getLogger(__name__)
-
-PAGE_STEP = 5
-_MOUSE_HELP: tuple[tuple[str, str], ...] = (
-    ("Mouse wheel", "Previous / next slice"),
-    ("Ctrl + mouse wheel", "Zoom about the cursor"),
-    ("Left or middle drag", "Pan"),
-    ("Right drag", "Window (horizontal) / level (vertical)"),
-    ("Click on the plot", "Show that slice"),
-    ("Drag the dashed plot line", "Change the classifier gate"),
-)
-
-
-def _models_info(classifier: object | None, segmenter: object) -> dict:
-    def info(b: object | None) -> dict | None:
-        if b is None:
-            return None
-        return {"name": b.card.name, "sha256": b.card.weights_sha256}  # type: ignore[attr-defined]
-
-    return {"classifier": info(classifier), "segmenter": info(segmenter)}
-
-
-def _resolve_models(
-    classifier: str | None, segmenter: str | None
-) -> tuple[object | None, object, str | None]:
-    """The models to use: the remembered bundles, else the defaults (with a warning saying why).
-
-    Raises:
-        BrainSegError: when not even a default segmenter can be loaded.
-    """
-    from brainseg_core.registry import resolve_models
-
-    try:
-        cls, seg = resolve_models(classifier=classifier, segmenter=segmenter)
-        return cls, seg, None
-    except BrainSegError as exc:
-        if not (classifier or segmenter):
-            raise
-        cls, seg = resolve_models()
-        return (
-            cls,
-            seg,
-            f"The model you chose could not be loaded, so BrainSeg uses the default models.\n\n{exc}",
-        )
-
-
-def _build_pipeline(classifier: object | None, segmenter: object, device: str) -> tuple[object, str | None]:
-    """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
-    from brainseg_core.inference import Pipeline
-
-    try:
-        return Pipeline(classifier, segmenter, device=device), None  # type: ignore[arg-type]
-    except (ValueError, RuntimeError) as exc:
-        if device == "auto":
-            raise
-        pipeline = Pipeline(classifier, segmenter, device="auto")  # type: ignore[arg-type]
-        return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
@@ -126,6 +78,12 @@ class MainWindow(QMainWindow):
 
     Args:
         settings: persistent settings (default: the user's INI file, see :mod:`.settings`).
+
+    Attributes:
+        analyser: the models, the queue of analyses and their worker
+            (:class:`~brainseg_app.analysis.AnalysisController`).
+        analysis: the analyser's job runner (``analysis.running``, ``analysis.item``, ...).
+        loader: the job runner that reads the displayed patient.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -143,28 +101,19 @@ class MainWindow(QMainWindow):
         self.volume: Volume | None = None
         self.index = 0
         self.spacing: Spacing | None = None
-        self.classifier: object | None = None
-        self.segmenter: object | None = None
-        self._models_loaded = False
-        self.pipeline: object | None = None
-        self.queue: list[tuple[str, Path]] = []
-        self._batch = False
-        self._user_cancelled = False
         self._navigated = False
-        self._export_after_batch = False
         self._pending_open: Path | None = None
-        self._pipeline_stale = False
         self._export_dialogs: list[dialogs.ExportDialog] = []
-        self.actions_by_name: dict[str, QAction] = {}
 
         self.loader = JobRunner(self)
-        self.analysis = JobRunner(self)
+        self.analyser = AnalysisController(self, self.settings, self)
+        self.analysis = self.analyser.runner
 
         self._build_central()
         self._build_docks()
         self._build_status_bar()
-        self._build_actions()
-        self._build_menus_and_toolbar()
+        self.actions_by_name = actions.build_actions(self)
+        self.recent_menu, self.device_menu = actions.build_menus_and_toolbar(self, self.actions_by_name)
         self._restore_settings()
         self._connect()
         self._plot_timer = QTimer(self, singleShot=True, interval=60, timeout=self._refresh_results)
@@ -173,6 +122,16 @@ class MainWindow(QMainWindow):
         self._show_thresholds()
         self._update_enabled()
         self.view.setFocus()
+
+    @property
+    def classifier(self) -> object | None:
+        """The active classifier ``ModelBundle`` (None: every slice is segmented)."""
+        return self.analyser.classifier
+
+    @property
+    def segmenter(self) -> object | None:
+        """The active segmenter ``ModelBundle`` (None until the models are loaded, or none installed)."""
+        return self.analyser.segmenter
 
     # ==========================================================================================
     # Construction
@@ -244,340 +203,6 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
 
-    def _act(
-        self,
-        name: str,
-        text: str,
-        slot: Callable[..., object],
-        shortcut: str | QKeySequence.StandardKey | list[str] | None = None,
-        tip: str = "",
-        *,
-        checkable: bool = False,
-        icon: QStyle.StandardPixmap | None = None,
-    ) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            if isinstance(shortcut, list):
-                action.setShortcuts([QKeySequence(s) for s in shortcut])
-            else:
-                action.setShortcut(QKeySequence(shortcut))
-        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        action.setToolTip(tip or text.replace("…", "").replace("&", ""))
-        action.setStatusTip(action.toolTip())
-        action.setCheckable(checkable)
-        if icon is not None:
-            action.setIcon(self.style().standardIcon(icon))
-        if checkable:
-            action.toggled.connect(slot)
-        else:
-            action.triggered.connect(lambda _checked=False: slot())
-        self.addAction(action)
-        self.actions_by_name[name] = action
-        return action
-
-    def _build_actions(self) -> None:
-        sp = QStyle.StandardPixmap
-        a = self._act
-        a(
-            "open_patient",
-            "Open &patient folder…",
-            self.open_patient_dialog,
-            QKeySequence.StandardKey.Open,
-            "Open one patient's folder of slice TIFFs",
-            icon=sp.SP_DirOpenIcon,
-        )
-        a(
-            "open_dataset",
-            "Open &dataset root…",
-            self.open_dataset_dialog,
-            "Ctrl+Shift+O",
-            "Open a folder of patients (e.g. kaggle_3m) in the patient browser",
-            icon=sp.SP_DirIcon,
-        )
-        a(
-            "open_stack",
-            "Open TIFF &stack…",
-            self.open_stack_dialog,
-            "Ctrl+Alt+O",
-            "Open a multi-page TIFF holding one patient's slices",
-        )
-        a(
-            "open_sample",
-            "Open sa&mple patient",
-            self.open_sample,
-            None,
-            "Open the patient shipped with BrainSeg",
-        )
-        a(
-            "export",
-            "&Export…",
-            self.export_dialog,
-            "Ctrl+E",
-            "Export masks, overlays and a report of this patient",
-            icon=sp.SP_DialogSaveButton,
-        )
-        a(
-            "export_all",
-            "Export &all analysed…",
-            self.export_all_dialog,
-            "Ctrl+Shift+E",
-            "Export the results of every analysed patient of the dataset",
-        )
-        a("quit", "&Quit", self.close, QKeySequence.StandardKey.Quit, "Quit BrainSeg")
-
-        a(
-            "run",
-            "&Run analysis",
-            self.run_current,
-            "Ctrl+R",
-            "Run the classifier and segmenter on this patient",
-            icon=sp.SP_MediaPlay,
-        )
-        a(
-            "cancel",
-            "&Cancel analysis",
-            self.cancel_analysis,
-            "Esc",
-            "Stop the running analysis (results so far are kept)",
-            icon=sp.SP_MediaStop,
-        )
-        a(
-            "analyse_all",
-            "Analyse &all patients",
-            self.analyse_all,
-            None,
-            "Queue every patient of the dataset that is not analysed yet",
-        )
-        a(
-            "spacing",
-            "Pixel &spacing…",
-            self.spacing_dialog,
-            None,
-            "Enter the voxel size (TIFFs carry none) to get volumes in mL",
-        )
-        a(
-            "auto_run",
-            "Analyse on &open",
-            self._set_auto_run,
-            None,
-            "Start the analysis as soon as a patient is opened",
-            checkable=True,
-        )
-
-        a(
-            "active_models",
-            "&Active models…",
-            self.show_models,
-            None,
-            "Show the model cards of the active models",
-        )
-        a(
-            "load_bundle",
-            "&Load model bundle…",
-            self.load_bundle_dialog,
-            None,
-            "Use a classifier or segmenter bundle (NAME.json + NAME.safetensors) from a file",
-        )
-        a(
-            "default_models",
-            "Use &default models",
-            self.use_default_models,
-            None,
-            "Return to the installed default models",
-        )
-
-        a("prev_slice", "Previous slice", lambda: self.step(-1), ["Left", "Up"], "Previous slice")
-        a("next_slice", "Next slice", lambda: self.step(1), ["Right", "Down"], "Next slice")
-        a("page_up", "Back 5 slices", lambda: self.step(-PAGE_STEP), "PgUp", f"Back {PAGE_STEP} slices")
-        a(
-            "page_down",
-            "Forward 5 slices",
-            lambda: self.step(PAGE_STEP),
-            "PgDown",
-            f"Forward {PAGE_STEP} slices",
-        )
-        a("first_slice", "First slice", lambda: self.set_slice(0), "Home", "First slice")
-        a("last_slice", "Last slice", lambda: self.set_slice(10**9), "End", "Last slice")
-        a(
-            "next_tumour",
-            "Next tumour slice",
-            lambda: self.jump_tumour(1),
-            "N",
-            "Next slice with a predicted tumour",
-            icon=sp.SP_MediaSeekForward,
-        )
-        a(
-            "prev_tumour",
-            "Previous tumour slice",
-            lambda: self.jump_tumour(-1),
-            ["P", "Shift+N"],
-            "Previous slice with a predicted tumour",
-            icon=sp.SP_MediaSeekBackward,
-        )
-
-        for i, name in enumerate(CHANNEL_NAMES):
-            a(
-                f"channel_{i}",
-                name,
-                lambda i=i: self.controls.channel.setCurrentIndex(i),
-                str(i + 1),
-                f"Show {name}",
-            )
-        a(
-            "toggle_overlay",
-            "Show &masks",
-            self.controls.show_overlay.setChecked,
-            "O",
-            "Show or hide the mask overlays",
-            checkable=True,
-        )
-        a(
-            "toggle_gt",
-            "Show &ground truth",
-            self.controls.show_gt.setChecked,
-            "G",
-            "Show or hide the ground-truth masks",
-            checkable=True,
-        )
-        a(
-            "toggle_contour",
-            "Mask &outline",
-            self.controls.contour.setChecked,
-            "C",
-            "Draw mask outlines",
-            checkable=True,
-        )
-        a(
-            "toggle_fill",
-            "Mask &fill",
-            self.controls.fill.setChecked,
-            "Shift+F",
-            "Paint the inside of the masks",
-            checkable=True,
-        )
-        a(
-            "auto_window",
-            "&Auto window/level",
-            self.view.auto_window,
-            "A",
-            "Window to the volume's intensity range",
-        )
-        a("reset_window", "&Reset window/level", self.view.reset_window, "R", "Full 0-255 range")
-        a("fit", "&Fit to window", self.view.fit, ["F", "Ctrl+0"], "Fit the slice in the view")
-        a(
-            "one_to_one",
-            "Actual size (1:1)",
-            self.view.one_to_one,
-            "Ctrl+1",
-            "One image pixel per screen pixel",
-        )
-        a(
-            "zoom_in",
-            "Zoom &in",
-            lambda: self.view.zoom(1.25),
-            ["Ctrl++", "Ctrl+=", "+"],
-            "Zoom in",
-            icon=None,
-        )
-        a("zoom_out", "Zoom &out", lambda: self.view.zoom(0.8), ["Ctrl+-", "-"], "Zoom out")
-        a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"], "List every shortcut")
-        a("about", "&About BrainSeg", self.show_about, None, "Version, licences and credits")
-
-    def _build_menus_and_toolbar(self) -> None:
-        acts = self.actions_by_name
-        mb = self.menuBar()
-        file = mb.addMenu("&File")
-        for name in ("open_patient", "open_dataset", "open_stack", "open_sample"):
-            file.addAction(acts[name])
-        self.recent_menu = file.addMenu("Open &recent")
-        self.recent_menu.setToolTipsVisible(True)
-        file.addSeparator()
-        file.addAction(acts["export"])
-        file.addAction(acts["export_all"])
-        file.addSeparator()
-        file.addAction(acts["quit"])
-
-        view = mb.addMenu("&View")
-        for i in range(len(CHANNEL_NAMES)):
-            view.addAction(acts[f"channel_{i}"])
-        view.addSeparator()
-        for name in ("toggle_overlay", "toggle_fill", "toggle_contour", "toggle_gt"):
-            view.addAction(acts[name])
-        view.addSeparator()
-        for name in ("auto_window", "reset_window", "fit", "one_to_one", "zoom_in", "zoom_out"):
-            view.addAction(acts[name])
-        view.addSeparator()
-        panels = view.addMenu("Panels")
-        for dock in (self.browser_dock, self.controls_dock, self.results_dock):
-            panels.addAction(dock.toggleViewAction())
-
-        nav = mb.addMenu("&Navigate")
-        for name in (
-            "prev_slice",
-            "next_slice",
-            "page_up",
-            "page_down",
-            "first_slice",
-            "last_slice",
-            "prev_tumour",
-            "next_tumour",
-        ):
-            nav.addAction(acts[name])
-
-        analysis = mb.addMenu("&Analysis")
-        for name in ("run", "cancel", "analyse_all"):
-            analysis.addAction(acts[name])
-        analysis.addSeparator()
-        analysis.addAction(acts["auto_run"])
-        self.device_menu = analysis.addMenu("&Device")
-        for dev in ("auto", "cpu", "cuda", "mps"):
-            act = self.device_menu.addAction(dev)
-            act.setCheckable(True)
-            act.setToolTip(f"Run the networks on {dev}")
-            act.triggered.connect(lambda _c=False, d=dev: self.controls.device.setCurrentText(d))
-        analysis.addAction(acts["spacing"])
-
-        model = mb.addMenu("&Model")
-        for name in ("active_models", "load_bundle", "default_models"):
-            model.addAction(acts[name])
-
-        help_menu = mb.addMenu("&Help")
-        help_menu.addAction(acts["shortcuts"])
-        help_menu.addAction(acts["about"])
-        for menu in (file, view, nav, analysis, model, help_menu):
-            menu.setToolTipsVisible(True)
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("main_toolbar")
-        tb.setIconSize(QSize(18, 18))
-        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        short = {
-            "open_patient": "Patient",
-            "open_dataset": "Dataset",
-            "run": "Run",
-            "cancel": "Cancel",
-            "export": "Export",
-            "prev_tumour": "Prev. tumour",
-            "next_tumour": "Next tumour",
-            "fit": "Fit",
-            "one_to_one": "1:1",
-            "zoom_in": "Zoom +",
-            "zoom_out": "Zoom −",
-            "toggle_overlay": "Masks",
-        }
-        groups = (
-            ("open_patient", "open_dataset"),
-            ("run", "cancel", "export"),
-            ("prev_tumour", "next_tumour"),
-            ("fit", "one_to_one", "zoom_in", "zoom_out"),
-            ("toggle_overlay",),
-        )
-        for group in groups:
-            for name in group:
-                acts[name].setIconText(short[name])
-                tb.addAction(acts[name])
-            tb.addSeparator()
-
     def _restore_settings(self) -> None:
         s = self.settings
         c = self.controls
@@ -647,19 +272,27 @@ class MainWindow(QMainWindow):
         c.default_thresholds.clicked.connect(self.use_model_thresholds)
         c.largest_component.toggled.connect(self.set_largest_component)
         c.run.clicked.connect(self.run_current)
-        c.auto_run.toggled.connect(self._set_auto_run)
+        c.auto_run.toggled.connect(self.set_auto_run)
         c.device.currentTextChanged.connect(self._on_device)
         self.cancel_button.clicked.connect(self.cancel_analysis)
 
         self.loader.finished.connect(self._on_volume_loaded)
         self.loader.failed.connect(self._on_volume_failed)
         self.loader.stopped.connect(self._on_loader_stopped)
-        self.analysis.item.connect(self._on_analysis_item)
-        self.analysis.progress.connect(self._on_analysis_progress)
-        self.analysis.finished.connect(self._on_analysis_finished)
-        self.analysis.failed.connect(self._on_analysis_failed)
-        self.analysis.cancelled.connect(self._on_analysis_cancelled)
-        self.analysis.stopped.connect(self._on_analysis_stopped)
+        an = self.analyser
+        an.recordChanged.connect(self.browser.update_record)
+        an.message.connect(self.statusBar().showMessage)
+        an.jobStarted.connect(self._on_job_started)
+        an.progress.connect(self._on_analysis_progress)
+        an.idle.connect(self._on_analysis_idle)
+        an.stateChanged.connect(self._update_enabled)
+        an.modelsChanged.connect(self._after_models_changed)
+        an.patientStarted.connect(self._on_patient_started)
+        an.sliceAnalysed.connect(self._on_slice_analysed)
+        an.patientFinished.connect(self._on_patient_finished)
+        an.patientCancelled.connect(self._on_patient_cancelled)
+        an.exportRequested.connect(self.export_all_dialog)
+        an.deviceFellBack.connect(self.controls.device.setCurrentText)
 
     # ==========================================================================================
     # Opening patients
@@ -723,7 +356,7 @@ class MainWindow(QMainWindow):
         if remember:
             self.settings.add_recent(path)
             self._rebuild_recent()
-        self._stop_all_analysis()
+        self.analyser.stop_all()
         self.records = {p: PatientRecord(p, patient_id_of(p)) for p in patients}
         self.root = path
         self.spacing = self._stored_spacing(patients[0])
@@ -741,9 +374,7 @@ class MainWindow(QMainWindow):
             return
         if rec is self.current and (self.volume is not None or self.loader.running):
             return
-        if not self._batch and self.analysis.running and self.analysis.tag[1] is not rec:
-            # A single-patient run of the patient we leave: stop it, the new one comes first.
-            self.analysis.cancel()
+        self.analyser.patient_opened(rec)
         self.current = rec
         self.volume = None
         self.browser.set_current(path)
@@ -763,17 +394,9 @@ class MainWindow(QMainWindow):
         spacing = self.spacing
 
         def job(report: JobReport) -> Volume:
-            return self._read_volume(path, spacing)
+            return read_volume(path, spacing)
 
         self.loader.start(job, tag=path)
-
-    @staticmethod
-    def _read_volume(path: Path, spacing: Spacing | None) -> Volume:
-        volume = open_volume(path)
-        if volume.pixel_spacing_mm is None and spacing is not None:
-            volume.pixel_spacing_mm = spacing.pixel_mm
-            volume.slice_thickness_mm = spacing.thickness_mm
-        return volume
 
     def _on_loader_stopped(self) -> None:
         if self._pending_open is not None:
@@ -793,7 +416,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.set_volume(volume.images, gt)
         self._set_slider(0, volume.n_slices - 1)
         self._navigated = False
-        rec.apply(self.thresholds, self._spacing_for(rec))
+        rec.apply(self.thresholds, self.spacing_for(rec))
         self.set_slice(volume.n_slices // 2)
         self._refresh_results()
         self.browser.update_record(rec)
@@ -814,9 +437,9 @@ class MainWindow(QMainWindow):
                 details=lines,
             )
         if rec.state is PatientState.DONE:
-            self._schedule_missing_segmentations()
+            self.analyser.schedule_missing_segmentations()
         elif self.settings.auto_run and rec.state in (PatientState.NEW, PatientState.CANCELLED):
-            self.request_analysis(rec, front=True)
+            self.analyser.request_analysis(rec, front=True)
 
     def _on_volume_failed(self, message: str, details: str) -> None:
         rec = self.current
@@ -835,18 +458,11 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _rebuild_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = self.settings.recent
-        for p in recent:
-            act = self.recent_menu.addAction(p)
-            act.setToolTip(f"Open {p}")
-            act.triggered.connect(lambda _c=False, p=p: self.open_path(Path(p)))
-        if recent:
-            self.recent_menu.addSeparator()
-            clear = self.recent_menu.addAction("Clear list")
-            clear.setToolTip("Forget the recent folders")
-            clear.triggered.connect(lambda: (self.settings.clear_recent(), self._rebuild_recent()))
-        self.recent_menu.setEnabled(bool(recent))
+        actions.fill_recent_menu(self.recent_menu, self.settings.recent, self.open_path, self._clear_recent)
+
+    def _clear_recent(self) -> None:
+        self.settings.clear_recent()
+        self._rebuild_recent()
 
     # ==========================================================================================
     # Navigation and display
@@ -894,7 +510,7 @@ class MainWindow(QMainWindow):
     def _set_slider(self, lo: int, hi: int) -> None:
         self.slider.blockSignals(True)
         self.slider.setRange(lo, hi)
-        self.slider.setPageStep(PAGE_STEP)
+        self.slider.setPageStep(actions.PAGE_STEP)
         self.slider.blockSignals(False)
         if hi == 0 and self.volume is None:
             self.slice_label.setText("— / —")
@@ -960,50 +576,8 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     # Models and thresholds
     # ==========================================================================================
-    def ensure_models(self, *, quiet: bool = False) -> bool:
-        """Load the models now if not done yet (remembered bundles, else the default ones).
-
-        The analysis loads them in the background by itself; menus that need the models at once
-        call this.
-
-        Args:
-            quiet: report a missing model in the status bar instead of a dialog.
-
-        Returns:
-            True when a segmenter is available.
-        """
-        if self._models_loaded:
-            return self.segmenter is not None
-        s = self.settings
-        self._models_loaded = True
-        try:
-            cls, seg, warning = _resolve_models(s.classifier_path, s.segmenter_path)
-        except BrainSegError as exc:
-            s.classifier_path = s.segmenter_path = None
-            self._no_models(str(exc), quiet)
-            self._after_models_changed()
-        else:
-            self._use_models(cls, seg, warning)
-        return self.segmenter is not None
-
-    def _use_models(self, classifier: object | None, segmenter: object, warning: str | None) -> None:
-        if warning:
-            self.settings.classifier_path = self.settings.segmenter_path = None
-            dialogs.notify(self, "warning", "Model not loaded", warning)
-        self.classifier, self.segmenter = classifier, segmenter
-        self._after_models_changed()
-
-    def _no_models(self, message: str, quiet: bool) -> None:
-        self.classifier = self.segmenter = None
-        if quiet:
-            self.statusBar().showMessage("No segmentation model installed (Model > Load model bundle…)", 8000)
-        else:
-            dialogs.notify(
-                self, "error", "No model", f"BrainSeg has no segmentation model to run:\n\n{message}"
-            )
-
     def _after_models_changed(self) -> None:
-        self.pipeline = None
+        """Show the new models and take their thresholds (unless the user set some)."""
         self._update_models_label()
         if self.settings.classifier_threshold is None or self.settings.mask_threshold is None:
             self.thresholds = self._initial_thresholds()
@@ -1069,7 +643,7 @@ class MainWindow(QMainWindow):
         )
         rec = self.current
         if rec is not None:
-            rec.apply(self.thresholds, self._spacing_for(rec))
+            rec.apply(self.thresholds, self.spacing_for(rec))
             self._update_masks()
             self._refresh_results()
         self._threshold_timer.start()
@@ -1078,11 +652,11 @@ class MainWindow(QMainWindow):
         self.settings.classifier_threshold = self.thresholds.gate
         self.settings.mask_threshold = self.thresholds.mask
         self._apply_thresholds_everywhere()
-        self._schedule_missing_segmentations()
+        self.analyser.schedule_missing_segmentations()
 
     def _apply_thresholds_everywhere(self) -> None:
         for rec in self.records.values():
-            rec.apply(self.thresholds, self._spacing_for(rec))
+            rec.apply(self.thresholds, self.spacing_for(rec))
             self.browser.update_record(rec)
         self._update_masks()
         self._refresh_results()
@@ -1100,7 +674,7 @@ class MainWindow(QMainWindow):
         self.settings.largest_component = None
         self.thresholds = self._initial_thresholds()
         self._show_thresholds()
-        self._schedule_missing_segmentations()
+        self.analyser.schedule_missing_segmentations()
 
     def load_bundle_dialog(self) -> None:
         """Ask for a model bundle file and use it."""
@@ -1113,32 +687,26 @@ class MainWindow(QMainWindow):
         if path:
             self.load_bundle_file(Path(path))
 
+    @property
+    def _models_loaded(self) -> bool:
+        return self.analyser.models_loaded
+
+    def ensure_models(self, *, quiet: bool = False) -> bool:
+        """Load the models now if not done yet (see :meth:`AnalysisController.ensure_models`).
+
+        Returns:
+            True when a segmenter is available.
+        """
+        return self.analyser.ensure_models(quiet=quiet)
+
     def load_bundle_file(self, path: Path) -> bool:
         """Use the bundle at ``path`` as the classifier or segmenter (by its card's kind).
 
         Returns:
             True when it loaded; otherwise the active models stay and a message says why.
         """
-        from brainseg_core.bundle import load_bundle
-
-        self.ensure_models(quiet=True)
-        try:
-            bundle = load_bundle(path)
-        except BrainSegError as exc:
-            dialogs.notify(
-                self,
-                "error",
-                "Model not loaded",
-                f"This model could not be loaded; the active models stay in use.\n\n{exc}",
-            )
+        if not self.analyser.load_bundle_file(path):
             return False
-        if bundle.card.kind == "classifier":
-            self.classifier = bundle
-            self.settings.classifier_path = str(bundle.path)
-        else:
-            self.segmenter = bundle
-            self.settings.segmenter_path = str(bundle.path)
-        self.settings.classifier_threshold = self.settings.mask_threshold = None
         self._models_changed()
         return True
 
@@ -1149,29 +717,25 @@ class MainWindow(QMainWindow):
             classifier: a classifier ``ModelBundle``, or None to segment every slice.
             segmenter: a segmenter ``ModelBundle``.
         """
-        self.classifier, self.segmenter = classifier, segmenter
-        self._models_loaded = True
+        self.analyser.set_models(classifier, segmenter)
         self._models_changed()
 
     def use_default_models(self) -> None:
         """Forget bundles loaded by hand and use the default models."""
-        self.settings.classifier_path = self.settings.segmenter_path = None
-        self.settings.classifier_threshold = self.settings.mask_threshold = None
-        self._models_loaded = False
-        self.ensure_models()
+        self.analyser.use_default_models()
         self._models_changed()
 
     def _models_changed(self) -> None:
-        self._stop_all_analysis()
+        self.analyser.stop_all()
         for rec in self.records.values():
             rec.reset()
             self.browser.update_record(rec)
-        self._after_models_changed()
+        self.analyser.models_replaced()
         self._update_masks()
         self._refresh_results()
         self.statusBar().showMessage("Models changed; earlier results were cleared", 5000)
         if self.current is not None and self.volume is not None and self.settings.auto_run:
-            self.request_analysis(self.current, front=True)
+            self.analyser.request_analysis(self.current, front=True)
 
     def show_models(self) -> None:
         """Show the active models' cards."""
@@ -1179,20 +743,18 @@ class MainWindow(QMainWindow):
         dialogs.ModelsDialog(self.classifier, self.segmenter, self).exec()
 
     def _on_device(self, device: str) -> None:
-        if device == self.settings.device and self.pipeline is not None:
+        if device == self.settings.device and self.analyser.pipeline is not None:
             return
         self.settings.device = device
         self._sync_device_menu(device)
-        if self.analysis.running:
-            self._pipeline_stale = True  # the running job keeps its pipeline; the next one moves
-        else:
-            self.pipeline = None
+        self.analyser.device_changed()
 
     def _sync_device_menu(self, device: str) -> None:
         for act in self.device_menu.actions():
             act.setChecked(act.text() == device)
 
-    def _set_auto_run(self, on: bool) -> None:
+    def set_auto_run(self, on: bool) -> None:
+        """Start (or not) the analysis of each patient as soon as it is opened."""
         self.settings.auto_run = on
         for w in (self.controls.auto_run, self.actions_by_name["auto_run"]):
             w.blockSignals(True)
@@ -1200,7 +762,7 @@ class MainWindow(QMainWindow):
             w.blockSignals(False)
 
     # ==========================================================================================
-    # Running the analysis
+    # Running the analysis (the work itself is the analyser's)
     # ==========================================================================================
     def run_current(self) -> None:
         """Analyse the displayed patient (again)."""
@@ -1210,234 +772,52 @@ class MainWindow(QMainWindow):
             return
         if self.analysis.running and self.analysis.tag == ("analyse", rec):
             return
-        self.request_analysis(rec, front=True, explicit=True)
+        self.analyser.request_analysis(rec, front=True, explicit=True)
 
     def analyse_all(self) -> None:
         """Queue every patient that has no complete analysis."""
-        todo = [r for r in self.records.values() if r.state not in (PatientState.DONE, PatientState.RUNNING)]
-        if not todo:
-            self.statusBar().showMessage("Every patient is analysed", 3000)
-            return
-        self._batch = True
-        for rec in todo:
-            self.request_analysis(rec, front=False)
-
-    def request_analysis(self, rec: PatientRecord, *, front: bool, explicit: bool = False) -> None:
-        """Queue ``rec`` for analysis (first in line with ``front``) and start when possible.
-
-        Args:
-            rec: the patient.
-            front: put it before the patients already waiting.
-            explicit: the user asked for it (a missing model is then reported in a dialog).
-        """
-        if self._models_loaded and self.segmenter is None:
-            self._no_models("install or load a segmentation model bundle first", quiet=not explicit)
-            return
-        self.queue = [t for t in self.queue if t[1] != rec.path]
-        task = ("analyse", rec.path)
-        if front:
-            self.queue.insert(0, task)
-        else:
-            self.queue.append(task)
-        if rec.state is not PatientState.RUNNING:
-            rec.state = PatientState.QUEUED
-        self.browser.update_record(rec)
-        self._pump()
+        self.analyser.analyse_all()
 
     def prepare(self) -> None:
         """Load the models and put them on the device in the background (called at start-up)."""
-        if not self.analysis.running and self.pipeline is None:
-            self._start_prepare()
+        self.analyser.prepare()
 
-    def _schedule_missing_segmentations(self) -> None:
-        rec = self.current
-        if rec is None or self.volume is None or rec.state is not PatientState.DONE:
-            return
-        if not rec.missing(self.thresholds) or self.segmenter is None:
-            return
-        task = ("segment", rec.path)
-        if self.analysis.running and self.analysis.tag == ("segment", rec):
-            return  # re-checked when it finishes
-        if task not in self.queue:
-            self.queue.insert(0, task)
-        self._pump()
+    def cancel_analysis(self) -> None:
+        """Stop the running analysis and forget the queued ones."""
+        self.analyser.cancel()
 
-    def _task_valid(self, task: tuple[str, Path]) -> bool:
-        kind, path = task
-        rec = self.records.get(path)
-        if rec is None:
-            return False
-        return kind != "segment" or (rec.base is not None and bool(rec.missing(self.thresholds)))
+    def is_busy(self) -> bool:
+        """True while a patient is being read or analysed."""
+        return self.analyser.active or self.loader.running
 
-    def _pump(self) -> None:
-        if self.analysis.running:
-            return
-        while self.queue and not self._task_valid(self.queue[0]):
-            self.queue.pop(0)
-        if self.queue:
-            if self._pipeline_stale:
-                self.pipeline = None
-                self._pipeline_stale = False
-            if self.pipeline is None:
-                self._start_prepare()
-            else:
-                kind, path = self.queue.pop(0)
-                self._start_task(kind, self.records[path])
-            return
-        self._batch = False
-        self.progress.setVisible(False)
-        self.cancel_button.setVisible(False)
-        self._update_enabled()
-        if self._export_after_batch:
-            self._export_after_batch = False
-            QTimer.singleShot(0, self.export_all_dialog)
-
-    def _start_prepare(self) -> None:
-        """Load the models (first time) and build the pipeline on the chosen device, in the worker."""
-        need = not self._models_loaded
-        paths = (self.settings.classifier_path, self.settings.segmenter_path)
-        loaded = (self.classifier, self.segmenter)
-        device = self.settings.device
-
-        def job(report: JobReport) -> object:
-            warnings: list[tuple[str, str]] = []
-            if need:
-                cls, seg, warning = _resolve_models(*paths)
-                if warning:
-                    warnings.append(("Model not loaded", warning))
-            else:
-                cls, seg = loaded
-            if seg is None:
-                raise BundleError(paths[1] or "models", "no segmentation model is loaded")
-            pipeline, warning = _build_pipeline(cls, seg, device)
-            if warning:
-                warnings.append(("Device not available", warning))
-            return need, cls, seg, pipeline, warnings
-
-        self.analysis.start(job, tag=("prepare", None))
+    def _on_job_started(self, progress_format: str, cancellable: bool) -> None:
         self.progress.setRange(0, 0)
-        self.progress.setFormat("")
+        self.progress.setFormat(progress_format)
         self.progress.setVisible(True)
-        self.cancel_button.setVisible(bool(self.queue))
-        self.statusBar().showMessage(
-            "Loading the models …" if need else f"Preparing the models on {device} …"
-        )
-
-    def _on_prepared(self, result: object) -> None:
-        need, cls, seg, pipeline, warnings = result  # type: ignore[misc]
-        if need:
-            self._models_loaded = True
-            model_warning = next((text for title, text in warnings if title == "Model not loaded"), None)
-            self._use_models(cls, seg, model_warning)
-        self.pipeline = pipeline
-        for title, text in warnings:
-            if title == "Device not available":
-                self.settings.device = "auto"
-                self.controls.device.setCurrentText("auto")
-                dialogs.notify(self, "warning", title, text)
-        self.statusBar().showMessage(f"Models ready on {pipeline.device}", 3000)  # type: ignore[attr-defined]
-
-    def _on_prepare_failed(self, message: str, details: str) -> None:
-        if not self._models_loaded:
-            self._models_loaded = True
-            self.settings.classifier_path = self.settings.segmenter_path = None
-            self.classifier = self.segmenter = None
-            self._after_models_changed()
-        waiting = bool(self.queue)
-        for _, path in self.queue:
-            rec = self.records.get(path)
-            if rec is not None and rec.state is PatientState.QUEUED:
-                rec.state = PatientState.NEW
-                self.browser.update_record(rec)
-        self.queue.clear()
-        if self.segmenter is None:
-            self._no_models(message, quiet=not waiting)
-        elif waiting:
-            dialogs.notify(self, "error", "Cannot run the models", message, details)
-
-    def _start_task(self, kind: str, rec: PatientRecord) -> None:
-        pipeline = self.pipeline
-        assert pipeline is not None
-        volume = self.volume if rec is self.current else None
-        spacing = self._spacing_for(rec)
-        path = rec.path
-        read = self._read_volume
-        if kind == "analyse":
-            t = self.thresholds
-            pipeline.classifier_threshold = t.gate  # type: ignore[attr-defined]
-            pipeline.mask_threshold = t.mask  # type: ignore[attr-defined]
-
-            def job(report: JobReport) -> object:
-                vol = volume if volume is not None else read(path, spacing)
-                report.item(("start", rec, vol.n_slices))
-                for s in pipeline.run(vol, progress=report.progress, cancel=report.cancel):  # type: ignore[attr-defined]
-                    report.item(("slice", rec, s))
-                return None
-
-            rec.state = PatientState.RUNNING
-            verb = "Analysing"
-        else:
-            base = rec.base
-            indices = rec.missing(self.thresholds)
-
-            def job(report: JobReport) -> object:
-                vol = volume if volume is not None else read(path, spacing)
-                return pipeline.segment_slices(  # type: ignore[attr-defined]
-                    vol, base, indices, progress=report.progress, cancel=report.cancel
-                )
-
-            verb = f"Segmenting {len(indices)} more slice(s) of"
-        self._user_cancelled = False
-        self.analysis.start(job, tag=(kind, rec))
-        self.browser.update_record(rec)
-        self.progress.setRange(0, 0)
-        self.progress.setFormat(f"{rec.patient_id}: %p%")
-        self.progress.setVisible(True)
-        self.cancel_button.setVisible(True)
-        self.statusBar().showMessage(f"{verb} {rec.patient_id} on {pipeline.device} …")  # type: ignore[attr-defined]
-        self._update_enabled()
+        self.cancel_button.setVisible(cancellable)
 
     def _on_analysis_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
-    def _on_analysis_item(self, obj: object) -> None:
-        kind, rec, payload = obj  # type: ignore[misc]
-        if kind == "start":
-            p = self.pipeline
-            rec.start(
-                int(payload),
-                models=_models_info(self.classifier, self.segmenter),
-                device=str(p.device) if p is not None else "cpu",  # type: ignore[attr-defined]
-                pipeline_thresholds=Thresholds(
-                    p.classifier_threshold,
-                    p.mask_threshold,
-                    p.min_area_px,  # type: ignore[attr-defined]
-                ),
-            )
-            self.browser.update_record(rec)
-            if rec is self.current:
-                self.thumbnails.set_predicted([False] * self.n_slices)
-                self._update_masks()
-                self._plot_timer.start()
-            return
-        shown = rec.add(payload, self.thresholds, self._spacing_for(rec))
-        self.browser.update_record(rec)
+    def _on_analysis_idle(self) -> None:
+        self.progress.setVisible(False)
+        self.cancel_button.setVisible(False)
+        self._update_enabled()
+
+    def _on_patient_started(self, rec: PatientRecord) -> None:
         if rec is self.current:
-            if shown.index == self.index:
+            self.thumbnails.set_predicted([False] * self.n_slices)
+            self._update_masks()
+            self._plot_timer.start()
+
+    def _on_slice_analysed(self, rec: PatientRecord, index: int) -> None:
+        if rec is self.current:
+            if index == self.index:
                 self._update_masks()
             self._plot_timer.start()
 
-    def _on_analysis_finished(self, result: object) -> None:
-        kind, rec = self.analysis.tag  # type: ignore[misc]
-        if kind == "prepare":
-            self._on_prepared(result)
-            return
-        if kind == "segment":
-            rec.base = result  # type: ignore[assignment]
-        rec.state = PatientState.DONE
-        rec.apply(self.thresholds, self._spacing_for(rec))
-        self.browser.update_record(rec)
+    def _on_patient_finished(self, rec: PatientRecord, kind: str) -> None:
         if rec is self.current:
             self._update_masks()
             self._refresh_results()
@@ -1446,8 +826,7 @@ class MainWindow(QMainWindow):
             n = rec.tumour_slices() or 0
             self.statusBar().showMessage(f"{rec.patient_id}: tumour on {n} of {rec.n_slices} slices", 8000)
             if rec.missing(self.thresholds):
-                self._schedule_missing_segmentations()
-        self._update_enabled()
+                self.analyser.schedule_missing_segmentations()
 
     def _jump_to_largest(self) -> None:
         rec = self.current
@@ -1458,69 +837,15 @@ class MainWindow(QMainWindow):
             self.set_slice(int(np.argmax(areas)))
             self._navigated = False
 
-    def _on_analysis_failed(self, message: str, details: str) -> None:
-        kind, rec = self.analysis.tag  # type: ignore[misc]
-        if kind == "prepare":
-            self._on_prepare_failed(message, details)
-            return
-        rec.state = PatientState.FAILED if kind == "analyse" else PatientState.DONE
-        rec.error = message
-        self.browser.update_record(rec)
-        if rec is self.current or not self._batch:
-            dialogs.notify(
-                self,
-                "error",
-                "Analysis failed",
-                f"The analysis of {rec.patient_id} failed:\n\n{message}",
-                details,
-            )
-        else:
-            self.statusBar().showMessage(f"{rec.patient_id}: analysis failed ({message})", 8000)
-
-    def _on_analysis_cancelled(self) -> None:
-        kind, rec = self.analysis.tag  # type: ignore[misc]
-        if kind == "prepare":
-            return
-        rec.state = PatientState.CANCELLED if kind == "analyse" else PatientState.DONE
-        self.browser.update_record(rec)
+    def _on_patient_cancelled(self, rec: PatientRecord) -> None:
         if rec is self.current:
             self._refresh_results()
-        self.statusBar().showMessage(f"{rec.patient_id}: analysis cancelled", 5000)
-
-    def _on_analysis_stopped(self) -> None:
-        self._pump()
-
-    def cancel_analysis(self) -> None:
-        """Stop the running analysis and forget the queued ones."""
-        if not self.analysis.running and not self.queue:
-            return
-        self._user_cancelled = True
-        self._export_after_batch = False
-        for _, path in self.queue:
-            rec = self.records.get(path)
-            if rec is not None and rec.state is PatientState.QUEUED:
-                rec.state = PatientState.NEW if rec.base is None else PatientState.CANCELLED
-                self.browser.update_record(rec)
-        self.queue.clear()
-        self._batch = False
-        self.analysis.cancel()
-        self.statusBar().showMessage("Cancelling …")
-
-    def _stop_all_analysis(self) -> None:
-        self.queue.clear()
-        self._batch = False
-        self._export_after_batch = False
-        if self.analysis.running:
-            self.analysis.cancel()
-
-    def is_busy(self) -> bool:
-        """True while a patient is being read or analysed."""
-        return self.analysis.running or self.loader.running or bool(self.queue)
 
     # ==========================================================================================
     # Results
     # ==========================================================================================
-    def _spacing_for(self, rec: PatientRecord) -> Spacing | None:
+    def spacing_for(self, rec: PatientRecord) -> Spacing | None:
+        """The voxel size of ``rec``: the displayed volume's own, else the dataset's (if entered)."""
         if rec is self.current and self.volume is not None and self.volume.pixel_spacing_mm is not None:
             return Spacing(self.volume.pixel_spacing_mm, self.volume.slice_thickness_mm)
         return self.spacing
@@ -1654,7 +979,7 @@ class MainWindow(QMainWindow):
                 "first and export all of them when that is done?\n\n(No: export the analysed ones now.)",
             )
         ):
-            self._export_after_batch = True
+            self.analyser.export_after_batch = True
             self.analyse_all()
             return None
         if not done:
@@ -1663,7 +988,7 @@ class MainWindow(QMainWindow):
         return self._open_export(done)
 
     def _open_export(self, records: list[PatientRecord]) -> dialogs.ExportDialog:
-        current, volume, spacing, read = self.current, self.volume, self.spacing, self._read_volume
+        current, volume, spacing, read = self.current, self.volume, self.spacing, read_volume
 
         def volume_for(rec: PatientRecord) -> Volume:
             if rec is current and volume is not None:
@@ -1696,12 +1021,7 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     def shortcut_rows(self) -> list[tuple[str, str]]:
         """``(keys, description)`` of every shortcut, then the mouse bindings."""
-        rows = []
-        for act in self.actions_by_name.values():
-            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in act.shortcuts()]
-            if keys:
-                rows.append((", ".join(keys), act.toolTip()))
-        return rows + list(_MOUSE_HELP)
+        return actions.shortcut_rows(self.actions_by_name.values())
 
     def show_shortcuts(self) -> None:
         """Show the shortcuts dialog."""
@@ -1731,7 +1051,7 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         a["run"].setEnabled(has_volume)
         self.controls.run.setEnabled(has_volume)
-        a["cancel"].setEnabled(self.analysis.running or bool(self.queue))
+        a["cancel"].setEnabled(self.analyser.active)
         a["export"].setEnabled(rec is not None and rec.complete)
         a["export_all"].setEnabled(len(self.records) > 0)
         a["analyse_all"].setEnabled(len(self.records) > 1)
@@ -1755,7 +1075,7 @@ class MainWindow(QMainWindow):
         self.settings.geometry = self.saveGeometry()
         self.settings.window_state = self.saveState()
         self.settings.sync()
-        self.queue.clear()
+        self.analyser.queue.clear()
         for dlg in list(self._export_dialogs):
             dlg.runner.cancel()
             dlg.runner.wait()

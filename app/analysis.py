@@ -1,0 +1,530 @@
+"""The viewer's analysis controller: which models, on which device, which patient next.
+
+:class:`AnalysisController` owns the active model bundles, the inference pipeline built from them,
+the queue of patients waiting to be analysed (or to have slices segmented that a lowered gate now
+admits) and the :class:`~brainseg_app.worker.JobRunner` that runs them off the GUI thread. It
+reads the window's session (patients, displayed patient, thresholds) through the small
+:class:`Session` protocol and tells the window what happened through signals; its only widget is
+the parent of its message boxes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QWidget
+
+from brainseg_app import dialogs
+from brainseg_app.session import PatientRecord, PatientState, Spacing, Thresholds, read_volume
+from brainseg_app.settings import Settings
+from brainseg_app.worker import JobReport, JobRunner
+from brainseg_core.errors import BrainSegError, BundleError
+from brainseg_core.io import Volume
+
+
+def _models_info(classifier: object | None, segmenter: object) -> dict:
+    def info(b: object | None) -> dict | None:
+        if b is None:
+            return None
+        return {"name": b.card.name, "sha256": b.card.weights_sha256}  # type: ignore[attr-defined]
+
+    return {"classifier": info(classifier), "segmenter": info(segmenter)}
+
+
+def _resolve_models(
+    classifier: str | None, segmenter: str | None
+) -> tuple[object | None, object, str | None]:
+    """The models to use: the remembered bundles, else the defaults (with a warning saying why).
+
+    Raises:
+        BrainSegError: when not even a default segmenter can be loaded.
+    """
+    from brainseg_core.registry import resolve_models
+
+    try:
+        cls, seg = resolve_models(classifier=classifier, segmenter=segmenter)
+        return cls, seg, None
+    except BrainSegError as exc:
+        if not (classifier or segmenter):
+            raise
+        cls, seg = resolve_models()
+        return (
+            cls,
+            seg,
+            f"The model you chose could not be loaded, so BrainSeg uses the default models.\n\n{exc}",
+        )
+
+
+def _build_pipeline(classifier: object | None, segmenter: object, device: str) -> tuple[object, str | None]:
+    """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
+    from brainseg_core.inference import Pipeline
+
+    try:
+        return Pipeline(classifier, segmenter, device=device), None  # type: ignore[arg-type]
+    except (ValueError, RuntimeError) as exc:
+        if device == "auto":
+            raise
+        pipeline = Pipeline(classifier, segmenter, device="auto")  # type: ignore[arg-type]
+        return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
+
+
+class Session(Protocol):
+    """What the controller reads from the window: the opened patients and how they are shown."""
+
+    records: dict[Path, PatientRecord]
+    current: PatientRecord | None
+    volume: Volume | None
+    thresholds: Thresholds
+
+    def spacing_for(self, rec: PatientRecord) -> Spacing | None:
+        """The voxel size to use for ``rec``'s volumes."""
+        ...
+
+
+class AnalysisController(QObject):
+    """Runs the classifier and segmenter on the window's patients, one job at a time.
+
+    Jobs are ``("prepare", None)`` (load the models and build the pipeline on the chosen device),
+    ``("analyse", record)`` (stream a patient's slice results) and ``("segment", record)`` (segment
+    the slices a lowered gate now admits); :attr:`runner`'s ``tag`` holds the running one.
+
+    Args:
+        session: the window's patients, displayed patient and thresholds.
+        settings: model paths, device and auto-run settings (read and written).
+        parent: the window: owner of this object and parent of its message boxes.
+
+    Signals:
+        recordChanged: a patient's state or results changed (``PatientRecord``).
+        message: status-bar text and how long to show it in ms (0: until replaced).
+        jobStarted: a job started: progress-bar format and whether Cancel applies.
+        progress: ``(done, total)`` of the running job.
+        idle: nothing runs or waits any more.
+        stateChanged: what can be run or cancelled changed.
+        modelsChanged: the classifier or segmenter was replaced (the pipeline is dropped).
+        patientStarted: a patient's analysis began (its results were cleared).
+        sliceAnalysed: ``(record, index)``: one more slice result arrived.
+        patientFinished: ``(record, kind)``: an "analyse" or "segment" job completed.
+        patientCancelled: a patient's job was cancelled.
+        exportRequested: a batch started by "export all" has finished.
+        deviceFellBack: the chosen device failed; the models run on this one (``"auto"``).
+    """
+
+    recordChanged = Signal(object)
+    message = Signal(str, int)
+    jobStarted = Signal(str, bool)
+    progress = Signal(int, int)
+    idle = Signal()
+    stateChanged = Signal()
+    modelsChanged = Signal()
+    patientStarted = Signal(object)
+    sliceAnalysed = Signal(object, int)
+    patientFinished = Signal(object, str)
+    patientCancelled = Signal(object)
+    exportRequested = Signal()
+    deviceFellBack = Signal(str)
+
+    def __init__(self, session: Session, settings: Settings, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.settings = settings
+        self._dialog_parent = parent
+        self.classifier: object | None = None
+        self.segmenter: object | None = None
+        self.models_loaded = False
+        self.pipeline: object | None = None
+        self.queue: list[tuple[str, Path]] = []
+        self.export_after_batch = False
+        self._batch = False
+        self._pipeline_stale = False
+        self.runner = JobRunner(self)
+        r = self.runner
+        r.item.connect(self._on_item)
+        r.progress.connect(self.progress)
+        r.finished.connect(self._on_finished)
+        r.failed.connect(self._on_failed)
+        r.cancelled.connect(self._on_cancelled)
+        r.stopped.connect(self._pump)
+
+    @property
+    def active(self) -> bool:
+        """True while a job runs or patients wait."""
+        return self.runner.running or bool(self.queue)
+
+    # ==========================================================================================
+    # Models
+    # ==========================================================================================
+    def ensure_models(self, *, quiet: bool = False) -> bool:
+        """Load the models now if not done yet (remembered bundles, else the default ones).
+
+        The analysis loads them in the background by itself; menus that need the models at once
+        call this.
+
+        Args:
+            quiet: report a missing model in the status bar instead of a dialog.
+
+        Returns:
+            True when a segmenter is available.
+        """
+        if self.models_loaded:
+            return self.segmenter is not None
+        s = self.settings
+        self.models_loaded = True
+        try:
+            cls, seg, warning = _resolve_models(s.classifier_path, s.segmenter_path)
+        except BrainSegError as exc:
+            s.classifier_path = s.segmenter_path = None
+            self._no_models(str(exc), quiet)
+            self.models_replaced()
+        else:
+            self._use_models(cls, seg, warning)
+        return self.segmenter is not None
+
+    def set_models(self, classifier: object | None, segmenter: object) -> None:
+        """Use already loaded bundles (no signal: the caller resets the results)."""
+        self.classifier, self.segmenter = classifier, segmenter
+        self.models_loaded = True
+
+    def use_default_models(self) -> None:
+        """Forget bundles loaded by hand and load the default models."""
+        self.settings.classifier_path = self.settings.segmenter_path = None
+        self.settings.classifier_threshold = self.settings.mask_threshold = None
+        self.models_loaded = False
+        self.ensure_models()
+
+    def load_bundle_file(self, path: Path) -> bool:
+        """Use the bundle at ``path`` as the classifier or segmenter (by its card's kind).
+
+        Returns:
+            True when it loaded; otherwise the active models stay and a message says why.
+        """
+        from brainseg_core.bundle import load_bundle
+
+        self.ensure_models(quiet=True)
+        try:
+            bundle = load_bundle(path)
+        except BrainSegError as exc:
+            dialogs.notify(
+                self._dialog_parent,
+                "error",
+                "Model not loaded",
+                f"This model could not be loaded; the active models stay in use.\n\n{exc}",
+            )
+            return False
+        if bundle.card.kind == "classifier":
+            self.classifier = bundle
+            self.settings.classifier_path = str(bundle.path)
+        else:
+            self.segmenter = bundle
+            self.settings.segmenter_path = str(bundle.path)
+        self.settings.classifier_threshold = self.settings.mask_threshold = None
+        return True
+
+    def models_replaced(self) -> None:
+        """Drop the pipeline built for the previous models and emit :attr:`modelsChanged`."""
+        self.pipeline = None
+        self.modelsChanged.emit()
+
+    def device_changed(self) -> None:
+        """Move the models to the device setting for the next job (the running one keeps its own)."""
+        if self.runner.running:
+            self._pipeline_stale = True
+        else:
+            self.pipeline = None
+
+    def _use_models(self, classifier: object | None, segmenter: object, warning: str | None) -> None:
+        if warning:
+            self.settings.classifier_path = self.settings.segmenter_path = None
+            dialogs.notify(self._dialog_parent, "warning", "Model not loaded", warning)
+        self.classifier, self.segmenter = classifier, segmenter
+        self.models_replaced()
+
+    def _no_models(self, message: str, quiet: bool) -> None:
+        self.classifier = self.segmenter = None
+        if quiet:
+            self.message.emit("No segmentation model installed (Model > Load model bundle…)", 8000)
+        else:
+            dialogs.notify(
+                self._dialog_parent,
+                "error",
+                "No model",
+                f"BrainSeg has no segmentation model to run:\n\n{message}",
+            )
+
+    # ==========================================================================================
+    # The queue
+    # ==========================================================================================
+    def analyse_all(self) -> None:
+        """Queue every patient that has no complete analysis."""
+        records = self.session.records.values()
+        todo = [r for r in records if r.state not in (PatientState.DONE, PatientState.RUNNING)]
+        if not todo:
+            self.message.emit("Every patient is analysed", 3000)
+            return
+        self._batch = True
+        for rec in todo:
+            self.request_analysis(rec, front=False)
+
+    def request_analysis(self, rec: PatientRecord, *, front: bool, explicit: bool = False) -> None:
+        """Queue ``rec`` for analysis (first in line with ``front``) and start when possible.
+
+        Args:
+            rec: the patient.
+            front: put it before the patients already waiting.
+            explicit: the user asked for it (a missing model is then reported in a dialog).
+        """
+        if self.models_loaded and self.segmenter is None:
+            self._no_models("install or load a segmentation model bundle first", quiet=not explicit)
+            return
+        self.queue = [t for t in self.queue if t[1] != rec.path]
+        task = ("analyse", rec.path)
+        if front:
+            self.queue.insert(0, task)
+        else:
+            self.queue.append(task)
+        if rec.state is not PatientState.RUNNING:
+            rec.state = PatientState.QUEUED
+        self.recordChanged.emit(rec)
+        self._pump()
+
+    def prepare(self) -> None:
+        """Load the models and put them on the device in the background (called at start-up)."""
+        if not self.runner.running and self.pipeline is None:
+            self._start_prepare()
+
+    def schedule_missing_segmentations(self) -> None:
+        """Segment the displayed patient's slices that the current gate admits but were skipped."""
+        session = self.session
+        rec = session.current
+        if rec is None or session.volume is None or rec.state is not PatientState.DONE:
+            return
+        if not rec.missing(session.thresholds) or self.segmenter is None:
+            return
+        task = ("segment", rec.path)
+        if self.runner.running and self.runner.tag == ("segment", rec):
+            return  # re-checked when it finishes
+        if task not in self.queue:
+            self.queue.insert(0, task)
+        self._pump()
+
+    def patient_opened(self, rec: PatientRecord) -> None:
+        """The window now shows ``rec``: stop a single-patient run of another one (``rec`` comes first)."""
+        if not self._batch and self.runner.running and self.runner.tag[1] is not rec:  # type: ignore[index]
+            self.runner.cancel()
+
+    def cancel(self) -> None:
+        """Stop the running job and forget the queued ones."""
+        if not self.active:
+            return
+        self.export_after_batch = False
+        for _, path in self.queue:
+            rec = self.session.records.get(path)
+            if rec is not None and rec.state is PatientState.QUEUED:
+                rec.state = PatientState.NEW if rec.base is None else PatientState.CANCELLED
+                self.recordChanged.emit(rec)
+        self.queue.clear()
+        self._batch = False
+        self.runner.cancel()
+        self.message.emit("Cancelling …", 0)
+
+    def stop_all(self) -> None:
+        """Forget the queue and cancel the running job, quietly (other patients or models)."""
+        self.queue.clear()
+        self._batch = False
+        self.export_after_batch = False
+        if self.runner.running:
+            self.runner.cancel()
+
+    def _task_valid(self, task: tuple[str, Path]) -> bool:
+        kind, path = task
+        rec = self.session.records.get(path)
+        if rec is None:
+            return False
+        return kind != "segment" or (rec.base is not None and bool(rec.missing(self.session.thresholds)))
+
+    def _pump(self) -> None:
+        if self.runner.running:
+            return
+        while self.queue and not self._task_valid(self.queue[0]):
+            self.queue.pop(0)
+        if self.queue:
+            if self._pipeline_stale:
+                self.pipeline = None
+                self._pipeline_stale = False
+            if self.pipeline is None:
+                self._start_prepare()
+            else:
+                kind, path = self.queue.pop(0)
+                self._start_task(kind, self.session.records[path])
+            return
+        self._batch = False
+        self.idle.emit()
+        if self.export_after_batch:
+            self.export_after_batch = False
+            QTimer.singleShot(0, self.exportRequested.emit)
+
+    # ==========================================================================================
+    # Jobs
+    # ==========================================================================================
+    def _start_prepare(self) -> None:
+        """Load the models (first time) and build the pipeline on the chosen device, in the worker."""
+        need = not self.models_loaded
+        paths = (self.settings.classifier_path, self.settings.segmenter_path)
+        loaded = (self.classifier, self.segmenter)
+        device = self.settings.device
+
+        def job(report: JobReport) -> object:
+            warnings: list[tuple[str, str]] = []
+            if need:
+                cls, seg, warning = _resolve_models(*paths)
+                if warning:
+                    warnings.append(("Model not loaded", warning))
+            else:
+                cls, seg = loaded
+            if seg is None:
+                raise BundleError(paths[1] or "models", "no segmentation model is loaded")
+            pipeline, warning = _build_pipeline(cls, seg, device)
+            if warning:
+                warnings.append(("Device not available", warning))
+            return need, cls, seg, pipeline, warnings
+
+        self.runner.start(job, tag=("prepare", None))
+        self.jobStarted.emit("", bool(self.queue))
+        self.message.emit("Loading the models …" if need else f"Preparing the models on {device} …", 0)
+
+    def _on_prepared(self, result: object) -> None:
+        need, cls, seg, pipeline, warnings = result  # type: ignore[misc]
+        if need:
+            self.models_loaded = True
+            model_warning = next((text for title, text in warnings if title == "Model not loaded"), None)
+            self._use_models(cls, seg, model_warning)
+        self.pipeline = pipeline
+        for title, text in warnings:
+            if title == "Device not available":
+                self.settings.device = "auto"
+                self.deviceFellBack.emit("auto")
+                dialogs.notify(self._dialog_parent, "warning", title, text)
+        self.message.emit(f"Models ready on {pipeline.device}", 3000)  # type: ignore[attr-defined]
+
+    def _on_prepare_failed(self, message: str, details: str) -> None:
+        if not self.models_loaded:
+            self.models_loaded = True
+            self.settings.classifier_path = self.settings.segmenter_path = None
+            self.classifier = self.segmenter = None
+            self.models_replaced()
+        waiting = bool(self.queue)
+        for _, path in self.queue:
+            rec = self.session.records.get(path)
+            if rec is not None and rec.state is PatientState.QUEUED:
+                rec.state = PatientState.NEW
+                self.recordChanged.emit(rec)
+        self.queue.clear()
+        if self.segmenter is None:
+            self._no_models(message, quiet=not waiting)
+        elif waiting:
+            dialogs.notify(self._dialog_parent, "error", "Cannot run the models", message, details)
+
+    def _start_task(self, kind: str, rec: PatientRecord) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        session = self.session
+        volume = session.volume if rec is session.current else None
+        spacing = session.spacing_for(rec)
+        path = rec.path
+        if kind == "analyse":
+            t = session.thresholds
+            pipeline.classifier_threshold = t.gate  # type: ignore[attr-defined]
+            pipeline.mask_threshold = t.mask  # type: ignore[attr-defined]
+
+            def job(report: JobReport) -> object:
+                vol = volume if volume is not None else read_volume(path, spacing)
+                report.item(("start", rec, vol.n_slices))
+                for s in pipeline.run(vol, progress=report.progress, cancel=report.cancel):  # type: ignore[attr-defined]
+                    report.item(("slice", rec, s))
+                return None
+
+            rec.state = PatientState.RUNNING
+            verb = "Analysing"
+        else:
+            base = rec.base
+            indices = rec.missing(session.thresholds)
+
+            def job(report: JobReport) -> object:
+                vol = volume if volume is not None else read_volume(path, spacing)
+                return pipeline.segment_slices(  # type: ignore[attr-defined]
+                    vol, base, indices, progress=report.progress, cancel=report.cancel
+                )
+
+            verb = f"Segmenting {len(indices)} more slice(s) of"
+        self.runner.start(job, tag=(kind, rec))
+        self.recordChanged.emit(rec)
+        self.jobStarted.emit(f"{rec.patient_id}: %p%", True)
+        self.message.emit(f"{verb} {rec.patient_id} on {pipeline.device} …", 0)  # type: ignore[attr-defined]
+        self.stateChanged.emit()
+
+    # ==========================================================================================
+    # Results streamed back from the worker
+    # ==========================================================================================
+    def _on_item(self, obj: object) -> None:
+        kind, rec, payload = obj  # type: ignore[misc]
+        session = self.session
+        if kind == "start":
+            p = self.pipeline
+            rec.start(
+                int(payload),
+                models=_models_info(self.classifier, self.segmenter),
+                device=str(p.device) if p is not None else "cpu",  # type: ignore[attr-defined]
+                pipeline_thresholds=Thresholds(
+                    p.classifier_threshold,
+                    p.mask_threshold,
+                    p.min_area_px,  # type: ignore[attr-defined]
+                ),
+            )
+            self.recordChanged.emit(rec)
+            self.patientStarted.emit(rec)
+            return
+        shown = rec.add(payload, session.thresholds, session.spacing_for(rec))
+        self.recordChanged.emit(rec)
+        self.sliceAnalysed.emit(rec, shown.index)
+
+    def _on_finished(self, result: object) -> None:
+        kind, rec = self.runner.tag  # type: ignore[misc]
+        if kind == "prepare":
+            self._on_prepared(result)
+            return
+        if kind == "segment":
+            rec.base = result  # type: ignore[assignment]
+        rec.state = PatientState.DONE
+        rec.apply(self.session.thresholds, self.session.spacing_for(rec))
+        self.recordChanged.emit(rec)
+        self.patientFinished.emit(rec, kind)
+        self.stateChanged.emit()
+
+    def _on_failed(self, message: str, details: str) -> None:
+        kind, rec = self.runner.tag  # type: ignore[misc]
+        if kind == "prepare":
+            self._on_prepare_failed(message, details)
+            return
+        rec.state = PatientState.FAILED if kind == "analyse" else PatientState.DONE
+        rec.error = message
+        self.recordChanged.emit(rec)
+        if rec is self.session.current or not self._batch:
+            dialogs.notify(
+                self._dialog_parent,
+                "error",
+                "Analysis failed",
+                f"The analysis of {rec.patient_id} failed:\n\n{message}",
+                details,
+            )
+        else:
+            self.message.emit(f"{rec.patient_id}: analysis failed ({message})", 8000)
+
+    def _on_cancelled(self) -> None:
+        kind, rec = self.runner.tag  # type: ignore[misc]
+        if kind == "prepare":
+            return
+        rec.state = PatientState.CANCELLED if kind == "analyse" else PatientState.DONE
+        self.recordChanged.emit(rec)
+        self.patientCancelled.emit(rec)
+        self.message.emit(f"{rec.patient_id}: analysis cancelled", 5000)
