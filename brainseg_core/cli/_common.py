@@ -1,11 +1,23 @@
-"""Exit codes and one-line error reports shared by ``brainseg-train`` and ``brainseg-eval``."""
+"""Help formatting, exit codes and one-line error reports shared by the command-line tools."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
 from brainseg_core.errors import BrainSegError, Cancelled
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default in its help, unless it has none, is an on/off flag, or the help
+    already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or action.nargs == 0 or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def run_reporting_errors(prog: str, work: Callable[[], None], *, interrupted: str = "interrupted") -> int:

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from brainseg_core.cli._common import run_reporting_errors
+from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="brainseg-eval",
         description="Evaluate the BrainSeg pipeline (classification, segmentation, end to end) on labelled "
         "data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("data", help="dataset root, patient folder or stack, with ground-truth masks")
     p.add_argument("--classifier", help="classifier bundle (default: newest installed, else shipped)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from brainseg_core.cli._common import run_reporting_errors
+from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
 from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brainseg-train",
         description="Train a BrainSeg slice classifier or ResUNet segmenter and write a model bundle.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("kind", choices=("segmenter", "classifier"), help="which model to train")
     p.add_argument("data", help="dataset root in the LGG layout (patient folders with _mask.tif files)")
