@@ -26,6 +26,7 @@ differs from the other slices (the most common size wins), is left out and liste
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
@@ -273,6 +274,13 @@ def _read_patient_dir(folder: Path) -> Volume:
         if res.n_pages > 1:
             warnings.append(f"{s.path}: holds {res.n_pages} pages; only the first is read")
         kept.append((s, res, m, mres))
+    if kept and all(d.n_pages > 1 for _, d, _, _ in kept):
+        raise DataError(
+            folder,
+            f"holds multi-page TIFF stacks named like slices ({kept[0][0].path.name} has "
+            f"{kept[0][1].n_pages} pages): each file is one patient; open the files one by one, or "
+            "open this folder as a dataset root",
+        )
 
     size = _common_size([d.data.shape[:2] for _, d, _, _ in kept])
     in_size = []
@@ -564,7 +572,7 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
         if image_path is not None:
             raise DataError(root, f"is a ground-truth mask; open its image {image_path.name} instead")
         return [root]
-    if is_patient_dir(root):
+    if is_patient_dir(root) and not _holds_numbered_stacks(root, os.listdir(root)):
         return [root]
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=None):
@@ -573,14 +581,15 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
         if EXPORT_SIDECAR in filenames:  # BrainSeg's own export output, not a patient
             dirnames[:] = []
             continue
-        if here != root and _is_patient_listing(filenames):
+        stacks_here = _holds_numbered_stacks(here, filenames)
+        if here != root and _is_patient_listing(filenames) and not stacks_here:
             found.append(here)
             dirnames[:] = []
             continue
         for name in sorted(filenames):
             if name.startswith(".") or not is_tiff_name(name) or _MASK_SUFFIX.search(_stem(name)):
                 continue
-            if _parse(Path(name)) is None:
+            if _parse(Path(name)) is None or (stacks_here and _page_count(here / name) > 1):
                 found.append(here / name)
     if not found:
         raise DataError(
@@ -590,6 +599,24 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
             else "is an empty folder",
         )
     return sorted(_dedupe(root, found), key=lambda p: str(p))
+
+
+def _page_count(path: Path) -> int:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except Exception:  # unreadable files are reported when the patient is opened
+        return 1
+
+
+def _holds_numbered_stacks(folder: Path, filenames: list[str]) -> bool:
+    """True when the folder's first slice-named image is a multi-page stack (e.g. ``case1.tif``,
+    ``case2.tif``, one patient each): then its files are stacks, not the slices of one patient."""
+    for name in sorted(filenames):
+        s = _parse(Path(name)) if not name.startswith(".") and is_tiff_name(name) else None
+        if s is not None and not s.is_mask:
+            return _page_count(folder / name) > 1
+    return False
 
 
 def _is_patient_listing(filenames: list[str]) -> bool:
@@ -614,16 +641,36 @@ def _signature(path: Path) -> tuple[tuple[str, int], ...]:
         return ((str(path), -1),)  # unreadable: never considered a duplicate
 
 
+def _content_digest(path: Path) -> str:
+    """sha256 over a few files of a patient (first, middle, last), to tell real copies apart."""
+    h = hashlib.sha256()
+    try:
+        if path.is_file():
+            files = [path]
+        else:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it if e.is_file())
+            files = [path / names[i] for i in sorted({0, len(names) // 2, len(names) - 1})] if names else []
+        for f in files:
+            h.update(f.read_bytes())
+    except OSError:
+        return f"unreadable:{path}"  # never considered a duplicate
+    return h.hexdigest()
+
+
 def _dedupe(root: Path, found: list[Path]) -> list[Path]:
     def patient_id(p: Path) -> str:
         return _stem(p.name) if p.is_file() else p.name
 
     by_depth = sorted(found, key=lambda p: (len(p.relative_to(root).parts), str(p)))
     kept: list[Path] = []
-    seen: set[tuple[str, tuple[tuple[str, int], ...]]] = set()
+    first_of: dict[tuple[str, tuple[tuple[str, int], ...]], list[Path]] = {}
     for p in by_depth:
-        key = (patient_id(p), _signature(p))
-        if key not in seen:
-            seen.add(key)
-            kept.append(p)
+        copies = first_of.setdefault((patient_id(p), _signature(p)), [])
+        # Same id, file names and sizes (uncompressed TIFFs of one size always match): a copy
+        # only if the contents match too, so two different patients that share an id both stay.
+        if any(_content_digest(p) == _content_digest(q) for q in copies):
+            continue
+        copies.append(p)
+        kept.append(p)
     return kept

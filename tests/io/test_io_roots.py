@@ -43,6 +43,18 @@ def test_same_id_with_different_content_is_not_merged(
     assert find_patients(tmp_path) == [a, b]
 
 
+def test_same_id_same_file_sizes_but_other_pixels_is_not_merged(
+    tmp_path: Path, patient_factory: Callable[..., Path]
+) -> None:
+    # Uncompressed TIFFs of one size have equal byte sizes whatever they hold: sizes are no proof.
+    a = patient_factory(tmp_path / "site_a", patient_id="P1", n=3, seed=1)
+    b = patient_factory(tmp_path / "site_b", patient_id="P1", n=3, seed=2)
+    assert sorted(f.stat().st_size for f in a.iterdir()) == sorted(f.stat().st_size for f in b.iterdir())
+    assert find_patients(tmp_path) == [a, b]
+    shutil.copytree(a, tmp_path / "site_c" / "P1")  # a true copy is still found once
+    assert find_patients(tmp_path) == [a, b]
+
+
 def test_patients_at_mixed_depths_and_stacks(tmp_path: Path, patient_factory: Callable[..., Path]) -> None:
     p1 = patient_factory(tmp_path, patient_id="A_1", n=2)
     p2 = patient_factory(tmp_path / "deep" / "er", patient_id="B_2", n=2)
@@ -100,3 +112,22 @@ def test_export_output_inside_a_root_is_not_a_patient(
     assert find_patients(tmp_path / "root") == [patient, export / f"{patient.name}_mask_stack.tif"]
     (export / "brainseg_export.json").write_text("{}")
     assert find_patients(tmp_path / "root") == [patient]
+
+
+def test_numbered_multi_page_stacks_are_patients_not_slices(tmp_path: Path) -> None:
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("patient1", "patient2"):
+        tifffile.imwrite(
+            folder / f"{name}.tif", rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), photometric="rgb"
+        )
+        tifffile.imwrite(
+            folder / f"{name}_mask.tif", np.zeros((5, 16, 16), np.uint8), photometric="minisblack"
+        )
+    expected = [folder / "patient1.tif", folder / "patient2.tif"]
+    assert find_patients(folder) == expected
+    assert find_patients(tmp_path) == expected
+    assert open_volume(expected[0]).n_slices == 5
+    with pytest.raises(DataError, match="multi-page TIFF stacks named like slices"):
+        open_volume(folder)
