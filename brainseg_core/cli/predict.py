@@ -159,9 +159,25 @@ def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> No
     tqdm.write(f"{volume.patient_id}: {_describe(result)} -> {paths[-1].parent}")
 
 
+def _refuse_duplicate_ids(patients: list[Path]) -> None:
+    """Exports go to ``OUT/<patient_id>``: two different patients with one id would collide."""
+    by_id: dict[str, list[Path]] = {}
+    for p in patients:
+        by_id.setdefault(p.stem if p.is_file() else p.name, []).append(p)
+    clashes = {pid: paths for pid, paths in by_id.items() if len(paths) > 1}
+    if clashes:
+        pid, paths = next(iter(clashes.items()))
+        raise DataError(
+            paths[1],
+            f"is a different patient with the same id as {paths[0]} ({pid}); their exports would "
+            f"overwrite each other: run brainseg-predict on each with its own --out",
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         patients = find_patients(args.path)
+        _refuse_duplicate_ids(patients)
         if args.out.exists() and not args.out.is_dir():
             raise DataError(args.out, "exists and is not a folder; --out needs a folder")
         device = resolve_device(args.device)

@@ -78,6 +78,16 @@ def test_dataset_root_with_a_broken_patient(bundles, tmp_path: Path, capsys) -> 
     assert not (tmp_path / "out" / bad.name).exists()
 
 
+def test_two_patients_with_one_id_are_refused_before_any_export(bundles, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    make_patient(root / "site_a", patient_id="TCGA_AA_0001_20000101", n=3, seed=1)
+    make_patient(root / "site_b", patient_id="TCGA_AA_0001_20000101", n=3, seed=2)
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out), "--segmenter", str(bundles[1]), "--overwrite"]) == 2
+    assert "same id" in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 def test_bad_path_exits_2_with_one_line(bundles, tmp_path: Path, capsys) -> None:
     code = main([str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--segmenter", str(bundles[1])])
     assert code == 2
