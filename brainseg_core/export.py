@@ -27,7 +27,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -341,7 +340,8 @@ def export_results(
     total = len(jobs) + 1
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{volume.patient_id}.", suffix=".partial", dir=out_dir))
+        staging = out_dir / f".{volume.patient_id}.{uuid.uuid4().hex}.partial"
+        staging.mkdir(mode=0o777)  # the umask applies, unlike mkdtemp's owner-only 0o700
     except OSError as exc:
         raise ExportError(f"{out_dir}: cannot create the export folder ({exc.strerror or exc})") from None
     try:

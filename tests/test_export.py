@@ -215,3 +215,13 @@ def test_real_fixture_patient_numbers(fixture_patient: Path, tmp_path: Path) -> 
         source = fixture_patient / p.name
         np.testing.assert_array_equal(tifffile.imread(p), tifffile.imread(source))
         np.testing.assert_array_equal(tifffile.imread(p) > 0, m)
+
+
+def test_export_is_readable_like_any_file_the_user_writes(volume, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        paths = export_results(volume, _result(volume), tmp_path / "out", formats=("csv", "tif"))
+    finally:
+        os.umask(old)
+    assert paths[0].parent.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in paths} == {0o644}
