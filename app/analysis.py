@@ -439,7 +439,7 @@ class AnalysisController(QObject):
 
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                report.item(("start", rec, vol.n_slices))
+                report.item(("start", rec, (vol.n_slices, vol.shape)))
                 for s in pipeline.run(vol, progress=report.progress, cancel=report.cancel):  # type: ignore[attr-defined]
                     report.item(("slice", rec, s))
                 return None
@@ -471,14 +471,15 @@ class AnalysisController(QObject):
         session = self.session
         if kind == "start":
             p = self.pipeline
+            n_slices, shape = payload
             rec.start(
-                int(payload),
+                int(n_slices),
                 models=_models_info(self.classifier, self.segmenter),
                 device=str(p.device) if p is not None else "cpu",  # type: ignore[attr-defined]
                 pipeline_thresholds=Thresholds(
                     p.classifier_threshold,
                     p.mask_threshold,
-                    p.min_area_px,  # type: ignore[attr-defined]
+                    p.min_area_for(shape),  # type: ignore[attr-defined]
                 ),
             )
             self.recordChanged.emit(rec)

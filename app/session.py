@@ -36,14 +36,15 @@ class Thresholds:
     Attributes:
         gate: classifier gate on the slice tumour probability.
         mask: threshold on the pixel mask probability.
-        min_area_px: smallest connected component kept (from the segmenter's card).
+        min_area_px: smallest connected component kept, in source pixels; None = the value the
+            pipeline used for each patient (the card's, scaled to the patient's slice size).
         largest_component: show only the patient's largest 3-D region (applied once a patient's
             analysis is complete, since it needs the whole volume).
     """
 
     gate: float
     mask: float
-    min_area_px: int = 0
+    min_area_px: int | None = None
     largest_component: bool = False
 
     def __post_init__(self) -> None:
@@ -51,7 +52,7 @@ class Thresholds:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold {name} must be within [0, 1], got {value}")
-        if self.min_area_px < 0:
+        if self.min_area_px is not None and self.min_area_px < 0:
             raise ValueError(f"min_area_px must be >= 0, got {self.min_area_px}")
 
 
@@ -165,7 +166,7 @@ class PatientRecord:
             volume_ml=None,
             classifier_threshold=pipeline_thresholds.gate,
             mask_threshold=pipeline_thresholds.mask,
-            min_area_px=pipeline_thresholds.min_area_px,
+            min_area_px=pipeline_thresholds.min_area_px or 0,
             models=models,
             device=device,
         )
@@ -180,11 +181,12 @@ class PatientRecord:
         if self.base is None or self.shown is None:
             raise RuntimeError("call start() before add()")
         self.base.slices.append(s)
+        min_area = self._min_area(thresholds)
         shown = rethreshold(
             [s],
             classifier_threshold=thresholds.gate,
             mask_threshold=thresholds.mask,
-            min_area_px=thresholds.min_area_px,
+            min_area_px=min_area,
             pixel_spacing_mm=spacing.pixel_mm if spacing else None,
         )[0]
         self.shown.slices.append(shown)
@@ -193,11 +195,15 @@ class PatientRecord:
                 self.shown,
                 classifier_threshold=thresholds.gate,
                 mask_threshold=thresholds.mask,
-                min_area_px=thresholds.min_area_px,
+                min_area_px=min_area,
             ),
             spacing,
         )
         return shown
+
+    def _min_area(self, thresholds: Thresholds) -> int:
+        assert self.base is not None
+        return self.base.min_area_px if thresholds.min_area_px is None else thresholds.min_area_px
 
     def apply(self, thresholds: Thresholds, spacing: Spacing | None) -> None:
         """Recompute :attr:`shown` for new thresholds or spacing (no network runs)."""
@@ -208,7 +214,7 @@ class PatientRecord:
             self.base,
             classifier_threshold=thresholds.gate,
             mask_threshold=thresholds.mask,
-            min_area_px=thresholds.min_area_px,
+            min_area_px=self._min_area(thresholds),
             pixel_spacing_mm=spacing.pixel_mm if spacing is not None else None,
             largest_component=thresholds.largest_component and self.state is PatientState.DONE,
         )

@@ -582,13 +582,8 @@ class MainWindow(QMainWindow):
         if self.settings.classifier_threshold is None or self.settings.mask_threshold is None:
             self.thresholds = self._initial_thresholds()
         else:
-            self.thresholds = dataclasses.replace(self.thresholds, min_area_px=self._card_min_area())
+            self.thresholds = dataclasses.replace(self.thresholds, min_area_px=None)
         self._show_thresholds()
-
-    def _card_min_area(self) -> int:
-        if self.segmenter is None:
-            return 0
-        return int(self.segmenter.card.thresholds.get("min_area_px", 0))  # type: ignore[attr-defined]
 
     def _initial_thresholds(self) -> Thresholds:
         s = self.settings
@@ -607,7 +602,7 @@ class MainWindow(QMainWindow):
             largest = self.segmenter is not None and bool(
                 self.segmenter.card.thresholds.get("largest_component", False)  # type: ignore[attr-defined]
             )
-        return Thresholds(min(max(gate, 0.0), 1.0), min(max(mask, 0.0), 1.0), self._card_min_area(), largest)
+        return Thresholds(min(max(gate, 0.0), 1.0), min(max(mask, 0.0), 1.0), None, largest)
 
     def _show_thresholds(self) -> None:
         c = self.controls

@@ -213,6 +213,9 @@ class ModelCard:
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
                 if not ok:
                     raise ValueError(f"thresholds.min_area_px must be an integer >= 0, got {value!r}")
+            elif key == "largest_component":
+                if not isinstance(value, bool):
+                    raise ValueError(f"thresholds.largest_component must be true or false, got {value!r}")
             elif not (isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
                 raise ValueError(f"thresholds.{key} must be a probability in [0, 1], got {value!r}")
 

@@ -130,8 +130,9 @@ def evaluate(
         "batch_size": batch_size,
         "largest_component": largest_component,
     }
-    seg_all = Pipeline(None, segmenter, segment_all=True, **options)
-    gated = Pipeline(classifier, segmenter, **options) if classifier is not None else None
+    # One pipeline for both runs (segment_all switched per run): two pipelines would share the
+    # bundles' modules, and one falling back to the CPU on GPU out-of-memory would strand the other.
+    pipe = Pipeline(classifier, segmenter, **options)
     per_patient: list[dict[str, Any]] = []
     labels_all: list[np.ndarray] = []
     probs_all: list[np.ndarray] = []
@@ -147,7 +148,8 @@ def evaluate(
         gt = vol.masks
         labels = gt.reshape(len(gt), -1).any(axis=1)
         t0 = time.perf_counter()
-        res_seg = seg_all.analyse(vol, cancel=cancel)
+        pipe.segment_all = True
+        res_seg = pipe.analyse(vol, cancel=cancel)
         time_seg += time.perf_counter() - t0
         pred = np.stack([s.mask for s in res_seg.slices])
         slice_d = per_slice_dice(pred, gt)
@@ -168,9 +170,10 @@ def evaluate(
         }
         sd_seg.append(slice_d)
         tumour_all.append(labels)
-        if gated is not None:
+        if classifier is not None:
             t0 = time.perf_counter()
-            res = gated.analyse(vol, cancel=cancel)
+            pipe.segment_all = False
+            res = pipe.analyse(vol, cancel=cancel)
             time_e2e += time.perf_counter() - t0
             probs = np.array([s.tumour_probability for s in res.slices], dtype=np.float64)
             pred_e2e = np.stack([s.mask for s in res.slices])
@@ -203,13 +206,13 @@ def evaluate(
 
     out: dict[str, Any] = {
         "data": str(root),
-        "device": str(seg_all.device),
+        "device": str(pipe.device),
         "models": {"classifier": card_info(classifier), "segmenter": card_info(segmenter)},
         "thresholds": {
-            "tumour_probability": gated.classifier_threshold if gated is not None else None,
-            "mask_probability": seg_all.mask_threshold,
-            "min_area_px": seg_all.min_area_px,
-            "largest_component": seg_all.largest_component,
+            "tumour_probability": pipe.classifier_threshold if classifier is not None else None,
+            "mask_probability": pipe.mask_threshold,
+            "min_area_px": pipe.min_area_px,
+            "largest_component": pipe.largest_component,
         },
         "n_patients": len(per_patient),
         "n_slices": n_slices,
@@ -218,14 +221,14 @@ def evaluate(
         "pipeline": None,
         "throughput": {
             "segment_all_slices_per_s": n_slices / time_seg if time_seg > 0 else None,
-            "pipeline_slices_per_s": (n_slices / time_e2e if time_e2e > 0 else None) if gated else None,
+            "pipeline_slices_per_s": n_slices / time_e2e if classifier is not None and time_e2e > 0 else None,
         },
         "patients": per_patient,
     }
-    if gated is not None:
+    if classifier is not None:
         y = np.concatenate(labels_all)
         s = np.concatenate(probs_all)
-        out["classification"] = classification_metrics(y, s, threshold=gated.classifier_threshold)
+        out["classification"] = classification_metrics(y, s, threshold=pipe.classifier_threshold)
         pipe = _segmentation_summary(per_patient, "pipeline", sd_e2e, tumour_all)
         pipe["missed_tumour_slices"] = int(sum(p["pipeline"]["missed_tumour_slices"] for p in per_patient))
         pipe["segmented_slices"] = int(sum(p["pipeline"]["segmented_slices"] for p in per_patient))

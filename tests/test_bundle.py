@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,23 @@ def test_optional_keys_default_to_empty(tmp_path: Path) -> None:
 def test_resolve_card_path(tmp_path: Path) -> None:
     assert resolve_card_path(tmp_path / "a.safetensors") == tmp_path / "a.json"
     assert resolve_card_path(tmp_path / "a.json") == tmp_path / "a.json"
+
+
+def test_card_accepts_the_largest_component_switch_and_pipeline_reads_it(tmp_path: Path) -> None:
+    from brainseg_core.inference import Pipeline
+
+    card_path = _save_seg(tmp_path)
+    update_card(card_path, thresholds={"mask_probability": 0.5, "min_area_px": 0, "largest_component": True})
+    assert Pipeline(None, load_bundle(card_path), device="cpu").largest_component is True
+    with pytest.raises(ValueError, match=r"largest_component must be true or false"):
+        update_card(card_path, thresholds={"mask_probability": 0.5, "min_area_px": 0, "largest_component": 1})
+
+
+def test_bundle_files_are_readable_like_any_file_the_user_writes(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        card_path = _save_seg(tmp_path)
+    finally:
+        os.umask(old)
+    for p in (card_path, card_path.with_suffix(".safetensors")):
+        assert p.stat().st_mode & 0o777 == 0o644

@@ -186,6 +186,13 @@ class ExecutionPlan:
     precision: str = "auto"
     requested_batch_size: int = 0
 
+    def fall_back_to_cpu(self) -> None:
+        """Switch to the CPU: its forward batch size and the precision re-resolved for it."""
+        cpu = torch.device("cpu")
+        self.device = cpu
+        self.batch_size = forward_batch_size(cpu, self.requested_batch_size)
+        self.autocast_dtype = resolve_precision(self.precision, cpu)
+
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -244,12 +251,9 @@ def run_batched(
             logger.info("out of memory on %s at batch %d; retrying with %d", plan.device, n, plan.batch_size)
             continue
         old = plan.device
-        cpu = torch.device("cpu")
-        plan.device = cpu
-        plan.batch_size = forward_batch_size(cpu, plan.requested_batch_size)
-        plan.autocast_dtype = resolve_precision(plan.precision, cpu)
+        plan.fall_back_to_cpu()
         if on_fallback is not None:
-            on_fallback(cpu)
+            on_fallback(plan.device)
         msg = f"out of memory on {old} even for one slice; continuing on the CPU (slower)"
         logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)

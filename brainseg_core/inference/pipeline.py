@@ -434,7 +434,8 @@ class Pipeline:
         mask_threshold: threshold on the mask probability (default: the segmenter card's
             ``thresholds.mask_probability``, else 0.5).
         min_area_px: smallest connected component kept, in source pixels (default: the segmenter
-            card's ``thresholds.min_area_px``, else 0).
+            card's ``thresholds.min_area_px``, which is measured at the model's input size and is
+            scaled to each volume's slice size, see :meth:`min_area_for`; else 0).
         segment_all: segment every slice without running the classifier.
         largest_component: keep only the largest 3-D connected region of the patient's mask
             (default: the segmenter card's ``thresholds.largest_component``, else False). It
@@ -481,6 +482,7 @@ class Pipeline:
             )
         if mask_threshold is None:
             mask_threshold = _card_threshold(segmenter, "mask_probability", DEFAULT_MASK_THRESHOLD)
+        self._min_area_from_card = min_area_px is None
         if min_area_px is None:
             min_area_px = int(_card_threshold(segmenter, "min_area_px", 0))
         self.classifier_threshold = _check_probability("classifier_threshold", classifier_threshold)
@@ -601,6 +603,7 @@ class Pipeline:
         n, shape, spacing = volume.n_slices, volume.shape, volume.pixel_spacing_mm
         seg_size = int(self.segmenter.card.input_size)
         cls_size = int(self.classifier.card.input_size) if self.uses_classifier else seg_size
+        min_area = self.min_area_for(shape)
         if progress is not None:
             progress(0, n)
         stats = None
@@ -635,7 +638,7 @@ class Pipeline:
                     shape,
                     passes_gate=bool(gate[k]),
                     mask_threshold=self.mask_threshold,
-                    min_area_px=self.min_area_px,
+                    min_area_px=min_area,
                     spacing=spacing,
                 )
                 for k in range(stop - start)
@@ -643,6 +646,18 @@ class Pipeline:
             if progress is not None:
                 progress(stop, n)
             yield from batch
+
+    def min_area_for(self, shape: tuple[int, int]) -> int:
+        """The smallest component kept, in source pixels, for slices of ``shape``.
+
+        An explicit ``min_area_px`` is used as given. The card's value was chosen on masks at the
+        model's input size, so it is scaled by the ratio of pixel areas (exact for LGG's 256 x 256
+        slices and 256 x 256 models).
+        """
+        if not self._min_area_from_card:
+            return self.min_area_px
+        size = int(self.segmenter.card.input_size)
+        return round(self.min_area_px * shape[0] * shape[1] / (size * size))
 
     def analyse(
         self, volume: Volume, *, progress: ProgressFn | None = None, cancel: CancelArg = None
@@ -670,7 +685,7 @@ class Pipeline:
             slices,
             classifier_threshold=self.classifier_threshold,
             mask_threshold=self.mask_threshold,
-            min_area_px=self.min_area_px,
+            min_area_px=self.min_area_for(volume.shape),
             models=self._models_info(),
             device=str(self.device),
             spacing=volume.pixel_spacing_mm,

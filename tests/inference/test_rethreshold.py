@@ -136,3 +136,16 @@ def test_largest_component_default_comes_from_the_segmenter_card(volume, cls_bun
         )
     finally:
         del seg_bundle.card.thresholds["largest_component"]
+
+
+def test_card_min_area_is_scaled_from_model_input_to_source_pixels(cls_bundle, seg_bundle) -> None:
+    assert seg_bundle.card.input_size == 32
+    seg_bundle.card.thresholds["min_area_px"] = 10
+    try:
+        from_card = Pipeline(cls_bundle, seg_bundle, device="cpu")
+        explicit = Pipeline(cls_bundle, seg_bundle, device="cpu", min_area_px=10)
+        assert from_card.min_area_for((64, 64)) == 40 and from_card.min_area_for((32, 32)) == 10
+        assert explicit.min_area_for((64, 64)) == 10
+        assert from_card.analyse(make_volume(n=2, size=64)).min_area_px == 40
+    finally:
+        seg_bundle.card.thresholds["min_area_px"] = 0
