@@ -38,6 +38,9 @@ def _resolve_models(
 ) -> tuple[object | None, object, str | None]:
     """The models to use: the remembered bundles, else the defaults (with a warning saying why).
 
+    The defaults are the newest user bundles, else the shipped ones; when a user bundle does not
+    load, the shipped ones are used (with a warning naming the bad file).
+
     Raises:
         BrainSegError: when not even a default segmenter can be loaded.
     """
@@ -48,13 +51,42 @@ def _resolve_models(
         return cls, seg, None
     except BrainSegError as exc:
         if not (classifier or segmenter):
-            raise
-        cls, seg = resolve_models()
+            cls, seg = _shipped_models(exc)
+            return (
+                cls,
+                seg,
+                "A model in your models folder could not be loaded, so BrainSeg uses the models "
+                f"shipped with it.\n\n{exc}",
+            )
+        try:
+            cls, seg = resolve_models()
+        except BrainSegError as default_exc:  # a damaged user bundle too: use the shipped ones
+            cls, seg = _shipped_models(default_exc)
         return (
             cls,
             seg,
             f"The model you chose could not be loaded, so BrainSeg uses the default models.\n\n{exc}",
         )
+
+
+def _shipped_models(error: BrainSegError) -> tuple[object | None, object]:
+    """The newest shipped classifier and segmenter, used when a user bundle fails to load.
+
+    Raises:
+        BrainSegError: ``error`` when no segmenter is shipped; a shipped bundle's own error.
+    """
+    from brainseg_core.bundle import load_bundle
+    from brainseg_core.registry import list_bundles
+
+    shipped = [i for i in list_bundles() if i.source == "shipped"]
+
+    def newest(kind: str) -> object | None:
+        return next((load_bundle(i.path) for i in shipped if i.card.kind == kind), None)
+
+    seg = newest("segmenter")
+    if seg is None:
+        raise error
+    return newest("classifier"), seg
 
 
 def _build_pipeline(classifier: object | None, segmenter: object, device: str) -> tuple[object, str | None]:
@@ -258,7 +290,9 @@ class AnalysisController(QObject):
     def analyse_all(self) -> None:
         """Queue every patient that has no complete analysis."""
         records = self.session.records.values()
-        todo = [r for r in records if r.state not in (PatientState.DONE, PatientState.RUNNING)]
+        # A patient whose run is being cancelled is not running any more: queue it again.
+        busy = {PatientState.DONE} if self.runner.cancelling else {PatientState.DONE, PatientState.RUNNING}
+        todo = [r for r in records if r.state not in busy]
         if not todo:
             self.message.emit("Every patient is analysed", 3000)
             return
@@ -283,7 +317,7 @@ class AnalysisController(QObject):
             self.queue.insert(0, task)
         else:
             self.queue.append(task)
-        if rec.state is not PatientState.RUNNING:
+        if rec.state is not PatientState.RUNNING or self.runner.cancelling:
             rec.state = PatientState.QUEUED
         self.recordChanged.emit(rec)
         self._pump()
@@ -310,7 +344,8 @@ class AnalysisController(QObject):
 
     def patient_opened(self, rec: PatientRecord) -> None:
         """The window now shows ``rec``: stop a single-patient run of another one (``rec`` comes first)."""
-        if not self._batch and self.runner.running and self.runner.tag[1] is not rec:  # type: ignore[index]
+        tag = self.runner.tag
+        if not self._batch and self.runner.running and tag[0] != "prepare" and tag[1] is not rec:  # type: ignore[index]
             self.runner.cancel()
 
     def cancel(self) -> None:
@@ -525,7 +560,10 @@ class AnalysisController(QObject):
         kind, rec = self.runner.tag  # type: ignore[misc]
         if kind == "prepare":
             return
-        rec.state = PatientState.CANCELLED if kind == "analyse" else PatientState.DONE
+        if kind != "analyse":
+            rec.state = PatientState.DONE
+        elif ("analyse", rec.path) not in self.queue:  # else queued again while it was stopping
+            rec.state = PatientState.CANCELLED
         self.recordChanged.emit(rec)
         self.patientCancelled.emit(rec)
         self.message.emit(f"{rec.patient_id}: analysis cancelled", 5000)

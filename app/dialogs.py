@@ -424,6 +424,14 @@ class ExportDialog(QDialog):
         """
         if self.runner.running:
             return False
+        # Snapshot the results here, in the GUI thread: changing the models meanwhile resets them.
+        items = [(rec, rec.shown) for rec in self.records]
+        gone = [rec.patient_id for rec, shown in items if shown is None]
+        if gone:
+            self.status.setText(
+                f"{', '.join(gone)} has no results any more (the models changed); close and export again."
+            )
+            return False
         formats = self.formats()
         text = self.destination.text().strip()
         if not formats or not text:
@@ -451,14 +459,14 @@ class ExportDialog(QDialog):
                 self.status.setText("Export not started: nothing was replaced.")
                 return False
             overwrite = True
-        records, volume_for = list(self.records), self._volume_for
+        volume_for = self._volume_for
 
         def job(report: JobReport) -> list[Path]:
             from brainseg_core.export import export_results
 
             written: list[Path] = []
-            total = len(records)
-            for k, rec in enumerate(records):
+            total = len(items)
+            for k, (rec, shown) in enumerate(items):
                 if report.cancel.is_set():
                     break
                 volume = volume_for(rec)
@@ -468,7 +476,7 @@ class ExportDialog(QDialog):
 
                 written += export_results(
                     volume,
-                    rec.shown,
+                    shown,
                     dest,
                     formats=tuple(formats),
                     overwrite=overwrite,

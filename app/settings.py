@@ -8,6 +8,7 @@ typed property here, so a misspelt key is an attribute error, not a silently los
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -45,15 +46,16 @@ def _to_float(value: object, default: float | None) -> float | None:
     if value is None or value == "":
         return default
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return default
+    return number if math.isfinite(number) else default  # nan/inf in a hand-edited file: missing
 
 
 def _to_int(value: object, default: int) -> int:
     try:
         return int(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 

@@ -442,11 +442,16 @@ class MainWindow(QMainWindow):
             self.analyser.request_analysis(rec, front=True)
 
     def _on_volume_failed(self, message: str, details: str) -> None:
-        rec = self.current
-        if rec is not None and self.loader.tag == rec.path:
+        rec = self.records.get(self.loader.tag)  # type: ignore[call-overload]
+        if rec is not None:
             rec.error = message
             rec.state = PatientState.FAILED
             self.browser.update_record(rec)
+        if rec is None or rec is not self.current or self._pending_open is not None:
+            # The user moved on meanwhile: no dialog about a patient no longer shown.
+            name = rec.patient_id if rec is not None else Path(str(self.loader.tag)).name
+            self.statusBar().showMessage(f"Could not open {name}: {message}", 8000)
+            return
         self.statusBar().showMessage("Could not open the patient", 5000)
         dialogs.notify(
             self,
@@ -765,7 +770,7 @@ class MainWindow(QMainWindow):
         if rec is None or self.volume is None:
             self.statusBar().showMessage("Open a patient first", 3000)
             return
-        if self.analysis.running and self.analysis.tag == ("analyse", rec):
+        if self.analysis.running and self.analysis.tag == ("analyse", rec) and not self.analysis.cancelling:
             return
         self.analyser.request_analysis(rec, front=True, explicit=True)
 

@@ -111,6 +111,11 @@ class JobRunner(QObject):
         """True while a job's thread is alive."""
         return self._thread is not None
 
+    @property
+    def cancelling(self) -> bool:
+        """True from :meth:`cancel` until the cancelled job's thread ends."""
+        return self._report is not None and self._report.cancel.is_set()
+
     def start(self, job: Job, tag: object = None) -> None:
         """Start ``job`` in a new worker thread.
 

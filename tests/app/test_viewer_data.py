@@ -283,3 +283,112 @@ def test_dropping_a_folder_opens_it(make_window, fixture_patient) -> None:
     w.dropEvent(event)
     wait_until(lambda: w.volume is not None)
     assert w.current.path == fixture_patient
+
+
+def _ship_tiny_models_and_damage_a_user_bundle(tiny_bundle_dir: Path) -> tuple[Path, Path]:
+    """Tiny bundles as the shipped ones, plus a truncated newer segmenter in the user folder."""
+    import os
+
+    shipped = Path(os.environ["BRAINSEG_RESOURCES"]) / "models"
+    for f in tiny_bundle_dir.iterdir():
+        shutil.copy(f, shipped / f.name)
+    user = Path(os.environ["BRAINSEG_USER_DATA"]) / "models"
+    user.mkdir(parents=True, exist_ok=True)
+    card = json.loads((shipped / "tiny-seg.json").read_text())
+    card.update(name="my-seg", weights_file="my-seg.safetensors")
+    (user / "my-seg.json").write_text(json.dumps(card))
+    (user / "my-seg.safetensors").write_bytes((shipped / "tiny-seg.safetensors").read_bytes()[:1000])
+    return shipped, user
+
+
+def test_a_broken_chosen_bundle_falls_back_past_a_damaged_user_bundle(_tiny_bundle_dir, tmp_path) -> None:
+    from brainseg_app.analysis import _resolve_models
+
+    shipped, _ = _ship_tiny_models_and_damage_a_user_bundle(_tiny_bundle_dir)
+    missing = tmp_path / "gone.json"
+    cls, seg, warning = _resolve_models(None, str(missing))
+    assert seg.path == shipped / "tiny-seg.json" and cls.path == shipped / "tiny-cls.json"
+    assert "could not be loaded" in warning and "gone.json" in warning
+
+
+def test_a_damaged_user_bundle_falls_back_to_the_shipped_models(
+    make_window, fixture_patient, _tiny_bundle_dir, messages
+) -> None:
+    shipped, _ = _ship_tiny_models_and_damage_a_user_bundle(_tiny_bundle_dir)
+
+    w = make_window()  # no models given: resolved like an install, the user's bundle first
+    w.open_path(fixture_patient)
+    wait_until(lambda: w.volume is not None and w._models_loaded and not w.is_busy())
+    assert w.segmenter is not None and w.segmenter.path == shipped / "tiny-seg.json"
+    assert w.classifier is not None and w.classifier.path == shipped / "tiny-cls.json"
+    assert w.current.state is PatientState.DONE
+    assert [t for t, _, _ in messages.shown] == ["Model not loaded"]
+    assert "my-seg.safetensors" in messages.shown[0][1]
+
+
+def test_export_writes_the_results_it_started_with_when_the_models_change(
+    make_window, lgg_fixture_root, scripted_models, qtbot, messages, tmp_path, monkeypatch
+) -> None:
+    import threading
+
+    import brainseg_core.export as export_module
+
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(lgg_fixture_root)
+    wait_until(lambda: w.volume is not None)
+    w.analyse_all()
+    wait_until(lambda: all(r.state is PatientState.DONE for r in w.records.values()) and not w.is_busy())
+    expected = {r.patient_id: r.n_slices for r in w.records.values()}
+
+    started, go = threading.Event(), threading.Event()
+    export_results = export_module.export_results
+
+    def gated(*args, **kwargs):
+        started.set()
+        assert go.wait(10)
+        return export_results(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "export_results", gated)
+    dlg = w.export_all_dialog()
+    assert dlg is not None and len(dlg.records) == 2
+    dlg.destination.setText(str(tmp_path / "out"))
+    for key, box in dlg.format_boxes.items():
+        box.setChecked(key == "csv")
+    with qtbot.waitSignal(dlg.runner.stopped, timeout=20_000):
+        assert dlg.start_export()
+        wait_until(started.is_set)
+        w.set_models(*scripted_models)  # like "Use default models": every result is reset
+        assert all(r.shown is None for r in w.records.values())
+        go.set()
+    assert messages.shown == [] and "Wrote" in dlg.status.text()
+    assert {p.parent.name for p in dlg.written} == set(expected)
+    for pid, n_slices in expected.items():
+        rows = (tmp_path / "out" / pid / f"{pid}_report.csv").read_text().splitlines()
+        assert len(rows) == 1 + n_slices
+    assert not dlg.start_export() and "no results any more" in dlg.status.text()
+    dlg.close()
+
+
+def test_a_failed_load_of_a_patient_already_left_marks_it_without_a_dialog(
+    make_window, fixture_patient, messages, tmp_path
+) -> None:
+    good = tmp_path / fixture_patient.name
+    shutil.copytree(fixture_patient, good)
+    broken = tmp_path / "TCGA_ZZ_0000_20000101"
+    broken.mkdir()
+    for k in (1, 2):
+        (broken / f"{broken.name}_{k}.tif").write_bytes(b"junk")
+    w = make_window(auto_run=False)
+    assert w.open_path(tmp_path)
+    wait_until(lambda: w.volume is not None and not w.is_busy())
+    assert w.current.path == good
+    w.open_patient(broken)
+    w.open_patient(good)  # before the broken one's read has failed
+    wait_until(lambda: w.volume is not None and w.current.path == good and not w.loader.running)
+    assert messages.shown == []
+    assert w.records[broken].state is PatientState.FAILED and "not a readable TIFF" in w.records[broken].error
+    assert dict((r[0], r[1]) for r in w.browser.row_texts())[broken.name] == "Failed"
+
+    w.open_patient(broken)  # still shown: the dialog explains it
+    wait_until(lambda: bool(messages.shown))
+    assert messages.shown[-1][0] == "Cannot open patient"

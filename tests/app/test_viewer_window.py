@@ -349,3 +349,73 @@ def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
     assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] == 1
     w.controls.largest_component.setChecked(False)
     assert rec.shown.volume_voxels == int(masks.sum())
+
+
+def test_non_finite_or_huge_numbers_in_the_settings_file_fall_back_to_defaults(make_window) -> None:
+    from brainseg_app.settings import config_dir
+
+    (config_dir() / "brainseg.ini").write_text(
+        "[thresholds]\nclassifier=nan\nmask=inf\n[overlay]\ncontour_width=1e400\nopacity=-1e400\n"
+    )
+    w = make_window(auto_run=False)  # used to raise inside MainWindow.__init__
+    s = w.settings
+    assert s.classifier_threshold is None and s.mask_threshold is None
+    assert (s.contour_width, s.opacity) == (2, 40)
+    assert (w.thresholds.gate, w.thresholds.mask) == (0.5, 0.5)
+    assert (w.controls.contour_width.value(), w.controls.opacity.value()) == (2, 40)
+
+
+def test_run_or_analyse_all_right_after_cancel_runs_the_patient_again(
+    make_window, lgg_fixture_root, scripted_models, monkeypatch
+) -> None:
+    _slow(monkeypatch, 0.3)
+    w = make_window(scripted_models, auto_run=False)
+    w.controls.gate.setValue(0)  # segment every slice: two batches of 16 + 4
+    assert w.open_path(lgg_fixture_root)
+    wait_until(lambda: w.volume is not None)
+    rec = w.current
+    other = next(r for r in w.records.values() if r is not rec)
+
+    def cancel_mid_run() -> None:
+        wait_until(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0)
+        w.cancel_analysis()
+        assert w.analysis.running and w.analysis.cancelling
+
+    w.run_current()
+    cancel_mid_run()
+    w.run_current()  # queued until the cancelled job's worker stops
+    wait_until(lambda: not w.is_busy(), 30)
+    assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
+    assert not w.analysis.cancelling
+
+    w.run_current()
+    cancel_mid_run()
+    w.analyse_all()
+    assert rec.state is PatientState.QUEUED
+    wait_until(lambda: not w.is_busy(), 30)
+    assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
+    assert other.state is PatientState.DONE and len(other.raw) == N_FIXTURE
+
+
+def test_opening_another_patient_while_the_models_load_keeps_them(
+    make_window, lgg_fixture_root, scripted_models, monkeypatch
+) -> None:
+    from brainseg_app import analysis
+
+    builds = []
+    build = analysis._build_pipeline
+
+    def slow_build(*args):
+        builds.append(args)
+        time.sleep(0.5)
+        return build(*args)
+
+    monkeypatch.setattr(analysis, "_build_pipeline", slow_build)
+    w = make_window(scripted_models)
+    assert w.open_path(lgg_fixture_root)
+    wait_until(lambda: w.analysis.running and w.analysis.tag == ("prepare", None))
+    second = sorted(w.records)[1]
+    w.open_patient(second)
+    assert not w.analysis.cancelling
+    wait_until(lambda: w.current.path == second and _analysed(w), 30)
+    assert len(builds) == 1 and w.analyser.pipeline is not None
