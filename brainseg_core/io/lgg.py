@@ -8,7 +8,8 @@ Layouts:
   ``<prefix><n>_mask.tif`` per slice. A file name ending in a number makes a TIFF a slice.
 - **Dataset root**: any folder holding patient folders and/or stacks at any depth, e.g. the
   published Kaggle archive, whose ``kaggle_3m/`` is repeated as ``lgg-mri-segmentation/kaggle_3m/``:
-  identical copies (same id, same file names and sizes) are listed once, the shallowest kept.
+  identical copies (same id, file names, sizes and sampled pixels) are listed once, the
+  shallowest kept.
 - **Stack**: one multi-page TIFF, one page per slice (an ImageJ hyperstack with 3 channels per
   slice works too), with an optional multi-page mask ``<name>_mask.tif`` beside ``<name>.tif``.
 
@@ -547,10 +548,11 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
 
     A patient folder or a stack file gives ``[path]``. Any other folder is searched at every
     depth (hidden folders and files skipped, patient folders not entered): each patient folder
-    and each TIFF stack (a TIFF whose name has no slice number and is not a ``*_mask.tif``) is a
-    patient. Folders written by BrainSeg's exporter (holding ``brainseg_export.json``) are skipped.
-    Identical copies of a patient (same id, same file names and sizes), such as the
-    Kaggle archive's repeated ``lgg-mri-segmentation/kaggle_3m``, are listed once: the copy
+    and each TIFF stack (a TIFF that is not a ``*_mask.tif`` and whose name has no slice number,
+    or a multi-page one in a folder of such numbered stacks) is a patient. Folders written by
+    BrainSeg's exporter (holding ``brainseg_export.json``) are skipped. Identical copies of a
+    patient (same id, file names, sizes and sampled file contents), such as the Kaggle archive's
+    repeated ``lgg-mri-segmentation/kaggle_3m``, are listed once: the copy
     nearest to ``path``.
 
     Args:
@@ -665,11 +667,18 @@ def _dedupe(root: Path, found: list[Path]) -> list[Path]:
     by_depth = sorted(found, key=lambda p: (len(p.relative_to(root).parts), str(p)))
     kept: list[Path] = []
     first_of: dict[tuple[str, tuple[tuple[str, int], ...]], list[Path]] = {}
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:  # each patient's files are read at most once
+        if path not in digests:
+            digests[path] = _content_digest(path)
+        return digests[path]
+
     for p in by_depth:
         copies = first_of.setdefault((patient_id(p), _signature(p)), [])
         # Same id, file names and sizes (uncompressed TIFFs of one size always match): a copy
         # only if the contents match too, so two different patients that share an id both stay.
-        if any(_content_digest(p) == _content_digest(q) for q in copies):
+        if copies and digest(p) in {digest(q) for q in copies}:
             continue
         copies.append(p)
         kept.append(p)
