@@ -92,6 +92,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     largest_component: bool | None = None,
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a classifier + segmenter pair on every labelled patient under ``data``.
 
@@ -108,6 +109,7 @@ def evaluate(
         cancel: a ``threading.Event`` or zero-argument callable; stops between batches.
         largest_component: keep only each patient's largest 3-D connected region (default: the
             segmenter card's setting; see :func:`brainseg_core.inference.keep_largest_component`).
+        flip_tta: flip test-time augmentation in the segmenter (``Pipeline(flip_tta=...)``).
 
     Returns:
         A JSON-ready dict: ``data``, ``device``, ``models``, ``thresholds``, ``classification``
@@ -129,6 +131,7 @@ def evaluate(
         "device": device,
         "batch_size": batch_size,
         "largest_component": largest_component,
+        "flip_tta": flip_tta,
     }
     # One pipeline for both runs (segment_all switched per run): two pipelines would share the
     # bundles' modules, and one falling back to the CPU on GPU out-of-memory would strand the other.

@@ -4,6 +4,12 @@ Examples::
 
     brainseg-eval /data/kaggle_3m --patients runs/seg/val_patients.txt --json eval.json
     brainseg-eval /data/kaggle_3m --classifier runs/cls --segmenter runs/seg --device cuda
+    brainseg-eval --cv runs/cv --json cv.json        # K-fold runs: nested cross-validated table
+
+``--cv`` reads the out-of-fold predictions of a K-fold run (one sub-folder per fold, each trained
+with ``brainseg-train segmenter DATA --folds K --fold I --keep last``) and prints per fold and
+pooled metrics with each fold's post-processing chosen on the other folds
+(:mod:`brainseg_core.crossval`), plus the post-processing chosen on all folds for a model card.
 
 Models: ``--classifier`` / ``--segmenter`` name bundles (``.json``, ``.safetensors`` or a folder);
 without them the newest user-installed bundle of each kind is used, else the shipped one. The
@@ -28,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         "data.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("data", help="dataset root, patient folder or stack, with ground-truth masks")
+    p.add_argument("data", nargs="?", help="dataset root, patient folder or stack, with ground-truth masks")
+    p.add_argument(
+        "--cv",
+        metavar="DIR",
+        help="instead of running models: the cross-validated report of a K-fold training folder",
+    )
     p.add_argument("--classifier", help="classifier bundle (default: newest installed, else shipped)")
     p.add_argument("--segmenter", help="segmenter bundle (default: newest installed, else shipped)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -41,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only each patient's largest 3-D tumour region (Buda et al.'s post-processing; "
         "default: the segmenter card's setting)",
     )
+    p.add_argument(
+        "--write-card",
+        metavar="BUNDLE",
+        help="with --cv: write the chosen post-processing and the cross-validated metrics into this "
+        "segmenter bundle's card (the weights are not touched)",
+    )
+    p.add_argument(
+        "--thorough",
+        action="store_true",
+        help="flip test-time augmentation in the segmenter (twice its cost)",
+    )
     p.add_argument("--json", dest="json_out", help="also write every number (per patient too) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -52,14 +74,58 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0 on success, 1 on a data/model error, 130 when interrupted.
     """
-    args = build_parser().parse_args(argv)
-    return run_reporting_errors("brainseg-eval", lambda: _evaluate(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cv is None and args.data is None:
+        parser.error("give a DATA folder to evaluate, or --cv DIR for a cross-validation report")
+    if args.cv is not None and args.data is not None:
+        parser.error("--cv reads stored predictions; it takes no DATA folder")
+    if args.write_card is not None and args.cv is None:
+        parser.error("--write-card needs --cv DIR")
+    return run_reporting_errors(
+        "brainseg-eval", lambda: _cross_validate(args) if args.cv else _evaluate(args)
+    )
+
+
+def _write_json(path: str, result: dict) -> None:
+    from brainseg_core.atomic import atomic_write
+
+    with atomic_write(Path(path)) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+def _cross_validate(args: argparse.Namespace) -> None:
+    from brainseg_core.crossval import (
+        PostProcessing,
+        cross_validate,
+        find_fold_files,
+        format_cv_report,
+        load_fold,
+    )
+
+    folds = [load_fold(f) for f in find_fold_files(args.cv)]
+    fixed = [
+        PostProcessing(),
+        PostProcessing(flip_tta=True),
+        PostProcessing(largest_component=True),
+        PostProcessing(flip_tta=True, largest_component=True),
+    ]
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = cross_validate(folds, fixed=fixed, progress=say)
+    print(format_cv_report(result))
+    if args.json_out:
+        _write_json(args.json_out, result)
+    if args.write_card:
+        from brainseg_core.crossval import apply_to_card
+
+        path = apply_to_card(result, args.write_card, source=str(Path(args.cv).resolve()))
+        print(f"\nwrote the chosen post-processing and cross-validated metrics into {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from brainseg_core.atomic import atomic_write
     from brainseg_core.evaluation import evaluate, format_report
     from brainseg_core.registry import resolve_models
     from brainseg_core.training.data import read_patient_list
@@ -81,13 +147,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         patients=ids,
         progress=progress,
         largest_component=args.largest_component,
+        flip_tta=args.thorough,
     )
     bar.close()
     print(format_report(result))
     if args.json_out:
-        with atomic_write(Path(args.json_out)) as tmp:
-            tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json_out}")
+        _write_json(args.json_out, result)
 
 
 if __name__ == "__main__":

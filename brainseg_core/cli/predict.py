@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--segment-all", action="store_true", help="segment every slice, skipping the classifier")
     p.add_argument(
+        "--thorough",
+        action="store_true",
+        help="flip test-time augmentation: the segmenter also reads each slice mirrored (twice its cost)",
+    )
+    p.add_argument(
         "--largest-component",
         action="store_true",
         default=None,
@@ -197,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
             segment_all=args.segment_all,
             largest_component=args.largest_component,
             precision=args.precision,
+            flip_tta=args.thorough,
         )
     except BundleError as exc:
         _error(str(exc))

@@ -19,6 +19,12 @@ Augmentation (:func:`augment`), drawn independently per slice from a seeded gene
   LGG slice are background), nearest neighbour for the masks with zero padding;
 - intensity: per slice and channel a gain uniform in [0.9, 1.1] and an offset uniform in
   [-0.1, 0.1] (in z-score units of the normalised image).
+
+Patch training (:func:`crop_batch`): after augmentation, each slice of a batch may be cut to a random
+``crop`` x ``crop`` patch. In a slice that holds tumour the patch always contains a tumour pixel
+drawn uniformly from the slice's tumour pixels, at a uniformly random place inside the patch
+(tumour-centred oversampling, as nnU-Net samples foreground); elsewhere the patch is placed
+uniformly. The fully convolutional segmenter is then applied to whole slices at inference.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ AUGMENTATION: dict[str, object] = {
     "intensity_gain": [0.9, 1.1],
     "intensity_offset": [-0.1, 0.1],
     "where": "on the training device, batched",
+    "crop": "optional random patches after the warp, tumour-centred in tumour slices (crop_batch)",
 }
 
 
@@ -146,6 +153,36 @@ def read_patient_list(path: Path) -> list[str]:
     if not ids:
         raise DataError(path, "the patient list is empty (write one patient id per line)")
     return ids
+
+
+def fold_patients(patient_ids: Sequence[str], *, folds: int, fold: int, seed: int = 0) -> list[str]:
+    """The validation patients of one fold of a K-fold cross-validation by patient.
+
+    The sorted ids are shuffled with ``numpy.random.default_rng(seed)`` and dealt round-robin into
+    ``folds`` groups, so the folds are disjoint, cover every patient once and differ in size by at
+    most one; the same ids and seed give the same folds on any machine.
+
+    Args:
+        patient_ids: every patient id (unique).
+        folds: number of folds K (2 <= K <= number of patients).
+        fold: which fold to hold out, 0 <= fold < K.
+        seed: shuffling seed.
+
+    Returns:
+        The held-out ids of ``fold``, sorted.
+
+    Raises:
+        ValueError: for K or fold out of range, or duplicate ids.
+    """
+    ids = sorted(patient_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate patient ids (rename one of the folders)")
+    if not 2 <= folds <= len(ids):
+        raise ValueError(f"--folds must be between 2 and the number of patients ({len(ids)}), got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"--fold must be between 0 and {folds - 1}, got {fold}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return sorted(ids[i] for i in order[fold::folds])
 
 
 def split_patients(
@@ -293,6 +330,50 @@ def _tiled_perm(pool: torch.Tensor, length: int, generator: torch.Generator) -> 
         return pool[:0]
     reps = math.ceil(length / pool.numel())
     return torch.cat([pool[torch.randperm(pool.numel(), generator=generator)] for _ in range(reps)])[:length]
+
+
+def crop_batch(
+    images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each slice of a batch to a random ``size`` x ``size`` patch (see the module docstring).
+
+    Args:
+        images: ``(B, C, H, W)`` images.
+        masks: ``(B, 1, H, W)`` 0/1 masks (float or integer).
+        size: patch side in pixels; slices no larger than ``size`` are returned unchanged.
+        generator: a generator on the images' device.
+
+    Returns:
+        ``(images, masks)`` patches, ``(B, C, size, size)`` and ``(B, 1, size, size)``.
+
+    Raises:
+        ValueError: if ``size`` is not positive or the batch is not square-or-larger than ``size``
+            in only one dimension.
+    """
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    b, _, h, w = images.shape
+    if size >= h and size >= w:
+        return images, masks
+    if size > h or size > w:
+        raise ValueError(f"crop size {size} does not fit slices of {h}x{w}")
+    dev = images.device
+
+    def draw(high: int) -> int:
+        return int(torch.randint(0, high, (1,), device=dev, generator=generator).item())
+
+    out_x, out_m = [], []
+    for i in range(b):
+        fg = torch.nonzero(masks[i, 0] > 0)
+        if fg.shape[0]:
+            cy, cx = (int(v) for v in fg[draw(fg.shape[0])])
+            oy = min(max(cy - draw(size), 0), h - size)
+            ox = min(max(cx - draw(size), 0), w - size)
+        else:
+            oy, ox = draw(h - size + 1), draw(w - size + 1)
+        out_x.append(images[i, :, oy : oy + size, ox : ox + size])
+        out_m.append(masks[i, :, oy : oy + size, ox : ox + size])
+    return torch.stack(out_x), torch.stack(out_m)
 
 
 def augment(

@@ -58,14 +58,17 @@ import torch
 from torch import nn
 
 from brainseg_core.atomic import atomic_write
+from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.errors import Cancelled
 from brainseg_core.metrics import classification_metrics, summarize
 from brainseg_core.training.data import (
     AUGMENTATION,
     SliceSet,
     augment,
+    crop_batch,
     epoch_indices,
     find_labelled_patients,
+    fold_patients,
     load_slices,
     read_patient_list,
     split_patients,
@@ -99,7 +102,14 @@ _FROZEN_ON_RESUME = (
     "tumour_fraction",
     "pretrained",
     "name",
+    "crop",
+    "folds",
+    "fold",
+    "init_from",
+    "keep",
+    "val_every",
 )
+KEEP_CHOICES = ("best", "last")
 
 
 @dataclass
@@ -131,6 +141,18 @@ class TrainConfig:
         name: bundle name (default ``brainseg-<kind>-<arch>-<date>``).
         install: copy the finished bundle into the user's model folder.
         min_area_candidates: ``min_area_px`` values tried for a segmenter.
+        crop: train a segmenter on random ``crop`` x ``crop`` patches of the slices
+            (tumour-centred in tumour slices, :func:`~brainseg_core.training.data.crop_batch`);
+            None trains on whole slices. Validation and inference always use whole slices.
+        folds: K of a K-fold cross-validation by patient; with ``fold`` it replaces
+            ``val_patients`` (:func:`~brainseg_core.training.data.fold_patients`).
+        fold: the held-out fold, 0 <= fold < folds.
+        init_from: a model bundle (card or folder) whose weights start this run; the schedule,
+            optimiser and epoch count start fresh (unlike ``resume``).
+        keep: ``"best"`` keeps the weights of the validation epoch with the best selection metric;
+            ``"last"`` keeps the final weights, so the validation patients never select anything
+            and their scores are honest held-out estimates (use it for cross-validation).
+        val_every: validate every this many epochs (and always after the last one).
     """
 
     kind: str
@@ -156,6 +178,12 @@ class TrainConfig:
     name: str | None = None
     install: bool = False
     min_area_candidates: tuple[int, ...] = MIN_AREA_CANDIDATES
+    crop: int | None = None
+    folds: int | None = None
+    fold: int | None = None
+    init_from: str | None = None
+    keep: str = "best"
+    val_every: int = 1
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every value checked.
@@ -204,6 +232,27 @@ class TrainConfig:
                 c.val_patients = float(c.val_patients)
             except ValueError:
                 c.val_patients = str(Path(c.val_patients).resolve())
+        if c.val_patients == 0.0 and c.folds is None:
+            # no validation: train on every patient and keep the last weights (the recipe's
+            # honest estimate then comes from a cross-validation with the same settings)
+            c.keep = "last"
+        if c.crop is not None:
+            if not seg:
+                raise ValueError("--crop applies to a segmenter only (a classifier sees whole slices)")
+            if c.crop % 2**4 or not 16 <= c.crop <= c.image_size:
+                raise ValueError(
+                    f"--crop must be a multiple of 16 from 16 to --image-size ({c.image_size}), got {c.crop}"
+                )
+        if (c.folds is None) != (c.fold is None):
+            raise ValueError("--folds and --fold go together (e.g. --folds 5 --fold 0)")
+        if c.folds is not None and c.fold is not None and not 0 <= c.fold < c.folds:
+            raise ValueError(f"--fold must be between 0 and {c.folds - 1}, got {c.fold}")
+        if c.keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {c.keep!r}")
+        if c.val_every < 1:
+            raise ValueError(f"--val-every must be >= 1, got {c.val_every}")
+        if c.init_from is not None:
+            c.init_from = str(Path(c.init_from).resolve())
         if c.name is None:
             c.name = f"brainseg-{c.kind}-{c.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
         c.min_area_candidates = tuple(sorted({int(a) for a in c.min_area_candidates}))
@@ -410,9 +459,11 @@ def _validate(
     amp: torch.dtype | None,
     *,
     min_area_px: int = 0,
+    logits: torch.Tensor | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validation metrics of ``model`` and the thresholds they were measured at."""
-    logits = _predict(model, val.images, batch_size=max(1, 2 * cfg.batch_size), amp=amp)
+    """Validation metrics of ``model`` (or of precomputed ``logits``) and their thresholds."""
+    if logits is None:
+        logits = _predict(model, val.images, batch_size=max(1, 2 * cfg.batch_size), amp=amp)
     if cfg.kind == "segmenter":
         target = val.masks.float()
         loss = float(
@@ -487,13 +538,79 @@ def _choose_min_area(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[int, float]]:
     best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
     tried: dict[int, float] = {}
+    logits = _predict(model, val.images, batch_size=max(1, 2 * cfg.batch_size), amp=amp)
     for area in cfg.min_area_candidates:
-        metrics, thr = _validate(model, val, loss_fn, cfg, amp, min_area_px=area)
+        metrics, thr = _validate(model, val, loss_fn, cfg, amp, min_area_px=area, logits=logits)
         tried[area] = metrics["dice_patient_mean"]
         if best is None or metrics["dice_patient_mean"] > best[0] + 1e-9:
             best = (metrics["dice_patient_mean"], metrics, thr)
     assert best is not None
     return best[1], best[2], tried
+
+
+def save_out_of_fold(
+    model: nn.Module, val: SliceSet, path: Path, *, batch_size: int, amp: torch.dtype | None
+) -> Path:
+    """Write the segmenter's probabilities on the held-out patients (for threshold selection).
+
+    The file is a compressed ``.npz`` of plain arrays (read it with ``allow_pickle=False``):
+    ``prob`` and ``prob_flip`` (``(N, H, W)`` uint8, probability x 255, without and with
+    left-right flip test-time augmentation, the mean of the slice and its mirror), ``mask``
+    (``(N, H, W)`` bool ground truth), ``patient`` (``(N,)`` index into ``patient_ids``) and
+    ``patient_ids``.
+
+    Args:
+        model: the trained segmenter.
+        val: the held-out slices.
+        path: the ``.npz`` to write (atomically).
+        batch_size: inference batch size.
+        amp: autocast dtype or None.
+
+    Returns:
+        ``path``.
+    """
+    plain = torch.sigmoid(_predict(model, val.images, batch_size=batch_size, amp=amp))
+    mirrored = torch.sigmoid(_predict(model, val.images.flip(-1), batch_size=batch_size, amp=amp)).flip(-1)
+
+    def q(prob: torch.Tensor) -> np.ndarray:
+        return (prob[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
+
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            prob=q(plain),
+            prob_flip=q((plain + mirrored) / 2),
+            mask=val.masks[:, 0].cpu().numpy().astype(bool),
+            patient=val.patient.cpu().numpy().astype(np.int64),
+            patient_ids=np.array(val.patient_ids, dtype=str),
+        )
+    return path
+
+
+def _init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
+    """Load a bundle's weights into ``model`` after checking it is the same architecture.
+
+    Raises:
+        ValueError: if the bundle is another kind, architecture or shape.
+    """
+    from brainseg_core.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    card = bundle.card
+    if card.kind != cfg.kind or card.arch != cfg.arch:
+        raise ValueError(
+            f"{path}: --init-from needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
+            f"{card.kind} of architecture {card.arch}"
+        )
+    theirs = bundle.model.state_dict()
+    ours = model.state_dict()
+    bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if bad or len(theirs) != len(ours):
+        raise ValueError(
+            f"{path}: --init-from weights do not fit this model ({len(bad)} tensors differ, e.g. "
+            f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args})"
+        )
+    model.load_state_dict({k: v.float() for k, v in theirs.items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -709,15 +826,21 @@ def train(
     bar.close()
     if state is not None:
         val_spec: float | list[str] = state["val_patients"]
+    elif cfg.folds is not None and cfg.fold is not None:
+        val_spec = fold_patients(data.patient_ids, folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)
     elif isinstance(cfg.val_patients, float):
         val_spec = cfg.val_patients
     else:
         val_spec = read_patient_list(Path(cfg.val_patients))
-    train_ids, val_ids = split_patients(data.patient_ids, val_spec, seed=cfg.seed)
+    if val_spec == 0.0:
+        train_ids, val_ids = sorted(data.patient_ids), []
+    else:
+        train_ids, val_ids = split_patients(data.patient_ids, val_spec, seed=cfg.seed)
+    has_val = bool(val_ids)
     train_set = data.subset(train_ids).to(device)
     val_set = data.subset(val_ids).to(device)
     del data
-    if len(train_set) == 0 or len(val_set) == 0:
+    if len(train_set) == 0 or (has_val and len(val_set) == 0):
         raise ValueError("the split left no slice on one side; use more patients")
     t_loaded = time.perf_counter()
     say(
@@ -735,6 +858,9 @@ def train(
     torch.manual_seed(cfg.seed)
     arch_args = cfg.arch_args()
     model = build_model(cfg.arch, **arch_args, **({"pretrained": True} if cfg.pretrained else {}))
+    if cfg.init_from is not None and state is None:
+        _init_from_bundle(model, Path(cfg.init_from), cfg)
+        say(f"initialised from {cfg.init_from}")
     model = model.to(device, memory_format=torch.channels_last)
     tf = cfg.tumour_fraction
     pos_frac = float(tf) if tf is not None else train_set.n_tumour / len(train_set)
@@ -794,6 +920,7 @@ def train(
     labels_cpu = train_set.labels.cpu()
     run_train_time = 0.0
     run_steps = 0
+    last_val_s = 0.0
 
     def over_budget() -> bool:
         return budget_s is not None and time.perf_counter() - t_start > budget_s - reserve_s
@@ -829,6 +956,8 @@ def train(
                 break
             b = shard[i * bs : (i + 1) * bs]
             x, m = augment(train_set.images[b], train_set.masks[b] if seg else None, aug_gen)
+            if cfg.crop is not None and m is not None:
+                x, m = crop_batch(x, m, cfg.crop, aug_gen)
             x = x.contiguous(memory_format=torch.channels_last)
             target = m if seg else train_set.labels[b][:, None]
             lr = lr_at(step, peak=cfg.lr, total=total_steps, warmup=warmup)
@@ -864,20 +993,27 @@ def train(
         # ------------------------------------------------------------ validate, checkpoint, plan
         stop = 0.0
         if dist_info.main:
-            t_val = time.perf_counter()
-            metrics, thresholds = _validate(model, val_set, loss_fn, cfg, amp)
-            val_s = time.perf_counter() - t_val
-            value = _selection_value(cfg.kind, metrics)
-            improved = value > best_value + 1e-6
-            if improved:
-                best_value, best_epoch, since_best = value, epoch, 0
-                best_metrics, best_thresholds = metrics, thresholds
-                _save_tensors(ckdir / "best.safetensors", _unwrap(model).state_dict())
-                _write_json(
-                    ckdir / "best.json", {"epoch": epoch, "metrics": metrics, "thresholds": thresholds}
-                )
-            else:
-                since_best += 1
+            last_epoch = (
+                epoch >= cfg.epochs or step >= total_steps or stop_reason == "time budget" or over_budget()
+            )
+            validated = has_val and (last_epoch or epoch % cfg.val_every == 0)
+            metrics, thresholds, val_s, improved = {}, {}, 0.0, False
+            if validated:
+                t_val = time.perf_counter()
+                metrics, thresholds = _validate(model, val_set, loss_fn, cfg, amp)
+                val_s = time.perf_counter() - t_val
+                last_val_s = val_s
+                value = _selection_value(cfg.kind, metrics)
+                improved = cfg.keep == "last" or value > best_value + 1e-6
+                if improved:
+                    best_value, best_epoch, since_best = value, epoch, 0
+                    best_metrics, best_thresholds = metrics, thresholds
+                    _save_tensors(ckdir / "best.safetensors", _unwrap(model).state_dict())
+                    _write_json(
+                        ckdir / "best.json", {"epoch": epoch, "metrics": metrics, "thresholds": thresholds}
+                    )
+                else:
+                    since_best += 1
             record = {
                 "epoch": epoch,
                 "step": step,
@@ -917,18 +1053,24 @@ def train(
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
             key = "dice_patient_mean" if seg else "roc_auc"
             mv = metrics.get(key)
+            val_text = (
+                f", val loss {metrics['val_loss']:.4f}, {key} {mv if mv is None else round(float(mv), 4)}"
+                f"{' (best)' if improved and cfg.keep == 'best' else ''}"
+                if validated
+                else ""
+            )
             say(
-                f"epoch {epoch}: train loss {train_loss:.4f}, val loss {metrics['val_loss']:.4f}, "
-                f"{key} {mv if mv is None else round(float(mv), 4)}{' (best)' if improved else ''}, "
+                f"epoch {epoch}: train loss {train_loss:.4f}{val_text}, "
                 f"{record['slices_per_s']:.0f} slices/s, {record['elapsed_s']:.0f} s"
             )
-            reserve_s = 2 * val_s + 5.0
+            # the final validation, threshold choice and out-of-fold predictions take ~4 passes
+            reserve_s = 4 * last_val_s + 5.0
             if stop_reason == "time budget" or over_budget():
                 stop, stop_reason = 1.0, "time budget"
             elif cfg.patience and since_best >= cfg.patience:
                 stop, stop_reason = 1.0, f"no improvement for {cfg.patience} epochs"
             elif budget_s is not None and run_steps > 0:
-                per_step = (run_train_time / run_steps) + val_s / max(1, n_steps)
+                per_step = (run_train_time / run_steps) + last_val_s / max(1, n_steps * cfg.val_every)
                 left = budget_s - reserve_s - (time.perf_counter() - t_start)
                 affordable = step + max(0, int(left / per_step))
                 total_steps = min(max_steps, affordable)
@@ -947,11 +1089,19 @@ def train(
     final_metrics: dict[str, Any] = dict(best_metrics)
     thresholds: dict[str, Any] = dict(best_thresholds)
     if dist_info.main:
-        if (ckdir / "best.safetensors").is_file():
+        if cfg.keep == "last":
+            best_epoch = epoch
+        elif (ckdir / "best.safetensors").is_file():
             _unwrap(model).load_state_dict(_load_tensors(ckdir / "best.safetensors"))
-        if seg:
+        if not has_val:
+            final_metrics = {}
+            thresholds = {"mask_probability": 0.5, "min_area_px": 0} if seg else {"tumour_probability": 0.5}
+        elif seg:
             final_metrics, thresholds, tried = _choose_min_area(model, val_set, loss_fn, cfg, amp)
             final_metrics["min_area_dice_by_candidate"] = {str(k): v for k, v in tried.items()}
+            save_out_of_fold(
+                model, val_set, cfg.out / OUT_OF_FOLD_FILE, batch_size=2 * cfg.batch_size, amp=amp
+            )
         else:
             final_metrics, thresholds = _validate(model, val_set, loss_fn, cfg, amp)
         final_metrics["epoch"] = best_epoch
@@ -996,6 +1146,11 @@ def train(
             "batch_size": bs,
             "processes": dist_info.world,
             "image_size": cfg.image_size,
+            "crop": cfg.crop,
+            "folds": {"k": cfg.folds, "fold": cfg.fold, "seed": cfg.seed} if cfg.folds else None,
+            "init_from": cfg.init_from,
+            "kept_weights": "last epoch" if cfg.keep == "last" else "best validation epoch",
+            "val_every": cfg.val_every,
             "pretrained": cfg.pretrained,
             "precision": str(amp).replace("torch.", "") if amp else "fp32",
             "device": _device_name(device),

@@ -210,3 +210,19 @@ def test_result_reports_device_and_thresholds(cls_bundle, seg_bundle) -> None:
     assert len(result.slices) == 3 and [s.index for s in result.slices] == [0, 1, 2]
     # slices are plain dataclasses the caller can copy
     assert dataclasses.replace(result.slices[0]).index == 0
+
+
+def test_flip_tta_averages_the_slice_and_its_mirror(seg_bundle) -> None:
+    vol = make_volume(n=3, size=32)
+    torch.manual_seed(0)
+    for p in seg_bundle.model.parameters():  # an asymmetric random net: its mirror differs
+        p.data.normal_(0, 0.3)
+    plain = Pipeline(None, seg_bundle, device="cpu", precision="fp32").analyse(vol)
+    tta = Pipeline(None, seg_bundle, device="cpu", precision="fp32", flip_tta=True).analyse(vol)
+    x = preprocess_volume(vol.images, size=32)
+    with torch.no_grad():
+        mirrored = torch.sigmoid(seg_bundle.model(x.flip(-1))).flip(-1)[:, 0].numpy()
+    for s_plain, s_tta, m in zip(plain.slices, tta.slices, mirrored, strict=True):
+        assert s_plain.mask_probability is not None and s_tta.mask_probability is not None
+        assert not np.allclose(s_plain.mask_probability, m, atol=1e-3)
+        np.testing.assert_allclose(s_tta.mask_probability, (s_plain.mask_probability + m) / 2, atol=1e-4)

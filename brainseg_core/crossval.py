@@ -1,0 +1,493 @@
+"""Cross-validated scores and post-processing choices from out-of-fold segmenter predictions.
+
+A K-fold run (``brainseg-train segmenter DATA --folds K --fold i --keep last``, i = 0..K-1) leaves in
+each fold's output folder an ``out_of_fold.npz``: the fold model's probabilities on the patients it
+never trained on, without and with left-right flip test-time augmentation
+(:func:`brainseg_core.training.loop.save_out_of_fold`). With ``--keep last`` nothing about the model
+was chosen on those patients, so these probabilities are honest held-out predictions.
+
+This module turns them into numbers a reader can trust:
+
+- :class:`PostProcessing` is one choice of everything applied after the network: the mask
+  probability threshold, the smallest 2-D region kept (``min_area_px``), whether only the largest
+  3-D region is kept, and whether flip test-time augmentation is used. They act exactly as in the
+  inference pipeline (8-connected regions per slice, 26-connected 3-D regions per patient).
+- :func:`cross_validate` picks the post-processing for each fold on the *other* folds' predictions
+  (nested: the fold being scored never chooses its own thresholds), scores each fold with its
+  choice, and pools the per-patient results. It also picks one post-processing on all folds
+  together: that is what a model card ships, and its honest estimate is the nested score.
+- Metrics per fold and pooled: mean / median / min per-volume Dice (the number Buda et al. report),
+  slice-level detection (a slice is called tumour when its final mask is not empty: recall,
+  specificity, balanced accuracy; ROC AUC of the slice's largest probability), and the ratio of
+  predicted to true tumour volume per patient with tumour.
+
+Probabilities are stored as ``round(p * 255)``; a threshold ``t`` keeps pixels with
+``stored >= ceil(t * 255)``, which matches ``p >= t`` except within 1/255 of ``t``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from brainseg_core.errors import DataError
+from brainseg_core.metrics import roc_auc, summarize
+
+__all__ = [
+    "DEFAULT_GRID",
+    "OUT_OF_FOLD_FILE",
+    "FoldPredictions",
+    "PostProcessing",
+    "apply_to_card",
+    "cross_validate",
+    "find_fold_files",
+    "format_cv_report",
+    "load_fold",
+    "score_fold",
+]
+
+OUT_OF_FOLD_FILE = "out_of_fold.npz"
+_KEYS = ("prob", "prob_flip", "mask", "patient", "patient_ids")
+# 8-connected within a slice, never across slices
+_SLICE_STRUCTURE = np.zeros((3, 3, 3), bool)
+_SLICE_STRUCTURE[1] = True
+_VOLUME_STRUCTURE = np.ones((3, 3, 3), bool)
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """Everything applied to the segmenter's probabilities to make the final mask.
+
+    Attributes:
+        mask_probability: pixels with probability >= this are tumour.
+        min_area_px: 8-connected regions of a slice smaller than this are removed (0: none).
+        largest_component: keep only the largest 26-connected 3-D region of each patient.
+        flip_tta: average the slice's probabilities with those of its left-right mirror.
+    """
+
+    mask_probability: float = 0.5
+    min_area_px: int = 0
+    largest_component: bool = False
+    flip_tta: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_probability <= 1.0:
+            raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}")
+        if self.min_area_px < 0:
+            raise ValueError(f"min_area_px must be >= 0, got {self.min_area_px}")
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``p>=0.5, min area 20 px, largest region, flip TTA``."""
+        parts = [f"p>={self.mask_probability:g}", f"min area {self.min_area_px} px"]
+        if self.largest_component:
+            parts.append("largest 3-D region")
+        if self.flip_tta:
+            parts.append("flip TTA")
+        return ", ".join(parts)
+
+
+def _grid(
+    probabilities: Iterable[float], areas: Iterable[int], largest: Iterable[bool], flips: Iterable[bool]
+) -> tuple[PostProcessing, ...]:
+    return tuple(
+        PostProcessing(p, a, lc, f) for f, p, a, lc in itertools.product(flips, probabilities, areas, largest)
+    )
+
+
+#: The choices tried by :func:`cross_validate` (simplest first: ties go to the earlier one).
+DEFAULT_GRID: tuple[PostProcessing, ...] = _grid(
+    (0.5, 0.4, 0.6, 0.3, 0.7), (0, 10, 20, 40, 80, 160), (False, True), (False, True)
+)
+
+
+@dataclass
+class FoldPredictions:
+    """One fold's held-out predictions (see :func:`brainseg_core.training.loop.save_out_of_fold`).
+
+    Attributes:
+        name: the fold's name (its folder).
+        prob: ``(N, H, W)`` uint8 probabilities x 255, no test-time augmentation.
+        prob_flip: the same with flip test-time augmentation.
+        mask: ``(N, H, W)`` bool ground truth.
+        patient: ``(N,)`` index into ``patient_ids`` of each slice (slices of a patient in order).
+        patient_ids: the held-out patients.
+    """
+
+    name: str
+    prob: np.ndarray
+    prob_flip: np.ndarray
+    mask: np.ndarray
+    patient: np.ndarray
+    patient_ids: list[str]
+
+
+def find_fold_files(root: str | Path) -> list[Path]:
+    """The ``out_of_fold.npz`` files of a cross-validation folder (``root/*/out_of_fold.npz``).
+
+    Args:
+        root: a folder holding one sub-folder per fold, or one fold folder, or one ``.npz``.
+
+    Returns:
+        The files, sorted by folder name.
+
+    Raises:
+        DataError: if none is found.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if (root / OUT_OF_FOLD_FILE).is_file():
+        return [root / OUT_OF_FOLD_FILE]
+    files = sorted(root.glob(f"*/{OUT_OF_FOLD_FILE}"))
+    if not files:
+        raise DataError(
+            root,
+            f"no {OUT_OF_FOLD_FILE} found in its sub-folders; train each fold with "
+            "`brainseg-train segmenter DATA --folds K --fold I --keep last --out ROOT/foldI`",
+        )
+    return files
+
+
+def load_fold(path: str | Path) -> FoldPredictions:
+    """Read one ``out_of_fold.npz`` (plain arrays only: nothing is unpickled).
+
+    Raises:
+        DataError: naming the file when it cannot be read or its arrays do not fit together.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _KEYS if k not in z.files]
+            if missing:
+                raise DataError(path, f"not an out-of-fold file: missing {', '.join(missing)}")
+            arrays = {k: z[k] for k in _KEYS}
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read out-of-fold predictions: {exc}") from exc
+    prob, prob_flip, mask, patient = (arrays[k] for k in ("prob", "prob_flip", "mask", "patient"))
+    ids = [str(i) for i in arrays["patient_ids"]]
+    if prob.ndim != 3 or prob.shape != prob_flip.shape or prob.shape != mask.shape:
+        raise DataError(path, f"array shapes do not match: {prob.shape}, {prob_flip.shape}, {mask.shape}")
+    if patient.shape != (prob.shape[0],) or (
+        patient.size and not 0 <= patient.min() <= patient.max() < len(ids)
+    ):
+        raise DataError(path, "slice-to-patient index does not fit the patient list")
+    return FoldPredictions(
+        name=path.parent.name,
+        prob=prob.astype(np.uint8, copy=False),
+        prob_flip=prob_flip.astype(np.uint8, copy=False),
+        mask=mask.astype(bool, copy=False),
+        patient=patient.astype(np.int64, copy=False),
+        patient_ids=ids,
+    )
+
+
+class _FoldScorer:
+    """Scores many :class:`PostProcessing` choices on one fold, sharing the expensive labelling."""
+
+    def __init__(self, fold: FoldPredictions) -> None:
+        self.fold = fold
+        self.n_patients = len(fold.patient_ids)
+        self.true_area = fold.mask.reshape(len(fold.mask), -1).sum(1).astype(np.float64)
+        self._labels: dict[tuple[bool, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[PostProcessing, dict[str, Any]] = {}
+
+    def _labelled(self, flip: bool, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        key = (flip, threshold)
+        if key not in self._labels:
+            prob = self.fold.prob_flip if flip else self.fold.prob
+            binary = prob >= math.ceil(threshold * 255 - 1e-9)
+            labels, n = ndimage.label(binary, structure=_SLICE_STRUCTURE, output=np.int32)
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            self._labels = {key: (labels, sizes)}  # keep one: memory stays at one labelled stack
+        return self._labels[key]
+
+    def masks(self, post: PostProcessing) -> np.ndarray:
+        """The final ``(N, H, W)`` masks of the fold under ``post``."""
+        labels, sizes = self._labelled(post.flip_tta, post.mask_probability)
+        keep = sizes >= max(1, post.min_area_px)
+        keep[0] = False
+        pred = keep[labels]
+        if post.largest_component:
+            for p in range(self.n_patients):
+                idx = np.flatnonzero(self.fold.patient == p)
+                if idx.size == 0:
+                    continue
+                sub = pred[idx[0] : idx[-1] + 1]
+                lab, n = ndimage.label(sub, structure=_VOLUME_STRUCTURE, output=np.int32)
+                if n > 1:
+                    vol_sizes = np.bincount(lab.ravel(), minlength=n + 1)
+                    vol_sizes[0] = 0
+                    pred[idx[0] : idx[-1] + 1] = lab == int(vol_sizes.argmax())
+        return pred
+
+    def score(self, post: PostProcessing) -> dict[str, Any]:
+        """Per-patient and per-slice numbers of the fold under ``post`` (cached)."""
+        if post in self._cache:
+            return self._cache[post]
+        pred = self.masks(post)
+        n = len(pred)
+        inter = (pred & self.fold.mask).reshape(n, -1).sum(1).astype(np.float64)
+        parea = pred.reshape(n, -1).sum(1).astype(np.float64)
+        garea = self.true_area
+        bc = lambda w: np.bincount(self.fold.patient, weights=w, minlength=self.n_patients)  # noqa: E731
+        inter_p, pred_p, true_p = bc(inter), bc(parea), bc(garea)
+        den = pred_p + true_p
+        dice_p = np.where(den > 0, 2 * inter_p / np.maximum(den, 1), 1.0)
+        prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
+        slice_score = prob.reshape(n, -1).max(1).astype(np.float64) / 255.0
+        result = {
+            "patient_ids": list(self.fold.patient_ids),
+            "dice": dice_p,
+            "pred_voxels": pred_p,
+            "true_voxels": true_p,
+            "slice_true": garea > 0,
+            "slice_pred": parea > 0,
+            "slice_score": slice_score,
+        }
+        self._cache[post] = result
+        return result
+
+
+def _metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Summary metrics of one or more folds' :meth:`_FoldScorer.score` results."""
+    dice = np.concatenate([p["dice"] for p in parts])
+    pred_v = np.concatenate([p["pred_voxels"] for p in parts])
+    true_v = np.concatenate([p["true_voxels"] for p in parts])
+    y = np.concatenate([p["slice_true"] for p in parts])
+    yhat = np.concatenate([p["slice_pred"] for p in parts])
+    score = np.concatenate([p["slice_score"] for p in parts])
+    tp, fn = int(np.sum(y & yhat)), int(np.sum(y & ~yhat))
+    tn, fp = int(np.sum(~y & ~yhat)), int(np.sum(~y & yhat))
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    specificity = tn / (tn + fp) if tn + fp else float("nan")
+    with_tumour = true_v > 0
+    ratio = pred_v[with_tumour] / true_v[with_tumour]
+    d = summarize(dice)
+    ids = [i for p in parts for i in p["patient_ids"]]
+    return {
+        "patients": len(dice),
+        "dice_patient_mean": d["mean"],
+        "dice_patient_median": d["median"],
+        "dice_patient_min": d["min"],
+        "patients_below_0.5": sorted(
+            (ids[i], round(float(dice[i]), 3), int(true_v[i])) for i in np.flatnonzero(dice < 0.5)
+        ),
+        "slices": int(y.size),
+        "tumour_slices": int(y.sum()),
+        "slice_recall": recall,
+        "slice_specificity": specificity,
+        "slice_balanced_accuracy": (recall + specificity) / 2,
+        "missed_tumour_slices": fn,
+        "false_positive_slices": fp,
+        "slice_roc_auc": roc_auc(y, score),
+        "volume_ratio_median": float(np.median(ratio)) if ratio.size else float("nan"),
+        "volume_ratio_mean": float(np.mean(ratio)) if ratio.size else float("nan"),
+        "per_patient_dice": {i: float(v) for i, v in zip(ids, dice, strict=True)},
+    }
+
+
+def _choose(scorers: Sequence[_FoldScorer], grid: Sequence[PostProcessing]) -> PostProcessing:
+    """The choice with the best mean per-volume Dice over the given folds (ties: earliest)."""
+    best: tuple[float, PostProcessing] | None = None
+    for post in grid:
+        value = float(np.mean(np.concatenate([s.score(post)["dice"] for s in scorers])))
+        if best is None or value > best[0] + 1e-9:
+            best = (value, post)
+    assert best is not None
+    return best[1]
+
+
+def score_fold(fold: FoldPredictions, post: PostProcessing) -> dict[str, Any]:
+    """Metrics of one fold under one fixed post-processing (see the module docstring)."""
+    return _metrics([_FoldScorer(fold).score(post)])
+
+
+def cross_validate(
+    folds: Sequence[FoldPredictions],
+    *,
+    grid: Sequence[PostProcessing] = DEFAULT_GRID,
+    fixed: Sequence[PostProcessing] = (),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Nested cross-validated metrics, the post-processing to ship, and fixed-choice rows.
+
+    Args:
+        folds: every fold's held-out predictions (patients must not repeat across folds).
+        grid: post-processing choices to select from.
+        fixed: extra choices scored as they are over all folds (ablation rows).
+        progress: receives a line per step.
+
+    Returns:
+        A JSON-ready dict: ``per_fold`` (each fold's choice, made on the other folds, and its
+        metrics), ``pooled`` (the per-patient results of every fold under its own nested choice),
+        ``chosen`` (the choice made on all folds together: what to ship) with ``chosen_pooled``
+        (its metrics; optimistic, since the same patients chose it), and ``fixed`` rows.
+
+    Raises:
+        ValueError: with fewer than 2 folds, an empty grid, or a patient in two folds.
+    """
+    if len(folds) < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {len(folds)}")
+    if not grid:
+        raise ValueError("the post-processing grid is empty")
+    seen: dict[str, str] = {}
+    for f in folds:
+        for pid in f.patient_ids:
+            if pid in seen:
+                raise ValueError(f"patient {pid} is held out by both {seen[pid]} and {f.name}")
+            seen[pid] = f.name
+    say = progress or (lambda _m: None)
+    scorers = [_FoldScorer(f) for f in folds]
+    per_fold = []
+    parts = []
+    for k, scorer in enumerate(scorers):
+        say(f"choosing post-processing for {folds[k].name} on the other folds ...")
+        choice = _choose([s for j, s in enumerate(scorers) if j != k], grid)
+        part = scorer.score(choice)
+        parts.append(part)
+        per_fold.append({"fold": folds[k].name, "choice": asdict(choice), "metrics": _metrics([part])})
+    say("choosing the post-processing to ship on all folds ...")
+    chosen = _choose(scorers, grid)
+    rows = []
+    for post in fixed:
+        rows.append({"choice": asdict(post), "metrics": _metrics([s.score(post) for s in scorers])})
+    return {
+        "folds": len(folds),
+        "grid_size": len(grid),
+        "per_fold": per_fold,
+        "pooled": _metrics(parts),
+        "chosen": asdict(chosen),
+        "chosen_pooled": _metrics([s.score(chosen) for s in scorers]),
+        "fixed": rows,
+    }
+
+
+def apply_to_card(result: dict[str, Any], card_path: str | Path, *, source: str) -> Path:
+    """Write a cross-validation's chosen post-processing and honest metrics into a segmenter card.
+
+    The card's ``thresholds`` get ``mask_probability``, ``min_area_px`` and ``largest_component``
+    of ``result["chosen"]`` (flip test-time augmentation stays an opt-in of the pipeline; whether
+    it was chosen is recorded in ``training.cross_validation``); ``metrics`` becomes the nested
+    cross-validated pooled
+    metrics (plus per fold) and ``training.cross_validation`` records where they came from. The
+    weights and their hash are untouched.
+
+    Args:
+        result: what :func:`cross_validate` returned.
+        card_path: the segmenter bundle (card, weights file or folder).
+        source: where the folds came from (written into the card).
+
+    Returns:
+        The card's path.
+
+    Raises:
+        ValueError: if the bundle is not a segmenter.
+        BundleError: if the card cannot be read.
+    """
+    from brainseg_core.bundle import read_card, resolve_card_path, update_card
+
+    path = resolve_card_path(card_path)
+    card = read_card(path)
+    if card.kind != "segmenter":
+        raise ValueError(f"{path}: is a {card.kind}; cross-validated thresholds belong to a segmenter")
+    chosen = result["chosen"]
+    thresholds = {
+        **card.thresholds,
+        "mask_probability": float(chosen["mask_probability"]),
+        "min_area_px": int(chosen["min_area_px"]),
+        "largest_component": bool(chosen["largest_component"]),
+    }
+    pooled = {k: v for k, v in result["pooled"].items() if k != "per_patient_dice"}
+    metrics = {
+        "scope": (
+            f"nested {result['folds']}-fold cross-validation by patient: out-of-fold predictions of "
+            "fold models trained with this recipe, each fold's post-processing chosen on the other folds"
+        ),
+        **pooled,
+        "per_fold": [
+            {"fold": f["fold"], "choice": f["choice"], "dice_patient_mean": f["metrics"]["dice_patient_mean"]}
+            for f in result["per_fold"]
+        ],
+        "per_patient_dice": result["pooled"]["per_patient_dice"],
+    }
+    training = {
+        **card.training,
+        "cross_validation": {
+            "source": source,
+            "folds": result["folds"],
+            "post_processing_grid_size": result["grid_size"],
+            "chosen_on_all_folds": chosen,
+        },
+    }
+    update_card(path, thresholds=thresholds, metrics=_json_ready(metrics), training=_json_ready(training))
+    return path
+
+
+def _json_ready(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * float(v):.1f}"
+
+
+def format_cv_report(result: dict[str, Any]) -> str:
+    """The text table ``brainseg-eval --cv`` prints."""
+    head = (
+        f"{'':<52} {'pat':>4} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} {'recall':>7} "
+        f"{'spec':>6} {'bal.acc':>7} {'AUC':>6} {'vol ratio':>9}"
+    )
+
+    def row(label: str, m: dict[str, Any]) -> str:
+        return (
+            f"{label:<52} {m['patients']:>4} {_pct(m['dice_patient_mean']):>9} "
+            f"{_pct(m['dice_patient_median']):>7} {_pct(m['dice_patient_min']):>6} "
+            f"{len(m['patients_below_0.5']):>5} {_pct(m['slice_recall']):>7} "
+            f"{_pct(m['slice_specificity']):>6} {_pct(m['slice_balanced_accuracy']):>7} "
+            f"{m['slice_roc_auc']:>6.3f} {m['volume_ratio_median']:>9.2f}"
+        )
+
+    lines = [
+        f"Cross-validation over {result['folds']} folds, {result['pooled']['patients']} held-out patients "
+        "(percent; slice detection = final mask not empty; vol ratio = median predicted/true voxels)",
+        "",
+        "Nested: each fold's post-processing chosen on the other folds",
+        head,
+        "-" * len(head),
+    ]
+    for f in result["per_fold"]:
+        lines.append(row(f["fold"], f["metrics"]))
+    lines.append(row("pooled (nested, honest)", result["pooled"]))
+    for f in result["per_fold"]:
+        lines.append(f"  {f['fold']}: {PostProcessing(**f['choice']).describe()}")
+    lines += [
+        "",
+        f"Chosen on all folds (ship this): {PostProcessing(**result['chosen']).describe()}",
+        row("same patients (optimistic)", result["chosen_pooled"]),
+    ]
+    if result["fixed"]:
+        lines += ["", "Fixed post-processing, every fold", head, "-" * len(head)]
+        for r in result["fixed"]:
+            lines.append(row(PostProcessing(**r["choice"]).describe(), r["metrics"]))
+    low = result["pooled"]["patients_below_0.5"]
+    if low:
+        lines += [
+            "",
+            "Patients below 0.5 Dice (nested): " + ", ".join(f"{p} {d} ({v} tumour px)" for p, d, v in low),
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Nested cross-validation over out-of-fold predictions (brainseg_core.crossval, brainseg-eval --cv)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_core.crossval import (
+    FoldPredictions,
+    PostProcessing,
+    cross_validate,
+    find_fold_files,
+    format_cv_report,
+    load_fold,
+    score_fold,
+)
+from brainseg_core.errors import DataError
+from brainseg_core.inference.pipeline import keep_largest_component, remove_small_components
+from brainseg_core.metrics import dice
+
+
+def _fold(name: str, ids: list[str], rng: np.random.Generator, *, speckle: bool = True) -> FoldPredictions:
+    """Patients of 4 slices of 32 x 32: a square tumour on slices 1-2, predicted with soft edges,
+    plus (optionally) a 2-pixel false positive on slice 3 and a 12-pixel one on slice 0."""
+    n = len(ids) * 4
+    mask = np.zeros((n, 32, 32), bool)
+    prob = np.zeros((n, 32, 32), np.float64)
+    for p in range(len(ids)):
+        s = 4 * p
+        mask[s + 1 : s + 3, 8:20, 8:20] = True
+        prob[s + 1 : s + 3, 8:20, 8:20] = 0.9
+        prob[s + 1 : s + 3, 7, 8:20] = 0.45  # an edge row only a low threshold keeps
+        if speckle:
+            prob[s + 3, 28, 28:30] = 0.8
+            prob[s, 2:5, 2:6] = 0.8
+    prob += rng.uniform(0, 0.02, prob.shape)
+    q = np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+    return FoldPredictions(name, q, q.copy(), mask, np.repeat(np.arange(len(ids)), 4), ids)
+
+
+def _save(fold: FoldPredictions, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        prob=fold.prob,
+        prob_flip=fold.prob_flip,
+        mask=fold.mask,
+        patient=fold.patient,
+        patient_ids=np.array(fold.patient_ids),
+    )
+    return path
+
+
+def test_post_processing_matches_the_pipeline_functions() -> None:
+    fold = _fold("f", ["A", "B"], np.random.default_rng(0))
+    post = PostProcessing(mask_probability=0.5, min_area_px=5, largest_component=True)
+    m = score_fold(fold, post)
+    binary = fold.prob >= 128
+    expected = np.stack([remove_small_components(s, 5) for s in binary])
+    for p in range(2):
+        sl = slice(4 * p, 4 * p + 4)
+        vol = keep_largest_component(expected[sl])
+        assert m["per_patient_dice"]["AB"[p]] == pytest.approx(dice(vol, fold.mask[sl]))
+    plain = score_fold(fold, PostProcessing())
+    assert plain["dice_patient_mean"] < m["dice_patient_mean"]  # the speckles cost Dice
+    assert plain["false_positive_slices"] == 4 and m["false_positive_slices"] == 0
+    assert m["slice_recall"] == 1.0 and m["slice_specificity"] == 1.0
+    assert m["volume_ratio_median"] == pytest.approx(1.0)
+
+
+def test_nested_choice_never_uses_the_scored_fold() -> None:
+    rng = np.random.default_rng(1)
+    clean = _fold("clean", ["A", "B"], rng, speckle=False)
+    noisy = [_fold(f"noisy{i}", [f"N{i}a", f"N{i}b"], rng) for i in range(2)]
+    grid = [PostProcessing(0.5, 0), PostProcessing(0.5, 20)]
+    res = cross_validate([clean, *noisy], grid=grid)
+    by_fold = {f["fold"]: f["choice"]["min_area_px"] for f in res["per_fold"]}
+    # the clean fold is scored with what the noisy folds prefer (remove small regions) ...
+    assert by_fold["clean"] == 20
+    # ... and each noisy fold with what the other noisy fold + the clean fold choose
+    assert by_fold["noisy0"] == 20 and by_fold["noisy1"] == 20
+    assert res["chosen"]["min_area_px"] == 20 and res["pooled"]["patients"] == 6
+    assert set(res["pooled"]["per_patient_dice"]) == {"A", "B", "N0a", "N0b", "N1a", "N1b"}
+    # the grid's first entry wins ties: on the clean fold alone both choices score the same
+    twin = dataclasses.replace(clean, name="c2", patient_ids=["C", "D"])
+    assert cross_validate([clean, twin], grid=grid)["chosen"]["min_area_px"] == 0
+    text = format_cv_report(res)
+    assert "pooled (nested, honest)" in text and "min area 20 px" in text
+
+
+def test_threshold_choice_follows_the_data() -> None:
+    rng = np.random.default_rng(2)
+    folds = [_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng, speckle=False) for i in range(3)]
+    # the 0.45 edge row lies outside the truth, so a 0.4 threshold adds false positives
+    res = cross_validate(folds, grid=[PostProcessing(0.4), PostProcessing(0.5)])
+    assert res["chosen"]["mask_probability"] == 0.5
+    # make the edge row part of the truth: now 0.4 is better
+    for f in folds:
+        for p in range(2):
+            f.mask[4 * p + 1 : 4 * p + 3, 7, 8:20] = True
+    res = cross_validate(folds, grid=[PostProcessing(0.4), PostProcessing(0.5)])
+    assert res["chosen"]["mask_probability"] == 0.4
+    assert res["pooled"]["dice_patient_mean"] == pytest.approx(1.0)
+
+
+def test_patient_in_two_folds_and_too_few_folds_are_refused() -> None:
+    rng = np.random.default_rng(3)
+    a, b = _fold("a", ["X"], rng), _fold("b", ["X"], rng)
+    with pytest.raises(ValueError, match="held out by both a and b"):
+        cross_validate([a, b])
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_validate([a])
+
+
+def test_files_round_trip_and_bad_files_name_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    f0 = _save(_fold("x", ["A"], rng), tmp_path / "cv" / "fold0" / "out_of_fold.npz")
+    _save(_fold("y", ["B"], rng), tmp_path / "cv" / "fold1" / "out_of_fold.npz")
+    files = find_fold_files(tmp_path / "cv")
+    assert [f.parent.name for f in files] == ["fold0", "fold1"]
+    loaded = load_fold(f0)
+    assert loaded.name == "fold0" and loaded.patient_ids == ["A"] and loaded.mask.dtype == bool
+    with pytest.raises(DataError, match=r"no out_of_fold\.npz"):
+        find_fold_files(tmp_path)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, prob=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"bad\.npz.*missing prob_flip"):
+        load_fold(bad)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(
+        pickled,
+        prob=np.zeros((1, 2, 2), np.uint8),
+        prob_flip=np.zeros((1, 2, 2), np.uint8),
+        mask=np.zeros((1, 2, 2), bool),
+        patient=np.zeros(1, np.int64),
+        patient_ids=np.array([{"not": "data"}], dtype=object),
+    )
+    with pytest.raises(DataError, match=r"pickled\.npz"):
+        load_fold(pickled)
+
+
+def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle) -> None:
+    from brainseg_core.bundle import load_bundle
+    from brainseg_core.cli.eval import main
+
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        _save(_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng), tmp_path / "cv" / f"fold{i}" / "out_of_fold.npz")
+    card = tiny_bundle(tmp_path / "seg", kind="segmenter")
+    out = tmp_path / "cv.json"
+    assert main(["--cv", str(tmp_path / "cv"), "--json", str(out), "--write-card", str(card), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["pooled"]["patients"] == 6 and len(result["per_fold"]) == 3
+    loaded = load_bundle(card).card
+    chosen = result["chosen"]
+    assert chosen["min_area_px"] > 0 or chosen["largest_component"]  # the speckles must go
+    assert loaded.thresholds["min_area_px"] == chosen["min_area_px"]
+    assert loaded.thresholds["largest_component"] == chosen["largest_component"]
+    assert loaded.metrics["dice_patient_mean"] == pytest.approx(result["pooled"]["dice_patient_mean"])
+    assert loaded.training["cross_validation"]["folds"] == 3
+    with pytest.raises(SystemExit):
+        main(["--write-card", str(card), str(tmp_path)])
