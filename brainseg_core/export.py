@@ -8,8 +8,10 @@
 - ``png``: ``<patient>_<n>_overlay.png`` per slice, the FLAIR channel in grey with the mask
   outline in red;
 - ``csv``: ``<patient>_report.csv`` (one row per slice: slice number, tumour probability,
-  segmented, area in px and mm²) and ``<patient>_summary.csv`` (``key,value`` rows: tumour slices,
-  volume, thresholds, models, device), two plain tables that open cleanly in a spreadsheet;
+  segmented, area in px and mm², and a review reason where the slice needs a reader's look
+  although its mask is empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
+  ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
+  device), two plain tables that open cleanly in a spreadsheet;
 - always ``brainseg_export.json``: the model bundles (name, sha256), thresholds, device,
   BrainSeg version, UTC time and the files written.
 
@@ -157,10 +159,13 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
     classified = result.models.get("classifier") is not None
-    rows: list[list[object]] = [["slice_number", "tumour_probability", "segmented", "area_px", "area_mm2"]]
+    rows: list[list[object]] = [
+        ["slice_number", "tumour_probability", "segmented", "area_px", "area_mm2", "review"]
+    ]
     for number, s in zip(volume.slice_numbers, result.slices, strict=True):
         prob = _fmt(s.tumour_probability, 4) if classified else ""  # blank when no classifier ran
-        rows.append([number, prob, "yes" if s.segmented else "no", s.area_px, _fmt(s.area_mm2, 2)])
+        review = "" if s.review is None else s.review.value
+        rows.append([number, prob, "yes" if s.segmented else "no", s.area_px, _fmt(s.area_mm2, 2), review])
     return rows
 
 
@@ -179,6 +184,8 @@ def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
         ["classifier_threshold", result.classifier_threshold],
         ["mask_threshold", result.mask_threshold],
         ["min_area_px", result.min_area_px],
+        ["largest_component", "yes" if result.largest_component else "no"],
+        ["slices_to_review", sum(1 for s in result.slices if s.review is not None)],
     ]
     for kind in ("classifier", "segmenter"):
         name, sha = model(kind)
@@ -201,8 +208,12 @@ def _sidecar(volume: Volume, result: PatientResult, formats: tuple[str, ...], fi
             "tumour_probability": result.classifier_threshold,
             "mask_probability": result.mask_threshold,
             "min_area_px": result.min_area_px,
+            "largest_component": result.largest_component,
         },
         "summary": {
+            "slices_to_review": [
+                {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review
+            ],
             "tumour_slices": result.tumour_slices,
             "volume_voxels": result.volume_voxels,
             "volume_ml": result.volume_ml,

@@ -117,7 +117,13 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
     paths = export_results(volume, result, tmp_path / "out", formats=("csv", "stack"))
     side = json.loads(paths[-1].read_text())
     assert side["models"] == MODELS
-    assert side["thresholds"] == {"tumour_probability": 0.5, "mask_probability": 0.5, "min_area_px": 0}
+    assert side["thresholds"] == {
+        "tumour_probability": 0.5,
+        "mask_probability": 0.5,
+        "min_area_px": 0,
+        "largest_component": False,
+    }
+    assert side["summary"]["slices_to_review"] == []
     assert side["device"] == "cpu" and side["software_version"] == brainseg_core.__version__
     assert side["created"].endswith("+00:00")
     assert side["formats"] == ["stack", "csv"]

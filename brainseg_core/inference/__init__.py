@@ -8,6 +8,7 @@ from brainseg_core.inference.device import resolve_device, resolve_precision
 from brainseg_core.inference.pipeline import (
     PatientResult,
     Pipeline,
+    ReviewReason,
     SliceResult,
     keep_largest_component,
     label_components,
@@ -19,6 +20,7 @@ from brainseg_core.inference.pipeline import (
 __all__ = [
     "PatientResult",
     "Pipeline",
+    "ReviewReason",
     "SliceResult",
     "keep_largest_component",
     "label_components",

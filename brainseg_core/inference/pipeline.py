@@ -24,6 +24,7 @@ original classifier gate has no stored mask probability; when a lower gate admit
 from __future__ import annotations
 
 import dataclasses
+import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PatientResult",
     "Pipeline",
+    "ReviewReason",
     "SliceResult",
     "cancel_checker",
     "keep_largest_component",
@@ -65,6 +67,31 @@ CancelArg = threading.Event | Callable[[], bool] | None
 
 DEFAULT_CLASSIFIER_THRESHOLD = 0.5
 DEFAULT_MASK_THRESHOLD = 0.5
+#: A classifier probability at or above this, on a slice whose final mask is empty, flags the slice
+#: for review (:attr:`ReviewReason.CLASSIFIER_ONLY`).
+REVIEW_CONFIDENCE = 0.5
+
+
+class ReviewReason(enum.StrEnum):
+    """Why a slice needs a reader's look although its final mask is empty.
+
+    Attributes:
+        CLASSIFIER_ONLY: the classifier calls the slice tumour with confidence
+            (>= :data:`REVIEW_CONFIDENCE`) but the segmenter outlined nothing there (or only regions
+            below the minimum area).
+        OUTSIDE_LARGEST_REGION: the segmenter outlined tumour on this slice, but it was removed
+            because it is not part of the patient's largest 3-D region.
+    """
+
+    CLASSIFIER_ONLY = "classifier_only"
+    OUTSIDE_LARGEST_REGION = "outside_largest_region"
+
+    def describe(self) -> str:
+        """A sentence for a reader."""
+        return {
+            ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
+            ReviewReason.OUTSIDE_LARGEST_REGION: "outline removed: not part of the largest 3-D region",
+        }[self]
 
 
 @dataclass
@@ -80,6 +107,8 @@ class SliceResult:
         mask: ``(H, W)`` bool final mask at the source size (all False when not segmented).
         area_px: pixels in ``mask``.
         area_mm2: area in mm² when the pixel spacing is known, else None.
+        review: why this slice should be looked at although its final mask is empty, else None
+            (:class:`ReviewReason`).
     """
 
     index: int
@@ -89,6 +118,7 @@ class SliceResult:
     mask: np.ndarray
     area_px: int
     area_mm2: float | None
+    review: ReviewReason | None = None
 
 
 @dataclass
@@ -221,6 +251,7 @@ def _finish_slice(
     mask_threshold: float,
     min_area_px: int,
     spacing: tuple[float, float] | None,
+    classified: bool,
 ) -> SliceResult:
     segmented = passes_gate and mask_probability is not None
     if segmented:
@@ -228,7 +259,9 @@ def _finish_slice(
     else:
         mask = np.zeros(shape, bool)
     area = int(mask.sum())
+    confident = classified and passes_gate and tumour_probability >= REVIEW_CONFIDENCE
     return SliceResult(
+        review=ReviewReason.CLASSIFIER_ONLY if confident and segmented and area == 0 else None,
         index=index,
         tumour_probability=float(tumour_probability),
         segmented=segmented,
@@ -255,7 +288,13 @@ def _summarise(
     if largest_component and any(s.area_px for s in slices):
         kept = keep_largest_component(np.stack([s.mask for s in slices]))
         slices = [
-            dataclasses.replace(s, mask=m, area_px=int(m.sum()), area_mm2=_area_mm2(int(m.sum()), spacing))
+            dataclasses.replace(
+                s,
+                mask=m,
+                area_px=int(m.sum()),
+                area_mm2=_area_mm2(int(m.sum()), spacing),
+                review=ReviewReason.OUTSIDE_LARGEST_REGION if s.area_px and not m.any() else s.review,
+            )
             for s, m in zip(slices, kept, strict=True)
         ]
     voxels = sum(s.area_px for s in slices)
@@ -331,6 +370,7 @@ def rethreshold(
     ct = _check_probability("classifier_threshold", ct)
     mt = _check_probability("mask_threshold", mt)
     ma = _check_min_area(ma)
+    classified = isinstance(result, PatientResult) and result.models.get("classifier") is not None
     new = [
         _finish_slice(
             s.index,
@@ -341,6 +381,7 @@ def rethreshold(
             mask_threshold=mt,
             min_area_px=ma,
             spacing=spacing,
+            classified=classified,
         )
         for s in slices
     ]
@@ -649,6 +690,7 @@ class Pipeline:
                     mask_threshold=self.mask_threshold,
                     min_area_px=min_area,
                     spacing=spacing,
+                    classified=self.uses_classifier,
                 )
                 for k in range(stop - start)
             ]

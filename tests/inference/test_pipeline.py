@@ -28,6 +28,14 @@ def _blob_masks(n: int, size: int) -> np.ndarray:
     return masks
 
 
+def _two_regions(n: int, size: int) -> np.ndarray:
+    """A small region alone on slice 0, and a large one through slices 2-5 far away from it."""
+    masks = np.zeros((n, size, size), bool)
+    masks[0, 1:3, 1:3] = True
+    masks[2:, 20:28, 20:28] = True
+    return masks
+
+
 @pytest.fixture
 def volume():
     return make_volume(n=6, size=32)
@@ -226,3 +234,36 @@ def test_flip_tta_averages_the_slice_and_its_mirror(seg_bundle) -> None:
         assert s_plain.mask_probability is not None and s_tta.mask_probability is not None
         assert not np.allclose(s_plain.mask_probability, m, atol=1e-3)
         np.testing.assert_allclose(s_tta.mask_probability, (s_plain.mask_probability + m) / 2, atol=1e-4)
+
+
+def test_confident_classifier_with_an_empty_mask_is_flagged_for_review(volume, fakes, tmp_path) -> None:
+    from brainseg_core.export import export_results
+    from brainseg_core.inference import ReviewReason, rethreshold
+
+    cls, seg = fakes
+    # slices 3 and 5 pass the gate (0.9, 0.7); a minimum area above their 25- and 49-pixel blobs
+    # empties their masks
+    result = Pipeline(cls, seg, device="cpu", min_area_px=50).analyse(volume)
+    flagged = {s.index: s.review for s in result.slices if s.review is not None}
+    assert flagged == {3: ReviewReason.CLASSIFIER_ONLY, 5: ReviewReason.CLASSIFIER_ONLY}
+    # lower the minimum area: both masks come back and the flags go
+    assert all(s.review is None for s in rethreshold(result, min_area_px=0).slices)
+    # without a classifier there is no confidence to contradict the segmenter
+    alone = Pipeline(None, seg, device="cpu", min_area_px=50).analyse(volume)
+    assert all(s.review is None for s in alone.slices)
+    # and the report says so
+    import csv
+
+    out = export_results(volume, result, tmp_path / "exp", formats=("csv",))
+    with open(next(p for p in out if p.name.endswith("_report.csv")), newline="") as f:
+        reviews = [r["review"] for r in csv.DictReader(f)]
+    assert reviews[3] == reviews[5] == "classifier_only" and reviews.count("") == 4
+
+
+def test_regions_outside_the_largest_are_flagged(volume, fakes) -> None:
+    from brainseg_core.inference import ReviewReason
+
+    _cls, seg = fakes
+    seg.model = FakeSegmenter(volume, _two_regions(6, 32), 32)
+    result = Pipeline(None, seg, device="cpu", largest_component=True).analyse(volume)
+    assert [s.review for s in result.slices] == [ReviewReason.OUTSIDE_LARGEST_REGION] + [None] * 5
