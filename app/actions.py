@@ -179,11 +179,18 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Use a classifier or segmenter bundle (NAME.json + NAME.safetensors) from a file",
     )
     a(
+        "manage_models",
+        "&Manage models…",
+        w.manage_models,
+        None,
+        "Installed and shipped models: use, remove, install, or go back to the shipped ones",
+    )
+    a(
         "default_models",
-        "Use &default models",
+        "Use &shipped models",
         w.use_default_models,
         None,
-        "Return to the installed default models",
+        "Use the models shipped with BrainSeg (forgets models loaded by hand and installed choices)",
     )
 
     a("prev_slice", "Previous slice", lambda: w.step(-1), ["Left", "Up"], "Previous slice")
@@ -349,7 +356,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     analysis.addAction(acts["spacing"])
 
     model = mb.addMenu("&Model")
-    for name in ("active_models", "load_bundle", "default_models"):
+    for name in ("active_models", "manage_models", "load_bundle", "default_models"):
         model.addAction(acts[name])
 
     help_menu = mb.addMenu("&Help")

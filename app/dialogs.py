@@ -293,6 +293,179 @@ class ModelsDialog(QDialog):
         layout.addWidget(buttons)
 
 
+class ManageModelsDialog(QDialog):
+    """Every installed and shipped bundle, with the ``brainseg-models`` actions as buttons.
+
+    Use (pin) a bundle, remove an installed one, install one from a file (with the same
+    no-worse-than-active check as ``brainseg-models install``, overridable after a warning), or go
+    back to the shipped models. The active bundle of each kind is marked.
+
+    Signals:
+        changed: the active models may have changed (the window reloads them).
+    """
+
+    changed = Signal()
+    COLUMNS = ("", "Kind", "Name", "Source", "Validation metric", "Created")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Manage models")
+        self.resize(860, 360)
+        layout = QVBoxLayout(self)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        layout.addWidget(self.table)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        layout.addWidget(self.note)
+        row = QHBoxLayout()
+        self.use_button = QPushButton("&Use selected")
+        self.remove_button = QPushButton("&Remove selected")
+        self.install_button = QPushButton("&Install from file…")
+        self.default_button = QPushButton("Use &shipped models")
+        for b, slot in (
+            (self.use_button, self.use_selected),
+            (self.remove_button, self.remove_selected),
+            (self.install_button, self.install_dialog),
+            (self.default_button, self.use_shipped),
+        ):
+            b.clicked.connect(slot)
+            row.addWidget(b)
+        row.addStretch(1)
+        close = QPushButton("Close")
+        close.clicked.connect(self.accept)
+        row.addWidget(close)
+        layout.addLayout(row)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the model folders."""
+        from brainseg_core.errors import BundleError
+        from brainseg_core.registry import KEY_METRICS, active_bundle, key_metric, list_bundles
+
+        problems: list[str] = []
+        active = set()
+        for kind in ("segmenter", "classifier"):
+            try:
+                info = active_bundle(kind)
+            except BundleError as exc:
+                problems.append(str(exc))
+                info = None
+            if info is not None:
+                active.add(info.path)
+        self._infos = list_bundles(on_error=lambda exc: problems.append(str(exc)))
+        self.table.setRowCount(len(self._infos))
+        for r, info in enumerate(self._infos):
+            value = key_metric(info.card)
+            metric = KEY_METRICS[info.card.kind] + (f" {value:.3f}" if value is not None else " (none)")
+            cells = (
+                "●" if info.path in active else "",
+                info.card.kind,
+                info.card.name,
+                info.source,
+                metric,
+                info.card.created[:10],
+            )
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(str(info.path))
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        self.note.setText(
+            "● = in use. Metrics come from each model's own validation patients; compare models on the "
+            "same data with brainseg-eval." + ("\n" + "\n".join(problems) if problems else "")
+        )
+        self._update_buttons()
+
+    def selected(self) -> object | None:
+        """The selected bundle's :class:`~brainseg_core.registry.BundleInfo`, or None."""
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        return self._infos[rows.pop()] if len(rows) == 1 else None
+
+    def _update_buttons(self) -> None:
+        info = self.selected()
+        self.use_button.setEnabled(info is not None)
+        self.remove_button.setEnabled(info is not None and info.source == "user")  # type: ignore[attr-defined]
+
+    def _done(self) -> None:
+        self.refresh()
+        self.changed.emit()
+
+    def use_selected(self) -> None:
+        """Pin the selected bundle for its kind."""
+        from brainseg_core.registry import pin_bundle
+
+        info = self.selected()
+        if info is not None:
+            pin_bundle(info.card.name)  # type: ignore[attr-defined]
+            self._done()
+
+    def remove_selected(self) -> None:
+        """Delete the selected installed bundle after asking."""
+        from brainseg_core.errors import BundleError
+        from brainseg_core.registry import remove_bundle
+
+        info = self.selected()
+        if info is None:
+            return
+        name = info.card.name  # type: ignore[attr-defined]
+        answer = QMessageBox.question(self, "Remove model", f"Delete the installed model {name} from disk?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            remove_bundle(name)
+        except BundleError as exc:
+            QMessageBox.warning(self, "Remove model", str(exc))
+        self._done()
+
+    def install_dialog(self) -> None:
+        """Ask for a bundle file and install it."""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Install model bundle", str(Path.home()), "BrainSeg model bundles (*.json *.safetensors)"
+        )
+        if path:
+            self.install(Path(path))
+
+    def install(self, path: Path, *, ask: Callable[[str], bool] | None = None) -> bool:
+        """Install ``path``; when it looks worse than the active model, ``ask`` whether to force.
+
+        Returns:
+            True when installed.
+        """
+        from brainseg_core.errors import BundleError
+        from brainseg_core.registry import InstallRefused, install_bundle
+
+        def ask_box(text: str) -> bool:
+            answer = QMessageBox.question(self, "Install model", f"{text}\n\nInstall it anyway?")
+            return answer == QMessageBox.StandardButton.Yes
+
+        try:
+            try:
+                install_bundle(path, overwrite=True)
+            except InstallRefused as exc:
+                if not (ask or ask_box)(exc.problem):
+                    return False
+                install_bundle(path, overwrite=True, force=True)
+        except BundleError as exc:
+            QMessageBox.warning(self, "Install model", str(exc))
+            return False
+        self._done()
+        return True
+
+    def use_shipped(self) -> None:
+        """Use the models shipped with BrainSeg for both kinds."""
+        from brainseg_core.registry import use_default_models
+
+        use_default_models()
+        self._done()
+
+
 # ------------------------------------------------------------------------------------------------
 # Export
 

@@ -721,9 +721,22 @@ class MainWindow(QMainWindow):
         self._models_changed()
 
     def use_default_models(self) -> None:
-        """Forget bundles loaded by hand and use the default models."""
+        """Forget bundles loaded by hand and installed choices: use the shipped models."""
+        from brainseg_core.registry import use_default_models
+
+        use_default_models()
+        self.reload_models()
+
+    def reload_models(self) -> None:
+        """Forget bundles loaded by hand and load the active models of the registry again."""
         self.analyser.use_default_models()
         self._models_changed()
+
+    def manage_models(self) -> None:
+        """The Manage models dialog; the models are reloaded whenever it changes the choice."""
+        dialog = dialogs.ManageModelsDialog(self)
+        dialog.changed.connect(self.reload_models)
+        dialog.exec()
 
     def _models_changed(self) -> None:
         self.analyser.stop_all()

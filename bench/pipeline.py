@@ -11,7 +11,10 @@ In one process, on one patient (default: the first fixture patient of
   (c) the pipeline under bf16 autocast on the CPU (on a GPU: bf16 where supported, and fp16),
       with the largest absolute difference of its probabilities from (b) and the share of mask
       pixels that change;
-  (d) for each row, the fraction of the FLOP floor reached: the models' FLOPs (counted with
+  (d) in the fastest precision, what the classifier gate saves: the pipeline segmenting every
+      slice without the classifier, and the same with flip test-time augmentation
+      (``--thorough``: the segmenter also reads each slice mirrored);
+  (e) for each row, the fraction of the FLOP floor reached: the models' FLOPs (counted with
       ``torch.utils.flop_counter.FlopCounterMode``) divided by the time taken, over this
       machine's matmul rate in the same dtype, measured in the same run.
 
@@ -36,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
 from brainseg_core.inference import PatientResult, Pipeline
-from brainseg_core.inference.device import resolve_device
+from brainseg_core.inference.device import cpu_has_native_bf16, resolve_device
 from brainseg_core.io import open_volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
@@ -184,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
 
     n = volume.n_slices
     rows = []
+    # rows: label, dtype, seconds, segmenter passes per slice segmented, slices segmented, diff,
+    # whether the classifier ran
     t, n_seg = timed(lambda: seed_loop(cls, seg, volume, threshold, device), args.repeats, device)
-    rows.append(("(a) seed loop, 1 slice, fp32", torch.float32, t, n_seg, None))
+    rows.append(("(a) seed loop, 1 slice, fp32", torch.float32, t, 1, n_seg, None, True))
     reference = None
     for dtype in [torch.float32, *half]:
         pipe = Pipeline(
@@ -201,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         n_seg = sum(s.segmented for s in result.slices)
         if dtype is torch.float32:
             reference = result
-            rows.append((f"(b) pipeline fp32, batch {batches}", dtype, t, n_seg, None))
+            rows.append((f"(b) pipeline fp32, batch {batches}", dtype, t, 1, n_seg, None, True))
         else:
             label = f"(c) pipeline {names[dtype]} autocast, batch {batches}"
-            rows.append((label, dtype, t, n_seg, compare(reference, result)))
+            rows.append((label, dtype, t, 1, n_seg, compare(reference, result), True))
+    fast = half[0] if device.type != "cpu" or cpu_has_native_bf16() else torch.float32
+    for tta in (False, True):
+        pipe = Pipeline(
+            None, seg, device=device, batch_size=args.batch_size, precision=names[fast], flip_tta=tta
+        )
+        t, result = timed(lambda pipe=pipe: pipe.analyse(volume), args.repeats, device)
+        label = f"(d) {names[fast]}, no gate: segment every slice" + (", flip TTA" if tta else "")
+        rows.append((label, fast, t, 2 if tta else 1, n, None, False))
 
     # The best matmul rate seen before or after the runs (other load on the machine lowers either).
     rates = {dt: max(r, matmul_rate(device, dt)) for dt, r in rates.items()}
@@ -222,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     seed_rate = n / rows[0][2]
-    for label, dtype, t, n_seg, diff in rows:
-        flops = n * cls_flops + n_seg * seg_flops
+    for label, dtype, t, passes, n_seg, diff, classified in rows:
+        flops = (n * cls_flops if classified else 0) + passes * n_seg * seg_flops
         achieved = flops / t
         d = ("", "", "") if diff is None else (f"{diff[0]:.2e}", f"{diff[1]:.2e}", f"{diff[2]:.2%}")
         print(

@@ -7,12 +7,20 @@ Two folders hold bundles (``NAME.json`` + ``NAME.safetensors``, directly or one 
   ``brainseg-train`` writes and :func:`install_bundle` copies; ``BRAINSEG_USER_DATA`` replaces the
   user data dir (tests, portable installs).
 
-:func:`resolve_models` picks, for each kind: an explicit path, else the newest user bundle (by
-the card's ``created``), else the newest shipped bundle.
+:func:`resolve_models` picks, for each kind: an explicit path, else the user's choice for that kind
+(:func:`pin_bundle`: one bundle by name; :func:`use_default_models`: the shipped bundle), else the
+newest user bundle (by the card's ``created``), else the newest shipped bundle. The choice is kept
+in ``<user data dir>/choice.json``.
+
+:func:`install_bundle` refuses a bundle without a validation metric, or one whose metric is below
+the model it would replace (segmenter: mean per-patient Dice; classifier: ROC AUC), unless
+``force``; :func:`remove_bundle` deletes an installed user bundle. ``brainseg-models`` is the
+command line for all of this.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,12 +39,21 @@ from brainseg_core.errors import BundleError
 from brainseg_core.resources import resource_path
 
 __all__ = [
+    "KEY_METRICS",
     "BundleInfo",
+    "InstallRefused",
+    "active_bundle",
     "explicit_info",
+    "find_bundle",
     "install_bundle",
+    "key_metric",
     "list_bundles",
+    "model_choice",
+    "pin_bundle",
+    "remove_bundle",
     "resolve_models",
     "shipped_models_dir",
+    "use_default_models",
     "user_data_dir",
     "user_models_dir",
 ]
@@ -133,6 +150,145 @@ def list_bundles(
     return out
 
 
+#: The validation metric that ranks bundles of each kind (higher is better).
+KEY_METRICS = {"segmenter": "dice_patient_mean", "classifier": "roc_auc"}
+#: Value of :func:`model_choice` meaning "the shipped bundle".
+DEFAULT_CHOICE = "default"
+_CHOICE_FILE = "choice.json"
+
+
+class InstallRefused(BundleError):
+    """:func:`install_bundle` would replace a better model (or cannot tell); ``force`` overrides."""
+
+
+def key_metric(card: ModelCard) -> float | None:
+    """The card's ranking metric (:data:`KEY_METRICS`), or None when it has none."""
+    value = card.metrics.get(KEY_METRICS[card.kind]) if isinstance(card.metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def model_choice() -> dict[str, str]:
+    """The user's choice per kind: a bundle name, ``"default"`` (shipped) or absent (newest).
+
+    An unreadable choice file counts as no choice (and is logged).
+    """
+    path = user_data_dir() / _CHOICE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: ignoring the model choice file: %s", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: str(v) for k, v in data.items() if k in KINDS and isinstance(v, str)}
+
+
+def _set_choice(kind: str, value: str | None) -> None:
+    choice = model_choice()
+    if value is None:
+        choice.pop(kind, None)
+    else:
+        choice[kind] = value
+    folder = user_data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / _CHOICE_FILE) as tmp:
+        tmp.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
+
+
+def find_bundle(name: str, kind: str | None = None) -> BundleInfo:
+    """The bundle whose card is named ``name`` (a user bundle before a shipped one).
+
+    Raises:
+        BundleError: when no bundle has that name (listing the names there are).
+    """
+    infos = list_bundles(kind)
+    for info in infos:
+        if info.card.name == name:
+            return info
+    names = ", ".join(sorted({i.card.name for i in infos})) or "none"
+    raise BundleError(user_models_dir(), f"no model named {name!r}; installed and shipped models: {names}")
+
+
+def active_bundle(kind: str) -> BundleInfo | None:
+    """The bundle :func:`resolve_models` uses for ``kind`` when none is named explicitly.
+
+    Args:
+        kind: ``"classifier"`` or ``"segmenter"``.
+
+    Returns:
+        Its :class:`BundleInfo`, or None when there is none of that kind.
+
+    Raises:
+        BundleError: when the user pinned a bundle that no longer exists.
+    """
+    choice = model_choice().get(kind)
+    candidates = list_bundles(kind)
+    if choice == DEFAULT_CHOICE:
+        shipped = [i for i in candidates if i.source == "shipped"]
+        return shipped[0] if shipped else None
+    if choice is not None:
+        try:
+            return find_bundle(choice, kind)
+        except BundleError as exc:
+            raise BundleError(
+                exc.path,
+                f"the pinned {kind} {choice!r} is gone; run `brainseg-models use-default` or pin another",
+            ) from None
+    return candidates[0] if candidates else None
+
+
+def pin_bundle(name: str) -> BundleInfo:
+    """Use the bundle named ``name`` for its kind from now on (until unpinned or removed).
+
+    Raises:
+        BundleError: when no bundle has that name.
+    """
+    info = find_bundle(name)
+    _set_choice(info.card.kind, name)
+    return info
+
+
+def use_default_models(kind: str | None = None) -> None:
+    """Use the shipped bundle of ``kind`` (both kinds when None), whatever the user installed.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
+    for k in (kind,) if kind else KINDS:
+        _set_choice(k, DEFAULT_CHOICE)
+
+
+def remove_bundle(name: str) -> Path:
+    """Delete the installed user bundle named ``name`` (shipped bundles cannot be removed).
+
+    A pin on it is dropped, so the kind falls back to the newest remaining bundle.
+
+    Returns:
+        The removed card's path.
+
+    Raises:
+        BundleError: when no user bundle has that name.
+    """
+    info = find_bundle(name)
+    if info.source != "user":
+        raise BundleError(
+            info.path, "is shipped with BrainSeg and cannot be removed; use another model instead"
+        )
+    # Card first: a listing never sees a card whose weights are gone.
+    weights = info.path.parent / info.card.weights_file
+    info.path.unlink()
+    weights.unlink(missing_ok=True)
+    if model_choice().get(info.card.kind) == name:
+        _set_choice(info.card.kind, None)
+    return info.path
+
+
 def _resolve_one(
     kind: str, explicit: str | Path | None, device: str | torch.device, required: bool
 ) -> ModelBundle | None:
@@ -144,9 +300,9 @@ def _resolve_one(
                 f"this is a {bundle.card.kind} model, but it was given as the {kind}; swap the two",
             )
         return bundle
-    candidates = list_bundles(kind)
-    if candidates:
-        return load_bundle(candidates[0].path, device=device)
+    active = active_bundle(kind)
+    if active is not None:
+        return load_bundle(active.path, device=device)
     if not required:
         return None
     raise BundleError(
@@ -164,9 +320,9 @@ def resolve_models(
 ) -> tuple[ModelBundle | None, ModelBundle]:
     """Load the classifier and segmenter to run.
 
-    For each kind: the explicit path when given, else the newest user bundle, else the newest
-    shipped bundle. A chosen bundle that fails verification raises rather than silently falling
-    back to another model.
+    For each kind: the explicit path when given, else :func:`active_bundle` (the user's pinned or
+    default choice, else the newest user bundle, else the newest shipped bundle). A chosen bundle
+    that fails verification raises rather than silently falling back to another model.
 
     Args:
         classifier: explicit classifier bundle (``.json``, ``.safetensors`` or folder), or None.
@@ -187,21 +343,29 @@ def resolve_models(
     return cls, seg
 
 
-def install_bundle(card_path: str | Path, *, overwrite: bool = False) -> Path:
-    """Verify a bundle and copy it into :func:`user_models_dir`.
+def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: bool = False) -> Path:
+    """Verify a bundle, check it is no worse than the model it replaces, and copy it in.
+
+    The installed bundle becomes the active one of its kind (it is pinned, replacing an earlier pin
+    or "use default" choice for that kind).
 
     Args:
         card_path: the bundle (``.json``, ``.safetensors`` or its folder).
         overwrite: replace an installed bundle with the same file names.
+        force: install even when the card has no validation metric or a lower one than the
+            active model of its kind (:data:`KEY_METRICS`).
 
     Returns:
         The installed card path.
 
     Raises:
+        InstallRefused: the metric check failed and ``force`` is False (the message says why).
         BundleError: if the bundle fails verification (see :func:`load_bundle`) or a bundle with
             the same file names is installed and ``overwrite`` is False.
     """
     source = load_bundle(card_path)
+    if not force:
+        _check_no_worse(source.card, source.path)
     dest_dir = user_models_dir()
     dest_card = dest_dir / source.path.name
     dest_weights = dest_dir / source.card.weights_file
@@ -218,7 +382,31 @@ def install_bundle(card_path: str | Path, *, overwrite: bool = False) -> Path:
     for src, dest in ((source.weights_path, dest_weights), (source.path, dest_card)):
         with atomic_write(dest) as tmp:
             shutil.copyfile(src, tmp)
+    _set_choice(source.card.kind, source.card.name)
     return dest_card
+
+
+def _check_no_worse(card: ModelCard, path: Path) -> None:
+    metric = KEY_METRICS[card.kind]
+    new = key_metric(card)
+    if new is None:
+        raise InstallRefused(
+            path,
+            f"the card has no validation {metric}, so it cannot be checked against the active {card.kind}; "
+            "evaluate it (brainseg-eval) or install with --force",
+        )
+    try:
+        current = active_bundle(card.kind)
+    except BundleError:
+        return  # the active choice is broken: anything readable is an improvement
+    old = key_metric(current.card) if current is not None else None
+    if current is not None and old is not None and new < old:
+        raise InstallRefused(
+            path,
+            f"its validation {metric} {new:.3f} is below the active {card.kind} {current.card.name!r} "
+            f"({old:.3f}); the two may have been validated on different patients, so compare them with "
+            "brainseg-eval on the same data, then install with --force to use it anyway",
+        )
 
 
 def explicit_info(path: str | Path) -> BundleInfo:

@@ -12,11 +12,18 @@ from brainseg_core.bundle import save_bundle
 from brainseg_core.errors import BundleError
 from brainseg_core.models import build_model
 from brainseg_core.registry import (
+    KEY_METRICS,
+    InstallRefused,
+    active_bundle,
     explicit_info,
     install_bundle,
     list_bundles,
+    model_choice,
+    pin_bundle,
+    remove_bundle,
     resolve_models,
     shipped_models_dir,
+    use_default_models,
     user_models_dir,
 )
 
@@ -29,7 +36,9 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     return tmp_path / "resources" / "models", tmp_path / "userdata" / "models"
 
 
-def _save(out: Path, name: str, kind: str = "segmenter", created: str | None = None) -> Path:
+def _save(
+    out: Path, name: str, kind: str = "segmenter", created: str | None = None, metric: float | None = None
+) -> Path:
     if kind == "segmenter":
         model, arch, args = (
             build_model("resunet", base_filters=2, depth=2),
@@ -40,8 +49,17 @@ def _save(out: Path, name: str, kind: str = "segmenter", created: str | None = N
     else:
         model, arch, args = build_model("plain_cnn", width=2), "plain_cnn", {"width": 2}
         thresholds = {"tumour_probability": 0.5}
+    metrics = {} if metric is None else {KEY_METRICS[kind]: metric}
     card_path = save_bundle(
-        model, out, name=name, kind=kind, arch=arch, arch_args=args, input_size=32, thresholds=thresholds
+        model,
+        out,
+        name=name,
+        kind=kind,
+        arch=arch,
+        arch_args=args,
+        input_size=32,
+        thresholds=thresholds,
+        metrics=metrics,
     )
     if created:
         data = json.loads(card_path.read_text())
@@ -139,7 +157,7 @@ def test_a_tampered_chosen_bundle_raises(dirs: tuple[Path, Path]) -> None:
 
 def test_install_bundle(dirs: tuple[Path, Path], tmp_path: Path) -> None:
     _, user = dirs
-    src = _save(tmp_path / "download", "downloaded")
+    src = _save(tmp_path / "download", "downloaded", metric=0.8)
     installed = install_bundle(src)
     assert installed == user / src.name
     assert installed.read_bytes() == src.read_bytes()
@@ -154,7 +172,7 @@ def test_install_bundle(dirs: tuple[Path, Path], tmp_path: Path) -> None:
     assert install_bundle(src.with_suffix(".safetensors"), overwrite=True) == installed
 
     # A bundle that fails verification is not installed.
-    bad = _save(tmp_path / "bad", "bad")
+    bad = _save(tmp_path / "bad", "bad", metric=0.9)
     bad.with_suffix(".safetensors").write_bytes(b"garbage")
     with pytest.raises(BundleError, match="sha256"):
         install_bundle(bad)
@@ -165,3 +183,82 @@ def test_cpu_device_argument(dirs: tuple[Path, Path]) -> None:
     _save(dirs[0], "good")
     _, seg = resolve_models(device=torch.device("cpu"))
     assert next(seg.model.parameters()).device.type == "cpu"
+
+
+def test_install_refuses_a_worse_or_unmeasured_model_unless_forced(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shipped, user = dirs
+    _save(shipped, "shipped-seg", metric=0.80)
+    zero = _save(tmp_path / "a", "dice-zero", metric=0.0)
+    with pytest.raises(
+        InstallRefused, match=r"0\.000 is below the active segmenter 'shipped-seg' \(0\.800\)"
+    ):
+        install_bundle(zero)
+    unmeasured = _save(tmp_path / "b", "unmeasured")
+    with pytest.raises(InstallRefused, match=r"no validation dice_patient_mean.*--force"):
+        install_bundle(unmeasured)
+    assert not user.exists() or not any(user.iterdir())
+    assert resolve_models()[1].card.name == "shipped-seg"
+    install_bundle(zero, force=True)
+    assert resolve_models()[1].card.name == "dice-zero"
+    better = _save(tmp_path / "c", "better", metric=0.85, created="2020-01-01T00:00:00+00:00")
+    install_bundle(better)  # better than the active (forced) one: no force needed
+    assert resolve_models()[1].card.name == "better"  # installing makes it active, though older
+
+
+def test_pin_use_default_and_remove(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    shipped, user = dirs
+    _save(shipped, "shipped-seg", metric=0.8)
+    _save(user, "mine-old", metric=0.7, created="2024-01-01T00:00:00+00:00")
+    _save(user, "mine-new", metric=0.9, created="2025-01-01T00:00:00+00:00")
+    assert active_bundle("segmenter").card.name == "mine-new"  # newest user bundle
+    use_default_models()
+    assert model_choice() == {"segmenter": "default", "classifier": "default"}
+    assert resolve_models()[1].card.name == "shipped-seg"
+    pin_bundle("mine-old")
+    assert resolve_models()[1].card.name == "mine-old"
+    problems: list[BundleError] = []
+    assert len(list_bundles("segmenter", on_error=problems.append)) == 3
+    assert problems == []  # the choice file is not mistaken for a broken card
+    removed = remove_bundle("mine-old")
+    assert not removed.exists() and not removed.with_suffix(".safetensors").exists()
+    assert "segmenter" not in model_choice()  # the pin went with it
+    assert resolve_models()[1].card.name == "mine-new"
+    with pytest.raises(BundleError, match="shipped with BrainSeg and cannot be removed"):
+        remove_bundle("shipped-seg")
+    with pytest.raises(BundleError, match=r"no model named 'nope'.*mine-new, shipped-seg"):
+        pin_bundle("nope")
+
+
+def test_a_pinned_bundle_that_disappears_says_what_to_do(dirs: tuple[Path, Path]) -> None:
+    shipped, user = dirs
+    _save(shipped, "shipped-seg")
+    mine = _save(user, "mine")
+    pin_bundle("mine")
+    mine.unlink()
+    with pytest.raises(BundleError, match=r"pinned segmenter 'mine' is gone.*use-default"):
+        resolve_models()
+
+
+def test_models_cli(dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from brainseg_core.cli.models import main
+
+    shipped, _ = dirs
+    _save(shipped, "shipped-seg", metric=0.8)
+    worse = _save(tmp_path / "w", "worse", metric=0.5)
+    assert main(["install", str(worse)]) == 1
+    assert "below the active segmenter" in capsys.readouterr().err
+    assert main(["install", str(worse), "--force"]) == 0
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "* worse" in out and "dice_patient_mean 0.500" in out and "  shipped-seg" in out
+    assert main(["use-default"]) == 0
+    assert main(["list"]) == 0
+    assert "* shipped-seg" in capsys.readouterr().out
+    assert main(["show", "worse"]) == 0 and '"name": "worse"' in capsys.readouterr().out
+    assert main(["remove", "worse"]) == 0
+    assert main(["remove", "worse"]) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2

@@ -120,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--name", help="bundle name (default: brainseg-KIND-ARCH-DATE)")
     p.add_argument(
-        "--install", action="store_true", help="also install the bundle in the user's model folder"
+        "--install",
+        action="store_true",
+        help="also install the bundle in the user's model folder (refused if its validation metric is "
+        "below the active model's)",
     )
+    p.add_argument("--force", action="store_true", help="with --install: install even a worse model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         name=args.name,
         install=args.install,
+        force_install=args.force,
         crop=args.crop,
         folds=args.folds,
         fold=args.fold,

@@ -139,7 +139,9 @@ class TrainConfig:
         time_budget_min: stop cleanly when this many minutes of wall time are used.
         resume: continue from ``out/checkpoint/last.*``.
         name: bundle name (default ``brainseg-<kind>-<arch>-<date>``).
-        install: copy the finished bundle into the user's model folder.
+        install: copy the finished bundle into the user's model folder (refused when its
+            validation metric is missing or below the active model's, unless ``force_install``).
+        force_install: install even then.
         min_area_candidates: ``min_area_px`` values tried for a segmenter.
         crop: train a segmenter on random ``crop`` x ``crop`` patches of the slices
             (tumour-centred in tumour slices, :func:`~brainseg_core.training.data.crop_batch`);
@@ -177,6 +179,7 @@ class TrainConfig:
     resume: bool = False
     name: str | None = None
     install: bool = False
+    force_install: bool = False
     min_area_candidates: tuple[int, ...] = MIN_AREA_CANDIDATES
     crop: int | None = None
     folds: int | None = None
@@ -1185,15 +1188,16 @@ def train(
                 "CC BY-NC-SA 4.0 (non-commercial)."
             ),
         )
-        if cfg.install:
-            from brainseg_core.registry import install_bundle
-
-            installed = install_bundle(card_path)
-            say(f"installed into the user's model folder: {installed}")
         if history:
             plot_curves(history, cfg.kind, cfg.out / "learning_curves.png")
         say(summary_table(history, cfg.kind))
         say(f"stopped: {stop_reason}; best epoch {best_epoch}; bundle {card_path}")
+        if cfg.install:
+            from brainseg_core.registry import install_bundle
+
+            # raises InstallRefused (naming the bundle, which stays in ``out``) when it is worse
+            installed = install_bundle(card_path, force=cfg.force_install)
+            say(f"installed into the user's model folder: {installed}")
     if dist_info.world > 1:
         import torch.distributed as dist
 

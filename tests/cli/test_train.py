@@ -9,8 +9,10 @@ import pytest
 import torch
 from conftest import make_patient
 
+from brainseg_core.bundle import save_bundle
 from brainseg_core.cli.train import main
-from brainseg_core.registry import list_bundles, user_models_dir
+from brainseg_core.models import build_model
+from brainseg_core.registry import active_bundle, install_bundle, user_models_dir
 
 
 @pytest.fixture(scope="module")
@@ -26,28 +28,37 @@ TINY = ["--width", "4", "--depth", "2", "--image-size", "32", "--batch-size", "4
 
 def test_train_segmenter_and_install(data: Path, tmp_path: Path, capsys) -> None:
     torch.set_num_threads(1)
-    out = tmp_path / "run"
-    rc = main(
-        [
-            "segmenter",
-            str(data),
-            "--out",
-            str(out),
-            "--max-epochs",
-            "2",
-            "--name",
-            "cli-seg",
-            "--install",
-            *TINY,
-        ]
+
+    def run(out: Path, *extra: str) -> int:
+        args = ["segmenter", str(data), "--out", str(out), "--max-epochs", "2", "--name", "cli-seg"]
+        return main([*args, "--install", *extra, *TINY])
+
+    # the active segmenter claims a perfect validation Dice: a two-epoch model is worse, so it is
+    # trained and kept, but not installed
+    perfect = save_bundle(
+        build_model("resunet", base_filters=4, depth=2),
+        tmp_path / "perfect",
+        name="perfect",
+        kind="segmenter",
+        arch="resunet",
+        arch_args={"base_filters": 4, "depth": 2},
+        input_size=32,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0},
+        metrics={"dice_patient_mean": 1.0},
     )
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "epoch 2:" in text and "dice_patient_mean" in text and "stopped: epochs" in text
-    card = json.loads((out / "cli-seg.json").read_text())
+    install_bundle(perfect)
+    assert run(tmp_path / "run") == 1
+    captured = capsys.readouterr()
+    assert "epoch 2:" in captured.out and "dice_patient_mean" in captured.out
+    assert "stopped: epochs" in captured.out
+    assert "below the active segmenter" in captured.err and "--force" in captured.err
+    card = json.loads((tmp_path / "run" / "cli-seg.json").read_text())
     assert card["training"]["epochs_run"] == 2 and card["name"] == "cli-seg"
+    assert not (user_models_dir() / "cli-seg.json").exists()
+    # --force installs it, and it becomes the active segmenter
+    assert run(tmp_path / "forced", "--force") == 0
     assert (user_models_dir() / "cli-seg.json").is_file()
-    assert any(b.card.name == "cli-seg" for b in list_bundles())
+    assert active_bundle("segmenter").card.name == "cli-seg"
 
 
 def test_train_classifier_with_explicit_validation_list(data: Path, tmp_path: Path) -> None:

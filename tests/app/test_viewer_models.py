@@ -1,0 +1,81 @@
+"""The Model menu's Manage models dialog: the brainseg-models actions in the viewer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PySide6.QtWidgets import QMessageBox
+from viewer_fixtures import *  # noqa: F403
+
+from brainseg_app import dialogs
+from brainseg_core.bundle import save_bundle
+from brainseg_core.models import build_model
+from brainseg_core.registry import active_bundle, model_choice
+
+
+def _seg(out: Path, name: str, dice: float | None) -> Path:
+    torch.manual_seed(0)
+    return save_bundle(
+        build_model("resunet", base_filters=4, depth=2),
+        out,
+        name=name,
+        kind="segmenter",
+        arch="resunet",
+        arch_args={"base_filters": 4, "depth": 2},
+        input_size=64,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0},
+        metrics={} if dice is None else {"dice_patient_mean": dice},
+    )
+
+
+def _names(dialog: dialogs.ManageModelsDialog) -> list[tuple[str, str]]:
+    return [
+        (dialog.table.item(r, 0).text(), dialog.table.item(r, 2).text())
+        for r in range(dialog.table.rowCount())
+    ]
+
+
+def test_manage_models_install_use_remove_and_shipped(qtbot, tmp_path: Path, messages, monkeypatch) -> None:
+    shipped = Path(os.environ["BRAINSEG_RESOURCES"]) / "models"
+    _seg(shipped, "shipped-seg", 0.8)
+    dialog = dialogs.ManageModelsDialog()
+    qtbot.addWidget(dialog)
+    changes: list[bool] = []
+    dialog.changed.connect(lambda: changes.append(True))
+    assert _names(dialog) == [("●", "shipped-seg")]
+    assert not dialog.remove_button.isEnabled()  # nothing selected
+
+    worse = _seg(tmp_path / "w", "worse", 0.5)
+    asked: list[str] = []
+    assert not dialog.install(worse, ask=lambda text: asked.append(text) is not None)
+    assert "below the active segmenter 'shipped-seg'" in asked[0] and not changes
+    assert dialog.install(worse, ask=lambda text: True)
+    assert _names(dialog) == [("●", "worse"), ("", "shipped-seg")] and changes == [True]
+
+    dialog.table.selectRow(1)  # the shipped one: usable, not removable
+    assert dialog.use_button.isEnabled() and not dialog.remove_button.isEnabled()
+    dialog.use_selected()
+    assert (
+        active_bundle("segmenter").card.name == "shipped-seg" and model_choice()["segmenter"] == "shipped-seg"
+    )
+
+    dialog.table.selectRow(0)
+    assert dialog.remove_button.isEnabled()
+    messages.answer = QMessageBox.StandardButton.Yes
+    dialog.remove_selected()
+    assert "Remove model: Delete the installed model worse" in messages.questions[-1]
+    assert _names(dialog) == [("●", "shipped-seg")]
+
+    dialog.use_shipped()
+    assert model_choice() == {"segmenter": "default", "classifier": "default"} and len(changes) == 4
+
+
+def test_use_shipped_models_menu_reloads_the_shipped_segmenter(make_window, tiny_bundles) -> None:
+    shipped = Path(os.environ["BRAINSEG_RESOURCES"]) / "models"
+    _seg(shipped, "shipped-seg", 0.8)
+    w = make_window(auto_run=False)
+    assert w.ensure_models() and w.segmenter.card.name == "tiny-seg"  # the user's bundle first
+    w.actions_by_name["default_models"].trigger()
+    assert w.ensure_models() and w.segmenter.card.name == "shipped-seg"
