@@ -7,6 +7,15 @@ Examples::
     brainseg-train segmenter /data/kaggle_3m --out runs/seg --resume        # after an interruption
     torchrun --nproc-per-node 4 -m brainseg_core.training segmenter /data/kaggle_3m --out runs/seg
 
+The CPU recipe of the shipped segmenter, cross-validated, then trained for shipping::
+
+    brainseg-train segmenter DATA --out runs/cv --folds 5 --fold all --crop 128 --keep last \
+        --val-every 5 --tumour-fraction 0.5 --epochs 1000 --patience 0 --time-budget 17
+    brainseg-eval --cv runs/cv                       # nested cross-validated table
+    brainseg-train segmenter DATA --out runs/final --val-patients 0 --crop 128 \
+        --tumour-fraction 0.5 --epochs 1000 --patience 0 --time-budget 17
+    brainseg-eval --cv runs/cv --write-card runs/final   # chosen post-processing + CV metrics
+
 The output folder receives the model bundle (``NAME.safetensors`` + ``NAME.json``, loadable by the
 viewer and ``brainseg-predict``), ``metrics.jsonl``, ``learning_curves.png``, ``val_patients.txt``
 (feed it to ``brainseg-eval --patients``) and ``checkpoint/`` (for ``--resume``). See
@@ -19,7 +28,10 @@ memory on the training device, so there is no DataLoader whose workers could be 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
 from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
@@ -37,6 +49,15 @@ def _fraction_or_none(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(
             f"expected a number between 0 and 1 or 'natural', got {text!r}"
         ) from None
+
+
+def _fold_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold number or 'all', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation by patient (with --fold)")
     p.add_argument(
-        "--fold", type=int, metavar="I", help="the held-out fold, 0..K-1 (replaces --val-patients)"
+        "--fold",
+        type=_fold_or_all,
+        metavar="I",
+        help="the held-out fold, 0..K-1 (replaces --val-patients), or 'all': every fold in turn into "
+        "OUT/foldI, skipping finished folds and resuming an interrupted one",
     )
     p.add_argument(
         "--keep",
@@ -165,16 +190,49 @@ def main(argv: list[str] | None = None) -> int:
         force_install=args.force,
         crop=args.crop,
         folds=args.folds,
-        fold=args.fold,
+        fold=0 if args.fold == "all" else args.fold,
         keep=args.keep,
         val_every=args.val_every,
         init_from=args.init_from,
     )
+
+    def log(msg: str) -> None:
+        tqdm.write(msg, file=sys.stdout)
+
+    if args.fold != "all":
+        return run_reporting_errors(
+            "brainseg-train",
+            lambda: train(config, log=log, progress=not args.quiet),
+            interrupted="interrupted; continue with --resume",
+        )
+    if args.folds is None:
+        print("brainseg-train: error: --fold all needs --folds K", file=sys.stderr)
+        return 1
     return run_reporting_errors(
         "brainseg-train",
-        lambda: train(config, log=lambda msg: tqdm.write(msg, file=sys.stdout), progress=not args.quiet),
-        interrupted="interrupted; continue with --resume",
+        lambda: _all_folds(config, log=log, progress=not args.quiet),
+        interrupted="interrupted; run the same command again to continue",
     )
+
+
+def _all_folds(config: TrainConfig, *, log: Callable[[str], None], progress: bool) -> None:
+    """Train every fold of ``config.folds`` into ``config.out/foldI`` (finished folds are skipped)."""
+    from brainseg_core.crossval import OUT_OF_FOLD_FILE
+    from brainseg_core.training.loop import CHECKPOINT_DIR
+
+    assert config.folds is not None
+    for i in range(config.folds):
+        out = Path(config.out) / f"fold{i}"
+        if (out / OUT_OF_FOLD_FILE).is_file() and any(out.glob("*.json")):
+            log(f"fold {i}: already trained in {out}, skipped")
+            continue
+        resume = (out / CHECKPOINT_DIR / "last.json").is_file()
+        name = f"{config.name}-fold{i}" if config.name else None
+        log(f"fold {i} of {config.folds}: {'resuming' if resume else 'training'} in {out}")
+        train(
+            dataclasses.replace(config, out=out, fold=i, resume=resume, name=name), log=log, progress=progress
+        )
+    log(f"all {config.folds} folds trained; report: brainseg-eval --cv {config.out}")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,22 @@ def test_errors_exit_1_with_a_message(data: Path, tmp_path: Path, capsys) -> Non
     assert "error" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["segmenter", str(data), "--out", str(tmp_path / "z"), "--tumour-fraction", "lots"])
+
+
+def test_all_folds_in_one_command_skip_finished_folds(data: Path, tmp_path: Path, capsys) -> None:
+    torch.set_num_threads(1)
+    args = ["segmenter", str(data), "--out", str(tmp_path / "cv"), "--folds", "2", "--fold", "all"]
+    args += ["--keep", "last", "--epochs", "1", "--crop", "16", *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "fold 0 of 2: training" in out and "fold 1 of 2: training" in out
+    held_out = [(tmp_path / "cv" / f"fold{i}" / "val_patients.txt").read_text().split() for i in (0, 1)]
+    assert sorted(held_out[0] + held_out[1]) == sorted(p.name for p in data.iterdir())
+    assert main(args) == 0  # again: nothing left to do
+    assert capsys.readouterr().out.count("already trained") == 2
+    from brainseg_core.cli.eval import main as eval_main
+
+    assert eval_main(["--cv", str(tmp_path / "cv"), "--quiet"]) == 0
+    assert "pooled (nested, honest)" in capsys.readouterr().out
+    assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--fold", "all", *TINY]) == 1
+    assert "--fold all needs --folds K" in capsys.readouterr().err
