@@ -165,6 +165,16 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
     )
 
     a(
+        "thorough",
+        "&Thorough (flip test-time augmentation)",
+        w.set_thorough,
+        None,
+        "The segmenter also reads each slice mirrored and averages: about twice its time; "
+        "re-analyses the open patients",
+        checkable=True,
+    )
+
+    a(
         "active_models",
         "&Active models…",
         w.show_models,
@@ -347,6 +357,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
         analysis.addAction(acts[name])
     analysis.addSeparator()
     analysis.addAction(acts["auto_run"])
+    analysis.addAction(acts["thorough"])
     device_menu = analysis.addMenu("&Device")
     for dev in ("auto", "cpu", "cuda", "mps"):
         act = device_menu.addAction(dev)

@@ -89,16 +89,18 @@ def _shipped_models(error: BrainSegError) -> tuple[object | None, object]:
     return newest("classifier"), seg
 
 
-def _build_pipeline(classifier: object | None, segmenter: object, device: str) -> tuple[object, str | None]:
+def _build_pipeline(
+    classifier: object | None, segmenter: object, device: str, *, thorough: bool = False
+) -> tuple[object, str | None]:
     """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
     from brainseg_core.inference import Pipeline
 
     try:
-        return Pipeline(classifier, segmenter, device=device), None  # type: ignore[arg-type]
+        return Pipeline(classifier, segmenter, device=device, flip_tta=thorough), None  # type: ignore[arg-type]
     except (ValueError, RuntimeError) as exc:
         if device == "auto":
             raise
-        pipeline = Pipeline(classifier, segmenter, device="auto")  # type: ignore[arg-type]
+        pipeline = Pipeline(classifier, segmenter, device="auto", flip_tta=thorough)  # type: ignore[arg-type]
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
@@ -408,6 +410,7 @@ class AnalysisController(QObject):
         paths = (self.settings.classifier_path, self.settings.segmenter_path)
         loaded = (self.classifier, self.segmenter)
         device = self.settings.device
+        thorough = self.settings.thorough
 
         def job(report: JobReport) -> object:
             warnings: list[tuple[str, str]] = []
@@ -419,7 +422,7 @@ class AnalysisController(QObject):
                 cls, seg = loaded
             if seg is None:
                 raise BundleError(paths[1] or "models", "no segmentation model is loaded")
-            pipeline, warning = _build_pipeline(cls, seg, device)
+            pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
             return need, cls, seg, pipeline, warnings

@@ -215,6 +215,15 @@ class Settings:
         self._set("run/auto_run", bool(value))
 
     @property
+    def thorough(self) -> bool:
+        """Flip test-time augmentation in the segmenter (twice its cost; ``--thorough`` in the CLIs)."""
+        return _to_bool(self._get("run/thorough"), False)
+
+    @thorough.setter
+    def thorough(self, value: bool) -> None:
+        self._set("run/thorough", bool(value))
+
+    @property
     def classifier_path(self) -> str | None:
         """A classifier bundle the user loaded by hand (None = default resolution)."""
         return str(self._get("models/classifier") or "") or None

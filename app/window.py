@@ -216,6 +216,7 @@ class MainWindow(QMainWindow):
         c.auto_run.setChecked(s.auto_run)
         c.device.setCurrentText(s.device)
         self.actions_by_name["auto_run"].setChecked(s.auto_run)
+        self.actions_by_name["thorough"].setChecked(s.thorough)
         self.actions_by_name["toggle_overlay"].setChecked(True)
         self.actions_by_name["toggle_gt"].setChecked(s.show_gt)
         self.actions_by_name["toggle_contour"].setChecked(s.contour)
@@ -765,6 +766,14 @@ class MainWindow(QMainWindow):
     def _sync_device_menu(self, device: str) -> None:
         for act in self.device_menu.actions():
             act.setChecked(act.text() == device)
+
+    def set_thorough(self, on: bool) -> None:
+        """Turn flip test-time augmentation on or off; analysed patients are analysed again."""
+        if on == self.settings.thorough:
+            return
+        self.settings.thorough = on
+        self.actions_by_name["thorough"].setChecked(on)
+        self._models_changed()
 
     def set_auto_run(self, on: bool) -> None:
         """Start (or not) the analysis of each patient as soon as it is opened."""

@@ -79,3 +79,20 @@ def test_use_shipped_models_menu_reloads_the_shipped_segmenter(make_window, tiny
     assert w.ensure_models() and w.segmenter.card.name == "tiny-seg"  # the user's bundle first
     w.actions_by_name["default_models"].trigger()
     assert w.ensure_models() and w.segmenter.card.name == "shipped-seg"
+
+
+def test_thorough_setting_builds_a_flip_tta_pipeline_and_reanalyses(
+    make_window, fixture_patient, tiny_bundles
+):
+    from viewer_helpers import wait_until
+
+    from brainseg_app.session import PatientState
+
+    w = make_window()
+    w.open_path(fixture_patient)
+    wait_until(lambda: w.current is not None and w.current.state is PatientState.DONE)
+    assert w.analyser.pipeline is not None and not w.analyser.pipeline.flip_tta
+    w.actions_by_name["thorough"].trigger()
+    assert w.settings.thorough and w.actions_by_name["thorough"].isChecked()
+    wait_until(lambda: w.current.state is PatientState.DONE and w.analyser.pipeline is not None)
+    assert w.analyser.pipeline.flip_tta
