@@ -550,7 +550,8 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     depth (hidden folders and files skipped, patient folders not entered): each patient folder
     and each TIFF stack (a TIFF that is not a ``*_mask.tif`` and whose name has no slice number,
     or a multi-page one in a folder of such numbered stacks) is a patient. Folders written by
-    BrainSeg's exporter (holding ``brainseg_export.json``) are skipped. Identical copies of a
+    BrainSeg's exporter (holding ``brainseg_export.json``) are skipped. Symbolic links to folders
+    are followed, each real folder entered once (so a link loop ends). Identical copies of a
     patient (same id, file names, sizes and sampled file contents), such as the Kaggle archive's
     repeated ``lgg-mri-segmentation/kaggle_3m``, are listed once: the copy
     nearest to ``path``.
@@ -577,9 +578,19 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     if is_patient_dir(root) and not _holds_numbered_stacks(root, os.listdir(root)):
         return [root]
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every folder entered: symlink loops end
+    for dirpath, dirnames, filenames in os.walk(root, onerror=None, followlinks=True):
         here = Path(dirpath)
+        try:
+            st = here.stat()
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if EXPORT_SIDECAR in filenames:  # BrainSeg's own export output, not a patient
             dirnames[:] = []
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +132,18 @@ def test_numbered_multi_page_stacks_are_patients_not_slices(tmp_path: Path) -> N
     assert open_volume(expected[0]).n_slices == 5
     with pytest.raises(DataError, match="multi-page TIFF stacks named like slices"):
         open_volume(folder)
+
+
+def test_symlinked_patient_folders_are_found_and_link_loops_end(
+    tmp_path: Path, lgg_fixture_root: Path
+) -> None:
+    root = tmp_path / "links"
+    root.mkdir()
+    for patient in sorted(p for p in lgg_fixture_root.iterdir() if p.is_dir()):
+        (root / patient.name).symlink_to(patient, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a link back to the root
+    (root / "again").symlink_to(root / sorted(os.listdir(root))[0], target_is_directory=True)
+    found = find_patients(root)
+    names = [p.name for p in found]
+    assert sorted(set(names)) == sorted(p.name for p in lgg_fixture_root.iterdir() if p.is_dir())
+    assert len(found) == 2  # each real folder once, the loop entered once
