@@ -141,6 +141,18 @@ def _write_tiff(data: np.ndarray) -> Callable[[Path], None]:
     return lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack")
 
 
+def _write_stack(stack: np.ndarray) -> Callable[[Path], None]:
+    """One page per slice, whatever the slice shape (tifffile would read a width of 1, 3 or 4 as
+    colour samples of one page if the stack were written as one array)."""
+
+    def write(tmp: Path) -> None:
+        with tifffile.TiffWriter(tmp) as tw:
+            for page in stack:
+                tw.write(page, photometric="minisblack", planarconfig="contig", metadata=None)
+
+    return write
+
+
 def _write_png(rgb: np.ndarray) -> Callable[[Path], None]:
     return lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG")
 
@@ -236,7 +248,7 @@ def _jobs(
         ]
     if "stack" in formats:
         stack = np.stack(masks) if masks else np.zeros((0, *volume.shape), np.uint8)
-        jobs.append((f"{pid}_mask_stack.tif", _write_tiff(stack)))
+        jobs.append((f"{pid}_mask_stack.tif", _write_stack(stack)))
     if "png" in formats:
         jobs += [
             (f"{pid}_{n}_overlay.png", _write_png(overlay_image(volume.images[s.index], s.mask)))

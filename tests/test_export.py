@@ -231,3 +231,20 @@ def test_export_is_readable_like_any_file_the_user_writes(volume, tmp_path: Path
         os.umask(old)
     assert paths[0].parent.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in paths} == {0o644}
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_mask_stack_has_one_page_per_slice_whatever_the_width(volume, tmp_path: Path, width: int) -> None:
+    import dataclasses
+
+    narrow = dataclasses.replace(
+        volume, images=volume.images[:, :, :width].copy(), masks=volume.masks[:, :, :width].copy()
+    )
+    narrow.masks[1, 0, 0] = True  # a tumour pixel the stack must keep on its own page
+    result = _result(narrow)
+    paths = export_results(narrow, result, tmp_path / "out", formats=("stack",))
+    stack_path = next(p for p in paths if p.name.endswith("_mask_stack.tif"))
+    with tifffile.TiffFile(stack_path) as tif:
+        pages = [p.asarray() for p in tif.pages]
+    assert len(pages) == narrow.n_slices and all(p.shape == (narrow.shape[0], width) for p in pages)
+    assert np.array_equal(np.stack(pages) > 0, np.stack([s.mask for s in result.slices]))
