@@ -352,8 +352,9 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Mode
 
     Checks, in order: the files exist, the card parses and is valid (format, kind, known arch that
     serves that kind, thresholds), the channel order and normalisation match this version's, the
-    weights' SHA-256 equals the card's, the safetensors file parses, its tensors match the built
-    architecture exactly (names and shapes) and are finite.
+    weights' SHA-256 equals the card's, the safetensors file parses, its tensors match the
+    architecture exactly (names and shapes, compared on the meta device before any network is
+    allocated) and are finite.
 
     Args:
         path: the ``.json`` card, the ``.safetensors`` weights, or a folder holding one pair.
@@ -401,13 +402,16 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Mode
             weights_path, f"not a valid safetensors file ({exc}); reinstall the bundle"
         ) from None
     try:
-        model = build_model(card.arch, **_arch_args(card))
+        # Shapes first, on the meta device (nothing allocated): a card whose arch_args describe a
+        # huge network is refused without building it.
+        with torch.device("meta"):
+            skeleton = build_model(card.arch, **_arch_args(card))
     except (ValueError, TypeError) as exc:
         raise BundleError(card_path, f"invalid arch_args for {card.arch}: {exc}") from None
-    problem = _size_problem(card, model)
+    problem = _size_problem(card, skeleton)
     if problem:
         raise BundleError(card_path, f"{problem}; fix input_size in the card")
-    problem = _state_problem(model.state_dict(), state)
+    problem = _state_problem(skeleton.state_dict(), state)
     if problem:
         raise BundleError(
             weights_path,
@@ -420,6 +424,7 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Mode
             weights_path,
             f"weights hold NaN or infinite values ({', '.join(bad[:3])}); training diverged: retrain",
         )
+    model = build_model(card.arch, **_arch_args(card))
     model.load_state_dict(state, strict=True)
     model = model.float().eval().to(device)
     return ModelBundle(card=card, model=model, path=card_path)

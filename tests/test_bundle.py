@@ -190,6 +190,14 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         load_bundle(card_path)
 
 
+def test_absurd_arch_args_are_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    card_path = _save_seg(tmp_path)
+    # ~10^13 parameters: building this network for real would exhaust any machine's memory
+    _edit_card(card_path, arch_args={"base_filters": 200_000, "depth": 2})
+    with pytest.raises(BundleError, match=r"do not match the card's architecture.*wrong shapes"):
+        load_bundle(card_path)
+
+
 def test_save_refuses_a_model_that_does_not_match_arch(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"cannot save this model as resunet.*wrong shapes"):
         _save_seg(tmp_path, arch_args={"base_filters": 8, "depth": 2})
