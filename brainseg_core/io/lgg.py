@@ -552,7 +552,7 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     or a multi-page one in a folder of such numbered stacks) is a patient. Folders written by
     BrainSeg's exporter (holding ``brainseg_export.json``) are skipped. Symbolic links to folders
     are followed, each real folder entered once (so a link loop ends). Identical copies of a
-    patient (same id, file names, sizes and sampled file contents), such as the Kaggle archive's
+    patient (same id, file names, sizes and the contents of every file), such as the Kaggle archive's
     repeated ``lgg-mri-segmentation/kaggle_3m``, are listed once: the copy
     nearest to ``path``.
 
@@ -655,17 +655,23 @@ def _signature(path: Path) -> tuple[tuple[str, int], ...]:
 
 
 def _content_digest(path: Path) -> str:
-    """sha256 over a few files of a patient (first, middle, last), to tell real copies apart."""
+    """sha256 over every file of a patient (names and contents), to tell real copies apart.
+
+    Only computed for patients whose id, file names and sizes already match another's, so the
+    full read is rare; a copy that differs in a single slice is not a copy.
+    """
     h = hashlib.sha256()
     try:
         if path.is_file():
             files = [path]
         else:
             with os.scandir(path) as it:
-                names = sorted(e.name for e in it if e.is_file())
-            files = [path / names[i] for i in sorted({0, len(names) // 2, len(names) - 1})] if names else []
+                files = [path / n for n in sorted(e.name for e in it if e.is_file())]
         for f in files:
-            h.update(f.read_bytes())
+            h.update(f.name.encode("utf-8", "surrogateescape") + b"\0")
+            with f.open("rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(chunk)
     except OSError:
         return f"unreadable:{path}"  # never considered a duplicate
     return h.hexdigest()

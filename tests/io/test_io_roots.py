@@ -56,6 +56,20 @@ def test_same_id_same_file_sizes_but_other_pixels_is_not_merged(
     assert find_patients(tmp_path) == [a, b]
 
 
+def test_copies_that_differ_in_one_middle_slice_are_not_merged(
+    tmp_path: Path, patient_factory: Callable[..., Path]
+) -> None:
+    # 5 slices + 5 masks: change slice 2, which a first/middle/last sample of the files never reads
+    a = patient_factory(tmp_path / "site_a", patient_id="P1", n=5, seed=1)
+    b = tmp_path / "site_b" / "P1"
+    shutil.copytree(a, b)
+    changed = sorted(b.iterdir())[1]
+    data = bytearray(changed.read_bytes())
+    data[-1] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    assert find_patients(tmp_path) == [a, b]
+
+
 def test_patients_at_mixed_depths_and_stacks(tmp_path: Path, patient_factory: Callable[..., Path]) -> None:
     p1 = patient_factory(tmp_path, patient_id="A_1", n=2)
     p2 = patient_factory(tmp_path / "deep" / "er", patient_id="B_2", n=2)
