@@ -19,18 +19,22 @@ Safety: every file is written atomically into a hidden staging folder beside the
 which replaces the destination only when everything succeeded, so a cancelled or failed export
 leaves nothing half-written. An existing export is replaced only with ``overwrite=True``, a folder
 that is not a BrainSeg export is never replaced, and nothing is ever written into a folder that
-holds the volume's source images or masks.
+holds the volume's source images or masks. While a patient is exported into a folder, an exclusive
+lock (``out_dir/.<patient>.lock``) makes a second writer of the same patient there fail at once
+instead of silently replacing the first one's files; holding that lock, the exporter also removes
+staging folders that a killed export of the patient left behind. A full disk is said plainly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -263,6 +267,61 @@ def _jobs(
     return jobs
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, holder: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on ``path`` (created) for the ``with`` block.
+
+    Args:
+        path: the lock file.
+        holder: what the lock protects, for the error message.
+
+    Raises:
+        ExportError: when another process (or thread) holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            if os.name == "nt":  # pragma: no cover - Windows
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ExportError(
+                f"{path.parent}: another export of {holder} into this folder is running; wait for it "
+                "to finish or choose another output folder"
+            ) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_staging(out_dir: Path, patient_id: str) -> None:
+    """Staging and swap-out folders of ``patient_id`` left by a killed export (caller holds the lock)."""
+    for pattern in (f".{patient_id}.*.partial", f".{patient_id}.old-*"):
+        for stale in out_dir.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_problem(exc: BaseException, folder: Path) -> str:
+    """The reason to report for a failed write: a full disk in plain words."""
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(folder).free < (1 << 20)
+    if full:
+        return "the disk is full (no space left on the device); free some space or choose another folder"
+    return str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+
+
 def _swap_into_place(staging: Path, dest: Path) -> None:
     """Move the finished staging folder to ``dest``, replacing an old export there."""
     if not dest.exists():
@@ -356,17 +415,37 @@ def export_results(
     """
     chosen = check_formats(formats)
     _check_result(volume, result)
-    is_cancelled = cancel_checker(cancel)
     out_dir = Path(out_dir)
-    dest = check_destination(volume, out_dir, overwrite=overwrite)
+    check_destination(volume, out_dir, overwrite=overwrite)  # fail before creating anything
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the export folder ({exc.strerror or exc})") from None
+    with exclusive_lock(out_dir / f".{volume.patient_id}.lock", holder=volume.patient_id):
+        # again under the lock: another writer may have finished an export meanwhile
+        dest = check_destination(volume, out_dir, overwrite=overwrite)
+        _remove_stale_staging(out_dir, volume.patient_id)
+        return _export_locked(volume, result, out_dir, dest, chosen, progress, cancel_checker(cancel))
+
+
+def _export_locked(
+    volume: Volume,
+    result: PatientResult,
+    out_dir: Path,
+    dest: Path,
+    chosen: tuple[str, ...],
+    progress: Callable[[int, int], None] | None,
+    is_cancelled: Callable[[], bool],
+) -> list[Path]:
     jobs = _jobs(volume, result, chosen)
     total = len(jobs) + 1
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         staging = out_dir / f".{volume.patient_id}.{uuid.uuid4().hex}.partial"
         staging.mkdir(mode=0o777)  # the umask applies, unlike mkdtemp's owner-only 0o700
     except OSError as exc:
-        raise ExportError(f"{out_dir}: cannot create the export folder ({exc.strerror or exc})") from None
+        raise ExportError(
+            f"{out_dir}: cannot create the export folder ({_write_problem(exc, out_dir)})"
+        ) from None
     try:
         if progress is not None:
             progress(0, total)
@@ -381,8 +460,10 @@ def export_results(
         with atomic_write(staging / SIDECAR_NAME) as tmp:
             tmp.write_text(_sidecar(volume, result, chosen, names), encoding="utf-8")
         _swap_into_place(staging, dest)
-    except OSError as exc:
-        raise ExportError(f"{dest}: cannot write the export ({exc.strerror or exc})") from None
+    except (Cancelled, ExportError):
+        raise
+    except Exception as exc:  # OSError, or a codec's own error on a short write (e.g. a full disk)
+        raise ExportError(f"{dest}: cannot write the export ({_write_problem(exc, out_dir)})") from None
     finally:
         with contextlib.suppress(OSError):
             if staging.exists():

@@ -248,3 +248,44 @@ def test_mask_stack_has_one_page_per_slice_whatever_the_width(volume, tmp_path: 
         pages = [p.asarray() for p in tif.pages]
     assert len(pages) == narrow.n_slices and all(p.shape == (narrow.shape[0], width) for p in pages)
     assert np.array_equal(np.stack(pages) > 0, np.stack([s.mask for s in result.slices]))
+
+
+def test_a_second_writer_of_the_same_patient_fails_cleanly(volume, tmp_path: Path) -> None:
+    from brainseg_core.export import exclusive_lock
+
+    out = tmp_path / "out"
+    result = _result(volume)
+    with (
+        exclusive_lock(out / f".{volume.patient_id}.lock", holder="test"),
+        pytest.raises(ExportError, match=r"another export of .* into this folder is running"),
+    ):
+        export_results(volume, result, out, formats=("csv",))
+    assert not (out / volume.patient_id).exists()
+    export_results(volume, result, out, formats=("csv",))  # the lock is free again
+    assert not list(out.glob(".*.lock"))
+
+
+def test_staging_left_by_a_killed_export_is_removed(volume, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stale = out / f".{volume.patient_id}.0123abcd.partial"
+    stale.mkdir(parents=True)
+    (stale / "half.tif").write_bytes(b"half")
+    other = out / ".ANOTHER_PATIENT.0123abcd.partial"  # another patient's: not ours to judge
+    other.mkdir()
+    export_results(volume, _result(volume), out, formats=("csv",))
+    assert not stale.exists() and other.exists()
+
+
+def test_a_full_disk_is_said_plainly(volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import brainseg_core.export as export_module
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "_write_csv", lambda rows: full)
+    with pytest.raises(ExportError, match="the disk is full"):
+        export_results(volume, _result(volume), tmp_path / "out", formats=("csv",))
+    assert not (tmp_path / "out" / volume.patient_id).exists()
+    assert not list((tmp_path / "out").glob(".*.partial"))
