@@ -370,8 +370,8 @@ def check_destination(volume: Volume, out_dir: str | Path, *, overwrite: bool = 
     if dest.is_dir() and any(dest.iterdir()):
         if not overwrite:
             raise ExportError(
-                f"{dest}: an export of {volume.patient_id} already exists; pass overwrite=True "
-                "(--overwrite) to replace it"
+                f"{dest}: an export of {volume.patient_id} already exists; allow overwriting "
+                "(--overwrite) to replace it, or choose another output folder"
             )
         if not (dest / SIDECAR_NAME).is_file():
             raise ExportError(

@@ -3,15 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
 from collections.abc import Callable
 
-from brainseg_core.errors import BrainSegError, Cancelled
+from brainseg_core.errors import BrainSegError, BundleError, Cancelled, DataError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class ExitCode(enum.IntEnum):
+    """The exit codes of every BrainSeg command-line tool (one table, in every tool's --help).
+
+    Attributes:
+        OK: everything asked was done.
+        FAILED: the work ran but failed or was refused (some patients of a batch, an install
+            refused as worse than the active model, an export that could not be written).
+        USAGE: bad usage or unusable input: options, input path, output folder, device.
+        MODEL: a model problem: none installed, damaged, incompatible.
+        INTERRUPTED: Ctrl+C or cancelled; finished work is kept.
+    """
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    MODEL = 3
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    done
+  1    failed or refused (the message says why; in a batch, the other items were done)
+  2    bad usage or unusable input (options, input path, output folder, device)
+  3    model problem (no model installed, damaged or incompatible bundle)
+  130  interrupted (Ctrl+C); finished work is kept
+"""
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The :class:`ExitCode` of an error a user can cause."""
+    from brainseg_core.registry import InstallRefused
+
+    if isinstance(exc, (Cancelled, KeyboardInterrupt)):
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, InstallRefused):
+        return ExitCode.FAILED
+    if isinstance(exc, BundleError):
+        return ExitCode.MODEL
+    if isinstance(exc, (DataError, ValueError)):
+        return ExitCode.USAGE
+    return ExitCode.FAILED
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Show an option's default in its help, unless it has none, is an on/off flag, or the help
-    already states it."""
+    already states it; keep the description's and epilog's line breaks (the exit-code table)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -29,18 +74,20 @@ def run_reporting_errors(prog: str, work: Callable[[], None], *, interrupted: st
         interrupted: what to say after Ctrl+C (e.g. how to resume).
 
     Returns:
-        0 on success, 1 on a data, model or settings error (``BrainSegError`` or ``ValueError``),
-        130 when cancelled or interrupted. Any other exception is a bug and propagates.
+        The :class:`ExitCode`: 0 on success; 2 for bad settings or input (``ValueError``,
+        ``DataError``), 3 for a model problem (``BundleError``), 1 for other BrainSeg errors and a
+        refused install, 130 when cancelled or interrupted. Any other exception is a bug and
+        propagates.
     """
     try:
         work()
     except Cancelled as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except (BrainSegError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
-    return 0
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK

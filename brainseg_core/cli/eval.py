@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
+from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the BrainSeg pipeline (classification, segmentation, end to end) on labelled "
         "data.",
         formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP,
     )
     p.add_argument("data", nargs="?", help="dataset root, patient folder or stack, with ground-truth masks")
     p.add_argument(
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``brainseg-eval``.
 
     Returns:
-        0 on success, 1 on a data/model error, 130 when interrupted.
+        The exit code (:class:`~brainseg_core.cli._common.ExitCode`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

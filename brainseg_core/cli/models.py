@@ -22,7 +22,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
+from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelCard
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="brainseg-models",
         description="List, inspect, install, remove and choose BrainSeg model bundles.",
         formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("list", help="every bundle with its validation metric; * marks the active ones")

@@ -9,8 +9,11 @@ Usage::
 
 PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
 holding many (every patient under it is analysed). Each patient's masks, overlays and report go
-to ``DIR/<patient_id>/`` (see :mod:`brainseg_core.export`). Models: the explicit bundles, else the
-newest user-trained bundle, else the shipped one (:func:`brainseg_core.registry.resolve_models`).
+to ``DIR/<patient_id>/`` (see :mod:`brainseg_core.export`); ``DIR/summary.csv`` gets one row per
+patient of the run (status, tumour slices, volume, slices to review, error), and the same table is
+printed at the end. The output folder and existing exports are checked before any model loads.
+Progress bars are drawn only on a terminal; a log file gets one plain line per patient. Models: the
+explicit bundles, else the active ones (:func:`brainseg_core.registry.resolve_models`).
 
 Exit codes:
     0    every patient was analysed and exported
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode
 from brainseg_core.errors import BrainSegError, BundleError, DataError
 from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
 from brainseg_core.inference import PatientResult, Pipeline
@@ -38,16 +42,13 @@ from brainseg_core.io import find_patients, open_volume
 from brainseg_core.registry import resolve_models
 
 PROG = "brainseg-predict"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-_EPILOG = """\
-exit codes:
-  0    every patient was analysed and exported
-  1    some patients failed (each is reported; the others were written)
-  2    usage error or unusable input path / output folder / device
-  3    model problem (no model installed, damaged or incompatible bundle)
-  130  interrupted (Ctrl-C)
-"""
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = (
+    ExitCode.OK,
+    ExitCode.FAILED,
+    ExitCode.USAGE,
+    ExitCode.MODEL,
+    ExitCode.INTERRUPTED,
+)
 
 
 def _probability(text: str) -> float:
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Find brain tumours slice by slice (classifier + ResUNet) and export the masks, "
         "overlays and a report for each patient.",
-        epilog=_EPILOG,
+        epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -153,15 +154,108 @@ def _describe(result: PatientResult) -> str:
     return f"{result.tumour_slices}/{len(result.slices)} slices with tumour, volume {volume}"
 
 
-def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> None:
+def _interactive() -> bool:
+    """Progress bars only on a terminal (in a log file their redraws are escape-code noise)."""
+    return sys.stderr.isatty()
+
+
+def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> PatientResult:
     volume = open_volume(path)
     for skipped in volume.skipped:
         tqdm.write(f"{PROG}: warning: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for warning in volume.warnings:
+        tqdm.write(f"{PROG}: warning: {warning}", file=sys.stderr)
     check_destination(volume, args.out, overwrite=args.overwrite)  # before the long part
-    with tqdm(total=volume.n_slices, desc=volume.patient_id, unit="slice", leave=False) as bar:
+    with tqdm(
+        total=volume.n_slices, desc=volume.patient_id, unit="slice", leave=False, disable=not _interactive()
+    ) as bar:
         result = pipeline.analyse(volume, progress=lambda done, total: bar.update(done - bar.n))
     paths = export_results(volume, result, args.out, formats=args.formats, overwrite=args.overwrite)
     tqdm.write(f"{volume.patient_id}: {_describe(result)} -> {paths[-1].parent}")
+    return result
+
+
+def _patient_id(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def _check_output(out: Path, patients: list[Path], overwrite: bool) -> None:
+    """Before any model loads: the output folder is writable and no export would be clobbered.
+
+    Raises:
+        DataError: naming the folder, or the first existing export when ``overwrite`` is off.
+    """
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder; --out needs a folder")
+    existing_parent = next(p for p in (out, *out.parents) if p.exists())
+    if not existing_parent.is_dir():
+        raise DataError(out, f"cannot be created: {existing_parent} is a file, not a folder")
+    try:  # a probe file where the export folder will be (or be created), removed at once
+        with tempfile.TemporaryFile(dir=existing_parent):
+            pass
+    except OSError as exc:
+        raise DataError(
+            out, f"cannot write into this folder ({exc.strerror or exc}); choose another --out"
+        ) from None
+    if overwrite:
+        return
+    existing = [out / _patient_id(p) for p in patients if (out / _patient_id(p)).is_dir()]
+    existing = [d for d in existing if any(d.iterdir())]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise DataError(
+            existing[0],
+            f"an export already exists here{more}; add --overwrite to replace, or choose another --out",
+        )
+
+
+def _write_summary(out: Path, rows: list[list[object]]) -> Path:
+    import csv
+
+    from brainseg_core.atomic import atomic_write
+
+    path = out / "summary.csv"
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def _summary_row(path: Path, result: PatientResult | None, error: str) -> list[object]:
+    if result is None:
+        return [_patient_id(path), "failed", "", "", "", "", "", error]
+    ml = "" if result.volume_ml is None else f"{result.volume_ml:.3f}"
+    review = sum(1 for s in result.slices if s.review is not None)
+    return [
+        result.patient_id,
+        "done",
+        len(result.slices),
+        result.tumour_slices,
+        result.volume_voxels,
+        ml,
+        review,
+        "",
+    ]
+
+
+SUMMARY_HEADER = [
+    "patient_id",
+    "status",
+    "slices",
+    "tumour_slices",
+    "tumour_volume_voxels",
+    "tumour_volume_ml",
+    "slices_to_review",
+    "error",
+]
+
+
+def _print_summary(rows: list[list[object]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        cells = [str(c).ljust(w) for c, w in zip(r, widths, strict=False)]
+        tqdm.write("  ".join(cells).rstrip())
 
 
 def _refuse_duplicate_ids(patients: list[Path]) -> None:
@@ -183,8 +277,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         patients = find_patients(args.path)
         _refuse_duplicate_ids(patients)
-        if args.out.exists() and not args.out.is_dir():
-            raise DataError(args.out, "exists and is not a folder; --out needs a folder")
+        _check_output(args.out, patients, args.overwrite)
         device = resolve_device(args.device)
     except (DataError, ValueError) as exc:
         _error(str(exc))
@@ -213,16 +306,33 @@ def _run(args: argparse.Namespace) -> int:
     )
     tqdm.write(f"{len(patients)} patient(s) on {pipeline.device}; {names}; classifier gate {gate}")
     failed = 0
-    for path in tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2):
-        try:
-            _predict_one(pipeline, path, args)
-        except BrainSegError as exc:
-            failed += 1
-            _error(str(exc))
-        except Exception as exc:  # a bug, not a user error: show it, go on with the others
-            failed += 1
-            _error(f"{path}: unexpected {type(exc).__name__}: {exc}")
-            traceback.print_exc()
+    rows: list[list[object]] = [SUMMARY_HEADER]
+    bar = tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2 or not _interactive())
+    try:
+        for path in bar:
+            result, error = None, ""
+            try:
+                result = _predict_one(pipeline, path, args)
+            except BrainSegError as exc:
+                failed += 1
+                error = str(exc)
+                _error(error)
+            except Exception as exc:  # a bug, not a user error: show it, go on with the others
+                failed += 1
+                error = f"{path}: unexpected {type(exc).__name__}: {exc}"
+                _error(error)
+                traceback.print_exc()
+            rows.append(_summary_row(path, result, error))
+    finally:
+        bar.close()
+        if len(rows) > 1:
+            try:
+                summary = _write_summary(args.out, rows)
+            except OSError as exc:
+                _error(f"{args.out / 'summary.csv'}: cannot write the run summary ({exc.strerror or exc})")
+            else:
+                tqdm.write(f"\nsummary ({summary}):")
+                _print_summary(rows)
     if failed:
         if len(patients) > 1:
             _error(f"{failed} of {len(patients)} patients failed")

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from brainseg_core.cli._common import HelpFormatter, run_reporting_errors
+from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, HelpFormatter, run_reporting_errors
 from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="brainseg-train",
         description="Train a BrainSeg slice classifier or ResUNet segmenter and write a model bundle.",
         formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP,
     )
     p.add_argument("kind", choices=("segmenter", "classifier"), help="which model to train")
     p.add_argument("data", help="dataset root in the LGG layout (patient folders with _mask.tif files)")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``brainseg-train``.
 
     Returns:
-        0 on success, 1 on a data or settings error, 130 when interrupted.
+        The exit code (:class:`~brainseg_core.cli._common.ExitCode`).
     """
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.folds is None:
         print("brainseg-train: error: --fold all needs --folds K", file=sys.stderr)
-        return 1
+        return ExitCode.USAGE
     return run_reporting_errors(
         "brainseg-train",
         lambda: _all_folds(config, log=log, progress=not args.quiet),

@@ -57,7 +57,7 @@ def test_eval_patients_file_restricts(random_bundles, lgg_fixture_root: Path, tm
     assert rc == 0
     assert [e["patient_id"] for e in json.loads(out.read_text())["patients"]] == [first]
     ids.write_text("TCGA_NOPE_0000_20000101\n")
-    assert main([str(lgg_fixture_root), "--segmenter", str(seg), "--patients", str(ids), "--quiet"]) == 1
+    assert main([str(lgg_fixture_root), "--segmenter", str(seg), "--patients", str(ids), "--quiet"]) == 2
     assert "TCGA_NOPE" in capsys.readouterr().err
 
 

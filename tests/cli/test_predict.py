@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def test_one_patient_end_to_end(bundles, tmp_path: Path, capsys) -> None:
     assert patient.name in capsys.readouterr().out
 
     # a second run refuses to replace the export, then replaces it with --overwrite
-    assert main([*argv, "--format", "csv"]) == 1
-    assert "--overwrite" in _one_error_line(capsys.readouterr().err)
+    assert main([*argv, "--format", "csv"]) == 2  # refused before the models load
+    assert "add --overwrite to replace" in _one_error_line(capsys.readouterr().err)
     assert main([*argv, "--format", "csv", "--overwrite", "--segment-all"]) == 0
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         [f"{patient.name}_report.csv", f"{patient.name}_summary.csv", "brainseg_export.json"]
@@ -76,6 +77,11 @@ def test_dataset_root_with_a_broken_patient(bundles, tmp_path: Path, capsys) -> 
     assert "1 of 2 patients failed" in err
     assert (tmp_path / "out" / good.name / "brainseg_export.json").is_file()
     assert not (tmp_path / "out" / bad.name).exists()
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        rows = {r["patient_id"]: r for r in csv.DictReader(f)}
+    assert rows[good.name]["status"] == "done" and rows[good.name]["slices"] == "3"
+    assert rows[bad.name]["status"] == "failed" and str(bad) in rows[bad.name]["error"]
+    assert "\x1b[" not in err  # no progress-bar escape codes when not on a terminal
 
 
 def test_two_patients_with_one_id_are_refused_before_any_export(bundles, tmp_path: Path, capsys) -> None:
@@ -103,6 +109,16 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert main(["--help"]) == 0
     help_text = capsys.readouterr().out
     assert "exit codes" in help_text and "130" in help_text
+
+
+def test_unusable_output_folder_exits_2_before_models_load(tmp_path: Path, capsys) -> None:
+    patient = make_patient(tmp_path / "data", n=2)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # the segmenter does not exist: a 3 would mean the models were loaded before the check
+    code = main([str(patient), "--out", str(blocker / "out"), "--segmenter", str(tmp_path / "nope.json")])
+    assert code == 2
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
 
 
 def test_model_problem_exits_3(tmp_path: Path, capsys) -> None:

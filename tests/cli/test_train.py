@@ -76,9 +76,9 @@ def test_train_classifier_with_explicit_validation_list(data: Path, tmp_path: Pa
 
 
 def test_errors_exit_1_with_a_message(data: Path, tmp_path: Path, capsys) -> None:
-    assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--arch", "resnet18"]) == 1
+    assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--arch", "resnet18"]) == 2
     assert "cannot be a segmenter" in capsys.readouterr().err
-    assert main(["segmenter", str(tmp_path / "missing"), "--out", str(tmp_path / "y"), *TINY]) == 1
+    assert main(["segmenter", str(tmp_path / "missing"), "--out", str(tmp_path / "y"), *TINY]) == 2
     assert "error" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["segmenter", str(data), "--out", str(tmp_path / "z"), "--tumour-fraction", "lots"])
@@ -99,5 +99,5 @@ def test_all_folds_in_one_command_skip_finished_folds(data: Path, tmp_path: Path
 
     assert eval_main(["--cv", str(tmp_path / "cv"), "--quiet"]) == 0
     assert "pooled (nested, honest)" in capsys.readouterr().out
-    assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--fold", "all", *TINY]) == 1
+    assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--fold", "all", *TINY]) == 2
     assert "--fold all needs --folds K" in capsys.readouterr().err
