@@ -161,12 +161,18 @@ class InstallRefused(BundleError):
     """:func:`install_bundle` would replace a better model (or cannot tell); ``force`` overrides."""
 
 
+#: Older cards' names of the same metrics.
+_LEGACY_METRICS = {"segmenter": ("dice",), "classifier": ("auc",)}
+
+
 def key_metric(card: ModelCard) -> float | None:
-    """The card's ranking metric (:data:`KEY_METRICS`), or None when it has none."""
-    value = card.metrics.get(KEY_METRICS[card.kind]) if isinstance(card.metrics, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    """The card's ranking metric (:data:`KEY_METRICS`, or its older name), or None without one."""
+    metrics = card.metrics if isinstance(card.metrics, dict) else {}
+    for key in (KEY_METRICS[card.kind], *_LEGACY_METRICS[card.kind]):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 def model_choice() -> dict[str, str]:

@@ -14,3 +14,25 @@ def test_help_is_clean(module) -> None:
     text = " ".join(module.build_parser().format_help().split())
     assert "usage:" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_ctrl_c_while_a_tool_loads_is_one_line_and_130(monkeypatch, capsys) -> None:
+    import importlib
+
+    import brainseg_core.cli as cli
+
+    def interrupted(name: str):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.predict_main() == 130
+    assert capsys.readouterr().err == "brainseg-predict: interrupted\n"
+
+
+@pytest.mark.parametrize("module", [train_cli, eval_cli, predict_cli], ids=["train", "eval", "predict"])
+def test_every_tool_documents_the_same_exit_codes(module) -> None:
+    from brainseg_core.cli._common import ExitCode
+
+    text = module.build_parser().format_help()
+    for code in ExitCode:
+        assert f"\n  {int(code)} " in text
