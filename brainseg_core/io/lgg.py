@@ -47,6 +47,7 @@ from brainseg_core.io.tiff import (
     open_tiff,
     pages_missing_after,
     pixel_spacing_mm,
+    tifffile_messages,
     to_uint8,
     unreadable,
 )
@@ -76,6 +77,7 @@ class _Decoded:
     data: np.ndarray
     spacing: tuple[float, float] | None
     n_pages: int
+    messages: tuple[str, ...] = ()
 
 
 def _stem(name: str) -> str:
@@ -194,16 +196,27 @@ def _describe_non_patient_dir(folder: Path, entries: list[os.DirEntry[str]]) -> 
 
 
 def _read_file(path: Path, *, mask: bool) -> _Decoded:
-    """Decode the first page of a slice file (image or mask)."""
-    with open_tiff(path) as tif:
+    """Decode the first page of a slice file (image or mask); tifffile's log lines come back as
+    ``messages`` (or in the error) instead of reaching stderr without a file name."""
+    with tifffile_messages() as messages:
         try:
-            page = tif.pages[0]
-            n_pages = len(tif.pages)
-            data = decode_mask(path, page) if mask else decode_image(path, page)
-            spacing = None if mask else pixel_spacing_mm(tif, page)
-        except Exception as exc:
-            raise unreadable(path, exc) from exc
-    return _Decoded(data, spacing, n_pages)
+            with open_tiff(path) as tif:
+                try:
+                    n_pages = len(tif.pages)
+                    if n_pages == 0:
+                        raise DataError(
+                            path, "is not a readable TIFF image: no image page (truncated or damaged file)"
+                        )
+                    page = tif.pages[0]
+                    data = decode_mask(path, page) if mask else decode_image(path, page)
+                    spacing = None if mask else pixel_spacing_mm(tif, page)
+                except Exception as exc:
+                    raise unreadable(path, exc) from exc
+        except DataError as exc:
+            if messages:
+                raise DataError(path, f"{exc.problem}; tifffile: {'; '.join(messages)}") from None
+            raise
+    return _Decoded(data, spacing, n_pages, tuple(messages))
 
 
 def _read_many(files: list[tuple[Path, bool]]) -> list[_Decoded | DataError]:
@@ -230,6 +243,14 @@ def _read_patient_dir(folder: Path) -> Volume:
     masks: dict[tuple[str, int], _SliceFile] = {}
     skipped: list[SkippedSlice] = []
     duplicates: list[_SliceFile] = []
+    for e in entries:  # a link to a file that is gone: say so, do not drop it silently
+        if is_tiff_name(e.name) and e.is_symlink() and not os.path.exists(e.path):
+            link = Path(e.path)
+            parsed = _parse(link)
+            if parsed is not None and parsed.is_mask:
+                warnings.append(f"{link}: mask not read: a symbolic link to a file that does not exist")
+            else:
+                skipped.append(SkippedSlice(link, "is a symbolic link to a file that does not exist"))
     for path in _tiff_files(entries):
         s = _parse(path)
         if s is None:
@@ -272,6 +293,7 @@ def _read_patient_dir(folder: Path) -> Volume:
         if isinstance(res, DataError):
             skipped.append(SkippedSlice(s.path, res.problem))
             continue
+        warnings.extend(f"{s.path}: tifffile: {msg}" for msg in res.messages)
         if res.n_pages > 1:
             warnings.append(f"{s.path}: holds {res.n_pages} pages; only the first is read")
         kept.append((s, res, m, mres))
@@ -464,10 +486,11 @@ def _read_stack(path: Path) -> Volume:
     if image_path is not None:
         raise DataError(path, f"is a ground-truth mask; open its image {image_path.name} instead")
     warnings: list[str] = []
-    with open_tiff(path) as tif:
+    with tifffile_messages() as messages, open_tiff(path) as tif:
         slices, first_page, lost = _decode_stack(path, tif, mask=False)
         spacing = pixel_spacing_mm(tif, first_page) if first_page is not None else None
         thickness = imagej_slice_spacing_mm(tif)
+    warnings.extend(f"{path}: tifffile: {msg}" for msg in messages)
     if not slices:
         raise DataError(path, "holds no image pages")
     skipped: list[SkippedSlice] = []

@@ -16,10 +16,13 @@ traceback: a truncated file, a corrupt one, an unsupported colour model or layou
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,46 @@ _COLOUR = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)  # YCbCr is dec
 def is_tiff_name(name: str | Path) -> bool:
     """True when ``name`` ends in ``.tif`` or ``.tiff`` (any case)."""
     return str(name).lower().endswith(TIFF_SUFFIXES)
+
+
+class _TifffileLogCapture(logging.Filter):
+    """Routes the ``tifffile`` logger's records of capturing threads into their own lists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sinks: dict[int, list[str]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sink = self.sinks.get(record.thread or 0)
+        if sink is None:
+            return True
+        sink.append(record.getMessage())
+        return False  # captured: not printed as a raw "<tifffile.TiffPages @...>" line
+
+
+_CAPTURE = _TifffileLogCapture()
+logging.getLogger("tifffile").addFilter(_CAPTURE)
+
+
+@contextlib.contextmanager
+def tifffile_messages() -> Iterator[list[str]]:
+    """Collect what tifffile logs in this thread (instead of printing it) for the ``with`` block.
+
+    Yields:
+        The list that receives the messages; the reader attaches them to the file they concern.
+    """
+    sink: list[str] = []
+    tid = threading.get_ident()
+    outer = _CAPTURE.sinks.get(tid)
+    _CAPTURE.sinks[tid] = sink
+    try:
+        yield sink
+    finally:
+        if outer is None:
+            _CAPTURE.sinks.pop(tid, None)
+        else:
+            _CAPTURE.sinks[tid] = outer
+            outer.extend(sink)
 
 
 def unreadable(path: Path, exc: BaseException) -> DataError:

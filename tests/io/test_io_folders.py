@@ -286,3 +286,36 @@ def test_is_patient_dir(tmp_path: Path, tiny_volume_dir: Path) -> None:
     masks_only.mkdir()
     shutil.copy(tiny_volume_dir / f"{tiny_volume_dir.name}_1_mask.tif", masks_only)
     assert not is_patient_dir(masks_only)
+
+
+def test_dangling_symlink_slice_is_reported_not_dropped(tmp_path: Path) -> None:
+    folder = _write_patient(tmp_path / PID, [1, 2, 3])
+    gone = folder / f"{PID}_2.tif"
+    gone.rename(tmp_path / "moved.tif")
+    gone.symlink_to(tmp_path / "nowhere.tif")
+    vol = open_volume(folder)
+    assert vol.slice_numbers == [1, 3]
+    assert [(s.path, s.reason) for s in vol.skipped] == [
+        (gone, "is a symbolic link to a file that does not exist")
+    ]
+
+
+def test_tifffile_log_lines_are_attached_to_their_file_not_printed(tmp_path: Path, caplog) -> None:
+    import logging
+    import struct
+
+    folder = _write_patient(tmp_path / PID, [1, 2])
+    broken = folder / f"{PID}_2.tif"
+    data = bytearray(broken.read_bytes())
+    data[4:8] = struct.pack("<I", len(data) + 1000)  # first page directory beyond the end of file
+    broken.write_bytes(bytes(data))
+    with caplog.at_level(logging.DEBUG):
+        vol = open_volume(folder)
+    assert vol.slice_numbers == [1]
+    reason = vol.skipped[0].reason
+    assert "truncated or damaged" in reason and "tifffile: " in reason and "invalid offset" in reason
+    assert "out of range" not in reason
+    assert not [r for r in caplog.records if r.name == "tifffile"]
+    # outside a read, tifffile's logger works as usual
+    logging.getLogger("tifffile").warning("still reaches handlers")
+    assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == ["still reaches handlers"]
