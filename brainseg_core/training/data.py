@@ -233,6 +233,7 @@ def load_slices(
     size: int,
     workers: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> SliceSet:
     """Read, normalise and stack every slice of the given patients (on the CPU).
 
@@ -241,6 +242,7 @@ def load_slices(
         size: training image size (slices are resized to ``size`` x ``size``).
         workers: reader threads (TIFF decoding and normalisation release the GIL).
         progress: ``progress(done, total)`` after each patient.
+        warn: receives each volume's warnings and skipped slices (one line each, naming the file).
 
     Returns:
         The :class:`SliceSet`, patients in the given order.
@@ -259,6 +261,11 @@ def load_slices(
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice) needed for training")
         if vol.n_slices == 0:
             raise DataError(path, "no readable slices")
+        if warn is not None:
+            for w in vol.warnings:
+                warn(f"warning: {w}")
+            for s in vol.skipped:
+                warn(f"warning: skipped {s.path}: {s.reason}")
         images = preprocess_volume(vol.images, size=size).to(torch.float16)
         masks = torch.from_numpy(resize_mask(vol.masks, size)).to(torch.uint8)[:, None]
         return vol.patient_id, images, masks

@@ -825,6 +825,7 @@ def train(
         size=cfg.image_size,
         workers=min(8, os.cpu_count() or 1),
         progress=lambda done, total: bar.update(1),
+        warn=say,
     )
     bar.close()
     if state is not None:

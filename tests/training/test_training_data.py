@@ -98,3 +98,19 @@ def test_augment_moves_masks_with_images() -> None:
     assert torch.equal(x, x2) and torch.equal(m, m2)
     xi, none = augment(images, None, torch.Generator().manual_seed(0))
     assert none is None and torch.equal(xi, x)
+
+
+def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import make_patient
+
+    patient = make_patient(tmp_path / "data", patient_id="TCGA_XX_0009_20000101", n=4)
+    bad = patient / f"{patient.name}_3.tif"
+    bad.write_bytes(b"not a tiff")
+    shutil.copy(patient / f"{patient.name}_1_mask.tif", patient / f"{patient.name}_9_mask.tif")  # orphan
+    lines: list[str] = []
+    data = load_slices([patient], size=32, workers=1, warn=lines.append)
+    assert len(data) == 3
+    assert any(line.startswith(f"warning: skipped {bad}") for line in lines)
+    assert any("_9_mask.tif" in line and "mask without an image" in line for line in lines)
