@@ -369,7 +369,45 @@ def cross_validate(
     }
 
 
-def apply_to_card(result: dict[str, Any], card_path: str | Path, *, source: str) -> Path:
+def fold_models(fold_files: Sequence[Path]) -> list[dict[str, Any]]:
+    """What each fold's own card says about its run (name, hash, patients, time, hardware).
+
+    Args:
+        fold_files: the folds' ``out_of_fold.npz`` files; each folder's bundle card is read.
+
+    Returns:
+        One dict per fold whose folder holds exactly one readable card (others are skipped).
+    """
+    from brainseg_core.bundle import read_card
+    from brainseg_core.errors import BundleError
+
+    out = []
+    for f in fold_files:
+        cards = sorted(Path(f).parent.glob("*.json"))
+        if len(cards) != 1:
+            continue
+        try:
+            card = read_card(cards[0])
+        except BundleError:
+            continue
+        t = card.training
+        out.append(
+            {
+                "fold": Path(f).parent.name,
+                "name": card.name,
+                "sha256": card.weights_sha256,
+                "held_out_patients": t.get("split", {}).get("val_patients"),
+                "epochs_run": t.get("epochs_run"),
+                "wall_time_s": t.get("wall_time_s"),
+                "device": t.get("device"),
+            }
+        )
+    return out
+
+
+def apply_to_card(
+    result: dict[str, Any], card_path: str | Path, *, source: str, folds: Sequence[dict[str, Any]] = ()
+) -> Path:
     """Write a cross-validation's chosen post-processing and honest metrics into a segmenter card.
 
     The card's ``thresholds`` get ``mask_probability``, ``min_area_px`` and ``largest_component``
@@ -383,6 +421,7 @@ def apply_to_card(result: dict[str, Any], card_path: str | Path, *, source: str)
         result: what :func:`cross_validate` returned.
         card_path: the segmenter bundle (card, weights file or folder).
         source: where the folds came from (written into the card).
+        folds: the fold models (:func:`fold_models`), recorded with their held-out patients.
 
     Returns:
         The card's path.
@@ -424,6 +463,7 @@ def apply_to_card(result: dict[str, Any], card_path: str | Path, *, source: str)
             "folds": result["folds"],
             "post_processing_grid_size": result["grid_size"],
             "chosen_on_all_folds": chosen,
+            "fold_models": list(folds),
         },
     }
     update_card(path, thresholds=thresholds, metrics=_json_ready(metrics), training=_json_ready(training))

@@ -27,9 +27,16 @@ def test_shipped_bundles_verify_and_are_both_kinds() -> None:
     assert sorted(b.card.kind for b in bundles) == ["classifier", "segmenter"]
     for b in bundles:
         assert b.card.training["split"]["by"] == "patient"
-        assert b.card.metrics["brainseg_eval_validation"]["n_patients"] == len(
-            b.card.training["split"]["val_patients"]
-        )
+        cv = b.card.training.get("cross_validation")
+        if cv is not None:  # metrics from out-of-fold predictions of fold models
+            held_out = [p for f in cv["fold_models"] for p in f["held_out_patients"]]
+            assert len(held_out) == len(set(held_out)) == b.card.metrics["patients"]
+            assert set(b.card.metrics["per_patient_dice"]) == set(held_out)
+            assert 0.0 < b.card.metrics["dice_patient_mean"] <= 1.0
+        else:
+            assert b.card.metrics["brainseg_eval_validation"]["n_patients"] == len(
+                b.card.training["split"]["val_patients"]
+            )
 
 
 def test_largest_ground_truth_tumour_slice_gets_a_matching_mask(shipped_result) -> None:

@@ -105,7 +105,8 @@ def _cross_validate(args: argparse.Namespace) -> None:
         load_fold,
     )
 
-    folds = [load_fold(f) for f in find_fold_files(args.cv)]
+    files = find_fold_files(args.cv)
+    folds = [load_fold(f) for f in files]
     fixed = [
         PostProcessing(),
         PostProcessing(flip_tta=True),
@@ -118,9 +119,11 @@ def _cross_validate(args: argparse.Namespace) -> None:
     if args.json_out:
         _write_json(args.json_out, result)
     if args.write_card:
-        from brainseg_core.crossval import apply_to_card
+        from brainseg_core.crossval import apply_to_card, fold_models
 
-        path = apply_to_card(result, args.write_card, source=str(Path(args.cv).resolve()))
+        path = apply_to_card(
+            result, args.write_card, source=str(Path(args.cv).resolve()), folds=fold_models(files)
+        )
         print(f"\nwrote the chosen post-processing and cross-validated metrics into {path}")
 
 

@@ -97,7 +97,16 @@ def test_all_folds_in_one_command_skip_finished_folds(data: Path, tmp_path: Path
     assert capsys.readouterr().out.count("already trained") == 2
     from brainseg_core.cli.eval import main as eval_main
 
-    assert eval_main(["--cv", str(tmp_path / "cv"), "--quiet"]) == 0
+    assert (
+        main(["segmenter", str(data), "--out", str(tmp_path / "all"), "--val-patients", "0", *args[8:]]) == 0
+    )
+    assert eval_main(["--cv", str(tmp_path / "cv"), "--quiet", "--write-card", str(tmp_path / "all")]) == 0
     assert "pooled (nested, honest)" in capsys.readouterr().out
+    card = json.loads(next((tmp_path / "all").glob("*.json")).read_text())
+    folds = card["training"]["cross_validation"]["fold_models"]
+    assert [f["fold"] for f in folds] == ["fold0", "fold1"]
+    assert sorted(p for f in folds for p in f["held_out_patients"]) == sorted(
+        card["metrics"]["per_patient_dice"]
+    )
     assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--fold", "all", *TINY]) == 2
     assert "--fold all needs --folds K" in capsys.readouterr().err
