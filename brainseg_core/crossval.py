@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainseg_core.errors import DataError
+from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import roc_auc, summarize
 
 __all__ = [
@@ -466,20 +467,8 @@ def apply_to_card(
             "fold_models": list(folds),
         },
     }
-    update_card(path, thresholds=thresholds, metrics=_json_ready(metrics), training=_json_ready(training))
+    update_card(path, thresholds=thresholds, metrics=json_safe(metrics), training=json_safe(training))
     return path
-
-
-def _json_ready(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def _pct(v: Any) -> str:

@@ -35,7 +35,6 @@ turns it into the text ``brainseg-eval`` prints.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from brainseg_core.errors import Cancelled, DataError
+from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, dice, iou, per_slice_dice, summarize
 
 __all__ = ["evaluate", "format_report"]
@@ -236,20 +236,7 @@ def evaluate(
         pipe["missed_tumour_slices"] = int(sum(p["pipeline"]["missed_tumour_slices"] for p in per_patient))
         pipe["segmented_slices"] = int(sum(p["pipeline"]["segmented_slices"] for p in per_patient))
         out["pipeline"] = pipe
-    return _clean(out)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer | np.bool_):
-        return obj.item()
-    return obj
+    return json_safe(out)
 
 
 def _f(v: Any, pct: bool = False) -> str:

@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_json(path: str, result: dict) -> None:
     from brainseg_core.atomic import atomic_write
+    from brainseg_core.jsonsafe import json_safe
 
     with atomic_write(Path(path)) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(result), indent=1) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
 
 

@@ -60,6 +60,7 @@ from torch import nn
 from brainseg_core.atomic import atomic_write
 from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.errors import Cancelled
+from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, summarize
 from brainseg_core.training.data import (
     AUGMENTATION,
@@ -301,25 +302,9 @@ class TrainResult:
 # small helpers
 
 
-def _json_clean(obj: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _write_json(path: Path, data: Any) -> None:
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(_json_clean(data), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -1031,7 +1016,7 @@ def train(
                 "slices_per_s": epoch_slices / max(1e-9, epoch_train_s),
                 "elapsed_s": time.perf_counter() - t_start,
             }
-            history.append(_json_clean(record))
+            history.append(json_safe(record))
             opt_tensors, opt_meta = _optimizer_to_files(opt)
             model_tensors = {f"model.{k}": v for k, v in _unwrap(model).state_dict().items()}
             _save_tensors(ckdir / "last.safetensors", {**model_tensors, **opt_tensors})
@@ -1182,8 +1167,8 @@ def train(
             arch_args=arch_args,
             input_size=cfg.image_size,
             thresholds=thresholds,
-            training=_json_clean(training),
-            metrics=_json_clean(metrics_card),
+            training=json_safe(training),
+            metrics=json_safe(metrics_card),
             notes=(
                 "Trained with brainseg-train. Weights derived from the LGG Segmentation Dataset are "
                 "CC BY-NC-SA 4.0 (non-commercial)."
@@ -1209,7 +1194,7 @@ def train(
         card_path=card_path,
         best_epoch=best_epoch,
         epochs_run=epoch,
-        metrics=_json_clean(final_metrics),
+        metrics=json_safe(final_metrics),
         thresholds=thresholds,
         stop_reason=stop_reason,
         history=history,
