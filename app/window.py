@@ -935,6 +935,8 @@ class MainWindow(QMainWindow):
             if s.area_mm2 is not None:
                 area += f" = {s.area_mm2:.1f} mm²"
             lines.append(f"Tumour area {area}")
+            if s.review is not None:
+                lines.append(f"⚠ Review: {s.review.describe()}")
         if self.volume.masks is not None:
             gt = self.volume.masks[i]
             lines.append(f"Ground truth {int(gt.sum())} px")
@@ -965,8 +967,14 @@ class MainWindow(QMainWindow):
             gt_vox = int(self.volume.masks.sum())
             d = metrics.dice(pred, self.volume.masks, empty=math.nan)
             lines.append(f"Dice vs ground truth <b>{_fmt(d, '.3f')}</b> (ground truth {gt_vox:,} voxels)")
+        review = [s.index + 1 for s in r.slices if s.review is not None]
+        if review:
+            shown = ", ".join(str(i) for i in review[:8]) + (" …" if len(review) > 8 else "")
+            lines.append(f"⚠ <b>{len(review)}</b> slice(s) to review: {shown}")
+        largest = " · largest 3-D region only" if r.largest_component else ""
         lines.append(
             f"Gate {r.classifier_threshold:.3g} · mask {r.mask_threshold:.3g} · min area {r.min_area_px} px"
+            + largest
         )
         lines.append(f"Ran on {r.device}")
         self.results.summary_label.setText("<br>".join(lines))

@@ -419,3 +419,22 @@ def test_opening_another_patient_while_the_models_load_keeps_them(
     assert not w.analysis.cancelling
     wait_until(lambda: w.current.path == second and _analysed(w), 30)
     assert len(builds) == 1 and w.analyser.pipeline is not None
+
+
+def test_slices_to_review_are_listed_and_explained(make_window, fixture_patient, scripted_models) -> None:
+    from brainseg_core.inference import ReviewReason
+
+    w = make_window(scripted_models)
+    _open_and_analyse(w, fixture_patient)
+    rec = w.current
+    assert "to review" not in w.results.summary_label.text()
+    slices = list(rec.shown.slices)
+    slices[3] = dataclasses.replace(slices[3], review=ReviewReason.CLASSIFIER_ONLY)
+    slices[7] = dataclasses.replace(slices[7], review=ReviewReason.OUTSIDE_LARGEST_REGION)
+    rec.shown = dataclasses.replace(rec.shown, slices=slices)
+    w.set_slice(3)
+    w._refresh_results()
+    assert "2</b> slice(s) to review: 4, 8" in w.results.summary_label.text()
+    assert "Review: classifier says tumour but the segmenter outlined nothing" in w.results.slice_label.text()
+    w.set_slice(0)
+    assert "Review" not in w.results.slice_label.text()
