@@ -328,8 +328,12 @@ def cross_validate(
     Returns:
         A JSON-ready dict: ``per_fold`` (each fold's choice, made on the other folds, and its
         metrics), ``pooled`` (the per-patient results of every fold under its own nested choice),
-        ``chosen`` (the choice made on all folds together: what to ship) with ``chosen_pooled``
-        (its metrics; optimistic, since the same patients chose it), and ``fixed`` rows.
+        ``chosen`` (the choice made on all folds together) with ``chosen_pooled`` (its metrics;
+        optimistic, since the same patients chose it), ``default`` (the grid's first entry) with
+        ``default_pooled``, ``ship``: ``chosen`` when the nested score beats the default's, else
+        the default (a selection that does not pay on held-out patients is not shipped), with
+        ``ship_metrics`` naming its honest metrics (``"pooled"`` or ``"default_pooled"``), and
+        ``fixed`` rows.
 
     Raises:
         ValueError: with fewer than 2 folds, an empty grid, or a patient in two folds.
@@ -359,13 +363,22 @@ def cross_validate(
     rows = []
     for post in fixed:
         rows.append({"choice": asdict(post), "metrics": _metrics([s.score(post) for s in scorers])})
+    pooled = _metrics(parts)
+    default = grid[0]
+    default_metrics = _metrics([s.score(default) for s in scorers])
+    # Selection earns its place only if its honest (nested) score beats the plain default's.
+    selection_pays = pooled["dice_patient_mean"] > default_metrics["dice_patient_mean"]
     return {
         "folds": len(folds),
         "grid_size": len(grid),
         "per_fold": per_fold,
-        "pooled": _metrics(parts),
+        "pooled": pooled,
         "chosen": asdict(chosen),
         "chosen_pooled": _metrics([s.score(chosen) for s in scorers]),
+        "default": asdict(default),
+        "default_pooled": default_metrics,
+        "ship": asdict(chosen if selection_pays else default),
+        "ship_metrics": "pooled" if selection_pays else "default_pooled",
         "fixed": rows,
     }
 
@@ -437,25 +450,33 @@ def apply_to_card(
     card = read_card(path)
     if card.kind != "segmenter":
         raise ValueError(f"{path}: is a {card.kind}; cross-validated thresholds belong to a segmenter")
-    chosen = result["chosen"]
+    chosen = result["ship"]
     thresholds = {
         **card.thresholds,
         "mask_probability": float(chosen["mask_probability"]),
         "min_area_px": int(chosen["min_area_px"]),
         "largest_component": bool(chosen["largest_component"]),
     }
-    pooled = {k: v for k, v in result["pooled"].items() if k != "per_patient_dice"}
+    honest = result[result["ship_metrics"]]
+    selected = result["ship_metrics"] == "pooled"
+    how = (
+        "each fold's post-processing chosen on the other folds (nested)"
+        if selected
+        else "at the card's thresholds (the nested post-processing selection did not beat them)"
+    )
     metrics = {
         "scope": (
-            f"nested {result['folds']}-fold cross-validation by patient: out-of-fold predictions of "
-            "fold models trained with this recipe, each fold's post-processing chosen on the other folds"
+            f"{result['folds']}-fold cross-validation by patient: out-of-fold predictions of fold "
+            f"models trained with this recipe, {how}"
         ),
-        **pooled,
-        "per_fold": [
-            {"fold": f["fold"], "choice": f["choice"], "dice_patient_mean": f["metrics"]["dice_patient_mean"]}
-            for f in result["per_fold"]
-        ],
-        "per_patient_dice": result["pooled"]["per_patient_dice"],
+        **{k: v for k, v in honest.items() if k != "per_patient_dice"},
+        "nested_selection": {
+            "dice_patient_mean": result["pooled"]["dice_patient_mean"],
+            "dice_patient_median": result["pooled"]["dice_patient_median"],
+            "per_fold_choice": {f["fold"]: f["choice"] for f in result["per_fold"]},
+            "chosen_on_all_folds": result["chosen"],
+        },
+        "per_patient_dice": honest["per_patient_dice"],
     }
     training = {
         **card.training,
@@ -463,7 +484,7 @@ def apply_to_card(
             "source": source,
             "folds": result["folds"],
             "post_processing_grid_size": result["grid_size"],
-            "chosen_on_all_folds": chosen,
+            "shipped_post_processing": chosen,
             "fold_models": list(folds),
         },
     }
@@ -506,8 +527,17 @@ def format_cv_report(result: dict[str, Any]) -> str:
         lines.append(f"  {f['fold']}: {PostProcessing(**f['choice']).describe()}")
     lines += [
         "",
-        f"Chosen on all folds (ship this): {PostProcessing(**result['chosen']).describe()}",
+        f"Chosen on all folds: {PostProcessing(**result['chosen']).describe()}",
         row("same patients (optimistic)", result["chosen_pooled"]),
+        f"Default: {PostProcessing(**result['default']).describe()}",
+        row("default, every fold (honest)", result["default_pooled"]),
+        "",
+        f"Ship: {PostProcessing(**result['ship']).describe()} "
+        + (
+            "(the nested selection beats the default)"
+            if result["ship_metrics"] == "pooled"
+            else "(the nested selection does not beat the default on held-out patients)"
+        ),
     ]
     if result["fixed"]:
         lines += ["", "Fixed post-processing, every fold", head, "-" * len(head)]

@@ -92,6 +92,18 @@ def test_nested_choice_never_uses_the_scored_fold() -> None:
     assert "pooled (nested, honest)" in text and "min area 20 px" in text
 
 
+def test_a_selection_that_does_not_pay_on_held_out_folds_is_not_shipped() -> None:
+    rng = np.random.default_rng(6)
+    # two folds that want opposite thresholds: each is scored with the other's choice, so the
+    # nested selection loses to simply keeping the default
+    folds = [_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng, speckle=False) for i in range(2)]
+    for p in range(2):
+        folds[0].mask[4 * p + 1 : 4 * p + 3, 7, 8:20] = True  # only fold 0 wants the 0.45 edge row
+    res = cross_validate(folds, grid=[PostProcessing(0.5), PostProcessing(0.4)])
+    assert res["pooled"]["dice_patient_mean"] < res["default_pooled"]["dice_patient_mean"]
+    assert res["ship"] == dataclasses.asdict(PostProcessing(0.5)) and res["ship_metrics"] == "default_pooled"
+
+
 def test_threshold_choice_follows_the_data() -> None:
     rng = np.random.default_rng(2)
     folds = [_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng, speckle=False) for i in range(3)]
@@ -158,6 +170,7 @@ def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle) -> None:
     loaded = load_bundle(card).card
     chosen = result["chosen"]
     assert chosen["min_area_px"] > 0 or chosen["largest_component"]  # the speckles must go
+    assert result["ship"] == chosen and result["ship_metrics"] == "pooled"  # and that pays
     assert loaded.thresholds["min_area_px"] == chosen["min_area_px"]
     assert loaded.thresholds["largest_component"] == chosen["largest_component"]
     assert loaded.metrics["dice_patient_mean"] == pytest.approx(result["pooled"]["dice_patient_mean"])
