@@ -93,6 +93,7 @@ def evaluate(
     cancel: threading.Event | Callable[[], bool] | None = None,
     largest_component: bool | None = None,
     flip_tta: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier + segmenter pair on every labelled patient under ``data``.
 
@@ -110,6 +111,7 @@ def evaluate(
         largest_component: keep only each patient's largest 3-D connected region (default: the
             segmenter card's setting; see :func:`brainseg_core.inference.keep_largest_component`).
         flip_tta: flip test-time augmentation in the segmenter (``Pipeline(flip_tta=...)``).
+        warn: receives each volume's warnings and skipped slices (one line each, naming the file).
 
     Returns:
         A JSON-ready dict: ``data``, ``device``, ``models``, ``thresholds``, ``classification``
@@ -146,6 +148,11 @@ def evaluate(
     n_slices = 0
     for k, path in enumerate(paths):
         vol = open_volume(path)
+        if warn is not None:
+            for w in vol.warnings:
+                warn(f"warning: {w}")
+            for s in vol.skipped:
+                warn(f"warning: skipped {s.path}: {s.reason}")
         if vol.masks is None:
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice); cannot evaluate")
         gt = vol.masks

@@ -153,6 +153,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         progress=progress,
         largest_component=args.largest_component,
         flip_tta=args.thorough,
+        warn=lambda line: tqdm.write(f"brainseg-eval: {line}", file=sys.stderr),
     )
     bar.close()
     print(format_report(result))

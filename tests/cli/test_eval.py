@@ -84,3 +84,14 @@ def test_eval_largest_component_keeps_a_subset(lgg_fixture_root: Path, tmp_path:
     assert "largest 3-D region only" in capsys.readouterr().out
     for plain, largest in zip(runs[False]["patients"], runs[True]["patients"], strict=True):
         assert 0 < largest["segment_all"]["predicted_voxels"] <= plain["segment_all"]["predicted_voxels"]
+
+
+def test_eval_prints_each_volumes_skipped_slices(random_bundles, tmp_path: Path, capsys) -> None:
+    from conftest import make_patient
+
+    _cls, seg = random_bundles
+    patient = make_patient(tmp_path / "data", n=4, size=32)
+    bad = patient / f"{patient.name}_2.tif"
+    bad.write_bytes(b"not a tiff")
+    assert main([str(patient), "--segmenter", str(seg), "--quiet"]) == 0
+    assert f"brainseg-eval: warning: skipped {bad}" in capsys.readouterr().err
