@@ -47,7 +47,9 @@ def _describe(kind: str, bundle: object) -> str:
     card = bundle.card  # type: ignore[attr-defined]
     path = Path(bundle.path)  # type: ignore[attr-defined]
     origin = "shipped" if path.resolve().is_relative_to(shipped_models_dir().resolve()) else "user-installed"
-    how = {"default": "shipped models chosen", None: "newest"}.get(model_choice().get(kind), "pinned")
+    how = {"default": "shipped models chosen", None: "newest available"}.get(
+        model_choice().get(kind), "pinned"
+    )
     return (
         f"  {kind + ':':<12}{card.name} ({card.arch}, {origin}, {how}), "
         f"sha256 {card.weights_sha256[:12]} ok  [{path}]"

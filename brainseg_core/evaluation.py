@@ -148,11 +148,8 @@ def evaluate(
     n_slices = 0
     for k, path in enumerate(paths):
         vol = open_volume(path)
-        if warn is not None:
-            for w in vol.warnings:
-                warn(f"warning: {w}")
-            for s in vol.skipped:
-                warn(f"warning: skipped {s.path}: {s.reason}")
+        for line in vol.problem_lines() if warn is not None else []:
+            warn(line)
         if vol.masks is None:
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice); cannot evaluate")
         gt = vol.masks

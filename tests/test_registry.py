@@ -258,7 +258,7 @@ def test_models_cli(dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
     assert "* shipped-seg" in capsys.readouterr().out
     assert main(["show", "worse"]) == 0 and '"name": "worse"' in capsys.readouterr().out
     assert main(["remove", "worse"]) == 0
-    assert main(["remove", "worse"]) == 1
+    assert main(["remove", "worse"]) == 3  # no such model: a model problem (exit-code table)
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2

@@ -161,10 +161,8 @@ def _interactive() -> bool:
 
 def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> PatientResult:
     volume = open_volume(path)
-    for skipped in volume.skipped:
-        tqdm.write(f"{PROG}: warning: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    for warning in volume.warnings:
-        tqdm.write(f"{PROG}: warning: {warning}", file=sys.stderr)
+    for line in volume.problem_lines():
+        tqdm.write(f"{PROG}: {line}", file=sys.stderr)
     check_destination(volume, args.out, overwrite=args.overwrite)  # before the long part
     with tqdm(
         total=volume.n_slices, desc=volume.patient_id, unit="slice", leave=False, disable=not _interactive()

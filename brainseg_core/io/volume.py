@@ -65,6 +65,12 @@ class Volume:
                 f"{self.masks.dtype}"
             )
 
+    def problem_lines(self) -> list[str]:
+        """Every warning and skipped slice as one ``warning: ...`` line naming the file (for CLIs)."""
+        return [f"warning: {w}" for w in self.warnings] + [
+            f"warning: skipped {s.path}: {s.reason}" for s in self.skipped
+        ]
+
     @property
     def n_slices(self) -> int:
         """Number of slices."""

@@ -261,11 +261,8 @@ def load_slices(
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice) needed for training")
         if vol.n_slices == 0:
             raise DataError(path, "no readable slices")
-        if warn is not None:
-            for w in vol.warnings:
-                warn(f"warning: {w}")
-            for s in vol.skipped:
-                warn(f"warning: skipped {s.path}: {s.reason}")
+        for line in vol.problem_lines() if warn is not None else []:
+            warn(line)
         images = preprocess_volume(vol.images, size=size).to(torch.float16)
         masks = torch.from_numpy(resize_mask(vol.masks, size)).to(torch.uint8)[:, None]
         return vol.patient_id, images, masks

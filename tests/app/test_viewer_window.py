@@ -405,10 +405,10 @@ def test_opening_another_patient_while_the_models_load_keeps_them(
     builds = []
     build = analysis._build_pipeline
 
-    def slow_build(*args):
+    def slow_build(*args, **kwargs):
         builds.append(args)
         time.sleep(0.5)
-        return build(*args)
+        return build(*args, **kwargs)
 
     monkeypatch.setattr(analysis, "_build_pipeline", slow_build)
     w = make_window(scripted_models)

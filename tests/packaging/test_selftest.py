@@ -54,7 +54,7 @@ def test_self_test_passes_with_the_shipped_models() -> None:
     assert proc.returncode == 0, f"self-test failed:\n{proc.stdout}\n{proc.stderr}"
     out = proc.stdout
     assert "self-test passed" in out
-    assert re.search(r"segmenter: +\S+ \(resunet\), sha256 [0-9a-f]{12} ok", out), out
+    assert re.search(r"segmenter: +\S+ \(resunet, shipped, [a-z ]+\), sha256 [0-9a-f]{12} ok", out), out
     assert f"sample:     {_sample_id()}, {_sample_slices()} slices 256x256" in out
     assert re.search(r"device: +cpu", out) or re.search(r"device: +cuda", out), out
     dice = float(re.search(r"dice: +([0-9.]+)", out).group(1))
@@ -73,7 +73,9 @@ def test_broken_models_fail_on_the_dice_check(tmp_path: Path, tiny_bundle) -> No
     # Untrained weights load, verify and run end to end, but cannot outline the sample's tumour.
     proc = _self_test({"BRAINSEG_RESOURCES": str(_resources_with(tmp_path, tiny_bundle))})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert re.search(r"segmenter: +untrained-seg \(resunet\), sha256 [0-9a-f]{12} ok", proc.stdout)
+    assert re.search(
+        r"segmenter: +untrained-seg \(resunet, [a-z-]+, [a-z ]+\), sha256 [0-9a-f]{12} ok", proc.stdout
+    )
     assert "classifier: none" in proc.stdout
     assert f"{_sample_id()}, {_sample_slices()} slices 256x256" in proc.stdout
     assert re.search(r"dice: +0\.[0-4]", proc.stdout), proc.stdout
