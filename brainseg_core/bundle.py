@@ -595,8 +595,8 @@ def update_card(path: str | Path, **fields: Any) -> ModelCard:
 
 #: Metrics shown by :func:`bundle_summary`, most informative first.
 _KEY_METRICS = {
-    "segmenter": ("dice", "mean_dice", "dice_score", "iou", "mean_iou"),
-    "classifier": ("auc", "roc_auc", "f1", "balanced_accuracy", "accuracy"),
+    "segmenter": ("dice_patient_mean", "dice", "mean_dice", "dice_score", "iou", "mean_iou"),
+    "classifier": ("roc_auc", "auc", "f1", "balanced_accuracy", "accuracy"),
 }
 
 

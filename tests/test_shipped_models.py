@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg_core.bundle import load_bundle
+from brainseg_core.bundle import bundle_summary, load_bundle
 from brainseg_core.inference.pipeline import Pipeline
 from brainseg_core.io import open_volume
 from brainseg_core.metrics import dice
@@ -33,6 +33,8 @@ def test_shipped_bundles_verify_and_are_both_kinds() -> None:
             assert len(held_out) == len(set(held_out)) == b.card.metrics["patients"]
             assert set(b.card.metrics["per_patient_dice"]) == set(held_out)
             assert 0.0 < b.card.metrics["dice_patient_mean"] <= 1.0
+            # the viewer's model panel shows it (it said "no validation metrics" before)
+            assert f"dice_patient_mean {b.card.metrics['dice_patient_mean']:.3f}" in bundle_summary(b.card)
         else:
             assert b.card.metrics["brainseg_eval_validation"]["n_patients"] == len(
                 b.card.training["split"]["val_patients"]
