@@ -59,7 +59,6 @@ _KEYS = ("prob", "prob_flip", "mask", "patient", "patient_ids")
 # 8-connected within a slice, never across slices
 _SLICE_STRUCTURE = np.zeros((3, 3, 3), bool)
 _SLICE_STRUCTURE[1] = True
-_VOLUME_STRUCTURE = np.ones((3, 3, 3), bool)
 
 
 @dataclass(frozen=True)
@@ -216,16 +215,13 @@ class _FoldScorer:
         keep[0] = False
         pred = keep[labels]
         if post.largest_component:
+            from brainseg_core.inference.pipeline import keep_largest_component
+
             for p in range(self.n_patients):
                 idx = np.flatnonzero(self.fold.patient == p)
-                if idx.size == 0:
-                    continue
-                sub = pred[idx[0] : idx[-1] + 1]
-                lab, n = ndimage.label(sub, structure=_VOLUME_STRUCTURE, output=np.int32)
-                if n > 1:
-                    vol_sizes = np.bincount(lab.ravel(), minlength=n + 1)
-                    vol_sizes[0] = 0
-                    pred[idx[0] : idx[-1] + 1] = lab == int(vol_sizes.argmax())
+                if idx.size:
+                    volume = slice(idx[0], idx[-1] + 1)
+                    pred[volume] = keep_largest_component(pred[volume])
         return pred
 
     def score(self, post: PostProcessing) -> dict[str, Any]:
