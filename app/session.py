@@ -76,11 +76,6 @@ class Spacing:
         return self.pixel_mm[0] * self.pixel_mm[1] * self.thickness_mm / 1000.0
 
 
-def patient_id_of(path: Path) -> str:
-    """Patient id of a patient folder (its name) or a multi-page TIFF stack (its stem)."""
-    return path.stem if path.is_file() else path.name
-
-
 def read_volume(path: Path, spacing: Spacing | None) -> Volume:
     """Read one patient; a volume without its own pixel spacing gets the dataset's ``spacing``.
 

@@ -48,7 +48,6 @@ from brainseg_app.session import (
     PatientState,
     Spacing,
     Thresholds,
-    patient_id_of,
     read_volume,
 )
 from brainseg_app.settings import Settings, config_dir
@@ -58,7 +57,7 @@ from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.worker import JobReport, JobRunner
 from brainseg_core import metrics
 from brainseg_core.errors import DataError
-from brainseg_core.io import Volume, find_patients
+from brainseg_core.io import Volume, find_patients, patient_id_of
 from brainseg_core.resources import resource_path
 
 log = logging.getLogger(__name__)

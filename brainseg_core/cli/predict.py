@@ -38,7 +38,7 @@ from brainseg_core.errors import BrainSegError, BundleError, DataError
 from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
 from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import DEVICES, PRECISIONS, resolve_device
-from brainseg_core.io import find_patients, open_volume
+from brainseg_core.io import find_patients, open_volume, patient_id_of
 from brainseg_core.registry import resolve_models
 
 PROG = "brainseg-predict"
@@ -173,10 +173,6 @@ def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> Pa
     return result
 
 
-def _patient_id(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
 def _check_output(out: Path, patients: list[Path], overwrite: bool) -> None:
     """Before any model loads: the output folder is writable and no export would be clobbered.
 
@@ -199,7 +195,7 @@ def _check_output(out: Path, patients: list[Path], overwrite: bool) -> None:
         ) from None
     if overwrite:
         return
-    existing = [out / _patient_id(p) for p in patients if (out / _patient_id(p)).is_dir()]
+    existing = [out / patient_id_of(p) for p in patients if (out / patient_id_of(p)).is_dir()]
     existing = [d for d in existing if any(d.iterdir())]
     if existing:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
@@ -222,7 +218,7 @@ def _write_summary(out: Path, rows: list[list[object]]) -> Path:
 
 def _summary_row(path: Path, result: PatientResult | None, error: str) -> list[object]:
     if result is None:
-        return [_patient_id(path), "failed", "", "", "", "", "", error]
+        return [patient_id_of(path), "failed", "", "", "", "", "", error]
     ml = "" if result.volume_ml is None else f"{result.volume_ml:.3f}"
     review = sum(1 for s in result.slices if s.review is not None)
     return [
@@ -260,7 +256,7 @@ def _refuse_duplicate_ids(patients: list[Path]) -> None:
     """Exports go to ``OUT/<patient_id>``: two different patients with one id would collide."""
     by_id: dict[str, list[Path]] = {}
     for p in patients:
-        by_id.setdefault(p.stem if p.is_file() else p.name, []).append(p)
+        by_id.setdefault(patient_id_of(p), []).append(p)
     clashes = {pid: paths for pid, paths in by_id.items() if len(paths) > 1}
     if clashes:
         pid, paths = next(iter(clashes.items()))

@@ -7,7 +7,7 @@ patient under a dataset root (the published Kaggle archive's duplicate nested co
 variants accepted. Every user-facing failure is a :class:`brainseg_core.errors.DataError`.
 """
 
-from brainseg_core.io.lgg import find_patients, is_patient_dir, open_volume
+from brainseg_core.io.lgg import find_patients, is_patient_dir, open_volume, patient_id_of
 from brainseg_core.io.tiff import TIFF_SUFFIXES
 from brainseg_core.io.volume import CHANNELS, SkippedSlice, Volume
 
@@ -19,4 +19,5 @@ __all__ = [
     "find_patients",
     "is_patient_dir",
     "open_volume",
+    "patient_id_of",
 ]

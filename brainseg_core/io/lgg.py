@@ -329,7 +329,7 @@ def _read_patient_dir(folder: Path) -> Volume:
         warnings.append(f"{folder}: its slices disagree on pixel spacing; spacing treated as unknown")
     skipped.sort(key=lambda k: _sort_key(k.path))
     return Volume(
-        patient_id=folder.name,
+        patient_id=patient_id_of(folder),
         source=folder,
         slice_paths=[s.path for s, _, _, _ in kept],
         slice_numbers=[s.number for s, _, _, _ in kept],
@@ -511,7 +511,7 @@ def _read_stack(path: Path) -> Volume:
         raise DataError(path, f"none of its {len(slices)} slice(s) can be read; e.g. {skipped[0].reason}")
     masks = _stack_masks(path, len(slices), kept, warnings)
     return Volume(
-        patient_id=_stem(path.name),
+        patient_id=patient_id_of(path),
         source=path,
         slice_paths=[path] * len(kept),
         slice_numbers=[i + 1 for i, _ in kept],
@@ -700,10 +700,16 @@ def _content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _dedupe(root: Path, found: list[Path]) -> list[Path]:
-    def patient_id(p: Path) -> str:
-        return _stem(p.name) if p.is_file() else p.name
+def patient_id_of(path: str | os.PathLike[str]) -> str:
+    """The patient id :func:`open_volume` gives ``path``: a folder's name or a stack file's stem.
 
+    Only the path is looked at (nothing is read), so callers can name patients before opening them.
+    """
+    p = Path(path)
+    return _stem(p.name) if p.is_file() else p.name
+
+
+def _dedupe(root: Path, found: list[Path]) -> list[Path]:
     by_depth = sorted(found, key=lambda p: (len(p.relative_to(root).parts), str(p)))
     kept: list[Path] = []
     first_of: dict[tuple[str, tuple[tuple[str, int], ...]], list[Path]] = {}
@@ -715,7 +721,7 @@ def _dedupe(root: Path, found: list[Path]) -> list[Path]:
         return digests[path]
 
     for p in by_depth:
-        copies = first_of.setdefault((patient_id(p), _signature(p)), [])
+        copies = first_of.setdefault((patient_id_of(p), _signature(p)), [])
         # Same id, file names and sizes (uncompressed TIFFs of one size always match): a copy
         # only if the contents match too, so two different patients that share an id both stay.
         if copies and digest(p) in {digest(q) for q in copies}:
