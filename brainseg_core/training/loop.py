@@ -522,11 +522,15 @@ def _selection_value(kind: str, metrics: dict[str, Any]) -> float:
 
 
 def _choose_min_area(
-    model: nn.Module, val: SliceSet, loss_fn: nn.Module, cfg: TrainConfig, amp: torch.dtype | None
+    model: nn.Module,
+    val: SliceSet,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    amp: torch.dtype | None,
+    logits: torch.Tensor,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[int, float]]:
     best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
     tried: dict[int, float] = {}
-    logits = _predict(model, val.images, batch_size=max(1, 2 * cfg.batch_size), amp=amp)
     for area in cfg.min_area_candidates:
         metrics, thr = _validate(model, val, loss_fn, cfg, amp, min_area_px=area, logits=logits)
         tried[area] = metrics["dice_patient_mean"]
@@ -537,7 +541,13 @@ def _choose_min_area(
 
 
 def save_out_of_fold(
-    model: nn.Module, val: SliceSet, path: Path, *, batch_size: int, amp: torch.dtype | None
+    model: nn.Module,
+    val: SliceSet,
+    path: Path,
+    *,
+    batch_size: int,
+    amp: torch.dtype | None,
+    logits: torch.Tensor | None = None,
 ) -> Path:
     """Write the segmenter's probabilities on the held-out patients (for threshold selection).
 
@@ -553,11 +563,14 @@ def save_out_of_fold(
         path: the ``.npz`` to write (atomically).
         batch_size: inference batch size.
         amp: autocast dtype or None.
+        logits: the model's logits on ``val`` when already computed (not computed again).
 
     Returns:
         ``path``.
     """
-    plain = torch.sigmoid(_predict(model, val.images, batch_size=batch_size, amp=amp))
+    if logits is None:
+        logits = _predict(model, val.images, batch_size=batch_size, amp=amp)
+    plain = torch.sigmoid(logits)
     mirrored = torch.sigmoid(_predict(model, val.images.flip(-1), batch_size=batch_size, amp=amp)).flip(-1)
 
     def q(prob: torch.Tensor) -> np.ndarray:
@@ -1086,10 +1099,17 @@ def train(
             final_metrics = {}
             thresholds = {"mask_probability": 0.5, "min_area_px": 0} if seg else {"tumour_probability": 0.5}
         elif seg:
-            final_metrics, thresholds, tried = _choose_min_area(model, val_set, loss_fn, cfg, amp)
+            # one pass over the held-out slices serves the minimum-area choice and the saved file
+            logits = _predict(model, val_set.images, batch_size=max(1, 2 * cfg.batch_size), amp=amp)
+            final_metrics, thresholds, tried = _choose_min_area(model, val_set, loss_fn, cfg, amp, logits)
             final_metrics["min_area_dice_by_candidate"] = {str(k): v for k, v in tried.items()}
             save_out_of_fold(
-                model, val_set, cfg.out / OUT_OF_FOLD_FILE, batch_size=2 * cfg.batch_size, amp=amp
+                model,
+                val_set,
+                cfg.out / OUT_OF_FOLD_FILE,
+                batch_size=2 * cfg.batch_size,
+                amp=amp,
+                logits=logits,
             )
         else:
             final_metrics, thresholds = _validate(model, val_set, loss_fn, cfg, amp)
