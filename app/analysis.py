@@ -11,31 +11,28 @@ the parent of its message boxes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
 from brainseg_app import dialogs
-from brainseg_app.session import PatientRecord, PatientState, Spacing, Thresholds, read_volume
+from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings
 from brainseg_app.worker import JobReport, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
 from brainseg_core.io import Volume
 
-
-def _models_info(classifier: object | None, segmenter: object) -> dict:
-    def info(b: object | None) -> dict | None:
-        if b is None:
-            return None
-        return {"name": b.card.name, "sha256": b.card.weights_sha256}  # type: ignore[attr-defined]
-
-    return {"classifier": info(classifier), "segmenter": info(segmenter)}
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelBundle
+    from brainseg_core.inference import Pipeline
+    from brainseg_core.spacing import Spacing
+    from brainseg_core.thresholds import Thresholds
 
 
 def _resolve_models(
     classifier: str | None, segmenter: str | None
-) -> tuple[object | None, object, str | None]:
+) -> tuple[ModelBundle | None, ModelBundle, str | None]:
     """The models to use: the remembered bundles, else the defaults (with a warning saying why).
 
     The defaults are the newest user bundles, else the shipped ones; when a user bundle does not
@@ -69,7 +66,7 @@ def _resolve_models(
         )
 
 
-def _shipped_models(error: BrainSegError) -> tuple[object | None, object]:
+def _shipped_models(error: BrainSegError) -> tuple[ModelBundle | None, ModelBundle]:
     """The newest shipped classifier and segmenter, used when a user bundle fails to load.
 
     Raises:
@@ -80,7 +77,7 @@ def _shipped_models(error: BrainSegError) -> tuple[object | None, object]:
 
     shipped = [i for i in list_bundles() if i.source == "shipped"]
 
-    def newest(kind: str) -> object | None:
+    def newest(kind: str) -> ModelBundle | None:
         return next((load_bundle(i.path) for i in shipped if i.card.kind == kind), None)
 
     seg = newest("segmenter")
@@ -90,22 +87,22 @@ def _shipped_models(error: BrainSegError) -> tuple[object | None, object]:
 
 
 def _build_pipeline(
-    classifier: object | None, segmenter: object, device: str, *, thorough: bool = False
-) -> tuple[object, str | None]:
+    classifier: ModelBundle | None, segmenter: ModelBundle, device: str, *, thorough: bool = False
+) -> tuple[Pipeline, str | None]:
     """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
     from brainseg_core.inference import Pipeline
 
     try:
-        return Pipeline(classifier, segmenter, device=device, flip_tta=thorough), None  # type: ignore[arg-type]
+        return Pipeline(classifier, segmenter, device=device, flip_tta=thorough), None
     except (ValueError, RuntimeError) as exc:
         if device == "auto":
             raise
-        pipeline = Pipeline(classifier, segmenter, device="auto", flip_tta=thorough)  # type: ignore[arg-type]
+        pipeline = Pipeline(classifier, segmenter, device="auto", flip_tta=thorough)
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
 class Session(Protocol):
-    """What the controller reads from the window: the opened patients and how they are shown."""
+    """What the controller reads from the viewer's state (:class:`~brainseg_app.viewer_model.ViewerModel`)."""
 
     records: dict[Path, PatientRecord]
     current: PatientRecord | None
@@ -114,6 +111,14 @@ class Session(Protocol):
 
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
         """The voxel size to use for ``rec``'s volumes."""
+        ...
+
+    def shown_thresholds(self, rec: PatientRecord) -> Thresholds:
+        """The thresholds ``rec`` is shown with."""
+        ...
+
+    def apply(self, rec: PatientRecord) -> None:
+        """Recompute what ``rec`` shows."""
         ...
 
 
@@ -164,10 +169,10 @@ class AnalysisController(QObject):
         self.session = session
         self.settings = settings
         self._dialog_parent = parent
-        self.classifier: object | None = None
-        self.segmenter: object | None = None
+        self.classifier: ModelBundle | None = None
+        self.segmenter: ModelBundle | None = None
         self.models_loaded = False
-        self.pipeline: object | None = None
+        self.pipeline: Pipeline | None = None
         self.queue: list[tuple[str, Path]] = []
         self.export_after_batch = False
         self._batch = False
@@ -215,7 +220,7 @@ class AnalysisController(QObject):
             self._use_models(cls, seg, warning)
         return self.segmenter is not None
 
-    def set_models(self, classifier: object | None, segmenter: object) -> None:
+    def set_models(self, classifier: ModelBundle | None, segmenter: ModelBundle) -> None:
         """Use already loaded bundles (no signal: the caller resets the results)."""
         self.classifier, self.segmenter = classifier, segmenter
         self.models_loaded = True
@@ -267,7 +272,9 @@ class AnalysisController(QObject):
         else:
             self.pipeline = None
 
-    def _use_models(self, classifier: object | None, segmenter: object, warning: str | None) -> None:
+    def _use_models(
+        self, classifier: ModelBundle | None, segmenter: ModelBundle, warning: str | None
+    ) -> None:
         if warning:
             self.settings.classifier_path = self.settings.segmenter_path = None
             dialogs.notify(self._dialog_parent, "warning", "Model not loaded", warning)
@@ -443,7 +450,7 @@ class AnalysisController(QObject):
                 self.settings.device = "auto"
                 self.deviceFellBack.emit("auto")
                 dialogs.notify(self._dialog_parent, "warning", title, text)
-        self.message.emit(f"Models ready on {pipeline.device}", 3000)  # type: ignore[attr-defined]
+        self.message.emit(f"Models ready on {pipeline.device}", 3000)
 
     def _on_prepare_failed(self, message: str, details: str) -> None:
         if not self.models_loaded:
@@ -471,14 +478,12 @@ class AnalysisController(QObject):
         spacing = session.spacing_for(rec)
         path = rec.path
         if kind == "analyse":
-            t = session.thresholds
-            pipeline.classifier_threshold = t.gate  # type: ignore[attr-defined]
-            pipeline.mask_threshold = t.mask  # type: ignore[attr-defined]
+            run = pipeline.replace(thresholds=session.thresholds)
 
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                report.item(("start", rec, (vol.n_slices, vol.shape)))
-                for s in pipeline.run(vol, progress=report.progress, cancel=report.cancel):  # type: ignore[attr-defined]
+                report.item(("start", rec, (run.empty_result(vol), vol.n_slices)))
+                for s in run.run(vol, progress=report.progress, cancel=report.cancel):
                     report.item(("slice", rec, s))
                 return None
 
@@ -490,7 +495,7 @@ class AnalysisController(QObject):
 
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                return pipeline.segment_slices(  # type: ignore[attr-defined]
+                return pipeline.segment_slices(
                     vol, base, indices, progress=report.progress, cancel=report.cancel
                 )
 
@@ -498,7 +503,7 @@ class AnalysisController(QObject):
         self.runner.start(job, tag=(kind, rec))
         self.recordChanged.emit(rec)
         self.jobStarted.emit(f"{rec.patient_id}: %p%", True)
-        self.message.emit(f"{verb} {rec.patient_id} on {pipeline.device} …", 0)  # type: ignore[attr-defined]
+        self.message.emit(f"{verb} {rec.patient_id} on {pipeline.device} …", 0)
         self.stateChanged.emit()
 
     # ==========================================================================================
@@ -508,22 +513,12 @@ class AnalysisController(QObject):
         kind, rec, payload = obj  # type: ignore[misc]
         session = self.session
         if kind == "start":
-            p = self.pipeline
-            n_slices, shape = payload
-            rec.start(
-                int(n_slices),
-                models=_models_info(self.classifier, self.segmenter),
-                device=str(p.device) if p is not None else "cpu",  # type: ignore[attr-defined]
-                pipeline_thresholds=Thresholds(
-                    p.classifier_threshold,
-                    p.mask_threshold,
-                    p.min_area_for(shape),  # type: ignore[attr-defined]
-                ),
-            )
+            empty, n_slices = payload
+            rec.start(empty, int(n_slices))
             self.recordChanged.emit(rec)
             self.patientStarted.emit(rec)
             return
-        shown = rec.add(payload, session.thresholds, session.spacing_for(rec))
+        shown = rec.add(payload, session.shown_thresholds(rec), session.spacing_for(rec))
         self.recordChanged.emit(rec)
         self.sliceAnalysed.emit(rec, shown.index)
 
@@ -535,7 +530,7 @@ class AnalysisController(QObject):
         if kind == "segment":
             rec.base = result  # type: ignore[assignment]
         rec.state = PatientState.DONE
-        rec.apply(self.session.thresholds, self.session.spacing_for(rec))
+        self.session.apply(rec)
         self.recordChanged.emit(rec)
         self.patientFinished.emit(rec, kind)
         self.stateChanged.emit()

@@ -40,6 +40,8 @@ from PySide6.QtWidgets import (
 
 from brainseg_app.session import PatientRecord
 from brainseg_app.worker import JobReport, JobRunner
+from brainseg_core.export import ExportFormat
+from brainseg_core.spacing import Spacing
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +139,7 @@ def install_excepthook(parent: Callable[[], QWidget | None], log_file: Path | No
 class SpacingDialog(QDialog):
     """Enter the pixel spacing and slice thickness of a dataset (TIFF files carry none)."""
 
-    def __init__(
-        self, spacing: tuple[float, float, float] | None, dataset: Path, parent: QWidget | None = None
-    ):
+    def __init__(self, spacing: Spacing | None, dataset: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Pixel spacing")
         self.cleared = False
@@ -154,7 +154,8 @@ class SpacingDialog(QDialog):
         self.row = self._spin("Pixel spacing between rows (mm)")
         self.col = self._spin("Pixel spacing between columns (mm)")
         self.thickness = self._spin("Distance between slices (mm)", maximum=20.0)
-        row, col, thick = spacing if spacing else (1.0, 1.0, 1.0)
+        row, col = spacing.pixel_mm if spacing else (1.0, 1.0)
+        thick = spacing.thickness_mm if spacing and spacing.thickness_mm else 1.0
         self.row.setValue(row)
         self.col.setValue(col)
         self.thickness.setValue(thick)
@@ -186,11 +187,11 @@ class SpacingDialog(QDialog):
         self.cleared = True
         self.accept()
 
-    def value(self) -> tuple[float, float, float] | None:
-        """The entered ``(row, col, thickness)``, None when the user chose Forget."""
+    def value(self) -> Spacing | None:
+        """The entered voxel size, None when the user chose Forget."""
         if self.cleared:
             return None
-        return self.row.value(), self.col.value(), self.thickness.value()
+        return Spacing(self.row.value(), self.col.value(), self.thickness.value())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,8 +347,9 @@ class ManageModelsDialog(QDialog):
 
     def refresh(self) -> None:
         """Re-read the model folders."""
+        from brainseg_core.bundle import key_metric_text
         from brainseg_core.errors import BundleError
-        from brainseg_core.registry import KEY_METRICS, active_bundle, key_metric, list_bundles
+        from brainseg_core.registry import active_bundle, list_bundles
 
         problems: list[str] = []
         active = set()
@@ -362,8 +364,7 @@ class ManageModelsDialog(QDialog):
         self._infos = list_bundles(on_error=lambda exc: problems.append(str(exc)))
         self.table.setRowCount(len(self._infos))
         for r, info in enumerate(self._infos):
-            value = key_metric(info.card)
-            metric = KEY_METRICS[info.card.kind] + (f" {value:.3f}" if value is not None else " (none)")
+            metric = key_metric_text(info.card)
             cells = (
                 "●" if info.path in active else "",
                 info.card.kind,
@@ -470,15 +471,6 @@ class ManageModelsDialog(QDialog):
 # Export
 
 
-#: Export formats: key for :func:`brainseg_core.export.export_results` and the label shown.
-EXPORT_FORMATS: tuple[tuple[str, str, str], ...] = (
-    ("tif", "Per-slice masks (_mask.tif)", "One 0/255 mask TIFF per slice, named like the dataset's own"),
-    ("stack", "Mask stack (multi-page TIFF)", "All masks of a patient in one multi-page TIFF"),
-    ("png", "PNG overlays", "Each slice with the predicted outline drawn on it, for reports"),
-    ("csv", "CSV report", "Per-slice tumour probability and area, plus the patient summary"),
-)
-
-
 class ExportDialog(QDialog):
     """Choose formats and a destination, then export with progress (in a worker thread).
 
@@ -521,13 +513,13 @@ class ExportDialog(QDialog):
         box = QGroupBox("Formats")
         bl = QVBoxLayout(box)
         self.format_boxes: dict[str, QCheckBox] = {}
-        for key, label, tip in EXPORT_FORMATS:
-            cb = QCheckBox(label)
-            cb.setToolTip(tip)
-            cb.setChecked(key in formats)
+        for fmt in ExportFormat:
+            cb = QCheckBox(fmt.label)
+            cb.setToolTip(fmt.description)
+            cb.setChecked(fmt.value in formats)
             cb.toggled.connect(self._update_buttons)
             bl.addWidget(cb)
-            self.format_boxes[key] = cb
+            self.format_boxes[fmt.value] = cb
         layout.addWidget(box)
 
         dest = QHBoxLayout()

@@ -24,7 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.slice_view import CHANNEL_NAMES
+from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, OverlayStyle
+from brainseg_core import metrics
+from brainseg_core.inference import SliceResult
+from brainseg_core.io import Volume
+from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
 STEPS = 1000
@@ -132,11 +138,15 @@ class ControlsPanel(QWidget):
         self.contour_width.setValue(2)
         self.contour_width.setSuffix(" px")
         self.contour_width.setToolTip("Outline width in screen pixels")
-        self.pred_colour = ColourButton("Prediction", QColor("#ff3b30"), "Colour of the predicted mask")
+        self.pred_colour = ColourButton(
+            "Prediction", QColor(DEFAULT_PRED_COLOUR), "Colour of the predicted mask"
+        )
         self.show_gt = QCheckBox("Ground truth")
         self.show_gt.setChecked(True)
         self.show_gt.setToolTip("Show the folder's own _mask files, when it has them (G)")
-        self.gt_colour = ColourButton("Ground truth", QColor("#34c759"), "Colour of the ground-truth mask")
+        self.gt_colour = ColourButton(
+            "Ground truth", QColor(DEFAULT_GT_COLOUR), "Colour of the ground-truth mask"
+        )
         grid.addWidget(self.show_overlay, 0, 0, 1, 2)
         grid.addWidget(self.show_gt, 0, 2, 1, 2)
         grid.addWidget(self.fill, 1, 0)
@@ -198,14 +208,49 @@ class ControlsPanel(QWidget):
         layout.addWidget(run)
         layout.addStretch(1)
 
-    def set_thresholds(self, gate: float, mask: float) -> None:
-        """Move the threshold sliders (emits their signals)."""
-        self.gate.setValue(round(gate * STEPS))
-        self.mask_threshold.setValue(round(mask * STEPS))
+    def show_overlay_style(self, style: OverlayStyle) -> None:
+        """Show ``style`` in the overlay controls (without emitting their signals)."""
+        widgets = (
+            self.show_overlay,
+            self.fill,
+            self.contour,
+            self.opacity,
+            self.contour_width,
+            self.pred_colour,
+            self.gt_colour,
+            self.show_gt,
+        )
+        for w in widgets:
+            w.blockSignals(True)
+        self.show_overlay.setChecked(style.visible)
+        self.fill.setChecked(style.fill)
+        self.contour.setChecked(style.contour)
+        self.opacity.setValue(round(style.opacity * 100))
+        self.opacity_label.setText(f"{round(style.opacity * 100)} %")
+        self.contour_width.setValue(style.contour_width)
+        self.pred_colour.set_colour(QColor(style.pred_colour))
+        self.gt_colour.set_colour(QColor(style.gt_colour))
+        self.show_gt.setChecked(style.gt_visible)
+        for w in widgets:
+            w.blockSignals(False)
 
-    def thresholds(self) -> tuple[float, float]:
-        """``(gate, mask_threshold)`` as probabilities."""
-        return self.gate.value() / STEPS, self.mask_threshold.value() / STEPS
+    def show_thresholds(self, thresholds: Thresholds, *, gate_enabled: bool) -> None:
+        """Show ``thresholds`` on the sliders and labels (without emitting the sliders' signals).
+
+        Args:
+            thresholds: what to show.
+            gate_enabled: whether the gate applies (there is a classifier).
+        """
+        for w in (self.gate, self.mask_threshold, self.largest_component):
+            w.blockSignals(True)
+        self.gate.setValue(round(thresholds.gate * STEPS))
+        self.mask_threshold.setValue(round(thresholds.mask * STEPS))
+        self.gate_label.setText(f"{thresholds.gate:.3f}")
+        self.mask_label.setText(f"{thresholds.mask:.3f}")
+        self.largest_component.setChecked(thresholds.largest_component)
+        for w in (self.gate, self.mask_threshold, self.largest_component):
+            w.blockSignals(False)
+        self.gate.setEnabled(gate_enabled)
 
 
 def _fmt(value: float | None, spec: str = ".2f", none: str = "—") -> str:
@@ -329,6 +374,78 @@ class ResultsPanel(QWidget):
     def set_current(self, index: int) -> None:
         """Move the current-slice marker."""
         self.current_line.setValue(index + 1)
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def show_slice(
+        self, volume: Volume | None, result: SliceResult | None, index: int, thresholds: Thresholds
+    ) -> None:
+        """The displayed slice's numbers: probability, area, review flag, ground truth and Dice.
+
+        Args:
+            volume: the displayed volume (None: nothing is shown).
+            result: the slice's displayed result (None: not analysed yet).
+            index: the slice.
+            thresholds: the thresholds it is shown with.
+        """
+        if volume is None:
+            self.slice_label.setText("—")
+            return
+        lines = [f"Slice {index + 1} of {volume.n_slices}  (file #{volume.slice_numbers[index]})"]
+        if result is None:
+            lines.append("Not analysed yet")
+        else:
+            gate = "above" if result.tumour_probability >= thresholds.gate else "below"
+            lines.append(f"Tumour probability {result.tumour_probability:.3f} ({gate} the gate)")
+            area = f"{result.area_px} px"
+            if result.area_mm2 is not None:
+                area += f" = {result.area_mm2:.1f} mm²"
+            lines.append(f"Tumour area {area}")
+            if result.review is not None:
+                lines.append(f"⚠ Review: {result.review.describe()}")
+        if volume.masks is not None:
+            truth = volume.masks[index]
+            lines.append(f"Ground truth {int(truth.sum())} px")
+            if result is not None:
+                d = metrics.dice(result.mask, truth, empty=math.nan)
+                lines.append(f"Dice {_fmt(d, '.3f', '— (both empty)')}")
+        self.slice_label.setText("\n".join(lines))
+
+    def show_summary(self, rec: PatientRecord | None, volume: Volume | None) -> None:
+        """The displayed patient's summary: tumour slices, volume, Dice, review list, settings.
+
+        Args:
+            rec: the displayed patient (None: no patient open).
+            volume: its volume when read (for the ground truth).
+        """
+        if rec is None:
+            self.summary_label.setText("No patient open")
+            return
+        if rec.shown is None or not rec.shown.slices:
+            state = rec.state.value if rec.state is not PatientState.NEW else "Not analysed yet"
+            self.summary_label.setText(f"{rec.patient_id}\n{state}")
+            return
+        r = rec.shown
+        n = rec.n_slices or len(r.slices)
+        partial = "" if rec.complete else f" (so far: {len(r.slices)} of {n} slices analysed)"
+        lines = [f"<b>{rec.patient_id}</b>{partial}", f"Tumour on <b>{r.tumour_slices}</b> of {n} slices"]
+        if r.volume_ml is not None:
+            lines.append(f"Volume <b>{r.volume_ml:.2f} mL</b> ({r.volume_voxels:,} voxels)")
+        else:
+            lines.append(f"Volume <b>{r.volume_voxels:,} voxels</b> (enter the pixel spacing for mL)")
+        if volume is not None and volume.masks is not None and rec.complete:
+            pred = np.stack([s.mask for s in r.slices])
+            d = metrics.dice(pred, volume.masks, empty=math.nan)
+            truth = int(volume.masks.sum())
+            lines.append(f"Dice vs ground truth <b>{_fmt(d, '.3f')}</b> (ground truth {truth:,} voxels)")
+        review = [s.index + 1 for s in r.slices if s.review is not None]
+        if review:
+            listed = ", ".join(str(i) for i in review[:8]) + (" …" if len(review) > 8 else "")
+            lines.append(f"⚠ <b>{len(review)}</b> slice(s) to review: {listed}")
+        t = r.thresholds
+        largest = " · largest 3-D region only" if t.largest_component else ""
+        lines.append(f"Gate {t.gate:.3g} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
+        lines.append(f"Ran on {r.device}")
+        self.summary_label.setText("<br>".join(lines))
 
     def _on_points_clicked(self, _item: object, points: list, _ev: object = None) -> None:
         if len(points):

@@ -121,7 +121,7 @@ def _self_test(out: TextIO) -> None:
     print(f"  {'sample:':<12}{volume.patient_id}, {volume.n_slices} slices {h}x{w}", file=out)
 
     t_infer = time.perf_counter()
-    result = Pipeline(classifier, segmenter, device="auto").analyse(volume)  # type: ignore[arg-type]
+    result = Pipeline(classifier, segmenter, device="auto").analyse(volume)
     t_done = time.perf_counter()
     if len(result.slices) != volume.n_slices:
         raise SelfTestError(

@@ -15,11 +15,13 @@ from pathlib import Path
 import platformdirs
 from PySide6.QtCore import QByteArray, QSettings
 
+from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, OverlayStyle
+from brainseg_core.export import FORMATS
+from brainseg_core.inference.device import DEVICES
+from brainseg_core.spacing import Spacing
+
 #: Most recent folders kept in File > Recent.
 MAX_RECENT = 10
-
-DEFAULT_PRED_COLOUR = "#ff3b30"
-DEFAULT_GT_COLOUR = "#34c759"
 
 
 def config_dir() -> Path:
@@ -102,6 +104,26 @@ class Settings:
         self._q.remove("recent/paths")
 
     # -- overlay ---------------------------------------------------------------------------------
+    def overlay_style(self) -> OverlayStyle:
+        """The remembered overlay style (the prediction is always shown at start)."""
+        return OverlayStyle(
+            fill=self.fill,
+            contour=self.contour,
+            opacity=self.opacity / 100.0,
+            contour_width=self.contour_width,
+            pred_colour=self.pred_colour,
+            gt_colour=self.gt_colour,
+            gt_visible=self.show_gt,
+        )
+
+    def set_overlay_style(self, style: OverlayStyle) -> None:
+        """Remember ``style`` (everything but whether the prediction is shown)."""
+        self.fill, self.contour = style.fill, style.contour
+        self.opacity = round(style.opacity * 100)
+        self.contour_width = style.contour_width
+        self.pred_colour, self.gt_colour = style.pred_colour, style.gt_colour
+        self.show_gt = style.gt_visible
+
     @property
     def opacity(self) -> int:
         """Fill opacity of the mask overlay in percent (0-100)."""
@@ -189,7 +211,7 @@ class Settings:
     def device(self) -> str:
         """Compute device for inference: ``auto``, ``cpu``, ``cuda`` or ``mps``."""
         value = str(self._get("run/device") or "auto")
-        return value if value in {"auto", "cpu", "cuda", "mps"} else "auto"
+        return value if value in DEVICES else "auto"
 
     @device.setter
     def device(self, value: str) -> None:
@@ -257,7 +279,7 @@ class Settings:
         if value is None:
             return ["tif", "png", "csv"]
         items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
-        return [str(v) for v in items if str(v) in {"tif", "stack", "png", "csv"}]
+        return [str(v) for v in items if str(v) in FORMATS]
 
     @export_formats.setter
     def export_formats(self, value: list[str]) -> None:
@@ -290,24 +312,21 @@ class Settings:
         digest = hashlib.sha1(str(Path(dataset).resolve()).encode()).hexdigest()[:16]
         return f"spacing/{digest}"
 
-    def spacing(self, dataset: Path | str) -> tuple[float, float, float] | None:
-        """Pixel spacing entered for a dataset: ``(row_mm, col_mm, slice_thickness_mm)`` or None."""
+    def spacing(self, dataset: Path | str) -> Spacing | None:
+        """The voxel size entered for a dataset, or None (also for an unreadable stored value)."""
         value = self._get(self._spacing_key(dataset))
         if value is None:
             return None
         parts = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
         try:
-            row, col, thick = (float(p) for p in parts)
+            return Spacing.from_sequence([float(p) for p in parts])
         except (TypeError, ValueError):
             return None
-        if min(row, col, thick) <= 0:
-            return None
-        return row, col, thick
 
-    def set_spacing(self, dataset: Path | str, spacing: tuple[float, float, float] | None) -> None:
-        """Remember (or with None, forget) the spacing of a dataset."""
+    def set_spacing(self, dataset: Path | str, spacing: Spacing | None) -> None:
+        """Remember (or with None, forget) the voxel size of a dataset."""
         key = self._spacing_key(dataset)
         if spacing is None:
             self._q.remove(key)
         else:
-            self._set(key, [f"{v:g}" for v in spacing])
+            self._set(key, [f"{v:g}" for v in spacing.to_list() if v is not None])

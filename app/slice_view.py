@@ -17,6 +17,7 @@ from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QLabel, QVBoxLayout, QWidget
 
 from brainseg_app.overlay import auto_window, boundary_segments, levels, mask_rgba
+from brainseg_app.viewer_model import OverlayStyle
 from brainseg_core.io.volume import CHANNELS
 
 #: Display modes: one grey channel each, then the RGB composite.
@@ -144,14 +145,15 @@ class SliceView(QWidget):
         self.index = 0
         self.channel = 1  # FLAIR, as the channel box
         self.width_level = FULL_WINDOW
-        self.opacity = 0.4
-        self.contour_width = 2.0
-        self.fill_on = True
-        self.contour_on = True
-        self.overlay_on = True
-        self.gt_on = True
-        self.pred_colour = QColor("#ff3b30")
-        self.gt_colour = QColor("#34c759")
+        style = OverlayStyle()
+        self.opacity = style.opacity
+        self.contour_width = float(style.contour_width)
+        self.fill_on = style.fill
+        self.contour_on = style.contour
+        self.overlay_on = style.visible
+        self.gt_on = style.gt_visible
+        self.pred_colour = QColor(style.pred_colour)
+        self.gt_colour = QColor(style.gt_colour)
         self._pred_mask: np.ndarray | None = None
         self._gt_mask: np.ndarray | None = None
         self._cursor_scene: QPointF | None = None
@@ -239,35 +241,16 @@ class SliceView(QWidget):
         self.set_window(width + dx, level + dy)
 
     # -- overlay style ---------------------------------------------------------------------------
-    def set_overlay_style(
-        self,
-        *,
-        visible: bool | None = None,
-        fill: bool | None = None,
-        contour: bool | None = None,
-        opacity: float | None = None,
-        contour_width: float | None = None,
-        pred_colour: QColor | None = None,
-        gt_colour: QColor | None = None,
-        gt_visible: bool | None = None,
-    ) -> None:
-        """Change any overlay setting (None leaves it unchanged) and redraw."""
-        if visible is not None:
-            self.overlay_on = visible
-        if fill is not None:
-            self.fill_on = fill
-        if contour is not None:
-            self.contour_on = contour
-        if opacity is not None:
-            self.opacity = min(1.0, max(0.0, float(opacity)))
-        if contour_width is not None:
-            self.contour_width = float(contour_width)
-        if pred_colour is not None:
-            self.pred_colour = QColor(pred_colour)
-        if gt_colour is not None:
-            self.gt_colour = QColor(gt_colour)
-        if gt_visible is not None:
-            self.gt_on = gt_visible
+    def set_overlay_style(self, style: OverlayStyle) -> None:
+        """Draw the masks in ``style`` and redraw."""
+        self.overlay_on = style.visible
+        self.fill_on = style.fill
+        self.contour_on = style.contour
+        self.opacity = style.opacity
+        self.contour_width = float(style.contour_width)
+        self.pred_colour = QColor(style.pred_colour)
+        self.gt_colour = QColor(style.gt_colour)
+        self.gt_on = style.gt_visible
         self._update_masks()
 
     def _update_masks(self) -> None:

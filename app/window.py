@@ -11,17 +11,15 @@ slice by slice.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import shiboken6
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QIcon
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -42,23 +40,20 @@ from PySide6.QtWidgets import (
 from brainseg_app import actions, dialogs
 from brainseg_app.analysis import AnalysisController
 from brainseg_app.browser import PatientBrowser
-from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel, _fmt
-from brainseg_app.session import (
-    PatientRecord,
-    PatientState,
-    Spacing,
-    Thresholds,
-    read_volume,
-)
+from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel
+from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings, config_dir
 from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
+from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_app.worker import JobReport, JobRunner
-from brainseg_core import metrics
+from brainseg_core.bundle import ModelBundle
 from brainseg_core.errors import DataError
-from brainseg_core.io import Volume, find_patients, patient_id_of
+from brainseg_core.io import Volume, find_patients, open_volume
 from brainseg_core.resources import resource_path
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +74,8 @@ class MainWindow(QMainWindow):
         settings: persistent settings (default: the user's INI file, see :mod:`.settings`).
 
     Attributes:
+        model: what the viewer shows (:class:`~brainseg_app.viewer_model.ViewerModel`); the
+            window binds its widgets to it.
         analyser: the models, the queue of analyses and their worker
             (:class:`~brainseg_app.analysis.AnalysisController`).
         analysis: the analyser's job runner (``analysis.running``, ``analysis.item``, ...).
@@ -94,18 +91,13 @@ class MainWindow(QMainWindow):
         if icon.is_file():
             self.setWindowIcon(QIcon(str(icon)))
 
-        self.records: dict[Path, PatientRecord] = {}
-        self.root: Path | None = None
-        self.current: PatientRecord | None = None
-        self.volume: Volume | None = None
-        self.index = 0
-        self.spacing: Spacing | None = None
+        self.model = ViewerModel(overlay=self.settings.overlay_style())
         self._navigated = False
         self._pending_open: Path | None = None
         self._export_dialogs: list[dialogs.ExportDialog] = []
 
         self.loader = JobRunner(self)
-        self.analyser = AnalysisController(self, self.settings, self)
+        self.analyser = AnalysisController(self.model, self.settings, self)
         self.analysis = self.analyser.runner
 
         self._build_central()
@@ -117,20 +109,46 @@ class MainWindow(QMainWindow):
         self._connect()
         self._plot_timer = QTimer(self, singleShot=True, interval=60, timeout=self._refresh_results)
         self._threshold_timer = QTimer(self, singleShot=True, interval=300, timeout=self._thresholds_settled)
-        self.thresholds = self._initial_thresholds()
-        self._show_thresholds()
+        self.model.set_thresholds(self._initial_thresholds())
+        self._show_thresholds(self.model.thresholds)
         self._update_enabled()
         self.view.setFocus()
 
     @property
-    def classifier(self) -> object | None:
-        """The active classifier ``ModelBundle`` (None: every slice is segmented)."""
+    def classifier(self) -> ModelBundle | None:
+        """The active classifier (None: every slice is segmented)."""
         return self.analyser.classifier
 
     @property
-    def segmenter(self) -> object | None:
-        """The active segmenter ``ModelBundle`` (None until the models are loaded, or none installed)."""
+    def segmenter(self) -> ModelBundle | None:
+        """The active segmenter (None until the models are loaded, or none installed)."""
         return self.analyser.segmenter
+
+    # The viewer's state lives in :attr:`model`; these read it.
+    @property
+    def records(self) -> dict[Path, PatientRecord]:
+        """The opened patients, by path."""
+        return self.model.records
+
+    @property
+    def current(self) -> PatientRecord | None:
+        """The displayed patient."""
+        return self.model.current
+
+    @property
+    def volume(self) -> Volume | None:
+        """The displayed patient's volume (None while it is read)."""
+        return self.model.volume
+
+    @property
+    def index(self) -> int:
+        """The displayed slice."""
+        return self.model.index
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds every patient is shown with."""
+        return self.model.thresholds
 
     # ==========================================================================================
     # Construction
@@ -205,31 +223,13 @@ class MainWindow(QMainWindow):
     def _restore_settings(self) -> None:
         s = self.settings
         c = self.controls
-        c.opacity.setValue(s.opacity)
-        c.fill.setChecked(s.fill)
-        c.contour.setChecked(s.contour)
-        c.contour_width.setValue(s.contour_width)
-        c.pred_colour.set_colour(QColor(s.pred_colour))
-        c.gt_colour.set_colour(QColor(s.gt_colour))
-        c.show_gt.setChecked(s.show_gt)
+        c.show_overlay_style(self.model.overlay)
         c.auto_run.setChecked(s.auto_run)
         c.device.setCurrentText(s.device)
         self.actions_by_name["auto_run"].setChecked(s.auto_run)
         self.actions_by_name["thorough"].setChecked(s.thorough)
-        self.actions_by_name["toggle_overlay"].setChecked(True)
-        self.actions_by_name["toggle_gt"].setChecked(s.show_gt)
-        self.actions_by_name["toggle_contour"].setChecked(s.contour)
-        self.actions_by_name["toggle_fill"].setChecked(s.fill)
         self._sync_device_menu(s.device)
-        self.view.set_overlay_style(
-            fill=s.fill,
-            contour=s.contour,
-            opacity=s.opacity / 100.0,
-            contour_width=s.contour_width,
-            pred_colour=QColor(s.pred_colour),
-            gt_colour=QColor(s.gt_colour),
-            gt_visible=s.show_gt,
-        )
+        self._show_overlay(self.model.overlay)
         if s.geometry is not None:
             self.restoreGeometry(s.geometry)
         else:
@@ -259,18 +259,24 @@ class MainWindow(QMainWindow):
         c.reset_window.clicked.connect(v.reset_window)
         c.fit.clicked.connect(v.fit)
         c.one_to_one.clicked.connect(v.one_to_one)
-        c.show_overlay.toggled.connect(self._on_overlay_visible)
-        c.fill.toggled.connect(self._on_fill)
-        c.contour.toggled.connect(self._on_contour)
-        c.opacity.valueChanged.connect(self._on_opacity)
-        c.contour_width.valueChanged.connect(self._on_contour_width)
-        c.pred_colour.colourChanged.connect(self._on_pred_colour)
-        c.gt_colour.colourChanged.connect(self._on_gt_colour)
-        c.show_gt.toggled.connect(self._on_show_gt)
+        m = self.model
+        c.show_overlay.toggled.connect(lambda on: m.set_overlay(visible=on))
+        c.fill.toggled.connect(lambda on: m.set_overlay(fill=on))
+        c.contour.toggled.connect(lambda on: m.set_overlay(contour=on))
+        c.opacity.valueChanged.connect(lambda v: m.set_overlay(opacity=v / 100.0))
+        c.contour_width.valueChanged.connect(lambda v: m.set_overlay(contour_width=v))
+        c.pred_colour.colourChanged.connect(lambda col: m.set_overlay(pred_colour=col.name()))
+        c.gt_colour.colourChanged.connect(lambda col: m.set_overlay(gt_colour=col.name()))
+        c.show_gt.toggled.connect(lambda on: m.set_overlay(gt_visible=on))
         c.gate.valueChanged.connect(lambda v: self._set_thresholds(gate=v / STEPS))
         c.mask_threshold.valueChanged.connect(lambda v: self._set_thresholds(mask=v / STEPS))
         c.default_thresholds.clicked.connect(self.use_model_thresholds)
         c.largest_component.toggled.connect(self.set_largest_component)
+        m.events.overlay.connect(self._on_overlay_changed)
+        m.events.volume.connect(self._show_volume)
+        m.events.slice.connect(self._show_slice)
+        m.events.thresholds.connect(self._show_thresholds)
+        m.events.results.connect(self.browser.update_record)
         c.run.clicked.connect(self.run_current)
         c.auto_run.toggled.connect(self.set_auto_run)
         c.device.currentTextChanged.connect(self._on_device)
@@ -357,12 +363,8 @@ class MainWindow(QMainWindow):
             self.settings.add_recent(path)
             self._rebuild_recent()
         self.analyser.stop_all()
-        self.records = {p: PatientRecord(p, patient_id_of(p)) for p in patients}
-        self.root = path
-        self.spacing = self._stored_spacing(patients[0])
+        self.model.set_patients(path, patients, spacing=self.settings.spacing(patients[0].parent))
         self.browser.set_patients(path, list(self.records.values()))
-        self.current = None
-        self.volume = None
         self.open_patient(patients[0])
         return True
 
@@ -375,8 +377,7 @@ class MainWindow(QMainWindow):
         if rec is self.current and (self.volume is not None or self.loader.running):
             return
         self.analyser.patient_opened(rec)
-        self.current = rec
-        self.volume = None
+        self.model.show_patient(rec)
         self.browser.set_current(path)
         self.view.set_volume(None)
         self.thumbnails.set_volume(None)
@@ -391,10 +392,8 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _start_load(self, path: Path) -> None:
-        spacing = self.spacing
-
         def job(report: JobReport) -> Volume:
-            return read_volume(path, spacing)
+            return open_volume(path)
 
         self.loader.start(job, tag=path)
 
@@ -409,17 +408,9 @@ class MainWindow(QMainWindow):
         rec = self.current
         if rec is None or self.loader.tag != rec.path or self._pending_open is not None:
             return  # the user moved on to another patient meanwhile
-        self.volume = volume
-        rec.n_slices = volume.n_slices
-        self.view.set_volume(volume.images, rec.patient_id)
-        gt = self._gt_flags()
-        self.thumbnails.set_volume(volume.images, gt)
-        self._set_slider(0, volume.n_slices - 1)
+        self.model.set_volume(volume)
         self._navigated = False
-        rec.apply(self.thresholds, self.spacing_for(rec))
-        self.set_slice(volume.n_slices // 2)
         self._refresh_results()
-        self.browser.update_record(rec)
         self.statusBar().showMessage(
             f"{rec.patient_id}: {volume.n_slices} slices"
             + (", with ground-truth masks" if volume.has_masks else ""),
@@ -475,16 +466,22 @@ class MainWindow(QMainWindow):
     @property
     def n_slices(self) -> int:
         """Slices of the displayed volume (0 when none)."""
-        return 0 if self.volume is None else self.volume.n_slices
+        return self.model.n_slices
 
     def set_slice(self, index: int) -> None:
         """Show slice ``index`` (clamped to the volume)."""
-        if self.volume is None:
-            return
-        index = max(0, min(int(index), self.n_slices - 1))
-        if index != self.index:
+        if self.model.set_slice(index):
             self._navigated = True
-        self.index = index
+
+    def _show_volume(self, volume: Volume | None) -> None:
+        rec = self.current
+        if volume is None or rec is None:
+            return
+        self.view.set_volume(volume.images, rec.patient_id)
+        self.thumbnails.set_volume(volume.images, self.model.truth_flags())
+        self._set_slider(0, volume.n_slices - 1)
+
+    def _show_slice(self, index: int) -> None:
         self.view.show_slice(index)
         self._update_masks()
         self.slider.blockSignals(True)
@@ -502,12 +499,10 @@ class MainWindow(QMainWindow):
     def jump_tumour(self, direction: int) -> None:
         """Go to the next (1) or previous (-1) slice with a predicted tumour."""
         rec = self.current
-        found = self._found_flags()
-        order = range(self.index + 1, len(found)) if direction > 0 else range(self.index - 1, -1, -1)
-        for i in order:
-            if found[i]:
-                self.set_slice(i)
-                return
+        found = self.model.next_tumour(direction)
+        if found is not None:
+            self.set_slice(found)
+            return
         what = "after" if direction > 0 else "before"
         msg = "No analysis yet" if rec is None or rec.shown is None else f"No tumour slice {what} this one"
         self.statusBar().showMessage(msg, 3000)
@@ -520,20 +515,6 @@ class MainWindow(QMainWindow):
         if hi == 0 and self.volume is None:
             self.slice_label.setText("— / —")
 
-    def _found_flags(self) -> list[bool]:
-        flags = [False] * self.n_slices
-        rec = self.current
-        if rec is not None and rec.shown is not None:
-            for s in rec.shown.slices:
-                if s.index < len(flags):
-                    flags[s.index] = s.area_px > 0
-        return flags
-
-    def _gt_flags(self) -> list[bool] | None:
-        if self.volume is None or self.volume.masks is None:
-            return None
-        return [bool(m.any()) for m in self.volume.masks]
-
     def _update_masks(self) -> None:
         if self.volume is None:
             return
@@ -543,40 +524,23 @@ class MainWindow(QMainWindow):
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
         self.view.set_masks(pred, gt)
 
-    def _on_overlay_visible(self, on: bool) -> None:
-        self.actions_by_name["toggle_overlay"].setChecked(on)
-        self.view.set_overlay_style(visible=on)
+    def _on_overlay_changed(self, style: OverlayStyle) -> None:
+        self.settings.set_overlay_style(style)
+        self._show_overlay(style)
 
-    def _on_fill(self, on: bool) -> None:
-        self.actions_by_name["toggle_fill"].setChecked(on)
-        self.settings.fill = on
-        self.view.set_overlay_style(fill=on)
-
-    def _on_contour(self, on: bool) -> None:
-        self.actions_by_name["toggle_contour"].setChecked(on)
-        self.settings.contour = on
-        self.view.set_overlay_style(contour=on)
-
-    def _on_opacity(self, value: int) -> None:
-        self.settings.opacity = value
-        self.view.set_overlay_style(opacity=value / 100.0)
-
-    def _on_contour_width(self, value: int) -> None:
-        self.settings.contour_width = value
-        self.view.set_overlay_style(contour_width=value)
-
-    def _on_pred_colour(self, colour: QColor) -> None:
-        self.settings.pred_colour = colour.name()
-        self.view.set_overlay_style(pred_colour=colour)
-
-    def _on_gt_colour(self, colour: QColor) -> None:
-        self.settings.gt_colour = colour.name()
-        self.view.set_overlay_style(gt_colour=colour)
-
-    def _on_show_gt(self, on: bool) -> None:
-        self.actions_by_name["toggle_gt"].setChecked(on)
-        self.settings.show_gt = on
-        self.view.set_overlay_style(gt_visible=on)
+    def _show_overlay(self, style: OverlayStyle) -> None:
+        self.controls.show_overlay_style(style)
+        a = self.actions_by_name
+        for name, on in (
+            ("toggle_overlay", style.visible),
+            ("toggle_gt", style.gt_visible),
+            ("toggle_contour", style.contour),
+            ("toggle_fill", style.fill),
+        ):
+            a[name].blockSignals(True)
+            a[name].setChecked(on)
+            a[name].blockSignals(False)
+        self.view.set_overlay_style(style)
 
     # ==========================================================================================
     # Models and thresholds
@@ -584,45 +548,27 @@ class MainWindow(QMainWindow):
     def _after_models_changed(self) -> None:
         """Show the new models and take their thresholds (unless the user set some)."""
         self._update_models_label()
-        if self.settings.classifier_threshold is None or self.settings.mask_threshold is None:
-            self.thresholds = self._initial_thresholds()
-        else:
-            self.thresholds = dataclasses.replace(self.thresholds, min_area_px=None)
-        self._show_thresholds()
+        self.model.set_thresholds(self._initial_thresholds())
+        self._show_thresholds(self.model.thresholds)
+        self._apply_thresholds_everywhere()
 
     def _initial_thresholds(self) -> Thresholds:
+        """The model cards' thresholds with those the user chose (remembered in the settings)."""
         s = self.settings
-        gate = s.classifier_threshold
-        if gate is None:
-            gate = 0.5
-            if self.classifier is not None:
-                gate = float(self.classifier.card.thresholds.get("tumour_probability", 0.5))  # type: ignore[attr-defined]
-        mask = s.mask_threshold
-        if mask is None:
-            mask = 0.5
-            if self.segmenter is not None:
-                mask = float(self.segmenter.card.thresholds.get("mask_probability", 0.5))  # type: ignore[attr-defined]
-        largest = s.largest_component
-        if largest is None:
-            largest = self.segmenter is not None and bool(
-                self.segmenter.card.thresholds.get("largest_component", False)  # type: ignore[attr-defined]
-            )
-        return Thresholds(min(max(gate, 0.0), 1.0), min(max(mask, 0.0), 1.0), None, largest)
 
-    def _show_thresholds(self) -> None:
-        c = self.controls
-        for w in (c.gate, c.mask_threshold):
-            w.blockSignals(True)
-        c.set_thresholds(self.thresholds.gate, self.thresholds.mask)
-        c.gate_label.setText(f"{self.thresholds.gate:.3f}")
-        c.mask_label.setText(f"{self.thresholds.mask:.3f}")
-        c.largest_component.blockSignals(True)
-        c.largest_component.setChecked(self.thresholds.largest_component)
-        c.largest_component.blockSignals(False)
-        for w in (c.gate, c.mask_threshold):
-            w.blockSignals(False)
-        c.gate.setEnabled(self.classifier is not None)
-        self._apply_thresholds_everywhere()
+        def probability(value: float | None) -> float | None:
+            return None if value is None else min(max(value, 0.0), 1.0)
+
+        return ViewerModel.card_thresholds(
+            self.classifier.card if self.classifier is not None else None,
+            self.segmenter.card if self.segmenter is not None else None,
+            gate=probability(s.classifier_threshold),
+            mask=probability(s.mask_threshold),
+            largest_component=s.largest_component,
+        )
+
+    def _show_thresholds(self, thresholds: Thresholds) -> None:
+        self.controls.show_thresholds(thresholds, gate_enabled=self.classifier is not None)
 
     def _update_models_label(self) -> None:
         from brainseg_core.bundle import bundle_summary
@@ -632,20 +578,20 @@ class MainWindow(QMainWindow):
             if b is None:
                 text = "none (every slice is segmented)" if title == "Classifier" else "none installed"
             else:
-                text = bundle_summary(b.card)  # type: ignore[attr-defined]
+                text = bundle_summary(b.card)
             parts.append(f"<b>{title}</b>: {text}")
         self.results.models_label.setText("<br>".join(parts))
 
     def _set_thresholds(self, *, gate: float | None = None, mask: float | None = None) -> None:
+        """A slider moved: the displayed patient follows at once, the others once it settles."""
         t = self.thresholds
-        self.thresholds = dataclasses.replace(
-            t, gate=t.gate if gate is None else gate, mask=t.mask if mask is None else max(mask, 0.001)
+        self.model.set_thresholds(
+            t.replace(
+                gate=t.gate if gate is None else gate, mask=t.mask if mask is None else max(mask, 0.001)
+            )
         )
-        rec = self.current
-        if rec is not None:
-            rec.apply(self.thresholds, self.spacing_for(rec))
-            self._update_masks()
-            self._refresh_results()
+        self._update_masks()
+        self._refresh_results()
         self._threshold_timer.start()
 
     def _thresholds_settled(self) -> None:
@@ -655,16 +601,14 @@ class MainWindow(QMainWindow):
         self.analyser.schedule_missing_segmentations()
 
     def _apply_thresholds_everywhere(self) -> None:
-        for rec in self.records.values():
-            rec.apply(self.thresholds, self.spacing_for(rec))
-            self.browser.update_record(rec)
+        self.model.apply_all()
         self._update_masks()
         self._refresh_results()
 
     def set_largest_component(self, on: bool) -> None:
         """Show only each analysed patient's largest 3-D region (or every region again)."""
         self.settings.largest_component = bool(on)
-        self.thresholds = dataclasses.replace(self.thresholds, largest_component=bool(on))
+        self.model.update_thresholds(largest_component=bool(on))
         self._apply_thresholds_everywhere()
 
     def use_model_thresholds(self) -> None:
@@ -672,8 +616,8 @@ class MainWindow(QMainWindow):
         self.settings.classifier_threshold = None
         self.settings.mask_threshold = None
         self.settings.largest_component = None
-        self.thresholds = self._initial_thresholds()
-        self._show_thresholds()
+        self.model.set_thresholds(self._initial_thresholds())
+        self._apply_thresholds_everywhere()
         self.analyser.schedule_missing_segmentations()
 
     def load_bundle_dialog(self) -> None:
@@ -710,7 +654,7 @@ class MainWindow(QMainWindow):
         self._models_changed()
         return True
 
-    def set_models(self, classifier: object | None, segmenter: object) -> None:
+    def set_models(self, classifier: ModelBundle | None, segmenter: ModelBundle) -> None:
         """Use already loaded bundles (e.g. chosen on the command line) as the active models.
 
         Args:
@@ -867,17 +811,11 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
         """The voxel size of ``rec``: the displayed volume's own, else the dataset's (if entered)."""
-        if rec is self.current and self.volume is not None and self.volume.pixel_spacing_mm is not None:
-            return Spacing(self.volume.pixel_spacing_mm, self.volume.slice_thickness_mm)
-        return self.spacing
+        return self.model.spacing_for(rec)
 
     def _dataset_key(self, patient: Path | None = None) -> Path | None:
         p = patient or (self.current.path if self.current else None)
         return p.parent if p is not None else None
-
-    def _stored_spacing(self, patient: Path) -> Spacing | None:
-        value = self.settings.spacing(patient.parent)
-        return None if value is None else Spacing((value[0], value[1]), value[2])
 
     def spacing_dialog(self) -> None:
         """Enter the dataset's pixel spacing (remembered per dataset)."""
@@ -890,17 +828,15 @@ class MainWindow(QMainWindow):
         if dlg.exec():
             self.set_spacing(dlg.value())
 
-    def set_spacing(self, value: tuple[float, float, float] | None) -> None:
-        """Use (and remember for this dataset) a voxel size ``(row_mm, col_mm, thickness_mm)``."""
+    def set_spacing(self, spacing: Spacing | None) -> None:
+        """Use (and remember for this dataset) a voxel size; None forgets it."""
         key = self._dataset_key()
         if key is None:
             return
-        self.settings.set_spacing(key, value)
-        self.spacing = None if value is None else Spacing((value[0], value[1]), value[2])
-        if self.volume is not None:
-            self.volume.pixel_spacing_mm = None if value is None else (value[0], value[1])
-            self.volume.slice_thickness_mm = None if value is None else value[2]
-        self._apply_thresholds_everywhere()
+        self.settings.set_spacing(key, spacing)
+        self.model.set_dataset_spacing(spacing)
+        self._update_masks()
+        self._refresh_results()
 
     def _refresh_results(self) -> None:
         rec = self.current
@@ -910,8 +846,8 @@ class MainWindow(QMainWindow):
             for s in rec.shown.slices:
                 if s.index < n:
                     probs[s.index] = s.tumour_probability
-        found = self._found_flags()
-        self.results.set_probabilities(probs, found, self._gt_flags(), self.thresholds.gate)
+        found = self.model.tumour_flags()
+        self.results.set_probabilities(probs, found, self.model.truth_flags(), self.thresholds.gate)
         self.results.set_current(self.index)
         self.thumbnails.set_predicted(found)
         self._update_slice_info()
@@ -919,64 +855,14 @@ class MainWindow(QMainWindow):
 
     def _update_slice_info(self) -> None:
         rec = self.current
-        if self.volume is None or rec is None:
-            self.results.slice_label.setText("—")
+        volume = self.volume
+        if volume is None or rec is None:
+            self.results.show_slice(None, None, 0, self.thresholds)
             return
-        i = self.index
-        lines = [f"Slice {i + 1} of {self.n_slices}  (file #{self.volume.slice_numbers[i]})"]
-        s = rec.slice_shown(i)
-        if s is None:
-            lines.append("Not analysed yet")
-        else:
-            gate = "above" if s.tumour_probability >= self.thresholds.gate else "below"
-            lines.append(f"Tumour probability {s.tumour_probability:.3f} ({gate} the gate)")
-            area = f"{s.area_px} px"
-            if s.area_mm2 is not None:
-                area += f" = {s.area_mm2:.1f} mm²"
-            lines.append(f"Tumour area {area}")
-            if s.review is not None:
-                lines.append(f"⚠ Review: {s.review.describe()}")
-        if self.volume.masks is not None:
-            gt = self.volume.masks[i]
-            lines.append(f"Ground truth {int(gt.sum())} px")
-            if s is not None:
-                d = metrics.dice(s.mask, gt, empty=math.nan)
-                lines.append(f"Dice {_fmt(d, '.3f', '— (both empty)')}")
-        self.results.slice_label.setText("\n".join(lines))
+        self.results.show_slice(volume, rec.slice_shown(self.index), self.index, self.thresholds)
 
     def _update_summary(self) -> None:
-        rec = self.current
-        if rec is None:
-            self.results.summary_label.setText("No patient open")
-            return
-        if rec.shown is None or not rec.shown.slices:
-            state = rec.state.value if rec.state is not PatientState.NEW else "Not analysed yet"
-            self.results.summary_label.setText(f"{rec.patient_id}\n{state}")
-            return
-        r = rec.shown
-        n = rec.n_slices or len(r.slices)
-        partial = "" if rec.complete else f" (so far: {len(r.slices)} of {n} slices analysed)"
-        lines = [f"<b>{rec.patient_id}</b>{partial}", f"Tumour on <b>{r.tumour_slices}</b> of {n} slices"]
-        if r.volume_ml is not None:
-            lines.append(f"Volume <b>{r.volume_ml:.2f} mL</b> ({r.volume_voxels:,} voxels)")
-        else:
-            lines.append(f"Volume <b>{r.volume_voxels:,} voxels</b> (enter the pixel spacing for mL)")
-        if self.volume is not None and self.volume.masks is not None and rec.complete:
-            pred = np.stack([s.mask for s in r.slices])
-            gt_vox = int(self.volume.masks.sum())
-            d = metrics.dice(pred, self.volume.masks, empty=math.nan)
-            lines.append(f"Dice vs ground truth <b>{_fmt(d, '.3f')}</b> (ground truth {gt_vox:,} voxels)")
-        review = [s.index + 1 for s in r.slices if s.review is not None]
-        if review:
-            shown = ", ".join(str(i) for i in review[:8]) + (" …" if len(review) > 8 else "")
-            lines.append(f"⚠ <b>{len(review)}</b> slice(s) to review: {shown}")
-        largest = " · largest 3-D region only" if r.largest_component else ""
-        lines.append(
-            f"Gate {r.classifier_threshold:.3g} · mask {r.mask_threshold:.3g} · min area {r.min_area_px} px"
-            + largest
-        )
-        lines.append(f"Ran on {r.device}")
-        self.results.summary_label.setText("<br>".join(lines))
+        self.results.show_summary(self.current, self.volume)
 
     # ==========================================================================================
     # Export
@@ -1017,7 +903,7 @@ class MainWindow(QMainWindow):
         return self._open_export(done)
 
     def _open_export(self, records: list[PatientRecord]) -> dialogs.ExportDialog:
-        current, volume, spacing, read = self.current, self.volume, self.spacing, read_volume
+        current, volume, spacing, read = self.current, self.volume, self.model.dataset_spacing, read_volume
 
         def volume_for(rec: PatientRecord) -> Volume:
             if rec is current and volume is not None:

@@ -44,6 +44,7 @@ from brainseg_core.io import open_volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
 from brainseg_core.registry import list_bundles
+from brainseg_core.thresholds import Thresholds
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "data" / "lgg" / "fixtures" / "kaggle_3m"
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             device=device,
             batch_size=args.batch_size,
             precision=names[dtype],
-            classifier_threshold=threshold,
+            thresholds=Thresholds.from_cards(cls.card, seg.card).replace(gate=threshold),
         )
         batches = f"{args.batch_size}/{pipe._plan.batch_size}"  # streamed / per forward pass
         t, result = timed(lambda pipe=pipe: pipe.analyse(volume), args.repeats, device)

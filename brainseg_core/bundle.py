@@ -38,15 +38,19 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import BundleError
 from brainseg_core.io.volume import CHANNELS
-from brainseg_core.models import ARCHITECTURES, ResUNet, arch_kind, build_model
+from brainseg_core.models import ARCHITECTURES, ModelKind, ResUNet, arch_kind, build_model
 from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID
 
 __all__ = [
     "CARD_FORMAT",
-    "KINDS",
+    "KEY_METRICS",
     "ModelBundle",
     "ModelCard",
+    "ModelKind",
+    "ModelRef",
     "bundle_summary",
+    "key_metric",
+    "key_metric_text",
     "load_bundle",
     "read_card",
     "resolve_card_path",
@@ -55,11 +59,10 @@ __all__ = [
 ]
 
 CARD_FORMAT = "brainseg-model-card/1"
-KINDS = ("classifier", "segmenter")
 #: Threshold keys each kind's card must carry.
-THRESHOLD_KEYS: dict[str, tuple[str, ...]] = {
-    "classifier": ("tumour_probability",),
-    "segmenter": ("mask_probability", "min_area_px"),
+THRESHOLD_KEYS: dict[ModelKind, tuple[str, ...]] = {
+    ModelKind.CLASSIFIER: ("tumour_probability",),
+    ModelKind.SEGMENTER: ("mask_probability", "min_area_px"),
 }
 #: Card keys in the order they are written.
 CARD_KEYS = (
@@ -88,6 +91,22 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".h5", ".hdf5", ".keras"}
 
 
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Which model produced a result: its name and the SHA-256 of its weights.
+
+    Results, exports and evaluation reports carry this, so a mask can be traced to the exact
+    weights that made it.
+    """
+
+    name: str
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"name", "sha256"}``."""
+        return {"name": self.name, "sha256": self.sha256}
+
+
 @dataclass
 class ModelCard:
     """The JSON card of a bundle (see the module docstring for the keys).
@@ -96,7 +115,7 @@ class ModelCard:
     """
 
     name: str
-    kind: str
+    kind: ModelKind
     arch: str
     arch_args: dict[str, Any]
     input_size: int
@@ -115,6 +134,11 @@ class ModelCard:
     format: str = CARD_FORMAT
     #: Keys not known to this version, kept so rewriting a newer card does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> ModelRef:
+        """This model's :class:`ModelRef`."""
+        return ModelRef(self.name, self.weights_sha256)
 
     def to_dict(self) -> dict[str, Any]:
         """The card as a JSON-ready dict, keys in :data:`CARD_KEYS` order, then :attr:`extra`."""
@@ -173,7 +197,9 @@ class ModelCard:
         ):
             need(isinstance(getattr(self, key), str), key, "a string")
         need(bool(self.name.strip()), "name", "a non-empty string")
-        need(self.kind in KINDS, "kind", f"one of {', '.join(KINDS)}")
+        kinds = [k.value for k in ModelKind]
+        need(self.kind in kinds, "kind", f"one of {', '.join(kinds)}")
+        self.kind = ModelKind(self.kind)
         need(
             self.arch in ARCHITECTURES,
             "arch",
@@ -181,7 +207,7 @@ class ModelCard:
         )
         if arch_kind(self.arch) != self.kind:
             raise ValueError(
-                f"arch {self.arch!r} is a {arch_kind(self.arch)}, but the card's kind is {self.kind!r}"
+                f"arch {self.arch!r} is a {arch_kind(self.arch)}, but the card's kind is '{self.kind}'"
             )
         for key in ("arch_args", "normalization", "thresholds", "training", "metrics"):
             need(isinstance(getattr(self, key), dict), key, "a JSON object")
@@ -465,7 +491,7 @@ def save_bundle(
     out: str | Path,
     *,
     name: str,
-    kind: str,
+    kind: ModelKind | str,
     arch: str,
     arch_args: dict[str, Any],
     input_size: int,
@@ -489,7 +515,7 @@ def save_bundle(
         out: a folder (the files are named after ``name``) or the ``NAME.json`` /
             ``NAME.safetensors`` path to write.
         name: display name of the model.
-        kind: ``"classifier"`` or ``"segmenter"``.
+        kind: what the model does (a :class:`ModelKind` or its value).
         arch: architecture name (a key of ``brainseg_core.models.ARCHITECTURES``).
         arch_args: builder arguments; ``pretrained`` is dropped (the weights replace it; record it
             in ``training``).
@@ -521,7 +547,7 @@ def save_bundle(
     args = {k: v for k, v in dict(arch_args).items() if k != "pretrained"}
     card = ModelCard(
         name=name,
-        kind=kind,
+        kind=ModelKind(kind),
         arch=arch,
         arch_args=args,
         input_size=input_size,
@@ -593,20 +619,32 @@ def update_card(path: str | Path, **fields: Any) -> ModelCard:
     return new
 
 
-#: Metrics shown by :func:`bundle_summary`, most informative first.
-_KEY_METRICS = {
-    "segmenter": ("dice_patient_mean", "dice", "mean_dice", "dice_score", "iou", "mean_iou"),
-    "classifier": ("roc_auc", "auc", "f1", "balanced_accuracy", "accuracy"),
+#: The cross-validated metric that ranks bundles of each kind (higher is better).
+KEY_METRICS: dict[ModelKind, str] = {
+    ModelKind.SEGMENTER: "dice_patient_mean",
+    ModelKind.CLASSIFIER: "roc_auc",
+}
+#: Older cards' names of the same metrics.
+_LEGACY_METRICS: dict[ModelKind, tuple[str, ...]] = {
+    ModelKind.SEGMENTER: ("dice",),
+    ModelKind.CLASSIFIER: ("auc",),
 }
 
 
-def _find_metric(metrics: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, float] | None:
-    for key in keys:
-        for scope in (metrics, *(v for v in metrics.values() if isinstance(v, dict))):
-            value = scope.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                return key, float(value)
+def key_metric(card: ModelCard) -> float | None:
+    """The card's ranking metric (:data:`KEY_METRICS`, or its older name), or None without one."""
+    metrics = card.metrics if isinstance(card.metrics, dict) else {}
+    for key in (KEY_METRICS[card.kind], *_LEGACY_METRICS[card.kind]):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
     return None
+
+
+def key_metric_text(card: ModelCard) -> str:
+    """The ranking metric as text for listings, e.g. ``"dice_patient_mean 0.805"`` (``"... -"``)."""
+    value = key_metric(card)
+    return f"{KEY_METRICS[card.kind]} " + ("-" if value is None else f"{value:.3f}")
 
 
 def bundle_summary(card: ModelCard) -> str:
@@ -616,10 +654,9 @@ def bundle_summary(card: ModelCard) -> str:
         card: the model card.
 
     Returns:
-        e.g. ``"LGG ResUNet | resunet segmenter | dice 0.871 | 2025-03-01"``.
+        e.g. ``"LGG ResUNet | resunet segmenter | dice_patient_mean 0.871 | 2025-03-01"``.
     """
     parts = [card.name, f"{card.arch} {card.kind}"]
-    metric = _find_metric(card.metrics, _KEY_METRICS.get(card.kind, ()))
-    parts.append(f"{metric[0]} {metric[1]:.3f}" if metric else "no validation metrics")
+    parts.append(key_metric_text(card))
     parts.append(card.created[:10])
     return " | ".join(parts)

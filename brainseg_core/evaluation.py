@@ -39,13 +39,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brainseg_core.errors import Cancelled, DataError
+from brainseg_core.inference.device import Device
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, dice, iou, per_slice_dice, summarize
+
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelBundle
+    from brainseg_core.thresholds import Thresholds
 
 __all__ = ["evaluate", "format_report"]
 
@@ -84,14 +89,14 @@ def _segmentation_summary(
 def evaluate(
     data: str | Path,
     *,
-    classifier: Any | None,
-    segmenter: Any,
-    device: str = "auto",
+    classifier: ModelBundle | None,
+    segmenter: ModelBundle,
+    thresholds: Thresholds | None = None,
+    device: Device | str = Device.AUTO,
     batch_size: int = 16,
     patients: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
-    largest_component: bool | None = None,
     flip_tta: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -103,13 +108,13 @@ def evaluate(
         classifier: classifier :class:`~brainseg_core.bundle.ModelBundle`, or None (then only
             the segmentation section is computed).
         segmenter: segmenter :class:`~brainseg_core.bundle.ModelBundle`.
-        device: where the networks run (``auto``, ``cpu``, ``cuda``, ``mps``).
+        thresholds: the thresholds (default: the model cards'; see
+            :class:`~brainseg_core.inference.Pipeline`).
+        device: where the networks run.
         batch_size: slices per forward pass.
         patients: restrict to these patient ids (folder names or stack stems), in this order.
         progress: ``progress(done_patients, total_patients)``.
         cancel: a ``threading.Event`` or zero-argument callable; stops between batches.
-        largest_component: keep only each patient's largest 3-D connected region (default: the
-            segmenter card's setting; see :func:`brainseg_core.inference.keep_largest_component`).
         flip_tta: flip test-time augmentation in the segmenter (``Pipeline(flip_tta=...)``).
         warn: receives each volume's warnings and skipped slices (one line each, naming the file).
 
@@ -129,15 +134,12 @@ def evaluate(
     paths = _select_patients(list(find_patients(root)), patients, root)
     if not paths:
         raise DataError(root, "no patient folders or TIFF stacks found")
-    options: dict[str, Any] = {
-        "device": device,
-        "batch_size": batch_size,
-        "largest_component": largest_component,
-        "flip_tta": flip_tta,
-    }
-    # One pipeline for both runs (segment_all switched per run): two pipelines would share the
-    # bundles' modules, and one falling back to the CPU on GPU out-of-memory would strand the other.
-    pipe = Pipeline(classifier, segmenter, **options)
+    pipe = Pipeline(
+        classifier, segmenter, thresholds=thresholds, device=device, batch_size=batch_size, flip_tta=flip_tta
+    )
+    # The same pipeline without the gate, sharing the device state (one falling back to the CPU on
+    # GPU out-of-memory moves both).
+    pipe_all = pipe.replace(segment_all=True)
     per_patient: list[dict[str, Any]] = []
     labels_all: list[np.ndarray] = []
     probs_all: list[np.ndarray] = []
@@ -155,8 +157,7 @@ def evaluate(
         gt = vol.masks
         labels = gt.reshape(len(gt), -1).any(axis=1)
         t0 = time.perf_counter()
-        pipe.segment_all = True
-        res_seg = pipe.analyse(vol, cancel=cancel)
+        res_seg = pipe_all.analyse(vol, cancel=cancel)
         time_seg += time.perf_counter() - t0
         pred = np.stack([s.mask for s in res_seg.slices])
         slice_d = per_slice_dice(pred, gt)
@@ -179,7 +180,6 @@ def evaluate(
         tumour_all.append(labels)
         if classifier is not None:
             t0 = time.perf_counter()
-            pipe.segment_all = False
             res = pipe.analyse(vol, cancel=cancel)
             time_e2e += time.perf_counter() - t0
             probs = np.array([s.tumour_probability for s in res.slices], dtype=np.float64)
@@ -206,21 +206,18 @@ def evaluate(
         if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
             raise Cancelled("evaluation cancelled")
 
-    def card_info(bundle: Any) -> dict[str, Any] | None:
-        if bundle is None:
-            return None
-        return {"name": bundle.card.name, "path": str(bundle.path), "sha256": bundle.card.weights_sha256}
+    def card_info(bundle: ModelBundle | None) -> dict[str, Any] | None:
+        return None if bundle is None else {**bundle.card.ref.to_json(), "path": str(bundle.path)}
+
+    used = pipe.thresholds.to_json()
+    if classifier is None:
+        used["tumour_probability"] = None
 
     out: dict[str, Any] = {
         "data": str(root),
         "device": str(pipe.device),
         "models": {"classifier": card_info(classifier), "segmenter": card_info(segmenter)},
-        "thresholds": {
-            "tumour_probability": pipe.classifier_threshold if classifier is not None else None,
-            "mask_probability": pipe.mask_threshold,
-            "min_area_px": pipe.min_area_px,
-            "largest_component": pipe.largest_component,
-        },
+        "thresholds": used,
         "n_patients": len(per_patient),
         "n_slices": n_slices,
         "classification": None,
@@ -235,11 +232,11 @@ def evaluate(
     if classifier is not None:
         y = np.concatenate(labels_all)
         s = np.concatenate(probs_all)
-        out["classification"] = classification_metrics(y, s, threshold=pipe.classifier_threshold)
-        pipe = _segmentation_summary(per_patient, "pipeline", sd_e2e, tumour_all)
-        pipe["missed_tumour_slices"] = int(sum(p["pipeline"]["missed_tumour_slices"] for p in per_patient))
-        pipe["segmented_slices"] = int(sum(p["pipeline"]["segmented_slices"] for p in per_patient))
-        out["pipeline"] = pipe
+        out["classification"] = classification_metrics(y, s, threshold=pipe.thresholds.gate)
+        summary = _segmentation_summary(per_patient, "pipeline", sd_e2e, tumour_all)
+        summary["missed_tumour_slices"] = int(sum(p["pipeline"]["missed_tumour_slices"] for p in per_patient))
+        summary["segmented_slices"] = int(sum(p["pipeline"]["segmented_slices"] for p in per_patient))
+        out["pipeline"] = summary
     return json_safe(out)
 
 

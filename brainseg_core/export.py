@@ -12,8 +12,9 @@
   although its mask is empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
-- always ``brainseg_export.json``: the model bundles (name, sha256), thresholds, device,
-  BrainSeg version, UTC time and the files written.
+- always ``brainseg_export.json``: the model bundles (name, sha256), every threshold that shaped
+  the masks (gate, mask probability, minimum area, largest region), the voxel size used for areas
+  and volumes, device, BrainSeg version, UTC time and the files written.
 
 Safety: every file is written atomically into a hidden staging folder beside the destination,
 which replaces the destination only when everything succeeded, so a cancelled or failed export
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import enum
 import errno
 import json
 import os
@@ -49,16 +51,54 @@ from brainseg_core.inference.pipeline import CancelArg, PatientResult, cancel_ch
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
 
-__all__ = ["FORMATS", "SIDECAR_NAME", "check_destination", "check_formats", "export_results", "overlay_image"]
+__all__ = [
+    "FORMATS",
+    "SIDECAR_NAME",
+    "ExportFormat",
+    "check_destination",
+    "check_formats",
+    "export_results",
+    "overlay_image",
+]
+
+
+class ExportFormat(enum.StrEnum):
+    """What an export writes (see the module docstring); members in the order they are written."""
+
+    TIF = "tif"
+    STACK = "stack"
+    PNG = "png"
+    CSV = "csv"
+
+    @property
+    def label(self) -> str:
+        """A short name for menus and dialogs."""
+        return _FORMAT_TEXT[self][0]
+
+    @property
+    def description(self) -> str:
+        """One sentence on what the format writes (tooltips, help)."""
+        return _FORMAT_TEXT[self][1]
+
+
+_FORMAT_TEXT = {
+    ExportFormat.TIF: (
+        "Per-slice masks (_mask.tif)",
+        "One 0/255 mask TIFF per slice, named like the dataset's own",
+    ),
+    ExportFormat.STACK: ("Mask stack (multi-page TIFF)", "All masks of a patient in one multi-page TIFF"),
+    ExportFormat.PNG: ("PNG overlays", "Each slice with the predicted outline drawn on it, for reports"),
+    ExportFormat.CSV: ("CSV report", "Per-slice tumour probability and area, plus the patient summary"),
+}
 
 #: Every export format, in the order they are written.
-FORMATS: tuple[str, ...] = ("tif", "stack", "png", "csv")
+FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
 SIDECAR_NAME = EXPORT_SIDECAR
 SIDECAR_FORMAT = "brainseg-export/1"
 OUTLINE_RGB = (255, 0, 0)
 
 
-def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
+def check_formats(formats: Iterable[str] | str) -> tuple[ExportFormat, ...]:
     """Validate export format names (a sequence or a comma-separated string).
 
     Returns:
@@ -76,7 +116,7 @@ def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
             f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(FORMATS)}"
         )
-    return tuple(f for f in FORMATS if f in chosen)
+    return tuple(f for f in FORMATS if f.value in chosen)
 
 
 def _check_result(volume: Volume, result: PatientResult) -> None:
@@ -174,7 +214,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
-    classified = result.models.get("classifier") is not None
+    classified = result.classifier is not None
     rows: list[list[object]] = [
         ["slice_number", "tumour_probability", "segmented", "area_px", "area_mm2", "review"]
     ]
@@ -185,11 +225,14 @@ def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
     return rows
 
 
-def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
-    def model(kind: str) -> tuple[str, str]:
-        info = result.models.get(kind)
-        return ("", "") if info is None else (info.get("name", ""), info.get("sha256", ""))
+def _csv_value(value: object) -> object:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else value
 
+
+def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
+    spacing = result.spacing
     rows: list[list[object]] = [
         ["key", "value"],
         ["patient_id", result.patient_id],
@@ -197,20 +240,24 @@ def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
         ["tumour_slices", result.tumour_slices],
         ["tumour_volume_voxels", result.volume_voxels],
         ["tumour_volume_ml", _fmt(result.volume_ml, 3)],
-        ["classifier_threshold", result.classifier_threshold],
-        ["mask_threshold", result.mask_threshold],
-        ["min_area_px", result.min_area_px],
-        ["largest_component", "yes" if result.largest_component else "no"],
+        *([key, _csv_value(value)] for key, value in result.thresholds.to_json().items()),
+        ["row_spacing_mm", _csv_value(spacing and spacing.row_mm)],
+        ["col_spacing_mm", _csv_value(spacing and spacing.col_mm)],
+        ["slice_thickness_mm", _csv_value(spacing and spacing.thickness_mm)],
         ["slices_to_review", sum(1 for s in result.slices if s.review is not None)],
     ]
-    for kind in ("classifier", "segmenter"):
-        name, sha = model(kind)
-        rows += [[f"{kind}_name", name], [f"{kind}_sha256", sha]]
+    for kind, ref in (("classifier", result.classifier), ("segmenter", result.segmenter)):
+        rows += [
+            [f"{kind}_name", "" if ref is None else ref.name],
+            [f"{kind}_sha256", "" if ref is None else ref.sha256],
+        ]
     rows.append(["device", result.device])
     return rows
 
 
-def _sidecar(volume: Volume, result: PatientResult, formats: tuple[str, ...], files: list[str]) -> str:
+def _sidecar(
+    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...], files: list[str]
+) -> str:
     data = {
         "format": SIDECAR_FORMAT,
         "patient_id": result.patient_id,
@@ -219,13 +266,9 @@ def _sidecar(volume: Volume, result: PatientResult, formats: tuple[str, ...], fi
         "software_version": brainseg_core.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": result.device,
-        "models": result.models,
-        "thresholds": {
-            "tumour_probability": result.classifier_threshold,
-            "mask_probability": result.mask_threshold,
-            "min_area_px": result.min_area_px,
-            "largest_component": result.largest_component,
-        },
+        "models": result.models_json(),
+        "thresholds": result.thresholds.to_json(),
+        "spacing_mm": None if result.spacing is None else result.spacing.to_list(),
         "summary": {
             "slices_to_review": [
                 {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review
@@ -234,31 +277,31 @@ def _sidecar(volume: Volume, result: PatientResult, formats: tuple[str, ...], fi
             "volume_voxels": result.volume_voxels,
             "volume_ml": result.volume_ml,
         },
-        "formats": list(formats),
+        "formats": [f.value for f in formats],
         "files": files,
     }
     return json.dumps(data, indent=2) + "\n"
 
 
 def _jobs(
-    volume: Volume, result: PatientResult, formats: tuple[str, ...]
+    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...]
 ) -> list[tuple[str, Callable[[Path], None]]]:
     pid = volume.patient_id
     masks = [np.where(s.mask, np.uint8(255), np.uint8(0)) for s in result.slices]
     jobs: list[tuple[str, Callable[[Path], None]]] = []
-    if "tif" in formats:
+    if ExportFormat.TIF in formats:
         jobs += [
             (f"{pid}_{n}_mask.tif", _write_tiff(m)) for n, m in zip(volume.slice_numbers, masks, strict=True)
         ]
-    if "stack" in formats:
+    if ExportFormat.STACK in formats:
         stack = np.stack(masks) if masks else np.zeros((0, *volume.shape), np.uint8)
         jobs.append((f"{pid}_mask_stack.tif", _write_stack(stack)))
-    if "png" in formats:
+    if ExportFormat.PNG in formats:
         jobs += [
             (f"{pid}_{n}_overlay.png", _write_png(overlay_image(volume.images[s.index], s.mask)))
             for n, s in zip(volume.slice_numbers, result.slices, strict=True)
         ]
-    if "csv" in formats:
+    if ExportFormat.CSV in formats:
         jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
         jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(result, volume.n_slices))))
     names = [name for name, _ in jobs]
@@ -397,7 +440,7 @@ def export_results(
         volume: the analysed volume (gives the slice numbers, images and source paths).
         result: its :class:`brainseg_core.inference.PatientResult`.
         out_dir: folder that receives ``<patient_id>/``; created if needed.
-        formats: any of ``"tif"``, ``"stack"``, ``"png"``, ``"csv"`` (or a comma-separated string).
+        formats: :class:`ExportFormat` members or their names (or a comma-separated string).
         overwrite: replace an existing export of this patient in ``out_dir``.
         progress: ``progress(done, total)`` callback, counted in files.
         cancel: a ``threading.Event`` or a callable returning True to stop; checked before every

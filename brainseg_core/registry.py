@@ -34,19 +34,26 @@ import platformdirs
 import torch
 
 from brainseg_core.atomic import atomic_write
-from brainseg_core.bundle import KINDS, ModelBundle, ModelCard, load_bundle, read_card, resolve_card_path
+from brainseg_core.bundle import (
+    KEY_METRICS,
+    ModelBundle,
+    ModelCard,
+    ModelKind,
+    key_metric,
+    load_bundle,
+    read_card,
+    resolve_card_path,
+)
 from brainseg_core.errors import BundleError
 from brainseg_core.resources import resource_path
 
 __all__ = [
-    "KEY_METRICS",
     "BundleInfo",
     "InstallRefused",
     "active_bundle",
     "explicit_info",
     "find_bundle",
     "install_bundle",
-    "key_metric",
     "list_bundles",
     "model_choice",
     "pin_bundle",
@@ -140,8 +147,7 @@ def list_bundles(
     Raises:
         ValueError: for an unknown ``kind``.
     """
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
+    kind = _kind(kind)
     report = on_error or _log_error
     out = []
     for folder, source in ((user_models_dir(), "user"), (shipped_models_dir(), "shipped")):
@@ -150,29 +156,24 @@ def list_bundles(
     return out
 
 
-#: The validation metric that ranks bundles of each kind (higher is better).
-KEY_METRICS = {"segmenter": "dice_patient_mean", "classifier": "roc_auc"}
 #: Value of :func:`model_choice` meaning "the shipped bundle".
 DEFAULT_CHOICE = "default"
 _CHOICE_FILE = "choice.json"
 
 
+_KIND_NAMES = frozenset(k.value for k in ModelKind)
+
+
+def _kind(kind: ModelKind | str | None) -> ModelKind | None:
+    if kind is None:
+        return None
+    if kind not in _KIND_NAMES:
+        raise ValueError(f"kind must be one of {', '.join(sorted(_KIND_NAMES))} or None, got {kind!r}")
+    return ModelKind(kind)
+
+
 class InstallRefused(BundleError):
     """:func:`install_bundle` would replace a better model (or cannot tell); ``force`` overrides."""
-
-
-#: Older cards' names of the same metrics.
-_LEGACY_METRICS = {"segmenter": ("dice",), "classifier": ("auc",)}
-
-
-def key_metric(card: ModelCard) -> float | None:
-    """The card's ranking metric (:data:`KEY_METRICS`, or its older name), or None without one."""
-    metrics = card.metrics if isinstance(card.metrics, dict) else {}
-    for key in (KEY_METRICS[card.kind], *_LEGACY_METRICS[card.kind]):
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def model_choice() -> dict[str, str]:
@@ -190,7 +191,7 @@ def model_choice() -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: str(v) for k, v in data.items() if k in KINDS and isinstance(v, str)}
+    return {k: str(v) for k, v in data.items() if k in _KIND_NAMES and isinstance(v, str)}
 
 
 def _set_choice(kind: str, value: str | None) -> None:
@@ -264,9 +265,8 @@ def use_default_models(kind: str | None = None) -> None:
     Raises:
         ValueError: for an unknown kind.
     """
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
-    for k in (kind,) if kind else KINDS:
+    kind = _kind(kind)
+    for k in (kind,) if kind else tuple(ModelKind):
         _set_choice(k, DEFAULT_CHOICE)
 
 

@@ -40,3 +40,10 @@ def test_core_source_never_imports_the_app_or_qt() -> None:
         if pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_the_viewer_state_imports_no_qt() -> None:
+    """Like napari's ViewerModel, the viewer's state and its per-patient records are Qt-free."""
+    mods = _imported_modules("import brainseg_app.viewer_model, brainseg_app.session")
+    qt = sorted(m for m in mods if m.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "shiboken6", "pyqtgraph"})
+    assert qt == [], f"the viewer state imported Qt modules: {qt}"

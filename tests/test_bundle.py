@@ -146,7 +146,7 @@ def test_classifier_bundle_and_pretrained_flag_dropped(tmp_path: Path) -> None:
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(bundle.model(x), model(x), rtol=2e-2, atol=2e-2)
-    assert bundle_summary(bundle.card).startswith("cls | plain_cnn classifier | auc 0.912 | ")
+    assert bundle_summary(bundle.card).startswith("cls | plain_cnn classifier | roc_auc - | ")
 
 
 def test_save_unwraps_compiled_and_parallel_models(tmp_path: Path) -> None:
@@ -296,7 +296,7 @@ def test_update_card_keeps_weights_and_hash_valid(tmp_path: Path) -> None:
     assert card_path.with_suffix(".safetensors").read_bytes() == weights_before
     bundle = load_bundle(card_path)  # hash still verifies
     assert bundle.card.metrics["dice"] == 0.87 and bundle.card.notes == "evaluated"
-    assert "dice 0.870" in bundle_summary(bundle.card)
+    assert "dice_patient_mean 0.870" in bundle_summary(bundle.card)  # read from the older name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Tiny-seg.json", "Tiny-seg.safetensors"]
 
     with pytest.raises(ValueError, match="cannot change weights_sha256"):
@@ -324,7 +324,7 @@ def test_optional_keys_default_to_empty(tmp_path: Path) -> None:
     _edit_card(card_path, training=None, metrics=None, license=None, notes=None)
     card = load_bundle(card_path).card
     assert card.training == {} and card.metrics == {} and card.license == "" and card.notes == ""
-    assert "no validation metrics" in bundle_summary(card)
+    assert "dice_patient_mean -" in bundle_summary(card)
 
 
 def test_resolve_card_path(tmp_path: Path) -> None:
@@ -337,7 +337,7 @@ def test_card_accepts_the_largest_component_switch_and_pipeline_reads_it(tmp_pat
 
     card_path = _save_seg(tmp_path)
     update_card(card_path, thresholds={"mask_probability": 0.5, "min_area_px": 0, "largest_component": True})
-    assert Pipeline(None, load_bundle(card_path), device="cpu").largest_component is True
+    assert Pipeline(None, load_bundle(card_path), device="cpu").thresholds.largest_component is True
     with pytest.raises(ValueError, match=r"largest_component must be true or false"):
         update_card(card_path, thresholds={"mask_probability": 0.5, "min_area_px": 0, "largest_component": 1})
 

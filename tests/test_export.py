@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import threading
@@ -15,10 +16,13 @@ from conftest import make_patient
 from PIL import Image
 
 import brainseg_core
+from brainseg_core.bundle import ModelRef
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.export import SIDECAR_NAME, export_results, overlay_image
-from brainseg_core.inference.pipeline import PatientResult, SliceResult, _summarise, rethreshold
+from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethreshold
 from brainseg_core.io import open_volume
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
 
 MODELS = {
     "classifier": {"name": "cls-x", "sha256": "a" * 64},
@@ -26,7 +30,7 @@ MODELS = {
 }
 
 
-def _result(volume, *, spacing=None) -> PatientResult:
+def _result(volume, *, spacing: Spacing | None = None) -> PatientResult:
     """A result whose masks are the volume's ground truth, with tumour probability 0.9 / 0.1."""
     slices = [
         SliceResult(
@@ -40,18 +44,16 @@ def _result(volume, *, spacing=None) -> PatientResult:
         )
         for i, m in enumerate(volume.masks)
     ]
-    slices = rethreshold(slices, classifier_threshold=0.5, pixel_spacing_mm=spacing)
-    return _summarise(
-        volume.patient_id,
-        slices,
-        classifier_threshold=0.5,
-        mask_threshold=0.5,
-        min_area_px=0,
-        models=MODELS,
+    raw = PatientResult(
+        patient_id=volume.patient_id,
+        slices=slices,
+        thresholds=Thresholds(),
+        segmenter=ModelRef(**MODELS["segmenter"]),
+        classifier=ModelRef(**MODELS["classifier"]),
         device="cpu",
         spacing=spacing,
-        voxel_volume_ml=None if spacing is None else spacing[0] * spacing[1] * 2.0 / 1000,
     )
+    return rethreshold(raw)
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_every_format_round_trips(volume, tmp_path: Path) -> None:
-    result = _result(volume, spacing=(0.5, 0.5))
+    result = _result(volume, spacing=Spacing(0.5, 0.5, 2.0))
     out = tmp_path / "out"
     calls: list[tuple[int, int]] = []
     paths = export_results(volume, result, out, progress=lambda d, t: calls.append((d, t)))
@@ -110,6 +112,9 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
     assert int(summary["tumour_volume_voxels"]) == int(volume.masks.sum())
     assert float(summary["tumour_volume_ml"]) == pytest.approx(result.volume_ml, abs=1e-3)
     assert summary["segmenter_sha256"] == "b" * 64
+    assert summary["tumour_probability"] == "0.5" and summary["min_area_px"] == "0"
+    assert summary["largest_component"] == "no"
+    assert float(summary["slice_thickness_mm"]) == 2.0 and float(summary["row_spacing_mm"]) == 0.5
 
 
 def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> None:
@@ -123,6 +128,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
         "min_area_px": 0,
         "largest_component": False,
     }
+    assert side["spacing_mm"] is None
     assert side["summary"]["slices_to_review"] == []
     assert side["device"] == "cpu" and side["software_version"] == brainseg_core.__version__
     assert side["created"].endswith("+00:00")
@@ -133,8 +139,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
 
 
 def test_report_leaves_probability_blank_without_classifier(volume, tmp_path: Path) -> None:
-    result = _result(volume)
-    result.models = {"classifier": None, "segmenter": MODELS["segmenter"]}
+    result = dataclasses.replace(_result(volume), classifier=None)
     paths = export_results(volume, result, tmp_path / "out", formats="csv")
     with open(paths[0], newline="", encoding="utf-8") as f:
         assert {r["tumour_probability"] for r in csv.DictReader(f)} == {""}

@@ -133,6 +133,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from brainseg_core.evaluation import evaluate, format_report
     from brainseg_core.registry import resolve_models
+    from brainseg_core.thresholds import Thresholds
     from brainseg_core.training.data import read_patient_list
 
     ids = read_patient_list(Path(args.patients)) if args.patients else None
@@ -151,7 +152,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         patients=ids,
         progress=progress,
-        largest_component=args.largest_component,
+        thresholds=None
+        if args.largest_component is None
+        else Thresholds.from_cards(classifier and classifier.card, segmenter.card).replace(
+            largest_component=True
+        ),
         flip_tta=args.thorough,
         warn=lambda line: tqdm.write(f"brainseg-eval: {line}", file=sys.stderr),
     )

@@ -20,12 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
-
-if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelCard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,15 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _metric_text(card: ModelCard) -> str:
-    from brainseg_core.registry import KEY_METRICS, key_metric
-
-    value = key_metric(card)
-    name = KEY_METRICS[card.kind]
-    return f"{name} {value:.3f}" if value is not None else f"{name} -"
-
-
 def _list() -> None:
+    from brainseg_core.bundle import key_metric_text
     from brainseg_core.errors import BundleError
     from brainseg_core.registry import active_bundle, list_bundles, model_choice, user_models_dir
 
@@ -78,7 +67,7 @@ def _list() -> None:
         for info in list_bundles(kind):
             mark = "*" if active is not None and info.path == active.path else " "
             print(
-                f" {mark} {info.card.name:<44} {info.source:<8} {_metric_text(info.card):<26} "
+                f" {mark} {info.card.name:<44} {info.source:<8} {key_metric_text(info.card):<26} "
                 f"{info.card.created[:10]}"
             )
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from brainseg_core.bundle import ModelBundle
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode
 from brainseg_core.errors import BrainSegError, BundleError, DataError
 from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
@@ -40,6 +41,7 @@ from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import DEVICES, PRECISIONS, resolve_device
 from brainseg_core.io import find_patients, open_volume, patient_id_of
 from brainseg_core.registry import resolve_models
+from brainseg_core.thresholds import Thresholds
 
 PROG = "brainseg-predict"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = (
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-area",
         type=_int_at_least(0),
         metavar="PX",
-        help="drop tumour regions smaller than PX pixels (default: the model card's)",
+        help="drop tumour regions smaller than PX pixels, counted at the model's input size and scaled "
+        "to each scan's slice size (default: the model card's)",
     )
     p.add_argument("--segment-all", action="store_true", help="segment every slice, skipping the classifier")
     p.add_argument(
@@ -267,6 +270,20 @@ def _refuse_duplicate_ids(patients: list[Path]) -> None:
         )
 
 
+def _thresholds(
+    args: argparse.Namespace, classifier: ModelBundle | None, segmenter: ModelBundle
+) -> Thresholds:
+    """The cards' thresholds with the ones given on the command line."""
+    given = {
+        "gate": args.threshold,
+        "mask": args.mask_threshold,
+        "min_area_px": args.min_area,
+        "largest_component": args.largest_component,
+    }
+    card = Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card)
+    return card.replace(**{k: v for k, v in given.items() if v is not None})
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         patients = find_patients(args.path)
@@ -281,20 +298,17 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = Pipeline(
             classifier,
             segmenter,
+            thresholds=_thresholds(args, classifier, segmenter),
             device=device,
             batch_size=args.batch_size,
-            classifier_threshold=args.threshold,
-            mask_threshold=args.mask_threshold,
-            min_area_px=args.min_area,
             segment_all=args.segment_all,
-            largest_component=args.largest_component,
             precision=args.precision,
             flip_tta=args.thorough,
         )
     except BundleError as exc:
         _error(str(exc))
         return EXIT_MODEL
-    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {pipeline.classifier_threshold:g}"
+    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {pipeline.thresholds.gate:g}"
     names = ", ".join(
         f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
     )

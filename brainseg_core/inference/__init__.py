@@ -4,7 +4,7 @@ See :mod:`brainseg_core.inference.pipeline` for the pipeline and its results and
 :mod:`brainseg_core.inference.device` for device choice, precision and out-of-memory fallback.
 """
 
-from brainseg_core.inference.device import resolve_device, resolve_precision
+from brainseg_core.inference.device import Device, Precision, resolve_device, resolve_precision
 from brainseg_core.inference.pipeline import (
     PatientResult,
     Pipeline,
@@ -15,11 +15,14 @@ from brainseg_core.inference.pipeline import (
     missing_segmentations,
     remove_small_components,
     rethreshold,
+    threshold_slice,
 )
 
 __all__ = [
+    "Device",
     "PatientResult",
     "Pipeline",
+    "Precision",
     "ReviewReason",
     "SliceResult",
     "keep_largest_component",
@@ -29,4 +32,5 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "rethreshold",
+    "threshold_slice",
 ]

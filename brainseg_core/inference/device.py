@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import gc
 import logging
@@ -26,8 +27,29 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+class Device(enum.StrEnum):
+    """Where the networks run (``cuda:N`` names one card of several; see :func:`resolve_device`)."""
+
+    AUTO = "auto"
+    """CUDA, then Apple MPS, then the CPU."""
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class Precision(enum.StrEnum):
+    """Autocast precision of the forward passes (see :func:`resolve_precision`)."""
+
+    AUTO = "auto"
+    """bf16 on CUDA cards and CPUs that compute it natively, fp16 on older cards, else fp32."""
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+DEVICES: tuple[str, ...] = tuple(d.value for d in Device)
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 
 # CPU precision for "auto": bf16 where the CPU has native bf16, else fp32. bench/pipeline.py
 # (ResUNet-16 + ResNet-18, 256x256, 2 threads) measured bf16 autocast at 1.7-2.8x the fp32
@@ -41,7 +63,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: bf16 80/120/162/147/165. Large batches overflow the caches; 2 is best or close for both.
 CPU_FORWARD_BATCH = 2
 
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _mps_available() -> bool:
@@ -54,7 +76,7 @@ def forward_batch_size(device: torch.device, batch_size: int) -> int:
     return min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: Device | str | torch.device = Device.AUTO) -> torch.device:
     """Choose the device to run the networks on.
 
     Args:
@@ -71,7 +93,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         name = str(device)
     elif isinstance(device, str):
-        name = device.strip().lower()
+        name = str(device.value if isinstance(device, Device) else device).strip().lower()
     else:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     kind = name.split(":")[0]
@@ -97,7 +119,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(kind)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype | None:
     """Choose the autocast dtype for ``precision`` on ``device``.
 
     Args:
@@ -117,10 +139,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
+    precision = Precision(precision)
+    if precision == Precision.AUTO:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        precision = "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+        precision = Precision.BF16 if device.type == "cpu" and cpu_has_native_bf16() else Precision.FP32
     return _DTYPES[precision]
 
 
@@ -183,7 +206,7 @@ class ExecutionPlan:
     device: torch.device
     batch_size: int
     autocast_dtype: torch.dtype | None
-    precision: str = "auto"
+    precision: Precision | str = Precision.AUTO
     requested_batch_size: int = 0
 
     def fall_back_to_cpu(self) -> None:

@@ -16,19 +16,20 @@ masks, areas and the patient summary from the stored probabilities. A slice that
 original classifier gate has no stored mask probability; when a lower gate admits it,
 :func:`missing_segmentations` lists it and :meth:`Pipeline.segment_slices` fills it in::
 
-    new = rethreshold(result, classifier_threshold=0.2)   # instant
-    if missing_segmentations(new):                          # needs the segmenter
+    new = rethreshold(result, result.thresholds.replace(gate=0.2))   # instant
+    if missing_segmentations(new):                                     # needs the segmenter
         new = pipeline.segment_slices(volume, new)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,18 +37,23 @@ from scipy import ndimage
 
 from brainseg_core.errors import BundleError, Cancelled, DataError
 from brainseg_core.inference.device import (
+    Device,
     ExecutionPlan,
+    Precision,
     autocast,
     forward_batch_size,
     resolve_device,
     resolve_precision,
     run_batched,
 )
+from brainseg_core.models import ModelKind
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
+from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelBundle
+    from brainseg_core.bundle import ModelBundle, ModelRef
     from brainseg_core.io.volume import Volume
+    from brainseg_core.spacing import Spacing
 
 __all__ = [
     "PatientResult",
@@ -60,13 +66,12 @@ __all__ = [
     "missing_segmentations",
     "remove_small_components",
     "rethreshold",
+    "threshold_slice",
 ]
 
 ProgressFn = Callable[[int, int], None]
 CancelArg = threading.Event | Callable[[], bool] | None
 
-DEFAULT_CLASSIFIER_THRESHOLD = 0.5
-DEFAULT_MASK_THRESHOLD = 0.5
 #: A classifier probability at or above this, on a slice whose final mask is empty, flags the slice
 #: for review (:attr:`ReviewReason.CLASSIFIER_ONLY`).
 REVIEW_CONFIDENCE = 0.5
@@ -94,7 +99,7 @@ class ReviewReason(enum.StrEnum):
         }[self]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SliceResult:
     """The pipeline's output for one slice.
 
@@ -121,41 +126,57 @@ class SliceResult:
     review: ReviewReason | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class PatientResult:
     """The pipeline's output for one patient volume.
 
     Attributes:
         patient_id: the volume's patient id.
-        slices: one :class:`SliceResult` per slice, in slice order.
-        tumour_slices: slices with a non-empty final mask.
-        volume_voxels: tumour voxels over all slices.
-        volume_ml: tumour volume in millilitres when the voxel size is known, else None.
-        classifier_threshold: gate on the tumour probability.
-        mask_threshold: threshold on the mask probability.
-        min_area_px: smallest connected component kept.
-        models: ``{"classifier": {"name", "sha256"} | None, "segmenter": {"name", "sha256"}}``,
-            the models that produced the probabilities (classifier None when it was not run).
+        slices: one :class:`SliceResult` per slice, in slice order (while a viewer streams an
+            analysis, the slices done so far).
+        thresholds: every threshold that shaped the masks (``min_area_px`` in this volume's
+            pixels).
+        segmenter: the segmenter that produced the mask probabilities.
+        classifier: the classifier that produced the tumour probabilities, None when it was not
+            run (no classifier, or every slice segmented).
         device: the device the networks ran on (``"cpu"`` after an out-of-memory fallback).
-        pixel_spacing_mm: the volume's ``(row, col)`` pixel spacing, kept for :func:`rethreshold`.
-        voxel_volume_ml: the volume's voxel size in mL, kept for :func:`rethreshold`.
-        largest_component: whether only the largest 3-D connected region was kept
-            (:func:`keep_largest_component`).
+        spacing: the volume's voxel size when known (areas in mm², volumes in mL).
     """
 
     patient_id: str
     slices: list[SliceResult]
-    tumour_slices: int
-    volume_voxels: int
-    volume_ml: float | None
-    classifier_threshold: float
-    mask_threshold: float
-    min_area_px: int
-    models: dict[str, Any]
+    thresholds: Thresholds
+    segmenter: ModelRef
+    classifier: ModelRef | None
     device: str
-    pixel_spacing_mm: tuple[float, float] | None = None
-    voxel_volume_ml: float | None = field(default=None)
-    largest_component: bool = False
+    spacing: Spacing | None = None
+
+    @property
+    def tumour_slices(self) -> int:
+        """Slices with a non-empty final mask."""
+        return sum(1 for s in self.slices if s.area_px > 0)
+
+    @property
+    def volume_voxels(self) -> int:
+        """Tumour voxels over all slices."""
+        return sum(s.area_px for s in self.slices)
+
+    @property
+    def volume_ml(self) -> float | None:
+        """Tumour volume in millilitres when the voxel size is known, else None."""
+        return None if self.spacing is None else self.spacing.volume_ml(self.volume_voxels)
+
+    def with_spacing(self, spacing: Spacing | None) -> PatientResult:
+        """This result with another voxel size: areas in mm² and the volume follow it."""
+        slices = [dataclasses.replace(s, area_mm2=_area_mm2(s.area_px, spacing)) for s in self.slices]
+        return dataclasses.replace(self, slices=slices, spacing=spacing)
+
+    def models_json(self) -> dict[str, dict[str, str] | None]:
+        """``{"classifier": {"name", "sha256"} | None, "segmenter": {...}}`` for reports."""
+        return {
+            ModelKind.CLASSIFIER.value: None if self.classifier is None else self.classifier.to_json(),
+            ModelKind.SEGMENTER.value: self.segmenter.to_json(),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,106 +246,66 @@ def remove_small_components(mask: np.ndarray, min_area_px: int) -> np.ndarray:
 # Thresholds -> masks and summaries (no networks).
 
 
-def _check_probability(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
-    return float(value)
+def _area_mm2(area_px: int, spacing: Spacing | None) -> float | None:
+    return None if spacing is None else spacing.area_mm2(area_px)
 
 
-def _check_min_area(value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"min_area_px must be a whole number of pixels >= 0, got {value!r}")
-    return value
-
-
-def _area_mm2(area_px: int, spacing: tuple[float, float] | None) -> float | None:
-    return None if spacing is None else float(area_px * spacing[0] * spacing[1])
-
-
-def _finish_slice(
-    index: int,
-    tumour_probability: float,
-    mask_probability: np.ndarray | None,
-    shape: tuple[int, int],
-    *,
-    passes_gate: bool,
-    mask_threshold: float,
-    min_area_px: int,
-    spacing: tuple[float, float] | None,
-    classified: bool,
+def threshold_slice(
+    result: SliceResult, thresholds: Thresholds, *, spacing: Spacing | None, classified: bool
 ) -> SliceResult:
-    segmented = passes_gate and mask_probability is not None
-    if segmented:
-        mask = remove_small_components(mask_probability >= mask_threshold, min_area_px)
+    """One slice's mask, area and review flag for ``thresholds``, from its stored probabilities.
+
+    ``thresholds.largest_component`` is a whole-volume choice and is not applied here (see
+    :func:`rethreshold`).
+
+    Args:
+        result: the slice (its probabilities are kept).
+        thresholds: the gate, mask threshold and minimum area to apply.
+        spacing: the voxel size for the area in mm², or None.
+        classified: whether the tumour probability came from a classifier (a confident classifier
+            over an empty mask flags the slice for review).
+
+    Returns:
+        A new :class:`SliceResult`.
+    """
+    passes_gate = result.tumour_probability >= thresholds.gate
+    probability = result.mask_probability
+    if passes_gate and probability is not None:
+        mask = remove_small_components(probability >= thresholds.mask, thresholds.min_area_px)
     else:
-        mask = np.zeros(shape, bool)
+        mask = np.zeros(result.mask.shape, bool)
     area = int(mask.sum())
-    confident = classified and passes_gate and tumour_probability >= REVIEW_CONFIDENCE
+    segmented = passes_gate and probability is not None
+    confident = classified and passes_gate and result.tumour_probability >= REVIEW_CONFIDENCE
     return SliceResult(
-        review=ReviewReason.CLASSIFIER_ONLY if confident and segmented and area == 0 else None,
-        index=index,
-        tumour_probability=float(tumour_probability),
+        index=result.index,
+        tumour_probability=float(result.tumour_probability),
         segmented=segmented,
-        mask_probability=mask_probability,
+        mask_probability=probability,
         mask=mask,
         area_px=area,
         area_mm2=_area_mm2(area, spacing),
+        review=ReviewReason.CLASSIFIER_ONLY if confident and segmented and area == 0 else None,
     )
 
 
-def _summarise(
-    patient_id: str,
-    slices: list[SliceResult],
-    *,
-    classifier_threshold: float,
-    mask_threshold: float,
-    min_area_px: int,
-    models: dict[str, Any],
-    device: str,
-    spacing: tuple[float, float] | None,
-    voxel_volume_ml: float | None,
-    largest_component: bool = False,
-) -> PatientResult:
-    if largest_component and any(s.area_px for s in slices):
-        kept = keep_largest_component(np.stack([s.mask for s in slices]))
-        slices = [
-            dataclasses.replace(
-                s,
-                mask=m,
-                area_px=int(m.sum()),
-                area_mm2=_area_mm2(int(m.sum()), spacing),
-                review=ReviewReason.OUTSIDE_LARGEST_REGION if s.area_px and not m.any() else s.review,
-            )
-            for s, m in zip(slices, kept, strict=True)
-        ]
-    voxels = sum(s.area_px for s in slices)
-    return PatientResult(
-        patient_id=patient_id,
-        slices=slices,
-        tumour_slices=sum(1 for s in slices if s.area_px > 0),
-        volume_voxels=voxels,
-        volume_ml=None if voxel_volume_ml is None else voxels * voxel_volume_ml,
-        classifier_threshold=classifier_threshold,
-        mask_threshold=mask_threshold,
-        min_area_px=min_area_px,
-        models=models,
-        device=device,
-        pixel_spacing_mm=spacing,
-        voxel_volume_ml=voxel_volume_ml,
-        largest_component=largest_component,
-    )
+def _keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[SliceResult]:
+    if not any(s.area_px for s in slices):
+        return slices
+    kept = keep_largest_component(np.stack([s.mask for s in slices]))
+    return [
+        dataclasses.replace(
+            s,
+            mask=m,
+            area_px=int(m.sum()),
+            area_mm2=_area_mm2(int(m.sum()), spacing),
+            review=ReviewReason.OUTSIDE_LARGEST_REGION if s.area_px and not m.any() else s.review,
+        )
+        for s, m in zip(slices, kept, strict=True)
+    ]
 
 
-def rethreshold(
-    result: PatientResult | Sequence[SliceResult],
-    *,
-    classifier_threshold: float | None = None,
-    mask_threshold: float | None = None,
-    min_area_px: int | None = None,
-    pixel_spacing_mm: tuple[float, float] | None = None,
-    voxel_volume_ml: float | None = None,
-    largest_component: bool | None = None,
-) -> PatientResult | list[SliceResult]:
+def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> PatientResult:
     """Recompute masks, areas and the summary for new thresholds from stored probabilities.
 
     Pure and fast (no network runs): the viewer calls it for every move of a threshold slider.
@@ -334,98 +315,35 @@ def rethreshold(
     lists those and :meth:`Pipeline.segment_slices` fills them in.
 
     Args:
-        result: a :class:`PatientResult`, or a sequence of :class:`SliceResult` (then thresholds
-            not given default to 0.5 / 0.5 / 0).
-        classifier_threshold: new gate on the tumour probability (default: the result's).
-        mask_threshold: new threshold on the mask probability (default: the result's).
-        min_area_px: new smallest component (default: the result's).
-        pixel_spacing_mm: spacing for areas in mm² (default: the result's).
-        voxel_volume_ml: voxel size for the volume in mL (default: the result's).
-        largest_component: keep only the largest 3-D connected region (default: the result's;
-            needs a :class:`PatientResult`, a list of slices is not a volume).
+        result: the patient's result.
+        thresholds: the new thresholds (default: the result's own, e.g. after new probabilities
+            were filled in); ``min_area_px`` is in this volume's pixels.
 
     Returns:
-        A new :class:`PatientResult` for a result, a new list of :class:`SliceResult` for slices;
-        the input is not modified.
-
-    Raises:
-        ValueError: for a threshold outside [0, 1] or a negative ``min_area_px``.
+        A new :class:`PatientResult` carrying ``thresholds``; ``result`` is not modified.
     """
-    if isinstance(result, PatientResult):
-        slices = result.slices
-        ct = result.classifier_threshold if classifier_threshold is None else classifier_threshold
-        mt = result.mask_threshold if mask_threshold is None else mask_threshold
-        ma = result.min_area_px if min_area_px is None else min_area_px
-        spacing = result.pixel_spacing_mm if pixel_spacing_mm is None else pixel_spacing_mm
-        vml = result.voxel_volume_ml if voxel_volume_ml is None else voxel_volume_ml
-        largest = result.largest_component if largest_component is None else largest_component
-    else:
-        if largest_component:
-            raise ValueError("largest_component needs a PatientResult (the whole volume)")
-        slices = list(result)
-        ct = DEFAULT_CLASSIFIER_THRESHOLD if classifier_threshold is None else classifier_threshold
-        mt = DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold
-        ma = 0 if min_area_px is None else min_area_px
-        spacing, vml = pixel_spacing_mm, voxel_volume_ml
-    ct = _check_probability("classifier_threshold", ct)
-    mt = _check_probability("mask_threshold", mt)
-    ma = _check_min_area(ma)
-    classified = isinstance(result, PatientResult) and result.models.get("classifier") is not None
-    new = [
-        _finish_slice(
-            s.index,
-            s.tumour_probability,
-            s.mask_probability,
-            s.mask.shape,
-            passes_gate=s.tumour_probability >= ct,
-            mask_threshold=mt,
-            min_area_px=ma,
-            spacing=spacing,
-            classified=classified,
-        )
-        for s in slices
+    thresholds = result.thresholds if thresholds is None else thresholds
+    classified = result.classifier is not None
+    slices = [
+        threshold_slice(s, thresholds, spacing=result.spacing, classified=classified) for s in result.slices
     ]
-    if not isinstance(result, PatientResult):
-        return new
-    return _summarise(
-        result.patient_id,
-        new,
-        classifier_threshold=ct,
-        mask_threshold=mt,
-        min_area_px=ma,
-        models=result.models,
-        device=result.device,
-        spacing=spacing,
-        voxel_volume_ml=vml,
-        largest_component=largest,
-    )
+    if thresholds.largest_component:
+        slices = _keep_largest(slices, result.spacing)
+    return dataclasses.replace(result, slices=slices, thresholds=thresholds)
 
 
-def missing_segmentations(
-    result: PatientResult | Sequence[SliceResult], classifier_threshold: float | None = None
-) -> list[int]:
+def missing_segmentations(result: PatientResult, gate: float | None = None) -> list[int]:
     """Indices of slices that pass the classifier gate but have no mask probability yet.
 
     Args:
-        result: a :class:`PatientResult` or its slices.
-        classifier_threshold: the gate (default: the result's; required for a list of slices).
+        result: the patient's result.
+        gate: the classifier gate (default: the result's).
 
     Returns:
         Slice indices, ascending; empty when :func:`rethreshold` alone is enough.
-
-    Raises:
-        ValueError: if no gate is given for a list of slices, or it is not a probability.
     """
-    if isinstance(result, PatientResult):
-        slices = result.slices
-        gate = result.classifier_threshold if classifier_threshold is None else classifier_threshold
-    else:
-        slices = list(result)
-        if classifier_threshold is None:
-            raise ValueError("pass classifier_threshold when giving a list of slices")
-        gate = classifier_threshold
-    gate = _check_probability("classifier_threshold", gate)
-    return [s.index for s in slices if s.tumour_probability >= gate and s.mask_probability is None]
+    gate = result.thresholds.gate if gate is None else Thresholds(gate=gate).gate
+    return [s.index for s in result.slices if s.tumour_probability >= gate and s.mask_probability is None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,41 +365,31 @@ def cancel_checker(cancel: CancelArg) -> Callable[[], bool]:
     raise TypeError(f"cancel must be a threading.Event or a callable returning bool, got {type(cancel)}")
 
 
-def _model_info(bundle: ModelBundle) -> dict[str, str]:
-    return {"name": bundle.card.name, "sha256": bundle.card.weights_sha256}
-
-
-def _card_threshold(bundle: ModelBundle, key: str, default: float) -> float:
-    thresholds = bundle.card.thresholds or {}
-    return thresholds.get(key, default)
-
-
 class Pipeline:
     """Classifier-gated segmentation of patient volumes (see the module docstring).
 
     The models are moved to the chosen device in place (the bundles' modules are shared, not
-    copied). One pipeline runs one volume at a time; use it from one thread.
+    copied). A pipeline is not changed after construction (make a new one for other thresholds
+    or models; :func:`rethreshold` re-applies thresholds without the networks). One pipeline
+    runs one volume at a time; use it from one thread.
+
+    ``thresholds.largest_component`` applies to the :class:`PatientResult` (:meth:`analyse`),
+    not to streamed slices (:meth:`run`).
 
     Args:
         classifier: the slice classifier bundle, or None to segment every slice.
         segmenter: the segmenter bundle.
-        device: ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        device: where to run (:class:`~brainseg_core.inference.device.Device`, or ``"cuda:N"``).
         batch_size: slices per streamed batch (progress and cancel granularity) and per forward
             pass on a GPU, where it is halved automatically on out-of-memory (the pipeline moves
             to the CPU if one slice does not fit). On the CPU forward passes take at most
             :data:`~brainseg_core.inference.device.CPU_FORWARD_BATCH` slices, which is faster.
-        classifier_threshold: gate on the tumour probability (default: the classifier card's
-            ``thresholds.tumour_probability``, else 0.5).
-        mask_threshold: threshold on the mask probability (default: the segmenter card's
-            ``thresholds.mask_probability``, else 0.5).
-        min_area_px: smallest connected component kept, in source pixels (default: the segmenter
-            card's ``thresholds.min_area_px``, which is measured at the model's input size and is
-            scaled to each volume's slice size, see :meth:`min_area_for`; else 0).
+        thresholds: the thresholds to apply (default: the cards', :meth:`Thresholds.from_cards`).
+            ``min_area_px`` is counted at the segmenter's input size, like the card's, and is
+            scaled to each volume's slice size (:meth:`thresholds_for`); results carry the scaled
+            value.
         segment_all: segment every slice without running the classifier.
-        largest_component: keep only the largest 3-D connected region of the patient's mask
-            (default: the segmenter card's ``thresholds.largest_component``, else False). It
-            applies to the :class:`PatientResult` (:meth:`analyse`), not to streamed slices.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (see
+        precision: the autocast precision (see
             :func:`brainseg_core.inference.device.resolve_precision`).
         flip_tta: "thorough" mode: average each slice's mask probabilities with those of its
             left-right mirror (test-time augmentation). Doubles the segmenter's cost; its
@@ -498,45 +406,32 @@ class Pipeline:
         classifier: ModelBundle | None,
         segmenter: ModelBundle,
         *,
-        device: str | torch.device = "auto",
+        thresholds: Thresholds | None = None,
+        device: Device | str | torch.device = Device.AUTO,
         batch_size: int = 16,
-        classifier_threshold: float | None = None,
-        mask_threshold: float | None = None,
-        min_area_px: int | None = None,
         segment_all: bool = False,
-        largest_component: bool | None = None,
-        precision: str = "auto",
+        precision: Precision | str = Precision.AUTO,
         flip_tta: bool = False,
     ) -> None:
         if segmenter is None:
             raise ValueError("a segmenter bundle is required")
-        for bundle, kind in ((classifier, "classifier"), (segmenter, "segmenter")):
+        for bundle, kind in ((classifier, ModelKind.CLASSIFIER), (segmenter, ModelKind.SEGMENTER)):
             if bundle is not None and bundle.card.kind != kind:
                 raise BundleError(bundle.path, f"is a {bundle.card.kind} bundle but was given as the {kind}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        self.classifier = classifier
-        self.segmenter = segmenter
-        self.segment_all = bool(segment_all)
-        self.flip_tta = bool(flip_tta)
-        self.batch_size = batch_size
-        if classifier_threshold is None:
-            classifier_threshold = (
-                DEFAULT_CLASSIFIER_THRESHOLD
-                if classifier is None
-                else _card_threshold(classifier, "tumour_probability", DEFAULT_CLASSIFIER_THRESHOLD)
-            )
-        if mask_threshold is None:
-            mask_threshold = _card_threshold(segmenter, "mask_probability", DEFAULT_MASK_THRESHOLD)
-        self._min_area_from_card = min_area_px is None
-        if min_area_px is None:
-            min_area_px = int(_card_threshold(segmenter, "min_area_px", 0))
-        self.classifier_threshold = _check_probability("classifier_threshold", classifier_threshold)
-        self.mask_threshold = _check_probability("mask_threshold", mask_threshold)
-        self.min_area_px = _check_min_area(min_area_px)
-        if largest_component is None:
-            largest_component = bool(segmenter.card.thresholds.get("largest_component", False))
-        self.largest_component = bool(largest_component)
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+        self._classifier = classifier
+        self._segmenter = segmenter
+        self._segment_all = bool(segment_all)
+        self._flip_tta = bool(flip_tta)
+        self._batch_size = batch_size
+        self._thresholds = (
+            Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card)
+            if thresholds is None
+            else thresholds
+        )
         dev = resolve_device(device)
         self._plan = ExecutionPlan(
             dev,
@@ -548,6 +443,61 @@ class Pipeline:
         self._stats_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._place(dev)
 
+    # -- what this pipeline is ---------------------------------------------------------------
+
+    @property
+    def classifier(self) -> ModelBundle | None:
+        """The classifier bundle (None: every slice is segmented)."""
+        return self._classifier
+
+    @property
+    def segmenter(self) -> ModelBundle:
+        """The segmenter bundle."""
+        return self._segmenter
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds (``min_area_px`` at the model's input size; see :meth:`thresholds_for`)."""
+        return self._thresholds
+
+    @property
+    def segment_all(self) -> bool:
+        """Whether every slice is segmented without running the classifier."""
+        return self._segment_all
+
+    @property
+    def flip_tta(self) -> bool:
+        """Whether mask probabilities are averaged with those of the mirrored slice."""
+        return self._flip_tta
+
+    @property
+    def batch_size(self) -> int:
+        """Slices per streamed batch."""
+        return self._batch_size
+
+    def replace(self, *, thresholds: Thresholds | None = None, segment_all: bool | None = None) -> Pipeline:
+        """A pipeline like this one with other thresholds or gating; this one is not changed.
+
+        The two share the models and the device state, so an out-of-memory fallback to the CPU
+        in one moves both (two independent pipelines would share the modules but not the plan).
+
+        Args:
+            thresholds: the new thresholds (``min_area_px`` at the model's input size).
+            segment_all: segment every slice without running the classifier.
+
+        Raises:
+            TypeError: if ``thresholds`` is not a :class:`Thresholds`.
+        """
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+        other = copy.copy(self)
+        other._stats_cache = None
+        if thresholds is not None:
+            other._thresholds = thresholds
+        if segment_all is not None:
+            other._segment_all = bool(segment_all)
+        return other
+
     # -- device handling -------------------------------------------------------------------
 
     @property
@@ -558,7 +508,7 @@ class Pipeline:
     @property
     def uses_classifier(self) -> bool:
         """Whether the classifier runs (there is one and ``segment_all`` is off)."""
-        return self.classifier is not None and not self.segment_all
+        return self._classifier is not None and not self._segment_all
 
     def _modules(self) -> list[torch.nn.Module]:
         return [b.model for b in (self.classifier, self.segmenter) if b is not None]
@@ -613,12 +563,6 @@ class Pipeline:
         if volume.n_slices == 0:
             raise DataError(volume.source, "has no readable slices to analyse")
 
-    def _models_info(self) -> dict[str, Any]:
-        return {
-            "classifier": _model_info(self.classifier) if self.uses_classifier else None,
-            "segmenter": _model_info(self.segmenter),
-        }
-
     # -- public API --------------------------------------------------------------------------
 
     def run(
@@ -650,10 +594,11 @@ class Pipeline:
     def _run(
         self, volume: Volume, progress: ProgressFn | None, is_cancelled: Callable[[], bool]
     ) -> Iterator[SliceResult]:
-        n, shape, spacing = volume.n_slices, volume.shape, volume.pixel_spacing_mm
+        n, shape, spacing = volume.n_slices, volume.shape, volume.spacing
         seg_size = int(self.segmenter.card.input_size)
-        cls_size = int(self.classifier.card.input_size) if self.uses_classifier else seg_size
-        min_area = self.min_area_for(shape)
+        classifier = self.classifier if self.uses_classifier else None
+        cls_size = seg_size if classifier is None else int(classifier.card.input_size)
+        thresholds = self.thresholds_for(shape)
         if progress is not None:
             progress(0, n)
         stats = None
@@ -667,7 +612,7 @@ class Pipeline:
             x = preprocess_volume(images, size=cls_size, stats=stats)
             if self.uses_classifier:
                 tumour = self._classify(x)
-                gate = tumour >= self.classifier_threshold
+                gate = tumour >= thresholds.gate
             else:
                 tumour = np.ones(stop - start)
                 gate = np.ones(stop - start, bool)
@@ -681,14 +626,17 @@ class Pipeline:
                 )
                 probs = dict(zip(chosen.tolist(), self._segment(xs, shape), strict=True))
             batch = [
-                _finish_slice(
-                    start + k,
-                    tumour[k],
-                    probs.get(k),
-                    shape,
-                    passes_gate=bool(gate[k]),
-                    mask_threshold=self.mask_threshold,
-                    min_area_px=min_area,
+                threshold_slice(
+                    SliceResult(
+                        index=start + k,
+                        tumour_probability=float(tumour[k]),
+                        segmented=False,
+                        mask_probability=probs.get(k),
+                        mask=np.zeros(shape, bool),
+                        area_px=0,
+                        area_mm2=None,
+                    ),
+                    thresholds,
                     spacing=spacing,
                     classified=self.uses_classifier,
                 )
@@ -698,17 +646,17 @@ class Pipeline:
                 progress(stop, n)
             yield from batch
 
-    def min_area_for(self, shape: tuple[int, int]) -> int:
-        """The smallest component kept, in source pixels, for slices of ``shape``.
+    def thresholds_for(self, shape: tuple[int, int]) -> Thresholds:
+        """The thresholds applied to slices of ``shape``.
 
-        An explicit ``min_area_px`` is used as given. The card's value was chosen on masks at the
-        model's input size, so it is scaled by the ratio of pixel areas (exact for LGG's 256 x 256
-        slices and 256 x 256 models).
+        ``min_area_px`` is counted at the model's input size (where the card's value was chosen),
+        so it is scaled by the ratio of pixel areas (unchanged for LGG's 256 x 256 slices and
+        256 x 256 models).
         """
-        if not self._min_area_from_card:
-            return self.min_area_px
         size = int(self.segmenter.card.input_size)
-        return round(self.min_area_px * shape[0] * shape[1] / (size * size))
+        return self._thresholds.replace(
+            min_area_px=round(self._thresholds.min_area_px * shape[0] * shape[1] / (size * size))
+        )
 
     def analyse(
         self, volume: Volume, *, progress: ProgressFn | None = None, cancel: CancelArg = None
@@ -730,19 +678,26 @@ class Pipeline:
         slices = list(self.run(volume, progress=progress, cancel=cancel))
         return self._result(volume, slices)
 
-    def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:
-        return _summarise(
-            volume.patient_id,
-            slices,
-            classifier_threshold=self.classifier_threshold,
-            mask_threshold=self.mask_threshold,
-            min_area_px=self.min_area_for(volume.shape),
-            models=self._models_info(),
+    def empty_result(self, volume: Volume) -> PatientResult:
+        """A result for ``volume`` with no slices yet, carrying this pipeline's settings.
+
+        A viewer that streams :meth:`run` fills it in slice by slice.
+        """
+        return PatientResult(
+            patient_id=volume.patient_id,
+            slices=[],
+            thresholds=self.thresholds_for(volume.shape),
+            segmenter=self.segmenter.card.ref,
+            classifier=self.classifier.card.ref if self.classifier and self.uses_classifier else None,
             device=str(self.device),
-            spacing=volume.pixel_spacing_mm,
-            voxel_volume_ml=volume.voxel_volume_ml,
-            largest_component=self.largest_component,
+            spacing=volume.spacing,
         )
+
+    def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:
+        result = dataclasses.replace(self.empty_result(volume), slices=slices)
+        if result.thresholds.largest_component:
+            result = dataclasses.replace(result, slices=_keep_largest(slices, volume.spacing))
+        return result
 
     def segment_slices(
         self,
@@ -779,10 +734,9 @@ class Pipeline:
                 f"result of {result.patient_id} ({len(result.slices)} slices) does not belong to volume "
                 f"{volume.patient_id} ({volume.n_slices} slices)"
             )
-        used = (result.models or {}).get("segmenter") or {}
-        if used.get("sha256") not in (None, self.segmenter.card.weights_sha256):
+        if result.segmenter.sha256 != self.segmenter.card.weights_sha256:
             raise ValueError(
-                f"result of {result.patient_id} was segmented by {used.get('name')!r}, not by this "
+                f"result of {result.patient_id} was segmented by {result.segmenter.name!r}, not by this "
                 f"pipeline's {self.segmenter.card.name!r}; analyse the volume again instead"
             )
         todo = missing_segmentations(result) if indices is None else sorted(set(indices))
@@ -803,9 +757,4 @@ class Pipeline:
                 slices[i] = dataclasses.replace(slices[i], mask_probability=prob)
             if progress is not None:
                 progress(min(len(todo), start + self.batch_size), len(todo))
-        base = dataclasses.replace(result, slices=slices)
-        out = rethreshold(base)
-        assert isinstance(out, PatientResult)
-        return out
-
-    rethreshold = staticmethod(rethreshold)
+        return rethreshold(dataclasses.replace(result, slices=slices))

@@ -52,6 +52,7 @@ from brainseg_core.io.tiff import (
     unreadable,
 )
 from brainseg_core.io.volume import SkippedSlice, Volume
+from brainseg_core.spacing import Spacing
 
 __all__ = ["find_patients", "is_patient_dir", "open_volume"]
 
@@ -335,7 +336,7 @@ def _read_patient_dir(folder: Path) -> Volume:
         slice_numbers=[s.number for s, _, _, _ in kept],
         images=to_uint8([d.data for _, d, _, _ in kept]),
         masks=mask_array,
-        pixel_spacing_mm=spacing,
+        spacing=None if spacing is None else Spacing(*spacing),
         skipped=skipped,
         warnings=warnings,
     )
@@ -517,8 +518,7 @@ def _read_stack(path: Path) -> Volume:
         slice_numbers=[i + 1 for i, _ in kept],
         images=to_uint8([s for _, s in kept]),
         masks=masks,
-        pixel_spacing_mm=spacing,
-        slice_thickness_mm=thickness,
+        spacing=None if spacing is None else Spacing(*spacing, thickness_mm=thickness),
         skipped=skipped,
         warnings=warnings,
     )

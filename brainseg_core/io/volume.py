@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from brainseg_core.spacing import Spacing
 
 #: Channel order of every image array in BrainSeg, as in the LGG dataset's RGB TIFFs.
 CHANNELS: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
@@ -19,7 +22,7 @@ class SkippedSlice:
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Volume:
     """One patient's stack of slices, in slice order.
 
@@ -31,8 +34,8 @@ class Volume:
             1-based page index for stacks.
         images: ``(N, H, W, 3)`` uint8, channels in :data:`CHANNELS` order, at the source size.
         masks: ``(N, H, W)`` bool ground truth where ``_mask`` files exist for every slice, else None.
-        pixel_spacing_mm: ``(row, col)`` spacing in millimetres when known (LGG TIFFs carry none).
-        slice_thickness_mm: distance between slices in millimetres when known.
+        spacing: the voxel size when the files carry it (LGG TIFFs carry none); a volume is not
+            changed after reading, :meth:`with_spacing` returns a copy with a spacing the user gave.
         skipped: slices that could not be read, with the reason.
         warnings: other problems worth showing that did not stop any slice from opening, each
             ``"<file>: <problem>"`` (e.g. why ground-truth masks were ignored, an orphan mask).
@@ -44,8 +47,7 @@ class Volume:
     slice_numbers: list[int]
     images: np.ndarray
     masks: np.ndarray | None = None
-    pixel_spacing_mm: tuple[float, float] | None = None
-    slice_thickness_mm: float | None = None
+    spacing: Spacing | None = None
     skipped: list[SkippedSlice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -86,9 +88,6 @@ class Volume:
         """True when ground-truth masks were found for every slice."""
         return self.masks is not None
 
-    @property
-    def voxel_volume_ml(self) -> float | None:
-        """Volume of one voxel in millilitres, when pixel spacing and slice thickness are known."""
-        if self.pixel_spacing_mm is None or self.slice_thickness_mm is None:
-            return None
-        return self.pixel_spacing_mm[0] * self.pixel_spacing_mm[1] * self.slice_thickness_mm / 1000.0
+    def with_spacing(self, spacing: Spacing | None) -> Volume:
+        """This volume with another voxel size (the arrays are shared, not copied)."""
+        return dataclasses.replace(self, spacing=spacing)

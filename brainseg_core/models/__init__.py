@@ -7,6 +7,7 @@ segmenter returns ``(N, 1, H, W)`` logits, the classifiers ``(N, 1)`` logits.
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from brainseg_core.models.resunet import ResUNet, resunet
 __all__ = [
     "ARCHITECTURES",
     "ARCH_KINDS",
+    "ModelKind",
     "ResUNet",
     "arch_kind",
     "build_model",
@@ -30,6 +32,16 @@ __all__ = [
     "vgg16",
 ]
 
+
+class ModelKind(enum.StrEnum):
+    """What a model does (a model card's ``kind``)."""
+
+    CLASSIFIER = "classifier"
+    """Slice classifier: one tumour logit per slice (the gate)."""
+    SEGMENTER = "segmenter"
+    """Segmenter: a tumour logit per pixel."""
+
+
 #: Builder of every architecture a model card may name.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resunet": resunet,
@@ -40,9 +52,9 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "plain_cnn": plain_cnn,
 }
 
-#: Bundle kind ("segmenter" or "classifier") of every architecture.
-ARCH_KINDS: dict[str, str] = {
-    name: "segmenter" if name == "resunet" else "classifier" for name in ARCHITECTURES
+#: The kind of model every architecture builds.
+ARCH_KINDS: dict[str, ModelKind] = {
+    name: ModelKind.SEGMENTER if name == "resunet" else ModelKind.CLASSIFIER for name in ARCHITECTURES
 }
 
 
@@ -51,14 +63,14 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(ARCHITECTURES))}")
 
 
-def arch_kind(arch: str) -> str:
+def arch_kind(arch: str) -> ModelKind:
     """The bundle kind an architecture serves.
 
     Args:
         arch: a key of :data:`ARCHITECTURES`.
 
     Returns:
-        ``"segmenter"`` or ``"classifier"``.
+        :attr:`ModelKind.SEGMENTER` or :attr:`ModelKind.CLASSIFIER`.
 
     Raises:
         ValueError: for an unknown ``arch``.

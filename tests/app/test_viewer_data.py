@@ -17,6 +17,7 @@ from viewer_helpers import wait_until
 
 from brainseg_app import dialogs
 from brainseg_app.session import PatientState
+from brainseg_core.spacing import Spacing
 
 
 def _analysed(w) -> bool:
@@ -140,7 +141,7 @@ def test_models_from_the_registry_menu_fallbacks(
     w = make_window()  # no models given: resolved from the user model folder like an install
     w.open_path(fixture_patient)
     wait_until(lambda: _analysed(w))
-    assert w.current.base.models["segmenter"]["name"] == "tiny-seg"
+    assert w.current.base.segmenter.name == "tiny-seg"
     assert "tiny-seg" in w.results.models_label.text() and "tiny-cls" in w.results.models_label.text()
 
     bad = tmp_path / "bad.json"
@@ -210,13 +211,17 @@ def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, script
     w.open_path(fixture_patient)
     wait_until(lambda: _analysed(w))
     assert "enter the pixel spacing" in w.results.summary_label.text()
-    w.set_spacing((0.5, 0.5, 2.0))
+    w.set_spacing(Spacing(0.5, 0.5, 2.0))
     voxels = w.current.shown.volume_voxels
     assert w.current.shown.volume_ml == pytest.approx(voxels * 0.5 * 0.5 * 2.0 / 1000)
     assert "mL" in w.results.summary_label.text()
-    assert w.settings.spacing(fixture_patient.parent) == (0.5, 0.5, 2.0)
-    dlg = dialogs.SpacingDialog((0.5, 0.5, 2.0), fixture_patient.parent, w)
-    assert dlg.value() == (0.5, 0.5, 2.0)
+    assert w.volume.spacing == Spacing(0.5, 0.5, 2.0)  # the displayed volume as well
+    assert w.current.slice_shown(w.index).area_mm2 == pytest.approx(
+        w.current.slice_shown(w.index).area_px * 0.25
+    )
+    assert w.settings.spacing(fixture_patient.parent) == Spacing(0.5, 0.5, 2.0)
+    dlg = dialogs.SpacingDialog(Spacing(0.5, 0.5, 2.0), fixture_patient.parent, w)
+    assert dlg.value() == Spacing(0.5, 0.5, 2.0)
     dlg._clear()
     assert dlg.value() is None
 

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from brainseg_app.overlay import auto_window, boundary_segments, levels, mask_rgba
-from brainseg_app.session import PatientRecord, PatientState, Spacing, Thresholds
+from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.settings import Settings, config_dir
 from brainseg_app.worker import JobRunner
+from brainseg_core.bundle import ModelRef
 from brainseg_core.errors import Cancelled, DataError
-from brainseg_core.inference import SliceResult
+from brainseg_core.inference import PatientResult, SliceResult
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
 
 
 def test_mask_rgba_paints_only_the_mask() -> None:
@@ -61,13 +64,13 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     s.classifier_threshold, s.mask_threshold = 0.3, 0.6
     for p in ("a", "b", "a"):
         s.add_recent(tmp_path / p)
-    s.set_spacing(tmp_path, (0.9, 0.9, 3.0))
+    s.set_spacing(tmp_path, Spacing(0.9, 0.9, 3.0))
     s.sync()
     t = Settings()
     assert (t.opacity, t.fill, t.device, t.auto_run) == (70, False, "cpu", False)
     assert (t.classifier_threshold, t.mask_threshold) == (0.3, 0.6)
     assert t.recent == [str(tmp_path / "a"), str(tmp_path / "b")]
-    assert t.spacing(tmp_path) == (0.9, 0.9, 3.0) and t.spacing(tmp_path / "other") is None
+    assert t.spacing(tmp_path) == Spacing(0.9, 0.9, 3.0) and t.spacing(tmp_path / "other") is None
     t.classifier_threshold = None
     assert Settings().classifier_threshold is None
 
@@ -83,14 +86,17 @@ def test_record_streams_and_rethresholds_without_networks() -> None:
     prob[3:5, 3:5] = 0.9
     rec = PatientRecord(Path("/x/P1"), "P1")
     t = Thresholds(0.5, 0.5)
-    rec.start(3, models={}, device="cpu", pipeline_thresholds=t)
+    empty = PatientResult(
+        "P1", [], t, segmenter=ModelRef("seg", "0"), classifier=ModelRef("cls", "1"), device="cpu"
+    )
+    rec.start(empty, 3)
     assert rec.state is PatientState.RUNNING and rec.tumour_slices() is None
     rec.add(_slice(0, 0.9, prob), t, None)
     rec.add(_slice(1, 0.2, None), t, None)
     assert not rec.complete and rec.tumour_slices() == 1
-    rec.add(_slice(2, 0.6, prob), t, Spacing((0.5, 0.5), 2.0))
+    rec.add(_slice(2, 0.6, prob), t, Spacing(0.5, 0.5, 2.0))
     assert rec.complete and rec.slice_shown(0).area_px == 16
-    rec.apply(Thresholds(0.5, 0.8), Spacing((0.5, 0.5), 2.0))
+    rec.apply(Thresholds(0.5, 0.8), Spacing(0.5, 0.5, 2.0))
     assert rec.slice_shown(0).area_px == 4 and rec.slice_shown(0).area_mm2 == pytest.approx(1.0)
     assert rec.shown.volume_ml == pytest.approx(8 * 0.5 * 0.5 * 2.0 / 1000)
     rec.apply(Thresholds(0.7, 0.5), None)  # slice 2 (p=0.6) falls below the gate

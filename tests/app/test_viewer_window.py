@@ -344,7 +344,7 @@ def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
     assert n >= 2  # the disc and the spot
     largest = int(np.bincount(labels.ravel())[1:].max())
     w.controls.largest_component.setChecked(True)
-    assert w.settings.largest_component is True and rec.shown.largest_component
+    assert w.settings.largest_component is True and rec.shown.thresholds.largest_component
     assert rec.shown.volume_voxels == largest
     assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] == 1
     w.controls.largest_component.setChecked(False)

@@ -15,6 +15,7 @@ from torch import nn
 
 from brainseg_core.io.volume import Volume
 from brainseg_core.preprocessing import preprocess_volume
+from brainseg_core.spacing import Spacing
 
 
 def make_volume(
@@ -32,8 +33,7 @@ def make_volume(
         slice_paths=[Path(f"/nonexistent/s_{i + 1}.tif") for i in range(n)],
         slice_numbers=list(range(1, n + 1)),
         images=images,
-        pixel_spacing_mm=spacing,
-        slice_thickness_mm=thickness,
+        spacing=None if spacing is None else Spacing(*spacing, thickness_mm=thickness),
     )
 
 

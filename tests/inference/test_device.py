@@ -19,6 +19,7 @@ from brainseg_core.inference.device import (
     is_out_of_memory,
     run_batched,
 )
+from brainseg_core.thresholds import Thresholds
 
 pytest_plugins = ["inference_fixtures"]  # the tiny bundle fixtures
 
@@ -181,9 +182,11 @@ def test_pipeline_falls_back_to_cpu(cls_bundle, seg_bundle) -> None:
 def test_auto_device_agrees_with_cpu_fp32(cls_bundle, seg_bundle) -> None:
     """On a GPU machine this runs the CUDA path (autocast, channels_last); elsewhere the CPU's."""
     volume = make_volume(n=5, size=32)
-    reference = Pipeline(cls_bundle, seg_bundle, device="cpu", precision="fp32", classifier_threshold=0.0)
+    reference = Pipeline(
+        cls_bundle, seg_bundle, device="cpu", precision="fp32", thresholds=Thresholds(gate=0.0)
+    )
     ref = reference.analyse(volume)
-    pipe = Pipeline(cls_bundle, seg_bundle, device="auto", classifier_threshold=0.0, batch_size=2)
+    pipe = Pipeline(cls_bundle, seg_bundle, device="auto", thresholds=Thresholds(gate=0.0), batch_size=2)
     result = pipe.analyse(volume)
     assert result.device == str(resolve_device("auto")) == str(pipe.device)
     tol = 0.0 if pipe._plan.autocast_dtype is None else 3e-2  # bf16/fp16 autocast on a GPU
@@ -195,7 +198,7 @@ def test_auto_device_agrees_with_cpu_fp32(cls_bundle, seg_bundle) -> None:
 
 def test_cpu_bf16_is_close_to_fp32(cls_bundle, seg_bundle) -> None:
     volume = make_volume(n=4, size=32)
-    kwargs = {"device": "cpu", "classifier_threshold": 0.0}
+    kwargs = {"device": "cpu", "thresholds": Thresholds(gate=0.0)}
     ref = Pipeline(cls_bundle, seg_bundle, precision="fp32", **kwargs).analyse(volume)
     pipe = Pipeline(cls_bundle, seg_bundle, precision="bf16", **kwargs)
     assert pipe._plan.autocast_dtype is torch.bfloat16

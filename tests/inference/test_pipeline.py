@@ -10,10 +10,12 @@ import pytest
 import torch
 from inference_fakes import FakeClassifier, FakeSegmenter, make_volume
 
+from brainseg_core.bundle import ModelRef
 from brainseg_core.errors import BundleError, Cancelled
 from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import CPU_FORWARD_BATCH
 from brainseg_core.preprocessing import preprocess_volume, resize_prob
+from brainseg_core.thresholds import Thresholds
 
 PROBS = [0.1, 0.5, 0.49, 0.9, 0.0, 0.7]
 
@@ -55,7 +57,7 @@ def _segmented(result: PatientResult) -> list[int]:
 def test_gate_defaults_to_the_classifier_card_threshold(volume, fakes) -> None:
     cls, seg = fakes
     result = Pipeline(cls, seg, device="cpu").analyse(volume)
-    assert result.classifier_threshold == 0.6  # from the card
+    assert result.thresholds.gate == 0.6  # from the card
     assert _segmented(result) == [3, 5]
     assert sorted(seg.model.seen) == [3, 5]  # the segmenter never saw the other slices
     assert [s.tumour_probability for s in result.slices] == pytest.approx(PROBS, abs=1e-6)
@@ -69,12 +71,12 @@ def test_gate_defaults_to_the_classifier_card_threshold(volume, fakes) -> None:
 
 def test_explicit_gate_is_inclusive(volume, fakes) -> None:
     cls, seg = fakes
-    result = Pipeline(cls, seg, device="cpu", classifier_threshold=0.5).analyse(volume)
+    result = Pipeline(cls, seg, device="cpu", thresholds=Thresholds(gate=0.5)).analyse(volume)
     assert _segmented(result) == [1, 3, 5]
     assert result.tumour_slices == 3
     assert result.volume_voxels == 9 + 25 + 49
-    assert result.models["classifier"]["name"] == "tiny-cls"
-    assert len(result.models["classifier"]["sha256"]) == 64
+    assert result.classifier is not None and result.classifier.name == "tiny-cls"
+    assert len(result.classifier.sha256) == 64
 
 
 def test_segment_all_skips_the_classifier(volume, fakes) -> None:
@@ -83,7 +85,7 @@ def test_segment_all_skips_the_classifier(volume, fakes) -> None:
     assert _segmented(result) == list(range(6))
     assert cls.model.seen == []
     assert all(s.tumour_probability == 1.0 for s in result.slices)
-    assert result.models["classifier"] is None
+    assert result.classifier is None
     assert result.volume_voxels == sum((i + 2) ** 2 for i in range(6))
 
 
@@ -91,7 +93,7 @@ def test_without_classifier_every_slice_is_segmented(volume, fakes) -> None:
     _, seg = fakes
     result = Pipeline(None, seg, device="cpu").analyse(volume)
     assert _segmented(result) == list(range(6))
-    assert result.models["classifier"] is None
+    assert result.classifier is None
 
 
 def test_swapped_bundles_are_refused(cls_bundle, seg_bundle) -> None:
@@ -101,11 +103,30 @@ def test_swapped_bundles_are_refused(cls_bundle, seg_bundle) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"batch_size": 0}, {"classifier_threshold": 1.5}, {"mask_threshold": -0.1}, {"min_area_px": -1}],
+    [{"batch_size": 0}, {"device": "tpu"}, {"precision": "fp8"}],
 )
 def test_invalid_arguments_fail_early(cls_bundle, seg_bundle, kwargs) -> None:
     with pytest.raises(ValueError):
-        Pipeline(cls_bundle, seg_bundle, device="cpu", **kwargs)
+        Pipeline(cls_bundle, seg_bundle, **{"device": "cpu", **kwargs})
+
+
+@pytest.mark.parametrize("kwargs", [{"gate": 1.5}, {"mask": -0.1}, {"min_area_px": -1}, {"min_area_px": 2.5}])
+def test_invalid_thresholds_fail_early(kwargs) -> None:
+    with pytest.raises(ValueError, match=r"gate|mask|min_area_px"):
+        Thresholds(**kwargs)
+
+
+def test_a_pipeline_does_not_change_after_construction(cls_bundle, seg_bundle) -> None:
+    pipe = Pipeline(cls_bundle, seg_bundle, device="cpu")
+    for name in ("thresholds", "segment_all", "flip_tta", "classifier", "segmenter", "batch_size"):
+        with pytest.raises(AttributeError):
+            setattr(pipe, name, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pipe.thresholds.gate = 0.1  # type: ignore[misc]
+    every = pipe.replace(segment_all=True, thresholds=Thresholds(gate=0.9))
+    assert every.segment_all and not pipe.segment_all and every.device == pipe.device
+    assert every.thresholds.gate == 0.9 and pipe.thresholds.gate == 0.6
+    assert every._plan is pipe._plan  # one device state: a CPU fallback moves both
 
 
 def test_preprocessing_is_the_training_one(cls_bundle, seg_bundle) -> None:
@@ -184,12 +205,17 @@ def test_min_area_removes_small_components(volume, seg_bundle) -> None:
     seg_bundle.model = FakeSegmenter(volume, masks, 32)
     keep_all = Pipeline(None, seg_bundle, device="cpu").analyse(volume)
     assert keep_all.slices[0].area_px == 43
-    result = Pipeline(None, seg_bundle, device="cpu", min_area_px=7).analyse(volume)
-    assert result.min_area_px == 7
+    result = Pipeline(None, seg_bundle, device="cpu", thresholds=Thresholds(min_area_px=7)).analyse(volume)
+    assert result.thresholds.min_area_px == 7
     assert result.slices[0].area_px == 37
     assert not result.slices[0].mask[1:3, 1:4].any() and result.slices[0].mask[16, 16]
     assert result.volume_voxels == 37 and result.tumour_slices == 1
-    assert Pipeline(None, seg_bundle, device="cpu", min_area_px=38).analyse(volume).tumour_slices == 0
+    assert (
+        Pipeline(None, seg_bundle, device="cpu", thresholds=Thresholds(min_area_px=38))
+        .analyse(volume)
+        .tumour_slices
+        == 0
+    )
 
 
 def test_spacing_gives_mm2_and_ml(seg_bundle) -> None:
@@ -211,10 +237,10 @@ def test_spacing_gives_mm2_and_ml(seg_bundle) -> None:
 
 def test_result_reports_device_and_thresholds(cls_bundle, seg_bundle) -> None:
     volume = make_volume(n=3, size=32)
-    pipe = Pipeline(cls_bundle, seg_bundle, device="cpu", mask_threshold=0.3)
+    pipe = Pipeline(cls_bundle, seg_bundle, device="cpu", thresholds=Thresholds(gate=0.6, mask=0.3))
     result = pipe.analyse(volume)
-    assert result.device == "cpu" and result.mask_threshold == 0.3 and result.min_area_px == 0
-    assert result.models["segmenter"] == {"name": "tiny-seg", "sha256": seg_bundle.card.weights_sha256}
+    assert result.device == "cpu" and result.thresholds == Thresholds(gate=0.6, mask=0.3, min_area_px=0)
+    assert result.segmenter == ModelRef("tiny-seg", seg_bundle.card.weights_sha256)
     assert len(result.slices) == 3 and [s.index for s in result.slices] == [0, 1, 2]
     # slices are plain dataclasses the caller can copy
     assert dataclasses.replace(result.slices[0]).index == 0
@@ -243,13 +269,13 @@ def test_confident_classifier_with_an_empty_mask_is_flagged_for_review(volume, f
     cls, seg = fakes
     # slices 3 and 5 pass the gate (0.9, 0.7); a minimum area above their 25- and 49-pixel blobs
     # empties their masks
-    result = Pipeline(cls, seg, device="cpu", min_area_px=50).analyse(volume)
+    result = Pipeline(cls, seg, device="cpu", thresholds=Thresholds(gate=0.6, min_area_px=50)).analyse(volume)
     flagged = {s.index: s.review for s in result.slices if s.review is not None}
     assert flagged == {3: ReviewReason.CLASSIFIER_ONLY, 5: ReviewReason.CLASSIFIER_ONLY}
     # lower the minimum area: both masks come back and the flags go
-    assert all(s.review is None for s in rethreshold(result, min_area_px=0).slices)
+    assert all(s.review is None for s in rethreshold(result, result.thresholds.replace(min_area_px=0)).slices)
     # without a classifier there is no confidence to contradict the segmenter
-    alone = Pipeline(None, seg, device="cpu", min_area_px=50).analyse(volume)
+    alone = Pipeline(None, seg, device="cpu", thresholds=Thresholds(min_area_px=50)).analyse(volume)
     assert all(s.review is None for s in alone.slices)
     # and the report says so
     import csv
@@ -265,5 +291,5 @@ def test_regions_outside_the_largest_are_flagged(volume, fakes) -> None:
 
     _cls, seg = fakes
     seg.model = FakeSegmenter(volume, _two_regions(6, 32), 32)
-    result = Pipeline(None, seg, device="cpu", largest_component=True).analyse(volume)
+    result = Pipeline(None, seg, device="cpu", thresholds=Thresholds(largest_component=True)).analyse(volume)
     assert [s.review for s in result.slices] == [ReviewReason.OUTSIDE_LARGEST_REGION] + [None] * 5

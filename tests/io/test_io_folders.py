@@ -52,7 +52,7 @@ def test_fixture_patients_open_with_20_slices_and_tumour(lgg_fixture_root: Path)
         assert vol.masks.any(), "the fixture patients hold tumour pixels"
         assert not vol.masks.all(axis=(1, 2)).any()
         assert vol.skipped == [] and vol.warnings == []
-        assert vol.pixel_spacing_mm is None and vol.voxel_volume_ml is None
+        assert vol.spacing is None
         # Byte-for-byte the published pixels, in slice order.
         for i in (0, 9, 19):
             n = vol.slice_numbers[i]

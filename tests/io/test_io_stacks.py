@@ -69,9 +69,10 @@ def test_imagej_hyperstack_with_three_channels_and_spacing(tmp_path: Path) -> No
     vol = open_volume(path)
     assert vol.n_slices == 4 and vol.slice_numbers == [1, 2, 3, 4]
     np.testing.assert_array_equal(vol.images, np.moveaxis(zcyx, 1, -1))
-    assert vol.pixel_spacing_mm == pytest.approx((0.5, 0.5))
-    assert vol.slice_thickness_mm == pytest.approx(2.5)
-    assert vol.voxel_volume_ml == pytest.approx(0.5 * 0.5 * 2.5 / 1000)
+    assert vol.spacing is not None
+    assert vol.spacing.pixel_mm == pytest.approx((0.5, 0.5))
+    assert vol.spacing.thickness_mm == pytest.approx(2.5)
+    assert vol.spacing.voxel_ml == pytest.approx(0.5 * 0.5 * 2.5 / 1000)
 
 
 def test_imagej_two_channel_stack_is_a_data_error(tmp_path: Path) -> None:

@@ -168,13 +168,13 @@ def test_centimetre_resolution_gives_pixel_spacing(tmp_path: Path) -> None:
         tmp_path, [_rgb(0), _rgb(1)], photometric="rgb", resolution=(20, 10), resolutionunit="CENTIMETER"
     )
     vol = open_volume(folder)
-    assert vol.pixel_spacing_mm == pytest.approx((1.0, 0.5))
-    assert vol.slice_thickness_mm is None and vol.voxel_volume_ml is None
+    assert vol.spacing is not None and vol.spacing.pixel_mm == pytest.approx((1.0, 0.5))
+    assert vol.spacing.thickness_mm is None and vol.spacing.voxel_ml is None
 
 
 def test_inch_resolution_is_not_a_physical_spacing(tmp_path: Path) -> None:
     folder = _folder(tmp_path, [_rgb(0)], photometric="rgb", resolution=(72, 72), resolutionunit="INCH")
-    assert open_volume(folder).pixel_spacing_mm is None
+    assert open_volume(folder).spacing is None
 
 
 def test_slices_disagreeing_on_spacing_give_unknown_spacing(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_slices_disagreeing_on_spacing_give_unknown_spacing(tmp_path: Path) -> N
         folder / "P_2.tif", _rgb(1), photometric="rgb", resolution=(20, 20), resolutionunit="CENTIMETER"
     )
     vol = open_volume(folder)
-    assert vol.pixel_spacing_mm is None
+    assert vol.spacing is None
     assert any("disagree on pixel spacing" in w for w in vol.warnings)
 
 

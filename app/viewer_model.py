@@ -1,0 +1,286 @@
+"""The viewer's state without Qt: :class:`ViewerModel`.
+
+As napari keeps its ``ViewerModel`` apart from the Qt widgets that show it, this module holds
+what the viewer shows — the opened patients, the displayed patient and slice, the thresholds, the
+voxel size and the overlay style — and announces every change through :class:`Event` objects.
+Widgets bind to those events and format their own text; the window only lays them out and wires
+them. Nothing here imports Qt, so the state and its rules are tested without a display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from brainseg_app.session import PatientRecord, PatientState
+from brainseg_core.bundle import ModelCard
+from brainseg_core.io import Volume
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
+
+__all__ = ["DEFAULT_GT_COLOUR", "DEFAULT_PRED_COLOUR", "Event", "OverlayStyle", "ViewerModel"]
+
+T = TypeVar("T")
+
+#: Colour of the predicted mask.
+DEFAULT_PRED_COLOUR = "#ff3b30"
+#: Colour of the ground-truth mask.
+DEFAULT_GT_COLOUR = "#34c759"
+
+
+class Event(Generic[T]):
+    """A Qt-free signal: callbacks connected to it get each emitted value, in connection order."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[T], Any]] = []
+
+    def connect(self, callback: Callable[[T], Any]) -> None:
+        """Call ``callback(value)`` on every :meth:`emit`."""
+        self._callbacks.append(callback)
+
+    def disconnect(self, callback: Callable[[T], Any]) -> None:
+        """Stop calling ``callback`` (no error when it was not connected)."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def emit(self, value: T) -> None:
+        """Call every connected callback with ``value``."""
+        for callback in list(self._callbacks):
+            callback(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayStyle:
+    """How masks are drawn over the slice.
+
+    Args:
+        visible: draw the predicted mask at all.
+        fill: fill the mask with its colour.
+        contour: draw the mask's outline.
+        opacity: opacity of the fill, 0..1.
+        contour_width: outline width in screen pixels (1..10).
+        pred_colour: colour of the predicted mask (``#rrggbb``).
+        gt_colour: colour of the ground-truth mask (``#rrggbb``).
+        gt_visible: draw the ground truth when the patient has it.
+
+    Raises:
+        ValueError: for an opacity outside [0, 1] or a width outside 1..10.
+    """
+
+    visible: bool = True
+    fill: bool = True
+    contour: bool = True
+    opacity: float = 0.4
+    contour_width: int = 2
+    pred_colour: str = DEFAULT_PRED_COLOUR
+    gt_colour: str = DEFAULT_GT_COLOUR
+    gt_visible: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"opacity must be within [0, 1], got {self.opacity}")
+        if not 1 <= self.contour_width <= 10:
+            raise ValueError(f"contour_width must be 1..10 px, got {self.contour_width}")
+
+
+class ViewerModel:
+    """Everything the viewer shows, and the rules that keep it consistent.
+
+    Events (each carries the new value):
+        patients: the opened patients changed (the list of records).
+        patient: another patient is displayed (its record, or None).
+        volume: the displayed patient's volume was read (or None while reading).
+        slice: another slice is displayed (its index).
+        thresholds: the thresholds changed (:class:`Thresholds`).
+        spacing: the dataset's voxel size changed (:class:`Spacing` or None).
+        overlay: the overlay style changed (:class:`OverlayStyle`).
+        results: a patient's displayed results changed (its record).
+    """
+
+    def __init__(self, *, overlay: OverlayStyle | None = None) -> None:
+        self.records: dict[Path, PatientRecord] = {}
+        self.root: Path | None = None
+        self.current: PatientRecord | None = None
+        self.volume: Volume | None = None
+        self._read: Volume | None = None  # the displayed volume as read, before the dataset's spacing
+        self.index = 0
+        self.thresholds = Thresholds()
+        self.dataset_spacing: Spacing | None = None
+        self.overlay = overlay or OverlayStyle()
+        self.events = _Events()
+
+    # -- patients --------------------------------------------------------------------------------
+    def set_patients(self, root: Path, paths: list[Path], *, spacing: Spacing | None) -> None:
+        """A new folder was opened: its patients, none displayed yet, the dataset's voxel size."""
+        from brainseg_core.io import patient_id_of
+
+        self.records = {p: PatientRecord(p, patient_id_of(p)) for p in paths}
+        self.root = root
+        self.current = None
+        self.volume = self._read = None
+        self.index = 0
+        self.dataset_spacing = spacing
+        self.events.patients.emit(list(self.records.values()))
+
+    def show_patient(self, rec: PatientRecord) -> None:
+        """Display ``rec`` (its volume is read next, see :meth:`set_volume`)."""
+        self.current = rec
+        self.volume = self._read = None
+        self.index = 0
+        self.events.patient.emit(rec)
+
+    def set_volume(self, volume: Volume) -> None:
+        """The displayed patient's volume was read: apply the dataset's spacing, show its middle."""
+        rec = self.current
+        if rec is None:
+            raise RuntimeError("show_patient() before set_volume()")
+        self._read = volume
+        self.volume = self._with_dataset_spacing(volume)
+        rec.n_slices = volume.n_slices
+        self.apply(rec)
+        self.events.volume.emit(self.volume)
+        self.index = -1
+        self.set_slice(volume.n_slices // 2)
+
+    @property
+    def n_slices(self) -> int:
+        """Slices of the displayed volume (0 when none)."""
+        return 0 if self.volume is None else self.volume.n_slices
+
+    # -- navigation ------------------------------------------------------------------------------
+    def set_slice(self, index: int) -> bool:
+        """Display slice ``index``, clamped to the volume.
+
+        Returns:
+            True when the displayed slice changed.
+        """
+        if self.volume is None:
+            return False
+        index = max(0, min(int(index), self.n_slices - 1))
+        if index == self.index:
+            return False
+        self.index = index
+        self.events.slice.emit(index)
+        return True
+
+    def step(self, delta: int) -> bool:
+        """Move ``delta`` slices (negative: back); see :meth:`set_slice`."""
+        return self.set_slice(self.index + delta)
+
+    def tumour_flags(self) -> list[bool]:
+        """Per slice of the displayed volume: whether its displayed mask is not empty."""
+        flags = [False] * self.n_slices
+        rec = self.current
+        if rec is not None and rec.shown is not None:
+            for s in rec.shown.slices:
+                if s.index < len(flags):
+                    flags[s.index] = s.area_px > 0
+        return flags
+
+    def truth_flags(self) -> list[bool] | None:
+        """Per slice: whether its ground truth holds tumour (None without ground truth)."""
+        if self.volume is None or self.volume.masks is None:
+            return None
+        return [bool(m.any()) for m in self.volume.masks]
+
+    def next_tumour(self, direction: int) -> int | None:
+        """The next (1) or previous (-1) slice with a displayed tumour, or None."""
+        found = self.tumour_flags()
+        order = range(self.index + 1, len(found)) if direction > 0 else range(self.index - 1, -1, -1)
+        return next((i for i in order if found[i]), None)
+
+    # -- thresholds and voxel size ---------------------------------------------------------------
+    @staticmethod
+    def card_thresholds(
+        classifier: ModelCard | None,
+        segmenter: ModelCard | None,
+        *,
+        gate: float | None = None,
+        mask: float | None = None,
+        largest_component: bool | None = None,
+    ) -> Thresholds:
+        """The models' thresholds with the user's own choices (None: the card's) on top."""
+        base = Thresholds() if segmenter is None else Thresholds.from_cards(classifier, segmenter)
+        chosen = {"gate": gate, "mask": mask, "largest_component": largest_component}
+        return base.replace(**{k: v for k, v in chosen.items() if v is not None})
+
+    def set_thresholds(self, thresholds: Thresholds) -> None:
+        """Use ``thresholds``: the displayed patient's masks follow at once (no network runs).
+
+        The other patients follow on :meth:`apply_all`, which a viewer calls once a dragged
+        slider settles, so dragging stays fluid with many patients open.
+        """
+        if thresholds == self.thresholds:
+            return
+        self.thresholds = thresholds
+        if self.current is not None:
+            self.apply(self.current)
+        self.events.thresholds.emit(thresholds)
+
+    def update_thresholds(self, **changes: Any) -> None:
+        """:meth:`set_thresholds` with some fields changed (``gate=``, ``mask=``, ...)."""
+        self.set_thresholds(self.thresholds.replace(**changes))
+
+    def set_dataset_spacing(self, spacing: Spacing | None) -> None:
+        """The voxel size the user gave for the opened dataset (volumes with their own keep it)."""
+        self.dataset_spacing = spacing
+        if self._read is not None:
+            self.volume = self._with_dataset_spacing(self._read)
+        self.apply_all()
+        self.events.spacing.emit(spacing)
+
+    def _with_dataset_spacing(self, volume: Volume) -> Volume:
+        return volume if volume.spacing is not None else volume.with_spacing(self.dataset_spacing)
+
+    def spacing_for(self, rec: PatientRecord) -> Spacing | None:
+        """The voxel size of ``rec``: its volume's own when it has one, else the dataset's."""
+        if rec is self.current and self.volume is not None and self.volume.spacing is not None:
+            return self.volume.spacing
+        return self.dataset_spacing
+
+    # -- results ---------------------------------------------------------------------------------
+    def shown_thresholds(self, rec: PatientRecord) -> Thresholds:
+        """The thresholds applied to ``rec``: the viewer's, with its own minimum area, and the
+        largest-region choice only once the whole volume has been analysed."""
+        t = self.thresholds
+        base = rec.base
+        if base is not None:
+            t = t.replace(min_area_px=base.thresholds.min_area_px)
+        if rec.state is not PatientState.DONE:
+            t = t.replace(largest_component=False)
+        return t
+
+    def apply(self, rec: PatientRecord) -> None:
+        """Recompute what ``rec`` shows for the current thresholds and voxel size."""
+        rec.apply(self.shown_thresholds(rec), self.spacing_for(rec))
+        self.events.results.emit(rec)
+
+    def apply_all(self) -> None:
+        """:meth:`apply` to every opened patient."""
+        for rec in self.records.values():
+            self.apply(rec)
+
+    # -- overlay -----------------------------------------------------------------------------------
+    def set_overlay(self, **changes: Any) -> None:
+        """Change some fields of the overlay style (``opacity=0.5``, ``fill=False``, ...)."""
+        style = dataclasses.replace(self.overlay, **changes)
+        if style != self.overlay:
+            self.overlay = style
+            self.events.overlay.emit(style)
+
+
+class _Events:
+    """The :class:`ViewerModel`'s events (see its docstring)."""
+
+    def __init__(self) -> None:
+        self.patients: Event[list[PatientRecord]] = Event()
+        self.patient: Event[PatientRecord | None] = Event()
+        self.volume: Event[Volume | None] = Event()
+        self.slice: Event[int] = Event()
+        self.thresholds: Event[Thresholds] = Event()
+        self.spacing: Event[Spacing | None] = Event()
+        self.overlay: Event[OverlayStyle] = Event()
+        self.results: Event[PatientRecord] = Event()

@@ -1,0 +1,102 @@
+"""The decisions that turn probabilities into masks: :class:`Thresholds`.
+
+One frozen value travels from the model cards through :class:`~brainseg_core.inference.Pipeline`,
+its results, :func:`~brainseg_core.inference.rethreshold`, exports, evaluation, the command-line
+tools and the viewer. Its JSON form uses the model card's keys (``tumour_probability``,
+``mask_probability``, ``min_area_px``, ``largest_component``), so a card, an export sidecar and a
+settings file all say the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelCard
+
+__all__ = ["DEFAULT_PROBABILITY", "Thresholds"]
+
+#: Gate and mask threshold when a card does not say otherwise.
+DEFAULT_PROBABILITY = 0.5
+
+
+def _probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Every threshold that shapes a mask.
+
+    Args:
+        gate: the classifier's tumour probability at or above which a slice is segmented.
+        mask: the mask probability at or above which a pixel is tumour.
+        min_area_px: connected regions of a slice's mask smaller than this many pixels are removed.
+        largest_component: keep only the patient's largest 3-D connected region.
+
+    Raises:
+        ValueError: for a probability outside [0, 1], a negative or fractional ``min_area_px`` or
+            a non-bool ``largest_component``; the message names the field.
+    """
+
+    gate: float = DEFAULT_PROBABILITY
+    mask: float = DEFAULT_PROBABILITY
+    min_area_px: int = 0
+    largest_component: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gate", _probability("the classifier gate", self.gate))
+        object.__setattr__(self, "mask", _probability("the mask threshold", self.mask))
+        area = self.min_area_px
+        if isinstance(area, bool) or not isinstance(area, int) or area < 0:
+            raise ValueError(f"min_area_px must be a whole number of pixels >= 0, got {area!r}")
+        if not isinstance(self.largest_component, bool):
+            raise ValueError(f"largest_component must be True or False, got {self.largest_component!r}")
+
+    def replace(self, **changes: Any) -> Thresholds:
+        """A copy with some fields changed (validated like a new value)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_cards(cls, classifier: ModelCard | None, segmenter: ModelCard) -> Thresholds:
+        """The thresholds the model cards ship (defaults where a card says nothing).
+
+        ``min_area_px`` is the card's value, measured at the segmenter's input size; the pipeline
+        scales it to each volume's slice size.
+        """
+        seg = segmenter.thresholds
+        gate = DEFAULT_PROBABILITY if classifier is None else classifier.thresholds.get("tumour_probability")
+        return cls(
+            gate=DEFAULT_PROBABILITY if gate is None else gate,
+            mask=seg.get("mask_probability", DEFAULT_PROBABILITY),
+            min_area_px=int(seg.get("min_area_px", 0)),
+            largest_component=bool(seg.get("largest_component", False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, in the model card's vocabulary."""
+        return {
+            "tumour_probability": self.gate,
+            "mask_probability": self.mask,
+            "min_area_px": self.min_area_px,
+            "largest_component": self.largest_component,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Thresholds:
+        """Read :meth:`to_json`'s form; missing keys take the defaults.
+
+        Raises:
+            ValueError: for an invalid value.
+        """
+        return cls(
+            gate=data.get("tumour_probability", DEFAULT_PROBABILITY),
+            mask=data.get("mask_probability", DEFAULT_PROBABILITY),
+            min_area_px=data.get("min_area_px", 0),
+            largest_component=data.get("largest_component", False),
+        )

@@ -1,0 +1,143 @@
+"""ViewerModel: the viewer's Qt-free state, its rules and its events (no display needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_app.session import PatientState
+from brainseg_app.viewer_model import OverlayStyle, ViewerModel
+from brainseg_core.bundle import ModelRef
+from brainseg_core.inference import PatientResult, SliceResult
+from brainseg_core.io import Volume
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
+
+
+def _volume(n: int = 4, spacing: Spacing | None = None) -> Volume:
+    masks = np.zeros((n, 8, 8), bool)
+    masks[1, 2:4, 2:4] = True
+    return Volume(
+        patient_id="P1",
+        source=Path("/x/P1"),
+        slice_paths=[Path(f"/x/P1/P1_{i + 1}.tif") for i in range(n)],
+        slice_numbers=list(range(1, n + 1)),
+        images=np.zeros((n, 8, 8, 3), np.uint8),
+        masks=masks,
+        spacing=spacing,
+    )
+
+
+def _slice(i: int, p: float, blob: bool) -> SliceResult:
+    prob = np.zeros((8, 8), np.float32)
+    if blob:
+        prob[2:6, 2:6] = 0.7
+        prob[5, 5] = 0.95
+    return SliceResult(i, p, True, prob, prob >= 0.5, int((prob >= 0.5).sum()), None)
+
+
+@pytest.fixture
+def model() -> ViewerModel:
+    m = ViewerModel()
+    m.set_patients(Path("/x"), [Path("/x/P1"), Path("/x/P2")], spacing=Spacing(0.5, 0.5, 2.0))
+    return m
+
+
+def _record_events(m: ViewerModel) -> list[tuple[str, object]]:
+    seen: list[tuple[str, object]] = []
+    for name in ("patient", "volume", "slice", "thresholds", "spacing", "overlay", "results"):
+        getattr(m.events, name).connect(lambda v, name=name: seen.append((name, v)))
+    return seen
+
+
+def _analysed(m: ViewerModel) -> None:
+    rec = m.current
+    assert rec is not None
+    t = Thresholds(min_area_px=0)
+    rec.start(PatientResult("P1", [], t, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"), 4)
+    for i, (p, blob) in enumerate([(0.1, False), (0.9, True), (0.6, True), (0.2, False)]):
+        rec.add(_slice(i, p, blob), m.shown_thresholds(rec), m.spacing_for(rec))
+    rec.state = PatientState.DONE
+    m.apply(rec)
+
+
+def test_showing_a_patient_reads_its_volume_with_the_dataset_spacing(model) -> None:
+    seen = _record_events(model)
+    rec = model.records[Path("/x/P1")]
+    model.show_patient(rec)
+    read = _volume()
+    model.set_volume(read)
+    assert read.spacing is None  # the volume as read is never changed
+    assert model.volume is not None and model.volume.spacing == Spacing(0.5, 0.5, 2.0)
+    assert model.index == 2 and rec.n_slices == 4
+    assert [name for name, _ in seen] == ["patient", "results", "volume", "slice"]
+    # a volume with its own spacing keeps it
+    model.show_patient(model.records[Path("/x/P2")])
+    own = _volume(spacing=Spacing(1.0, 1.0, 3.0))
+    model.set_volume(own)
+    assert model.volume.spacing == Spacing(1.0, 1.0, 3.0)
+
+
+def test_navigation_clamps_and_announces_only_changes(model) -> None:
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    seen = _record_events(model)
+    assert model.set_slice(99) and model.index == 3
+    assert not model.set_slice(3)  # no change, no event
+    assert model.step(-5) and model.index == 0
+    assert seen == [("slice", 3), ("slice", 0)]
+    assert model.truth_flags() == [False, True, False, False]
+
+
+def test_thresholds_follow_on_the_displayed_patient_and_everywhere_on_apply_all(model) -> None:
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    _analysed(model)
+    rec = model.current
+    assert model.tumour_flags() == [False, True, True, False]
+    assert model.index == 2 and model.next_tumour(-1) == 1 and model.next_tumour(1) is None
+    seen = _record_events(model)
+    model.update_thresholds(gate=0.7)
+    assert model.tumour_flags() == [False, True, False, False]  # slice 2 (p=0.6) is below the gate
+    assert rec.shown.thresholds.gate == 0.7
+    assert ("thresholds", model.thresholds) in seen
+    model.update_thresholds(mask=0.9)
+    assert rec.shown.slices[1].area_px == 1
+    # the largest-region choice waits for a complete analysis, and the minimum area is the patient's
+    rec.state = PatientState.RUNNING
+    model.update_thresholds(largest_component=True)
+    assert not model.shown_thresholds(rec).largest_component
+    assert model.shown_thresholds(rec).min_area_px == rec.base.thresholds.min_area_px
+
+
+def test_dataset_spacing_changes_areas_and_volumes(model) -> None:
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    _analysed(model)
+    rec = model.current
+    assert rec.shown.volume_ml == pytest.approx(rec.shown.volume_voxels * 0.5 * 0.5 * 2.0 / 1000)
+    model.set_dataset_spacing(Spacing(1.0, 1.0, 1.0))
+    assert model.volume.spacing == Spacing(1.0, 1.0, 1.0)
+    assert rec.shown.volume_ml == pytest.approx(rec.shown.volume_voxels / 1000)
+    assert rec.shown.slices[1].area_mm2 == rec.shown.slices[1].area_px
+    model.set_dataset_spacing(None)
+    assert model.volume.spacing is None and rec.shown.volume_ml is None
+
+
+def test_overlay_style_is_validated_and_announced_once(model) -> None:
+    seen = _record_events(model)
+    model.set_overlay(opacity=0.8, fill=False)
+    model.set_overlay(opacity=0.8)  # unchanged: no event
+    assert seen == [("overlay", OverlayStyle(opacity=0.8, fill=False))]
+    with pytest.raises(ValueError, match="opacity"):
+        model.set_overlay(opacity=1.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.overlay.fill = True  # type: ignore[misc]
+
+
+def test_card_thresholds_put_the_users_choices_on_top() -> None:
+    t = ViewerModel.card_thresholds(None, None, gate=0.3)
+    assert t == Thresholds(gate=0.3)
