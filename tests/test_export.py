@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import make_patient
 from PIL import Image
 
 import brainseg_core
@@ -19,6 +18,7 @@ from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.export import SIDECAR_NAME, export_results, overlay_image
 from brainseg_core.inference.pipeline import PatientResult, SliceResult, _summarise, rethreshold
 from brainseg_core.io import open_volume
+from tests.support import make_patient
 
 MODELS = {
     "classifier": {"name": "cls-x", "sha256": "a" * 64},

@@ -87,7 +87,7 @@ def test_eval_largest_component_keeps_a_subset(lgg_fixture_root: Path, tmp_path:
 
 
 def test_eval_prints_each_volumes_skipped_slices(random_bundles, tmp_path: Path, capsys) -> None:
-    from conftest import make_patient
+    from tests.support import make_patient
 
     _cls, seg = random_bundles
     patient = make_patient(tmp_path / "data", n=4, size=32)

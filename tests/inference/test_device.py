@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from inference_fakes import make_volume
 
 from brainseg_core.inference import Pipeline, resolve_device, resolve_precision
 from brainseg_core.inference.device import (
@@ -19,8 +18,7 @@ from brainseg_core.inference.device import (
     is_out_of_memory,
     run_batched,
 )
-
-pytest_plugins = ["inference_fixtures"]  # the tiny bundle fixtures
+from tests.support import make_volume
 
 
 def _oom() -> Exception:
