@@ -36,7 +36,7 @@ def test_wheel_install_finds_models_and_sample(tmp_path: Path) -> None:
     # Build from a copy: setuptools writes build/ and *.egg-info into the source tree it builds.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     for name in ("app", "brainseg_core", "resources"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
