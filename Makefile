@@ -25,7 +25,6 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	bash packaging/ci-deps.sh
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 bench: install

@@ -4,11 +4,8 @@ This package is pure Python + numpy + torch. It never imports Qt (``tests/test_a
 enforces it); the viewer in ``brainseg_app`` depends on it, never the reverse.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("brainseg")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.1.0"
+#: The one place the version is written: pyproject.toml reads it from here
+#: (``[tool.setuptools.dynamic]``), and a frozen build, which has no package metadata, imports it.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -42,7 +42,6 @@ from brainseg_core.bundle import (
     key_metric,
     load_bundle,
     read_card,
-    resolve_card_path,
 )
 from brainseg_core.errors import BundleError
 from brainseg_core.resources import resource_path
@@ -51,7 +50,6 @@ __all__ = [
     "BundleInfo",
     "InstallRefused",
     "active_bundle",
-    "explicit_info",
     "find_bundle",
     "install_bundle",
     "list_bundles",
@@ -67,7 +65,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Source = Literal["shipped", "user", "explicit"]
+Source = Literal["shipped", "user"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class BundleInfo:
     Attributes:
         path: the card (``.json``) path.
         card: the parsed, validated card.
-        source: ``"shipped"``, ``"user"`` or ``"explicit"``.
+        source: ``"shipped"`` or ``"user"``.
     """
 
     path: Path
@@ -413,19 +411,3 @@ def _check_no_worse(card: ModelCard, path: Path) -> None:
             f"({old:.3f}); the two may have been validated on different patients, so compare them with "
             "brainseg-eval on the same data, then install with --force to use it anyway",
         )
-
-
-def explicit_info(path: str | Path) -> BundleInfo:
-    """The card of an explicitly named bundle, for listings next to :func:`list_bundles`.
-
-    Args:
-        path: the bundle (``.json``, ``.safetensors`` or its folder).
-
-    Returns:
-        Its :class:`BundleInfo` with source ``"explicit"``.
-
-    Raises:
-        BundleError: if the card cannot be read.
-    """
-    card_path = resolve_card_path(path)
-    return BundleInfo(card_path, read_card(card_path), "explicit")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System tools the tests and the packaging checks need, installed with apt-get only when missing:
-#   desktop-file-validate (desktop-file-utils)  validates the Linux desktop entry (tests/packaging)
+# System tools for the packaging checks, installed with apt-get only when missing (`make test` does
+# not need them; the desktop-entry test runs desktop-file-validate too when it is installed):
+#   desktop-file-validate (desktop-file-utils)  validates the Linux desktop entry (tests/app/test_desktop_entry.py)
 #   Xvfb (xvfb)                                 virtual X server for checking the frozen build's window
 # Idempotent and quiet: prints nothing and does nothing when both are present. Usable from make:
 #   bash packaging/ci-deps.sh

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_patient
 from torch import nn
 
 from brainseg_core.bundle import ModelBundle, load_bundle
 from brainseg_core.errors import DataError
 from brainseg_core.evaluation import evaluate, format_report
+from tests.support import make_patient
 
 
 class FlairBlob(nn.Module):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import make_patient
 from PIL import Image
 
 import brainseg_core
@@ -23,6 +22,7 @@ from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethres
 from brainseg_core.io import open_volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
+from tests.support import make_patient
 
 MODELS = {
     "classifier": {"name": "cls-x", "sha256": "a" * 64},

@@ -10,6 +10,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import brainseg_core
+
 REPO = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -34,13 +36,14 @@ def test_wheel_install_finds_models_and_sample(tmp_path: Path) -> None:
     # Build from a copy: setuptools writes build/ and *.egg-info into the source tree it builds.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     for name in ("app", "brainseg_core", "resources"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     pip_wheel = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
     subprocess.run([*pip_wheel, "-q", "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("brainseg-*.whl")
+    assert wheel.name.startswith(f"brainseg-{brainseg_core.__version__}-")  # the version's one source
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = {"PYTHONPATH": str(target), "BRAINSEG_USER_DATA": str(tmp_path / "user"), "PATH": "/usr/bin:/bin"}

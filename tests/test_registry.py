@@ -15,7 +15,6 @@ from brainseg_core.registry import (
     KEY_METRICS,
     InstallRefused,
     active_bundle,
-    explicit_info,
     install_bundle,
     list_bundles,
     model_choice,
@@ -109,7 +108,6 @@ def test_precedence_explicit_over_user_over_shipped(dirs: tuple[Path, Path], tmp
     explicit_cls = _save(tmp_path / "elsewhere2", "explicit-cls", "classifier")
     cls, seg = resolve_models(classifier=explicit_cls.parent, segmenter=explicit_seg, device="cpu")
     assert seg.card.name == "explicit-seg" and cls is not None and cls.card.name == "explicit-cls"
-    assert explicit_info(explicit_seg).source == "explicit"
 
     names = [(i.source, i.card.name) for i in list_bundles("segmenter")]
     assert names == [

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import tifffile
 from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
-from viewer_fixtures import *  # noqa: F403
-from viewer_helpers import wait_until
 
 from brainseg_app import dialogs
 from brainseg_app.session import PatientState
 from brainseg_core.spacing import Spacing
+
+# Every test here: no shipped models (only those it installs) and message boxes captured.
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
 
 
 def _analysed(w) -> bool:
@@ -38,7 +39,7 @@ def test_export_dialog_writes_the_chosen_files_and_asks_before_replacing(
 ) -> None:
     w = make_window(scripted_models)
     w.open_path(fixture_patient)
-    wait_until(lambda: _analysed(w))
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
     rec, pid = w.current, w.current.patient_id
     dlg = w.export_dialog()
     assert dlg is not None and dlg.isVisible()
@@ -83,12 +84,12 @@ def test_dataset_root_browser_analyse_all_and_export_all(
     assert w.open_path(lgg_fixture_root)
     rows = w.browser.row_texts()
     assert len(rows) == 2 and all(r[1] == "Not analysed" and r[2] == "" for r in rows)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
 
     # Export all offers to analyse the others first; accepting queues them, then opens the dialog.
     messages.answer = QMessageBox.StandardButton.Yes
     assert w.export_all_dialog() is None and messages.questions
-    wait_until(lambda: not w.is_busy() and bool(w._export_dialogs))
+    qtbot.waitUntil(lambda: not w.is_busy() and bool(w._export_dialogs), timeout=20_000)
     assert all(r.state is PatientState.DONE for r in w.records.values())
     assert all(r[1] == "Analysed" and r[2].isdigit() for r in w.browser.row_texts())
     dlg = w._export_dialogs[-1]
@@ -101,12 +102,14 @@ def test_dataset_root_browser_analyse_all_and_export_all(
     second = sorted(w.records)[1]
     base = w.records[second].base
     w.open_patient(second)
-    wait_until(lambda: w.volume is not None and w.current.path == second)
+    qtbot.waitUntil(lambda: w.volume is not None and w.current.path == second, timeout=20_000)
     assert w.current.base is base and not w.analysis.running
     assert w.results.scatter.data.size == w.n_slices
 
 
-def test_broken_inputs_give_messages_not_crashes(make_window, fixture_patient, messages, tmp_path) -> None:
+def test_broken_inputs_give_messages_not_crashes(
+    make_window, fixture_patient, messages, tmp_path, qtbot
+) -> None:
     w = make_window(auto_run=False)
     assert not w.open_path(tmp_path / "missing")
     assert "does not exist" in messages.texts()
@@ -119,7 +122,7 @@ def test_broken_inputs_give_messages_not_crashes(make_window, fixture_patient, m
     broken.write_bytes(b"this is not a TIFF")
     messages.shown.clear()
     assert w.open_path(patient)
-    wait_until(lambda: w.volume is not None and bool(messages.shown))
+    qtbot.waitUntil(lambda: w.volume is not None and bool(messages.shown), timeout=20_000)
     title, text, details = messages.shown[-1]
     assert title == "Some slices were skipped" and broken.name in details and "1 slice file" in text
     images = [p for p in patient.glob("*.tif") if not p.name.endswith("_mask.tif")]
@@ -130,17 +133,17 @@ def test_broken_inputs_give_messages_not_crashes(make_window, fixture_patient, m
     (empty / "TCGA_XX_0000_20000101_1.tif").write_bytes(b"junk")
     messages.shown.clear()
     if w.open_path(empty):
-        wait_until(lambda: bool(messages.shown))
+        qtbot.waitUntil(lambda: bool(messages.shown), timeout=20_000)
     assert "not a readable TIFF" in messages.texts() and "TCGA_XX_0000_20000101_1.tif" in messages.texts()
     assert w.volume is None
 
 
 def test_models_from_the_registry_menu_fallbacks(
-    make_window, fixture_patient, tiny_bundles, messages, tmp_path
+    make_window, fixture_patient, tiny_bundles, messages, tmp_path, qtbot
 ) -> None:
     w = make_window()  # no models given: resolved from the user model folder like an install
     w.open_path(fixture_patient)
-    wait_until(lambda: _analysed(w))
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
     assert w.current.base.segmenter.name == "tiny-seg"
     assert "tiny-seg" in w.results.models_label.text() and "tiny-cls" in w.results.models_label.text()
 
@@ -153,7 +156,7 @@ def test_models_from_the_registry_menu_fallbacks(
 
     assert w.load_bundle_file(tiny_bundles / "tiny-seg.json")  # loading re-runs the open patient
     assert w.settings.segmenter_path == str(tiny_bundles / "tiny-seg.json")
-    wait_until(lambda: _analysed(w))
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
 
     # A remembered bundle that no longer loads falls back to the default with a message.
     w.close()
@@ -176,11 +179,11 @@ def test_models_from_the_registry_menu_fallbacks(
     w3 = make_window()
     messages.shown.clear()
     w3.open_path(fixture_patient)
-    wait_until(lambda: w3.volume is not None and w3._models_loaded and not w3.is_busy())
+    qtbot.waitUntil(lambda: w3.volume is not None and w3._models_loaded and not w3.is_busy(), timeout=20_000)
     assert [t for t, _, _ in messages.shown] == ["No model"] and "brainseg-train" in messages.shown[0][1]
     assert w3.current.state is PatientState.NEW
     w3.open_path(fixture_patient.parent)
-    wait_until(lambda: w3.volume is not None and not w3.is_busy())
+    qtbot.waitUntil(lambda: w3.volume is not None and not w3.is_busy(), timeout=20_000)
     assert len(messages.shown) == 1 and "No segmentation model" in w3.statusBar().currentMessage()
     w3.run_current()
     assert [t for t, _, _ in messages.shown] == ["No model", "No model"]
@@ -206,10 +209,10 @@ def test_models_dialog_and_about(make_window, scripted_models, monkeypatch, mess
     assert about == [w]
 
 
-def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, scripted_models) -> None:
+def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, scripted_models, qtbot) -> None:
     w = make_window(scripted_models)
     w.open_path(fixture_patient)
-    wait_until(lambda: _analysed(w))
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
     assert "enter the pixel spacing" in w.results.summary_label.text()
     w.set_spacing(Spacing(0.5, 0.5, 2.0))
     voxels = w.current.shown.volume_voxels
@@ -239,7 +242,7 @@ def test_excepthook_shows_and_logs_instead_of_crashing(monkeypatch, messages, ca
     assert "boom" in caplog.text
 
 
-def test_run_viewer_opens_the_path_in_a_dark_window(monkeypatch, fixture_patient) -> None:
+def test_run_viewer_opens_the_path_in_a_dark_window(monkeypatch, fixture_patient, qtbot) -> None:
     from brainseg_app.window import MainWindow, run_viewer
 
     seen: dict = {}
@@ -249,7 +252,7 @@ def test_run_viewer_opens_the_path_in_a_dark_window(monkeypatch, fixture_patient
         assert len(windows) == 1
         w = windows[0]
         w.settings.auto_run = False
-        wait_until(lambda: w.volume is not None)
+        qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
         seen["path"] = w.current.path
         seen["lightness"] = app.palette().window().color().lightness()
         seen["hook"] = sys.excepthook
@@ -271,7 +274,7 @@ def test_run_viewer_opens_the_path_in_a_dark_window(monkeypatch, fixture_patient
     assert not [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
 
 
-def test_dropping_a_folder_opens_it(make_window, fixture_patient) -> None:
+def test_dropping_a_folder_opens_it(make_window, fixture_patient, qtbot) -> None:
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 
@@ -286,7 +289,7 @@ def test_dropping_a_folder_opens_it(make_window, fixture_patient) -> None:
         Qt.KeyboardModifier.NoModifier,
     )
     w.dropEvent(event)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     assert w.current.path == fixture_patient
 
 
@@ -317,13 +320,13 @@ def test_a_broken_chosen_bundle_falls_back_past_a_damaged_user_bundle(_tiny_bund
 
 
 def test_a_damaged_user_bundle_falls_back_to_the_shipped_models(
-    make_window, fixture_patient, _tiny_bundle_dir, messages
+    make_window, fixture_patient, _tiny_bundle_dir, messages, qtbot
 ) -> None:
     shipped, _ = _ship_tiny_models_and_damage_a_user_bundle(_tiny_bundle_dir)
 
     w = make_window()  # no models given: resolved like an install, the user's bundle first
     w.open_path(fixture_patient)
-    wait_until(lambda: w.volume is not None and w._models_loaded and not w.is_busy())
+    qtbot.waitUntil(lambda: w.volume is not None and w._models_loaded and not w.is_busy(), timeout=20_000)
     assert w.segmenter is not None and w.segmenter.path == shipped / "tiny-seg.json"
     assert w.classifier is not None and w.classifier.path == shipped / "tiny-cls.json"
     assert w.current.state is PatientState.DONE
@@ -340,9 +343,12 @@ def test_export_writes_the_results_it_started_with_when_the_models_change(
 
     w = make_window(scripted_models, auto_run=False)
     assert w.open_path(lgg_fixture_root)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     w.analyse_all()
-    wait_until(lambda: all(r.state is PatientState.DONE for r in w.records.values()) and not w.is_busy())
+    qtbot.waitUntil(
+        lambda: all(r.state is PatientState.DONE for r in w.records.values()) and not w.is_busy(),
+        timeout=20_000,
+    )
     expected = {r.patient_id: r.n_slices for r in w.records.values()}
 
     started, go = threading.Event(), threading.Event()
@@ -361,7 +367,7 @@ def test_export_writes_the_results_it_started_with_when_the_models_change(
         box.setChecked(key == "csv")
     with qtbot.waitSignal(dlg.runner.stopped, timeout=20_000):
         assert dlg.start_export()
-        wait_until(started.is_set)
+        qtbot.waitUntil(started.is_set, timeout=20_000)
         w.set_models(*scripted_models)  # like "Use default models": every result is reset
         assert all(r.shown is None for r in w.records.values())
         go.set()
@@ -375,7 +381,7 @@ def test_export_writes_the_results_it_started_with_when_the_models_change(
 
 
 def test_a_failed_load_of_a_patient_already_left_marks_it_without_a_dialog(
-    make_window, fixture_patient, messages, tmp_path
+    make_window, fixture_patient, messages, tmp_path, qtbot
 ) -> None:
     good = tmp_path / fixture_patient.name
     shutil.copytree(fixture_patient, good)
@@ -385,15 +391,17 @@ def test_a_failed_load_of_a_patient_already_left_marks_it_without_a_dialog(
         (broken / f"{broken.name}_{k}.tif").write_bytes(b"junk")
     w = make_window(auto_run=False)
     assert w.open_path(tmp_path)
-    wait_until(lambda: w.volume is not None and not w.is_busy())
+    qtbot.waitUntil(lambda: w.volume is not None and not w.is_busy(), timeout=20_000)
     assert w.current.path == good
     w.open_patient(broken)
     w.open_patient(good)  # before the broken one's read has failed
-    wait_until(lambda: w.volume is not None and w.current.path == good and not w.loader.running)
+    qtbot.waitUntil(
+        lambda: w.volume is not None and w.current.path == good and not w.loader.running, timeout=20_000
+    )
     assert messages.shown == []
     assert w.records[broken].state is PatientState.FAILED and "not a readable TIFF" in w.records[broken].error
     assert dict((r[0], r[1]) for r in w.browser.row_texts())[broken.name] == "Failed"
 
     w.open_patient(broken)  # still shown: the dialog explains it
-    wait_until(lambda: bool(messages.shown))
+    qtbot.waitUntil(lambda: bool(messages.shown), timeout=20_000)
     assert messages.shown[-1][0] == "Cannot open patient"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from PySide6.QtWidgets import QMessageBox
-from viewer_fixtures import *  # noqa: F403
 
 from brainseg_app import dialogs
 from brainseg_core.bundle import save_bundle
 from brainseg_core.models import build_model
 from brainseg_core.registry import active_bundle, model_choice
+
+# Every test here: no shipped models (only those it installs) and message boxes captured.
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
 
 
 def _seg(out: Path, name: str, dice: float | None) -> Path:
@@ -82,17 +85,17 @@ def test_use_shipped_models_menu_reloads_the_shipped_segmenter(make_window, tiny
 
 
 def test_thorough_setting_builds_a_flip_tta_pipeline_and_reanalyses(
-    make_window, fixture_patient, tiny_bundles
+    make_window, fixture_patient, tiny_bundles, qtbot
 ):
-    from viewer_helpers import wait_until
-
     from brainseg_app.session import PatientState
 
     w = make_window()
     w.open_path(fixture_patient)
-    wait_until(lambda: w.current is not None and w.current.state is PatientState.DONE)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
     assert w.analyser.pipeline is not None and not w.analyser.pipeline.flip_tta
     w.actions_by_name["thorough"].trigger()
     assert w.settings.thorough and w.actions_by_name["thorough"].isChecked()
-    wait_until(lambda: w.current.state is PatientState.DONE and w.analyser.pipeline is not None)
+    qtbot.waitUntil(
+        lambda: w.current.state is PatientState.DONE and w.analyser.pipeline is not None, timeout=20_000
+    )
     assert w.analyser.pipeline.flip_tta

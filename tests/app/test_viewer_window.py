@@ -11,11 +11,13 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication, QColorDialog
-from viewer_fixtures import *  # noqa: F403
-from viewer_helpers import DISC_RADIUS, DiscAndSpotSegmenter, DiscSegmenter, MeanClassifier, wait_until
 
 from brainseg_app.session import PatientState
 from brainseg_core.inference import label_components
+from tests.support import DISC_RADIUS, DiscAndSpotSegmenter, DiscSegmenter, MeanClassifier
+
+# Every test here: no shipped models (only those it installs) and message boxes captured.
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
 
 N_FIXTURE = 20
 
@@ -24,9 +26,9 @@ def _analysed(w) -> bool:
     return w.current is not None and w.current.state is PatientState.DONE and not w.is_busy()
 
 
-def _open_and_analyse(w, path: Path) -> None:
+def _open_and_analyse(qtbot, w, path: Path) -> None:
     assert w.open_path(path)
-    wait_until(lambda: _analysed(w))
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
 
 
 def _reddish(w) -> int:
@@ -46,10 +48,10 @@ def img_format():
 
 
 def test_open_runs_the_analysis_in_the_worker_and_draws_the_mask(
-    make_window, fixture_patient, scripted_models, messages
+    make_window, fixture_patient, scripted_models, messages, qtbot
 ) -> None:
     w = make_window(scripted_models)
-    _open_and_analyse(w, fixture_patient)
+    _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
     assert rec.complete and rec.n_slices == N_FIXTURE
     gated = [s.index for s in rec.base.slices if s.tumour_probability >= 0.5]
@@ -71,9 +73,9 @@ def test_open_runs_the_analysis_in_the_worker_and_draws_the_mask(
     assert messages.shown == []
 
 
-def test_overlay_controls_change_what_is_drawn(make_window, fixture_patient, scripted_models) -> None:
+def test_overlay_controls_change_what_is_drawn(make_window, fixture_patient, scripted_models, qtbot) -> None:
     w = make_window(scripted_models)
-    _open_and_analyse(w, fixture_patient)
+    _open_and_analyse(qtbot, w, fixture_patient)
     c = w.controls
     c.channel.setCurrentIndex(1)  # FLAIR in grey: red pixels can only come from the overlay
     c.show_gt.setChecked(False)
@@ -147,7 +149,7 @@ def _wheel(w, dy: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoMo
 def test_navigation_keys_wheel_slider_and_thumbnails(make_window, fixture_patient, qtbot) -> None:
     w = make_window(auto_run=False)
     assert w.open_path(fixture_patient)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     assert w.index == N_FIXTURE // 2 and w.current.state is PatientState.NEW  # auto-run off
     steps = [
         (Qt.Key.Key_Right, 11),
@@ -190,7 +192,7 @@ def test_navigation_keys_wheel_slider_and_thumbnails(make_window, fixture_patien
 def test_window_level_by_right_drag_persists_across_slices(make_window, fixture_patient, qtbot) -> None:
     w = make_window(auto_run=False)
     w.open_path(fixture_patient)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     vp = w.view.graphics.viewport()
     start = QPoint(vp.width() // 2, vp.height() // 2)
     qtbot.mousePress(vp, Qt.MouseButton.RightButton, pos=start)
@@ -212,7 +214,7 @@ def test_window_level_by_right_drag_persists_across_slices(make_window, fixture_
 
 
 def test_thresholds_rethreshold_instantly_and_segment_newly_gated_slices(
-    make_window, fixture_patient, scripted_models, monkeypatch
+    make_window, fixture_patient, scripted_models, monkeypatch, qtbot
 ) -> None:
     calls = {"seg": 0, "cls": 0}
     seg_forward, cls_forward = DiscSegmenter.forward, MeanClassifier.forward
@@ -228,7 +230,7 @@ def test_thresholds_rethreshold_instantly_and_segment_newly_gated_slices(
     monkeypatch.setattr(DiscSegmenter, "forward", seg)
     monkeypatch.setattr(MeanClassifier, "forward", cls)
     w = make_window(scripted_models)
-    _open_and_analyse(w, fixture_patient)
+    _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
     n_gated = rec.tumour_slices()
     assert calls == {"seg": n_gated, "cls": N_FIXTURE}
@@ -246,7 +248,7 @@ def test_thresholds_rethreshold_instantly_and_segment_newly_gated_slices(
 
     w.controls.gate.setValue(0)  # slices never segmented now pass: the segmenter runs on them
     assert rec.missing(w.thresholds)
-    wait_until(lambda: not w.is_busy() and not rec.missing(w.thresholds))
+    qtbot.waitUntil(lambda: not w.is_busy() and not rec.missing(w.thresholds), timeout=20_000)
     assert calls == {"seg": N_FIXTURE, "cls": N_FIXTURE}
     assert rec.tumour_slices() == N_FIXTURE
     assert w.settings.classifier_threshold == 0.0  # remembered
@@ -263,26 +265,26 @@ def _slow(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
 
 
 def test_cancel_stops_the_run_and_keeps_partial_results(
-    make_window, fixture_patient, scripted_models, monkeypatch
+    make_window, fixture_patient, scripted_models, monkeypatch, qtbot
 ) -> None:
     _slow(monkeypatch, 0.3)
     w = make_window(scripted_models)
     w.controls.gate.setValue(0)  # segment every slice: two batches of 16 + 4
     w.analysis.item.connect(lambda obj: obj[0] == "slice" and w.cancel_button.click())
     w.open_path(fixture_patient)
-    wait_until(lambda: w.current.state is PatientState.CANCELLED and not w.is_busy())
+    qtbot.waitUntil(lambda: w.current.state is PatientState.CANCELLED and not w.is_busy(), timeout=20_000)
     assert 0 < len(w.current.raw) < N_FIXTURE
     assert not w.progress.isVisible() and not w.cancel_button.isVisible()
     assert "cancelled" in w.statusBar().currentMessage()
 
 
 def test_closing_during_a_run_stops_the_worker(
-    make_window, fixture_patient, scripted_models, monkeypatch
+    make_window, fixture_patient, scripted_models, monkeypatch, qtbot
 ) -> None:
     _slow(monkeypatch, 0.3)
     w = make_window(scripted_models)
     w.open_path(fixture_patient)
-    wait_until(lambda: w.analysis.running)
+    qtbot.waitUntil(lambda: w.analysis.running, timeout=20_000)
     thread = w.analysis._thread
     t0 = time.monotonic()
     w.close()
@@ -333,11 +335,11 @@ def test_every_control_has_a_tooltip_and_shortcuts_are_listed(make_window) -> No
 
 
 def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
-    make_window, fixture_patient, scripted_models
+    make_window, fixture_patient, scripted_models, qtbot
 ) -> None:
     cls, seg = scripted_models
     w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
-    _open_and_analyse(w, fixture_patient)
+    _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
     masks = np.stack([s.mask for s in rec.shown.slices])
     labels, n = label_components(masks)
@@ -366,25 +368,25 @@ def test_non_finite_or_huge_numbers_in_the_settings_file_fall_back_to_defaults(m
 
 
 def test_run_or_analyse_all_right_after_cancel_runs_the_patient_again(
-    make_window, lgg_fixture_root, scripted_models, monkeypatch
+    make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
 ) -> None:
     _slow(monkeypatch, 0.3)
     w = make_window(scripted_models, auto_run=False)
     w.controls.gate.setValue(0)  # segment every slice: two batches of 16 + 4
     assert w.open_path(lgg_fixture_root)
-    wait_until(lambda: w.volume is not None)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     rec = w.current
     other = next(r for r in w.records.values() if r is not rec)
 
     def cancel_mid_run() -> None:
-        wait_until(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0)
+        qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0, timeout=20_000)
         w.cancel_analysis()
         assert w.analysis.running and w.analysis.cancelling
 
     w.run_current()
     cancel_mid_run()
     w.run_current()  # queued until the cancelled job's worker stops
-    wait_until(lambda: not w.is_busy(), 30)
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=30_000)
     assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
     assert not w.analysis.cancelling
 
@@ -392,13 +394,13 @@ def test_run_or_analyse_all_right_after_cancel_runs_the_patient_again(
     cancel_mid_run()
     w.analyse_all()
     assert rec.state is PatientState.QUEUED
-    wait_until(lambda: not w.is_busy(), 30)
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=30_000)
     assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
     assert other.state is PatientState.DONE and len(other.raw) == N_FIXTURE
 
 
 def test_opening_another_patient_while_the_models_load_keeps_them(
-    make_window, lgg_fixture_root, scripted_models, monkeypatch
+    make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
 ) -> None:
     from brainseg_app import analysis
 
@@ -413,19 +415,21 @@ def test_opening_another_patient_while_the_models_load_keeps_them(
     monkeypatch.setattr(analysis, "_build_pipeline", slow_build)
     w = make_window(scripted_models)
     assert w.open_path(lgg_fixture_root)
-    wait_until(lambda: w.analysis.running and w.analysis.tag == ("prepare", None))
+    qtbot.waitUntil(lambda: w.analysis.running and w.analysis.tag == ("prepare", None), timeout=20_000)
     second = sorted(w.records)[1]
     w.open_patient(second)
     assert not w.analysis.cancelling
-    wait_until(lambda: w.current.path == second and _analysed(w), 30)
+    qtbot.waitUntil(lambda: w.current.path == second and _analysed(w), timeout=30_000)
     assert len(builds) == 1 and w.analyser.pipeline is not None
 
 
-def test_slices_to_review_are_listed_and_explained(make_window, fixture_patient, scripted_models) -> None:
+def test_slices_to_review_are_listed_and_explained(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
     from brainseg_core.inference import ReviewReason
 
     w = make_window(scripted_models)
-    _open_and_analyse(w, fixture_patient)
+    _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
     assert "to review" not in w.results.summary_label.text()
     slices = list(rec.shown.slices)

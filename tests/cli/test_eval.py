@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -61,33 +63,54 @@ def test_eval_patients_file_restricts(random_bundles, lgg_fixture_root: Path, tm
     assert "TCGA_NOPE" in capsys.readouterr().err
 
 
-def test_eval_shipped_models(lgg_fixture_root: Path, tmp_path: Path) -> None:
+def _eval_shipped(root: Path, out: Path, *flags: str) -> tuple[int, dict, str]:
+    """``brainseg-eval ROOT --device cpu --json OUT --quiet FLAGS``: (exit code, JSON result, stdout)."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = main([str(root), "--device", "cpu", "--json", str(out), "--quiet", *flags])
+    return rc, json.loads(out.read_text()) if out.is_file() else {}, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shipped_eval(lgg_fixture_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
+    """The shipped models evaluated once on the fixture patients, shared by the tests below (the slowest
+    step of the suite). Module-scoped, so it isolates the user folders itself, as the root conftest's
+    function-scoped ``_isolated_user_dirs`` does for each test."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BRAINSEG_USER_DATA", str(tmp_path_factory.mktemp("userdata")))
+        mp.setenv("BRAINSEG_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+        return _eval_shipped(lgg_fixture_root, tmp_path_factory.mktemp("shipped") / "shipped.json")
+
+
+def test_eval_shipped_models(shipped_eval: tuple[int, dict, str]) -> None:
     """The models shipped in resources/models, found through the registry (no explicit paths)."""
     shipped = sorted(shipped_models_dir().glob("*.json"))
     assert shipped, f"no shipped bundles in {shipped_models_dir()}"
-    out = tmp_path / "shipped.json"
-    assert main([str(lgg_fixture_root), "--device", "cpu", "--json", str(out), "--quiet"]) == 0
-    result = json.loads(out.read_text())
+    rc, result, _ = shipped_eval
+    assert rc == 0
     _check_result(result, 2)
     assert Path(result["models"]["segmenter"]["path"]).parent == shipped_models_dir()
     assert Path(result["models"]["classifier"]["path"]).parent == shipped_models_dir()
 
 
-def test_eval_largest_component_keeps_a_subset(lgg_fixture_root: Path, tmp_path: Path, capsys) -> None:
-    runs = {}
-    for flag in ([], ["--largest-component"]):
-        out = tmp_path / f"run{len(flag)}.json"
-        assert main([str(lgg_fixture_root), "--device", "cpu", "--json", str(out), "--quiet", *flag]) == 0
-        runs[bool(flag)] = json.loads(out.read_text())
+def test_eval_largest_component_keeps_a_subset(
+    shipped_eval: tuple[int, dict, str], lgg_fixture_root: Path, tmp_path: Path
+) -> None:
+    rc, plain_run, plain_out = shipped_eval  # the plain run: same models, data and options
+    largest_rc, largest_run, largest_out = _eval_shipped(
+        lgg_fixture_root, tmp_path / "largest.json", "--largest-component"
+    )
+    assert rc == 0 and largest_rc == 0
+    runs = {False: plain_run, True: largest_run}
     assert runs[True]["thresholds"]["largest_component"] is True
     assert runs[False]["thresholds"]["largest_component"] is False
-    assert "largest 3-D region only" in capsys.readouterr().out
+    assert "largest 3-D region only" in plain_out + largest_out
     for plain, largest in zip(runs[False]["patients"], runs[True]["patients"], strict=True):
         assert 0 < largest["segment_all"]["predicted_voxels"] <= plain["segment_all"]["predicted_voxels"]
 
 
 def test_eval_prints_each_volumes_skipped_slices(random_bundles, tmp_path: Path, capsys) -> None:
-    from conftest import make_patient
+    from tests.support import make_patient
 
     _cls, seg = random_bundles
     patient = make_patient(tmp_path / "data", n=4, size=32)

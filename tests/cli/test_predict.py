@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import make_patient
 
 from brainseg_core.cli.predict import main
 from brainseg_core.inference import Pipeline
+from tests.support import make_patient
 
 
 @pytest.fixture(scope="module")

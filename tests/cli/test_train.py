@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_patient
 
 from brainseg_core.bundle import save_bundle
 from brainseg_core.cli.train import main
 from brainseg_core.models import build_model
 from brainseg_core.registry import active_bundle, install_bundle, user_models_dir
+from tests.support import make_patient
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from inference_fakes import make_volume
 
 from brainseg_core.inference import Pipeline, resolve_device, resolve_precision
 from brainseg_core.inference.device import (
@@ -20,8 +19,7 @@ from brainseg_core.inference.device import (
     run_batched,
 )
 from brainseg_core.thresholds import Thresholds
-
-pytest_plugins = ["inference_fixtures"]  # the tiny bundle fixtures
+from tests.support import make_volume
 
 
 def _oom() -> Exception:

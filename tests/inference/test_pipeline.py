@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from inference_fakes import FakeClassifier, FakeSegmenter, make_volume
 
 from brainseg_core.bundle import ModelRef
 from brainseg_core.errors import BundleError, Cancelled
@@ -16,10 +15,9 @@ from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import CPU_FORWARD_BATCH
 from brainseg_core.preprocessing import preprocess_volume, resize_prob
 from brainseg_core.thresholds import Thresholds
+from tests.support import FakeClassifier, FakeSegmenter, make_volume
 
 PROBS = [0.1, 0.5, 0.49, 0.9, 0.0, 0.7]
-
-pytest_plugins = ["inference_fixtures"]  # the tiny bundle fixtures
 
 
 def _blob_masks(n: int, size: int) -> np.ndarray:

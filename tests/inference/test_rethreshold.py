@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from inference_fakes import FakeClassifier, make_volume
 
 from brainseg_core.bundle import ModelRef
 from brainseg_core.inference import (
@@ -19,10 +18,9 @@ from brainseg_core.inference import (
 )
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
+from tests.support import FakeClassifier, make_volume
 
 PROBS = [0.1, 0.5, 0.49, 0.9, 0.0, 0.7]
-
-pytest_plugins = ["inference_fixtures"]  # the tiny bundle fixtures
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_fixtures import tiny_config
 
 from brainseg_core.bundle import load_bundle
 from brainseg_core.crossval import load_fold
 from brainseg_core.training.data import crop_batch, fold_patients
 from brainseg_core.training.loop import TrainConfig, train
-
-pytest_plugins = ["training_fixtures"]
+from tests.support import tiny_config
 
 
 def _quiet(cfg: TrainConfig):

@@ -19,8 +19,6 @@ from brainseg_core.training.data import (
     split_patients,
 )
 
-pytest_plugins = ["training_fixtures"]
-
 IDS = [f"P{i:02d}" for i in range(10)]
 
 
@@ -103,7 +101,7 @@ def test_augment_moves_masks_with_images() -> None:
 def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
     import shutil
 
-    from conftest import make_patient
+    from tests.support import make_patient
 
     patient = make_patient(tmp_path / "data", patient_id="TCGA_XX_0009_20000101", n=4)
     bad = patient / f"{patient.name}_3.tif"

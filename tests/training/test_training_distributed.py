@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-pytest_plugins = ["training_fixtures"]
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from training_fixtures import tiny_config
 
 from brainseg_core.bundle import load_bundle
 from brainseg_core.errors import Cancelled
 from brainseg_core.training.loop import TrainConfig, choose_classifier_threshold, lr_at, train
-
-pytest_plugins = ["training_fixtures"]
+from tests.support import tiny_config
 
 
 def _history(out: Path) -> list[dict]:

@@ -1,16 +1,18 @@
-"""Viewer test fixtures: message boxes captured instead of shown, tiny and scripted models.
+"""Viewer test fixtures: message boxes captured instead of shown, tiny and scripted models, windows.
 
-Test modules take them with ``from viewer_fixtures import *`` (a ``conftest.py`` here would
-shadow the suite's root ``conftest`` module that other tests import helpers from).
+The window tests take ``_no_shipped_models`` and ``messages`` for every test with
+``pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")``; the other tests here
+(self-test, desktop entry, about box) see the real shipped resources.
 
 Two kinds of models:
 
 - ``tiny_bundles``: real random-weight bundles written by the root ``tiny_bundle`` fixture (resunet
   base_filters=4 depth=2, plain_cnn width=4) and installed into the test's user model folder, so
   the viewer finds them through ``brainseg_core.registry`` exactly as it finds installed models.
-- ``scripted_models``: the same cards with deterministic networks: the segmenter outputs a disc
-  of known radius in the middle of every slice it runs on, the classifier a tumour probability
-  that rises with the slice's mean intensity. Overlay tests can then assert what is drawn.
+- ``scripted_models``: the same cards with the deterministic networks of ``tests.support``: the
+  segmenter outputs a disc of known radius in the middle of every slice it runs on, the classifier
+  a tumour probability that rises with the slice's mean intensity. Overlay tests can then assert
+  what is drawn.
 """
 
 from __future__ import annotations
@@ -23,19 +25,9 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QMessageBox
-from viewer_helpers import DiscSegmenter, MeanClassifier
 
 from brainseg_core.bundle import ModelBundle, load_bundle
-
-__all__ = [
-    "Messages",
-    "_no_shipped_models",
-    "_tiny_bundle_dir",
-    "make_window",
-    "messages",
-    "scripted_models",
-    "tiny_bundles",
-]
+from tests.support import DiscSegmenter, MeanClassifier
 
 
 @dataclasses.dataclass
@@ -50,7 +42,7 @@ class Messages:
         return "\n".join(f"{t}: {x}\n{d}" for t, x, d in self.shown)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _no_shipped_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Resources without shipped models, so tests see only the models they install themselves."""
     resources = tmp_path_factory.mktemp("resources")
@@ -58,7 +50,7 @@ def _no_shipped_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("BRAINSEG_RESOURCES", str(resources))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def messages(monkeypatch: pytest.MonkeyPatch) -> Messages:
     """Capture QMessageBox instead of blocking on a modal dialog; questions get ``answer``."""
     box = Messages()
@@ -95,7 +87,7 @@ def tiny_bundles(_tiny_bundle_dir: Path) -> Path:
 
 @pytest.fixture
 def scripted_models(_tiny_bundle_dir: Path) -> tuple[ModelBundle, ModelBundle]:
-    """(classifier, segmenter) bundles with the scripted networks above."""
+    """(classifier, segmenter) bundles with the scripted networks of ``tests.support``."""
     cls = load_bundle(_tiny_bundle_dir / "tiny-cls.json")
     seg = load_bundle(_tiny_bundle_dir / "tiny-seg.json")
     return dataclasses.replace(cls, model=MeanClassifier()), dataclasses.replace(seg, model=DiscSegmenter())

@@ -1,8 +1,4 @@
-"""Tiny random-weight bundle fixtures for the inference tests.
-
-Test modules load this with ``pytest_plugins = ["inference_fixtures"]`` rather than from a
-``conftest.py`` here, which would shadow ``tests/conftest.py`` for ``from conftest import ...``.
-"""
+"""Tiny random-weight bundle fixtures for the inference tests (the fake networks: ``tests/support.py``)."""
 
 from __future__ import annotations
 

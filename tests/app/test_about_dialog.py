@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from brainseg_app.about import AboutDialog, show_about
+from brainseg_core import __version__
 
 CARD = {
     "name": "lgg-resunet-test",
@@ -33,7 +34,7 @@ def test_about_dialog_contents(qtbot: QtBot) -> None:
     dialog = AboutDialog(None, [CARD, _Bundle()])
     qtbot.addWidget(dialog)
     text = dialog.text.toPlainText()
-    assert "BrainSeg 0.1.0" in text
+    assert f"BrainSeg {__version__}" in text
     assert "not a certified medical device" in text
     assert "Buda" in text and "Computers in Biology and Medicine 109 (2019)" in text
     assert "TCGA-LGG" in text and "CC BY-NC-SA 4.0" in text
