@@ -10,8 +10,9 @@ the parent of its message boxes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
@@ -99,6 +100,17 @@ def _build_pipeline(
             raise
         pipeline = Pipeline(classifier, segmenter, device="auto", flip_tta=thorough)
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the prepare job hands back: the models (when loaded now), the pipeline, warnings."""
+
+    loaded_now: bool
+    classifier: ModelBundle | None
+    segmenter: ModelBundle
+    pipeline: Pipeline
+    warnings: list[tuple[str, str]]
 
 
 class Session(Protocol):
@@ -419,8 +431,10 @@ class AnalysisController(QObject):
         device = self.settings.device
         thorough = self.settings.thorough
 
-        def job(report: JobReport) -> object:
+        def job(report: JobReport) -> _Prepared:
             warnings: list[tuple[str, str]] = []
+            cls: ModelBundle | None
+            seg: ModelBundle | None
             if need:
                 cls, seg, warning = _resolve_models(*paths)
                 if warning:
@@ -432,14 +446,21 @@ class AnalysisController(QObject):
             pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
-            return need, cls, seg, pipeline, warnings
+            return _Prepared(need, cls, seg, pipeline, warnings)
 
         self.runner.start(job, tag=("prepare", None))
         self.jobStarted.emit("", bool(self.queue))
         self.message.emit("Loading the models …" if need else f"Preparing the models on {device} …", 0)
 
     def _on_prepared(self, result: object) -> None:
-        need, cls, seg, pipeline, warnings = result  # type: ignore[misc]
+        assert isinstance(result, _Prepared)
+        need, cls, seg, pipeline, warnings = (
+            result.loaded_now,
+            result.classifier,
+            result.segmenter,
+            result.pipeline,
+            result.warnings,
+        )
         if need:
             self.models_loaded = True
             model_warning = next((text for title, text in warnings if title == "Model not loaded"), None)
@@ -491,6 +512,7 @@ class AnalysisController(QObject):
             verb = "Analysing"
         else:
             base = rec.base
+            assert base is not None
             indices = rec.missing(session.thresholds)
 
             def job(report: JobReport) -> object:
@@ -510,7 +532,7 @@ class AnalysisController(QObject):
     # Results streamed back from the worker
     # ==========================================================================================
     def _on_item(self, obj: object) -> None:
-        kind, rec, payload = obj  # type: ignore[misc]
+        kind, rec, payload = cast(tuple[str, PatientRecord, Any], obj)
         session = self.session
         if kind == "start":
             empty, n_slices = payload
@@ -523,7 +545,7 @@ class AnalysisController(QObject):
         self.sliceAnalysed.emit(rec, shown.index)
 
     def _on_finished(self, result: object) -> None:
-        kind, rec = self.runner.tag  # type: ignore[misc]
+        kind, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         if kind == "prepare":
             self._on_prepared(result)
             return
@@ -536,7 +558,7 @@ class AnalysisController(QObject):
         self.stateChanged.emit()
 
     def _on_failed(self, message: str, details: str) -> None:
-        kind, rec = self.runner.tag  # type: ignore[misc]
+        kind, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         if kind == "prepare":
             self._on_prepare_failed(message, details)
             return
@@ -555,7 +577,7 @@ class AnalysisController(QObject):
             self.message.emit(f"{rec.patient_id}: analysis failed ({message})", 8000)
 
     def _on_cancelled(self) -> None:
-        kind, rec = self.runner.tag  # type: ignore[misc]
+        kind, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         if kind == "prepare":
             return
         if kind != "analyse":

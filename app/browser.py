@@ -127,7 +127,8 @@ class PatientBrowser(QWidget):
         out = []
         for i in range(self.tree.topLevelItemCount()):
             it = self.tree.topLevelItem(i)
-            out.append((it.text(0), it.text(1), it.text(2)))
+            if it is not None:
+                out.append((it.text(0), it.text(1), it.text(2)))
         return out
 
     def _on_item(self, item: QTreeWidgetItem, _column: int = 0) -> None:

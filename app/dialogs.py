@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from brainseg_app.session import PatientRecord
 from brainseg_app.worker import JobReport, JobRunner
 from brainseg_core.export import ExportFormat
+from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 
 log = logging.getLogger(__name__)
@@ -491,7 +492,7 @@ class ExportDialog(QDialog):
     def __init__(
         self,
         records: Sequence[PatientRecord],
-        volume_for: Callable[[PatientRecord], object],
+        volume_for: Callable[[PatientRecord], Volume],
         *,
         formats: Sequence[str] = ("tif", "png", "csv"),
         destination: Path | None = None,
@@ -590,8 +591,7 @@ class ExportDialog(QDialog):
         if self.runner.running:
             return False
         # Snapshot the results here, in the GUI thread: changing the models meanwhile resets them.
-        items = [(rec, rec.shown) for rec in self.records]
-        gone = [rec.patient_id for rec, shown in items if shown is None]
+        gone = [rec.patient_id for rec in self.records if rec.shown is None]
         if gone:
             self.status.setText(
                 f"{', '.join(gone)} has no results any more (the models changed); close and export again."
@@ -625,6 +625,7 @@ class ExportDialog(QDialog):
                 return False
             overwrite = True
         volume_for = self._volume_for
+        items = [(rec, rec.shown) for rec in self.records if rec.shown is not None]
 
         def job(report: JobReport) -> list[Path]:
             from brainseg_core.export import export_results

@@ -12,13 +12,17 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from brainseg_core.resources import resource_path
 
 #: Below this Dice on the sample patient the models are considered broken (the sample's tumour is
 #: large and clear; working models score far above it).
 MIN_DICE = 0.5
+
+
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelBundle
 
 
 class SelfTestError(Exception):
@@ -41,11 +45,11 @@ def sample_patient() -> Path:
     return patients[0]
 
 
-def _describe(kind: str, bundle: object) -> str:
+def _describe(kind: str, bundle: ModelBundle) -> str:
     from brainseg_core.registry import model_choice, shipped_models_dir
 
-    card = bundle.card  # type: ignore[attr-defined]
-    path = Path(bundle.path)  # type: ignore[attr-defined]
+    card = bundle.card
+    path = Path(bundle.path)
     origin = "shipped" if path.resolve().is_relative_to(shipped_models_dir().resolve()) else "user-installed"
     how = {"default": "shipped models chosen", None: "newest available"}.get(
         model_choice().get(kind), "pinned"
@@ -56,7 +60,7 @@ def _describe(kind: str, bundle: object) -> str:
     )
 
 
-def _load_models() -> tuple[object, object]:
+def _load_models() -> tuple[ModelBundle | None, ModelBundle]:
     from brainseg_core.errors import BrainSegError
     from brainseg_core.registry import list_bundles, resolve_models, shipped_models_dir, user_models_dir
 

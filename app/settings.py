@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import platformdirs
 from PySide6.QtCore import QByteArray, QSettings
@@ -90,7 +92,7 @@ class Settings:
         value = self._get("recent/paths")
         if value is None:
             return []
-        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        items = [value] if isinstance(value, str) else list(cast(Iterable[object], value))
         return [str(v) for v in items if str(v)]
 
     def add_recent(self, path: Path | str) -> None:
@@ -278,7 +280,7 @@ class Settings:
         value = self._get("export/formats")
         if value is None:
             return ["tif", "png", "csv"]
-        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        items = [value] if isinstance(value, str) else list(cast(Iterable[object], value))
         return [str(v) for v in items if str(v) in FORMATS]
 
     @export_formats.setter
@@ -317,9 +319,9 @@ class Settings:
         value = self._get(self._spacing_key(dataset))
         if value is None:
             return None
-        parts = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        parts = [value] if isinstance(value, str) else list(cast(Iterable[object], value))
         try:
-            return Spacing.from_sequence([float(p) for p in parts])
+            return Spacing.from_sequence([float(cast(str, p)) for p in parts])
         except (TypeError, ValueError):
             return None
 

@@ -83,7 +83,7 @@ class _MaskLayer:
     ) -> None:
         self.mask = mask
         has = mask is not None and bool(mask.any())
-        if has:
+        if mask is not None and has:
             rgb = (colour.red(), colour.green(), colour.blue())
             self.fill.setImage(mask_rgba(mask, rgb, opacity), autoLevels=False, levels=(0, 255))
             x, y = boundary_segments(mask)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +108,20 @@ class MainWindow(QMainWindow):
         self.recent_menu, self.device_menu = actions.build_menus_and_toolbar(self, self.actions_by_name)
         self._restore_settings()
         self._connect()
-        self._plot_timer = QTimer(self, singleShot=True, interval=60, timeout=self._refresh_results)
-        self._threshold_timer = QTimer(self, singleShot=True, interval=300, timeout=self._thresholds_settled)
+        self._plot_timer = self._timer(60, self._refresh_results)
+        self._threshold_timer = self._timer(300, self._thresholds_settled)
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._update_enabled()
         self.view.setFocus()
+
+    def _timer(self, interval_ms: int, slot: Callable[[], None]) -> QTimer:
+        """A single-shot timer calling ``slot``; each start() restarts it."""
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(interval_ms)
+        timer.timeout.connect(slot)
+        return timer
 
     @property
     def classifier(self) -> ModelBundle | None:

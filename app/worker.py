@@ -145,7 +145,7 @@ class JobRunner(QObject):
         thread.started.connect(worker.run)
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker, self._report, self.tag = thread, worker, report, tag
-        self._emitter = emitter
+        self._emitter: _Emitter | None = emitter
         thread.start()
         self.started.emit()
 

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +51,9 @@ from brainseg_core.thresholds import Thresholds
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "data" / "lgg" / "fixtures" / "kaggle_3m"
+
+
+T = TypeVar("T")
 
 
 def _sync(device: torch.device) -> None:
@@ -118,8 +124,9 @@ def load_models(args: argparse.Namespace, tmp: Path) -> tuple[ModelBundle, Model
 
 def seed_loop(cls: ModelBundle, seg: ModelBundle, volume, threshold: float, device: torch.device) -> int:
     """The seed notebook's way: per slice, classify, then segment if flagged (fp32, NCHW)."""
-    cls_model = copy.deepcopy(cls.model).to(device, memory_format=torch.contiguous_format).eval()
-    seg_model = copy.deepcopy(seg.model).to(device, memory_format=torch.contiguous_format).eval()
+    # torch's type stubs omit Module.to's memory_format keyword
+    cls_model = copy.deepcopy(cls.model).to(device, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    seg_model = copy.deepcopy(seg.model).to(device, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     stats = channel_stats(volume.images)
     segmented = 0
     with torch.no_grad():
@@ -132,7 +139,7 @@ def seed_loop(cls: ModelBundle, seg: ModelBundle, volume, threshold: float, devi
     return segmented
 
 
-def timed(fn, repeats: int, device: torch.device) -> tuple[float, object]:
+def timed(fn: Callable[[], T], repeats: int, device: torch.device) -> tuple[float, T]:
     out = fn()  # warm-up (allocator, oneDNN/cuDNN kernel choice)
     best = float("inf")
     for _ in range(repeats):
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = {dt: matmul_rate(device, dt) for dt in [torch.float32, *half]}
 
     n = volume.n_slices
-    rows = []
+    rows: list[tuple[str, torch.dtype, float, int, int, tuple[float, float, float] | None, bool]] = []
     # rows: label, dtype, seconds, segmenter passes per slice segmented, slices segmented, diff,
     # whether the classifier ran
     t, n_seg = timed(lambda: seed_loop(cls, seg, volume, threshold, device), args.repeats, device)
@@ -203,20 +210,21 @@ def main(argv: list[str] | None = None) -> int:
             thresholds=Thresholds.from_cards(cls.card, seg.card).replace(gate=threshold),
         )
         batches = f"{args.batch_size}/{pipe._plan.batch_size}"  # streamed / per forward pass
-        t, result = timed(lambda pipe=pipe: pipe.analyse(volume), args.repeats, device)
+        t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
         n_seg = sum(s.segmented for s in result.slices)
         if dtype is torch.float32:
             reference = result
             rows.append((f"(b) pipeline fp32, batch {batches}", dtype, t, 1, n_seg, None, True))
         else:
             label = f"(c) pipeline {names[dtype]} autocast, batch {batches}"
+            assert reference is not None
             rows.append((label, dtype, t, 1, n_seg, compare(reference, result), True))
     fast = half[0] if device.type != "cpu" or cpu_has_native_bf16() else torch.float32
     for tta in (False, True):
         pipe = Pipeline(
             None, seg, device=device, batch_size=args.batch_size, precision=names[fast], flip_tta=tta
         )
-        t, result = timed(lambda pipe=pipe: pipe.analyse(volume), args.repeats, device)
+        t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
         label = f"(d) {names[fast]}, no gate: segment every slice" + (", flip TTA" if tta else "")
         rows.append((label, fast, t, 2 if tta else 1, n, None, False))
 

@@ -473,8 +473,9 @@ def _card_json(card: ModelCard) -> str:
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside ``torch.compile`` / DataParallel / DistributedDataParallel wrappers."""
     while True:
-        if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
-            model = model._orig_mod
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):  # torch.compile
+            model = inner
         elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
             model = model.module
         else:

@@ -150,12 +150,13 @@ def evaluate(
     n_slices = 0
     for k, path in enumerate(paths):
         vol = open_volume(path)
-        for line in vol.problem_lines() if warn is not None else []:
-            warn(line)
+        if warn is not None:
+            for line in vol.problem_lines():
+                warn(line)
         if vol.masks is None:
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice); cannot evaluate")
         gt = vol.masks
-        labels = gt.reshape(len(gt), -1).any(axis=1)
+        labels: np.ndarray = np.asarray(gt.reshape(len(gt), -1).any(axis=1))
         t0 = time.perf_counter()
         res_seg = pipe_all.analyse(vol, cancel=cancel)
         time_seg += time.perf_counter() - t0

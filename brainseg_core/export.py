@@ -35,6 +35,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -182,7 +183,10 @@ def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _write_tiff(data: np.ndarray) -> Callable[[Path], None]:
-    return lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack")
+    def write(tmp: Path) -> None:
+        tifffile.imwrite(tmp, data, photometric="minisblack")
+
+    return write
 
 
 def _write_stack(stack: np.ndarray) -> Callable[[Path], None]:
@@ -325,7 +329,7 @@ def exclusive_lock(path: Path, *, holder: str) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            if os.name == "nt":  # pragma: no cover - Windows
+            if sys.platform == "win32":  # pragma: no cover - Windows
                 import msvcrt
 
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
@@ -476,7 +480,7 @@ def _export_locked(
     result: PatientResult,
     out_dir: Path,
     dest: Path,
-    chosen: tuple[str, ...],
+    chosen: tuple[ExportFormat, ...],
     progress: Callable[[int, int], None] | None,
     is_cancelled: Callable[[], bool],
 ) -> list[Path]:

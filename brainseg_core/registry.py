@@ -148,7 +148,11 @@ def list_bundles(
     kind = _kind(kind)
     report = on_error or _log_error
     out = []
-    for folder, source in ((user_models_dir(), "user"), (shipped_models_dir(), "shipped")):
+    folders: tuple[tuple[Path, Source], ...] = (
+        (user_models_dir(), "user"),
+        (shipped_models_dir(), "shipped"),
+    )
+    for folder, source in folders:
         infos = [i for i in _scan(folder, source, report) if kind is None or i.card.kind == kind]
         out += sorted(infos, key=lambda i: _created(i.card), reverse=True)
     return out

@@ -15,10 +15,9 @@ __all__ = ["Spacing"]
 
 
 def _positive_mm(name: str, value: object) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
-        raise ValueError(f"{name} must be a finite number of millimetres > 0, got {value!r}")
-    return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    raise ValueError(f"{name} must be a finite number of millimetres > 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
-def run_reporting_errors(prog: str, work: Callable[[], None], *, interrupted: str = "interrupted") -> int:
+def run_reporting_errors(prog: str, work: Callable[[], object], *, interrupted: str = "interrupted") -> int:
     """Run ``work`` and turn the errors a user can cause into one stderr line and an exit code.
 
     Args:

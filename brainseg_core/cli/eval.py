@@ -154,7 +154,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         progress=progress,
         thresholds=None
         if args.largest_component is None
-        else Thresholds.from_cards(classifier and classifier.card, segmenter.card).replace(
+        else Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card).replace(
             largest_component=True
         ),
         flip_tta=args.thorough,

@@ -314,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     tqdm.write(f"{len(patients)} patient(s) on {pipeline.device}; {names}; classifier gate {gate}")
     failed = 0
-    rows: list[list[object]] = [SUMMARY_HEADER]
+    rows: list[list[object]] = [list(SUMMARY_HEADER)]
     bar = tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2 or not _interactive())
     try:
         for path in bar:

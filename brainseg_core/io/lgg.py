@@ -27,6 +27,7 @@ differs from the other slices (the most common size wins), is left out and liste
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -40,6 +41,7 @@ import tifffile
 
 from brainseg_core.errors import DataError
 from brainseg_core.io.tiff import (
+    as_page,
     decode_image,
     decode_mask,
     imagej_slice_spacing_mm,
@@ -208,7 +210,7 @@ def _read_file(path: Path, *, mask: bool) -> _Decoded:
                         raise DataError(
                             path, "is not a readable TIFF image: no image page (truncated or damaged file)"
                         )
-                    page = tif.pages[0]
+                    page = as_page(tif.pages[0])
                     data = decode_mask(path, page) if mask else decode_image(path, page)
                     spacing = None if mask else pixel_spacing_mm(tif, page)
                 except Exception as exc:
@@ -277,9 +279,9 @@ def _read_patient_dir(folder: Path) -> Volume:
             SkippedSlice(s.path, f"duplicate slice number {s.number} (also {images[s.number].path.name})")
         )
     prefix = prefixes[0]
-    for (mask_prefix, number), m in sorted(masks.items(), key=lambda kv: kv[1].path.name):
+    for (mask_prefix, number), orphan in sorted(masks.items(), key=lambda kv: kv[1].path.name):
         if mask_prefix != prefix or number not in images:
-            warnings.append(f"{m.path}: mask without an image (no {mask_prefix}{number}.tif); ignored")
+            warnings.append(f"{orphan.path}: mask without an image (no {mask_prefix}{number}.tif); ignored")
 
     ordered = [images[n] for n in sorted(images)]
     paired = [masks.get((prefix, s.number)) for s in ordered]
@@ -290,7 +292,7 @@ def _read_patient_dir(folder: Path) -> Volume:
 
     kept: list[tuple[_SliceFile, _Decoded, _SliceFile | None, _Decoded | DataError | None]] = []
     for s, res, m in zip(ordered, image_results, paired, strict=True):
-        mres = next(mask_results) if m is not None else None
+        mres: _Decoded | DataError | None = next(mask_results) if m is not None else None
         if isinstance(res, DataError):
             skipped.append(SkippedSlice(s.path, res.problem))
             continue
@@ -421,7 +423,7 @@ def _image_for_mask(path: Path) -> Path | None:
 def _stack_pages(path: Path, tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
     """Every full-resolution page (thumbnails and reduced-resolution pages left out)."""
     try:
-        return [p for p in tif.pages if not getattr(p, "is_reduced", False)]
+        return [as_page(p) for p in tif.pages if not getattr(p, "is_reduced", False)]
     except Exception as exc:
         raise unreadable(path, exc) from exc
 
@@ -455,7 +457,7 @@ def _decode_stack(
     """
     pages = _stack_pages(path, tif)
     lost = None
-    if tif.pages and pages_missing_after(tif, tif.pages[-1]):
+    if tif.pages and pages_missing_after(tif, as_page(tif.pages[-1])):
         lost = f"is truncated or damaged after page {len(tif.pages)}: any later pages are lost"
     channels = 1 if mask else _channels_per_slice(path, tif)
     if channels > 1 and len(pages) % channels:
@@ -693,7 +695,7 @@ def _content_digest(path: Path) -> str:
         for f in files:
             h.update(f.name.encode("utf-8", "surrogateescape") + b"\0")
             with f.open("rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
                     h.update(chunk)
     except OSError:
         return f"unreadable:{path}"  # never considered a duplicate

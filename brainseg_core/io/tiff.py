@@ -128,6 +128,11 @@ def open_tiff(path: Path) -> tifffile.TiffFile:
         raise unreadable(path, exc) from exc
 
 
+def as_page(page: tifffile.TiffPage | tifffile.TiffFrame) -> tifffile.TiffPage:
+    """A full page for a page tifffile handed out (a frame, if tifffile used one, is expanded)."""
+    return page if isinstance(page, tifffile.TiffPage) else page.aspage()
+
+
 def pages_missing_after(tif: tifffile.TiffFile, last: tifffile.TiffPage) -> bool:
     """Whether the chain of pages continues past ``last`` but tifffile could not follow it.
 
@@ -233,7 +238,7 @@ def decode_mask(path: Path, page: tifffile.TiffPage, where: str = "") -> np.ndar
     if data.ndim == 3:
         keep = 3 if page.photometric in _COLOUR else 1  # drop alpha / extra samples
         data = data[:, :, :keep]
-        return np.asarray(data > 0).any(axis=2)
+        return np.asarray(np.asarray(data > 0).any(axis=2))
     return np.asarray(data > 0)
 
 

@@ -85,18 +85,21 @@ def _adapt_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A copy of ``conv`` taking ``in_channels`` inputs; pretrained RGB filters are averaged."""
     if in_channels == conv.in_channels:
         return conv
+    kh, kw = conv.kernel_size[:2]
+    sh, sw = conv.stride[:2]
+    padding = conv.padding if isinstance(conv.padding, str) else (conv.padding[0], conv.padding[1])
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
+        (kh, kw),
+        stride=(sh, sw),
+        padding=padding,
         bias=conv.bias is not None,
     )
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)
         new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (conv.in_channels / in_channels))
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new
 
@@ -167,7 +170,8 @@ class VGG16Classifier(nn.Module):
         for m in self.features.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
