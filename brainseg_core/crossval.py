@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from brainseg_core.errors import DataError
 from brainseg_core.jsonsafe import json_safe
-from brainseg_core.metrics import roc_auc, summarize
+from brainseg_core.metrics import per_patient_dice, roc_auc, summarize
 
 __all__ = [
     "DEFAULT_GRID",
@@ -233,10 +233,10 @@ class _FoldScorer:
         inter = (pred & self.fold.mask).reshape(n, -1).sum(1).astype(np.float64)
         parea = pred.reshape(n, -1).sum(1).astype(np.float64)
         garea = self.true_area
-        bc = lambda w: np.bincount(self.fold.patient, weights=w, minlength=self.n_patients)  # noqa: E731
-        inter_p, pred_p, true_p = bc(inter), bc(parea), bc(garea)
-        den = pred_p + true_p
-        dice_p = np.where(den > 0, 2 * inter_p / np.maximum(den, 1), 1.0)
+        dice_p = per_patient_dice(inter, parea, garea, self.fold.patient, n_patients=self.n_patients)
+        pred_p, true_p = (
+            np.bincount(self.fold.patient, weights=w, minlength=self.n_patients) for w in (parea, garea)
+        )
         prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
         slice_score = prob.reshape(n, -1).max(1).astype(np.float64) / 255.0
         result = {

@@ -5,15 +5,15 @@ probabilities in [0, 1] give the soft versions, with ``|A|`` the sum and ``A . B
 the product):
 
 - Dice ``2 |P . T| / (|P| + |T|)``; IoU (Jaccard) ``|P . T| / (|P| + |T| - |P . T|)``.
-- Tversky ``TP / (TP + alpha FN + beta FP)`` with ``TP = |P . T|``, ``FN = |(1 - P) . T|``,
-  ``FP = |P . (1 - T)|``; ``alpha`` weighs false negatives (missed tumour), ``beta`` false
-  positives. ``alpha = beta = 0.5`` is Dice, ``alpha = beta = 1`` is IoU.
 - **Empty-empty convention**: when both prediction and target are empty (a slice or volume with
   no tumour, correctly left empty) every overlap score is ``1.0`` (``empty=`` changes it, e.g.
   ``float("nan")`` to leave such cases out of a mean). A non-empty prediction on an empty target,
   or the reverse, scores 0.
 - Per-volume scores treat the whole ``(N, H, W)`` stack as one 3-D object (one number per
-  patient); :func:`per_slice_dice` gives one number per slice.
+  patient); :func:`per_slice_dice` gives one number per slice. :func:`per_patient_dice` and
+  :func:`per_patient_iou` give the per-volume score of every patient of a stack that holds several
+  slices of several patients (each slice tagged with its patient), from per-slice pixel counts,
+  which the callers (validation, cross-validation) have at hand anyway.
 
 Classification (binary, positive class = tumour = 1):
 
@@ -40,13 +40,13 @@ __all__ = [
     "dice",
     "f1_score",
     "iou",
+    "per_patient_dice",
+    "per_patient_iou",
     "per_slice_dice",
-    "per_slice_iou",
     "precision",
     "recall",
     "roc_auc",
     "summarize",
-    "tversky",
 ]
 
 
@@ -89,38 +89,6 @@ def iou(pred: np.ndarray, target: np.ndarray, *, empty: float = 1.0) -> float:
     return float(inter / union)
 
 
-def tversky(
-    pred: np.ndarray, target: np.ndarray, *, alpha: float = 0.7, beta: float = 0.3, empty: float = 1.0
-) -> float:
-    """Tversky index ``TP / (TP + alpha FN + beta FP)`` (hard or soft).
-
-    Args:
-        pred: predicted mask or probabilities.
-        target: ground-truth mask (same shape).
-        alpha: weight of false negatives.
-        beta: weight of false positives.
-        empty: value returned when both are empty.
-
-    Returns:
-        The index in [0, 1] (or ``empty``).
-
-    Raises:
-        ValueError: if the shapes differ or a weight is negative.
-    """
-    if alpha < 0 or beta < 0:
-        raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
-    p, t = _pair(pred, target)
-    tp = (p * t).sum()
-    fn = ((1.0 - p) * t).sum()
-    fp = (p * (1.0 - t)).sum()
-    denom = tp + alpha * fn + beta * fp
-    if p.sum() + t.sum() == 0:
-        return float(empty)
-    if denom == 0:  # alpha or beta zero and only that kind of error present
-        return 1.0
-    return float(tp / denom)
-
-
 def _per_slice(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p, t = _pair(pred, target)
     if p.ndim < 2:
@@ -142,12 +110,85 @@ def per_slice_dice(pred: np.ndarray, target: np.ndarray, *, empty: float = 1.0) 
     return out.astype(np.float64)
 
 
-def per_slice_iou(pred: np.ndarray, target: np.ndarray, *, empty: float = 1.0) -> np.ndarray:
-    """IoU of every slice of ``(N, H, W)`` stacks (``empty`` where both are empty)."""
-    inter, ps, ts = _per_slice(pred, target)
-    union = ps + ts - inter
-    out = np.where(union > 0, inter / np.where(union > 0, union, 1), empty)
-    return out.astype(np.float64)
+def _patient_sums(
+    intersection: np.ndarray,
+    pred_area: np.ndarray,
+    true_area: np.ndarray,
+    patient: np.ndarray,
+    n_patients: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient ``|P . T|`` and ``|P| + |T|`` from per-slice counts."""
+    idx = np.asarray(patient, dtype=np.int64).ravel()
+    counts = [np.asarray(a, dtype=np.float64).ravel() for a in (intersection, pred_area, true_area)]
+    if any(c.shape != idx.shape for c in counts):
+        raise ValueError(
+            f"per-slice counts of {[c.size for c in counts]} slices do not match {idx.size} patient indices"
+        )
+    if idx.size and idx.min() < 0:
+        raise ValueError("patient indices must be >= 0")
+    n = int(n_patients) if n_patients is not None else (int(idx.max()) + 1 if idx.size else 0)
+    if idx.size and idx.max() >= n:
+        raise ValueError(f"patient index {int(idx.max())} does not fit {n} patients")
+    inter_p, pred_p, true_p = (np.bincount(idx, weights=c, minlength=n) for c in counts)
+    return inter_p, pred_p + true_p
+
+
+def per_patient_dice(
+    intersection: np.ndarray,
+    pred_area: np.ndarray,
+    true_area: np.ndarray,
+    patient: np.ndarray,
+    *,
+    n_patients: int | None = None,
+    empty: float = 1.0,
+) -> np.ndarray:
+    """Per-volume Dice of each patient's stacked slices, from per-slice counts.
+
+    The slices of a patient are one 3-D object: ``2 sum |P . T| / (sum |P| + sum |T|)`` over them
+    (so a patient's score is not the mean of its slices' scores).
+
+    Args:
+        intersection: ``(N,)`` per-slice ``|P . T|``.
+        pred_area: ``(N,)`` per-slice ``|P|``.
+        true_area: ``(N,)`` per-slice ``|T|``.
+        patient: ``(N,)`` index of each slice's patient, 0 <= index < ``n_patients``.
+        n_patients: number of patients (default: the largest index + 1); a patient without any
+            slice counts as empty / empty.
+        empty: value of a patient whose prediction and ground truth are both empty (see the
+            module docstring).
+
+    Returns:
+        ``(n_patients,)`` float64 Dice, in patient-index order.
+
+    Raises:
+        ValueError: if the arrays differ in length or an index does not fit ``n_patients``.
+    """
+    inter_p, den = _patient_sums(intersection, pred_area, true_area, patient, n_patients)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2 * inter_p / np.where(den > 0, den, 1), empty).astype(np.float64)
+
+
+def per_patient_iou(
+    intersection: np.ndarray,
+    pred_area: np.ndarray,
+    true_area: np.ndarray,
+    patient: np.ndarray,
+    *,
+    n_patients: int | None = None,
+    empty: float = 1.0,
+) -> np.ndarray:
+    """Per-volume IoU of each patient's stacked slices; see :func:`per_patient_dice` for the arguments.
+
+    Returns:
+        ``(n_patients,)`` float64 IoU, in patient-index order.
+
+    Raises:
+        ValueError: if the arrays differ in length or an index does not fit ``n_patients``.
+    """
+    inter_p, den = _patient_sums(intersection, pred_area, true_area, patient, n_patients)
+    union = den - inter_p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter_p / np.where(union > 0, union, 1), empty).astype(np.float64)
 
 
 def summarize(values: Sequence[float] | np.ndarray) -> dict[str, float]:

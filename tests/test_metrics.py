@@ -17,23 +17,14 @@ def test_hard_overlap_scores() -> None:
     # TP 1, FP 1, FN 1
     assert M.dice(pred, target) == pytest.approx(2 * 1 / (2 + 2))
     assert M.iou(pred, target) == pytest.approx(1 / 3)
-    assert M.tversky(pred, target, alpha=0.7, beta=0.3) == pytest.approx(1 / (1 + 0.7 + 0.3))
-    # TP 1, FN 2, FP 0: alpha weighs the misses
-    pred2, target2 = np.array([1, 0, 0], bool), np.array([1, 1, 1], bool)
-    assert M.tversky(pred2, target2, alpha=0.7, beta=0.3) == pytest.approx(1 / (1 + 1.4))
-    assert M.tversky(pred2, target2, alpha=0.3, beta=0.7) == pytest.approx(1 / (1 + 0.6))
-    # alpha = beta = 0.5 is Dice, 1/1 is IoU
-    assert M.tversky(pred, target, alpha=0.5, beta=0.5) == pytest.approx(M.dice(pred, target))
-    assert M.tversky(pred, target, alpha=1, beta=1) == pytest.approx(M.iou(pred, target))
 
 
 def test_soft_scores_use_probabilities() -> None:
     p = np.array([0.8, 0.2])
     t = np.array([1.0, 1.0])
-    # TP 1.0, FN 1.0, FP 0, |P| 1.0, |T| 2
+    # |P . T| 1.0, |P| 1.0, |T| 2
     assert M.dice(p, t) == pytest.approx(2 * 1.0 / 3.0)
     assert M.iou(p, t) == pytest.approx(1.0 / 2.0)
-    assert M.tversky(p, t, alpha=0.7, beta=0.3) == pytest.approx(1 / 1.7)
 
 
 def test_empty_empty_convention() -> None:
@@ -42,7 +33,6 @@ def test_empty_empty_convention() -> None:
     one[0, 1, 1] = True
     assert M.dice(z, z) == 1.0
     assert M.iou(z, z) == 1.0
-    assert M.tversky(z, z) == 1.0
     assert math.isnan(M.dice(z, z, empty=float("nan")))
     assert M.dice(one, z) == 0.0
     assert M.dice(z, one) == 0.0
@@ -57,15 +47,37 @@ def test_per_slice_and_volume_dice_differ_as_expected() -> None:
     pred[1, 0, 0] = True  # false positive on an empty slice
     # slice 2: empty / empty
     np.testing.assert_allclose(M.per_slice_dice(pred, gt), [2 * 2 / (2 + 4), 0.0, 1.0])
-    np.testing.assert_allclose(M.per_slice_iou(pred, gt), [2 / 4, 0.0, 1.0])
     assert M.dice(pred, gt) == pytest.approx(2 * 2 / (3 + 4))
+
+
+def test_per_patient_dice_is_per_volume_with_the_empty_convention() -> None:
+    # patient 0: slices 0-1, 4 true px predicted 2 + 1 false positive; patient 1: empty / empty;
+    # patient 2: tumour missed; patient 3: no slice at all
+    pred = np.zeros((5, 2, 2), bool)
+    gt = np.zeros((5, 2, 2), bool)
+    gt[0] = True
+    pred[0, 0] = True
+    pred[1, 0, 0] = True
+    gt[4, 1, 1] = True
+    patient = np.array([0, 0, 1, 1, 2])
+    inter = (pred & gt).reshape(5, -1).sum(1)
+    parea, garea = pred.reshape(5, -1).sum(1), gt.reshape(5, -1).sum(1)
+    dice = M.per_patient_dice(inter, parea, garea, patient, n_patients=4)
+    np.testing.assert_allclose(dice, [M.dice(pred[:2], gt[:2]), 1.0, 0.0, 1.0])
+    assert dice[0] == pytest.approx(2 * 2 / (3 + 4))  # one volume, not the mean of its slices
+    iou = M.per_patient_iou(inter, parea, garea, patient, n_patients=4)
+    np.testing.assert_allclose(iou, [M.iou(pred[:2], gt[:2]), 1.0, 0.0, 1.0])
+    nan = M.per_patient_dice(inter, parea, garea, patient, empty=float("nan"))
+    assert nan.shape == (3,) and math.isnan(nan[1]) and nan[2] == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        M.per_patient_dice(inter[:4], parea, garea, patient)
+    with pytest.raises(ValueError, match="does not fit"):
+        M.per_patient_dice(inter, parea, garea, patient, n_patients=2)
 
 
 def test_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="shape"):
         M.dice(np.zeros((2, 2)), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="alpha"):
-        M.tversky(np.zeros(2), np.zeros(2), alpha=-1)
 
 
 def test_summarize_ignores_nan() -> None:

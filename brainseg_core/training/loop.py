@@ -61,7 +61,7 @@ from brainseg_core.atomic import atomic_write
 from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.errors import Cancelled
 from brainseg_core.jsonsafe import json_safe
-from brainseg_core.metrics import classification_metrics, summarize
+from brainseg_core.metrics import classification_metrics, per_patient_dice, per_patient_iou, summarize
 from brainseg_core.training.data import (
     AUGMENTATION,
     SliceSet,
@@ -416,13 +416,8 @@ def _segmentation_scores(
     inter: np.ndarray, parea: np.ndarray, garea: np.ndarray, patient: np.ndarray, n_patients: int
 ) -> dict[str, Any]:
     """Segmentation metrics from per-slice intersection / predicted / true areas (pixels)."""
-    inter_p = np.bincount(patient, weights=inter, minlength=n_patients)
-    pred_p = np.bincount(patient, weights=parea, minlength=n_patients)
-    true_p = np.bincount(patient, weights=garea, minlength=n_patients)
-    den = pred_p + true_p
-    dice_p = np.where(den > 0, 2 * inter_p / np.maximum(den, 1), 1.0)
-    union = den - inter_p
-    iou_p = np.where(union > 0, inter_p / np.maximum(union, 1), 1.0)
+    dice_p = per_patient_dice(inter, parea, garea, patient, n_patients=n_patients)
+    iou_p = per_patient_iou(inter, parea, garea, patient, n_patients=n_patients)
     sden = parea + garea
     slice_dice = np.where(sden > 0, 2 * inter / np.maximum(sden, 1), 1.0)
     tumour = garea > 0
