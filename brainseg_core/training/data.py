@@ -10,7 +10,9 @@ Split: by patient, never by slice (neighbouring slices of one patient are nearly
 :func:`split_patients` sorts the patient ids, shuffles them with ``numpy.random.default_rng(seed)``
 and puts the first ``round(fraction * n)`` (at least 1, at most ``n - 1``) in validation.
 
-Augmentation (:func:`augment`), drawn independently per slice from a seeded generator:
+Augmentation (:func:`augment`), drawn independently per slice from a seeded generator; the numbers
+below are the defaults of :class:`Augmentation`, whose instance :data:`AUGMENTATION` is what
+training uses and what the model card records:
 
 - left-right flip with probability 0.5 (brains are roughly left-right symmetric; up-down flips
   produce anatomy that never occurs, so they are not used);
@@ -42,18 +44,43 @@ import torch.nn.functional as F
 from brainseg_core.errors import DataError
 from brainseg_core.preprocessing import preprocess_volume, resize_mask
 
-#: Augmentation settings, written into every model card trained here.
-AUGMENTATION: dict[str, object] = {
-    "flip_left_right": 0.5,
-    "rotation_deg": 15.0,
-    "scale": [0.9, 1.1],
-    "image_interpolation": "bilinear (border padding)",
-    "mask_interpolation": "nearest (zero padding)",
-    "intensity_gain": [0.9, 1.1],
-    "intensity_offset": [-0.1, 0.1],
-    "where": "on the training device, batched",
-    "crop": "optional random patches after the warp, tumour-centred in tumour slices (crop_batch)",
-}
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random augmentation :func:`augment` applies (the one definition of its parameters).
+
+    Attributes:
+        flip_left_right: probability of a left-right flip.
+        rotation_deg: rotation drawn uniformly in ``[-rotation_deg, +rotation_deg]`` degrees.
+        scale: isotropic zoom drawn uniformly in ``[low, high]``.
+        intensity_gain: per slice and channel gain drawn uniformly in ``[low, high]``.
+        intensity_offset: per slice and channel offset drawn uniformly in ``[low, high]`` (z-score
+            units of the normalised image).
+    """
+
+    flip_left_right: float = 0.5
+    rotation_deg: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    intensity_gain: tuple[float, float] = (0.9, 1.1)
+    intensity_offset: tuple[float, float] = (-0.1, 0.1)
+
+    def card(self) -> dict[str, object]:
+        """The parameters and the fixed choices of :func:`augment` as a model card's recipe records them."""
+        return {
+            "flip_left_right": self.flip_left_right,
+            "rotation_deg": self.rotation_deg,
+            "scale": list(self.scale),
+            "image_interpolation": "bilinear (border padding)",
+            "mask_interpolation": "nearest (zero padding)",
+            "intensity_gain": list(self.intensity_gain),
+            "intensity_offset": list(self.intensity_offset),
+            "where": "on the training device, batched",
+            "crop": "optional random patches after the warp, tumour-centred in tumour slices (crop_batch)",
+        }
+
+
+#: The augmentation of every model trained here (:func:`augment`'s default; written into the card).
+AUGMENTATION = Augmentation()
 
 
 @dataclass
@@ -381,7 +408,10 @@ def crop_batch(
 
 
 def augment(
-    images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    generator: torch.Generator,
+    params: Augmentation = AUGMENTATION,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly flip, rotate, scale and intensity-jitter a batch (see the module docstring).
 
@@ -389,6 +419,7 @@ def augment(
         images: ``(B, C, H, W)`` float images on the training device.
         masks: ``(B, 1, H, W)`` masks (any dtype) or None.
         generator: a generator on the images' device.
+        params: the augmentation's parameters.
 
     Returns:
         ``(images, masks)``: float32 images and float32 0/1 masks (None if ``masks`` was None).
@@ -400,9 +431,10 @@ def augment(
     def u(*shape: int, lo: float, hi: float) -> torch.Tensor:
         return torch.rand(*shape, device=dev, generator=generator) * (hi - lo) + lo
 
-    angle = u(b, lo=-math.radians(15.0), hi=math.radians(15.0))
-    scale = u(b, lo=0.9, hi=1.1)
-    flip = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+    max_angle = math.radians(params.rotation_deg)
+    angle = u(b, lo=-max_angle, hi=max_angle)
+    scale = u(b, lo=params.scale[0], hi=params.scale[1])
+    flip = torch.where(torch.rand(b, device=dev, generator=generator) < params.flip_left_right, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     zero = torch.zeros_like(cos)
     # output -> input sampling coordinates: rotate, zoom by `scale`, then mirror x
@@ -411,8 +443,8 @@ def augment(
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    gain = u(b, c, 1, 1, lo=0.9, hi=1.1)
-    offset = u(b, c, 1, 1, lo=-0.1, hi=0.1)
+    gain = u(b, c, 1, 1, lo=params.intensity_gain[0], hi=params.intensity_gain[1])
+    offset = u(b, c, 1, 1, lo=params.intensity_offset[0], hi=params.intensity_offset[1])
     x = x * gain + offset
     m = None
     if masks is not None:

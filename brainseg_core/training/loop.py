@@ -1139,7 +1139,7 @@ def train(
                 if tf is not None
                 else "natural frequencies, class-balanced loss"
             ),
-            "augmentation": AUGMENTATION,
+            "augmentation": AUGMENTATION.card(),
             "optimiser": {
                 "name": "AdamW",
                 "weight_decay": WEIGHT_DECAY,

@@ -11,6 +11,8 @@ import torch
 from brainseg_core.io import open_volume
 from brainseg_core.preprocessing import preprocess_volume
 from brainseg_core.training.data import (
+    AUGMENTATION,
+    Augmentation,
     augment,
     epoch_indices,
     find_labelled_patients,
@@ -96,6 +98,29 @@ def test_augment_moves_masks_with_images() -> None:
     assert torch.equal(x, x2) and torch.equal(m, m2)
     xi, none = augment(images, None, torch.Generator().manual_seed(0))
     assert none is None and torch.equal(xi, x)
+
+
+def test_augment_takes_its_parameters_from_one_definition() -> None:
+    images = torch.randn(4, 3, 32, 32)
+    masks = (torch.rand(4, 1, 32, 32) > 0.5).to(torch.uint8)
+    still = Augmentation(
+        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
+        intensity_offset=(0.0, 0.0),
+    )  # fmt: skip
+    x, m = augment(images, masks, torch.Generator().manual_seed(0), still)
+    assert torch.allclose(x, images, atol=1e-5) and torch.equal(m, masks.float())
+    mirror = Augmentation(
+        flip_left_right=1.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(2.0, 2.0),
+        intensity_offset=(0.0, 0.0),
+    )  # fmt: skip
+    x, m = augment(images, masks, torch.Generator().manual_seed(0), mirror)
+    assert torch.allclose(x, 2 * images.flip(-1), atol=1e-5) and torch.equal(m, masks.flip(-1).float())
+    # the card records the parameters training uses
+    card = AUGMENTATION.card()
+    assert card["flip_left_right"] == AUGMENTATION.flip_left_right == 0.5
+    assert card["rotation_deg"] == AUGMENTATION.rotation_deg and card["scale"] == list(AUGMENTATION.scale)
+    assert card["intensity_gain"] == list(AUGMENTATION.intensity_gain)
+    assert card["intensity_offset"] == list(AUGMENTATION.intensity_offset)
 
 
 def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
