@@ -3,7 +3,7 @@
 A K-fold run (``brainseg-train segmenter DATA --folds K --fold i --keep last``, i = 0..K-1) leaves in
 each fold's output folder an ``out_of_fold.npz``: the fold model's probabilities on the patients it
 never trained on, without and with left-right flip test-time augmentation
-(:func:`brainseg_core.training.loop.save_out_of_fold`). With ``--keep last`` nothing about the model
+(:func:`brainseg_core.training.validation.save_out_of_fold`). With ``--keep last`` nothing about the model
 was chosen on those patients, so these probabilities are honest held-out predictions.
 
 This module turns them into numbers a reader can trust:
@@ -109,7 +109,7 @@ DEFAULT_GRID: tuple[PostProcessing, ...] = _grid(
 
 @dataclass
 class FoldPredictions:
-    """One fold's held-out predictions (see :func:`brainseg_core.training.loop.save_out_of_fold`).
+    """One fold's held-out predictions (see :func:`brainseg_core.training.validation.save_out_of_fold`).
 
     Attributes:
         name: the fold's name (its folder).

@@ -18,7 +18,7 @@ from brainseg_core.io.volume import Volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import preprocess_volume
 from brainseg_core.spacing import Spacing
-from brainseg_core.training.loop import TrainConfig
+from brainseg_core.training.config import TrainConfig
 
 # Generated LGG-layout patients (I/O, export, CLI, training tests).
 

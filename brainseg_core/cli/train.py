@@ -34,15 +34,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, HelpFormatter, run_reporting_errors
-from brainseg_core.training.loop import CLASSIFIER_ARCHS, SEGMENTER_ARCHS, TrainConfig, train
+from brainseg_core.training.config import (
+    CLASSIFIER_ARCHS,
+    SEGMENTER_ARCHS,
+    TrainConfig,
+    default_tumour_fraction,
+)
+from brainseg_core.training.loop import train
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
 
-def _fraction_or_none(text: str) -> float | str | None:
+@dataclasses.dataclass(frozen=True)
+class _KindDefault:
+    """``--tumour-fraction`` not given (or given as ``default``): the kind's own sampling."""
+
+
+def _tumour_fraction(text: str) -> float | _KindDefault | None:
+    """A ``--tumour-fraction`` value: a number, ``natural`` (None) or ``default``."""
     if text.lower() in ("natural", "none"):
         return None
     if text == "default":
-        return text
+        return _KindDefault()
     try:
         return float(text)
     except ValueError:
@@ -124,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tumour-fraction",
-        type=_fraction_or_none,
-        default="default",
+        type=_tumour_fraction,
+        default=_KindDefault(),
         help="share of tumour slices in each epoch, or 'natural' (default: 0.7 segmenter, natural "
         "classifier)",
     )
@@ -156,16 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``brainseg-train``.
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``brainseg-train`` arguments.
+
+    ``--tumour-fraction`` not given (or ``default``) becomes the kind's own sampling
+    (:func:`~brainseg_core.training.config.default_tumour_fraction`); ``--fold all`` becomes fold 0
+    (the folds are then run one after the other).
+
+    Args:
+        args: what :func:`build_parser` parsed.
 
     Returns:
-        The exit code (:class:`~brainseg_core.cli._common.ExitCode`).
+        The settings (not yet resolved).
     """
-    args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
-    config = TrainConfig(
+    tumour_fraction = args.tumour_fraction
+    if isinstance(tumour_fraction, _KindDefault):
+        tumour_fraction = default_tumour_fraction(args.kind)
+    return TrainConfig(
         kind=args.kind,
         data=args.data,
         out=args.out,
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         val_patients=args.val_patients,
         seed=args.seed,
         loss=args.loss,
-        tumour_fraction=args.tumour_fraction,
+        tumour_fraction=tumour_fraction,
         device=args.device,
         precision=args.precision,
         patience=args.patience,
@@ -196,6 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         val_every=args.val_every,
         init_from=args.init_from,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``brainseg-train``.
+
+    Returns:
+        The exit code (:class:`~brainseg_core.cli._common.ExitCode`).
+    """
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    config = config_from_args(args)
 
     def log(msg: str) -> None:
         tqdm.write(msg, file=sys.stdout)
@@ -219,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 def _all_folds(config: TrainConfig, *, log: Callable[[str], None], progress: bool) -> None:
     """Train every fold of ``config.folds`` into ``config.out/foldI`` (finished folds are skipped)."""
     from brainseg_core.crossval import OUT_OF_FOLD_FILE
-    from brainseg_core.training.loop import CHECKPOINT_DIR
+    from brainseg_core.training.checkpoint import has_checkpoint
 
     assert config.folds is not None
     for i in range(config.folds):
@@ -227,7 +258,7 @@ def _all_folds(config: TrainConfig, *, log: Callable[[str], None], progress: boo
         if (out / OUT_OF_FOLD_FILE).is_file() and any(out.glob("*.json")):
             log(f"fold {i}: already trained in {out}, skipped")
             continue
-        resume = (out / CHECKPOINT_DIR / "last.json").is_file()
+        resume = has_checkpoint(out)
         name = f"{config.name}-fold{i}" if config.name else None
         log(f"fold {i} of {config.folds}: {'resuming' if resume else 'training'} in {out}")
         train(

@@ -254,6 +254,55 @@ def split_patients(
     return [i for i in ids if i not in val_set], val_ids
 
 
+@dataclass
+class Split:
+    """A run's patients and slices, split by patient.
+
+    Attributes:
+        train_ids: training patient ids, sorted.
+        val_ids: validation patient ids, sorted (empty: no validation).
+        val_spec: how they were chosen: a fraction of the patients, or an explicit list.
+        train: the training slices.
+        val: the validation slices.
+    """
+
+    train_ids: list[str]
+    val_ids: list[str]
+    val_spec: float | list[str]
+    train: SliceSet
+    val: SliceSet
+
+
+def make_split(
+    data: SliceSet, val: float | Sequence[str], *, seed: int, device: torch.device | str = "cpu"
+) -> Split:
+    """Split a data set by patient (:func:`split_patients`) and move both sides to ``device``.
+
+    Args:
+        data: every slice of every patient.
+        val: fraction of patients for validation (0.0: none, train on every patient), or the
+            explicit validation ids.
+        seed: shuffling seed of a fraction.
+        device: where the two slice sets go.
+
+    Returns:
+        The :class:`Split`.
+
+    Raises:
+        ValueError: as :func:`split_patients`, or when one side holds no slice.
+    """
+    spec: float | list[str] = float(val) if isinstance(val, (int, float)) else list(val)
+    if spec == 0.0:
+        train_ids, val_ids = sorted(data.patient_ids), []
+    else:
+        train_ids, val_ids = split_patients(data.patient_ids, spec, seed=seed)
+    train_set = data.subset(train_ids).to(device)
+    val_set = data.subset(val_ids).to(device)
+    if len(train_set) == 0 or (val_ids and len(val_set) == 0):
+        raise ValueError("the split left no slice on one side; use more patients")
+    return Split(train_ids, val_ids, spec, train_set, val_set)
+
+
 def load_slices(
     patients: Sequence[Path],
     *,

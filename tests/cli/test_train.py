@@ -110,3 +110,17 @@ def test_all_folds_in_one_command_skip_finished_folds(data: Path, tmp_path: Path
     )
     assert main(["segmenter", str(data), "--out", str(tmp_path / "x"), "--fold", "all", *TINY]) == 2
     assert "--fold all needs --folds K" in capsys.readouterr().err
+
+
+def test_tumour_fraction_default_depends_on_the_kind(tmp_path: Path) -> None:
+    from brainseg_core.cli.train import build_parser, config_from_args
+
+    def tf(*extra: str) -> float | None:
+        return config_from_args(
+            build_parser().parse_args([*extra, str(tmp_path), "--out", "x"])
+        ).tumour_fraction
+
+    assert tf("segmenter") == 0.7 and tf("classifier") is None
+    assert tf("segmenter", "--tumour-fraction", "natural") is None
+    assert tf("classifier", "--tumour-fraction", "0.4") == 0.4
+    assert tf("classifier", "--tumour-fraction", "default") is None

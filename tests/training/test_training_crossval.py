@@ -11,8 +11,9 @@ import torch
 
 from brainseg_core.bundle import load_bundle
 from brainseg_core.crossval import load_fold
+from brainseg_core.training.config import TrainConfig
 from brainseg_core.training.data import crop_batch, fold_patients
-from brainseg_core.training.loop import TrainConfig, train
+from brainseg_core.training.loop import train
 from tests.support import tiny_config
 
 

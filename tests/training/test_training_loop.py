@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from brainseg_core.bundle import load_bundle
 from brainseg_core.errors import Cancelled
-from brainseg_core.training.loop import TrainConfig, choose_classifier_threshold, lr_at, train
+from brainseg_core.training.config import TrainConfig
+from brainseg_core.training.loop import train
+from brainseg_core.training.schedule import lr_at
+from brainseg_core.training.validation import choose_classifier_threshold
 from tests.support import tiny_config
 
 
@@ -51,9 +55,7 @@ def test_segmenter_learns_and_writes_a_loadable_bundle(tiny_dataset: Path, tmp_p
     assert 0.0 <= card.metrics["dice_patient_mean"] <= 1.0 and card.metrics["epoch"] == t["best_epoch"]
     with Image.open(out / "learning_curves.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
-    assert (out / "checkpoint" / "last.safetensors").is_file() and (
-        out / "checkpoint" / "best.json"
-    ).is_file()
+    assert (out / "checkpoint" / "last.pt").is_file() and (out / "checkpoint" / "best.pt").is_file()
 
 
 def test_resume_continues_from_the_saved_step(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -66,9 +68,9 @@ def test_resume_continues_from_the_saved_step(tiny_dataset: Path, tmp_path: Path
             tiny_config(tiny_dataset, part, epochs=3),
             progress=False,
             log=lambda m: None,
-            cancel=lambda: (part / "checkpoint" / "last.json").exists(),
+            cancel=lambda: (part / "checkpoint" / "last.pt").exists(),
         )
-    state = json.loads((part / "checkpoint" / "last.json").read_text())
+    state = torch.load(part / "checkpoint" / "last.pt", weights_only=True)["progress"]  # plain data only
     assert state["epoch"] == 1
     with pytest.raises(ValueError, match="--resume"):
         train(tiny_config(tiny_dataset, part, epochs=3), progress=False, log=lambda m: None)
@@ -105,7 +107,16 @@ def test_same_seed_same_split_and_first_loss(tiny_dataset: Path, tmp_path: Path)
 def test_classifier_threshold_and_metrics(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "cls"
     res = train(
-        tiny_config(tiny_dataset, out, kind="classifier", arch="plain_cnn", width=4, depth=None, epochs=2),
+        tiny_config(
+            tiny_dataset,
+            out,
+            kind="classifier",
+            arch="plain_cnn",
+            width=4,
+            depth=None,
+            epochs=2,
+            tumour_fraction=None,
+        ),
         progress=False,
         log=lambda m: None,
     )

@@ -1,0 +1,278 @@
+"""The settings of one training run (``brainseg-train``'s options) and their validation.
+
+:class:`TrainConfig` holds what the caller asked for; :meth:`TrainConfig.resolved` fills in the
+defaults that depend on other settings and checks every value, so the rest of the trainer only
+ever sees a complete, valid configuration. A resumed run takes the settings that define it from its
+checkpoint (:data:`FROZEN_ON_RESUME`, :meth:`TrainConfig.with_saved`), never from the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from brainseg_core.jsonsafe import json_safe
+from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
+
+KINDS = ("segmenter", "classifier")
+SEGMENTER_ARCHS = ("resunet",)
+CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn")
+#: ``min_area_px`` values tried on the validation patients (pixels at the training image size).
+MIN_AREA_CANDIDATES = (0, 10, 20, 40, 80, 160)
+#: Share of tumour slices among a segmenter's draws unless told otherwise.
+SEGMENTER_TUMOUR_FRACTION = 0.7
+
+
+class Keep(StrEnum):
+    """Which weights a run keeps (``--keep``)."""
+
+    #: the weights of the validation epoch with the best selection metric
+    BEST = "best"
+    #: the final weights (the validation patients select nothing: honest held-out scores)
+    LAST = "last"
+
+
+KEEP_CHOICES = tuple(k.value for k in Keep)
+
+#: Settings that define a run; ``resume`` takes them from the checkpoint, never from the caller.
+FROZEN_ON_RESUME = (
+    "kind",
+    "arch",
+    "width",
+    "depth",
+    "batch_size",
+    "lr",
+    "image_size",
+    "val_patients",
+    "seed",
+    "loss",
+    "tumour_fraction",
+    "pretrained",
+    "name",
+    "crop",
+    "folds",
+    "fold",
+    "init_from",
+    "keep",
+    "val_every",
+    "min_area_candidates",
+)
+
+
+def default_tumour_fraction(kind: str) -> float | None:
+    """The sampling ``brainseg-train`` uses for ``kind`` when ``--tumour-fraction`` is not given.
+
+    Args:
+        kind: ``"segmenter"`` or ``"classifier"``.
+
+    Returns:
+        :data:`SEGMENTER_TUMOUR_FRACTION` for a segmenter; None (natural frequencies) for a
+        classifier.
+    """
+    return SEGMENTER_TUMOUR_FRACTION if kind == "segmenter" else None
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (``brainseg-train`` options).
+
+    Attributes:
+        kind: ``"segmenter"`` or ``"classifier"``.
+        data: dataset root (LGG layout, masks for every slice).
+        out: output folder.
+        arch: architecture (default ``resunet`` for a segmenter, ``resnet18`` for a classifier).
+        width: ResUNet ``base_filters`` or plain CNN ``width`` (None: the builder's default).
+        depth: ResUNet depth (None: the builder's default).
+        epochs: most epochs to run.
+        batch_size: slices per step (per process when distributed).
+        lr: peak learning rate.
+        image_size: training (and model input) size.
+        val_patients: validation fraction, or a text file listing validation patient ids.
+        seed: seed of the split, initialisation, sampling and augmentation.
+        loss: loss name (default ``bce_dice`` / ``bce``).
+        tumour_fraction: share of tumour slices among each epoch's draws, 0 < f < 1, or None for
+            natural frequencies (one shuffle of every slice; a classifier's loss is then
+            class-balanced). The default is the segmenter's 0.7; the classifier recipe is None,
+            which ``brainseg-train`` passes for a classifier unless told otherwise
+            (:func:`default_tumour_fraction`).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: autocast precision (``auto`` = bf16 on CUDA, fp32 on the CPU).
+        patience: stop after this many epochs without improvement (0: never).
+        pretrained: start a torchvision classifier from ImageNet weights (from the local cache).
+        time_budget_min: stop cleanly when this many minutes of wall time are used.
+        resume: continue from the checkpoint in ``out/checkpoint/``.
+        name: bundle name (default ``brainseg-<kind>-<arch>-<date>``).
+        install: copy the finished bundle into the user's model folder (refused when its
+            validation metric is missing or below the active model's, unless ``force_install``).
+        force_install: install even then.
+        min_area_candidates: ``min_area_px`` values tried for a segmenter.
+        crop: train a segmenter on random ``crop`` x ``crop`` patches of the slices
+            (tumour-centred in tumour slices, :func:`~brainseg_core.training.data.crop_batch`);
+            None trains on whole slices. Validation and inference always use whole slices.
+        folds: K of a K-fold cross-validation by patient; with ``fold`` it replaces
+            ``val_patients`` (:func:`~brainseg_core.training.data.fold_patients`).
+        fold: the held-out fold, 0 <= fold < folds.
+        init_from: a model bundle (card or folder) whose weights start this run; the schedule,
+            optimiser and epoch count start fresh (unlike ``resume``).
+        keep: :class:`Keep` (``"best"`` or ``"last"``): the weights of the validation epoch with the
+            best selection metric, or the final weights, so the validation patients never select
+            anything and their scores are honest held-out estimates (use it for cross-validation).
+        val_every: validate every this many epochs (and always after the last one).
+    """
+
+    kind: str
+    data: Path
+    out: Path
+    arch: str | None = None
+    width: int | None = None
+    depth: int | None = None
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    image_size: int = 256
+    val_patients: float | str = 0.2
+    seed: int = 0
+    loss: str | None = None
+    tumour_fraction: float | None = SEGMENTER_TUMOUR_FRACTION
+    device: str = "auto"
+    precision: str = "auto"
+    patience: int = 15
+    pretrained: bool = False
+    time_budget_min: float | None = None
+    resume: bool = False
+    name: str | None = None
+    install: bool = False
+    force_install: bool = False
+    min_area_candidates: tuple[int, ...] = MIN_AREA_CANDIDATES
+    crop: int | None = None
+    folds: int | None = None
+    fold: int | None = None
+    init_from: str | None = None
+    keep: Keep | str = Keep.BEST
+    val_every: int = 1
+
+    @property
+    def segmenter(self) -> bool:
+        """Whether this run trains a segmenter (else a classifier)."""
+        return self.kind == "segmenter"
+
+    def resolved(self) -> TrainConfig:
+        """A copy with defaults filled in and every value checked.
+
+        Returns:
+            The complete configuration (``data`` and ``out`` as paths, ``arch``, ``loss`` and
+            ``name`` set, ``keep`` a :class:`Keep`, ``val_patients`` a float or an absolute path).
+
+        Raises:
+            ValueError: naming the invalid setting and its valid values.
+        """
+        c = replace(self, data=Path(self.data), out=Path(self.out))
+        if c.kind not in KINDS:
+            raise ValueError(f"kind must be 'segmenter' or 'classifier', got {c.kind!r}")
+        c.arch = c.arch or ("resunet" if c.segmenter else "resnet18")
+        c.loss = c.loss or ("bce_dice" if c.segmenter else "bce")
+        _check_model(c)
+        _check_sizes_and_schedule(c)
+        _resolve_split(c)
+        if c.keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {c.keep!r}")
+        c.keep = Keep(c.keep)
+        if c.val_every < 1:
+            raise ValueError(f"--val-every must be >= 1, got {c.val_every}")
+        if c.init_from is not None:
+            c.init_from = str(Path(c.init_from).resolve())
+        if c.name is None:
+            c.name = f"brainseg-{c.kind}-{c.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        c.min_area_candidates = tuple(sorted({int(a) for a in c.min_area_candidates}))
+        return c
+
+    def with_saved(self, saved: dict[str, Any]) -> TrainConfig:
+        """A copy whose run-defining settings (:data:`FROZEN_ON_RESUME`) are those of a checkpoint.
+
+        Args:
+            saved: the checkpoint's configuration (:meth:`to_plain` of the resolved settings).
+
+        Returns:
+            The configuration of the resumed run.
+        """
+        frozen = {key: saved[key] for key in FROZEN_ON_RESUME if key in saved}
+        c = replace(self, **frozen)
+        c.keep = Keep(c.keep)
+        c.min_area_candidates = tuple(int(a) for a in c.min_area_candidates)
+        return c
+
+    def to_plain(self) -> dict[str, Any]:
+        """The settings as plain JSON values (paths as strings, tuples as lists, enums as strings)."""
+        plain = json_safe(asdict(self))
+        plain["keep"] = self.keep.value if isinstance(self.keep, Keep) else str(self.keep)
+        return plain
+
+    def arch_args(self) -> dict[str, Any]:
+        """Builder arguments written into the card (``pretrained`` is not one of them)."""
+        args: dict[str, Any] = {}
+        if self.arch == "resunet":
+            if self.width is not None:
+                args["base_filters"] = int(self.width)
+            if self.depth is not None:
+                args["depth"] = int(self.depth)
+        elif self.arch == "plain_cnn" and self.width is not None:
+            args["width"] = int(self.width)
+        return args
+
+
+def _check_model(c: TrainConfig) -> None:
+    """Architecture, loss, sampling and builder options fit the kind."""
+    valid_archs = SEGMENTER_ARCHS if c.segmenter else CLASSIFIER_ARCHS
+    if c.arch not in valid_archs:
+        raise ValueError(f"--arch {c.arch} cannot be a {c.kind}; choose one of {', '.join(valid_archs)}")
+    valid_losses = SEGMENTER_LOSSES if c.segmenter else CLASSIFIER_LOSSES
+    if c.loss not in valid_losses:
+        raise ValueError(f"--loss {c.loss} is not a {c.kind} loss; choose one of {', '.join(valid_losses)}")
+    if c.tumour_fraction is not None and not 0.0 < float(c.tumour_fraction) < 1.0:
+        raise ValueError(f"--tumour-fraction must be between 0 and 1 (exclusive), got {c.tumour_fraction}")
+    if c.width is not None and c.arch not in ("resunet", "plain_cnn"):
+        raise ValueError(f"--width applies to resunet and plain_cnn only, not {c.arch}")
+    if c.depth is not None and c.arch != "resunet":
+        raise ValueError(f"--depth applies to resunet only, not {c.arch}")
+    if c.pretrained and c.arch in ("resunet", "plain_cnn"):
+        raise ValueError(f"--pretrained needs a torchvision architecture, not {c.arch}")
+
+
+def _check_sizes_and_schedule(c: TrainConfig) -> None:
+    """Counts, sizes, learning rate, time budget and crop are in range."""
+    for key, lo in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("patience", 0)):
+        if int(getattr(c, key)) < lo:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= {lo}, got {getattr(c, key)}")
+    if c.image_size % 2**4 and c.segmenter:
+        raise ValueError(f"--image-size must be a multiple of 16 for the ResUNet, got {c.image_size}")
+    if not c.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {c.lr}")
+    if c.time_budget_min is not None and not c.time_budget_min > 0:
+        raise ValueError(f"--time-budget must be > 0 minutes, got {c.time_budget_min}")
+    if c.crop is not None:
+        if not c.segmenter:
+            raise ValueError("--crop applies to a segmenter only (a classifier sees whole slices)")
+        if c.crop % 2**4 or not 16 <= c.crop <= c.image_size:
+            raise ValueError(
+                f"--crop must be a multiple of 16 from 16 to --image-size ({c.image_size}), got {c.crop}"
+            )
+
+
+def _resolve_split(c: TrainConfig) -> None:
+    """``val_patients`` as a fraction or an absolute path; K-fold settings consistent."""
+    if isinstance(c.val_patients, str):
+        try:
+            c.val_patients = float(c.val_patients)
+        except ValueError:
+            c.val_patients = str(Path(c.val_patients).resolve())
+    if c.val_patients == 0.0 and c.folds is None:
+        # no validation: train on every patient and keep the last weights (the recipe's
+        # honest estimate then comes from a cross-validation with the same settings)
+        c.keep = Keep.LAST
+    if (c.folds is None) != (c.fold is None):
+        raise ValueError("--folds and --fold go together (e.g. --folds 5 --fold 0)")
+    if c.folds is not None and c.fold is not None and not 0 <= c.fold < c.folds:
+        raise ValueError(f"--fold must be between 0 and {c.folds - 1}, got {c.fold}")

@@ -1,0 +1,140 @@
+"""What is trained: the model, its loss and its optimiser, on the training device.
+
+- The model is built from the configuration with the global torch seed set to ``seed`` (so its
+  initialisation is reproducible), optionally started from a bundle's weights (``--init-from``),
+  and kept channels-last on the device.
+- The loss is :func:`~brainseg_core.training.losses.build_loss`; a classifier's class balance is
+  the tumour share of its sampling (the ``tumour_fraction``, or the natural share).
+- AdamW with weight decay :data:`WEIGHT_DECAY` on weights and none on norms and biases (the
+  parameters with fewer than two dimensions); fused on CUDA. Gradients are clipped to norm
+  :data:`GRAD_CLIP` before each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from brainseg_core.training.config import TrainConfig
+from brainseg_core.training.data import SliceSet
+from brainseg_core.training.losses import build_loss
+
+WEIGHT_DECAY = 1e-4
+GRAD_CLIP = 1.0
+
+
+@dataclass
+class Learner:
+    """The model being trained, with what it is trained by.
+
+    Attributes:
+        model: the bare model (what is validated and saved).
+        net: what a training step calls: ``model``, or its DistributedDataParallel wrapper
+            (:func:`~brainseg_core.training.distributed.wrap_model`).
+        loss_fn: the training loss (also reported on the validation patients).
+        optimizer: AdamW over ``model``'s parameters.
+        device: the training device.
+        amp: autocast dtype, or None for float32.
+    """
+
+    model: nn.Module
+    net: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    amp: torch.dtype | None
+
+
+def build_learner(
+    cfg: TrainConfig,
+    train_set: SliceSet,
+    *,
+    device: torch.device,
+    amp: torch.dtype | None,
+    init_from: Path | None = None,
+) -> Learner:
+    """Build the model (seeded), its loss and optimiser for ``cfg``, on ``device``.
+
+    Args:
+        cfg: the resolved settings.
+        train_set: the training slices (their tumour share weighs a classifier's loss under
+            natural sampling).
+        device: the training device.
+        amp: autocast dtype or None.
+        init_from: a bundle whose weights start the model (None: fresh initialisation).
+
+    Returns:
+        The :class:`Learner` (``net`` is the bare model; wrap it for a distributed run).
+
+    Raises:
+        ValueError: if ``init_from`` is another kind, architecture or shape.
+        DataError: if ImageNet weights are asked for and missing.
+    """
+    from brainseg_core.models import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, **cfg.arch_args(), **({"pretrained": True} if cfg.pretrained else {}))
+    if init_from is not None:
+        init_from_bundle(model, init_from, cfg)
+    model = model.to(device, memory_format=torch.channels_last)
+    tf = cfg.tumour_fraction
+    pos_frac = float(tf) if tf is not None else train_set.n_tumour / len(train_set)
+    loss_fn = build_loss(cfg.loss, kind=cfg.kind, positive_fraction=pos_frac if not cfg.segmenter else 0.5)
+    return Learner(
+        model, model, loss_fn.to(device), build_optimizer(model, lr=cfg.lr, device=device), device, amp
+    )
+
+
+def build_optimizer(model: nn.Module, *, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with :data:`WEIGHT_DECAY` on weights, none on norms and biases (fused on CUDA).
+
+    Args:
+        model: the model on its device.
+        lr: initial learning rate (the schedule sets it before every step).
+        device: the model's device.
+
+    Returns:
+        The optimiser.
+    """
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        fused=device.type == "cuda",
+    )
+
+
+def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
+    """Load a bundle's weights into ``model`` after checking it is the same architecture.
+
+    Args:
+        model: the freshly built model.
+        path: the bundle (card, weights file or folder).
+        cfg: the run's settings (kind, arch, width, depth).
+
+    Raises:
+        ValueError: if the bundle is another kind, architecture or shape.
+        BundleError: if the bundle cannot be read.
+    """
+    from brainseg_core.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    card = bundle.card
+    if card.kind != cfg.kind or card.arch != cfg.arch:
+        raise ValueError(
+            f"{path}: --init-from needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
+            f"{card.kind} of architecture {card.arch}"
+        )
+    theirs = bundle.model.state_dict()
+    ours = model.state_dict()
+    bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if bad or len(theirs) != len(ours):
+        raise ValueError(
+            f"{path}: --init-from weights do not fit this model ({len(bad)} tensors differ, e.g. "
+            f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args})"
+        )
+    model.load_state_dict({k: v.float() for k, v in theirs.items()})
