@@ -215,7 +215,8 @@ def _load_split(
     bar.close()
     val: float | list[str]
     if saved is not None:
-        val = saved.val_patients  # the resumed run's own patients
+        # the resumed run's own patients (none: it trained on every patient)
+        val = saved.val_patients or 0.0
     elif cfg.folds is not None and cfg.fold is not None:
         val = fold_patients(data.patient_ids, folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)
     elif isinstance(cfg.val_patients, float):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainseg_core.errors import DataError
+from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.training.checkpoint import CHECKPOINT_DIR, has_checkpoint, load_last
 from brainseg_core.training.loop import train
 from tests.support import tiny_config
@@ -49,3 +49,19 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
     torch.save({"format": "brainseg-train-checkpoint/2", "model": {}}, last)
     with pytest.raises(DataError, match="incomplete training checkpoint"):
         load_last(tmp_path)
+
+
+def test_resume_a_run_without_validation_patients(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    with pytest.raises(Cancelled):
+        train(
+            tiny_config(tiny_dataset, out, val_patients=0.0, epochs=2),
+            **_quiet(cancel=lambda: (out / CHECKPOINT_DIR / "last.pt").exists()),
+        )
+    saved = load_last(out)
+    assert saved.progress.epoch == 1 and saved.val_patients == []
+    assert saved.config["tumour_fraction"] == 0.7 and saved.config["keep"] == "last"
+    res = train(tiny_config(tiny_dataset, out, val_patients=0.0, epochs=2, resume=True), **_quiet())
+    assert res.epochs_run == 2 and res.metrics == {"epoch": 2}
+    card = json.loads(res.card_path.read_text())
+    assert card["training"]["patients"] == {"train": 4, "val": 0}
