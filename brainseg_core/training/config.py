@@ -264,10 +264,11 @@ def _check_sizes_and_schedule(c: TrainConfig) -> None:
 def _resolve_split(c: TrainConfig) -> None:
     """``val_patients`` as a fraction or an absolute path; K-fold settings consistent."""
     if isinstance(c.val_patients, str):
+        text = c.val_patients
         try:
-            c.val_patients = float(c.val_patients)
+            c.val_patients = float(text)
         except ValueError:
-            c.val_patients = str(Path(c.val_patients).resolve())
+            c.val_patients = str(Path(text).resolve())
     if c.val_patients == 0.0 and c.folds is None:
         # no validation: train on every patient and keep the last weights (the recipe's
         # honest estimate then comes from a cross-validation with the same settings)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -242,7 +243,7 @@ def split_patients(
         order = np.random.default_rng(seed).permutation(len(ids))
         val_ids = sorted(ids[i] for i in order[:n_val])
     else:
-        val_ids = sorted(set(val))
+        val_ids = sorted(set(cast("Sequence[str]", val)))
         unknown = sorted(set(val_ids) - set(ids))
         if unknown:
             raise ValueError(f"validation patients not in the data: {', '.join(unknown)}")
@@ -292,6 +293,8 @@ def make_split(
         ValueError: as :func:`split_patients`, or when one side holds no slice.
     """
     spec: float | list[str] = float(val) if isinstance(val, (int, float)) else list(val)
+    train_ids: list[str]
+    val_ids: list[str]
     if spec == 0.0:
         train_ids, val_ids = sorted(data.patient_ids), []
     else:
@@ -337,8 +340,9 @@ def load_slices(
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice) needed for training")
         if vol.n_slices == 0:
             raise DataError(path, "no readable slices")
-        for line in vol.problem_lines() if warn is not None else []:
-            warn(line)
+        if warn is not None:
+            for line in vol.problem_lines():
+                warn(line)
         images = preprocess_volume(vol.images, size=size).to(torch.float16)
         masks = torch.from_numpy(resize_mask(vol.masks, size)).to(torch.uint8)[:, None]
         return vol.patient_id, images, masks

@@ -75,11 +75,13 @@ def build_learner(
     """
     from brainseg_core.models import build_model
 
+    assert cfg.arch is not None and cfg.loss is not None, "build_learner needs TrainConfig.resolved()"
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, **cfg.arch_args(), **({"pretrained": True} if cfg.pretrained else {}))
     if init_from is not None:
         init_from_bundle(model, init_from, cfg)
-    model = model.to(device, memory_format=torch.channels_last)
+    # torch's stubs have no overload for device and memory format together (the call is valid)
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     tf = cfg.tumour_fraction
     pos_frac = float(tf) if tf is not None else train_set.n_tumour / len(train_set)
     loss_fn = build_loss(cfg.loss, kind=cfg.kind, positive_fraction=pos_frac if not cfg.segmenter else 0.5)

@@ -140,11 +140,9 @@ def train(
         checkpoint.checkpoint_dir(cfg.out).mkdir(parents=True, exist_ok=True)
         reporting.write_val_patients(cfg.out, split.val_ids)
 
-    fresh = saved is None and cfg.init_from is not None
-    learner = build_learner(
-        cfg, split.train, device=device, amp=amp, init_from=Path(cfg.init_from) if fresh else None
-    )
-    if fresh:
+    init_from = Path(cfg.init_from) if saved is None and cfg.init_from is not None else None
+    learner = build_learner(cfg, split.train, device=device, amp=amp, init_from=init_from)
+    if init_from is not None:
         say(f"initialised from {cfg.init_from}")
     plan = StepPlan.for_run(
         len(split.train), world=dist_info.world, batch_size=cfg.batch_size, epochs=cfg.epochs
@@ -313,7 +311,8 @@ class _Run:
             or self.budget.used_up()
         )
         validated = bool(self.split.val_ids) and (last_epoch or p.epoch % cfg.val_every == 0)
-        metrics, val_s, improved = {}, 0.0, False
+        metrics: dict[str, Any] = {}
+        val_s, improved = 0.0, False
         if validated:
             metrics, val_s, improved = self._validate_epoch()
         record = reporting.epoch_record(

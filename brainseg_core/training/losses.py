@@ -116,6 +116,8 @@ class WeightedBCELoss(nn.Module):
         pos_weight: multiplier of the positive examples' loss (``n_neg / n_pos`` balances).
     """
 
+    pos_weight: torch.Tensor  # a buffer (moves with the module)
+
     def __init__(self, *, pos_weight: float = 1.0) -> None:
         super().__init__()
         if pos_weight <= 0:

@@ -158,7 +158,7 @@ def write_bundle(
     """
     from brainseg_core.bundle import save_bundle
 
-    assert cfg.name is not None and cfg.arch is not None
+    assert cfg.name is not None and cfg.arch is not None, "write_bundle needs TrainConfig.resolved()"
     return save_bundle(
         model,
         cfg.out,
