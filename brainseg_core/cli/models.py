@@ -22,6 +22,7 @@ import json
 import sys
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
+from brainseg_core.model_kind import ModelKind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin = sub.add_parser("pin", help="always use this bundle for its kind")
     pin.add_argument("name", help="bundle name")
     dflt = sub.add_parser("use-default", help="use the shipped models again")
-    dflt.add_argument("--kind", choices=("classifier", "segmenter"), help="only this kind (default: both)")
+    dflt.add_argument("--kind", choices=[k.value for k in ModelKind], help="only this kind (default: both)")
     return p
 
 
@@ -56,7 +57,7 @@ def _list() -> None:
 
     choice = model_choice()
     print(f"user model folder: {user_models_dir()}")
-    for kind in ("segmenter", "classifier"):
+    for kind in (ModelKind.SEGMENTER, ModelKind.CLASSIFIER):
         try:
             active = active_bundle(kind)
         except BundleError as exc:

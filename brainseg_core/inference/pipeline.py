@@ -46,7 +46,7 @@ from brainseg_core.inference.device import (
     resolve_precision,
     run_batched,
 )
-from brainseg_core.models import ModelKind
+from brainseg_core.model_kind import ModelKind
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
 from brainseg_core.thresholds import Thresholds
 

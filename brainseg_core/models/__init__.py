@@ -7,13 +7,13 @@ segmenter returns ``(N, 1, H, W)`` logits, the classifiers ``(N, 1)`` logits.
 
 from __future__ import annotations
 
-import enum
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from brainseg_core.model_kind import ModelKind
 from brainseg_core.models.classifier import plain_cnn, resnet18, resnet34, resnet50, vgg16
 from brainseg_core.models.resunet import ResUNet, resunet
 
@@ -31,15 +31,6 @@ __all__ = [
     "resunet",
     "vgg16",
 ]
-
-
-class ModelKind(enum.StrEnum):
-    """What a model does (a model card's ``kind``)."""
-
-    CLASSIFIER = "classifier"
-    """Slice classifier: one tumour logit per slice (the gate)."""
-    SEGMENTER = "segmenter"
-    """Segmenter: a tumour logit per pixel."""
 
 
 #: Builder of every architecture a model card may name.
