@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QStyle
 
 from brainseg_app.slice_view import CHANNEL_NAMES
+from brainseg_core.inference.device import DEVICES
 
 if TYPE_CHECKING:
     from brainseg_app.window import MainWindow
@@ -359,7 +360,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     analysis.addAction(acts["auto_run"])
     analysis.addAction(acts["thorough"])
     device_menu = analysis.addMenu("&Device")
-    for dev in ("auto", "cpu", "cuda", "mps"):
+    for dev in DEVICES:
         act = device_menu.addAction(dev)
         act.setCheckable(True)
         act.setToolTip(f"Run the networks on {dev}")

@@ -29,6 +29,7 @@ from brainseg_app.slice_view import CHANNEL_NAMES
 from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, OverlayStyle
 from brainseg_core import metrics
 from brainseg_core.inference import SliceResult
+from brainseg_core.inference.device import DEVICES
 from brainseg_core.io import Volume
 from brainseg_core.thresholds import Thresholds
 
@@ -200,7 +201,7 @@ class ControlsPanel(QWidget):
         self.auto_run.setChecked(True)
         self.auto_run.setToolTip("Start the analysis as soon as a patient is opened")
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.addItems(list(DEVICES))
         self.device.setToolTip("Where the networks run: auto picks the GPU when there is one")
         rform.addRow(self.run)
         rform.addRow(self.auto_run)
