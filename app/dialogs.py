@@ -40,7 +40,8 @@ from PySide6.QtWidgets import (
 
 from brainseg_app.session import PatientRecord
 from brainseg_app.worker import JobReport, JobRunner
-from brainseg_core.export import ExportFormat
+from brainseg_core.errors import ExportError
+from brainseg_core.export import ExportFormat, check_export_folder
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 
@@ -603,14 +604,12 @@ class ExportDialog(QDialog):
             self.status.setText("Choose at least one format and a destination folder.")
             return False
         dest = Path(text).expanduser()
-        for r in self.records:
-            src = r.path.resolve()
-            target = (dest / r.patient_id).resolve()
-            if target == src or src in target.parents or target in src.parents:
-                self.status.setText(
-                    f"{dest} would put the export inside the patient folders; choose another destination."
-                )
-                return False
+        try:
+            for r in self.records:  # the core's own check; replacing earlier exports is asked next
+                check_export_folder(r.patient_id, r.path, dest, overwrite=True)
+        except ExportError as exc:
+            self.status.setText(str(exc))
+            return False
         existing = [r.patient_id for r in self.records if (dest / r.patient_id).exists()]
         overwrite = False
         if existing:

@@ -404,8 +404,7 @@ def fold_models(fold_files: Sequence[Path]) -> list[dict[str, Any]]:
         out.append(
             {
                 "fold": Path(f).parent.name,
-                "name": card.name,
-                "sha256": card.weights_sha256,
+                **card.ref.to_json(),
                 "held_out_patients": t.get("split", {}).get("val_patients"),
                 "epochs_run": t.get("epochs_run"),
                 "wall_time_s": t.get("wall_time_s"),

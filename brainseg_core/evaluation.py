@@ -35,7 +35,6 @@ turns it into the text ``brainseg-eval`` prints.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,14 +46,13 @@ from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.inference.device import Device
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, dice, iou, per_slice_dice, summarize
+from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.thresholds import Thresholds
 
 __all__ = ["evaluate", "format_report"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _select_patients(paths: list[Path], ids: Sequence[str] | None, root: Path) -> list[Path]:
@@ -96,7 +94,7 @@ def evaluate(
     batch_size: int = 16,
     patients: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
+    cancel: CancelArg = None,
     flip_tta: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -134,6 +132,7 @@ def evaluate(
     paths = _select_patients(list(find_patients(root)), patients, root)
     if not paths:
         raise DataError(root, "no patient folders or TIFF stacks found")
+    is_cancelled = cancel_checker(cancel)
     pipe = Pipeline(
         classifier, segmenter, thresholds=thresholds, device=device, batch_size=batch_size, flip_tta=flip_tta
     )
@@ -204,7 +203,7 @@ def evaluate(
         per_patient.append(entry)
         if progress is not None:
             progress(k + 1, len(paths))
-        if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
+        if is_cancelled():
             raise Cancelled("evaluation cancelled")
 
     def card_info(bundle: ModelBundle | None) -> dict[str, Any] | None:

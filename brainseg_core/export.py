@@ -48,15 +48,17 @@ from PIL import Image
 import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import Cancelled, ExportError
-from brainseg_core.inference.pipeline import CancelArg, PatientResult, cancel_checker
+from brainseg_core.inference.pipeline import PatientResult
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
+from brainseg_core.progress import CancelArg, cancel_checker
 
 __all__ = [
     "FORMATS",
     "SIDECAR_NAME",
     "ExportFormat",
     "check_destination",
+    "check_export_folder",
     "check_formats",
     "export_results",
     "overlay_image",
@@ -140,22 +142,22 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _check_not_source(volume: Volume, dest: Path) -> None:
+def _check_not_source(patient_id: str, source: Path, slice_paths: Iterable[Path], dest: Path) -> None:
     """Refuse a destination inside a folder that holds source files, or one that contains them."""
-    source = volume.source.resolve()
-    sources = {p.resolve() for p in volume.slice_paths} | {source}
+    source = source.resolve()
+    sources = {p.resolve() for p in slice_paths} | {source}
     source_dirs = {p.parent for p in sources if p != source} | {source if source.is_dir() else source.parent}
     for folder in sorted(source_dirs):
         if _is_within(dest, folder):
             where = "is the folder" if dest == folder else f"is inside {folder}, the folder"
             raise ExportError(
-                f"{dest}: {where} holding the source images of {volume.patient_id}; choose an "
+                f"{dest}: {where} holding the source images of {patient_id}; choose an "
                 "output folder outside the data folders (sources are never overwritten)"
             )
     for src in sorted(sources):
         if _is_within(src, dest):
             raise ExportError(
-                f"{dest}: contains the source {src} of {volume.patient_id}; choose another output folder"
+                f"{dest}: contains the source {src} of {patient_id}; choose another output folder"
             )
 
 
@@ -407,9 +409,37 @@ def check_destination(volume: Volume, out_dir: str | Path, *, overwrite: bool = 
             already exists and ``overwrite`` is False, or the destination is not a BrainSeg export
             folder or not a folder at all.
     """
+    return check_export_folder(
+        volume.patient_id, volume.source, out_dir, slice_paths=volume.slice_paths, overwrite=overwrite
+    )
+
+
+def check_export_folder(
+    patient_id: str,
+    source: Path,
+    out_dir: str | Path,
+    *,
+    slice_paths: Iterable[Path] = (),
+    overwrite: bool = False,
+) -> Path:
+    """:func:`check_destination` for a patient known by its source path (no volume read).
+
+    Args:
+        patient_id: the patient's id (the export's folder name).
+        source: the patient folder or stack file.
+        out_dir: folder that would receive ``<patient_id>/``.
+        slice_paths: the slice files when they may lie outside ``source`` (links).
+        overwrite: whether an existing export may be replaced.
+
+    Returns:
+        The destination folder ``out_dir/<patient_id>`` (absolute).
+
+    Raises:
+        ExportError: as :func:`check_destination`.
+    """
     out_dir = Path(out_dir)
-    dest = out_dir.resolve() / volume.patient_id
-    _check_not_source(volume, dest.resolve())  # resolve again: dest may be a link
+    dest = out_dir.resolve() / patient_id
+    _check_not_source(patient_id, Path(source), slice_paths, dest.resolve())  # dest may be a link
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a folder; choose an output folder")
     if dest.exists() and not dest.is_dir():
@@ -417,7 +447,7 @@ def check_destination(volume: Volume, out_dir: str | Path, *, overwrite: bool = 
     if dest.is_dir() and any(dest.iterdir()):
         if not overwrite:
             raise ExportError(
-                f"{dest}: an export of {volume.patient_id} already exists; allow overwriting "
+                f"{dest}: an export of {patient_id} already exists; allow overwriting "
                 "(--overwrite) to replace it, or choose another output folder"
             )
         if not (dest / SIDECAR_NAME).is_file():

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +47,7 @@ from brainseg_core.inference.device import (
 )
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
+from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ __all__ = [
     "Pipeline",
     "ReviewReason",
     "SliceResult",
-    "cancel_checker",
     "keep_largest_component",
     "label_components",
     "missing_segmentations",
@@ -69,8 +68,6 @@ __all__ = [
     "threshold_slice",
 ]
 
-ProgressFn = Callable[[int, int], None]
-CancelArg = threading.Event | Callable[[], bool] | None
 
 #: A classifier probability at or above this, on a slice whose final mask is empty, flags the slice
 #: for review (:attr:`ReviewReason.CLASSIFIER_ONLY`).
@@ -348,21 +345,6 @@ def missing_segmentations(result: PatientResult, gate: float | None = None) -> l
 
 # ----------------------------------------------------------------------------------------------
 # The pipeline.
-
-
-def cancel_checker(cancel: CancelArg) -> Callable[[], bool]:
-    """Turn a ``cancel`` argument (Event, zero-arg callable or None) into a zero-arg predicate.
-
-    Raises:
-        TypeError: for anything else.
-    """
-    if cancel is None:
-        return lambda: False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set
-    if callable(cancel):
-        return lambda: bool(cancel())
-    raise TypeError(f"cancel must be a threading.Event or a callable returning bool, got {type(cancel)}")
 
 
 class Pipeline:

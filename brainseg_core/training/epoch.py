@@ -22,6 +22,7 @@ import torch
 
 from brainseg_core.errors import Cancelled
 from brainseg_core.inference.device import autocast
+from brainseg_core.progress import cancel_checker
 from brainseg_core.training.budget import TimeBudget
 from brainseg_core.training.config import TrainConfig
 from brainseg_core.training.data import SliceSet, augment, crop_batch, epoch_indices
@@ -36,13 +37,6 @@ _GLOBAL, _SAMPLING, _AUGMENTATION = 1, 2, 3
 def seed_for(seed: int, epoch: int, salt: int) -> int:
     """The seed of one generator of one epoch (a fixed function of the run's seed and the epoch)."""
     return (seed * 1_000_003 + epoch * 7919 + salt) % (2**63 - 1)
-
-
-def is_cancelled(cancel: threading.Event | Callable[[], bool] | None) -> bool:
-    """Whether the caller asked to stop (``cancel`` set, or returning True)."""
-    if cancel is None:
-        return False
-    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
 
 
 @dataclass
@@ -129,7 +123,7 @@ def train_epoch(
     for i in range(spe):
         if step >= plan.total_steps:
             break
-        if is_cancelled(cancel):
+        if cancel_checker(cancel)():
             pbar.close()
             raise Cancelled("training cancelled; resume continues from the last completed epoch")
         if dist_info.world == 1 and n_steps > 0 and budget.used_up():

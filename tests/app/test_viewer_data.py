@@ -72,7 +72,7 @@ def test_export_dialog_writes_the_chosen_files_and_asks_before_replacing(
 
     # Never into the patient's own folder.
     dlg.destination.setText(str(fixture_patient.parent))
-    assert not dlg.start_export() and "patient folder" in dlg.status.text()
+    assert not dlg.start_export() and "holding the source images" in dlg.status.text()
     dlg.close()
     assert messages.shown == []
 
