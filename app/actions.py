@@ -243,10 +243,10 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         )
     a(
         "toggle_overlay",
-        "Show &masks",
+        "Show &prediction",
         w.controls.show_overlay.setChecked,
         "O",
-        "Show or hide the mask overlays",
+        "Show or hide the predicted mask (the ground truth follows its own switch, G)",
         checkable=True,
     )
     a(

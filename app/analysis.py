@@ -92,13 +92,20 @@ def _build_pipeline(
 ) -> tuple[Pipeline, str | None]:
     """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
     from brainseg_core.inference import Pipeline
+    from brainseg_core.inference.device import CPU_FORWARD_BATCH, resolve_device
+
+    def build(dev: str) -> Pipeline:
+        # On the CPU the forward passes take CPU_FORWARD_BATCH slices anyway: streaming that many
+        # at a time makes progress move slice by slice and Cancel act within a fraction of a second.
+        batch = CPU_FORWARD_BATCH if resolve_device(dev).type == "cpu" else 16
+        return Pipeline(classifier, segmenter, device=dev, flip_tta=thorough, batch_size=batch)
 
     try:
-        return Pipeline(classifier, segmenter, device=device, flip_tta=thorough), None
+        return build(device), None
     except (ValueError, RuntimeError) as exc:
         if device == "auto":
             raise
-        pipeline = Pipeline(classifier, segmenter, device="auto", flip_tta=thorough)
+        pipeline = build("auto")
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
@@ -364,9 +371,19 @@ class AnalysisController(QObject):
         self._pump()
 
     def patient_opened(self, rec: PatientRecord) -> None:
-        """The window now shows ``rec``: stop a single-patient run of another one (``rec`` comes first)."""
-        tag = self.runner.tag
-        if not self._batch and self.runner.running and tag[0] != "prepare" and tag[1] is not rec:  # type: ignore[index]
+        """The window now shows ``rec``: it is analysed next.
+
+        During "Analyse all" a queued ``rec`` moves to the front of the queue; otherwise a
+        single-patient run of another one stops (``rec`` comes first).
+        """
+        task = ("analyse", rec.path)
+        if self._batch:
+            if task in self.queue:
+                self.queue.remove(task)
+                self.queue.insert(0, task)
+            return
+        kind, running = cast(tuple[str, PatientRecord | None], self.runner.tag or ("", None))
+        if self.runner.running and kind != "prepare" and running is not rec:
             self.runner.cancel()
 
     def cancel(self) -> None:

@@ -122,9 +122,11 @@ class ControlsPanel(QWidget):
         # Overlay ---------------------------------------------------------------------------------
         overlay = QGroupBox("Overlay")
         grid = QGridLayout(overlay)
-        self.show_overlay = QCheckBox("Show masks")
+        self.show_overlay = QCheckBox("Prediction")
         self.show_overlay.setChecked(True)
-        self.show_overlay.setToolTip("Show or hide every mask overlay (O)")
+        self.show_overlay.setToolTip(
+            "Show or hide the predicted mask (O); the ground truth has its own box (G)"
+        )
         self.fill = QCheckBox("Fill")
         self.fill.setChecked(True)
         self.fill.setToolTip("Paint the inside of the masks")
@@ -254,6 +256,15 @@ class ControlsPanel(QWidget):
         self.gate.setEnabled(gate_enabled)
 
 
+def _gate_text(probability: float, gate: float | None) -> str:
+    """What the classifier said about a slice, in plain words."""
+    if gate is None:
+        return "No slice classifier: every slice is segmented"
+    if probability >= gate:
+        return f"Tumour probability {probability:.3f}: passed the slice gate ({gate:.3g}), segmented"
+    return f"Tumour probability {probability:.3f}: below the slice gate ({gate:.3g}), not segmented"
+
+
 def _fmt(value: float | None, spec: str = ".2f", none: str = "—") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return none
@@ -378,7 +389,7 @@ class ResultsPanel(QWidget):
 
     # -- numbers ---------------------------------------------------------------------------------
     def show_slice(
-        self, volume: Volume | None, result: SliceResult | None, index: int, thresholds: Thresholds
+        self, volume: Volume | None, result: SliceResult | None, index: int, gate: float | None
     ) -> None:
         """The displayed slice's numbers: probability, area, review flag, ground truth and Dice.
 
@@ -386,7 +397,7 @@ class ResultsPanel(QWidget):
             volume: the displayed volume (None: nothing is shown).
             result: the slice's displayed result (None: not analysed yet).
             index: the slice.
-            thresholds: the thresholds it is shown with.
+            gate: the slice gate it is shown with, None when no classifier ran.
         """
         if volume is None:
             self.slice_label.setText("—")
@@ -395,8 +406,7 @@ class ResultsPanel(QWidget):
         if result is None:
             lines.append("Not analysed yet")
         else:
-            gate = "above" if result.tumour_probability >= thresholds.gate else "below"
-            lines.append(f"Tumour probability {result.tumour_probability:.3f} ({gate} the gate)")
+            lines.append(_gate_text(result.tumour_probability, gate))
             area = f"{result.area_px} px"
             if result.area_mm2 is not None:
                 area += f" = {result.area_mm2:.1f} mm²"

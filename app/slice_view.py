@@ -264,7 +264,7 @@ class SliceView(QWidget):
             outline=self.contour_on,
         )
         self.gt.update(
-            self._gt_mask if on and self.gt_on else None,
+            self._gt_mask if self.gt_on else None,
             self.gt_colour,
             self.opacity,
             self.contour_width,

@@ -57,7 +57,7 @@ class OverlayStyle:
     """How masks are drawn over the slice.
 
     Args:
-        visible: draw the predicted mask at all.
+        visible: draw the predicted mask (the ground truth follows ``gt_visible`` alone).
         fill: fill the mask with its colour.
         contour: draw the mask's outline.
         opacity: opacity of the fill, 0..1.

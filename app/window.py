@@ -23,6 +23,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
@@ -114,6 +115,13 @@ class MainWindow(QMainWindow):
         self._show_thresholds(self.model.thresholds)
         self._update_enabled()
         self.view.setFocus()
+
+    def _modal(self, dialog: QDialog) -> int:
+        """Run a modal dialog; the keyboard then belongs to the slice view again (not the list)."""
+        try:
+            return dialog.exec()
+        finally:
+            self.view.setFocus()
 
     def _timer(self, interval_ms: int, slot: Callable[[], None]) -> QTimer:
         """A single-shot timer calling ``slot``; each start() restarts it."""
@@ -383,6 +391,7 @@ class MainWindow(QMainWindow):
         rec = self.records.get(path)
         if rec is None:
             return
+        self.view.setFocus()  # arrow keys page through the slices, not the patient list
         if rec is self.current and (self.volume is not None or self.loader.running):
             return
         self.analyser.patient_opened(rec)
@@ -689,7 +698,7 @@ class MainWindow(QMainWindow):
         """The Manage models dialog; the models are reloaded whenever it changes the choice."""
         dialog = dialogs.ManageModelsDialog(self)
         dialog.changed.connect(self.reload_models)
-        dialog.exec()
+        self._modal(dialog)
 
     def _models_changed(self) -> None:
         self.analyser.stop_all()
@@ -706,7 +715,7 @@ class MainWindow(QMainWindow):
     def show_models(self) -> None:
         """Show the active models' cards."""
         self.ensure_models()
-        dialogs.ModelsDialog(self.classifier, self.segmenter, self).exec()
+        self._modal(dialogs.ModelsDialog(self.classifier, self.segmenter, self))
 
     def _on_device(self, device: str) -> None:
         if device == self.settings.device and self.analyser.pipeline is not None:
@@ -777,6 +786,9 @@ class MainWindow(QMainWindow):
     def _on_analysis_idle(self) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
+        # A message about work in progress must not outlive the work.
+        if self.statusBar().currentMessage().endswith(("…", "...")):
+            self.statusBar().clearMessage()
         self._update_enabled()
 
     def _on_patient_started(self, rec: PatientRecord) -> None:
@@ -834,7 +846,7 @@ class MainWindow(QMainWindow):
             return
         current = self.settings.spacing(key)
         dlg = dialogs.SpacingDialog(current, key, self)
-        if dlg.exec():
+        if self._modal(dlg):
             self.set_spacing(dlg.value())
 
     def set_spacing(self, spacing: Spacing | None) -> None:
@@ -866,9 +878,13 @@ class MainWindow(QMainWindow):
         rec = self.current
         volume = self.volume
         if volume is None or rec is None:
-            self.results.show_slice(None, None, 0, self.thresholds)
+            self.results.show_slice(None, None, 0, None)
             return
-        self.results.show_slice(volume, rec.slice_shown(self.index), self.index, self.thresholds)
+        classified = (
+            rec.shown.classifier is not None if rec.shown is not None else self.classifier is not None
+        )
+        gate = self.thresholds.gate if classified else None
+        self.results.show_slice(volume, rec.slice_shown(self.index), self.index, gate)
 
     def _update_summary(self) -> None:
         self.results.show_summary(self.current, self.volume)
@@ -949,7 +965,7 @@ class MainWindow(QMainWindow):
 
     def show_shortcuts(self) -> None:
         """Show the shortcuts dialog."""
-        dialogs.ShortcutsDialog(self.shortcut_rows(), self).exec()
+        self._modal(dialogs.ShortcutsDialog(self.shortcut_rows(), self))
 
     def show_about(self) -> None:
         """Show "About BrainSeg" (from :mod:`brainseg_app.about` when installed)."""
@@ -964,7 +980,10 @@ class MainWindow(QMainWindow):
                 f"BrainSeg {brainseg_core.__version__}\nBrain-MRI tumour second reader.",
             )
             return
-        about.show_about(self, cards=[b.card for b in (self.classifier, self.segmenter) if b is not None])
+        dlg = about.show_about(
+            self, cards=[b.card for b in (self.classifier, self.segmenter) if b is not None]
+        )
+        dlg.finished.connect(lambda _result: self.view.setFocus())
 
     # ==========================================================================================
     # Window state

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,14 @@ def test_models_dialog_and_about(make_window, scripted_models, monkeypatch, mess
     about = []
     import brainseg_app.about as about_module
 
-    monkeypatch.setattr(about_module, "show_about", lambda parent, *a, **k: about.append(parent))
+    closed: list = []
+
+    class Shown:  # what show_about returns: a dialog whose "finished" the window listens to
+        finished = types.SimpleNamespace(connect=closed.append)
+
+    monkeypatch.setattr(about_module, "show_about", lambda parent, *a, **k: about.append(parent) or Shown())
     w.show_about()
-    assert about == [w]
+    assert about == [w] and len(closed) == 1  # focus goes back to the slice view when it closes
 
 
 def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, scripted_models, qtbot) -> None:

@@ -102,8 +102,12 @@ def test_overlay_controls_change_what_is_drawn(make_window, fixture_patient, scr
     c.fill.setChecked(True)
 
     shown = _reddish(w)
-    qtbot_key(w, Qt.Key.Key_O)  # hide every overlay
+    qtbot_key(w, Qt.Key.Key_O)  # hide the prediction: exactly what its checkbox says
     assert not c.show_overlay.isChecked() and _reddish(w) == 0
+    qtbot_key(w, Qt.Key.Key_G)  # the ground truth follows its own switch, whatever O says
+    assert c.show_gt.isChecked() and w.view.gt.mask is not None and _reddish(w) == 0
+    qtbot_key(w, Qt.Key.Key_G)
+    assert not c.show_gt.isChecked() and w.view.gt.mask is None
     qtbot_key(w, Qt.Key.Key_O)
     assert _reddish(w) == shown
 
@@ -328,7 +332,7 @@ def test_every_control_has_a_tooltip_and_shortcuts_are_listed(make_window) -> No
     assert [m for m in missing if "QToolBarExtension" not in m] == []
     rows = dict((a, k) for k, a in w.shortcut_rows())
     assert rows["Next slice with a predicted tumour"] == "N"
-    assert rows["Show or hide the mask overlays"] == "O"
+    assert rows["Show or hide the predicted mask (the ground truth follows its own switch, G)"] == "O"
     assert "Right drag" in dict(w.shortcut_rows())
     dlg = ShortcutsDialog(w.shortcut_rows(), w)
     assert dlg.table.rowCount() == len(w.shortcut_rows())
@@ -442,3 +446,84 @@ def test_slices_to_review_are_listed_and_explained(
     assert "Review: classifier says tumour but the segmenter outlined nothing" in w.results.slice_label.text()
     w.set_slice(0)
     assert "Review" not in w.results.slice_label.text()
+
+
+def test_the_slice_panel_says_in_plain_words_what_the_gate_did(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    gate = w.thresholds.gate
+    for s in w.current.shown.slices:
+        w.set_slice(s.index)
+        text = w.results.slice_label.text()
+        if s.tumour_probability >= gate:
+            assert f"passed the slice gate ({gate:.3g}), segmented" in text
+        else:
+            assert f"below the slice gate ({gate:.3g}), not segmented" in text
+        assert "above the gate" not in text
+
+
+def test_the_keyboard_stays_with_the_slice_view_after_dialogs_and_patient_picks(
+    make_window, fixture_patient, scripted_models, qtbot, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    from brainseg_app import dialogs
+
+    w = make_window(scripted_models)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    _open_and_analyse(qtbot, w, fixture_patient)
+    w.browser.tree.setFocus()  # e.g. the user clicked in the patient list
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.browser.tree)
+    w.browser.patientActivated.emit(fixture_patient)  # picking a patient gives the keys back
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.view)
+
+    def exec_moving_focus(dialog) -> int:  # a dialog that leaves the focus elsewhere on closing
+        w.browser.tree.setFocus()
+        return 0
+
+    monkeypatch.setattr(dialogs.ShortcutsDialog, "exec", exec_moving_focus)
+    w.show_shortcuts()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.view)
+    before = w.index
+    qtbot.keyClick(w.view, Qt.Key.Key_Down)
+    assert w.index == before + 1 and w.current.path == fixture_patient
+
+
+def test_opening_a_queued_patient_analyses_it_next_and_progress_moves_by_slices(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+) -> None:
+    from brainseg_app.analysis import _build_pipeline
+    from brainseg_core.inference.device import CPU_FORWARD_BATCH
+
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(lgg_fixture_root)
+    first, second = sorted(w.records)
+    an = w.analyser
+    an._batch = True  # as during "Analyse all", with both patients waiting
+    an.queue[:] = [("analyse", first), ("analyse", second)]
+    w.open_patient(second)
+    assert an.queue[0] == ("analyse", second) and len(an.queue) == 2
+    an.queue.clear()
+    an._batch = False
+    # on the CPU the viewer streams CPU_FORWARD_BATCH slices at a time: progress per slice or two,
+    # and Cancel acts after at most that many slices
+    pipeline, warning = _build_pipeline(w.classifier, w.segmenter, "cpu")
+    assert warning is None and pipeline.batch_size == CPU_FORWARD_BATCH
+
+
+def test_the_status_bar_does_not_say_analysing_once_the_work_is_done(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=20_000)
+    w.statusBar().showMessage("Segmenting 2 more slice(s) of X on cpu …")  # as a job would leave it
+    w.analyser.idle.emit()
+    assert w.statusBar().currentMessage() == ""
+    w.statusBar().showMessage("X: tumour on 3 of 20 slices")  # a result stays
+    w.analyser.idle.emit()
+    assert w.statusBar().currentMessage() == "X: tumour on 3 of 20 slices"
