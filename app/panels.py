@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.slice_view import CHANNEL_NAMES
-from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, OverlayStyle
+from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, WINDOW_PRESETS, OverlayStyle
 from brainseg_core import metrics
 from brainseg_core.inference import SliceResult
 from brainseg_core.inference.device import DEVICES
@@ -107,6 +107,12 @@ class ControlsPanel(QWidget):
             "Full 0-255 range, the images as stored (R). Right-drag on the image "
             "to adjust: horizontal = width, vertical = level"
         )
+        self.window_preset = QComboBox()
+        self.window_preset.addItems(list(WINDOW_PRESETS))
+        self.window_preset.setToolTip(
+            "Window/level presets from the foreground intensities of this patient's shown channel; "
+            "each patient and channel keeps its own window"
+        )
         self.fit = QPushButton("Fit")
         self.fit.setToolTip("Fit the slice in the view (F)")
         self.one_to_one = QPushButton("1:1")
@@ -115,8 +121,10 @@ class ControlsPanel(QWidget):
         form.addWidget(self.channel, 0, 1, 1, 3)
         form.addWidget(self.auto_window, 1, 0, 1, 2)
         form.addWidget(self.reset_window, 1, 2, 1, 2)
-        form.addWidget(self.fit, 2, 0, 1, 2)
-        form.addWidget(self.one_to_one, 2, 2, 1, 2)
+        form.addWidget(QLabel("W/L preset"), 2, 0)
+        form.addWidget(self.window_preset, 2, 1, 1, 3)
+        form.addWidget(self.fit, 3, 0, 1, 2)
+        form.addWidget(self.one_to_one, 3, 2, 1, 2)
         layout.addWidget(display)
 
         # Overlay ---------------------------------------------------------------------------------
@@ -261,8 +269,8 @@ def _gate_text(probability: float, gate: float | None) -> str:
     if gate is None:
         return "No slice classifier: every slice is segmented"
     if probability >= gate:
-        return f"Tumour probability {probability:.3f}: passed the slice gate ({gate:.3g}), segmented"
-    return f"Tumour probability {probability:.3f}: below the slice gate ({gate:.3g}), not segmented"
+        return f"Tumour probability {probability:.3f}\npassed the slice gate ({gate:.3g}), segmented"
+    return f"Tumour probability {probability:.3f}\nbelow the slice gate ({gate:.3g}), not segmented"
 
 
 def _fmt(value: float | None, spec: str = ".2f", none: str = "—") -> str:
@@ -321,6 +329,7 @@ class ResultsPanel(QWidget):
 
         self.slice_box = QGroupBox("This slice")
         self.slice_label = QLabel("—")
+        self.slice_label.setWordWrap(True)
         self.slice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         QVBoxLayout(self.slice_box).addWidget(self.slice_label)
         layout.addWidget(self.slice_box)

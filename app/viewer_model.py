@@ -15,13 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from brainseg_app.overlay import auto_window
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_core.bundle import ModelCard
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
-__all__ = ["DEFAULT_GT_COLOUR", "DEFAULT_PRED_COLOUR", "Event", "OverlayStyle", "ViewerModel"]
+__all__ = [
+    "DEFAULT_GT_COLOUR",
+    "DEFAULT_PRED_COLOUR",
+    "WINDOW_PRESETS",
+    "Event",
+    "OverlayStyle",
+    "ViewerModel",
+]
 
 T = TypeVar("T")
 
@@ -29,6 +37,19 @@ T = TypeVar("T")
 DEFAULT_PRED_COLOUR = "#ff3b30"
 #: Colour of the ground-truth mask.
 DEFAULT_GT_COLOUR = "#34c759"
+
+
+#: Window/level presets: name -> foreground percentiles ``(low, high)``, or None for the full
+#: 8-bit range. MR intensities have no absolute scale (unlike CT's Hounsfield units), so the
+#: presets are percentiles of each volume's foreground in the shown channel.
+WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
+    "Auto (1-99.5 %)": (1.0, 99.5),
+    "Soft (0.5-99.9 %)": (0.5, 99.9),
+    "Tight (5-95 %)": (5.0, 95.0),
+    "Full range (0-255)": None,
+}
+#: The preset a channel gets the first time it is shown.
+DEFAULT_PRESET = "Auto (1-99.5 %)"
 
 
 class Event(Generic[T]):
@@ -97,6 +118,7 @@ class ViewerModel:
         thresholds: the thresholds changed (:class:`Thresholds`).
         spacing: the dataset's voxel size changed (:class:`Spacing` or None).
         overlay: the overlay style changed (:class:`OverlayStyle`).
+        window: the shown channel's window/level changed (``(width, level)``).
         results: a patient's displayed results changed (its record).
     """
 
@@ -110,6 +132,8 @@ class ViewerModel:
         self.thresholds = Thresholds()
         self.dataset_spacing: Spacing | None = None
         self.overlay = overlay or OverlayStyle()
+        self.channel = 1  # FLAIR
+        self._windows: dict[tuple[Path, int], tuple[float, float]] = {}
         self.events = _Events()
 
     # -- patients --------------------------------------------------------------------------------
@@ -263,6 +287,52 @@ class ViewerModel:
         for rec in self.records.values():
             self.apply(rec)
 
+    # -- channel and window/level ----------------------------------------------------------------
+    def set_channel(self, channel: int) -> None:
+        """Show channel ``channel`` (0-2, or 3 for the RGB composite) with its own window/level."""
+        self.channel = channel
+        self.events.window.emit(self.window())
+
+    def window(self) -> tuple[float, float]:
+        """``(width, level)`` of the displayed patient's shown channel.
+
+        Each patient and channel keeps the window the reader set; the first time a channel is
+        shown it gets :data:`DEFAULT_PRESET` (its foreground percentiles), not the raw range.
+        """
+        key = self._window_key()
+        if key is None:
+            return 255.0, 127.5
+        if key not in self._windows:
+            self._windows[key] = self.preset_window(DEFAULT_PRESET)
+        return self._windows[key]
+
+    def preset_window(self, preset: str) -> tuple[float, float]:
+        """The window of a :data:`WINDOW_PRESETS` entry for the shown channel of this volume.
+
+        Raises:
+            KeyError: for an unknown preset name.
+        """
+        percentiles = WINDOW_PRESETS[preset]
+        if percentiles is None or self.volume is None:
+            return 255.0, 127.5
+        images = self.volume.images
+        pixels = images if self.channel == 3 else images[..., self.channel]
+        return auto_window(pixels, *percentiles)
+
+    def set_window(self, width: float, level: float) -> None:
+        """The reader's window for the shown channel of the displayed patient (kept per both)."""
+        key = self._window_key()
+        if key is not None and self._windows.get(key) != (width, level):
+            self._windows[key] = (width, level)
+            self.events.window.emit((width, level))
+
+    def apply_preset(self, preset: str) -> None:
+        """Use a :data:`WINDOW_PRESETS` entry for the shown channel."""
+        self.set_window(*self.preset_window(preset))
+
+    def _window_key(self) -> tuple[Path, int] | None:
+        return None if self.current is None or self.volume is None else (self.current.path, self.channel)
+
     # -- overlay -----------------------------------------------------------------------------------
     def set_overlay(self, **changes: Any) -> None:
         """Change some fields of the overlay style (``opacity=0.5``, ``fill=False``, ...)."""
@@ -283,4 +353,5 @@ class _Events:
         self.thresholds: Event[Thresholds] = Event()
         self.spacing: Event[Spacing | None] = Event()
         self.overlay: Event[OverlayStyle] = Event()
+        self.window: Event[tuple[float, float]] = Event()
         self.results: Event[PatientRecord] = Event()

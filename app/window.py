@@ -271,9 +271,11 @@ class MainWindow(QMainWindow):
         self.browser.analyseAllRequested.connect(self.analyse_all)
         self.browser.exportAllRequested.connect(self.export_all_dialog)
 
-        c.channel.currentIndexChanged.connect(v.set_channel)
+        c.channel.currentIndexChanged.connect(self._on_channel)
         c.auto_window.clicked.connect(v.auto_window)
         c.reset_window.clicked.connect(v.reset_window)
+        c.window_preset.textActivated.connect(self.model.apply_preset)
+        v.windowChanged.connect(self.model.set_window)
         c.fit.clicked.connect(v.fit)
         c.one_to_one.clicked.connect(v.one_to_one)
         m = self.model
@@ -290,6 +292,7 @@ class MainWindow(QMainWindow):
         c.default_thresholds.clicked.connect(self.use_model_thresholds)
         c.largest_component.toggled.connect(self.set_largest_component)
         m.events.overlay.connect(self._on_overlay_changed)
+        m.events.window.connect(lambda wl: self.view.set_window(*wl))
         m.events.volume.connect(self._show_volume)
         m.events.slice.connect(self._show_slice)
         m.events.thresholds.connect(self._show_thresholds)
@@ -496,8 +499,13 @@ class MainWindow(QMainWindow):
         if volume is None or rec is None:
             return
         self.view.set_volume(volume.images, rec.patient_id)
+        self.view.set_window(*self.model.window())  # this patient's own (auto on first view)
         self.thumbnails.set_volume(volume.images, self.model.truth_flags())
         self._set_slider(0, volume.n_slices - 1)
+
+    def _on_channel(self, channel: int) -> None:
+        self.view.set_channel(channel)
+        self.model.set_channel(channel)
 
     def _show_slice(self, index: int) -> None:
         self.view.show_slice(index)

@@ -208,9 +208,12 @@ def test_window_level_by_right_drag_persists_across_slices(make_window, fixture_
     lo, hi = w.view.image_item.levels
     assert hi - lo == pytest.approx(width)
     w.step(3)
-    w.controls.channel.setCurrentIndex(2)
     assert w.view.width_level == (width, level)
     assert tuple(w.view.image_item.levels) == (lo, hi)
+    w.controls.channel.setCurrentIndex(2)  # another sequence keeps its own window
+    assert w.view.width_level != (width, level)
+    w.controls.channel.setCurrentIndex(1)
+    assert w.view.width_level == (width, level)
     w.controls.auto_window.click()
     assert w.view.width_level != (width, level)
     w.controls.reset_window.click()
@@ -527,3 +530,30 @@ def test_the_status_bar_does_not_say_analysing_once_the_work_is_done(
     w.statusBar().showMessage("X: tumour on 3 of 20 slices")  # a result stays
     w.analyser.idle.emit()
     assert w.statusBar().currentMessage() == "X: tumour on 3 of 20 slices"
+
+
+def test_window_level_is_kept_per_patient_and_channel_with_auto_on_first_view(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+) -> None:
+    from brainseg_app.overlay import auto_window
+
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(lgg_fixture_root)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
+    first = w.current.path
+    flair_auto = auto_window(w.volume.images[..., 1])
+    assert w.view.width_level == pytest.approx(flair_auto)  # not the raw 0-255 range
+    w.view.set_window(100.0, 80.0)  # the reader's own window on FLAIR (as a right-drag sets it)
+    w.controls.channel.setCurrentIndex(0)  # pre-contrast gets its own, automatic one
+    assert w.view.width_level == pytest.approx(auto_window(w.volume.images[..., 0]))
+    w.controls.window_preset.textActivated.emit("Full range (0-255)")
+    assert w.view.width_level == (255.0, 127.5)
+    w.controls.channel.setCurrentIndex(1)
+    assert w.view.width_level == (100.0, 80.0)  # FLAIR as the reader left it
+    second = sorted(w.records)[1]
+    w.open_patient(second)
+    qtbot.waitUntil(lambda: w.volume is not None and w.current.path == second, timeout=20_000)
+    assert w.view.width_level == pytest.approx(auto_window(w.volume.images[..., 1]))
+    w.open_patient(first)
+    qtbot.waitUntil(lambda: w.volume is not None and w.current.path == first, timeout=20_000)
+    assert w.view.width_level == (100.0, 80.0)
