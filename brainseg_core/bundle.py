@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 CARD_FORMAT = "brainseg-model-card/1"
+#: Builder arguments naming starting weights (``pretrained`` in cards of BrainSeg 0.1): not kept.
+_STARTING_WEIGHTS = frozenset({"weights", "pretrained"})
 #: Threshold keys each kind's card must carry.
 THRESHOLD_KEYS: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.CLASSIFIER: ("tumour_probability",),
@@ -334,8 +336,8 @@ def read_card(card_path: str | Path) -> ModelCard:
 
 
 def _arch_args(card: ModelCard) -> dict[str, Any]:
-    # ``pretrained`` only matters when training starts; the bundle's weights replace it.
-    return {k: v for k, v in card.arch_args.items() if k != "pretrained"}
+    # Starting weights only matter when training starts; the bundle's weights replace them.
+    return {k: v for k, v in card.arch_args.items() if k not in _STARTING_WEIGHTS}
 
 
 def _size_problem(card: ModelCard, model: nn.Module) -> str | None:
@@ -518,7 +520,7 @@ def save_bundle(
         name: display name of the model.
         kind: what the model does (a :class:`ModelKind` or its value).
         arch: architecture name (a key of ``brainseg_core.models.ARCHITECTURES``).
-        arch_args: builder arguments; ``pretrained`` is dropped (the weights replace it; record it
+        arch_args: builder arguments; ``weights`` is dropped (the bundle's weights replace it; record it
             in ``training``).
         input_size: side of the square model input in pixels.
         thresholds: ``{"tumour_probability"}`` for a classifier, ``{"mask_probability",
@@ -545,7 +547,7 @@ def save_bundle(
     else:
         card_path = out / f"{_file_stem(name)}.json"
     weights_path = card_path.with_suffix(".safetensors")
-    args = {k: v for k, v in dict(arch_args).items() if k != "pretrained"}
+    args = {k: v for k, v in dict(arch_args).items() if k not in _STARTING_WEIGHTS}
     card = ModelCard(
         name=name,
         kind=ModelKind(kind),

@@ -127,7 +127,7 @@ def test_load_by_weights_path_or_folder(tmp_path: Path) -> None:
         load_bundle(tmp_path / "empty")
 
 
-def test_classifier_bundle_and_pretrained_flag_dropped(tmp_path: Path) -> None:
+def test_classifier_bundle_and_starting_weights_dropped(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("plain_cnn", width=4).eval()
     card_path = save_bundle(
@@ -136,7 +136,7 @@ def test_classifier_bundle_and_pretrained_flag_dropped(tmp_path: Path) -> None:
         name="cls",
         kind="classifier",
         arch="plain_cnn",
-        arch_args={"width": 4, "pretrained": False},
+        arch_args={"width": 4, "weights": None},
         input_size=64,
         thresholds={"tumour_probability": 0.5},
         metrics={"val": {"auc": 0.9123}},

@@ -79,7 +79,7 @@ def build_model(arch: str, **arch_args: Any) -> nn.Module:
         **arch_args: keyword arguments of that architecture's builder.
 
     Returns:
-        The module, randomly initialised (or ImageNet-initialised with ``pretrained=True``).
+        The module, randomly initialised (or from ImageNet with ``weights="DEFAULT"``, as in torchvision).
 
     Raises:
         ValueError: for an unknown ``arch`` or an argument the builder does not take (the message

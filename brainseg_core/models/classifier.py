@@ -29,8 +29,8 @@ from torchvision.models import (
     ResNet34_Weights,
     ResNet50_Weights,
     VGG16_Weights,
+    WeightsEnum,
 )
-from torchvision.models._api import WeightsEnum
 
 from brainseg_core.errors import DataError
 
@@ -107,51 +107,45 @@ def _adapt_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 def _resnet(
     arch: str,
     builder: Callable[..., torchvision.models.ResNet],
-    weights: WeightsEnum,
-    pretrained: bool,
+    weights: WeightsEnum | None,
     in_channels: int,
 ) -> nn.Module:
     _check_in_channels(arch, in_channels)
     model = builder(weights=None)
-    if pretrained:
+    if weights is not None:
         _load_pretrained(arch, model, weights)
     model.conv1 = _adapt_stem(model.conv1, in_channels)
     model.fc = _head(model.fc.in_features)
     return model
 
 
-def resnet18(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+def resnet18(*, weights: ResNet18_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """ResNet-18 slice classifier with one logit.
 
     Args:
-        pretrained: start from ImageNet weights (``ResNet18_Weights.IMAGENET1K_V1``, read from the
-            torch hub cache, never downloaded).
+        weights: ImageNet weights to start from, as in torchvision (``ResNet18_Weights.IMAGENET1K_V1``
+            or its name, ``"DEFAULT"``), read from the torch hub cache and never downloaded;
+            None: random initialisation.
         in_channels: input channels.
 
     Returns:
         Module mapping ``(N, in_channels, H, W)`` to ``(N, 1)`` logits.
 
     Raises:
-        DataError: if ``pretrained`` and the ImageNet checkpoint is missing or unreadable.
-        ValueError: on a bad ``in_channels``.
+        DataError: if the ImageNet checkpoint is missing or unreadable.
+        ValueError: on a bad ``in_channels`` or an unknown weights name.
     """
-    return _resnet(
-        "resnet18", torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1, pretrained, in_channels
-    )
+    return _resnet("resnet18", torchvision.models.resnet18, ResNet18_Weights.verify(weights), in_channels)
 
 
-def resnet34(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+def resnet34(*, weights: ResNet34_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """ResNet-34 slice classifier with one logit (see :func:`resnet18` for arguments)."""
-    return _resnet(
-        "resnet34", torchvision.models.resnet34, ResNet34_Weights.IMAGENET1K_V1, pretrained, in_channels
-    )
+    return _resnet("resnet34", torchvision.models.resnet34, ResNet34_Weights.verify(weights), in_channels)
 
 
-def resnet50(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+def resnet50(*, weights: ResNet50_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """ResNet-50 slice classifier with one logit (see :func:`resnet18` for arguments)."""
-    return _resnet(
-        "resnet50", torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1, pretrained, in_channels
-    )
+    return _resnet("resnet50", torchvision.models.resnet50, ResNet50_Weights.verify(weights), in_channels)
 
 
 class VGG16Classifier(nn.Module):
@@ -177,25 +171,27 @@ class VGG16Classifier(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def vgg16(*, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+def vgg16(*, weights: VGG16_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """Convolutional VGG16 + global average pooling + one-logit head.
 
     Args:
-        pretrained: start from ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``, read from the
-            torch hub cache, never downloaded); only the convolutional ``features`` are used.
+        weights: ImageNet weights to start from (``VGG16_Weights.IMAGENET1K_V1`` or its name),
+            read from the torch hub cache, never downloaded; only the convolutional ``features``
+            are used. None: random initialisation.
         in_channels: input channels.
 
     Returns:
         Module mapping ``(N, in_channels, H, W)`` (H, W >= 32) to ``(N, 1)`` logits.
 
     Raises:
-        DataError: if ``pretrained`` and the ImageNet checkpoint is missing or unreadable.
-        ValueError: on a bad ``in_channels``.
+        DataError: if the ImageNet checkpoint is missing or unreadable.
+        ValueError: on a bad ``in_channels`` or an unknown weights name.
     """
     _check_in_channels("vgg16", in_channels)
     model = VGG16Classifier()
-    if pretrained:
-        _load_pretrained("vgg16", model.features, VGG16_Weights.IMAGENET1K_V1, prefix="features.")
+    chosen = VGG16_Weights.verify(weights)
+    if chosen is not None:
+        _load_pretrained("vgg16", model.features, chosen, prefix="features.")
     model.features[0] = _adapt_stem(model.features[0], in_channels)
     return model
 
@@ -229,12 +225,12 @@ class PlainCNN(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def plain_cnn(*, width: int = 32, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+def plain_cnn(*, width: int = 32, weights: str | None = None, in_channels: int = 3) -> nn.Module:
     """Small plain CNN slice classifier with one logit.
 
     Args:
         width: channels of the first of four stages (doubled at each).
-        pretrained: accepted so every classifier builder takes it; must be False (no ImageNet
+        weights: accepted so every classifier builder takes it; must be None (no ImageNet
             weights exist for this network).
         in_channels: input channels.
 
@@ -242,10 +238,10 @@ def plain_cnn(*, width: int = 32, pretrained: bool = False, in_channels: int = 3
         Module mapping ``(N, in_channels, H, W)`` (H, W >= 16) to ``(N, 1)`` logits.
 
     Raises:
-        ValueError: if ``pretrained`` is True or an argument is not a positive integer.
+        ValueError: if ``weights`` is given or an argument is not a positive integer.
     """
-    if pretrained:
-        raise ValueError("plain_cnn has no pretrained weights; use pretrained=False or a resnet/vgg16 arch")
+    if weights is not None:
+        raise ValueError("plain_cnn has no pretrained weights; use weights=None or a resnet/vgg16 arch")
     _check_in_channels("plain_cnn", in_channels)
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise ValueError(f"plain_cnn: width must be a positive integer, got {width!r}")

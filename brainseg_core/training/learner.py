@@ -77,7 +77,7 @@ def build_learner(
 
     assert cfg.arch is not None and cfg.loss is not None, "build_learner needs TrainConfig.resolved()"
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, **cfg.arch_args(), **({"pretrained": True} if cfg.pretrained else {}))
+    model = build_model(cfg.arch, **cfg.arch_args(), **({"weights": "DEFAULT"} if cfg.pretrained else {}))
     if init_from is not None:
         init_from_bundle(model, init_from, cfg)
     # torch's stubs have no overload for device and memory format together (the call is valid)

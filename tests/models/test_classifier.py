@@ -49,7 +49,7 @@ def test_plain_cnn_width_and_validation() -> None:
     with pytest.raises(ValueError, match="width"):
         plain_cnn(width=0)
     with pytest.raises(ValueError, match="no pretrained weights"):
-        plain_cnn(pretrained=True)
+        plain_cnn(weights="DEFAULT")
     with pytest.raises(ValueError, match="in_channels"):
         resnet18(in_channels=0)
 
@@ -73,7 +73,7 @@ def test_pretrained_resnet_loads_the_cached_checkpoint(torch_home: Path) -> None
     path.parent.mkdir(parents=True)
     torch.save(reference, path)
 
-    model = resnet18(pretrained=True)
+    model = resnet18(weights="DEFAULT")
     state = model.state_dict()
     for key in ("conv1.weight", "bn1.running_mean", "layer4.1.conv2.weight", "layer2.0.downsample.0.weight"):
         torch.testing.assert_close(state[key], reference[key], rtol=0, atol=0)
@@ -82,7 +82,7 @@ def test_pretrained_resnet_loads_the_cached_checkpoint(torch_home: Path) -> None
     assert not torch.equal(resnet18().state_dict()["conv1.weight"], reference["conv1.weight"])
 
     # One input channel: the RGB filters are averaged (and rescaled by 3/1).
-    gray = resnet18(pretrained=True, in_channels=1).state_dict()["conv1.weight"]
+    gray = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1, in_channels=1).state_dict()["conv1.weight"]
     torch.testing.assert_close(gray, reference["conv1.weight"].mean(1, keepdim=True) * 3)
 
 
@@ -94,7 +94,7 @@ def test_pretrained_vgg16_uses_only_the_features(torch_home: Path) -> None:
     path = pretrained_weights_path(VGG16_Weights.IMAGENET1K_V1)
     path.parent.mkdir(parents=True)
     torch.save(stored, path)
-    state = vgg16(pretrained=True).state_dict()
+    state = vgg16(weights="IMAGENET1K_V1").state_dict()
     for key, value in stored.items():
         if key.startswith("features."):
             torch.testing.assert_close(state[key], value, rtol=0, atol=0)
@@ -102,7 +102,7 @@ def test_pretrained_vgg16_uses_only_the_features(torch_home: Path) -> None:
 
 def test_missing_pretrained_weights_say_where_to_put_them(torch_home: Path) -> None:
     with pytest.raises(DataError, match=r"resnet34-b627a593\.pth") as info:
-        resnet34(pretrained=True)
+        resnet34(weights="DEFAULT")
     assert info.value.path == torch_home / "resnet34-b627a593.pth"
     assert "download" in str(info.value).lower()
 
@@ -112,4 +112,4 @@ def test_corrupt_pretrained_weights_are_refused(torch_home: Path) -> None:
     path.parent.mkdir(parents=True)
     torch.save({"conv1.weight": torch.zeros(3)}, path)
     with pytest.raises(DataError, match="cannot load ImageNet weights"):
-        resnet18(pretrained=True)
+        resnet18(weights="DEFAULT")
