@@ -16,7 +16,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QStyle
 
 from brainseg_app.slice_view import CHANNEL_NAMES
-from brainseg_core.inference.device import DEVICES
+from brainseg_core.compute import DEVICES
 
 if TYPE_CHECKING:
     from brainseg_app.window import MainWindow

@@ -28,8 +28,8 @@ from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.slice_view import CHANNEL_NAMES
 from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, WINDOW_PRESETS, OverlayStyle
 from brainseg_core import metrics
+from brainseg_core.compute import DEVICES
 from brainseg_core.inference import SliceResult
-from brainseg_core.inference.device import DEVICES
 from brainseg_core.io import Volume
 from brainseg_core.thresholds import Thresholds
 

@@ -18,8 +18,8 @@ import platformdirs
 from PySide6.QtCore import QByteArray, QSettings
 
 from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, OverlayStyle
+from brainseg_core.compute import DEVICES
 from brainseg_core.export import FORMATS
-from brainseg_core.inference.device import DEVICES
 from brainseg_core.spacing import Spacing
 
 #: Most recent folders kept in File > Recent.

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brainseg_core.compute import Device
 from brainseg_core.errors import Cancelled, DataError
-from brainseg_core.inference.device import Device
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, dice, iou, per_slice_dice, summarize
 from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker

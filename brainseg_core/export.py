@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -48,10 +49,12 @@ from PIL import Image
 import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import Cancelled, ExportError
-from brainseg_core.inference.pipeline import PatientResult
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
+
+if TYPE_CHECKING:
+    from brainseg_core.inference.pipeline import PatientResult
 
 __all__ = [
     "FORMATS",

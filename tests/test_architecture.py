@@ -47,3 +47,11 @@ def test_the_viewer_state_imports_no_qt() -> None:
     mods = _imported_modules("import brainseg_app.viewer_model, brainseg_app.session")
     qt = sorted(m for m in mods if m.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "shiboken6", "pyqtgraph"})
     assert qt == [], f"the viewer state imported Qt modules: {qt}"
+
+
+def test_the_light_tools_parse_their_arguments_without_torch() -> None:
+    """``brainseg-predict --help`` and bad arguments answer before torch loads (seconds on a CPU)."""
+    mods = _imported_modules(
+        "import brainseg_core.cli.predict, brainseg_core.cli.models, brainseg_core.cli.eval"
+    )
+    assert "torch" not in mods

@@ -30,18 +30,20 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from brainseg_core.bundle import ModelBundle
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode
+from brainseg_core.compute import DEVICES, PRECISIONS
 from brainseg_core.errors import BrainSegError, BundleError, DataError
 from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
-from brainseg_core.inference import PatientResult, Pipeline
-from brainseg_core.inference.device import DEVICES, PRECISIONS, resolve_device
 from brainseg_core.io import find_patients, open_volume, patient_id_of
-from brainseg_core.registry import resolve_models
 from brainseg_core.thresholds import Thresholds
+
+if TYPE_CHECKING:  # torch: loaded only once the arguments are parsed (a fast --help)
+    from brainseg_core.bundle import ModelBundle
+    from brainseg_core.inference import PatientResult, Pipeline
 
 PROG = "brainseg-predict"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = (
@@ -285,6 +287,10 @@ def _thresholds(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from brainseg_core.inference import Pipeline
+    from brainseg_core.inference.device import resolve_device
+    from brainseg_core.registry import resolve_models
+
     try:
         patients = find_patients(args.path)
         _refuse_duplicate_ids(patients)

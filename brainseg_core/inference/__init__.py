@@ -4,7 +4,8 @@ See :mod:`brainseg_core.inference.pipeline` for the pipeline and its results and
 :mod:`brainseg_core.inference.device` for device choice, precision and out-of-memory fallback.
 """
 
-from brainseg_core.inference.device import Device, Precision, resolve_device, resolve_precision
+from brainseg_core.compute import Device, Precision
+from brainseg_core.inference.device import resolve_device, resolve_precision
 from brainseg_core.inference.pipeline import (
     PatientResult,
     Pipeline,

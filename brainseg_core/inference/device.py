@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import functools
 import gc
 import logging
@@ -25,31 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
+from brainseg_core.compute import DEVICES, PRECISIONS, Device, Precision
+
 logger = logging.getLogger(__name__)
 
-
-class Device(enum.StrEnum):
-    """Where the networks run (``cuda:N`` names one card of several; see :func:`resolve_device`)."""
-
-    AUTO = "auto"
-    """CUDA, then Apple MPS, then the CPU."""
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-class Precision(enum.StrEnum):
-    """Autocast precision of the forward passes (see :func:`resolve_precision`)."""
-
-    AUTO = "auto"
-    """bf16 on CUDA cards and CPUs that compute it natively, fp16 on older cards, else fp32."""
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-
-DEVICES: tuple[str, ...] = tuple(d.value for d in Device)
-PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 
 # CPU precision for "auto": bf16 where the CPU has native bf16, else fp32. bench/pipeline.py
 # (ResUNet-16 + ResNet-18, 256x256, 2 threads) measured bf16 autocast at 1.7-2.8x the fp32

@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainseg_core.compute import Device, Precision
 from brainseg_core.errors import BundleError, Cancelled, DataError
 from brainseg_core.inference.device import (
-    Device,
     ExecutionPlan,
-    Precision,
     autocast,
     forward_batch_size,
     resolve_device,
