@@ -124,7 +124,7 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Ctrl+Shift+E",
         "Export the results of every analysed patient of the dataset",
     )
-    a("quit", "&Quit", w.close, QKeySequence.StandardKey.Quit, "Quit BrainSeg")
+    a("quit", "&Quit", w.quit, QKeySequence.StandardKey.Quit, "Quit BrainSeg")
 
     a(
         "run",

@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(QIcon(str(icon)))
 
         self.model = ViewerModel(overlay=self.settings.overlay_style())
+        self._quit_confirmed = False
         self._navigated = False
         self._pending_open: Path | None = None
         self._export_dialogs: list[dialogs.ExportDialog] = []
@@ -1021,8 +1022,35 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             self.open_path(paths[0])
 
+    def confirm_quit(self) -> bool:
+        """Ask before quitting while patients are being analysed; True when it may quit."""
+        if not self.analyser.active:
+            return True
+        waiting = len(self.analyser.queue)
+        more = f" and {waiting} more waiting" if waiting else ""
+        return dialogs.ask(
+            self,
+            "Quit BrainSeg?",
+            f"An analysis is running{more}. Quit anyway? The running analysis is stopped and "
+            "results are not kept after quitting.",
+        )
+
+    def quit(self) -> None:
+        """File > Quit: close the window, after asking if an analysis is running."""
+        if self.confirm_quit():
+            self._quit_confirmed = True
+            self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Save the settings and stop every worker thread before closing."""
+        """Save the settings and stop every worker thread before closing.
+
+        A close the user asked for (the window's close button, File > Quit) while an analysis
+        runs asks first; closing from code does not.
+        """
+        confirmed, self._quit_confirmed = self._quit_confirmed, False
+        if event.spontaneous() and not confirmed and not self.confirm_quit():
+            event.ignore()
+            return
         self.settings.geometry = self.saveGeometry()
         self.settings.window_state = self.saveState()
         self.settings.sync()

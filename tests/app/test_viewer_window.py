@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
-from PySide6.QtWidgets import QApplication, QColorDialog
+from PySide6.QtWidgets import QApplication, QColorDialog, QMessageBox
 
 from brainseg_app.session import PatientState
 from brainseg_core.inference import label_components
@@ -557,3 +557,19 @@ def test_window_level_is_kept_per_patient_and_channel_with_auto_on_first_view(
     w.open_patient(first)
     qtbot.waitUntil(lambda: w.volume is not None and w.current.path == first, timeout=20_000)
     assert w.view.width_level == (100.0, 80.0)
+
+
+def test_quitting_during_an_analysis_asks_first(
+    make_window, fixture_patient, scripted_models, qtbot, messages, monkeypatch
+) -> None:
+    w = make_window(scripted_models)
+    closed: list[bool] = []
+    monkeypatch.setattr(w, "close", lambda: closed.append(True))
+    assert w.confirm_quit()  # nothing running: no question
+    monkeypatch.setattr(type(w.analyser), "active", property(lambda self: True))
+    messages.answer = QMessageBox.StandardButton.No
+    w.quit()
+    assert closed == [] and "Quit BrainSeg?" in messages.questions[-1]
+    messages.answer = QMessageBox.StandardButton.Yes
+    w.quit()
+    assert closed == [True]
