@@ -10,6 +10,8 @@ the parent of its message boxes.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -23,12 +25,16 @@ from brainseg_app.settings import Settings
 from brainseg_app.worker import JobReport, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
 from brainseg_core.io import Volume
+from brainseg_core.result_store import ResultStore
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
-    from brainseg_core.inference import Pipeline
+    from brainseg_core.inference import PatientResult, Pipeline
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
+
+
+log = logging.getLogger(__name__)
 
 
 def _resolve_models(
@@ -109,6 +115,14 @@ def _build_pipeline(
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
+def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
+    """Keep a finished analysis; a failure to save is logged, never fatal to the analysis."""
+    try:
+        store.save(volume, result)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: the analysis was not saved: %s", volume.source, exc)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """What the prepare job hands back: the models (when loaded now), the pipeline, warnings."""
@@ -183,7 +197,9 @@ class AnalysisController(QObject):
     exportRequested = Signal()
     deviceFellBack = Signal(str)
 
-    def __init__(self, session: Session, settings: Settings, parent: QWidget) -> None:
+    def __init__(
+        self, session: Session, settings: Settings, parent: QWidget, *, store: ResultStore | None = None
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.settings = settings
@@ -196,6 +212,9 @@ class AnalysisController(QObject):
         self.export_after_batch = False
         self._batch = False
         self._pipeline_stale = False
+        self._rerun: set[Path] = set()  # patients the user asked to analyse again
+        #: Saved analyses (``<user data>/results``): every finished analysis is kept there.
+        self.store = store if store is not None else ResultStore.default()
         self.runner = JobRunner(self)
         r = self.runner
         r.item.connect(self._on_item)
@@ -334,13 +353,16 @@ class AnalysisController(QObject):
         Args:
             rec: the patient.
             front: put it before the patients already waiting.
-            explicit: the user asked for it (a missing model is then reported in a dialog).
+            explicit: the user asked for it: the networks run even when a saved analysis of these
+                models exists (otherwise it is used), and a missing model is reported in a dialog.
         """
         if self.models_loaded and self.segmenter is None:
             self._no_models("install or load a segmentation model bundle first", quiet=not explicit)
             return
         self.queue = [t for t in self.queue if t[1] != rec.path]
         task = ("analyse", rec.path)
+        if explicit:
+            self._rerun.add(rec.path)
         if front:
             self.queue.insert(0, task)
         else:
@@ -515,14 +537,26 @@ class AnalysisController(QObject):
         volume = session.volume if rec is session.current else None
         spacing = session.spacing_for(rec)
         path = rec.path
+        store = self.store
         if kind == "analyse":
             run = pipeline.replace(thresholds=session.thresholds)
+            # A saved analysis by these models is used as it is, unless the user asked for a new run.
+            reuse_saved = rec.path not in self._rerun
+            self._rerun.discard(rec.path)
 
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                report.item(("start", rec, (run.empty_result(vol), vol.n_slices)))
+                empty = run.empty_result(vol)
+                saved = store.load(vol, segmenter=empty.segmenter, classifier=empty.classifier)
+                if reuse_saved and saved is not None and saved.current:
+                    report.item(("start", rec, (saved.result, vol.n_slices)))
+                    return saved.result
+                report.item(("start", rec, (empty, vol.n_slices)))
+                slices = []
                 for s in run.run(vol, progress=report.progress, cancel=report.cancel):
+                    slices.append(s)
                     report.item(("slice", rec, s))
+                _save(store, vol, dataclasses.replace(empty, slices=slices))
                 return None
 
             rec.state = PatientState.RUNNING
@@ -534,9 +568,11 @@ class AnalysisController(QObject):
 
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                return pipeline.segment_slices(
+                done = pipeline.segment_slices(
                     vol, base, indices, progress=report.progress, cancel=report.cancel
                 )
+                _save(store, vol, done)
+                return done
 
             verb = f"Segmenting {len(indices)} more slice(s) of"
         self.runner.start(job, tag=(kind, rec))

@@ -452,7 +452,33 @@ class MainWindow(QMainWindow):
         if rec.state is PatientState.DONE:
             self.analyser.schedule_missing_segmentations()
         elif self.settings.auto_run and rec.state in (PatientState.NEW, PatientState.CANCELLED):
-            self.analyser.request_analysis(rec, front=True)
+            self.analyser.request_analysis(rec, front=True)  # uses a saved analysis when there is one
+        elif rec.state in (PatientState.NEW, PatientState.CANCELLED):
+            self._restore_saved(rec, volume)
+
+    def _restore_saved(self, rec: PatientRecord, volume: Volume) -> None:
+        """Show the saved analysis of ``rec`` (no network runs), or say that it is stale."""
+        seg, cls = self.segmenter, self.classifier
+        if seg is None:
+            return
+        saved = self.analyser.store.load(
+            volume, segmenter=seg.card.ref, classifier=None if cls is None else cls.card.ref
+        )
+        if saved is None:
+            return
+        if not saved.current:
+            self.statusBar().showMessage(
+                f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made by other models; "
+                "run the analysis to update it",
+                10000,
+            )
+            return
+        rec.start(saved.result, volume.n_slices)
+        rec.state = PatientState.DONE
+        self.model.apply(rec)
+        self._update_masks()
+        self._refresh_results()
+        self.statusBar().showMessage(f"{rec.patient_id}: analysis saved on {saved.saved[:10]} restored", 8000)
 
     def _on_volume_failed(self, message: str, details: str) -> None:
         rec = self.records.get(self.loader.tag)  # type: ignore[call-overload]

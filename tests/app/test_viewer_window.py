@@ -573,3 +573,47 @@ def test_quitting_during_an_analysis_asks_first(
     messages.answer = QMessageBox.StandardButton.Yes
     w.quit()
     assert closed == [True]
+
+
+def test_an_analysis_survives_a_restart(
+    make_window, fixture_patient, scripted_models, qtbot, monkeypatch
+) -> None:
+    from brainseg_core.inference import Pipeline
+
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    first = w.current.shown
+    assert list(w.analyser.store.folder.glob("*.npz"))  # kept in the user data folder
+    w.close()
+
+    runs: list[int] = []
+    real_run = Pipeline.run
+    monkeypatch.setattr(Pipeline, "run", lambda self, *a, **k: runs.append(1) or real_run(self, *a, **k))
+    # A new window without auto-run: the saved analysis is shown at once, no network runs.
+    w2 = make_window(scripted_models, auto_run=False)
+    assert w2.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: _analysed(w2), timeout=20_000)
+    assert runs == [] and "restored" in w2.statusBar().currentMessage()
+    assert [s.area_px for s in w2.current.shown.slices] == [s.area_px for s in first.slices]
+    w2.close()
+    # With auto-run the analysis job takes the saved one too; an explicit Run analysis runs the networks.
+    w3 = make_window(scripted_models)
+    _open_and_analyse(qtbot, w3, fixture_patient)
+    assert runs == [] and w3.current.tumour_slices() == first.tumour_slices
+    w3.run_current()
+    qtbot.waitUntil(lambda: runs != [] and _analysed(w3), timeout=20_000)
+
+
+def test_a_saved_analysis_of_other_models_is_not_shown_as_current(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    w.close()
+    cls, seg = scripted_models
+    other = dataclasses.replace(seg, card=dataclasses.replace(seg.card, weights_sha256="f" * 64))
+    w2 = make_window((cls, other), auto_run=False)
+    assert w2.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
+    assert w2.current.state is PatientState.NEW and w2.current.base is None
+    assert "made by other models" in w2.statusBar().currentMessage()

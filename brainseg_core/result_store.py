@@ -1,0 +1,188 @@
+"""Analyses that survive a restart: :class:`ResultStore`.
+
+An analysis of a patient is kept as one compressed file in the user data folder
+(``<user data>/results/<key>.npz``), keyed by the content of the images the networks read
+(:func:`volume_key`: a sha256 of the decoded slices, so renaming or moving a patient folder keeps
+its results and editing a slice does not reuse stale ones). The file holds every slice's tumour
+probability and mask probability map (float16), the thresholds, the models' names and sha256,
+the device and the time. Reopening the patient restores the analysis without running a network;
+results of other models than the active ones come back marked stale (:attr:`StoredResult.current`).
+
+Files are written atomically and read with ``allow_pickle=False``; a damaged or foreign file is
+ignored (with a log line naming it), never trusted and never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import brainseg_core
+from brainseg_core.atomic import atomic_write
+from brainseg_core.bundle import ModelRef
+from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethreshold
+from brainseg_core.io.volume import Volume
+from brainseg_core.thresholds import Thresholds
+
+__all__ = ["STORE_FORMAT", "ResultStore", "StoredResult", "volume_key"]
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "brainseg-result/1"
+
+
+def volume_key(volume: Volume) -> str:
+    """sha256 of the slices the networks read (shape and pixels), as 64 hex digits."""
+    h = hashlib.sha256()
+    h.update(repr(volume.images.shape).encode())
+    h.update(np.ascontiguousarray(volume.images).data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """An analysis read back from the store.
+
+    Attributes:
+        result: the patient's result (probabilities, masks under the stored thresholds).
+        current: True when it was made by the models asked about; False: other models made it
+            (show it as stale and offer a new run).
+        saved: when it was saved (ISO 8601, UTC).
+        path: the file it came from.
+    """
+
+    result: PatientResult
+    current: bool
+    saved: str
+    path: Path
+
+
+class ResultStore:
+    """Saved analyses in one folder (see the module docstring).
+
+    Args:
+        folder: where the files live (created on the first save).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @classmethod
+    def default(cls) -> ResultStore:
+        """The store in the user data folder (``<user data>/results``)."""
+        from brainseg_core.registry import user_data_dir
+
+        return cls(user_data_dir() / "results")
+
+    def path_for(self, volume: Volume) -> Path:
+        """The file that holds (or would hold) ``volume``'s analysis."""
+        return self.folder / f"{volume_key(volume)}.npz"
+
+    def save(self, volume: Volume, result: PatientResult) -> Path:
+        """Keep ``result`` for ``volume`` (replacing an earlier one), atomically.
+
+        Raises:
+            ValueError: if ``result`` does not belong to ``volume`` or is not complete.
+            OSError: when the file cannot be written.
+        """
+        if result.patient_id != volume.patient_id or len(result.slices) != volume.n_slices:
+            raise ValueError(
+                f"the result of {result.patient_id} ({len(result.slices)} slices) does not belong to "
+                f"{volume.patient_id} ({volume.n_slices} slices)"
+            )
+        present = np.array([s.mask_probability is not None for s in result.slices], bool)
+        maps = [s.mask_probability for s in result.slices if s.mask_probability is not None]
+        meta = {
+            "format": STORE_FORMAT,
+            "patient_id": result.patient_id,
+            "source": str(volume.source),
+            "shape": list(volume.images.shape),
+            "thresholds": result.thresholds.to_json(),
+            "models": result.models_json(),
+            "device": result.device,
+            "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+            "software_version": brainseg_core.__version__,
+        }
+        stacked = np.stack(maps).astype(np.float16) if maps else np.zeros((0, *volume.shape), np.float16)
+        path = self.path_for(volume)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f,
+                meta=np.array(json.dumps(meta)),
+                tumour_probability=np.array([s.tumour_probability for s in result.slices], np.float32),
+                has_mask_probability=present,
+                mask_probability=stacked,
+            )
+        return path
+
+    def load(
+        self, volume: Volume, *, segmenter: ModelRef, classifier: ModelRef | None
+    ) -> StoredResult | None:
+        """The saved analysis of ``volume``, or None when there is none (or it is unusable).
+
+        Args:
+            volume: the patient as read now (its spacing is used for areas and volumes).
+            segmenter: the active segmenter.
+            classifier: the active classifier (None: none is used).
+
+        Returns:
+            The stored result, ``current`` telling whether these models made it.
+        """
+        path = self.path_for(volume)
+        if not path.is_file():
+            return None
+        try:
+            return self._read(path, volume, segmenter, classifier)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
+            return None
+
+    def _read(
+        self, path: Path, volume: Volume, segmenter: ModelRef, classifier: ModelRef | None
+    ) -> StoredResult:
+        with np.load(path, allow_pickle=False) as data:
+            meta: dict[str, Any] = json.loads(str(data["meta"]))
+            tumour = np.asarray(data["tumour_probability"], np.float32)
+            present = np.asarray(data["has_mask_probability"], bool)
+            maps = np.asarray(data["mask_probability"], np.float32)
+        if meta.get("format") != STORE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {STORE_FORMAT!r}")
+        n = volume.n_slices
+        if tumour.shape != (n,) or present.shape != (n,) or maps.shape != (int(present.sum()), *volume.shape):
+            raise ValueError("its arrays do not match the patient's slices")
+        models = meta["models"]
+        stored_seg = ModelRef(**models["segmenter"])
+        stored_cls = None if models["classifier"] is None else ModelRef(**models["classifier"])
+        it = iter(maps)
+        slices = [
+            SliceResult(
+                index=i,
+                tumour_probability=float(tumour[i]),
+                segmented=bool(present[i]),
+                mask_probability=next(it) if present[i] else None,
+                mask=np.zeros(volume.shape, bool),
+                area_px=0,
+                area_mm2=None,
+            )
+            for i in range(n)
+        ]
+        raw = PatientResult(
+            patient_id=volume.patient_id,
+            slices=slices,
+            thresholds=Thresholds.from_json(meta["thresholds"]),
+            segmenter=stored_seg,
+            classifier=stored_cls,
+            device=str(meta["device"]),
+            spacing=volume.spacing,
+        )
+        current = stored_seg == segmenter and stored_cls == classifier
+        return StoredResult(rethreshold(raw), current, str(meta["saved"]), path)

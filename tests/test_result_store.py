@@ -1,0 +1,80 @@
+"""ResultStore: analyses survive a restart, keyed by image content, stale after a model change."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_core.bundle import ModelRef
+from brainseg_core.inference import PatientResult, SliceResult, rethreshold
+from brainseg_core.result_store import ResultStore, volume_key
+from brainseg_core.spacing import Spacing
+from brainseg_core.thresholds import Thresholds
+from tests.support import make_volume
+
+SEG = ModelRef("seg", "a" * 64)
+CLS = ModelRef("cls", "b" * 64)
+
+
+def _result(volume, *, gate: float = 0.5) -> PatientResult:
+    rng = np.random.default_rng(1)
+    slices = []
+    for i in range(volume.n_slices):
+        p = float(rng.random())
+        prob = rng.random(volume.shape).astype(np.float32) if p >= gate else None
+        slices.append(SliceResult(i, p, prob is not None, prob, np.zeros(volume.shape, bool), 0, None))
+    raw = PatientResult(volume.patient_id, slices, Thresholds(gate=gate, mask=0.6), SEG, CLS, "cpu")
+    return rethreshold(raw)
+
+
+def test_a_saved_analysis_comes_back_identical(tmp_path: Path) -> None:
+    volume = make_volume(n=6, size=32, spacing=(0.5, 0.5), thickness=2.0)
+    result = _result(volume)
+    store = ResultStore(tmp_path / "results")
+    path = store.save(volume, result)
+    assert path.parent == tmp_path / "results" and path.stem == volume_key(volume)
+    back = store.load(volume, segmenter=SEG, classifier=CLS)
+    assert back is not None and back.current and back.path == path and back.saved.endswith("+00:00")
+    r = back.result
+    assert (r.thresholds, r.segmenter, r.classifier, r.device) == (result.thresholds, SEG, CLS, "cpu")
+    assert r.spacing == Spacing(0.5, 0.5, 2.0) and result.volume_voxels > 0
+    for a, b in zip(r.slices, result.slices, strict=True):
+        assert (a.index, a.segmented) == (b.index, b.segmented)
+        assert a.tumour_probability == pytest.approx(b.tumour_probability)
+        if b.mask_probability is None:
+            assert a.mask_probability is None
+        else:  # float16 storage: 3 decimals
+            np.testing.assert_allclose(a.mask_probability, b.mask_probability, atol=1e-3)
+    # the masks at the stored thresholds agree except where a probability sits on the threshold
+    changed = sum(int((a.mask != b.mask).sum()) for a, b in zip(r.slices, result.slices, strict=True))
+    assert changed <= 0.002 * result.volume_voxels + 2
+    assert abs(r.volume_voxels - result.volume_voxels) <= changed
+
+
+def test_other_models_make_it_stale_and_other_pixels_miss(tmp_path: Path) -> None:
+    volume = make_volume(n=4, size=32)
+    store = ResultStore(tmp_path)
+    store.save(volume, _result(volume))
+    assert not store.load(volume, segmenter=ModelRef("seg2", "c" * 64), classifier=CLS).current
+    assert not store.load(volume, segmenter=SEG, classifier=None).current
+    moved = dataclasses.replace(volume, source=Path("/elsewhere/TCGA_ZZ_0001_20000101"))
+    assert store.load(moved, segmenter=SEG, classifier=CLS).current  # same pixels, same key
+    edited = volume.images.copy()
+    edited[0, 0, 0, 0] ^= 1
+    assert store.load(dataclasses.replace(volume, images=edited), segmenter=SEG, classifier=CLS) is None
+
+
+def test_a_damaged_or_foreign_file_is_ignored_not_trusted(tmp_path: Path, caplog) -> None:
+    volume = make_volume(n=4, size=32)
+    store = ResultStore(tmp_path)
+    path = store.save(volume, _result(volume))
+    path.write_bytes(path.read_bytes()[:100])
+    assert store.load(volume, segmenter=SEG, classifier=CLS) is None
+    assert str(path) in caplog.text
+    np.savez(path, meta=np.array('{"format": "other/9"}'))
+    assert store.load(volume, segmenter=SEG, classifier=CLS) is None
+    with pytest.raises(ValueError, match="does not belong"):
+        store.save(make_volume(n=3, size=32), _result(volume))
