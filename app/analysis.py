@@ -547,7 +547,9 @@ class AnalysisController(QObject):
             def job(report: JobReport) -> object:
                 vol = volume if volume is not None else read_volume(path, spacing)
                 empty = run.empty_result(vol)
-                saved = store.load(vol, segmenter=empty.segmenter, classifier=empty.classifier)
+                saved = store.load(
+                    vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
+                )
                 if reuse_saved and saved is not None and saved.current:
                     report.item(("start", rec, (saved.result, vol.n_slices)))
                     return saved.result

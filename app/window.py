@@ -462,7 +462,10 @@ class MainWindow(QMainWindow):
         if seg is None:
             return
         saved = self.analyser.store.load(
-            volume, segmenter=seg.card.ref, classifier=None if cls is None else cls.card.ref
+            volume,
+            segmenter=seg.card.ref,
+            classifier=None if cls is None else cls.card.ref,
+            flip_tta=self.settings.thorough,
         )
         if saved is None:
             return

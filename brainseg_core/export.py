@@ -278,6 +278,7 @@ def _sidecar(
         "models": result.models_json(),
         "thresholds": result.thresholds.to_json(),
         "spacing_mm": None if result.spacing is None else result.spacing.to_list(),
+        "flip_tta": result.flip_tta,
         "summary": {
             "slices_to_review": [
                 {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review

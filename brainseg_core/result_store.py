@@ -108,6 +108,7 @@ class ResultStore:
             "thresholds": result.thresholds.to_json(),
             "models": result.models_json(),
             "device": result.device,
+            "flip_tta": result.flip_tta,
             "saved": datetime.now(UTC).isoformat(timespec="seconds"),
             "software_version": brainseg_core.__version__,
         }
@@ -125,7 +126,7 @@ class ResultStore:
         return path
 
     def load(
-        self, volume: Volume, *, segmenter: ModelRef, classifier: ModelRef | None
+        self, volume: Volume, *, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool = False
     ) -> StoredResult | None:
         """The saved analysis of ``volume``, or None when there is none (or it is unusable).
 
@@ -133,21 +134,22 @@ class ResultStore:
             volume: the patient as read now (its spacing is used for areas and volumes).
             segmenter: the active segmenter.
             classifier: the active classifier (None: none is used).
+            flip_tta: whether the active pipeline uses flip test-time augmentation.
 
         Returns:
-            The stored result, ``current`` telling whether these models made it.
+            The stored result, ``current`` telling whether these models, run this way, made it.
         """
         path = self.path_for(volume)
         if not path.is_file():
             return None
         try:
-            return self._read(path, volume, segmenter, classifier)
+            return self._read(path, volume, segmenter, classifier, flip_tta)
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
             return None
 
     def _read(
-        self, path: Path, volume: Volume, segmenter: ModelRef, classifier: ModelRef | None
+        self, path: Path, volume: Volume, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool
     ) -> StoredResult:
         with np.load(path, allow_pickle=False) as data:
             meta: dict[str, Any] = json.loads(str(data["meta"]))
@@ -183,6 +185,7 @@ class ResultStore:
             classifier=stored_cls,
             device=str(meta["device"]),
             spacing=volume.spacing,
+            flip_tta=bool(meta.get("flip_tta", False)),
         )
-        current = stored_seg == segmenter and stored_cls == classifier
+        current = stored_seg == segmenter and stored_cls == classifier and raw.flip_tta == flip_tta
         return StoredResult(rethreshold(raw), current, str(meta["saved"]), path)

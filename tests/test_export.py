@@ -128,7 +128,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
         "min_area_px": 0,
         "largest_component": False,
     }
-    assert side["spacing_mm"] is None
+    assert side["spacing_mm"] is None and side["flip_tta"] is False
     assert side["summary"]["slices_to_review"] == []
     assert side["device"] == "cpu" and side["software_version"] == brainseg_core.__version__
     assert side["created"].endswith("+00:00")

@@ -60,6 +60,7 @@ def test_other_models_make_it_stale_and_other_pixels_miss(tmp_path: Path) -> Non
     store.save(volume, _result(volume))
     assert not store.load(volume, segmenter=ModelRef("seg2", "c" * 64), classifier=CLS).current
     assert not store.load(volume, segmenter=SEG, classifier=None).current
+    assert not store.load(volume, segmenter=SEG, classifier=CLS, flip_tta=True).current  # run otherwise
     moved = dataclasses.replace(volume, source=Path("/elsewhere/TCGA_ZZ_0001_20000101"))
     assert store.load(moved, segmenter=SEG, classifier=CLS).current  # same pixels, same key
     edited = volume.images.copy()

@@ -137,6 +137,7 @@ class PatientResult:
             run (no classifier, or every slice segmented).
         device: the device the networks ran on (``"cpu"`` after an out-of-memory fallback).
         spacing: the volume's voxel size when known (areas in mm², volumes in mL).
+        flip_tta: whether the mask probabilities average each slice and its mirror ("thorough").
     """
 
     patient_id: str
@@ -146,6 +147,7 @@ class PatientResult:
     classifier: ModelRef | None
     device: str
     spacing: Spacing | None = None
+    flip_tta: bool = False
 
     @property
     def tumour_slices(self) -> int:
@@ -672,6 +674,7 @@ class Pipeline:
             classifier=self.classifier.card.ref if self.classifier and self.uses_classifier else None,
             device=str(self.device),
             spacing=volume.spacing,
+            flip_tta=self.flip_tta,
         )
 
     def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:

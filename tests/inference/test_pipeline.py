@@ -251,6 +251,7 @@ def test_flip_tta_averages_the_slice_and_its_mirror(seg_bundle) -> None:
         p.data.normal_(0, 0.3)
     plain = Pipeline(None, seg_bundle, device="cpu", precision="fp32").analyse(vol)
     tta = Pipeline(None, seg_bundle, device="cpu", precision="fp32", flip_tta=True).analyse(vol)
+    assert tta.flip_tta and not plain.flip_tta  # results say how they were made
     x = preprocess_volume(vol.images, size=32)
     with torch.no_grad():
         mirrored = torch.sigmoid(seg_bundle.model(x.flip(-1))).flip(-1)[:, 0].numpy()
