@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 from brainseg_core.atomic import atomic_write
+from brainseg_core.bundle import KEY_METRICS
 from brainseg_core.metrics import classification_metrics, per_patient_dice, per_patient_iou, summarize
+from brainseg_core.model_kind import ModelKind
 from brainseg_core.training.data import SliceSet
 
 #: Recall on tumour slices the classifier threshold must keep on the validation patients.
@@ -35,8 +37,9 @@ _LOSS_CHUNK = 64
 
 
 def selection_metric(kind: str) -> str:
-    """The validation metric that selects the best epoch: ``dice_patient_mean`` or ``roc_auc``."""
-    return "dice_patient_mean" if kind == "segmenter" else "roc_auc"
+    """The validation metric that selects the best epoch: the kind's ranking metric
+    (:data:`brainseg_core.bundle.KEY_METRICS`, which ranks installed bundles too)."""
+    return KEY_METRICS[ModelKind(kind)]
 
 
 def default_thresholds(kind: str) -> dict[str, Any]:
