@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
@@ -22,14 +24,16 @@ from PySide6.QtWidgets import QWidget
 from brainseg_app import dialogs
 from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings
-from brainseg_app.worker import JobReport, JobRunner
+from brainseg_app.worker import Job, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
+from brainseg_core.inference import PatientResult, SliceResult
 from brainseg_core.io import Volume
+from brainseg_core.progress import ProgressFn
 from brainseg_core.result_store import ResultStore
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
-    from brainseg_core.inference import PatientResult, Pipeline
+    from brainseg_core.inference import Pipeline
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
 
@@ -121,6 +125,15 @@ def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
         store.save(volume, result)
     except (OSError, ValueError) as exc:
         log.warning("%s: the analysis was not saved: %s", volume.source, exc)
+
+
+@dataclass(frozen=True)
+class Started:
+    """What an analysis job yields first: the patient's result so far (no slices yet, or a saved
+    analysis that is used as it is) and its number of slices."""
+
+    result: PatientResult
+    n_slices: int
 
 
 @dataclass(frozen=True)
@@ -470,7 +483,7 @@ class AnalysisController(QObject):
         device = self.settings.device
         thorough = self.settings.thorough
 
-        def job(report: JobReport) -> _Prepared:
+        def job(cancel: threading.Event, progress: ProgressFn) -> _Prepared:
             warnings: list[tuple[str, str]] = []
             cls: ModelBundle | None
             seg: ModelBundle | None
@@ -544,22 +557,23 @@ class AnalysisController(QObject):
             reuse_saved = rec.path not in self._rerun
             self._rerun.discard(rec.path)
 
-            def job(report: JobReport) -> object:
+            def analyse(cancel: threading.Event, progress: ProgressFn) -> Iterator[Started | SliceResult]:
                 vol = volume if volume is not None else read_volume(path, spacing)
                 empty = run.empty_result(vol)
                 saved = store.load(
                     vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
                 )
                 if reuse_saved and saved is not None and saved.current:
-                    report.item(("start", rec, (saved.result, vol.n_slices)))
-                    return saved.result
-                report.item(("start", rec, (empty, vol.n_slices)))
+                    yield Started(saved.result, vol.n_slices)
+                    return
+                yield Started(empty, vol.n_slices)
                 slices = []
-                for s in run.run(vol, progress=report.progress, cancel=report.cancel):
+                for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
-                    report.item(("slice", rec, s))
+                    yield s
                 _save(store, vol, dataclasses.replace(empty, slices=slices))
-                return None
+
+            job: Job = analyse
 
             rec.state = PatientState.RUNNING
             verb = "Analysing"
@@ -568,13 +582,13 @@ class AnalysisController(QObject):
             assert base is not None
             indices = rec.missing(session.thresholds)
 
-            def job(report: JobReport) -> object:
+            def segment(cancel: threading.Event, progress: ProgressFn) -> PatientResult:
                 vol = volume if volume is not None else read_volume(path, spacing)
-                done = pipeline.segment_slices(
-                    vol, base, indices, progress=report.progress, cancel=report.cancel
-                )
+                done = pipeline.segment_slices(vol, base, indices, progress=progress, cancel=cancel)
                 _save(store, vol, done)
                 return done
+
+            job = segment
 
             verb = f"Segmenting {len(indices)} more slice(s) of"
         self.runner.start(job, tag=(kind, rec))
@@ -587,15 +601,15 @@ class AnalysisController(QObject):
     # Results streamed back from the worker
     # ==========================================================================================
     def _on_item(self, obj: object) -> None:
-        kind, rec, payload = cast(tuple[str, PatientRecord, Any], obj)
+        _, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         session = self.session
-        if kind == "start":
-            empty, n_slices = payload
-            rec.start(empty, int(n_slices))
+        if isinstance(obj, Started):
+            rec.start(obj.result, obj.n_slices)
             self.recordChanged.emit(rec)
             self.patientStarted.emit(rec)
             return
-        shown = rec.add(payload, session.shown_thresholds(rec), session.spacing_for(rec))
+        assert isinstance(obj, SliceResult)
+        shown = rec.add(obj, session.shown_thresholds(rec), session.spacing_for(rec))
         self.recordChanged.emit(rec)
         self.sliceAnalysed.emit(rec, shown.index)
 

@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,10 +40,11 @@ from PySide6.QtWidgets import (
 )
 
 from brainseg_app.session import PatientRecord
-from brainseg_app.worker import JobReport, JobRunner
+from brainseg_app.worker import JobRunner
 from brainseg_core.errors import ExportError
 from brainseg_core.export import ExportFormat, check_export_folder
 from brainseg_core.io import Volume
+from brainseg_core.progress import ProgressFn
 from brainseg_core.spacing import Spacing
 
 log = logging.getLogger(__name__)
@@ -626,18 +628,18 @@ class ExportDialog(QDialog):
         volume_for = self._volume_for
         items = [(rec, rec.shown) for rec in self.records if rec.shown is not None]
 
-        def job(report: JobReport) -> list[Path]:
+        def job(cancel: threading.Event, progress: ProgressFn) -> list[Path]:
             from brainseg_core.export import export_results
 
             written: list[Path] = []
             total = len(items)
             for k, (rec, shown) in enumerate(items):
-                if report.cancel.is_set():
+                if cancel.is_set():
                     break
                 volume = volume_for(rec)
 
-                def progress(done: int, n: int, k: int = k) -> None:
-                    report.progress(k * 1000 + int(1000 * done / max(n, 1)), total * 1000)
+                def one(done: int, n: int, k: int = k) -> None:
+                    progress(k * 1000 + int(1000 * done / max(n, 1)), total * 1000)
 
                 written += export_results(
                     volume,
@@ -645,8 +647,8 @@ class ExportDialog(QDialog):
                     dest,
                     formats=tuple(formats),
                     overwrite=overwrite,
-                    progress=progress,
-                    cancel=report.cancel,
+                    progress=one,
+                    cancel=cancel,
                 )
             return written
 

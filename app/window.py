@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,10 +50,11 @@ from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
-from brainseg_app.worker import JobReport, JobRunner
+from brainseg_app.worker import JobRunner
 from brainseg_core.bundle import ModelBundle
 from brainseg_core.errors import DataError
 from brainseg_core.io import Volume, find_patients, open_volume
+from brainseg_core.progress import ProgressFn
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -414,7 +416,7 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _start_load(self, path: Path) -> None:
-        def job(report: JobReport) -> Volume:
+        def job(cancel: threading.Event, progress: ProgressFn) -> Volume:
             return open_volume(path)
 
         self.loader.start(job, tag=path)
@@ -484,7 +486,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{rec.patient_id}: analysis saved on {saved.saved[:10]} restored", 8000)
 
     def _on_volume_failed(self, message: str, details: str) -> None:
-        rec = self.records.get(self.loader.tag)  # type: ignore[call-overload]
+        rec = self.records.get(self.loader.tag)
         if rec is not None:
             rec.error = message
             rec.state = PatientState.FAILED

@@ -1,9 +1,13 @@
-"""Background work in a QThread: inference, opening folders and exports never block the window.
+"""Background work off the GUI thread, on superqt's workers: the window never blocks.
 
-A *job* is a plain function ``job(report: JobReport) -> object`` that runs in a worker thread.
-It reports progress and streamed items through ``report`` and checks ``report.cancel`` (a
-``threading.Event``) between steps; :class:`JobRunner` turns all of that into Qt signals delivered
-in the GUI thread.
+A *job* is a function ``job(cancel, progress)`` that runs in a worker thread of superqt
+(:func:`superqt.utils.create_worker`): a generator function streams each ``yield`` to the GUI
+(a :class:`~brainseg_core.inference.SliceResult` as it is ready, say) and its ``return`` value is
+the result; a plain function just returns. ``cancel`` is a :class:`threading.Event` to pass to the
+core's ``cancel=`` arguments; ``progress(done, total)`` is the core's progress callback and may be
+called from the worker thread. :class:`JobRunner` runs one job at a time and turns superqt's
+signals into the few outcomes the viewer acts on: an item, progress, finished, failed (with a
+message a reader can act on), cancelled, and stopped.
 """
 
 from __future__ import annotations
@@ -11,84 +15,33 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
+from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
+from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from brainseg_core.errors import BrainSegError, Cancelled
+from brainseg_core.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
-
-class _Emitter(QObject):
-    item = Signal(object)
-    progress = Signal(int, int)
-
-
-@dataclass
-class JobReport:
-    """What a running job uses to talk to the GUI.
-
-    Attributes:
-        cancel: set when the user cancels; pass it to core functions as ``cancel=``.
-    """
-
-    _emitter: _Emitter
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-    def item(self, obj: object) -> None:
-        """Stream one result (e.g. a ``SliceResult``) to the GUI."""
-        self._emitter.item.emit(obj)
-
-    def progress(self, done: int, total: int) -> None:
-        """Report ``done`` of ``total`` steps (the core's ``progress`` callback signature)."""
-        self._emitter.progress.emit(int(done), int(total))
-
-
-Job = Callable[[JobReport], object]
-
-
-class _Worker(QObject):
-    done = Signal(object)
-    failed = Signal(str, str)
-    cancelled = Signal()
-
-    def __init__(self, job: Job, report: JobReport) -> None:
-        super().__init__()
-        self._job = job
-        self._report = report
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            result = self._job(self._report)
-        except Cancelled:
-            self.cancelled.emit()
-        except BrainSegError as exc:
-            self.failed.emit(str(exc), "")
-        except Exception as exc:  # a bug: keep the app alive, show and log it
-            details = traceback.format_exc()
-            log.error("background job failed:\n%s", details)
-            self.failed.emit(f"{type(exc).__name__}: {exc}", details)
-        else:
-            if self._report.cancel.is_set():
-                self.cancelled.emit()
-            else:
-                self.done.emit(result)
+#: A job: ``job(cancel, progress)``, a generator function (yields stream to the GUI, the return
+#: value is the result) or a plain function (its return value is the result).
+Job = Callable[[threading.Event, ProgressFn], Generator[object, None, object] | object]
 
 
 class JobRunner(QObject):
-    """Runs one job at a time in its own QThread and relays its signals to the GUI thread.
+    """Runs one job at a time in a superqt worker and relays its outcome to the GUI thread.
 
     Signals:
         started: a job started.
-        item: an object streamed by the job.
+        item: an object the job yielded.
         progress: ``(done, total)``.
         finished: the job's return value (not emitted when it failed or was cancelled).
         failed: ``(message, details)``; details holds a traceback for unexpected errors.
         cancelled: the job stopped because :meth:`cancel` was called.
-        stopped: the thread has ended, whatever the outcome (emitted last).
+        stopped: the job has ended, whatever the outcome (emitted last).
     """
 
     started = Signal()
@@ -98,29 +51,30 @@ class JobRunner(QObject):
     failed = Signal(str, str)
     cancelled = Signal()
     stopped = Signal()
+    _progress_from_worker = Signal(int, int)  # emitted in the worker thread, delivered here
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._thread: QThread | None = None
-        self._worker: _Worker | None = None
-        self._report: JobReport | None = None
-        self.tag: object = None
+        self._worker: GeneratorWorker | FunctionWorker | None = None
+        self._cancel: threading.Event | None = None
+        self.tag: Any = None
+        self._progress_from_worker.connect(self.progress)
 
     @property
     def running(self) -> bool:
-        """True while a job's thread is alive."""
-        return self._thread is not None
+        """True while a job runs (until :attr:`stopped`)."""
+        return self._worker is not None
 
     @property
     def cancelling(self) -> bool:
-        """True from :meth:`cancel` until the cancelled job's thread ends."""
-        return self._report is not None and self._report.cancel.is_set()
+        """True from :meth:`cancel` until the cancelled job stops."""
+        return self._cancel is not None and self._cancel.is_set()
 
     def start(self, job: Job, tag: object = None) -> None:
-        """Start ``job`` in a new worker thread.
+        """Start ``job`` in a worker thread.
 
         Args:
-            job: the function to run; it receives a :class:`JobReport`.
+            job: the job (see the module docstring).
             tag: any value describing the job (kept in :attr:`tag` until the next start).
 
         Raises:
@@ -128,79 +82,76 @@ class JobRunner(QObject):
         """
         if self.running:
             raise RuntimeError("a job is already running; cancel it and wait before starting another")
-        emitter = _Emitter()
-        report = JobReport(emitter)
-        worker = _Worker(job, report)
-        thread = QThread(self)
-        worker.moveToThread(thread)
-        emitter.moveToThread(thread)
-        emitter.item.connect(self._on_item)
-        emitter.progress.connect(self._on_progress)
-        worker.done.connect(self._on_done)
-        worker.failed.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
-        for sig in (worker.done, worker.failed, worker.cancelled):
-            # Direct: quit from the worker thread itself, so wait() in the GUI thread cannot deadlock.
-            sig.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.started.connect(worker.run)
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker, self._report, self.tag = thread, worker, report, tag
-        self._emitter: _Emitter | None = emitter
-        thread.start()
+        cancel = threading.Event()
+        worker = create_worker(
+            job, cancel, self._progress_from_worker.emit, _start_thread=False, _ignore_errors=True
+        )
+        if isinstance(worker, GeneratorWorker):
+            worker.yielded.connect(self._on_item)
+            worker.aborted.connect(self._on_aborted)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self._worker, self._cancel, self.tag = worker, cancel, tag
+        self._outcome_sent = False
+        worker.start()
         self.started.emit()
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next check (no effect when idle)."""
-        if self._report is not None:
-            self._report.cancel.set()
+        """Ask the running job to stop: at its next ``yield``, or at the core's next check."""
+        if self._cancel is not None:
+            self._cancel.set()
+        if isinstance(self._worker, GeneratorWorker):
+            self._worker.quit()
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
-        """Block until the thread ends (used when the window closes).
+        """Block until the job's thread is done (used when the window closes).
 
         Returns:
-            True when no thread is left running.
+            True when no job is left running.
         """
-        thread = self._thread
-        if thread is None:
+        if self._worker is None:
             return True
-        ok = thread.wait(timeout_ms)
-        if ok:
-            self._cleanup()
-        return ok
+        if not QThreadPool.globalInstance().waitForDone(timeout_ms):
+            return False
+        self._worker = self._cancel = None
+        return True
 
+    # -- superqt's signals, in the GUI thread --------------------------------------------------
     @Slot(object)
     def _on_item(self, obj: object) -> None:
-        if self._report is not None and not self._report.cancel.is_set():
+        if not self.cancelling:
             self.item.emit(obj)
 
-    @Slot(int, int)
-    def _on_progress(self, done: int, total: int) -> None:
-        self.progress.emit(done, total)
+    @Slot(object)
+    def _on_returned(self, result: object) -> None:
+        self._send_outcome(lambda: self.cancelled.emit() if self.cancelling else self.finished.emit(result))
 
     @Slot(object)
-    def _on_done(self, result: object) -> None:
-        self.finished.emit(result)
-
-    @Slot(str, str)
-    def _on_failed(self, message: str, details: str) -> None:
-        self.failed.emit(message, details)
+    def _on_errored(self, exc: Exception) -> None:
+        if isinstance(exc, Cancelled):
+            self._send_outcome(self.cancelled.emit)
+        elif isinstance(exc, BrainSegError):
+            self._send_outcome(lambda: self.failed.emit(str(exc), ""))
+        else:  # a bug: keep the app alive, show and log it
+            details = "".join(traceback.format_exception(exc))
+            log.error("background job failed:\n%s", details)
+            self._send_outcome(lambda: self.failed.emit(f"{type(exc).__name__}: {exc}", details))
 
     @Slot()
-    def _on_cancelled(self) -> None:
-        self.cancelled.emit()
+    def _on_aborted(self, _: object = None) -> None:
+        self._send_outcome(self.cancelled.emit)
 
     @Slot()
-    def _on_thread_finished(self) -> None:
-        if self._thread is not None:
-            self._cleanup()
-            self.stopped.emit()
+    def _on_finished(self, _: object = None) -> None:
+        if self._worker is None:  # wait() already tidied up
+            return
+        if not self._outcome_sent:  # quit() before the generator's first step
+            self._send_outcome(self.cancelled.emit)
+        self._worker = self._cancel = None
+        self.stopped.emit()
 
-    def _cleanup(self) -> None:
-        thread, worker, emitter = self._thread, self._worker, getattr(self, "_emitter", None)
-        self._thread = self._worker = self._report = None
-        self._emitter = None
-        for obj in (worker, emitter):
-            if obj is not None:
-                obj.deleteLater()
-        if thread is not None:
-            thread.deleteLater()
+    def _send_outcome(self, emit: Callable[[], None]) -> None:
+        if not self._outcome_sent:
+            self._outcome_sent = True
+            emit()

@@ -126,36 +126,53 @@ def _run(runner: JobRunner, job, qtbot, *, cancel_after_first: bool = False) -> 
 def test_job_runner_outcomes(qtbot) -> None:
     runner = JobRunner()
     main = threading.get_ident()
+    progress: list[tuple[int, int]] = []
+    runner.progress.connect(lambda d, t: progress.append((d, t)))
 
-    def ok(report):
+    def ok(cancel, report_progress):  # a generator: each yield streams to the GUI
         assert threading.get_ident() != main  # really in a worker thread
         for i in range(5):
-            report.item(i)
-            report.progress(i + 1, 5)
+            report_progress(i + 1, 5)
+            yield i
         return "result"
 
     seen = _run(runner, ok, qtbot)
     assert seen["items"] == [0, 1, 2, 3, 4] and seen["done"] == "result"
+    assert progress == [(i + 1, 5) for i in range(5)]
 
-    def bad(report):
+    def plain(cancel, report_progress):  # a plain function: its return value is the result
+        return 42
+
+    assert _run(runner, plain, qtbot)["done"] == 42
+
+    def bad(cancel, report_progress):
         raise DataError("/x/y.tif", "is not a TIFF")
 
     seen = _run(runner, bad, qtbot)
     assert seen["failed"] == ("/x/y.tif: is not a TIFF", "") and seen["done"] is None
 
-    def bug(report):
+    def bug(cancel, report_progress):
         return 1 / 0
 
     seen = _run(runner, bug, qtbot)
     assert seen["failed"][0].startswith("ZeroDivisionError") and "Traceback" in seen["failed"][1]
 
-    def slow(report):
+    def slow(cancel, report_progress):  # stops at its next yield once cancelled
         for i in range(200):
-            if report.cancel.is_set():
-                raise Cancelled("stop")
-            report.item(i)
+            yield i
             time.sleep(0.01)
         return "never"
 
     seen = _run(runner, slow, qtbot, cancel_after_first=True)
     assert seen["cancelled"] and seen["done"] is None and len(seen["items"]) < 200
+
+    def core_call(cancel, report_progress):  # a core function checking cancel= between steps
+        for _ in range(200):
+            if cancel.is_set():
+                raise Cancelled("stop")
+            time.sleep(0.01)
+        return "never"
+
+    runner.started.connect(runner.cancel)
+    seen = _run(runner, core_call, qtbot)
+    assert seen["cancelled"] and seen["done"] is None and seen["failed"] is None
