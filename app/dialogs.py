@@ -482,6 +482,8 @@ class ExportDialog(QDialog):
         records: the analysed patients to export.
         volume_for: returns the :class:`~brainseg_core.io.Volume` of a record; called in the
             worker thread (may read from disk).
+        window_for: the FLAIR window ``(width, level)`` the reader used for a record, or None
+            (the pictures then use the volume's automatic window).
         formats: formats ticked initially.
         destination: initial destination folder.
         parent: owner window.
@@ -497,6 +499,7 @@ class ExportDialog(QDialog):
         records: Sequence[PatientRecord],
         volume_for: Callable[[PatientRecord], Volume],
         *,
+        window_for: Callable[[PatientRecord], tuple[float, float] | None] = lambda rec: None,
         formats: Sequence[str] = ("tif", "png", "csv"),
         destination: Path | None = None,
         parent: QWidget | None = None,
@@ -504,6 +507,7 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.records = list(records)
         self._volume_for = volume_for
+        self._window_for = window_for
         self.written: list[Path] = []
         n = len(self.records)
         self.setWindowTitle("Export results")
@@ -626,14 +630,14 @@ class ExportDialog(QDialog):
                 return False
             overwrite = True
         volume_for = self._volume_for
-        items = [(rec, rec.shown) for rec in self.records if rec.shown is not None]
+        items = [(rec, rec.shown, self._window_for(rec)) for rec in self.records if rec.shown is not None]
 
         def job(cancel: threading.Event, progress: ProgressFn) -> list[Path]:
             from brainseg_core.export import export_results
 
             written: list[Path] = []
             total = len(items)
-            for k, (rec, shown) in enumerate(items):
+            for k, (rec, shown, window) in enumerate(items):
                 if cancel.is_set():
                     break
                 volume = volume_for(rec)
@@ -647,6 +651,7 @@ class ExportDialog(QDialog):
                     dest,
                     formats=tuple(formats),
                     overwrite=overwrite,
+                    window=window,
                     progress=one,
                     cancel=cancel,
                 )

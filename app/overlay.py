@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["boundary_segments", "mask_rgba"]
+
 
 def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], opacity: float) -> np.ndarray:
     """An RGBA image that paints ``mask`` in ``colour`` and is transparent elsewhere.
@@ -74,31 +76,3 @@ def _runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
     stops = np.argwhere(diff == -1)
     # argwhere is row-major, so starts and stops pair up one to one.
     return [(int(r), int(s), int(e)) for (r, s), (_, e) in zip(starts, stops, strict=True)]
-
-
-def auto_window(pixels: np.ndarray, low: float = 1.0, high: float = 99.5) -> tuple[float, float]:
-    """A window that spans the foreground's ``[low, high]`` percentiles.
-
-    Args:
-        pixels: image values of any shape (e.g. one channel of a whole volume).
-        low: lower percentile.
-        high: upper percentile.
-
-    Returns:
-        ``(width, level)``; the full 8-bit range for an empty (all zero) image.
-    """
-    fg = pixels[pixels > 0]
-    if fg.size == 0:
-        return 255.0, 127.5
-    if fg.size > 1_000_000:
-        fg = fg[:: fg.size // 1_000_000 + 1]
-    lo, hi = (float(v) for v in np.percentile(fg, [low, high]))
-    if hi - lo < 1.0:
-        hi = lo + 1.0
-    return hi - lo, (hi + lo) / 2.0
-
-
-def levels(width: float, level: float) -> tuple[float, float]:
-    """Display range ``(black, white)`` of a window ``width`` centred at ``level``."""
-    w = max(1.0, float(width))
-    return level - w / 2.0, level + w / 2.0

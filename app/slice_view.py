@@ -16,14 +16,14 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QLabel, QVBoxLayout, QWidget
 
-from brainseg_app.overlay import auto_window, boundary_segments, levels, mask_rgba
+from brainseg_app.overlay import boundary_segments, mask_rgba
 from brainseg_app.viewer_model import OverlayStyle
+from brainseg_core.display import FULL_WINDOW, auto_window, levels
 from brainseg_core.io.volume import CHANNELS
 
 #: Display modes: one grey channel each, then the RGB composite.
 CHANNEL_NAMES: tuple[str, ...] = (*CHANNELS, "RGB composite")
 RGB = len(CHANNELS)
-FULL_WINDOW = (255.0, 127.5)
 _WHEEL_STEP = 120  # one notch of a standard mouse wheel
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from brainseg_app.overlay import auto_window
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_core.bundle import ModelCard
+from brainseg_core.display import auto_window
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -329,6 +329,10 @@ class ViewerModel:
     def apply_preset(self, preset: str) -> None:
         """Use a :data:`WINDOW_PRESETS` entry for the shown channel."""
         self.set_window(*self.preset_window(preset))
+
+    def window_of(self, patient: Path, channel: int) -> tuple[float, float] | None:
+        """The window a patient's channel was last shown with, or None if it never was."""
+        return self._windows.get((patient, channel))
 
     def _window_key(self) -> tuple[Path, int] | None:
         return None if self.current is None or self.volume is None else (self.current.path, self.channel)

@@ -53,13 +53,15 @@ from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_app.worker import JobRunner
 from brainseg_core.bundle import ModelBundle
 from brainseg_core.errors import DataError
-from brainseg_core.io import Volume, find_patients, open_volume
+from brainseg_core.io import CHANNELS, Volume, find_patients, open_volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
+
+FLAIR = CHANNELS.index("FLAIR")
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
@@ -979,6 +981,7 @@ class MainWindow(QMainWindow):
         dlg = dialogs.ExportDialog(
             records,
             volume_for,
+            window_for=lambda rec: self.model.window_of(rec.path, FLAIR),
             formats=self.settings.export_formats,
             destination=Path(default) if default else None,
             parent=self,

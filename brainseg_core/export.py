@@ -5,11 +5,15 @@
 - ``tif``: ``<patient>_<n>_mask.tif`` per slice, uint8 0/255 single-page greyscale TIFF (the LGG
   dataset's own mask convention), ``n`` = the slice number from the source file name;
 - ``stack``: ``<patient>_mask_stack.tif``, the same masks as one N-page uint8 0/255 TIFF;
-- ``png``: ``<patient>_<n>_overlay.png`` per slice, the FLAIR channel in grey with the mask
-  outline in red;
+- ``png``: key images for a report, ``<patient>_<n>_overlay.png`` for every slice with a tumour
+  outline or a review flag: the FLAIR channel at the window the reader used (or its foreground's
+  1-99.5 % window), enlarged to at least 512 px, the outline in red, and a caption with the patient,
+  slice, channel, window, area, volume, models, a legend and the research-use notice;
+- ``png-all``: the same picture for every slice;
 - ``csv``: ``<patient>_report.csv`` (one row per slice: slice number, tumour probability,
-  segmented, area in px and mm², and a review reason where the slice needs a reader's look
-  although its mask is empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
+  whether the slice passed the gate and was read by the segmenter, whether it has tumour, area in
+  px and mm², and a review reason where the slice needs a reader's look although its mask is
+  empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
 - always ``brainseg_export.json``: the model bundles (name, sha256), every threshold that shaped
@@ -44,10 +48,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import brainseg_core
 from brainseg_core.atomic import atomic_write
+from brainseg_core.display import FULL_WINDOW, apply_window, auto_window
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
@@ -64,6 +69,7 @@ __all__ = [
     "check_export_folder",
     "check_formats",
     "export_results",
+    "key_image",
     "overlay_image",
 ]
 
@@ -74,6 +80,7 @@ class ExportFormat(enum.StrEnum):
     TIF = "tif"
     STACK = "stack"
     PNG = "png"
+    PNG_ALL = "png-all"
     CSV = "csv"
 
     @property
@@ -93,12 +100,27 @@ _FORMAT_TEXT = {
         "One 0/255 mask TIFF per slice, named like the dataset's own",
     ),
     ExportFormat.STACK: ("Mask stack (multi-page TIFF)", "All masks of a patient in one multi-page TIFF"),
-    ExportFormat.PNG: ("PNG overlays", "Each slice with the predicted outline drawn on it, for reports"),
+    ExportFormat.PNG: (
+        "Key images (PNG)",
+        "Annotated pictures of the slices with tumour or a review flag, as viewed, for reports",
+    ),
+    ExportFormat.PNG_ALL: ("Every slice as a picture (PNG)", "The annotated picture of every slice"),
     ExportFormat.CSV: ("CSV report", "Per-slice tumour probability and area, plus the patient summary"),
 }
 
 #: Every export format, in the order they are written.
 FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
+#: What an export writes when no format is named.
+DEFAULT_FORMATS: tuple[ExportFormat, ...] = (
+    ExportFormat.TIF,
+    ExportFormat.STACK,
+    ExportFormat.PNG,
+    ExportFormat.CSV,
+)
+#: The shorter side of an exported picture is enlarged to at least this (whole-number zoom).
+KEY_IMAGE_MIN_SIDE = 512
+#: Printed on every exported picture.
+RESEARCH_NOTICE = "Research use only - not for diagnosis. Red: BrainSeg's tumour outline."
 SIDECAR_NAME = EXPORT_SIDECAR
 SIDECAR_FORMAT = "brainseg-export/1"
 OUTLINE_RGB = (255, 0, 0)
@@ -171,20 +193,66 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The FLAIR channel of a slice in grey with the outline of ``mask`` in red.
+def overlay_image(
+    image: np.ndarray, mask: np.ndarray, *, window: tuple[float, float] = FULL_WINDOW, zoom: int = 1
+) -> np.ndarray:
+    """The FLAIR channel of a slice in grey, through ``window``, with the outline of ``mask`` in red.
 
     Args:
         image: ``(H, W, 3)`` uint8 slice, channels in :data:`brainseg_core.io.volume.CHANNELS` order.
         mask: ``(H, W)`` bool mask.
+        window: ``(width, level)`` of the grey levels.
+        zoom: whole-number enlargement (pixels repeated, never interpolated); the outline is one
+            source pixel wide, so it stays visible at any zoom.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB image.
+        ``(H * zoom, W * zoom, 3)`` uint8 RGB image.
     """
-    flair = image[..., CHANNELS.index("FLAIR")]
+    flair = apply_window(image[..., CHANNELS.index("FLAIR")], *window)
     rgb = np.repeat(flair[..., None], 3, axis=2)
     rgb[_outline(mask)] = OUTLINE_RGB
-    return rgb
+    return np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1) if zoom > 1 else rgb
+
+
+def key_image(
+    volume: Volume, result: PatientResult, index: int, *, window: tuple[float, float]
+) -> np.ndarray:
+    """The annotated picture of slice ``index`` for a report (see the module docstring).
+
+    Args:
+        volume: the patient.
+        result: its result.
+        index: the slice.
+        window: ``(width, level)`` of the FLAIR grey levels (the reader's, or automatic).
+
+    Returns:
+        ``(H', W', 3)`` uint8 RGB: the enlarged slice above a caption band.
+    """
+    s = result.slices[index]
+    zoom = max(1, -(-KEY_IMAGE_MIN_SIDE // min(volume.shape)))
+    picture = overlay_image(volume.images[index], s.mask, window=window, zoom=zoom)
+    area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.1f} mm²")
+    volume_text = (
+        f"{result.volume_ml:.2f} mL" if result.volume_ml is not None else f"{result.volume_voxels} voxels"
+    )
+    models = result.segmenter.name + ("" if result.classifier is None else f" + {result.classifier.name}")
+    lines = [
+        f"{result.patient_id}   slice {volume.slice_numbers[index]} ({index + 1} of {volume.n_slices})   "
+        f"FLAIR   W {window[0]:.0f} L {window[1]:.0f}",
+        f"tumour area on this slice {area}; patient tumour volume {volume_text}"
+        + ("" if s.review is None else f"; REVIEW: {s.review.describe()}"),
+        f"models: {models}",
+        RESEARCH_NOTICE,
+    ]
+    size = max(12, picture.shape[1] // 40)
+    font = ImageFont.load_default(size=size)
+    line_height = int(size * 1.35) + 2
+    canvas = Image.new("RGB", (picture.shape[1], picture.shape[0] + line_height * len(lines) + 8), "black")
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((6, picture.shape[0] + 4 + k * line_height), line, fill=(230, 230, 230), font=font)
+    return np.asarray(canvas)
 
 
 def _write_tiff(data: np.ndarray) -> Callable[[Path], None]:
@@ -206,8 +274,13 @@ def _write_stack(stack: np.ndarray) -> Callable[[Path], None]:
     return write
 
 
-def _write_png(rgb: np.ndarray) -> Callable[[Path], None]:
-    return lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG")
+def _write_key_image(
+    volume: Volume, result: PatientResult, index: int, window: tuple[float, float]
+) -> Callable[[Path], None]:
+    # drawn when written, not when the list of files is made
+    return lambda tmp: Image.fromarray(key_image(volume, result, index, window=window)).save(
+        tmp, format="PNG"
+    )
 
 
 def _write_csv(rows: Sequence[Sequence[object]]) -> Callable[[Path], None]:
@@ -225,12 +298,20 @@ def _fmt(value: float | None, digits: int) -> str:
 def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
     classified = result.classifier is not None
     rows: list[list[object]] = [
-        ["slice_number", "tumour_probability", "segmented", "area_px", "area_mm2", "review"]
+        ["slice_number", "tumour_probability", "segmenter_read", "tumour", "area_px", "area_mm2", "review"]
     ]
     for number, s in zip(volume.slice_numbers, result.slices, strict=True):
         prob = _fmt(s.tumour_probability, 4) if classified else ""  # blank when no classifier ran
         review = "" if s.review is None else s.review.value
-        rows.append([number, prob, "yes" if s.segmented else "no", s.area_px, _fmt(s.area_mm2, 2), review])
+        row = [
+            number,
+            prob,
+            _csv_value(s.segmented),
+            _csv_value(s.area_px > 0),
+            s.area_px,
+            _fmt(s.area_mm2, 2),
+        ]
+        rows.append([*row, review])
     return rows
 
 
@@ -265,7 +346,11 @@ def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
 
 
 def _sidecar(
-    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...], files: list[str]
+    volume: Volume,
+    result: PatientResult,
+    formats: tuple[ExportFormat, ...],
+    files: list[str],
+    window: tuple[float, float],
 ) -> str:
     data = {
         "format": SIDECAR_FORMAT,
@@ -279,6 +364,7 @@ def _sidecar(
         "thresholds": result.thresholds.to_json(),
         "spacing_mm": None if result.spacing is None else result.spacing.to_list(),
         "flip_tta": result.flip_tta,
+        "picture_window": list(window),
         "summary": {
             "slices_to_review": [
                 {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review
@@ -294,7 +380,7 @@ def _sidecar(
 
 
 def _jobs(
-    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...]
+    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...], window: tuple[float, float]
 ) -> list[tuple[str, Callable[[Path], None]]]:
     pid = volume.patient_id
     masks = [np.where(s.mask, np.uint8(255), np.uint8(0)) for s in result.slices]
@@ -306,10 +392,12 @@ def _jobs(
     if ExportFormat.STACK in formats:
         stack = np.stack(masks) if masks else np.zeros((0, *volume.shape), np.uint8)
         jobs.append((f"{pid}_mask_stack.tif", _write_stack(stack)))
-    if ExportFormat.PNG in formats:
+    if ExportFormat.PNG in formats or ExportFormat.PNG_ALL in formats:
+        every = ExportFormat.PNG_ALL in formats
         jobs += [
-            (f"{pid}_{n}_overlay.png", _write_png(overlay_image(volume.images[s.index], s.mask)))
+            (f"{pid}_{n}_overlay.png", _write_key_image(volume, result, s.index, window))
             for n, s in zip(volume.slice_numbers, result.slices, strict=True)
+            if every or s.area_px > 0 or s.review is not None
         ]
     if ExportFormat.CSV in formats:
         jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
@@ -467,8 +555,9 @@ def export_results(
     result: PatientResult,
     out_dir: str | Path,
     *,
-    formats: Iterable[str] = FORMATS,
+    formats: Iterable[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
+    window: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelArg = None,
 ) -> list[Path]:
@@ -480,6 +569,8 @@ def export_results(
         out_dir: folder that receives ``<patient_id>/``; created if needed.
         formats: :class:`ExportFormat` members or their names (or a comma-separated string).
         overwrite: replace an existing export of this patient in ``out_dir``.
+        window: ``(width, level)`` of the FLAIR grey levels in the pictures, as the reader viewed
+            them (default: the volume's FLAIR foreground 1-99.5 % window).
         progress: ``progress(done, total)`` callback, counted in files.
         cancel: a ``threading.Event`` or a callable returning True to stop; checked before every
             file. A cancelled export leaves the destination as it was.
@@ -506,7 +597,9 @@ def export_results(
         # again under the lock: another writer may have finished an export meanwhile
         dest = check_destination(volume, out_dir, overwrite=overwrite)
         _remove_stale_staging(out_dir, volume.patient_id)
-        return _export_locked(volume, result, out_dir, dest, chosen, progress, cancel_checker(cancel))
+        if window is None:
+            window = auto_window(volume.images[..., CHANNELS.index("FLAIR")])
+        return _export_locked(volume, result, out_dir, dest, chosen, window, progress, cancel_checker(cancel))
 
 
 def _export_locked(
@@ -515,10 +608,11 @@ def _export_locked(
     out_dir: Path,
     dest: Path,
     chosen: tuple[ExportFormat, ...],
+    window: tuple[float, float],
     progress: Callable[[int, int], None] | None,
     is_cancelled: Callable[[], bool],
 ) -> list[Path]:
-    jobs = _jobs(volume, result, chosen)
+    jobs = _jobs(volume, result, chosen, window)
     total = len(jobs) + 1
     try:
         staging = out_dir / f".{volume.patient_id}.{uuid.uuid4().hex}.partial"
@@ -539,7 +633,7 @@ def _export_locked(
                 progress(done, total)
         names = [name for name, _ in jobs]
         with atomic_write(staging / SIDECAR_NAME) as tmp:
-            tmp.write_text(_sidecar(volume, result, chosen, names), encoding="utf-8")
+            tmp.write_text(_sidecar(volume, result, chosen, names, window), encoding="utf-8")
         _swap_into_place(staging, dest)
     except (Cancelled, ExportError):
         raise

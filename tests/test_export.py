@@ -16,8 +16,9 @@ from PIL import Image
 
 import brainseg_core
 from brainseg_core.bundle import ModelRef
+from brainseg_core.display import auto_window
 from brainseg_core.errors import Cancelled, ExportError
-from brainseg_core.export import SIDECAR_NAME, export_results, overlay_image
+from brainseg_core.export import SIDECAR_NAME, export_results, key_image, overlay_image
 from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethreshold
 from brainseg_core.io import open_volume
 from brainseg_core.spacing import Spacing
@@ -76,7 +77,9 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
     assert paths[-1].name == SIDECAR_NAME
     assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # nothing else
     n = volume.n_slices
-    assert calls[0] == (0, 2 * n + 4) and calls[-1] == (2 * n + 4, 2 * n + 4)
+    key = [s.index for s in result.slices if s.area_px > 0 or s.review is not None]
+    assert 0 < len(key) < n  # key images only: the slices with tumour (or a review flag)
+    assert calls[0] == (0, n + len(key) + 4) and calls[-1] == (n + len(key) + 4,) * 2
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
     for number, s in zip(volume.slice_numbers, result.slices, strict=True):
@@ -86,9 +89,20 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
             assert page.shape == volume.shape and page.dtype == np.uint8 and page.photometric == 1
             mask = page.asarray()
         np.testing.assert_array_equal(mask, np.where(s.mask, 255, 0))
-        png = np.asarray(Image.open(dest / f"{pid}_{number}_overlay.png"))
-        assert png.shape == (*volume.shape, 3) and png.dtype == np.uint8
-        np.testing.assert_array_equal(png, overlay_image(volume.images[s.index], s.mask))
+        picture = dest / f"{pid}_{number}_overlay.png"
+        assert picture.is_file() == (s.index in key)
+        if s.index in key:
+            png = np.asarray(Image.open(picture))
+            window = auto_window(volume.images[..., 1])  # FLAIR's foreground window by default
+            np.testing.assert_array_equal(png, key_image(volume, result, s.index, window=window))
+            zoom = 512 // volume.shape[0] + (512 % volume.shape[0] > 0)
+            assert png.shape[1] == volume.shape[1] * zoom >= 512 and png.shape[0] > volume.shape[0] * zoom
+            # the slice itself: FLAIR through the window, outline in red, enlarged without blur
+            top = png[: volume.shape[0] * zoom]
+            np.testing.assert_array_equal(
+                top, overlay_image(volume.images[s.index], s.mask, window=window, zoom=zoom)
+            )
+            assert (top == (255, 0, 0)).all(axis=2).any()
 
     with tifffile.TiffFile(dest / f"{pid}_mask_stack.tif") as tif:
         assert len(tif.pages) == n
@@ -103,7 +117,8 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
     assert [int(r["slice_number"]) for r in rows] == volume.slice_numbers
     assert [int(r["area_px"]) for r in rows] == [s.area_px for s in result.slices]
     assert [float(r["area_mm2"]) for r in rows] == pytest.approx([s.area_px * 0.25 for s in result.slices])
-    assert [r["segmented"] for r in rows] == ["yes" if s.segmented else "no" for s in result.slices]
+    assert [r["segmenter_read"] for r in rows] == ["yes" if s.segmented else "no" for s in result.slices]
+    assert [r["tumour"] for r in rows] == ["yes" if s.area_px else "no" for s in result.slices]
     assert [float(r["tumour_probability"]) for r in rows] == [s.tumour_probability for s in result.slices]
     with open(dest / f"{pid}_summary.csv", newline="", encoding="utf-8") as f:
         summary = dict(csv.reader(f))
@@ -294,3 +309,15 @@ def test_a_full_disk_is_said_plainly(volume, tmp_path: Path, monkeypatch: pytest
         export_results(volume, _result(volume), tmp_path / "out", formats=("csv",))
     assert not (tmp_path / "out" / volume.patient_id).exists()
     assert not list((tmp_path / "out").glob(".*.partial"))
+
+
+def test_pictures_of_every_slice_at_the_readers_window_when_asked(volume, tmp_path: Path) -> None:
+    result = _result(volume)
+    paths = export_results(volume, result, tmp_path / "out", formats="png-all", window=(100.0, 60.0))
+    pictures = [p for p in paths if p.name.endswith("_overlay.png")]
+    assert len(pictures) == volume.n_slices
+    side = json.loads(paths[-1].read_text())
+    assert side["picture_window"] == [100.0, 60.0] and side["formats"] == ["png-all"]
+    first = np.asarray(Image.open(pictures[0]))
+    np.testing.assert_array_equal(first, key_image(volume, result, 0, window=(100.0, 60.0)))
+    assert not np.array_equal(first, key_image(volume, result, 0, window=(255.0, 127.5)))

@@ -37,7 +37,13 @@ from tqdm import tqdm
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode
 from brainseg_core.compute import DEVICES, PRECISIONS
 from brainseg_core.errors import BrainSegError, BundleError, DataError
-from brainseg_core.export import FORMATS, check_destination, check_formats, export_results
+from brainseg_core.export import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    check_destination,
+    check_formats,
+    export_results,
+)
 from brainseg_core.io import find_patients, open_volume, patient_id_of
 from brainseg_core.thresholds import Thresholds
 
@@ -136,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         dest="formats",
         type=_formats,
-        default=FORMATS,
+        default=DEFAULT_FORMATS,
         metavar="LIST",
-        help=f"comma-separated export formats (default: {','.join(FORMATS)})",
+        help=f"comma-separated export formats, of {','.join(FORMATS)} "
+        f"(default: {','.join(DEFAULT_FORMATS)}); png: annotated key images of the slices with "
+        "tumour or a review flag, png-all: of every slice",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing exports in DIR")
     p.add_argument(

@@ -52,12 +52,14 @@ def test_export_dialog_writes_the_chosen_files_and_asks_before_replacing(
     for i, n in enumerate(numbers):
         mask = tifffile.imread(folder / f"{pid}_{n}_mask.tif")
         assert np.array_equal(mask > 0, rec.shown.slices[i].mask)
-        assert (folder / f"{pid}_{n}_overlay.png").is_file()
+        s = rec.shown.slices[i]  # key images: the slices with tumour or a review flag
+        assert (folder / f"{pid}_{n}_overlay.png").is_file() == (s.area_px > 0 or s.review is not None)
     assert tifffile.imread(folder / f"{pid}_mask_stack.tif").shape == (len(numbers), 256, 256)
     report = (folder / f"{pid}_report.csv").read_text().splitlines()
     assert len(report) == 1 + len(numbers)
     sidecar = json.loads((folder / "brainseg_export.json").read_text())
     assert json.dumps(sidecar).count("tiny-seg") >= 1
+    assert sidecar["picture_window"] == list(w.view.width_level)  # the pictures look as viewed
     assert w.settings.export_dir == str(out)
 
     # An existing export is replaced only after asking.

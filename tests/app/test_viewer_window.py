@@ -534,7 +534,7 @@ def test_the_status_bar_does_not_say_analysing_once_the_work_is_done(
 def test_window_level_is_kept_per_patient_and_channel_with_auto_on_first_view(
     make_window, lgg_fixture_root, scripted_models, qtbot
 ) -> None:
-    from brainseg_app.overlay import auto_window
+    from brainseg_core.display import auto_window
 
     w = make_window(scripted_models, auto_run=False)
     assert w.open_path(lgg_fixture_root)
