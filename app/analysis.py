@@ -26,14 +26,14 @@ from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings
 from brainseg_app.worker import Job, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
-from brainseg_core.inference import PatientResult, SliceResult
 from brainseg_core.io import Volume
 from brainseg_core.progress import ProgressFn
-from brainseg_core.result_store import ResultStore
+from brainseg_core.results import PatientResult, SliceResult
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.inference import Pipeline
+    from brainseg_core.result_store import ResultStore
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
 
@@ -226,8 +226,7 @@ class AnalysisController(QObject):
         self._batch = False
         self._pipeline_stale = False
         self._rerun: set[Path] = set()  # patients the user asked to analyse again
-        #: Saved analyses (``<user data>/results``): every finished analysis is kept there.
-        self.store = store if store is not None else ResultStore.default()
+        self._store = store
         self.runner = JobRunner(self)
         r = self.runner
         r.item.connect(self._on_item)
@@ -236,6 +235,18 @@ class AnalysisController(QObject):
         r.failed.connect(self._on_failed)
         r.cancelled.connect(self._on_cancelled)
         r.stopped.connect(self._pump)
+
+    @property
+    def store(self) -> ResultStore:
+        """Saved analyses (``<user data>/results``): every finished analysis is kept there.
+
+        Made on first use, so that opening the window does not load the model code.
+        """
+        if self._store is None:
+            from brainseg_core.result_store import ResultStore
+
+            self._store = ResultStore.default()
+        return self._store
 
     @property
     def active(self) -> bool:

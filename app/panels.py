@@ -29,8 +29,8 @@ from brainseg_app.slice_view import CHANNEL_NAMES
 from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, WINDOW_PRESETS, OverlayStyle
 from brainseg_core import metrics
 from brainseg_core.compute import DEVICES
-from brainseg_core.inference import SliceResult
 from brainseg_core.io import Volume
+from brainseg_core.results import SliceResult
 from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).

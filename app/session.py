@@ -13,14 +13,14 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from brainseg_core.inference import (
+from brainseg_core.io import Volume, open_volume
+from brainseg_core.results import (
     PatientResult,
     SliceResult,
     missing_segmentations,
     rethreshold,
     threshold_slice,
 )
-from brainseg_core.io import Volume, open_volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 

@@ -13,14 +13,16 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from brainseg_app.session import PatientRecord, PatientState
-from brainseg_core.bundle import ModelCard
 from brainseg_core.display import auto_window
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelCard
 
 __all__ = [
     "DEFAULT_GT_COLOUR",

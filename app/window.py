@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shiboken6
@@ -51,13 +52,15 @@ from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_app.worker import JobRunner
-from brainseg_core.bundle import ModelBundle
 from brainseg_core.errors import DataError
 from brainseg_core.io import CHANNELS, Volume, find_patients, open_volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from brainseg_core.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 

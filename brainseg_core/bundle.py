@@ -38,6 +38,7 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import BundleError
 from brainseg_core.io.volume import CHANNELS
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.models import ARCHITECTURES, ModelKind, ResUNet, arch_kind, build_model
 from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID
 
@@ -47,7 +48,6 @@ __all__ = [
     "ModelBundle",
     "ModelCard",
     "ModelKind",
-    "ModelRef",
     "bundle_summary",
     "key_metric",
     "key_metric_text",
@@ -91,22 +91,6 @@ OPTIONAL_KEYS = ("training", "metrics", "license", "notes")
 _WEIGHT_FIELDS = ("format", "weights_file", "weights_sha256", "weights_dtype")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".h5", ".hdf5", ".keras"}
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    """Which model produced a result: its name and the SHA-256 of its weights.
-
-    Results, exports and evaluation reports carry this, so a mask can be traced to the exact
-    weights that made it.
-    """
-
-    name: str
-    sha256: str
-
-    def to_json(self) -> dict[str, str]:
-        """``{"name", "sha256"}``."""
-        return {"name": self.name, "sha256": self.sha256}
 
 
 @dataclass

@@ -215,7 +215,7 @@ class _FoldScorer:
         keep[0] = False
         pred = keep[labels]
         if post.largest_component:
-            from brainseg_core.inference.pipeline import keep_largest_component
+            from brainseg_core.results import keep_largest_component
 
             for p in range(self.n_patients):
                 idx = np.flatnonzero(self.fold.patient == p)

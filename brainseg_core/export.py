@@ -59,7 +59,7 @@ from brainseg_core.io.volume import CHANNELS, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
 
 if TYPE_CHECKING:
-    from brainseg_core.inference.pipeline import PatientResult
+    from brainseg_core.results import PatientResult
 
 __all__ = [
     "FORMATS",

@@ -27,9 +27,9 @@ import numpy as np
 
 import brainseg_core
 from brainseg_core.atomic import atomic_write
-from brainseg_core.bundle import ModelRef
-from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethreshold
 from brainseg_core.io.volume import Volume
+from brainseg_core.model_ref import ModelRef
+from brainseg_core.results import PatientResult, SliceResult, rethreshold
 from brainseg_core.thresholds import Thresholds
 
 __all__ = ["STORE_FORMAT", "ResultStore", "StoredResult", "volume_key"]

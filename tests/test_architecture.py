@@ -55,3 +55,8 @@ def test_the_light_tools_parse_their_arguments_without_torch() -> None:
         "import brainseg_core.cli.predict, brainseg_core.cli.models, brainseg_core.cli.eval"
     )
     assert "torch" not in mods
+
+
+def test_the_viewer_window_opens_without_torch() -> None:
+    """The window shows before torch loads (seconds on a CPU); the models load in the background."""
+    assert "torch" not in _imported_modules("import brainseg_app.window, brainseg_app.main")

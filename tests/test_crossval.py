@@ -19,8 +19,8 @@ from brainseg_core.crossval import (
     score_fold,
 )
 from brainseg_core.errors import DataError
-from brainseg_core.inference.pipeline import keep_largest_component, remove_small_components
 from brainseg_core.metrics import dice
+from brainseg_core.results import keep_largest_component, remove_small_components
 
 
 def _fold(name: str, ids: list[str], rng: np.random.Generator, *, speckle: bool = True) -> FoldPredictions:

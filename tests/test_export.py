@@ -15,12 +15,12 @@ import tifffile
 from PIL import Image
 
 import brainseg_core
-from brainseg_core.bundle import ModelRef
 from brainseg_core.display import auto_window
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.export import SIDECAR_NAME, export_results, key_image, overlay_image
-from brainseg_core.inference.pipeline import PatientResult, SliceResult, rethreshold
 from brainseg_core.io import open_volume
+from brainseg_core.model_ref import ModelRef
+from brainseg_core.results import PatientResult, SliceResult, rethreshold
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 from tests.support import make_patient

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg_core.bundle import ModelRef
 from brainseg_core.inference import PatientResult, SliceResult, rethreshold
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.result_store import ResultStore, volume_key
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds

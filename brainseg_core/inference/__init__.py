@@ -6,9 +6,9 @@ See :mod:`brainseg_core.inference.pipeline` for the pipeline and its results and
 
 from brainseg_core.compute import Device, Precision
 from brainseg_core.inference.device import resolve_device, resolve_precision
-from brainseg_core.inference.pipeline import (
+from brainseg_core.inference.pipeline import Pipeline
+from brainseg_core.results import (
     PatientResult,
-    Pipeline,
     ReviewReason,
     SliceResult,
     keep_largest_component,

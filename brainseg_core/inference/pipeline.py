@@ -1,4 +1,6 @@
-"""Classifier-gated segmentation of one patient volume: :class:`Pipeline` and its results.
+"""Classifier-gated segmentation of one patient volume: :class:`Pipeline`.
+
+Its results and the thresholding of stored probabilities live in :mod:`brainseg_core.results`.
 
 For each batch of slices, in slice order, the pipeline
 
@@ -25,14 +27,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from brainseg_core.compute import Device, Precision
 from brainseg_core.errors import BundleError, Cancelled, DataError
@@ -47,301 +46,21 @@ from brainseg_core.inference.device import (
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
 from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
+from brainseg_core.results import (
+    PatientResult,
+    SliceResult,
+    keep_largest,
+    missing_segmentations,
+    rethreshold,
+    threshold_slice,
+)
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelBundle, ModelRef
+    from brainseg_core.bundle import ModelBundle
     from brainseg_core.io.volume import Volume
-    from brainseg_core.spacing import Spacing
 
-__all__ = [
-    "PatientResult",
-    "Pipeline",
-    "ReviewReason",
-    "SliceResult",
-    "keep_largest_component",
-    "label_components",
-    "missing_segmentations",
-    "remove_small_components",
-    "rethreshold",
-    "threshold_slice",
-]
-
-
-#: A classifier probability at or above this, on a slice whose final mask is empty, flags the slice
-#: for review (:attr:`ReviewReason.CLASSIFIER_ONLY`).
-REVIEW_CONFIDENCE = 0.5
-
-
-class ReviewReason(enum.StrEnum):
-    """Why a slice needs a reader's look although its final mask is empty.
-
-    Attributes:
-        CLASSIFIER_ONLY: the classifier calls the slice tumour with confidence
-            (>= :data:`REVIEW_CONFIDENCE`) but the segmenter outlined nothing there (or only regions
-            below the minimum area).
-        OUTSIDE_LARGEST_REGION: the segmenter outlined tumour on this slice, but it was removed
-            because it is not part of the patient's largest 3-D region.
-    """
-
-    CLASSIFIER_ONLY = "classifier_only"
-    OUTSIDE_LARGEST_REGION = "outside_largest_region"
-
-    def describe(self) -> str:
-        """A sentence for a reader."""
-        return {
-            ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
-            ReviewReason.OUTSIDE_LARGEST_REGION: "outline removed: not part of the largest 3-D region",
-        }[self]
-
-
-@dataclass(frozen=True)
-class SliceResult:
-    """The pipeline's output for one slice.
-
-    Attributes:
-        index: 0-based position in the volume.
-        tumour_probability: classifier output (1.0 without a classifier or with ``segment_all``).
-        segmented: True when the slice passed the classifier gate and has a mask probability map.
-        mask_probability: ``(H, W)`` float32 sigmoid output at the source size, None when the
-            segmenter has not run on this slice.
-        mask: ``(H, W)`` bool final mask at the source size (all False when not segmented).
-        area_px: pixels in ``mask``.
-        area_mm2: area in mm² when the pixel spacing is known, else None.
-        review: why this slice should be looked at although its final mask is empty, else None
-            (:class:`ReviewReason`).
-    """
-
-    index: int
-    tumour_probability: float
-    segmented: bool
-    mask_probability: np.ndarray | None
-    mask: np.ndarray
-    area_px: int
-    area_mm2: float | None
-    review: ReviewReason | None = None
-
-
-@dataclass(frozen=True)
-class PatientResult:
-    """The pipeline's output for one patient volume.
-
-    Attributes:
-        patient_id: the volume's patient id.
-        slices: one :class:`SliceResult` per slice, in slice order (while a viewer streams an
-            analysis, the slices done so far).
-        thresholds: every threshold that shaped the masks (``min_area_px`` in this volume's
-            pixels).
-        segmenter: the segmenter that produced the mask probabilities.
-        classifier: the classifier that produced the tumour probabilities, None when it was not
-            run (no classifier, or every slice segmented).
-        device: the device the networks ran on (``"cpu"`` after an out-of-memory fallback).
-        spacing: the volume's voxel size when known (areas in mm², volumes in mL).
-        flip_tta: whether the mask probabilities average each slice and its mirror ("thorough").
-    """
-
-    patient_id: str
-    slices: list[SliceResult]
-    thresholds: Thresholds
-    segmenter: ModelRef
-    classifier: ModelRef | None
-    device: str
-    spacing: Spacing | None = None
-    flip_tta: bool = False
-
-    @property
-    def tumour_slices(self) -> int:
-        """Slices with a non-empty final mask."""
-        return sum(1 for s in self.slices if s.area_px > 0)
-
-    @property
-    def volume_voxels(self) -> int:
-        """Tumour voxels over all slices."""
-        return sum(s.area_px for s in self.slices)
-
-    @property
-    def volume_ml(self) -> float | None:
-        """Tumour volume in millilitres when the voxel size is known, else None."""
-        return None if self.spacing is None else self.spacing.volume_ml(self.volume_voxels)
-
-    def with_spacing(self, spacing: Spacing | None) -> PatientResult:
-        """This result with another voxel size: areas in mm² and the volume follow it."""
-        slices = [dataclasses.replace(s, area_mm2=_area_mm2(s.area_px, spacing)) for s in self.slices]
-        return dataclasses.replace(self, slices=slices, spacing=spacing)
-
-    def models_json(self) -> dict[str, dict[str, str] | None]:
-        """``{"classifier": {"name", "sha256"} | None, "segmenter": {...}}`` for reports."""
-        return {
-            ModelKind.CLASSIFIER.value: None if self.classifier is None else self.classifier.to_json(),
-            ModelKind.SEGMENTER.value: self.segmenter.to_json(),
-        }
-
-
-# ----------------------------------------------------------------------------------------------
-# Connected components (full connectivity: 8 neighbours in 2-D, 26 in 3-D), by scipy.ndimage.
-
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the fully connected components of a 2-D or 3-D boolean mask.
-
-    Args:
-        mask: ``(H, W)`` or ``(N, H, W)`` boolean (or 0/non-0) array.
-
-    Returns:
-        ``(labels, n)``: int32 labels of the same shape, 0 for background and 1..n numbered in
-        raster order of each component's first pixel, and the number of components.
-
-    Raises:
-        ValueError: if ``mask`` is neither 2-D nor 3-D.
-    """
-    m = np.asarray(mask).astype(bool, copy=False)
-    if m.ndim not in (2, 3):
-        raise ValueError(f"expected a 2-D or 3-D mask, got shape {m.shape}")
-    labels, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, bool), output=np.int32)
-    return labels, int(n)
-
-
-def keep_largest_component(masks: np.ndarray) -> np.ndarray:
-    """Keep only the largest 26-connected component of a ``(N, H, W)`` volume mask.
-
-    This is the post-processing of Buda et al. (the LGG dataset's authors) before scoring. It
-    hides every smaller region, so BrainSeg applies it only when asked (``largest_component``).
-
-    Args:
-        masks: ``(N, H, W)`` boolean masks of one patient.
-
-    Returns:
-        A new boolean array of the same shape.
-    """
-    labels, n = label_components(masks)
-    if n <= 1:
-        return labels > 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    return labels == int(sizes.argmax())
-
-
-def remove_small_components(mask: np.ndarray, min_area_px: int) -> np.ndarray:
-    """Drop the 8-connected components of a 2-D ``mask`` with fewer than ``min_area_px`` pixels.
-
-    Args:
-        mask: ``(H, W)`` boolean mask.
-        min_area_px: smallest component kept; 0 or 1 keeps everything.
-
-    Returns:
-        A new ``(H, W)`` boolean mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if min_area_px <= 1 or not mask.any():
-        return mask.copy()
-    labels, n = label_components(mask)
-    keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_area_px
-    keep[0] = False
-    return keep[labels]
-
-
-# ----------------------------------------------------------------------------------------------
-# Thresholds -> masks and summaries (no networks).
-
-
-def _area_mm2(area_px: int, spacing: Spacing | None) -> float | None:
-    return None if spacing is None else spacing.area_mm2(area_px)
-
-
-def threshold_slice(
-    result: SliceResult, thresholds: Thresholds, *, spacing: Spacing | None, classified: bool
-) -> SliceResult:
-    """One slice's mask, area and review flag for ``thresholds``, from its stored probabilities.
-
-    ``thresholds.largest_component`` is a whole-volume choice and is not applied here (see
-    :func:`rethreshold`).
-
-    Args:
-        result: the slice (its probabilities are kept).
-        thresholds: the gate, mask threshold and minimum area to apply.
-        spacing: the voxel size for the area in mm², or None.
-        classified: whether the tumour probability came from a classifier (a confident classifier
-            over an empty mask flags the slice for review).
-
-    Returns:
-        A new :class:`SliceResult`.
-    """
-    passes_gate = result.tumour_probability >= thresholds.gate
-    probability = result.mask_probability
-    if passes_gate and probability is not None:
-        mask = remove_small_components(probability >= thresholds.mask, thresholds.min_area_px)
-    else:
-        mask = np.zeros(result.mask.shape, bool)
-    area = int(mask.sum())
-    segmented = passes_gate and probability is not None
-    confident = classified and passes_gate and result.tumour_probability >= REVIEW_CONFIDENCE
-    return SliceResult(
-        index=result.index,
-        tumour_probability=float(result.tumour_probability),
-        segmented=segmented,
-        mask_probability=probability,
-        mask=mask,
-        area_px=area,
-        area_mm2=_area_mm2(area, spacing),
-        review=ReviewReason.CLASSIFIER_ONLY if confident and segmented and area == 0 else None,
-    )
-
-
-def _keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[SliceResult]:
-    if not any(s.area_px for s in slices):
-        return slices
-    kept = keep_largest_component(np.stack([s.mask for s in slices]))
-    return [
-        dataclasses.replace(
-            s,
-            mask=m,
-            area_px=int(m.sum()),
-            area_mm2=_area_mm2(int(m.sum()), spacing),
-            review=ReviewReason.OUTSIDE_LARGEST_REGION if s.area_px and not m.any() else s.review,
-        )
-        for s, m in zip(slices, kept, strict=True)
-    ]
-
-
-def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> PatientResult:
-    """Recompute masks, areas and the summary for new thresholds from stored probabilities.
-
-    Pure and fast (no network runs): the viewer calls it for every move of a threshold slider.
-    Mask probabilities are kept on every slice, also those the new gate excludes, so raising and
-    lowering the gate again is lossless. A slice that the new gate admits but that was never
-    segmented comes back with ``segmented=False`` and an empty mask; :func:`missing_segmentations`
-    lists those and :meth:`Pipeline.segment_slices` fills them in.
-
-    Args:
-        result: the patient's result.
-        thresholds: the new thresholds (default: the result's own, e.g. after new probabilities
-            were filled in); ``min_area_px`` is in this volume's pixels.
-
-    Returns:
-        A new :class:`PatientResult` carrying ``thresholds``; ``result`` is not modified.
-    """
-    thresholds = result.thresholds if thresholds is None else thresholds
-    classified = result.classifier is not None
-    slices = [
-        threshold_slice(s, thresholds, spacing=result.spacing, classified=classified) for s in result.slices
-    ]
-    if thresholds.largest_component:
-        slices = _keep_largest(slices, result.spacing)
-    return dataclasses.replace(result, slices=slices, thresholds=thresholds)
-
-
-def missing_segmentations(result: PatientResult, gate: float | None = None) -> list[int]:
-    """Indices of slices that pass the classifier gate but have no mask probability yet.
-
-    Args:
-        result: the patient's result.
-        gate: the classifier gate (default: the result's).
-
-    Returns:
-        Slice indices, ascending; empty when :func:`rethreshold` alone is enough.
-    """
-    gate = result.thresholds.gate if gate is None else Thresholds(gate=gate).gate
-    return [s.index for s in result.slices if s.tumour_probability >= gate and s.mask_probability is None]
+__all__ = ["Pipeline"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -680,7 +399,7 @@ class Pipeline:
     def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:
         result = dataclasses.replace(self.empty_result(volume), slices=slices)
         if result.thresholds.largest_component:
-            result = dataclasses.replace(result, slices=_keep_largest(slices, volume.spacing))
+            result = dataclasses.replace(result, slices=keep_largest(slices, volume.spacing))
         return result
 
     def segment_slices(

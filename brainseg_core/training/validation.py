@@ -177,7 +177,7 @@ def _segmenter_metrics(
     )
     pred = logits > 0  # probability > 0.5, as the pipeline's ">= 0.5" up to a tie at exactly 0.5
     if min_area_px > 1:
-        from brainseg_core.inference.pipeline import remove_small_components
+        from brainseg_core.results import remove_small_components
 
         pred_np = pred[:, 0].cpu().numpy()
         pred = torch.from_numpy(np.stack([remove_small_components(m, min_area_px) for m in pred_np])).to(

@@ -10,9 +10,9 @@ import pytest
 
 from brainseg_app.session import PatientState
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
-from brainseg_core.bundle import ModelRef
 from brainseg_core.inference import PatientResult, SliceResult
 from brainseg_core.io import Volume
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 

@@ -13,10 +13,10 @@ from brainseg_app.overlay import boundary_segments, mask_rgba
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.settings import Settings, config_dir
 from brainseg_app.worker import JobRunner
-from brainseg_core.bundle import ModelRef
 from brainseg_core.display import auto_window, levels
 from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.inference import PatientResult, SliceResult
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg_core.bundle import ModelRef
 from brainseg_core.errors import BundleError, Cancelled
 from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import CPU_FORWARD_BATCH
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.preprocessing import preprocess_volume, resize_prob
 from brainseg_core.thresholds import Thresholds
 from tests.support import FakeClassifier, FakeSegmenter, make_volume

@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from brainseg_core.bundle import ModelRef
 from brainseg_core.inference import (
     PatientResult,
     Pipeline,
@@ -16,6 +15,7 @@ from brainseg_core.inference import (
     rethreshold,
     threshold_slice,
 )
+from brainseg_core.model_ref import ModelRef
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 from tests.support import FakeClassifier, make_volume

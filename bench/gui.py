@@ -1,0 +1,117 @@
+"""Viewer start-up and responsiveness (by hand; prints a table, asserts nothing).
+
+    python bench/gui.py [--patient PATH] [--repeats 3]
+
+Each run starts a fresh ``python`` process (as a user's launch does) that opens the viewer on a
+patient with the installed models and reports, in seconds from the process start:
+
+- window: the main window is shown and has painted once;
+- first slice: the patient's middle slice is on screen;
+- first overlay: the first analysed slice with a tumour outline is on screen;
+- analysed: the whole patient is analysed;
+
+and, while the analysis runs, the latency of switching slices (p50 / p95 over every switch, in ms;
+target p95 < 16 ms). Needs a display: run under Xvfb (``QT_QPA_PLATFORM=xcb``) or offscreen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+T0 = float(sys.argv[2])
+marks = {}
+def mark(name):
+    marks.setdefault(name, time.time() - T0)
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv[:1])
+from brainseg_app.window import MainWindow
+w = MainWindow()
+w.resize(1400, 860)
+w.show()
+app.processEvents()
+mark("window")
+switches = []
+def on_volume(v):
+    if v is not None:
+        QTimer.singleShot(0, lambda: mark("first slice"))
+w.model.events.volume.connect(on_volume)
+def on_slice(rec, index):
+    s = rec.slice_shown(index)
+    if s is not None and s.area_px > 0:
+        w.set_slice(index)
+        app.processEvents()
+        mark("first overlay")
+w.analyser.sliceAnalysed.connect(on_slice)
+def switch():
+    if w.analysis.running and w.volume is not None:
+        t = time.perf_counter()
+        w.step(1 if w.index < w.n_slices - 1 else -w.index)
+        app.processEvents()
+        switches.append(1000 * (time.perf_counter() - t))
+timer = QTimer(interval=50, timeout=switch)
+timer.start()
+w.open_path(__import__("pathlib").Path(sys.argv[1]))
+QTimer.singleShot(0, w.prepare)
+deadline = time.time() + 300
+while time.time() < deadline:
+    app.processEvents()
+    time.sleep(0.002)
+    rec = w.current
+    if rec is not None and rec.complete and not w.is_busy():
+        mark("analysed")
+        break
+print(json.dumps({"marks": marks, "switches_ms": switches}))
+"""
+
+
+def _run_once(patient: Path) -> dict:
+    env = dict(os.environ)
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(patient), repr(t0)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--patient", type=Path, help="patient folder (default: the bundled sample)")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.patient is None:
+        from brainseg_core.resources import resource_path
+
+        args.patient = next(p for p in resource_path("sample").iterdir() if p.is_dir())
+    runs = [_run_once(args.patient) for _ in range(args.repeats)]
+    names = ["window", "first slice", "first overlay", "analysed"]
+    print(f"patient {args.patient.name}; {args.repeats} launches; seconds from the process start (median)")
+    for name in names:
+        values = [r["marks"][name] for r in runs if name in r["marks"]]
+        print(f"  {name:<14} {statistics.median(values):6.2f}" if values else f"  {name:<14}   n/a")
+    switches = sorted(s for r in runs for s in r["switches_ms"])
+    if switches:
+        p50 = switches[len(switches) // 2]
+        p95 = switches[min(len(switches) - 1, int(0.95 * len(switches)))]
+        print(
+            f"  slice switch during analysis: p50 {p50:.1f} ms, p95 {p95:.1f} ms ({len(switches)} switches)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
