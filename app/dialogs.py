@@ -141,16 +141,23 @@ def install_excepthook(parent: Callable[[], QWidget | None], log_file: Path | No
 
 
 class SpacingDialog(QDialog):
-    """Enter the pixel spacing and slice thickness of a dataset (TIFF files carry none)."""
+    """Enter the pixel spacing and slice thickness of a patient or its dataset (TIFFs carry none).
 
-    def __init__(self, spacing: Spacing | None, dataset: Path, parent: QWidget | None = None):
+    Args:
+        spacing: the voxel size in use, if any.
+        patient: the patient's id.
+        dataset: the folder holding the patient.
+        parent: owner window.
+    """
+
+    def __init__(self, spacing: Spacing | None, patient: str, dataset: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Pixel spacing")
         self.cleared = False
         layout = QVBoxLayout(self)
         info = QLabel(
-            f"TIFF slices carry no physical size. Enter the voxel size of the scans in\n{dataset}\n"
-            "to get tumour areas in mm² and volumes in mL. It is remembered for this dataset."
+            f"TIFF slices carry no physical size. Enter the voxel size of {patient}'s scans to get "
+            "tumour areas in mm² and volumes in mL. It is remembered, and written into exports."
         )
         info.setWordWrap(True)
         layout.addWidget(info)
@@ -167,11 +174,16 @@ class SpacingDialog(QDialog):
         form.addRow("Column spacing", self.col)
         form.addRow("Slice thickness", self.thickness)
         layout.addLayout(form)
+        self.whole_dataset = QCheckBox(f"Use it for every patient in {dataset.name or dataset}")
+        self.whole_dataset.setToolTip(
+            "Otherwise it applies to this patient only; a patient's own value wins over the dataset's"
+        )
+        layout.addWidget(self.whole_dataset)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
         clear = buttons.addButton("Forget", QDialogButtonBox.ButtonRole.ResetRole)
-        clear.setToolTip("Forget the spacing of this dataset (volumes in voxels)")
+        clear.setToolTip("Forget the spacing (of this patient, or of the dataset when ticked below)")
         clear.clicked.connect(self._clear)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)

@@ -133,14 +133,23 @@ class ViewerModel:
         self.index = 0
         self.thresholds = Thresholds()
         self.dataset_spacing: Spacing | None = None
+        self.patient_spacing: dict[Path, Spacing] = {}  # entered for one patient (wins over the dataset's)
         self.overlay = overlay or OverlayStyle()
         self.channel = 1  # FLAIR
         self._windows: dict[tuple[Path, int], tuple[float, float]] = {}
         self.events = _Events()
 
     # -- patients --------------------------------------------------------------------------------
-    def set_patients(self, root: Path, paths: list[Path], *, spacing: Spacing | None) -> None:
-        """A new folder was opened: its patients, none displayed yet, the dataset's voxel size."""
+    def set_patients(
+        self,
+        root: Path,
+        paths: list[Path],
+        *,
+        spacing: Spacing | None,
+        patient_spacing: dict[Path, Spacing] | None = None,
+    ) -> None:
+        """A new folder was opened: its patients, none displayed yet, the voxel sizes entered for
+        the dataset and for single patients."""
         from brainseg_core.io import patient_id_of
 
         self.records = {p: PatientRecord(p, patient_id_of(p)) for p in paths}
@@ -149,6 +158,7 @@ class ViewerModel:
         self.volume = self._read = None
         self.index = 0
         self.dataset_spacing = spacing
+        self.patient_spacing = dict(patient_spacing or {})
         self.events.patients.emit(list(self.records.values()))
 
     def show_patient(self, rec: PatientRecord) -> None:
@@ -164,7 +174,7 @@ class ViewerModel:
         if rec is None:
             raise RuntimeError("show_patient() before set_volume()")
         self._read = volume
-        self.volume = self._with_dataset_spacing(volume)
+        self.volume = self._with_entered_spacing(volume)
         rec.n_slices = volume.n_slices
         self.apply(rec)
         self.events.volume.emit(self.volume)
@@ -251,21 +261,39 @@ class ViewerModel:
         self.set_thresholds(self.thresholds.replace(**changes))
 
     def set_dataset_spacing(self, spacing: Spacing | None) -> None:
-        """The voxel size the user gave for the opened dataset (volumes with their own keep it)."""
+        """The voxel size the user gave for the whole opened dataset (patients whose files or
+        whose own entry give one keep theirs)."""
         self.dataset_spacing = spacing
+        self._spacing_changed(spacing)
+
+    def set_patient_spacing(self, patient: Path, spacing: Spacing | None) -> None:
+        """The voxel size the user gave for one patient (None: use the dataset's again)."""
+        if spacing is None:
+            self.patient_spacing.pop(patient, None)
+        else:
+            self.patient_spacing[patient] = spacing
+        self._spacing_changed(spacing)
+
+    def _spacing_changed(self, spacing: Spacing | None) -> None:
         if self._read is not None:
-            self.volume = self._with_dataset_spacing(self._read)
+            self.volume = self._with_entered_spacing(self._read)
         self.apply_all()
         self.events.spacing.emit(spacing)
 
-    def _with_dataset_spacing(self, volume: Volume) -> Volume:
-        return volume if volume.spacing is not None else volume.with_spacing(self.dataset_spacing)
+    def _entered_spacing(self, patient: Path) -> Spacing | None:
+        return self.patient_spacing.get(patient, self.dataset_spacing)
+
+    def _with_entered_spacing(self, volume: Volume) -> Volume:
+        if volume.spacing is not None or self.current is None:
+            return volume
+        return volume.with_spacing(self._entered_spacing(self.current.path))
 
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
-        """The voxel size of ``rec``: its volume's own when it has one, else the dataset's."""
-        if rec is self.current and self.volume is not None and self.volume.spacing is not None:
-            return self.volume.spacing
-        return self.dataset_spacing
+        """The voxel size of ``rec``: its files' own when they have one, else the one entered for
+        the patient, else the dataset's."""
+        if rec is self.current and self._read is not None and self._read.spacing is not None:
+            return self._read.spacing
+        return self._entered_spacing(rec.path)
 
     # -- results ---------------------------------------------------------------------------------
     def shown_thresholds(self, rec: PatientRecord) -> Thresholds:

@@ -391,7 +391,10 @@ class MainWindow(QMainWindow):
             self.settings.add_recent(path)
             self._rebuild_recent()
         self.analyser.stop_all()
-        self.model.set_patients(path, patients, spacing=self.settings.spacing(patients[0].parent))
+        entered = {p: s for p in patients if (s := self.settings.spacing(p)) is not None}
+        self.model.set_patients(
+            path, patients, spacing=self.settings.spacing(patients[0].parent), patient_spacing=entered
+        )
         self.browser.set_patients(path, list(self.records.values()))
         self.open_patient(patients[0])
         return True
@@ -884,23 +887,31 @@ class MainWindow(QMainWindow):
         return p.parent if p is not None else None
 
     def spacing_dialog(self) -> None:
-        """Enter the dataset's pixel spacing (remembered per dataset)."""
-        key = self._dataset_key()
-        if key is None:
+        """Enter the displayed patient's pixel spacing, or its dataset's (both remembered)."""
+        key, rec = self._dataset_key(), self.current
+        if key is None or rec is None:
             self.statusBar().showMessage("Open a patient first", 3000)
             return
-        current = self.settings.spacing(key)
-        dlg = dialogs.SpacingDialog(current, key, self)
+        dlg = dialogs.SpacingDialog(self.model.spacing_for(rec), rec.patient_id, key, self)
         if self._modal(dlg):
-            self.set_spacing(dlg.value())
+            self.set_spacing(dlg.value(), whole_dataset=dlg.whole_dataset.isChecked())
 
-    def set_spacing(self, spacing: Spacing | None) -> None:
-        """Use (and remember for this dataset) a voxel size; None forgets it."""
-        key = self._dataset_key()
-        if key is None:
+    def set_spacing(self, spacing: Spacing | None, *, whole_dataset: bool = False) -> None:
+        """Use and remember a voxel size for the displayed patient, or for its whole dataset.
+
+        Args:
+            spacing: the voxel size; None forgets the one entered.
+            whole_dataset: for every patient of the dataset (a patient's own value still wins).
+        """
+        key, rec = self._dataset_key(), self.current
+        if key is None or rec is None:
             return
-        self.settings.set_spacing(key, spacing)
-        self.model.set_dataset_spacing(spacing)
+        if whole_dataset:
+            self.settings.set_spacing(key, spacing)
+            self.model.set_dataset_spacing(spacing)
+        else:
+            self.settings.set_spacing(rec.path, spacing)
+            self.model.set_patient_spacing(rec.path, spacing)
         self._update_masks()
         self._refresh_results()
 
@@ -973,12 +984,13 @@ class MainWindow(QMainWindow):
         return self._open_export(done)
 
     def _open_export(self, records: list[PatientRecord]) -> dialogs.ExportDialog:
-        current, volume, spacing, read = self.current, self.volume, self.model.dataset_spacing, read_volume
+        current, volume, read = self.current, self.volume, read_volume
+        spacings = {rec.path: self.model.spacing_for(rec) for rec in records}
 
         def volume_for(rec: PatientRecord) -> Volume:
             if rec is current and volume is not None:
                 return volume
-            return read(rec.path, spacing)
+            return read(rec.path, spacings[rec.path])
 
         default = self.settings.export_dir or str(Path.home() / "BrainSeg exports")
         dlg = dialogs.ExportDialog(

@@ -217,22 +217,36 @@ def test_models_dialog_and_about(make_window, scripted_models, monkeypatch, mess
     assert about == [w] and len(closed) == 1  # focus goes back to the slice view when it closes
 
 
-def test_spacing_dialog_gives_volumes_in_ml(make_window, fixture_patient, scripted_models, qtbot) -> None:
+def test_spacing_per_patient_or_dataset_gives_volumes_in_ml(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+) -> None:
     w = make_window(scripted_models)
-    w.open_path(fixture_patient)
+    w.open_path(lgg_fixture_root)
     qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    first, second = sorted(w.records)
     assert "enter the pixel spacing" in w.results.summary_label.text()
-    w.set_spacing(Spacing(0.5, 0.5, 2.0))
+    w.set_spacing(Spacing(0.9, 0.9, 3.0), whole_dataset=True)  # every patient of the dataset
+    w.set_spacing(Spacing(0.5, 0.5, 2.0))  # this patient only: wins over the dataset's
     voxels = w.current.shown.volume_voxels
     assert w.current.shown.volume_ml == pytest.approx(voxels * 0.5 * 0.5 * 2.0 / 1000)
     assert "mL" in w.results.summary_label.text()
     assert w.volume.spacing == Spacing(0.5, 0.5, 2.0)  # the displayed volume as well
-    assert w.current.slice_shown(w.index).area_mm2 == pytest.approx(
-        w.current.slice_shown(w.index).area_px * 0.25
-    )
-    assert w.settings.spacing(fixture_patient.parent) == Spacing(0.5, 0.5, 2.0)
-    dlg = dialogs.SpacingDialog(Spacing(0.5, 0.5, 2.0), fixture_patient.parent, w)
-    assert dlg.value() == Spacing(0.5, 0.5, 2.0)
+    shown = w.current.slice_shown(w.index)
+    assert shown.area_mm2 == pytest.approx(shown.area_px * 0.25)
+    assert w.model.spacing_for(w.records[second]) == Spacing(0.9, 0.9, 3.0)
+    assert w.settings.spacing(first) == Spacing(0.5, 0.5, 2.0)
+    assert w.settings.spacing(lgg_fixture_root) == Spacing(0.9, 0.9, 3.0)
+    w.close()
+    # remembered: a new window applies both
+    w2 = make_window(scripted_models, auto_run=False)
+    w2.open_path(lgg_fixture_root)
+    qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
+    assert w2.volume.spacing == Spacing(0.5, 0.5, 2.0)
+    assert w2.model.spacing_for(w2.records[second]) == Spacing(0.9, 0.9, 3.0)
+    w2.set_spacing(None)  # forget this patient's own: the dataset's applies again
+    assert w2.volume.spacing == Spacing(0.9, 0.9, 3.0) and w2.settings.spacing(first) is None
+    dlg = dialogs.SpacingDialog(Spacing(0.5, 0.5, 2.0), "P1", lgg_fixture_root, w2)
+    assert dlg.value() == Spacing(0.5, 0.5, 2.0) and not dlg.whole_dataset.isChecked()
     dlg._clear()
     assert dlg.value() is None
 
