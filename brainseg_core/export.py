@@ -16,6 +16,7 @@
   empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
+- ``report``: ``<patient>_report.pdf``, a one-page report (:mod:`brainseg_core.report`);
 - always ``brainseg_export.json``: the model bundles (name, sha256), every threshold that shaped
   the masks (gate, mask probability, minimum area, largest region), the voxel size used for areas
   and volumes, device, BrainSeg version, UTC time and the files written.
@@ -52,11 +53,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 import brainseg_core
 from brainseg_core.atomic import atomic_write
-from brainseg_core.display import FULL_WINDOW, apply_window, auto_window
+from brainseg_core.display import auto_window, overlay_image
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
+from brainseg_core.report import write_report
 
 if TYPE_CHECKING:
     from brainseg_core.results import PatientResult
@@ -70,7 +72,6 @@ __all__ = [
     "check_formats",
     "export_results",
     "key_image",
-    "overlay_image",
 ]
 
 
@@ -82,6 +83,7 @@ class ExportFormat(enum.StrEnum):
     PNG = "png"
     PNG_ALL = "png-all"
     CSV = "csv"
+    REPORT = "report"
 
     @property
     def label(self) -> str:
@@ -106,6 +108,10 @@ _FORMAT_TEXT = {
     ),
     ExportFormat.PNG_ALL: ("Every slice as a picture (PNG)", "The annotated picture of every slice"),
     ExportFormat.CSV: ("CSV report", "Per-slice tumour probability and area, plus the patient summary"),
+    ExportFormat.REPORT: (
+        "PDF report (one page)",
+        "Header, volume, probability across slices, key images and the slices with tumour, for a file",
+    ),
 }
 
 #: Every export format, in the order they are written.
@@ -123,7 +129,6 @@ KEY_IMAGE_MIN_SIDE = 512
 RESEARCH_NOTICE = "Research use only - not for diagnosis. Red: BrainSeg's tumour outline."
 SIDECAR_NAME = EXPORT_SIDECAR
 SIDECAR_FORMAT = "brainseg-export/1"
-OUTLINE_RGB = (255, 0, 0)
 
 
 def check_formats(formats: Iterable[str] | str) -> tuple[ExportFormat, ...]:
@@ -184,34 +189,6 @@ def _check_not_source(patient_id: str, source: Path, slice_paths: Iterable[Path]
             raise ExportError(
                 f"{dest}: contains the source {src} of {patient_id}; choose another output folder"
             )
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside the mask (or on the image border)."""
-    padded = np.pad(mask, 1, constant_values=False)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~interior
-
-
-def overlay_image(
-    image: np.ndarray, mask: np.ndarray, *, window: tuple[float, float] = FULL_WINDOW, zoom: int = 1
-) -> np.ndarray:
-    """The FLAIR channel of a slice in grey, through ``window``, with the outline of ``mask`` in red.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 slice, channels in :data:`brainseg_core.io.volume.CHANNELS` order.
-        mask: ``(H, W)`` bool mask.
-        window: ``(width, level)`` of the grey levels.
-        zoom: whole-number enlargement (pixels repeated, never interpolated); the outline is one
-            source pixel wide, so it stays visible at any zoom.
-
-    Returns:
-        ``(H * zoom, W * zoom, 3)`` uint8 RGB image.
-    """
-    flair = apply_window(image[..., CHANNELS.index("FLAIR")], *window)
-    rgb = np.repeat(flair[..., None], 3, axis=2)
-    rgb[_outline(mask)] = OUTLINE_RGB
-    return np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1) if zoom > 1 else rgb
 
 
 def key_image(
@@ -399,6 +376,8 @@ def _jobs(
             for n, s in zip(volume.slice_numbers, result.slices, strict=True)
             if every or s.area_px > 0 or s.review is not None
         ]
+    if ExportFormat.REPORT in formats:
+        jobs.append((f"{pid}_report.pdf", lambda tmp: write_report(tmp, volume, result, window=window)))
     if ExportFormat.CSV in formats:
         jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
         jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(result, volume.n_slices))))

@@ -15,9 +15,9 @@ import tifffile
 from PIL import Image
 
 import brainseg_core
-from brainseg_core.display import auto_window
+from brainseg_core.display import auto_window, overlay_image
 from brainseg_core.errors import Cancelled, ExportError
-from brainseg_core.export import SIDECAR_NAME, export_results, key_image, overlay_image
+from brainseg_core.export import SIDECAR_NAME, export_results, key_image
 from brainseg_core.io import open_volume
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
@@ -321,3 +321,22 @@ def test_pictures_of_every_slice_at_the_readers_window_when_asked(volume, tmp_pa
     first = np.asarray(Image.open(pictures[0]))
     np.testing.assert_array_equal(first, key_image(volume, result, 0, window=(100.0, 60.0)))
     assert not np.array_equal(first, key_image(volume, result, 0, window=(255.0, 127.5)))
+
+
+def test_the_pdf_report_is_one_page_with_the_key_images(volume, tmp_path: Path) -> None:
+    from brainseg_core.report import key_slices, report_page
+
+    result = _result(volume, spacing=Spacing(0.5, 0.5, 2.0))
+    paths = export_results(volume, result, tmp_path / "out", formats="report")
+    pdf = next(p for p in paths if p.suffix == ".pdf")
+    assert pdf.name == f"{volume.patient_id}_report.pdf"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and data.count(b"/Type /Page\n") + data.count(b"/Type /Page ") >= 1
+    tumour = [s.index for s in result.slices if s.area_px > 0]
+    chosen = key_slices(result)
+    assert chosen and set(chosen) <= {s.index for s in result.slices if s.area_px or s.review}
+    largest = max(tumour, key=lambda i: result.slices[i].area_px)
+    assert largest in chosen
+    page = np.asarray(report_page(volume, result, window=(200.0, 100.0)))
+    assert page.shape == (1754, 1240, 3)  # A4 at 150 dpi
+    assert ((page[..., 0] > 200) & (page[..., 1] < 60) & (page[..., 2] < 60)).sum() > 50  # red outlines
