@@ -44,8 +44,9 @@ from PySide6.QtWidgets import (
 from brainseg_app import actions, dialogs
 from brainseg_app.analysis import AnalysisController
 from brainseg_app.browser import PatientBrowser
+from brainseg_app.exporting import Exporter
 from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel
-from brainseg_app.session import PatientRecord, PatientState, read_volume
+from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.settings import Settings, config_dir
 from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
@@ -53,7 +54,7 @@ from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_app.worker import JobRunner
 from brainseg_core.errors import DataError
-from brainseg_core.io import CHANNELS, Volume, find_patients, open_volume
+from brainseg_core.io import Volume, find_patients, open_volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
@@ -63,8 +64,6 @@ if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
-
-FLAIR = CHANNELS.index("FLAIR")
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
@@ -104,11 +103,11 @@ class MainWindow(QMainWindow):
         self._quit_confirmed = False
         self._navigated = False
         self._pending_open: Path | None = None
-        self._export_dialogs: list[dialogs.ExportDialog] = []
 
         self.loader = JobRunner(self)
         self.analyser = AnalysisController(self.model, self.settings, self)
         self.analysis = self.analyser.runner
+        self.exporter = Exporter(self.model, self.settings, self.analyser, self)
 
         self._build_central()
         self._build_docks()
@@ -946,73 +945,15 @@ class MainWindow(QMainWindow):
         self.results.show_summary(self.current, self.volume)
 
     # ==========================================================================================
-    # Export
+    # Export (the work is the exporter's)
     # ==========================================================================================
     def export_dialog(self) -> dialogs.ExportDialog | None:
-        """Export the displayed patient's results."""
-        rec = self.current
-        if rec is None or rec.shown is None or not rec.complete:
-            dialogs.notify(
-                self,
-                "info",
-                "Nothing to export",
-                "Open a patient and let its analysis finish before exporting.",
-            )
-            return None
-        return self._open_export([rec])
+        """Export the displayed patient's results (see :meth:`Exporter.export_current`)."""
+        return self.exporter.export_current()
 
     def export_all_dialog(self) -> dialogs.ExportDialog | None:
-        """Export every analysed patient; offer to analyse the others first."""
-        done = [r for r in self.records.values() if r.state is PatientState.DONE and r.complete]
-        rest = [r for r in self.records.values() if r not in done]
-        if (
-            rest
-            and not self.analysis.running
-            and dialogs.ask(
-                self,
-                "Analyse the rest?",
-                f"{len(done)} of {len(self.records)} patients are analysed. Analyse the other {len(rest)} "
-                "first and export all of them when that is done?\n\n(No: export the analysed ones now.)",
-            )
-        ):
-            self.analyser.export_after_batch = True
-            self.analyse_all()
-            return None
-        if not done:
-            dialogs.notify(self, "info", "Nothing to export", "No patient has been analysed yet.")
-            return None
-        return self._open_export(done)
-
-    def _open_export(self, records: list[PatientRecord]) -> dialogs.ExportDialog:
-        current, volume, read = self.current, self.volume, read_volume
-        spacings = {rec.path: self.model.spacing_for(rec) for rec in records}
-
-        def volume_for(rec: PatientRecord) -> Volume:
-            if rec is current and volume is not None:
-                return volume
-            return read(rec.path, spacings[rec.path])
-
-        default = self.settings.export_dir or str(Path.home() / "BrainSeg exports")
-        dlg = dialogs.ExportDialog(
-            records,
-            volume_for,
-            window_for=lambda rec: self.model.window_of(rec.path, FLAIR),
-            formats=self.settings.export_formats,
-            destination=Path(default) if default else None,
-            parent=self,
-        )
-        dlg.exported.connect(lambda files: self._on_exported(dlg, files))
-        dlg.finished.connect(
-            lambda _r: self._export_dialogs.remove(dlg) if dlg in self._export_dialogs else None
-        )
-        self._export_dialogs.append(dlg)
-        dlg.show()
-        return dlg
-
-    def _on_exported(self, dlg: dialogs.ExportDialog, files: list) -> None:
-        self.settings.export_dir = dlg.destination.text().strip()
-        self.settings.export_formats = dlg.formats()
-        self.statusBar().showMessage(f"Exported {len(files)} files to {dlg.destination.text()}", 8000)
+        """Export every analysed patient (see :meth:`Exporter.export_all`)."""
+        return self.exporter.export_all()
 
     # ==========================================================================================
     # Help
@@ -1104,7 +1045,7 @@ class MainWindow(QMainWindow):
         self.settings.window_state = self.saveState()
         self.settings.sync()
         self.analyser.queue.clear()
-        for dlg in list(self._export_dialogs):
+        for dlg in list(self.exporter.dialogs):
             dlg.runner.cancel()
             dlg.runner.wait()
         for runner in (self.analysis, self.loader):

@@ -92,10 +92,10 @@ def test_dataset_root_browser_analyse_all_and_export_all(
     # Export all offers to analyse the others first; accepting queues them, then opens the dialog.
     messages.answer = QMessageBox.StandardButton.Yes
     assert w.export_all_dialog() is None and messages.questions
-    qtbot.waitUntil(lambda: not w.is_busy() and bool(w._export_dialogs), timeout=20_000)
+    qtbot.waitUntil(lambda: not w.is_busy() and bool(w.exporter.dialogs), timeout=20_000)
     assert all(r.state is PatientState.DONE for r in w.records.values())
     assert all(r[1] == "Analysed" and r[2].isdigit() for r in w.browser.row_texts())
-    dlg = w._export_dialogs[-1]
+    dlg = w.exporter.dialogs[-1]
     assert len(dlg.records) == 2
     written = _export(qtbot, dlg, tmp_path / "all", {"csv"})
     assert {p.parent.name for p in written} == {r.patient_id for r in w.records.values()}
