@@ -33,7 +33,7 @@ from brainseg_core.results import PatientResult, SliceResult
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.inference import Pipeline
-    from brainseg_core.result_store import ResultStore
+    from brainseg_core.result_store import ResultStore, StoredResult
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
 
@@ -235,6 +235,19 @@ class AnalysisController(QObject):
         r.failed.connect(self._on_failed)
         r.cancelled.connect(self._on_cancelled)
         r.stopped.connect(self._pump)
+
+    def saved_analysis(self, volume: Volume) -> StoredResult | None:
+        """The saved analysis of ``volume`` (see :mod:`brainseg_core.result_store`), with
+        ``current`` telling whether the active models, run as now, made it; None without models."""
+        seg, cls = self.segmenter, self.classifier
+        if seg is None:
+            return None
+        return self.store.load(
+            volume,
+            segmenter=seg.card.ref,
+            classifier=None if cls is None else cls.card.ref,
+            flip_tta=self.settings.thorough,
+        )
 
     @property
     def store(self) -> ResultStore:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +44,7 @@ from brainseg_app import actions, dialogs
 from brainseg_app.analysis import AnalysisController
 from brainseg_app.browser import PatientBrowser
 from brainseg_app.exporting import Exporter
+from brainseg_app.opening import PatientOpener
 from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.settings import Settings, config_dir
@@ -52,10 +52,8 @@ from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
-from brainseg_app.worker import JobRunner
 from brainseg_core.errors import DataError
-from brainseg_core.io import Volume, find_patients, open_volume
-from brainseg_core.progress import ProgressFn
+from brainseg_core.io import Volume, find_patients
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -102,9 +100,9 @@ class MainWindow(QMainWindow):
         self.model = ViewerModel(overlay=self.settings.overlay_style())
         self._quit_confirmed = False
         self._navigated = False
-        self._pending_open: Path | None = None
 
-        self.loader = JobRunner(self)
+        self.opener = PatientOpener(self.model, self)
+        self.loader = self.opener.runner
         self.analyser = AnalysisController(self.model, self.settings, self)
         self.analysis = self.analyser.runner
         self.exporter = Exporter(self.model, self.settings, self.analyser, self)
@@ -309,9 +307,8 @@ class MainWindow(QMainWindow):
         c.device.currentTextChanged.connect(self._on_device)
         self.cancel_button.clicked.connect(self.cancel_analysis)
 
-        self.loader.finished.connect(self._on_volume_loaded)
-        self.loader.failed.connect(self._on_volume_failed)
-        self.loader.stopped.connect(self._on_loader_stopped)
+        self.opener.loaded.connect(self._on_volume_loaded)
+        self.opener.failed.connect(self._on_volume_failed)
         an = self.analyser
         an.recordChanged.connect(self.browser.update_record)
         an.message.connect(self.statusBar().showMessage)
@@ -415,30 +412,10 @@ class MainWindow(QMainWindow):
         self._set_slider(0, 0)
         self.setWindowTitle(rec.patient_id)  # Qt appends the display name "BrainSeg"
         self.statusBar().showMessage(f"Opening {rec.patient_id} …")
-        if self.loader.running:
-            self._pending_open = path
-            self.loader.cancel()
-            return
-        self._start_load(path)
+        self.opener.read(rec)
         self._update_enabled()
 
-    def _start_load(self, path: Path) -> None:
-        def job(cancel: threading.Event, progress: ProgressFn) -> Volume:
-            return open_volume(path)
-
-        self.loader.start(job, tag=path)
-
-    def _on_loader_stopped(self) -> None:
-        if self._pending_open is not None:
-            path, self._pending_open = self._pending_open, None
-            if self.current is not None and self.current.path == path:
-                self._start_load(path)
-
-    def _on_volume_loaded(self, volume: object) -> None:
-        assert isinstance(volume, Volume)
-        rec = self.current
-        if rec is None or self.loader.tag != rec.path or self._pending_open is not None:
-            return  # the user moved on to another patient meanwhile
+    def _on_volume_loaded(self, rec: PatientRecord, volume: Volume) -> None:
         self.model.set_volume(volume)
         self._navigated = False
         self._refresh_results()
@@ -467,15 +444,7 @@ class MainWindow(QMainWindow):
 
     def _restore_saved(self, rec: PatientRecord, volume: Volume) -> None:
         """Show the saved analysis of ``rec`` (no network runs), or say that it is stale."""
-        seg, cls = self.segmenter, self.classifier
-        if seg is None:
-            return
-        saved = self.analyser.store.load(
-            volume,
-            segmenter=seg.card.ref,
-            classifier=None if cls is None else cls.card.ref,
-            flip_tta=self.settings.thorough,
-        )
+        saved = self.analyser.saved_analysis(volume)
         if saved is None:
             return
         if not saved.current:
@@ -492,16 +461,12 @@ class MainWindow(QMainWindow):
         self._refresh_results()
         self.statusBar().showMessage(f"{rec.patient_id}: analysis saved on {saved.saved[:10]} restored", 8000)
 
-    def _on_volume_failed(self, message: str, details: str) -> None:
-        rec = self.records.get(self.loader.tag)
-        if rec is not None:
-            rec.error = message
-            rec.state = PatientState.FAILED
-            self.browser.update_record(rec)
-        if rec is None or rec is not self.current or self._pending_open is not None:
-            # The user moved on meanwhile: no dialog about a patient no longer shown.
-            name = rec.patient_id if rec is not None else Path(str(self.loader.tag)).name
-            self.statusBar().showMessage(f"Could not open {name}: {message}", 8000)
+    def _on_volume_failed(self, rec: PatientRecord, message: str, details: str, displayed: bool) -> None:
+        rec.error = message
+        rec.state = PatientState.FAILED
+        self.browser.update_record(rec)
+        if not displayed:  # the user moved on meanwhile: no dialog about a patient no longer shown
+            self.statusBar().showMessage(f"Could not open {rec.patient_id}: {message}", 8000)
             return
         self.statusBar().showMessage("Could not open the patient", 5000)
         dialogs.notify(
