@@ -42,6 +42,17 @@ class Timings:
     wall_s: float
 
 
+def _init_from(path: str | None) -> dict[str, str] | None:
+    """The bundle a run started from: its path, name and weights' sha256 (the path alone would
+    not say which weights once a shipped bundle is replaced by its successor)."""
+    if path is None:
+        return None
+    from brainseg_core.bundle import read_card, resolve_card_path
+
+    card = read_card(resolve_card_path(path))
+    return {"path": str(path), **card.ref.to_json()}
+
+
 def _sampling(tumour_fraction: float | None) -> str:
     if tumour_fraction is None:
         return "natural frequencies, class-balanced loss"
@@ -116,7 +127,7 @@ def training_summary(
         "image_size": cfg.image_size,
         "crop": cfg.crop,
         "folds": {"k": cfg.folds, "fold": cfg.fold, "seed": cfg.seed} if cfg.folds else None,
-        "init_from": cfg.init_from,
+        "init_from": _init_from(cfg.init_from),
         "kept_weights": "last epoch" if cfg.keep == Keep.LAST else "best validation epoch",
         "val_every": cfg.val_every,
         "pretrained": cfg.pretrained,

@@ -118,7 +118,13 @@ def test_init_from_starts_at_the_bundle_weights(tiny_dataset: Path, tmp_path: Pa
     fresh = _quiet(tiny_config(tiny_dataset, tmp_path / "c", epochs=1, lr=1e-12, seed=5))
     c = load_bundle(fresh.card_path).model.state_dict()
     assert not all(torch.allclose(a[k], c[k], atol=1e-3) for k in params)
-    assert load_bundle(second.card_path).card.training["init_from"] == str(first.card_path.resolve())
+    start = load_bundle(second.card_path).card.training["init_from"]
+    first_card = load_bundle(first.card_path).card
+    assert start == {
+        "path": str(first.card_path.resolve()),
+        "name": first_card.name,
+        "sha256": first_card.weights_sha256,  # which weights, even after the file is replaced
+    }
 
 
 def test_init_from_refuses_another_shape(tiny_dataset: Path, tmp_path: Path) -> None:
