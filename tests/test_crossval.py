@@ -177,3 +177,11 @@ def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle) -> None:
     assert loaded.training["cross_validation"]["folds"] == 3
     with pytest.raises(SystemExit):
         main(["--write-card", str(card), str(tmp_path)])
+
+
+def test_the_selection_grid_holds_only_what_a_card_can_carry() -> None:
+    from brainseg_core.crossval import DEFAULT_GRID
+
+    # flip TTA is an opt-in run mode: scored as a fixed row, never selected and written into a card
+    assert DEFAULT_GRID and not any(p.flip_tta for p in DEFAULT_GRID)
+    assert len({(p.mask_probability, p.min_area_px, p.largest_component) for p in DEFAULT_GRID}) == 60
