@@ -8,7 +8,8 @@ patient with the installed models and reports, in seconds from the process start
 - window: the main window is shown and has painted once;
 - first slice: the patient's middle slice is on screen;
 - first overlay: the first analysed slice with a tumour outline is on screen;
-- analysed: the whole patient is analysed;
+- analysed: the whole patient is analysed (each launch has an empty user data folder, so no
+  saved analysis is restored);
 
 and, while the analysis runs, the latency of switching slices (p50 / p95 over every switch, in ms;
 target p95 < 16 ms). Needs a display: run under Xvfb (``QT_QPA_PLATFORM=xcb``) or offscreen.
@@ -22,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +79,8 @@ print(json.dumps({"marks": marks, "switches_ms": switches}))
 def _run_once(patient: Path) -> dict:
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # a fresh user data folder: no saved analysis to restore, so every launch runs the networks
+    env["BRAINSEG_USER_DATA"] = tempfile.mkdtemp(prefix="brainseg-bench-")
     t0 = time.time()
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(patient), repr(t0)],
