@@ -145,15 +145,7 @@ class SliceView(QWidget):
         self.index = 0
         self.channel = 1  # FLAIR, as the channel box
         self.width_level = FULL_WINDOW
-        style = OverlayStyle()
-        self.opacity = style.opacity
-        self.contour_width = float(style.contour_width)
-        self.fill_on = style.fill
-        self.contour_on = style.contour
-        self.overlay_on = style.visible
-        self.gt_on = style.gt_visible
-        self.pred_colour = QColor(style.pred_colour)
-        self.gt_colour = QColor(style.gt_colour)
+        self.overlay_style = OverlayStyle()
         self._pred_mask: np.ndarray | None = None
         self._gt_mask: np.ndarray | None = None
         self._cursor_scene: QPointF | None = None
@@ -243,34 +235,16 @@ class SliceView(QWidget):
     # -- overlay style ---------------------------------------------------------------------------
     def set_overlay_style(self, style: OverlayStyle) -> None:
         """Draw the masks in ``style`` and redraw."""
-        self.overlay_on = style.visible
-        self.fill_on = style.fill
-        self.contour_on = style.contour
-        self.opacity = style.opacity
-        self.contour_width = float(style.contour_width)
-        self.pred_colour = QColor(style.pred_colour)
-        self.gt_colour = QColor(style.gt_colour)
-        self.gt_on = style.gt_visible
+        self.overlay_style = style
         self._update_masks()
 
     def _update_masks(self) -> None:
-        on = self.overlay_on
-        self.pred.update(
-            self._pred_mask if on else None,
-            self.pred_colour,
-            self.opacity,
-            self.contour_width,
-            fill=self.fill_on,
-            outline=self.contour_on,
-        )
-        self.gt.update(
-            self._gt_mask if self.gt_on else None,
-            self.gt_colour,
-            self.opacity,
-            self.contour_width,
-            fill=self.fill_on,
-            outline=self.contour_on,
-        )
+        s = self.overlay_style
+        for layer, mask, colour in (
+            (self.pred, self._pred_mask if s.visible else None, s.pred_colour),
+            (self.gt, self._gt_mask if s.gt_visible else None, s.gt_colour),
+        ):
+            layer.update(mask, QColor(colour), s.opacity, s.contour_width, fill=s.fill, outline=s.contour)
 
     # -- zoom ------------------------------------------------------------------------------------
     def fit(self) -> None:

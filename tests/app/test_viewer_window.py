@@ -306,13 +306,14 @@ def test_settings_are_remembered_between_windows(make_window, monkeypatch) -> No
     w.controls.contour.setChecked(False)
     w.controls.pred_colour.click()
     w.controls.device.setCurrentText("cpu")
-    assert w.view.pred_colour == QColor("#2060ff")
+    assert QColor(w.view.overlay_style.pred_colour) == QColor("#2060ff")
     w.close()
     w2 = make_window(auto_run=False)
     c = w2.controls
     assert (c.opacity.value(), c.contour_width.value(), c.contour.isChecked()) == (75, 4, False)
     assert c.pred_colour.colour() == QColor("#2060ff") and c.device.currentText() == "cpu"
-    assert w2.view.opacity == 0.75 and w2.view.pred_colour == QColor("#2060ff") and not w2.view.contour_on
+    style = w2.view.overlay_style
+    assert style.opacity == 0.75 and QColor(style.pred_colour) == QColor("#2060ff") and not style.contour
     assert not c.auto_run.isChecked()
 
 
