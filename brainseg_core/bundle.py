@@ -38,6 +38,7 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.errors import BundleError
 from brainseg_core.io.volume import CHANNELS
+from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.models import ARCHITECTURES, ModelKind, ResUNet, arch_kind, build_model
 from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID
@@ -183,8 +184,7 @@ class ModelCard:
         ):
             need(isinstance(getattr(self, key), str), key, "a string")
         need(bool(self.name.strip()), "name", "a non-empty string")
-        kinds = [k.value for k in ModelKind]
-        need(self.kind in kinds, "kind", f"one of {', '.join(kinds)}")
+        need(self.kind in KIND_NAMES, "kind", f"one of {', '.join(KIND_NAMES)}")
         self.kind = ModelKind(self.kind)
         need(
             self.arch in ARCHITECTURES,

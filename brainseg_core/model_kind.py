@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ModelKind"]
+__all__ = ["KIND_NAMES", "ModelKind"]
 
 
 class ModelKind(enum.StrEnum):
@@ -14,3 +14,7 @@ class ModelKind(enum.StrEnum):
     """Slice classifier: one tumour logit per slice (the gate)."""
     SEGMENTER = "segmenter"
     """Segmenter: a tumour logit per pixel."""
+
+
+#: The kinds' names, for argument choices and checks of values read from files.
+KIND_NAMES: tuple[str, ...] = tuple(k.value for k in ModelKind)

@@ -44,6 +44,7 @@ from brainseg_core.bundle import (
     read_card,
 )
 from brainseg_core.errors import BundleError
+from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.resources import resource_path
 
 __all__ = [
@@ -163,14 +164,11 @@ DEFAULT_CHOICE = "default"
 _CHOICE_FILE = "choice.json"
 
 
-_KIND_NAMES = frozenset(k.value for k in ModelKind)
-
-
 def _kind(kind: ModelKind | str | None) -> ModelKind | None:
     if kind is None:
         return None
-    if kind not in _KIND_NAMES:
-        raise ValueError(f"kind must be one of {', '.join(sorted(_KIND_NAMES))} or None, got {kind!r}")
+    if kind not in KIND_NAMES:
+        raise ValueError(f"kind must be one of {', '.join(sorted(KIND_NAMES))} or None, got {kind!r}")
     return ModelKind(kind)
 
 
@@ -193,7 +191,7 @@ def model_choice() -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: str(v) for k, v in data.items() if k in _KIND_NAMES and isinstance(v, str)}
+    return {k: str(v) for k, v in data.items() if k in KIND_NAMES and isinstance(v, str)}
 
 
 def _set_choice(kind: str, value: str | None) -> None:

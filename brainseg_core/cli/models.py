@@ -22,7 +22,7 @@ import json
 import sys
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
-from brainseg_core.model_kind import ModelKind
+from brainseg_core.model_kind import KIND_NAMES, ModelKind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin = sub.add_parser("pin", help="always use this bundle for its kind")
     pin.add_argument("name", help="bundle name")
     dflt = sub.add_parser("use-default", help="use the shipped models again")
-    dflt.add_argument("--kind", choices=[k.value for k in ModelKind], help="only this kind (default: both)")
+    dflt.add_argument("--kind", choices=KIND_NAMES, help="only this kind (default: both)")
     return p
 
 

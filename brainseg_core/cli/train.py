@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, HelpFormatter, run_reporting_errors
-from brainseg_core.model_kind import ModelKind
+from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.training.config import (
     CLASSIFIER_ARCHS,
     SEGMENTER_ARCHS,
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
-    p.add_argument("kind", choices=[k.value for k in ModelKind], help="which model to train")
+    p.add_argument("kind", choices=KIND_NAMES, help="which model to train")
     p.add_argument("data", help="dataset root in the LGG layout (patient folders with _mask.tif files)")
     p.add_argument("--out", required=True, help="output folder (bundle, logs, checkpoints)")
     p.add_argument(

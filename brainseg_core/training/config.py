@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from brainseg_core.jsonsafe import json_safe
-from brainseg_core.model_kind import ModelKind
+from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
 SEGMENTER_ARCHS = ("resunet",)
@@ -73,9 +73,6 @@ def default_tumour_fraction(kind: str) -> float | None:
         classifier.
     """
     return SEGMENTER_TUMOUR_FRACTION if kind == "segmenter" else None
-
-
-_KIND_NAMES = frozenset(k.value for k in ModelKind)
 
 
 @dataclass
@@ -173,7 +170,7 @@ class TrainConfig:
             ValueError: naming the invalid setting and its valid values.
         """
         c = replace(self, data=Path(self.data), out=Path(self.out))
-        if c.kind not in _KIND_NAMES:
+        if c.kind not in KIND_NAMES:
             raise ValueError(f"kind must be 'segmenter' or 'classifier', got {c.kind!r}")
         c.arch = c.arch or ("resunet" if c.segmenter else "resnet18")
         c.loss = c.loss or ("bce_dice" if c.segmenter else "bce")
