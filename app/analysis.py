@@ -584,10 +584,14 @@ class AnalysisController(QObject):
             def analyse(cancel: threading.Event, progress: ProgressFn) -> Iterator[Started | SliceResult]:
                 vol = volume if volume is not None else read_volume(path, spacing)
                 empty = run.empty_result(vol)
-                saved = store.load(
-                    vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
+                saved = (
+                    store.load(
+                        vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
+                    )
+                    if reuse_saved
+                    else None  # a new run was asked for: the saved one is not even read
                 )
-                if reuse_saved and saved is not None and saved.current:
+                if saved is not None and saved.current:
                     yield Started(saved.result, vol.n_slices)
                     return
                 yield Started(empty, vol.n_slices)

@@ -42,7 +42,11 @@ def read_volume(path: Path, spacing: Spacing | None) -> Volume:
     Raises:
         DataError: when the patient cannot be read.
     """
-    volume = open_volume(path)
+    return with_entered_spacing(open_volume(path), spacing)
+
+
+def with_entered_spacing(volume: Volume, spacing: Spacing | None) -> Volume:
+    """``volume`` with a voxel size the user entered, unless its files give their own."""
     return volume if volume.spacing is not None or spacing is None else volume.with_spacing(spacing)
 
 

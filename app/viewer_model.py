@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from brainseg_app.session import PatientRecord, PatientState
+from brainseg_app.session import PatientRecord, PatientState, with_entered_spacing
 from brainseg_core.display import auto_window
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
@@ -284,9 +284,9 @@ class ViewerModel:
         return self.patient_spacing.get(patient, self.dataset_spacing)
 
     def _with_entered_spacing(self, volume: Volume) -> Volume:
-        if volume.spacing is not None or self.current is None:
+        if self.current is None:
             return volume
-        return volume.with_spacing(self._entered_spacing(self.current.path))
+        return with_entered_spacing(volume, self._entered_spacing(self.current.path))
 
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
         """The voxel size of ``rec``: its files' own when they have one, else the one entered for

@@ -58,6 +58,7 @@ class JobRunner(QObject):
         self._worker: GeneratorWorker | FunctionWorker | None = None
         self._cancel: threading.Event | None = None
         self.tag: Any = None
+        self._outcome_sent = False  # one of finished / failed / cancelled per job
         self._progress_from_worker.connect(self.progress)
 
     @property
