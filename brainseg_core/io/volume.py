@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainseg_core.spacing import Spacing
+
+if TYPE_CHECKING:  # nibabel (0.3 s to import) loads only when a scan with geometry is opened
+    from brainseg_core.geometry import Geometry
 
 #: Channel order of every image array in BrainSeg, as in the LGG dataset's RGB TIFFs.
 CHANNELS: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
@@ -36,6 +40,15 @@ class Volume:
         masks: ``(N, H, W)`` bool ground truth where ``_mask`` files exist for every slice, else None.
         spacing: the voxel size when the files carry it (LGG TIFFs carry none); a volume is not
             changed after reading, :meth:`with_spacing` returns a copy with a spacing the user gave.
+            Taken from ``geometry`` when that is given and ``spacing`` is not.
+        geometry: where the voxels are in the scanner (NIfTI and DICOM input): the reference
+            (FLAIR) sequence's stored grid and its map to these display-ordered arrays (axial,
+            radiological). None for TIFF input, which carries no geometry.
+        reference_files: the reference sequence's files: the FLAIR NIfTI file, or the FLAIR
+            series' DICOM instances in stored slice order (what a DICOM SEG references). Empty
+            for TIFF input.
+        channel_sources: the file or series each channel was read from, in channel order (empty
+            for TIFF input, whose three channels are one file).
         skipped: slices that could not be read, with the reason.
         warnings: other problems worth showing that did not stop any slice from opening, each
             ``"<file>: <problem>"`` (e.g. why ground-truth masks were ignored, an orphan mask).
@@ -50,8 +63,19 @@ class Volume:
     spacing: Spacing | None = None
     skipped: list[SkippedSlice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    geometry: Geometry | None = None
+    reference_files: tuple[Path, ...] = ()
+    channel_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.geometry is not None:
+            if self.geometry.display_shape != self.images.shape[:3]:
+                raise ValueError(
+                    f"Volume.geometry is for a {self.geometry.display_shape} grid, the images are "
+                    f"{self.images.shape[:3]}"
+                )
+            if self.spacing is None:
+                object.__setattr__(self, "spacing", self.geometry.spacing)
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
             raise ValueError(
                 f"Volume.images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}"
