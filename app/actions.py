@@ -84,7 +84,7 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Open &patient folder…",
         w.open_patient_dialog,
         QKeySequence.StandardKey.Open,
-        "Open one patient's folder of slice TIFFs",
+        "Open one patient's folder: TIFF slices, NIfTI files or a DICOM study",
         icon=sp.SP_DirOpenIcon,
     )
     a(
@@ -96,11 +96,12 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         icon=sp.SP_DirIcon,
     )
     a(
-        "open_stack",
-        "Open TIFF &stack…",
-        w.open_stack_dialog,
+        "open_file",
+        "Open &file…",
+        w.open_file_dialog,
         "Ctrl+Alt+O",
-        "Open a multi-page TIFF holding one patient's slices",
+        "Open one patient's file: a NIfTI volume (.nii, .nii.gz), a multi-page TIFF or a DICOM file "
+        "(opens its study)",
     )
     a(
         "open_sample",
@@ -316,7 +317,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     """
     mb = window.menuBar()
     file = mb.addMenu("&File")
-    for name in ("open_patient", "open_dataset", "open_stack", "open_sample"):
+    for name in ("open_patient", "open_dataset", "open_file", "open_sample"):
         file.addAction(acts[name])
     recent_menu = file.addMenu("Open &recent")
     recent_menu.setToolTipsVisible(True)

@@ -498,6 +498,8 @@ class ExportDialog(QDialog):
             (the pictures then use the volume's automatic window).
         formats: formats ticked initially.
         destination: initial destination folder.
+        dicom_input: every patient was read from DICOM (a DICOM SEG references its source series,
+            so the format is offered only then).
         parent: owner window.
 
     Signals:
@@ -514,6 +516,7 @@ class ExportDialog(QDialog):
         window_for: Callable[[PatientRecord], tuple[float, float] | None] = lambda rec: None,
         formats: Sequence[str] = ("tif", "png", "csv"),
         destination: Path | None = None,
+        dicom_input: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -537,6 +540,10 @@ class ExportDialog(QDialog):
             cb = QCheckBox(fmt.label)
             cb.setToolTip(fmt.description)
             cb.setChecked(fmt.value in formats)
+            if fmt is ExportFormat.DICOM_SEG and not dicom_input:
+                cb.setChecked(False)
+                cb.setEnabled(False)
+                cb.setToolTip(f"{fmt.description}. Not for patients read from TIFF or NIfTI files.")
             cb.toggled.connect(self._update_buttons)
             bl.addWidget(cb)
             self.format_boxes[fmt.value] = cb

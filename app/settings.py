@@ -8,9 +8,10 @@ typed property here, so a misspelt key is an attribute error, not a silently los
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -332,3 +333,30 @@ class Settings:
             self._q.remove(key)
         else:
             self._set(key, [f"{v:g}" for v in spacing.to_list() if v is not None])
+
+    # -- DICOM series chosen per study -----------------------------------------------------------
+    @staticmethod
+    def _series_key(study: Path | str) -> str:
+        digest = hashlib.sha1(str(Path(study).resolve()).encode()).hexdigest()[:16]
+        return f"dicom_series/{digest}"
+
+    def series_choice(self, study: Path | str) -> dict[str, str] | None:
+        """The series the reader confirmed for a DICOM study (sequence name to series UID), or None."""
+        value = self._get(self._series_key(study))
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+    def set_series_choice(self, study: Path | str, choice: Mapping[str, str] | None) -> None:
+        """Remember (or with None, forget) which series feed the channels of a DICOM study."""
+        key = self._series_key(study)
+        if choice is None:
+            self._q.remove(key)
+        else:
+            self._set(key, json.dumps(dict(choice), sort_keys=True))

@@ -10,6 +10,8 @@ changes with :attr:`SliceView.sliceStepRequested` and is told what to show.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -139,6 +141,13 @@ class SliceView(QWidget):
             align = Qt.AlignmentFlag.AlignRight if name.endswith("r") else Qt.AlignmentFlag.AlignLeft
             label.setAlignment(align | Qt.AlignmentFlag.AlignTop)
             self._corners[name] = label
+        # Orientation labels at the middle of each edge (R/L/A/P), from the scan's geometry.
+        self._edges: dict[str, QLabel] = {}
+        for name in ("left", "right", "top", "bottom"):
+            label = QLabel(self.graphics)
+            label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            label.setStyleSheet("color: #f0e68c; background: transparent; font-weight: bold;")
+            self._edges[name] = label
 
         self.images: np.ndarray | None = None
         self.patient_id = ""
@@ -156,10 +165,30 @@ class SliceView(QWidget):
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     # -- content ---------------------------------------------------------------------------------
-    def set_volume(self, images: np.ndarray | None, patient_id: str = "") -> None:
-        """Show a new volume (``(N, H, W, 3)`` uint8) from its first slice; None clears the view."""
+    def set_volume(
+        self,
+        images: np.ndarray | None,
+        patient_id: str = "",
+        *,
+        edge_labels: Mapping[str, str] | None = None,
+        pixel_mm: tuple[float, float] | None = None,
+    ) -> None:
+        """Show a new volume (``(N, H, W, 3)`` uint8) from its first slice; None clears the view.
+
+        Args:
+            images: the slices, or None to clear.
+            patient_id: shown in the top-left corner.
+            edge_labels: the anatomical direction at each edge (``left``, ``right``, ``top``,
+                ``bottom`` to R/L/A/P...), from the scan's geometry; None when unknown (TIFF).
+            pixel_mm: ``(row, col)`` pixel size: non-square pixels are shown at their true shape.
+        """
         self.images = images
         self.patient_id = patient_id
+        for name, label in self._edges.items():
+            label.setText((edge_labels or {}).get(name, "") if images is not None else "")
+            label.adjustSize()
+        row_mm, col_mm = pixel_mm or (1.0, 1.0)
+        self.vb.setAspectLocked(True, ratio=col_mm / row_mm)  # x scale / y scale
         self.index = 0
         self._pred_mask = self._gt_mask = None
         if images is None:
@@ -337,9 +366,18 @@ class SliceView(QWidget):
             label.adjustSize()
         self._place_corners()
 
+    def edge_text(self, edge: str) -> str:
+        """The orientation label at an edge (``left``, ``right``, ``top``, ``bottom``)."""
+        return self._edges[edge].text()
+
     def _place_corners(self) -> None:
         m = 6
         gw, gh = self.graphics.width(), self.graphics.height()
+        e = self._edges
+        e["left"].move(m, (gh - e["left"].height()) // 2)
+        e["right"].move(gw - e["right"].width() - m, (gh - e["right"].height()) // 2)
+        e["top"].move((gw - e["top"].width()) // 2, m)
+        e["bottom"].move((gw - e["bottom"].width()) // 2, gh - e["bottom"].height() - m)
         c = self._corners
         c["tl"].move(m, m)
         c["tr"].move(gw - c["tr"].width() - m, m)

@@ -339,10 +339,14 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_path(Path(folder))
 
-    def open_stack_dialog(self) -> None:
-        """Ask for a multi-page TIFF and open it."""
+    def open_file_dialog(self) -> None:
+        """Ask for a patient's file (NIfTI, TIFF stack, DICOM) and open it."""
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open TIFF stack", self._start_dir(), "TIFF stacks (*.tif *.tiff);;All files (*)"
+            self,
+            "Open file",
+            self._start_dir(),
+            "Scans (*.nii *.nii.gz *.tif *.tiff *.dcm DICOMDIR);;NIfTI (*.nii *.nii.gz);;"
+            "TIFF stacks (*.tif *.tiff);;DICOM (*.dcm DICOMDIR);;All files (*)",
         )
         if path:
             self.open_path(Path(path))
@@ -356,7 +360,7 @@ class MainWindow(QMainWindow):
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
     def open_path(self, path: Path, *, remember: bool = True) -> bool:
-        """Open a patient folder, a TIFF stack or a dataset root.
+        """Open a patient (folder or file, any supported format) or a dataset root.
 
         Args:
             path: what to open.
@@ -380,7 +384,7 @@ class MainWindow(QMainWindow):
                 "error",
                 "No patients found",
                 f"{path} holds no patient: expected a folder of <patient>_<n>.tif slices, a multi-page "
-                "TIFF, or a folder of such patients.",
+                "TIFF, NIfTI files (<id>_flair.nii.gz, ...), a DICOM study, or a folder of such patients.",
             )
             return False
         if remember:
@@ -502,7 +506,13 @@ class MainWindow(QMainWindow):
         rec = self.current
         if volume is None or rec is None:
             return
-        self.view.set_volume(volume.images, rec.patient_id)
+        geometry = volume.geometry
+        self.view.set_volume(
+            volume.images,
+            rec.patient_id,
+            edge_labels=None if geometry is None else geometry.edge_labels,
+            pixel_mm=None if volume.spacing is None else volume.spacing.pixel_mm,
+        )
         self.view.set_window(*self.model.window())  # this patient's own (auto on first view)
         self.thumbnails.set_volume(volume.images, self.model.truth_flags())
         self._set_slider(0, volume.n_slices - 1)
@@ -962,8 +972,11 @@ class MainWindow(QMainWindow):
         a["export"].setEnabled(rec is not None and rec.complete)
         a["export_all"].setEnabled(len(self.records) > 0)
         a["analyse_all"].setEnabled(len(self.records) > 1)
-        a["spacing"].setEnabled(rec is not None)
-        self.results.spacing.setEnabled(rec is not None)
+        # scans with geometry (NIfTI, DICOM) carry their voxel size: nothing to enter
+        can_enter = rec is not None and (self.volume is None or self.volume.geometry is None)
+        a["spacing"].setEnabled(can_enter)
+        self.results.spacing.setEnabled(can_enter)
+        self.results.spacing.setVisible(self.volume is None or self.volume.geometry is None)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept folders and TIFF files dragged from a file manager."""

@@ -17,9 +17,16 @@
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
 - ``report``: ``<patient>_report.pdf``, a one-page report (:mod:`brainseg_core.report`);
+- ``nifti``: ``<patient>_mask.nii.gz``, uint8 0/1 with exactly the reference volume's shape and
+  affine (the FLAIR file for NIfTI input, the FLAIR series' geometry for DICOM input), so it
+  overlays the source in Slicer or ITK-SNAP without registration; for TIFF input, the slices
+  stored in RAS order with a diagonal affine of the voxel size used (1 mm where unknown);
+- ``dicom-seg``: ``<patient>_seg.dcm``, a binary DICOM Segmentation (one segment, "Tumor")
+  referencing the source FLAIR series (DICOM input only; :mod:`brainseg_core.dicom_seg`);
 - always ``brainseg_export.json``: the model bundles (name, sha256), every threshold that shaped
   the masks (gate, mask probability, minimum area, largest region), the voxel size used for areas
-  and volumes, device, BrainSeg version, UTC time and the files written.
+  and volumes, the geometry (source affine, display axes) and the file each channel came from,
+  device, BrainSeg version, UTC time and the files written.
 
 Safety: every file is written atomically into a hidden staging folder beside the destination,
 which replaces the destination only when everything succeeded, so a cancelled or failed export
@@ -61,6 +68,7 @@ from brainseg_core.progress import CancelArg, cancel_checker
 from brainseg_core.report import write_report
 
 if TYPE_CHECKING:
+    from brainseg_core.geometry import Geometry
     from brainseg_core.results import PatientResult
 
 __all__ = [
@@ -84,6 +92,8 @@ class ExportFormat(enum.StrEnum):
     PNG_ALL = "png-all"
     CSV = "csv"
     REPORT = "report"
+    NIFTI = "nifti"
+    DICOM_SEG = "dicom-seg"
 
     @property
     def label(self) -> str:
@@ -111,6 +121,14 @@ _FORMAT_TEXT = {
     ExportFormat.REPORT: (
         "PDF report (one page)",
         "Header, volume, probability across slices, key images and the slices with tumour, for a file",
+    ),
+    ExportFormat.NIFTI: (
+        "Mask volume (NIfTI)",
+        "The mask as .nii.gz on the source scan's grid, for Slicer, ITK-SNAP and research pipelines",
+    ),
+    ExportFormat.DICOM_SEG: (
+        "DICOM SEG",
+        "A DICOM Segmentation referencing the FLAIR series, for PACS and DICOM viewers (DICOM input)",
     ),
 }
 
@@ -298,12 +316,73 @@ def _csv_value(value: object) -> object:
     return "" if value is None else value
 
 
-def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
+def _geometry(volume: Volume, result: PatientResult) -> Geometry:
+    """The volume's geometry, or for TIFF input the display grid with the spacing used."""
+    from brainseg_core.geometry import Geometry
+
+    if volume.geometry is not None:
+        return volume.geometry
+    n, (h, w) = volume.n_slices, volume.shape
+    return Geometry.for_display((n, h, w), result.spacing)
+
+
+def _mask_volume(result: PatientResult) -> np.ndarray:
+    return np.stack([s.mask for s in result.slices]).astype(bool)
+
+
+def _is_dicom(volume: Volume) -> bool:
+    return bool(volume.reference_files) and not volume.reference_files[0].name.lower().endswith(
+        (".nii", ".nii.gz")
+    )
+
+
+def _write_nifti(volume: Volume, result: PatientResult) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        import gzip
+
+        import nibabel as nib
+
+        geometry = _geometry(volume, result)
+        data = geometry.to_source(_mask_volume(result)).astype(np.uint8)
+        img = nib.Nifti1Image(data, geometry.source_affine)
+        img.set_sform(geometry.source_affine, code=1)  # scanner coordinates, as the source
+        img.set_qform(geometry.source_affine, code=1)
+        img.header.set_xyzt_units("mm")
+        img.header["descrip"] = b"BrainSeg tumour mask (research use)"
+        # nibabel picks compression from the file name; the staging name is not .nii.gz
+        tmp.write_bytes(gzip.compress(img.to_bytes(), compresslevel=6))
+
+    return write
+
+
+def _write_dicom_seg(volume: Volume, result: PatientResult) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        from brainseg_core.dicom_seg import write_dicom_seg
+
+        names = ", ".join(ref.name for ref in (result.classifier, result.segmenter) if ref is not None)
+        write_dicom_seg(
+            volume,
+            _mask_volume(result),
+            tmp,
+            algorithm=names or "BrainSeg",
+            algorithm_version=brainseg_core.__version__,
+        )
+
+    return write
+
+
+def _summary_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
+    from brainseg_core.geometry import DISPLAY_AXCODES
+
     spacing = result.spacing
+    geometry = _geometry(volume, result)
+    sources: list[list[object]] = [
+        [f"{name}_source", src] for name, src in zip(CHANNELS, volume.channel_sources, strict=False)
+    ]
     rows: list[list[object]] = [
         ["key", "value"],
         ["patient_id", result.patient_id],
-        ["slices", n_slices],
+        ["slices", volume.n_slices],
         ["tumour_slices", result.tumour_slices],
         ["tumour_volume_voxels", result.volume_voxels],
         ["tumour_volume_ml", _fmt(result.volume_ml, 3)],
@@ -311,6 +390,10 @@ def _summary_rows(result: PatientResult, n_slices: int) -> list[list[object]]:
         ["row_spacing_mm", _csv_value(spacing and spacing.row_mm)],
         ["col_spacing_mm", _csv_value(spacing and spacing.col_mm)],
         ["slice_thickness_mm", _csv_value(spacing and spacing.thickness_mm)],
+        ["geometry", geometry.description],
+        ["display_axes", "".join(DISPLAY_AXCODES)],
+        ["source_affine_ras_mm", json.dumps(geometry.to_json()["source_affine_ras_mm"])],
+        *sources,
         ["slices_to_review", sum(1 for s in result.slices if s.review is not None)],
     ]
     for kind, ref in (("classifier", result.classifier), ("segmenter", result.segmenter)):
@@ -341,6 +424,8 @@ def _sidecar(
         "thresholds": result.thresholds.to_json(),
         "spacing_mm": None if result.spacing is None else result.spacing.to_list(),
         "flip_tta": result.flip_tta,
+        "geometry": _geometry(volume, result).to_json(),
+        "channel_sources": dict(zip(CHANNELS, volume.channel_sources, strict=False)),
         "picture_window": list(window),
         "summary": {
             "slices_to_review": [
@@ -380,7 +465,16 @@ def _jobs(
         jobs.append((f"{pid}_report.pdf", lambda tmp: write_report(tmp, volume, result, window=window)))
     if ExportFormat.CSV in formats:
         jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
-        jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(result, volume.n_slices))))
+        jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(volume, result))))
+    if ExportFormat.NIFTI in formats:
+        jobs.append((f"{pid}_mask.nii.gz", _write_nifti(volume, result)))
+    if ExportFormat.DICOM_SEG in formats:
+        if not _is_dicom(volume):
+            raise ExportError(
+                f"{pid}: a DICOM SEG references the source DICOM series, and this patient was not "
+                "read from DICOM; export it as NIfTI (nifti) instead"
+            )
+        jobs.append((f"{pid}_seg.dcm", _write_dicom_seg(volume, result)))
     names = [name for name, _ in jobs]
     if len(set(names)) != len(names):
         raise ExportError(f"{pid}: two slices share a slice number; cannot name their files uniquely")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from brainseg_core.bundle import save_bundle
+from brainseg_core.geometry import Geometry
 from brainseg_core.io.volume import Volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import preprocess_volume
@@ -228,3 +229,63 @@ def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
+
+
+# NIfTI patients with known, non-trivial geometry, built from a volume (the format tests).
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [k for k in range(3) if k != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+# Voxel-to-world matrices (RAS mm, without translation) of the stored arrays.
+AFFINES = {
+    # LAS storage (FSL's radiological default) with anisotropic voxels
+    "las-aniso": np.diag([-0.9, 0.95, 5.0]),
+    # sagittal slices: i runs anterior->posterior, j superior->inferior, k right->left
+    "sagittal-flipped": np.array([[0, 0, -5.0], [-0.9, 0, 0], [0, -0.95, 0]]),
+    # axial, tilted 12 degrees about the left-right axis and 5 about the vertical one
+    "oblique": _rotation(0, 12) @ _rotation(2, 5) @ np.diag([0.9, 0.9, 5.0]),
+}
+
+
+def geometry_for(display_shape: tuple[int, int, int], matrix: np.ndarray) -> Geometry:
+    """A geometry with this matrix (and a fixed offset) whose display grid has ``display_shape``."""
+    import itertools
+
+    affine = np.eye(4)
+    affine[:3, :3] = matrix
+    affine[:3, 3] = [12.5, -30.0, 4.0]
+    for shape in itertools.permutations(display_shape):
+        g = Geometry(affine, shape)
+        if g.display_shape == display_shape:
+            return g
+    raise AssertionError("no storage shape gives the display shape")
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Save ``data`` as a NIfTI file with this voxel-to-world matrix (nibabel's defaults otherwise)."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def write_nifti_patient(
+    folder: Path, volume: Volume, geometry: Geometry, *, names: tuple[str, ...] = ("t1", "flair", "t1ce")
+) -> Path:
+    """Write a volume's channels as BraTS-named NIfTI files stored on ``geometry``, plus ``_seg``."""
+    folder.mkdir(parents=True)
+    pid = folder.name
+    for c, name in enumerate(names):
+        write_nifti(
+            folder / f"{pid}_{name}.nii.gz", geometry.to_source(volume.images[..., c]), geometry.source_affine
+        )
+    assert volume.masks is not None
+    labels = geometry.to_source(volume.masks.astype(np.uint8) * 2)  # BraTS-like label value
+    write_nifti(folder / f"{pid}_seg.nii.gz", labels, geometry.source_affine)
+    return folder

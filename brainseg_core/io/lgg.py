@@ -595,7 +595,11 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
         raise DataError(root, "does not exist")
     if root.is_file():
         if not is_tiff_name(root.name):
-            raise DataError(root, "is not a TIFF file; BrainSeg opens .tif/.tiff stacks or patient folders")
+            raise DataError(
+                root,
+                "is not a TIFF, NIfTI or DICOM file; BrainSeg opens .tif/.tiff stacks, .nii/.nii.gz "
+                "files, DICOM studies and patient folders",
+            )
         image_path = _image_for_mask(root)
         if image_path is not None:
             raise DataError(root, f"is a ground-truth mask; open its image {image_path.name} instead")

@@ -15,10 +15,12 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brainseg_core.geometry import Geometry, resample_onto
+if TYPE_CHECKING:  # nibabel loads with the readers, not with these names
+    from brainseg_core.geometry import Geometry
 
 __all__ = [
     "MODEL_SEQUENCES",
@@ -149,6 +151,8 @@ def assemble_channels(
     Raises:
         ValueError: without a FLAIR image (the caller names the file in a DataError).
     """
+    from brainseg_core.geometry import resample_onto
+
     flair = images.get(Sequence.FLAIR)
     if flair is None:
         raise ValueError(f"{where}: no FLAIR image found; BrainSeg's models need FLAIR")
@@ -166,7 +170,11 @@ def assemble_channels(
                 f"{img.source}: {seq.label} is on another grid than FLAIR; resampled onto the FLAIR "
                 "grid by physical position (linear)"
             )
-            data = resample_onto(data, img.geometry, ref)
+            resampled = resample_onto(data, img.geometry, ref)
+            if np.issubdtype(data.dtype, np.integer):  # keep the stored type (8-bit stays 8-bit)
+                info = np.iinfo(data.dtype)
+                resampled = np.clip(np.rint(resampled), info.min, info.max).astype(data.dtype)
+            data = resampled
         channels.append(ref.to_display(data))
     dtypes = {c.dtype for c in channels}
     stacked = np.stack(channels if len(dtypes) == 1 else [c.astype(np.float32) for c in channels], axis=-1)

@@ -108,7 +108,7 @@ def test_find_patients_bad_input(tmp_path: Path) -> None:
     (empty / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="holds no patient folders"):
         find_patients(empty)
-    with pytest.raises(DataError, match="is not a TIFF file"):
+    with pytest.raises(DataError, match="is not a TIFF, NIfTI or DICOM file"):
         find_patients(empty / "notes.txt")
     tifffile.imwrite(tmp_path / "x.tif", np.zeros((8, 8), np.uint8))
     tifffile.imwrite(tmp_path / "x_mask.tif", np.zeros((8, 8), np.uint8))

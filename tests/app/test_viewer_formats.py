@@ -1,0 +1,62 @@
+"""The viewer on scans with geometry (NIfTI here): orientation labels, true pixel shape, volumes in
+mL without asking, and the formats offered for export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainseg_app.session import PatientState
+from brainseg_core.io import open_volume
+from tests.support import AFFINES, geometry_for, write_nifti_patient
+
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
+
+
+def test_nifti_patient_shows_orientation_and_exports_on_its_grid(
+    make_window, fixture_patient: Path, scripted_models, qtbot, messages, tmp_path: Path
+) -> None:
+    tiff = open_volume(fixture_patient)
+    n, (h, w_px) = tiff.n_slices, tiff.shape
+    geometry = geometry_for((n, h, w_px), AFFINES["sagittal-flipped"])
+    folder = write_nifti_patient(tmp_path / "in" / "BraTS_9", tiff, geometry)
+
+    w = make_window(scripted_models)
+    assert w.open_path(folder)
+    qtbot.waitUntil(
+        lambda: w.current is not None and w.current.state is PatientState.DONE and not w.is_busy(),
+        timeout=20_000,
+    )
+    np.testing.assert_array_equal(w.volume.images, tiff.images)  # the same slices as the TIFFs
+    edges = {e: w.view.edge_text(e) for e in ("left", "right", "top", "bottom")}
+    assert edges == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    # stored sagittal: the axial rows are 0.9 mm apart, the columns 5 mm (the sagittal slices)
+    assert w.volume.spacing.pixel_mm == pytest.approx((0.9, 5.0))
+    assert w.view.vb.state["aspectLocked"] == pytest.approx(5.0 / 0.9)
+    assert "mL" in w.results.summary_label.text()  # the files' voxel size, nothing to enter
+    assert not w.actions_by_name["spacing"].isEnabled() and not w.results.spacing.isVisible()
+
+    dlg = w.export_dialog()
+    assert not dlg.format_boxes["dicom-seg"].isEnabled()  # a DICOM SEG needs DICOM input
+    dlg.destination.setText(str(tmp_path / "out"))
+    for key, box in dlg.format_boxes.items():
+        box.setChecked(key == "nifti")
+    with qtbot.waitSignals([dlg.exported, dlg.runner.stopped], timeout=20_000):
+        assert dlg.start_export()
+    img = nib.load(str(tmp_path / "out" / "BraTS_9" / "BraTS_9_mask.nii.gz"))
+    flair = nib.load(str(folder / "BraTS_9_flair.nii.gz"))
+    assert img.shape == flair.shape
+    np.testing.assert_allclose(img.affine, flair.affine, atol=1e-5)
+    shown = np.stack([s.mask for s in w.current.shown.slices])
+    assert shown.any()
+    np.testing.assert_array_equal(np.asarray(img.dataobj).astype(bool), geometry.to_source(shown))
+    dlg.close()
+
+    w.open_path(fixture_patient)  # a TIFF patient: no geometry, no labels, square pixels
+    qtbot.waitUntil(lambda: w.volume is not None and w.volume.patient_id == tiff.patient_id, timeout=20_000)
+    assert w.view.edge_text("left") == "" and w.view.vb.state["aspectLocked"] == 1.0
+    assert w.actions_by_name["spacing"].isEnabled() and w.results.spacing.isVisible()
+    assert messages.shown == []
