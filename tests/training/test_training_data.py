@@ -137,3 +137,20 @@ def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: 
     assert len(data) == 3
     assert any(line.startswith(f"warning: skipped {bad}") for line in lines)
     assert any("_9_mask.tif" in line and "mask without an image" in line for line in lines)
+
+
+def test_a_nifti_dataset_trains_like_the_tiff_one(tiny_dataset: Path, tmp_path: Path) -> None:
+    """BraTS-style NIfTI patients (images + _seg) give the very slices and masks of their TIFFs."""
+    from tests.support import AFFINES, geometry_for, write_nifti_patient
+
+    tiff_patients = find_labelled_patients(tiny_dataset)[:2]
+    for p in tiff_patients:
+        vol = open_volume(p)
+        geometry = geometry_for((vol.n_slices, *vol.shape), AFFINES["sagittal-flipped"])
+        write_nifti_patient(tmp_path / "nifti" / p.name, vol, geometry)
+    nifti_patients = find_labelled_patients(tmp_path / "nifti")
+    assert [p.name for p in nifti_patients] == [p.name for p in tiff_patients]
+    a = load_slices(tiff_patients, size=32, workers=1)
+    b = load_slices(nifti_patients, size=32, workers=1)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    assert b.labels.tolist() == a.labels.tolist() and b.patient_ids == a.patient_ids
