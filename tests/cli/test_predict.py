@@ -151,3 +151,27 @@ def test_interrupt_exits_130(bundles, tmp_path: Path, capsys, monkeypatch) -> No
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "out" / patient.name).exists()
+
+
+def test_nifti_patient_to_nifti_mask_and_dicom_seg_refused(bundles, tmp_path: Path, capsys) -> None:
+    import nibabel as nib
+
+    from brainseg_core.io import open_volume
+    from tests.support import AFFINES, geometry_for, write_nifti_patient
+
+    vol = open_volume(make_patient(tmp_path / "tiff", n=5))
+    geometry = geometry_for((vol.n_slices, *vol.shape), AFFINES["oblique"])
+    patient = write_nifti_patient(tmp_path / "data" / "case_1", vol, geometry)
+    cls, seg = bundles
+    argv = [str(patient), "--out", str(tmp_path / "out"), "--classifier", str(cls), "--segmenter", str(seg)]
+    assert main([*argv, "--segment-all", "--mask-threshold", "0.3", "--format", "nifti,csv"]) == 0
+    img = nib.load(str(tmp_path / "out" / "case_1" / "case_1_mask.nii.gz"))
+    flair = nib.load(str(patient / "case_1_flair.nii.gz"))
+    assert img.shape == flair.shape and np.allclose(img.affine, flair.affine, atol=1e-5)
+    side = json.loads((tmp_path / "out" / "case_1" / "brainseg_export.json").read_text())
+    assert side["geometry"]["source_shape"] == list(flair.shape)
+    assert side["channel_sources"]["FLAIR"] == str(patient / "case_1_flair.nii.gz")
+    capsys.readouterr()
+
+    assert main([*argv, "--format", "dicom-seg", "--overwrite"]) == 1  # NIfTI input has no series
+    assert "export it as NIfTI" in capsys.readouterr().err
