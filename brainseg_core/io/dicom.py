@@ -203,6 +203,7 @@ class SeriesInfo:
 class _Instance:
     path: Path
     header: Any  # pydicom Dataset without pixel data
+    broken: str | None = None  # why its pixel data cannot be read (a truncated file)
 
 
 @dataclass
@@ -250,8 +251,9 @@ def _expected_pixel_bytes(ds: Any) -> int | None:
     return None
 
 
-def _read_header(path: Path) -> Any:
-    """The header of a DICOM file, None for a non-DICOM file; raises ValueError for a broken one."""
+def _read_header(path: Path) -> tuple[Any, str | None]:
+    """``(header, problem)`` of a DICOM file: ``(None, None)`` for a non-DICOM file, a problem when
+    the header is whole but the pixel data is cut short; raises ValueError for a broken header."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -260,20 +262,28 @@ def _read_header(path: Path) -> Any:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             header_end = f.tell()
     except InvalidDicomError:
-        return None
+        return None, None
     except Exception as exc:  # pydicom raises many types for a truncated header
         raise ValueError(f"cannot be read as DICOM ({type(exc).__name__}: {exc})") from exc
-    if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-        return None
+    meta = getattr(ds, "file_meta", None)
+    meta_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if meta_class == _MEDIA_STORAGE_DIRECTORY or _text(ds, "SOPClassUID") == _MEDIA_STORAGE_DIRECTORY:
+        return None, None
+    if "SeriesInstanceUID" not in ds or "StudyInstanceUID" not in ds:
+        if not meta_class and "SOPClassUID" not in ds:
+            return None, None  # neither a file meta header nor a SOP class: not a DICOM object
+        raise ValueError(
+            "is incomplete or truncated: it has no SeriesInstanceUID / StudyInstanceUID (copy the file again)"
+        )
     expected = _expected_pixel_bytes(ds)
     if expected is not None:
         remaining = path.stat().st_size - header_end
         if remaining < expected + 8:  # the pixel data element's tag and length come first
-            raise ValueError(
+            return ds, (
                 f"is truncated: its pixel data has {max(remaining - 12, 0)} of {expected} bytes "
                 "(copy the file again)"
             )
-    return ds
+    return ds, None
 
 
 def _text(ds: Any, keyword: str) -> str:
@@ -309,18 +319,18 @@ def _scan(study: Path) -> _Scan:
         if not is_dicom_file(path):
             continue
         try:
-            ds = _read_header(path)
+            ds, broken = _read_header(path)
         except ValueError as exc:
             scan.unreadable.append(f"{path}: {exc}")
             continue
-        if ds is None or _text(ds, "SOPClassUID") == _MEDIA_STORAGE_DIRECTORY:
+        if ds is None:
             continue
         study_uid = _text(ds, "StudyInstanceUID")
         if study_uid and study_uid not in studies:
             label = " ".join(t for t in (_text(ds, "StudyDescription"), _text(ds, "StudyDate")) if t)
             studies[study_uid] = (label, path)
         by_series[_text(ds, "SeriesInstanceUID") or f"(no SeriesInstanceUID) {path.parent}"].append(
-            _Instance(path, ds)
+            _Instance(path, ds, broken)
         )
     if len(studies) > 1:
         (uid_a, (label_a, path_a)), (uid_b, (label_b, path_b)) = list(studies.items())[:2]
@@ -367,8 +377,12 @@ def _describe(uid: str, instances: list[_Instance]) -> _Series:
     series = _Series(
         SeriesInfo(uid, _series_number(ds), description, modality, len(instances), sequence, ()), instances
     )
+    broken = [i for i in instances if i.broken]
     problem = _image_problem(instances)
-    if problem is None:
+    if broken:
+        more = f" (and {len(broken) - 1} more files)" if len(broken) > 1 else ""
+        problem = f"{broken[0].path} {broken[0].broken}{more}"
+    elif problem is None:
         problem = _order_and_grid(series)  # sorts series.instances by position and sets the grid
     files = tuple(i.path for i in series.instances)
     series.info = SeriesInfo(
@@ -382,12 +396,17 @@ def _image_problem(instances: list[_Instance]) -> str | None:
     modality = _text(ds, "Modality")
     if modality in _NOT_IMAGES or "Rows" not in ds or "Columns" not in ds:
         return f"not an image ({modality or _text(ds, 'SOPClassUID') or 'no pixel data'})"
-    if _text(ds, "SOPClassUID") in _MULTI_FRAME_CLASSES or any(
-        int(i.header.get("NumberOfFrames", 1) or 1) > 1 for i in instances
+    if any(
+        _text(i.header, "SOPClassUID") in _MULTI_FRAME_CLASSES
+        or int(i.header.get("NumberOfFrames", 1) or 1) > 1
+        for i in instances
     ):
         return "multi-frame (enhanced) images are not supported yet; export the series as single-frame images"
     if any(int(i.header.get("SamplesPerPixel", 1) or 1) != 1 for i in instances):
         return "colour images (not greyscale MR/CT slices)"
+    incomplete = [i.path for i in instances if "Rows" not in i.header or "Columns" not in i.header]
+    if incomplete:
+        return f"{incomplete[0]} has no Rows / Columns (truncated?)"
     if len({(int(i.header.Rows), int(i.header.Columns)) for i in instances}) > 1:
         return "image size (rows x columns) varies between images"
     return None
@@ -606,11 +625,12 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
         if s.info.problem and id(s) not in used:
             warnings.append(f"{study}: {s.info.name} left out: {s.info.problem}")
     if Sequence.FLAIR not in picked:
+        unreadable = f"; unreadable files: {'; '.join(scan.unreadable[:3])}" if scan.unreadable else ""
         raise DataError(
             study,
             "has no usable FLAIR series; BrainSeg's models need FLAIR (series found: "
             + "; ".join(s.info.summary() for s in scan.series)
-            + ")",
+            + f"){unreadable}",
         )
     images: dict[Sequence, SequenceImage] = {}
     for seq, series in picked.items():
