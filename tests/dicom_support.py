@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
@@ -28,6 +29,22 @@ CHANNEL_SERIES: tuple[tuple[str, str], ...] = (
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class Layout(NamedTuple):
+    """How the stored grid lies relative to the display grid (see :func:`make_geometry`)."""
+
+    perm: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    oblique_deg: float
+
+
+#: Axial acquisition: columns to the patient's left, rows to posterior, slices up.
+AXIAL = Layout((2, 1, 0), (False, False, False), 0.0)
+#: Axial, 10 degrees oblique, stored mirrored (columns to the right) and from head to foot.
+AXIAL_OBLIQUE_FLIPPED = Layout((2, 1, 0), (True, False, True), 10.0)
+#: Sagittal, 10 degrees oblique: columns to posterior, rows down, slices to the left.
+SAGITTAL_OBLIQUE = Layout((1, 0, 2), (False, True, False), 10.0)
+
+
 def _rotation(degrees: float, axis: Sequence[float]) -> np.ndarray:
     a = np.asarray(axis, np.float64) / np.linalg.norm(axis)
     t = np.radians(degrees)
@@ -37,28 +54,24 @@ def _rotation(degrees: float, axis: Sequence[float]) -> np.ndarray:
 
 def make_geometry(
     display_shape: tuple[int, int, int],
+    layout: Layout = AXIAL,
     *,
-    perm: tuple[int, int, int] = (2, 1, 0),
-    flips: tuple[bool, bool, bool] = (False, False, False),
     spacing_mm: tuple[float, float, float] = (3.3, 1.1, 0.9),
-    oblique_deg: float = 0.0,
     origin: tuple[float, float, float] = (80.0, 100.0, -40.0),
 ) -> Geometry:
     """A geometry whose display grid is ``display_shape``.
 
     Args:
         display_shape: ``(slices, rows, cols)``.
-        perm: ``perm[a]`` is the display axis that source axis ``a`` runs along; ``(2, 1, 0)`` is
-            an axial acquisition (columns to the patient's left, rows to posterior, slices up),
-            ``(1, 0, 2)`` a sagittal one (columns to posterior, rows down, slices to the left).
-        flips: whether source axis ``a`` runs against its display axis.
+        layout: ``perm[a]`` is the display axis that source axis ``a`` runs along, ``flips[a]``
+            whether it runs against it; ``oblique_deg`` rotates the whole grid (about an oblique
+            axis; under 45 degrees the display axes stay the same).
         spacing_mm: voxel size along the display axes (slice, row, column).
-        oblique_deg: rotation of the whole grid (about an oblique axis; under 45 degrees the
-            display axes stay the same).
         origin: world position (RAS mm) of display voxel (0, 0, 0) before the rotation.
     """
     # display index -> RAS: slice superior, row posterior, column the patient's left
     d = np.array([[0, 0, -spacing_mm[2]], [0, -spacing_mm[1], 0], [spacing_mm[0], 0, 0]], np.float64)
+    perm, flips, oblique_deg = layout
     m = np.zeros((3, 3))
     off = np.zeros(3)
     for a in range(3):

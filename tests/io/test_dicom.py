@@ -15,11 +15,17 @@ from brainseg_core.io import Volume, open_volume
 from brainseg_core.io.dicom import find_studies, holds_dicom, is_dicom_file, list_series, read_dicom_study
 from brainseg_core.io.sequences import Sequence
 from brainseg_core.io.tiff import to_uint8
-from tests.dicom_support import Study, make_geometry, retag, write_series, write_study
+from tests.dicom_support import (
+    AXIAL_OBLIQUE_FLIPPED,
+    SAGITTAL_OBLIQUE,
+    Study,
+    make_geometry,
+    retag,
+    write_series,
+    write_study,
+)
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # bundled, never downloaded
-AXIAL_OBLIQUE_FLIPPED = {"perm": (2, 1, 0), "flips": (True, False, True), "oblique_deg": 10.0}
-SAGITTAL = {"perm": (1, 0, 2), "flips": (False, True, False), "oblique_deg": 10.0}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def test_oblique_flipped_anisotropic_axial_series_read_as_the_fixture(
     tmp_path: Path, fixture_volume: Volume
 ) -> None:
     images = fixture_volume.images
-    geometry = make_geometry(images.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(images.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     built = write_study(tmp_path / "study", images, geometry)  # all series in one folder
     vol = read_dicom_study(tmp_path / "study")
     np.testing.assert_array_equal(vol.images, images)
@@ -73,7 +79,7 @@ def test_sagittal_storage_in_series_subfolders_with_other_files(
     tmp_path: Path, fixture_volume: Volume
 ) -> None:
     images = np.ascontiguousarray(fixture_volume.images[:, :, 112:144])  # 32 sagittal slices
-    geometry = make_geometry(images.shape[:3], **SAGITTAL)  # type: ignore[arg-type]
+    geometry = make_geometry(images.shape[:3], SAGITTAL_OBLIQUE)
     study = tmp_path / "study"
     built = write_study(study, images, geometry, subfolders=True, seed=3)
     (study / "README.txt").write_text("not DICOM")
@@ -90,7 +96,7 @@ def test_sagittal_storage_in_series_subfolders_with_other_files(
 
 
 def test_list_series_guesses_and_orders_by_position(tmp_path: Path, small: np.ndarray) -> None:
-    geometry = make_geometry(small.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(small.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     built = write_study(tmp_path, small, geometry, subfolders=True)
     series = list_series(tmp_path)
     assert [
@@ -128,7 +134,7 @@ def test_compressed_series_read_identically(tmp_path: Path, small: np.ndarray, s
 
         if not JPEGLSLosslessEncoder.is_available:
             pytest.skip("pyjpegls is not installed: no JPEG-LS encoder")
-    geometry = make_geometry(small.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(small.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     built = write_study(tmp_path, small, geometry, transfer_syntax=syntax)
     ds = pydicom.dcmread(built.files["AX FLAIR"][0])
     assert ds.file_meta.TransferSyntaxUID == syntax
@@ -136,7 +142,7 @@ def test_compressed_series_read_identically(tmp_path: Path, small: np.ndarray, s
 
 
 def test_16_bit_series_with_rescale(tmp_path: Path, small: np.ndarray) -> None:
-    geometry = make_geometry(small.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(small.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     stored = small.astype(np.uint16) * 13 + 200
     rng = np.random.default_rng(0)
     study = Study()
@@ -236,7 +242,7 @@ def test_no_dicom_and_no_images(tmp_path: Path) -> None:
 
 
 def _break_flair(tmp_path: Path, small: np.ndarray, edit: str) -> None:
-    geometry = make_geometry(small.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(small.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     built = write_study(tmp_path, small, geometry)
     flair = built.files["AX FLAIR"]
     if edit == "duplicate":
@@ -274,7 +280,7 @@ def test_a_broken_flair_series_is_an_error_listing_the_series(
 
 
 def test_one_broken_series_is_left_out_with_a_warning(tmp_path: Path, small: np.ndarray) -> None:
-    geometry = make_geometry(small.shape[:3], **AXIAL_OBLIQUE_FLIPPED)  # type: ignore[arg-type]
+    geometry = make_geometry(small.shape[:3], AXIAL_OBLIQUE_FLIPPED)
     built = write_study(tmp_path, small, geometry, subfolders=True)
     built.files["AX T1 PRE"][4].unlink()  # a missing slice
     report = pydicom.dcmread(PYDICOM_FILES / "test-SR.dcm")
