@@ -79,7 +79,7 @@ _NOT_DICOM_SUFFIXES = {
 _HEADER_PEEKS = 3  # file headers holds_dicom reads per folder at most
 _SPACING_TOL = 0.01  # relative: slice gaps may differ by 1 % before a series counts as irregular
 _ORIENTATION_TOL = 1e-3  # direction cosines
-_POSITION_TOL_MM = 1e-3  # below this two slice positions are the same
+_POSITION_TOL_MM = 0.01  # slices closer than this along the normal are at the same position
 
 
 # ---------------------------------------------------------------------------- cheap detection
@@ -221,7 +221,6 @@ class _Scan:
     study: Path
     series: list[_Series]
     unreadable: list[str] = field(default_factory=list)
-    study_uid: str = ""
     patient_id: str = ""
 
 
@@ -329,20 +328,19 @@ def _scan(study: Path) -> _Scan:
         if study_uid and study_uid not in studies:
             label = " ".join(t for t in (_text(ds, "StudyDescription"), _text(ds, "StudyDate")) if t)
             studies[study_uid] = (label, path)
-        by_series[_text(ds, "SeriesInstanceUID") or f"(no SeriesInstanceUID) {path.parent}"].append(
-            _Instance(path, ds, broken)
-        )
+        by_series[_text(ds, "SeriesInstanceUID")].append(_Instance(path, ds, broken))
     if len(studies) > 1:
-        (uid_a, (label_a, path_a)), (uid_b, (label_b, path_b)) = list(studies.items())[:2]
+        named = [
+            f"study {uid}{f' ({label})' if label else ''}, e.g. {path}"
+            for uid, (label, path) in list(studies.items())[:2]
+        ]
         raise DataError(
             study,
-            f"holds files of {len(studies)} studies (study {uid_a} {label_a!s} in {path_a}, study "
-            f"{uid_b} {label_b!s} in {path_b}); open one study folder at a time",
+            f"holds files of {len(studies)} studies ({'; '.join(named)}); open one study folder at a time",
         )
     if not by_series:
         why = f" ({len(scan.unreadable)} unreadable: {scan.unreadable[0]})" if scan.unreadable else ""
         raise DataError(study, f"holds no DICOM files{why}; open a folder of DICOM images")
-    scan.study_uid = next(iter(studies), "")
     for uid, instances in by_series.items():
         scan.series.append(_describe(uid, instances))
     if not any(s.info.problem is None or "Rows" in s.instances[0].header for s in scan.series):
@@ -448,15 +446,15 @@ def _order_and_grid(series: _Series) -> str | None:
     series.instances = [instances[i] for i in order]
     n = len(instances)
     if n > 1:
-        counts = Counter(np.round(dist / _POSITION_TOL_MM).astype(np.int64).tolist())
-        if len(counts) < n:
-            repeats = set(counts.values())
-            if len(counts) > 1 and len(repeats) == 1:
+        place = np.concatenate([[0], np.cumsum(np.diff(dist) > _POSITION_TOL_MM)])  # same place, same number
+        if place[-1] + 1 < n:
+            repeats = set(Counter(place.tolist()).values())
+            if place[-1] > 0 and len(repeats) == 1:
                 return (
                     f"every slice position is repeated {repeats.pop()} times (a 4-D, time or multi-echo "
                     "series; BrainSeg reads 3-D series)"
                 )
-            return f"duplicate slice positions ({n} images at {len(counts)} positions)"
+            return f"duplicate slice positions ({n} images at {place[-1] + 1} positions)"
         step = (pos[-1] - pos[0]) / (n - 1)
         gaps = np.diff(dist)
         expected = float(step @ normal)
