@@ -359,13 +359,14 @@ def _write_dicom_seg(volume: Volume, result: PatientResult) -> Callable[[Path], 
     def write(tmp: Path) -> None:
         from brainseg_core.dicom_seg import write_dicom_seg
 
-        names = ", ".join(ref.name for ref in (result.classifier, result.segmenter) if ref is not None)
+        # the segmenter drew the masks; DICOM limits both names to 64 characters (LO)
+        name = result.segmenter.name if result.segmenter is not None else "BrainSeg"
         write_dicom_seg(
             volume,
             _mask_volume(result),
             tmp,
-            algorithm=names or "BrainSeg",
-            algorithm_version=brainseg_core.__version__,
+            algorithm=name[:64],
+            algorithm_version=f"BrainSeg {brainseg_core.__version__}"[:64],
         )
 
     return write
