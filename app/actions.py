@@ -158,6 +158,13 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Enter the voxel size (TIFFs carry none) to get volumes in mL",
     )
     a(
+        "series",
+        "DICOM se&ries…",
+        w.series_dialog,
+        None,
+        "Choose which series of the DICOM study are read as pre-contrast, FLAIR and post-contrast",
+    )
+    a(
         "auto_run",
         "Analyse on &open",
         w.set_auto_run,
@@ -367,6 +374,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
         act.setToolTip(f"Run the networks on {dev}")
         act.triggered.connect(lambda _c=False, d=dev: window.controls.device.setCurrentText(d))
     analysis.addAction(acts["spacing"])
+    analysis.addAction(acts["series"])
 
     model = mb.addMenu("&Model")
     for name in ("active_models", "manage_models", "load_bundle", "default_models"):

@@ -573,7 +573,7 @@ class AnalysisController(QObject):
         session = self.session
         volume = session.volume if rec is session.current else None
         spacing = session.spacing_for(rec)
-        path = rec.path
+        path, series = rec.path, rec.series
         store = self.store
         if kind == "analyse":
             run = pipeline.replace(thresholds=session.thresholds)
@@ -582,7 +582,7 @@ class AnalysisController(QObject):
             self._rerun.discard(rec.path)
 
             def analyse(cancel: threading.Event, progress: ProgressFn) -> Iterator[Started | SliceResult]:
-                vol = volume if volume is not None else read_volume(path, spacing)
+                vol = volume if volume is not None else read_volume(path, spacing, series)
                 empty = run.empty_result(vol)
                 saved = (
                     store.load(
@@ -611,7 +611,7 @@ class AnalysisController(QObject):
             indices = rec.missing(session.thresholds)
 
             def segment(cancel: threading.Event, progress: ProgressFn) -> PatientResult:
-                vol = volume if volume is not None else read_volume(path, spacing)
+                vol = volume if volume is not None else read_volume(path, spacing, series)
                 done = pipeline.segment_slices(vol, base, indices, progress=progress, cancel=cancel)
                 _save(store, vol, done)
                 return done

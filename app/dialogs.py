@@ -12,13 +12,15 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -44,8 +46,13 @@ from brainseg_app.worker import JobRunner
 from brainseg_core.errors import ExportError
 from brainseg_core.export import ExportFormat, check_export_folder
 from brainseg_core.io import Volume
+from brainseg_core.io.sequences import MODEL_SEQUENCES
+from brainseg_core.io.sequences import Sequence as MRSequence
 from brainseg_core.progress import ProgressFn
 from brainseg_core.spacing import Spacing
+
+if TYPE_CHECKING:  # the DICOM reader loads only when a study is opened
+    from brainseg_core.io.dicom import SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +215,74 @@ class SpacingDialog(QDialog):
         if self.cleared:
             return None
         return Spacing(self.row.value(), self.col.value(), self.thickness.value())
+
+
+# ------------------------------------------------------------------------------------------------
+# DICOM series
+
+
+class SeriesDialog(QDialog):
+    """Confirm which series of a DICOM study feed the models' channels (guessed from the headers).
+
+    Args:
+        study: the study folder.
+        series: every series of the study (:func:`brainseg_core.io.dicom.series_plan`).
+        picked: the series in use per sequence (the guesses, or an earlier choice).
+        parent: owner window.
+    """
+
+    def __init__(
+        self,
+        study: Path,
+        series: Sequence[SeriesInfo],
+        picked: Mapping[MRSequence, SeriesInfo],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("DICOM series")
+        self.setMinimumWidth(560)
+        layout = QVBoxLayout(self)
+        info = QLabel(
+            f"BrainSeg guessed the sequences of <b>{html.escape(study.name)}</b> from the series "
+            "descriptions. Check them: the models read pre-contrast T1, FLAIR and post-contrast T1. "
+            "A missing pre- or post-contrast series is replaced by FLAIR."
+        )
+        info.setWordWrap(True)
+        layout.addWidget(info)
+        form = QFormLayout()
+        usable = [s for s in series if s.problem is None]
+        self.combos: dict[MRSequence, QComboBox] = {}
+        for seq in MODEL_SEQUENCES:
+            box = QComboBox()
+            if seq is not MRSequence.FLAIR:
+                box.addItem("none (use FLAIR)", "")
+            for s in usable:
+                guess = f", looks like {s.sequence.label}" if s.sequence is not None else ""
+                box.addItem(f"{s.name} ({s.n_instances} images{guess})", s.series_uid)
+            chosen = picked.get(seq)
+            index = box.findData(chosen.series_uid if chosen is not None else "")
+            box.setCurrentIndex(max(index, 0))
+            box.setToolTip(f"The series read as {seq.label}")
+            form.addRow(seq.label, box)
+            self.combos[seq] = box
+        layout.addLayout(form)
+        left_out = [s for s in series if s.problem is not None]
+        if left_out:
+            note = QLabel("Not usable: " + "; ".join(html.escape(f"{s.name}: {s.problem}") for s in left_out))
+            note.setWordWrap(True)
+            layout.addWidget(note)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Use these series")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def value(self) -> dict[str, str]:
+        """The chosen series: sequence name (``pre``, ``flair``, ``post``) to SeriesInstanceUID;
+        a sequence left to FLAIR is absent."""
+        return {seq.value: uid for seq, box in self.combos.items() if (uid := box.currentData())}
 
 
 # ------------------------------------------------------------------------------------------------

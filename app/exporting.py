@@ -95,7 +95,7 @@ class Exporter(QObject):
         def volume_for(rec: PatientRecord) -> Volume:
             if rec is current and volume is not None:
                 return volume
-            return read_volume(rec.path, spacings[rec.path])
+            return read_volume(rec.path, spacings[rec.path], rec.series)
 
         default = self.settings.export_dir or str(Path.home() / "BrainSeg exports")
         dlg = dialogs.ExportDialog(

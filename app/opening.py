@@ -13,10 +13,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from brainseg_app.session import PatientRecord
+from brainseg_app.session import PatientRecord, read_volume
 from brainseg_app.viewer_model import ViewerModel
 from brainseg_app.worker import JobRunner
-from brainseg_core.io import Volume, open_volume
+from brainseg_core.io import Volume
 from brainseg_core.progress import ProgressFn
 
 
@@ -56,10 +56,10 @@ class PatientOpener(QObject):
             self._pending = rec.path
             self.runner.cancel()
             return
-        path = rec.path
+        path, series = rec.path, rec.series
 
         def job(cancel: threading.Event, progress: ProgressFn) -> Volume:
-            return open_volume(path)
+            return read_volume(path, None, series)
 
         self.runner.start(job, tag=path)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +37,22 @@ class PatientState(enum.Enum):
     FAILED = "Failed"
 
 
-def read_volume(path: Path, spacing: Spacing | None) -> Volume:
+def read_volume(path: Path, spacing: Spacing | None, series: Mapping[str, str] | None = None) -> Volume:
     """Read one patient; a volume without its own voxel size gets the dataset's ``spacing``.
+
+    Args:
+        path: the patient.
+        spacing: the voxel size entered for it or its dataset.
+        series: for a DICOM study, the series the reader chose per sequence (sequence name, e.g.
+            ``"flair"``, to SeriesInstanceUID); None uses the guesses from the headers.
 
     Raises:
         DataError: when the patient cannot be read.
     """
-    return with_entered_spacing(open_volume(path), spacing)
+    from brainseg_core.io.sequences import Sequence as MRSequence
+
+    choose = None if series is None else {MRSequence(k): v for k, v in series.items()}
+    return with_entered_spacing(open_volume(path, choose=choose), spacing)
 
 
 def with_entered_spacing(volume: Volume, spacing: Spacing | None) -> Volume:
@@ -62,6 +72,8 @@ class PatientRecord:
         error: the last failure message, if any.
         base: the pipeline's output (probabilities kept), possibly partial while running.
         shown: ``base`` re-thresholded for the viewer's thresholds and spacing.
+        series: for a DICOM study, the series the reader confirmed per sequence (sequence name to
+            SeriesInstanceUID); None until confirmed (the guesses from the headers are used).
     """
 
     path: Path
@@ -71,6 +83,7 @@ class PatientRecord:
     error: str | None = None
     base: PatientResult | None = None
     shown: PatientResult | None = None
+    series: dict[str, str] | None = None
 
     @property
     def raw(self) -> list[SliceResult]:

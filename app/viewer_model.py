@@ -147,12 +147,14 @@ class ViewerModel:
         *,
         spacing: Spacing | None,
         patient_spacing: dict[Path, Spacing] | None = None,
+        series: dict[Path, dict[str, str]] | None = None,
     ) -> None:
         """A new folder was opened: its patients, none displayed yet, the voxel sizes entered for
-        the dataset and for single patients."""
+        the dataset and for single patients, and the DICOM series confirmed for some."""
         from brainseg_core.io import patient_id_of
 
-        self.records = {p: PatientRecord(p, patient_id_of(p)) for p in paths}
+        chosen = series or {}
+        self.records = {p: PatientRecord(p, patient_id_of(p), series=chosen.get(p)) for p in paths}
         self.root = root
         self.current = None
         self.volume = self._read = None

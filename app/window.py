@@ -53,7 +53,7 @@ from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_core.errors import DataError
-from brainseg_core.io import Volume, find_patients
+from brainseg_core.io import PatientFormat, Volume, find_patients
 from brainseg_core.resources import resource_path
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
         self.model = ViewerModel(overlay=self.settings.overlay_style())
         self._quit_confirmed = False
         self._navigated = False
+        self._series_asked: set[Path] = set()  # DICOM studies whose series were shown this session
 
         self.opener = PatientOpener(self.model, self)
         self.loader = self.opener.runner
@@ -392,8 +393,13 @@ class MainWindow(QMainWindow):
             self._rebuild_recent()
         self.analyser.stop_all()
         entered = {p: s for p in patients if (s := self.settings.spacing(p)) is not None}
+        series = {p: c for p in patients if (c := self.settings.series_choice(p)) is not None}
         self.model.set_patients(
-            path, patients, spacing=self.settings.spacing(patients[0].parent), patient_spacing=entered
+            path,
+            patients,
+            spacing=self.settings.spacing(patients[0].parent),
+            patient_spacing=entered,
+            series=series,
         )
         self.browser.set_patients(path, list(self.records.values()))
         self.open_patient(patients[0])
@@ -439,12 +445,64 @@ class MainWindow(QMainWindow):
                 f"shown (see details). The other {volume.n_slices} slices are.",
                 details=lines,
             )
+        if self._confirm_series_once(rec):
+            return  # read again with the series the reader chose
         if rec.state is PatientState.DONE:
             self.analyser.schedule_missing_segmentations()
         elif self.settings.auto_run and rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self.analyser.request_analysis(rec, front=True)  # uses a saved analysis when there is one
         elif rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self._restore_saved(rec, volume)
+
+    def _confirm_series_once(self, rec: PatientRecord) -> bool:
+        """On a DICOM study's first opening, let the reader confirm the guessed series.
+
+        Returns:
+            True when the reader chose other series (the patient is then read again).
+        """
+        if rec.series is not None or rec.path in self._series_asked:
+            return False
+        from brainseg_core.io import patient_format
+
+        if patient_format(rec.path) is not PatientFormat.DICOM:
+            return False
+        self._series_asked.add(rec.path)
+        return self.series_dialog()
+
+    def series_dialog(self) -> bool:
+        """Choose which series of the displayed DICOM study feed the models (remembered).
+
+        Returns:
+            True when the choice changed: the patient is read and analysed again.
+        """
+        from brainseg_core.io.dicom import series_plan
+        from brainseg_core.io.sequences import Sequence as MRSequence
+
+        rec = self.current
+        if rec is None:
+            return False
+        choose = None if rec.series is None else {MRSequence(k): v for k, v in rec.series.items()}
+        try:
+            series, picked = series_plan(rec.path, choose=choose)
+        except DataError as exc:
+            dialogs.notify(self, "error", "DICOM series", str(exc))
+            return False
+        dlg = dialogs.SeriesDialog(rec.path, series, picked, self)
+        if not self._modal(dlg):
+            return False
+        chosen = dlg.value()
+        self.settings.set_series_choice(rec.path, chosen)
+        before = {seq.value: info.series_uid for seq, info in picked.items()}
+        rec.series = chosen
+        if chosen == before:
+            return False
+        self.analyser.stop_all()
+        rec.reset()
+        self.model.show_patient(rec)
+        self.view.set_volume(None)
+        self.statusBar().showMessage(f"Reading {rec.patient_id} with the chosen series …")
+        self.opener.read(rec)
+        return True
 
     def _restore_saved(self, rec: PatientRecord, volume: Volume) -> None:
         """Show the saved analysis of ``rec`` (no network runs), or say that it is stale."""
@@ -975,6 +1033,7 @@ class MainWindow(QMainWindow):
         # scans with geometry (NIfTI, DICOM) carry their voxel size: nothing to enter
         can_enter = rec is not None and (self.volume is None or self.volume.geometry is None)
         a["spacing"].setEnabled(can_enter)
+        a["series"].setEnabled(self.volume is not None and self.volume.format is PatientFormat.DICOM)
         self.results.spacing.setEnabled(can_enter)
         self.results.spacing.setVisible(self.volume is None or self.volume.geometry is None)
 

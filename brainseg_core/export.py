@@ -63,7 +63,7 @@ from brainseg_core.atomic import atomic_write
 from brainseg_core.display import auto_window, overlay_image
 from brainseg_core.errors import Cancelled, ExportError
 from brainseg_core.io.lgg import EXPORT_SIDECAR
-from brainseg_core.io.volume import CHANNELS, Volume
+from brainseg_core.io.volume import CHANNELS, PatientFormat, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
 from brainseg_core.report import write_report
 
@@ -330,12 +330,6 @@ def _mask_volume(result: PatientResult) -> np.ndarray:
     return np.stack([s.mask for s in result.slices]).astype(bool)
 
 
-def _is_dicom(volume: Volume) -> bool:
-    return bool(volume.reference_files) and not volume.reference_files[0].name.lower().endswith(
-        (".nii", ".nii.gz")
-    )
-
-
 def _write_nifti(volume: Volume, result: PatientResult) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         import gzip
@@ -470,7 +464,7 @@ def _jobs(
     if ExportFormat.NIFTI in formats:
         jobs.append((f"{pid}_mask.nii.gz", _write_nifti(volume, result)))
     if ExportFormat.DICOM_SEG in formats:
-        if not _is_dicom(volume):
+        if volume.format is not PatientFormat.DICOM:
             raise ExportError(
                 f"{pid}: a DICOM SEG references the source DICOM series, and this patient was not "
                 "read from DICOM; export it as NIfTI (nifti) instead"

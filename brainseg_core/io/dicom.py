@@ -44,7 +44,7 @@ from brainseg_core.io.sequences import (
     assemble_channels,
     sequence_from_description,
 )
-from brainseg_core.io.volume import Volume
+from brainseg_core.io.volume import PatientFormat, Volume
 
 if TYPE_CHECKING:
     from brainseg_core.geometry import Geometry
@@ -502,6 +502,30 @@ def list_series(study: Path) -> list[SeriesInfo]:
     return [s.info for s in _scan(Path(study)).series]
 
 
+def series_plan(
+    study: Path, *, choose: Mapping[Sequence, str] | None = None
+) -> tuple[list[SeriesInfo], dict[Sequence, SeriesInfo]]:
+    """Every series of a study and the ones :func:`read_dicom_study` would use for each sequence.
+
+    What a reader confirms before the analysis: the guesses (or the ``choose`` overrides) next to
+    everything else the study holds.
+
+    Args:
+        study: the study folder.
+        choose: overrides, as for :func:`read_dicom_study`.
+
+    Returns:
+        ``(series, picked)``: all series ordered by SeriesNumber, and the series picked per
+        sequence (a sequence without a usable series is absent).
+
+    Raises:
+        DataError: as :func:`list_series`, and for a ``choose`` value matching no series or several.
+    """
+    scan = _scan(Path(study))
+    picked = _choose(scan, choose, [])
+    return [s.info for s in scan.series], {seq: s.info for seq, s in picked.items()}
+
+
 # ---------------------------------------------------------------------------- reading a study
 
 
@@ -665,6 +689,7 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
         channel_sources=tuple(
             images[s].source if s in images else images[Sequence.FLAIR].source for s in MODEL_SEQUENCES
         ),
+        format=PatientFormat.DICOM,
     )
 
 

@@ -33,7 +33,7 @@ from brainseg_core.io.sequences import (
     sequence_from_filename,
 )
 from brainseg_core.io.tiff import to_uint8
-from brainseg_core.io.volume import Volume
+from brainseg_core.io.volume import PatientFormat, Volume
 
 __all__ = ["is_nifti_name", "nifti_files", "nifti_stem", "read_nifti_patient"]
 
@@ -187,6 +187,7 @@ def read_nifti_patient(path: Path) -> Volume:
         geometry=geometry,
         reference_files=(flair_file,),
         channel_sources=tuple(images.get(s, images[Sequence.FLAIR]).source for s in MODEL_SEQUENCES),
+        format=PatientFormat.NIFTI,
     )
 
 

@@ -13,7 +13,6 @@ opened, so the viewer starts as fast as before.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from brainseg_core.errors import DataError
 from brainseg_core.io import lgg
-from brainseg_core.io.volume import Volume
+from brainseg_core.io.volume import PatientFormat, Volume
 
 __all__ = [
     "PatientFormat",
@@ -34,14 +33,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from brainseg_core.io.sequences import Sequence
-
-
-class PatientFormat(enum.StrEnum):
-    """How a patient is stored."""
-
-    TIFF = "tiff"
-    NIFTI = "nifti"
-    DICOM = "dicom"
 
 
 def _nifti_files(folder: Path) -> list[Path]:

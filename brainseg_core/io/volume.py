@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,15 @@ from brainseg_core.spacing import Spacing
 
 if TYPE_CHECKING:  # nibabel (0.3 s to import) loads only when a scan with geometry is opened
     from brainseg_core.geometry import Geometry
+
+
+class PatientFormat(enum.StrEnum):
+    """How a patient is stored."""
+
+    TIFF = "tiff"
+    NIFTI = "nifti"
+    DICOM = "dicom"
+
 
 #: Channel order of every image array in BrainSeg, as in the LGG dataset's RGB TIFFs.
 CHANNELS: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
@@ -49,6 +59,7 @@ class Volume:
             for TIFF input.
         channel_sources: the file or series each channel was read from, in channel order (empty
             for TIFF input, whose three channels are one file).
+        format: how the patient is stored (TIFF, NIfTI, DICOM).
         skipped: slices that could not be read, with the reason.
         warnings: other problems worth showing that did not stop any slice from opening, each
             ``"<file>: <problem>"`` (e.g. why ground-truth masks were ignored, an orphan mask).
@@ -66,6 +77,7 @@ class Volume:
     geometry: Geometry | None = None
     reference_files: tuple[Path, ...] = ()
     channel_sources: tuple[str, ...] = ()
+    format: PatientFormat = PatientFormat.TIFF
 
     def __post_init__(self) -> None:
         if self.geometry is not None:

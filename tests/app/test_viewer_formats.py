@@ -60,3 +60,46 @@ def test_nifti_patient_shows_orientation_and_exports_on_its_grid(
     assert w.view.edge_text("left") == "" and w.view.vb.state["aspectLocked"] == 1.0
     assert w.actions_by_name["spacing"].isEnabled() and w.results.spacing.isVisible()
     assert messages.shown == []
+
+
+def test_dicom_study_asks_once_for_its_series_and_rereads_with_the_choice(
+    make_window, fixture_patient: Path, scripted_models, qtbot, messages, tmp_path: Path, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QDialog
+
+    from brainseg_app import dialogs
+    from tests.dicom_support import AXIAL, make_geometry, write_study
+
+    tiff = open_volume(fixture_patient)
+    built = write_study(tmp_path / "study", tiff.images, make_geometry(tiff.images.shape[:3], AXIAL))
+    shown: list[dict[str, str]] = []
+
+    def exec_(dlg: dialogs.SeriesDialog) -> int:
+        shown.append({seq.value: box.currentData() for seq, box in dlg.combos.items()})
+        flair = dlg.combos[next(s for s in dlg.combos if s.value == "flair")]
+        flair.setCurrentIndex(flair.findData(built.series_uids["AX T1 POST GAD"]))  # the reader's pick
+        return int(QDialog.DialogCode.Accepted.value)
+
+    monkeypatch.setattr(dialogs.SeriesDialog, "exec", exec_)
+    w = make_window(scripted_models)
+    assert w.open_path(built.folder)
+    qtbot.waitUntil(
+        lambda: w.current is not None and w.current.state is PatientState.DONE and not w.is_busy(),
+        timeout=20_000,
+    )
+    # the dialog showed the guesses, and the study was read again with the reader's FLAIR
+    assert shown == [{s: built.series_uids[d] for s, d in _GUESSES.items()}]
+    np.testing.assert_array_equal(w.volume.images[..., 1], tiff.images[..., 2])
+    assert w.settings.series_choice(built.folder)["flair"] == built.series_uids["AX T1 POST GAD"]
+    assert w.actions_by_name["series"].isEnabled() and w.view.edge_text("left") == "R"
+    w.close()
+
+    w2 = make_window(scripted_models, auto_run=False)  # remembered: not asked again
+    w2.open_path(built.folder)
+    qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
+    assert len(shown) == 1
+    np.testing.assert_array_equal(w2.volume.images[..., 1], tiff.images[..., 2])
+    assert messages.shown == []
+
+
+_GUESSES = {"pre": "AX T1 PRE", "flair": "AX FLAIR", "post": "AX T1 POST GAD"}
