@@ -1,7 +1,8 @@
 """``brainseg``: the desktop viewer's entry point.
 
-``brainseg [PATH]`` opens the viewer on a patient folder, a dataset root or a TIFF stack (without
-PATH, an empty window with the recent folders); ``--sample`` opens the bundled sample patient.
+``brainseg [PATH]`` opens the viewer on a patient (TIFF slices, NIfTI files, a DICOM study), a
+dataset root, a NIfTI file or a TIFF stack (without PATH, an empty window with the recent
+folders); ``--sample`` opens the bundled sample patient.
 ``--self-test``, ``--install-desktop-entry``, ``--uninstall-desktop-entry`` and ``--version`` run
 without a window and without importing Qt, so they are quick and work on a headless machine.
 """
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         type=Path,
         metavar="PATH",
-        help="patient folder, dataset root or multi-page TIFF to open",
+        help="patient folder (TIFF, NIfTI or DICOM study), dataset root, NIfTI file or TIFF stack to open",
     )
     parser.add_argument("--sample", action="store_true", help="open the bundled sample patient")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
