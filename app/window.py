@@ -1050,17 +1050,24 @@ class MainWindow(QMainWindow):
             self.open_path(paths[0])
 
     def confirm_quit(self) -> bool:
-        """Ask before quitting while patients are being analysed; True when it may quit."""
-        if not self.analyser.active:
+        """Ask before quitting while patients are being analysed or exported; True when it may quit."""
+        exporting = sum(1 for dlg in self.exporter.dialogs if dlg.runner.running)
+        if not self.analyser.active and not exporting:
             return True
-        waiting = len(self.analyser.queue)
-        more = f" and {waiting} more waiting" if waiting else ""
-        return dialogs.ask(
-            self,
-            "Quit BrainSeg?",
-            f"An analysis is running{more}. Quit anyway? The running analysis is stopped and "
-            "results are not kept after quitting.",
-        )
+        parts = []
+        if self.analyser.active:
+            waiting = len(self.analyser.queue)
+            more = f" and {waiting} more waiting" if waiting else ""
+            parts.append(
+                f"An analysis is running{more}: it is stopped (finished patients are kept and open "
+                "at once next time)."
+            )
+        if exporting:
+            parts.append(
+                "An export is being written: it is stopped, and the patient being written is left "
+                "as it was (nothing half-written)."
+            )
+        return dialogs.ask(self, "Quit BrainSeg?", " ".join(parts) + " Quit anyway?")
 
     def quit(self) -> None:
         """File > Quit: close the window, after asking if an analysis is running."""

@@ -573,6 +573,17 @@ def test_quitting_during_an_analysis_asks_first(
     messages.answer = QMessageBox.StandardButton.Yes
     w.quit()
     assert closed == [True]
+    # an export being written asks too
+    monkeypatch.setattr(type(w.analyser), "active", property(lambda self: False))
+
+    class _Writing:
+        runner = type("R", (), {"running": True})()
+
+    w.exporter.dialogs.append(_Writing())
+    messages.answer = QMessageBox.StandardButton.No
+    w.quit()
+    assert closed == [True] and "export is being written" in messages.questions[-1]
+    w.exporter.dialogs.clear()
 
 
 def test_an_analysis_survives_a_restart(
