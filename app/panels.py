@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import math
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -437,12 +439,14 @@ class ResultsPanel(QWidget):
             rec: the displayed patient (None: no patient open).
             volume: its volume when read (for the ground truth).
         """
+        notes = _reading_notes(volume)
+        self.summary_label.setToolTip("\n".join(volume.warnings) if volume is not None else "")
         if rec is None:
             self.summary_label.setText("No patient open")
             return
         if rec.shown is None or not rec.shown.slices:
             state = rec.state.value if rec.state is not PatientState.NEW else "Not analysed yet"
-            self.summary_label.setText(f"{rec.patient_id}\n{state}")
+            self.summary_label.setText("<br>".join([f"<b>{rec.patient_id}</b>", state, *notes]))
             return
         r = rec.shown
         n = rec.n_slices or len(r.slices)
@@ -465,7 +469,7 @@ class ResultsPanel(QWidget):
         largest = " · largest 3-D region only" if t.largest_component else ""
         lines.append(f"Gate {t.gate:.3g} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
         lines.append(f"Ran on {r.device}")
-        self.summary_label.setText("<br>".join(lines))
+        self.summary_label.setText("<br>".join(lines + notes))
 
     def _on_points_clicked(self, _item: object, points: list, _ev: object = None) -> None:
         if len(points):
@@ -474,3 +478,17 @@ class ResultsPanel(QWidget):
     def click_slice(self, index: int) -> None:
         """Act as if the point of slice ``index`` was clicked (keyboard and tests)."""
         self.sliceClicked.emit(index)
+
+
+def _reading_notes(volume: Volume | None, shown: int = 3) -> list[str]:
+    """What the reader should know about how the files were read (a sequence replaced by FLAIR,
+    resampled, a series left out, ignored masks), as HTML lines; the full text is the tooltip."""
+    if volume is None or not volume.warnings:
+        return []
+    short = []
+    for w in volume.warnings[:shown]:
+        where, sep, what = w.partition(": ")
+        line = f"{Path(where).name}{sep}{what}" if sep and "/" in where else w  # file names, not paths
+        short.append(html.escape(line if len(line) <= 200 else line[:199] + "…"))
+    more = f" (+{len(volume.warnings) - shown} more, hover for all)" if len(volume.warnings) > shown else ""
+    return [f"⚠ <b>{len(volume.warnings)}</b> note(s) on reading the files{more}:", *short]

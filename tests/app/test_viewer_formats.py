@@ -55,6 +55,13 @@ def test_nifti_patient_shows_orientation_and_exports_on_its_grid(
     np.testing.assert_array_equal(np.asarray(img.dataobj).astype(bool), geometry.to_source(shown))
     dlg.close()
 
+    # a sequence missing: its channel is FLAIR, and the reader is told so
+    (folder / "BraTS_9_t1.nii.gz").unlink()
+    w.open_path(folder)
+    qtbot.waitUntil(lambda: w.volume is not None and bool(w.volume.warnings), timeout=20_000)
+    assert "note(s) on reading the files" in w.results.summary_label.text()
+    assert "no T1 pre-contrast image; its channel is filled with FLAIR" in w.results.summary_label.text()
+
     w.open_path(fixture_patient)  # a TIFF patient: no geometry, no labels, square pixels
     qtbot.waitUntil(lambda: w.volume is not None and w.volume.patient_id == tiff.patient_id, timeout=20_000)
     assert w.view.edge_text("left") == "" and w.view.vb.state["aspectLocked"] == 1.0
