@@ -100,7 +100,7 @@ class ResultStore:
     @classmethod
     def default(cls) -> ResultStore:
         """The store in the user data folder (``<user data>/results``)."""
-        from brainseg_core.registry import user_data_dir
+        from brainseg_core.user_data import user_data_dir
 
         return cls(user_data_dir() / "results")
 
