@@ -522,7 +522,7 @@ def _build_edit_toolbar(window: MainWindow, acts: dict[str, QAction]) -> None:
     short = {
         "prev_review": "◀ Review",
         "next_review": "Review ▶",
-        "mark_reviewed": "Reviewed ✓",
+        "mark_reviewed": "Mark reviewed",
         "tool_brush": "Brush",
         "tool_eraser": "Eraser",
         "tool_region": "Delete region",

@@ -306,7 +306,7 @@ class ResultsPanel(QWidget):
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "slice")
         pi.setLabel("left", "P(tumour)")
-        pi.setYRange(-0.08, 1.05, padding=0)
+        pi.setYRange(-0.08, 1.1, padding=0)
         pi.setMouseEnabled(x=False, y=False)
         pi.hideButtons()
         pi.setMenuEnabled(False)
@@ -413,7 +413,7 @@ class ResultsPanel(QWidget):
         self.scatter.setData(x=xs, y=ys, brush=brushes, pen=None, data=idx)
         ringed = [i for i in review if i < self._n and probs[i] is not None]
         self.review_marks.setData(x=[i + 1 for i in ringed], y=[probs[i] for i in ringed])
-        self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.02] * len(edited))
+        self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.07] * len(edited))
         if gt is not None:
             gx = np.array([i + 1 for i, t in enumerate(gt) if t], float)
             self.gt_marks.setData(x=gx, y=np.full(gx.shape, -0.04))

@@ -430,7 +430,7 @@ class SliceView(QWidget):
             value = f"{CHANNELS[self.channel]} {int(px[self.channel])}"
         tags = []
         if self._pred_mask is not None and self._pred_mask[row, col]:
-            tags.append("predicted")
+            tags.append("your mask" if self._reader_mask else "predicted")
         if self._gt_mask is not None and self._gt_mask[row, col]:
             tags.append("ground truth")
         suffix = f"  [{', '.join(tags)}]" if tags else ""

@@ -1077,8 +1077,7 @@ class MainWindow(QMainWindow):
         if rec is not self.current:
             return
         self._update_masks()
-        self._update_slice_info()
-        self._plot_timer.start()
+        self._plot_timer.start()  # the plot, thumbnails and numbers follow once the mouse rests
         self._update_edit_actions()
         self._schedule_save(rec)
 
@@ -1235,6 +1234,7 @@ class MainWindow(QMainWindow):
         a["analyse_all"].setEnabled(len(self.records) > 1)
         a["spacing"].setEnabled(rec is not None)
         self.results.spacing.setEnabled(rec is not None)
+        self._update_edit_actions()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept folders and TIFF files dragged from a file manager."""
