@@ -176,3 +176,23 @@ def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scr
     assert first not in rec.reviewed
     _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
     assert w.index < first or w.index == first  # previous, or none before it
+
+
+def test_a_patient_analysed_unopened_brings_its_saved_edits(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+) -> None:
+    from brainseg_core.io import open_volume
+    from brainseg_core.result_store import ReaderWork
+
+    w = make_window(scripted_models)
+    second = sorted(p for p in lgg_fixture_root.iterdir() if p.is_dir())[1]
+    volume = open_volume(second)
+    mine = np.zeros(volume.shape, bool)
+    mine[5:9, 5:9] = True
+    w.analyser.store.save_reader_work(volume, ReaderWork({2: mine}, frozenset({4})))
+    assert w.open_path(lgg_fixture_root)
+    w.analyse_all()
+    rec = next(r for r in w.records.values() if r.path.name == second.name)
+    qtbot.waitUntil(lambda: rec.state is PatientState.DONE and not w.is_busy(), timeout=30_000)
+    assert rec is not w.current and rec.edits.edited == [2] and rec.reviewed == {4}
+    assert rec.slice_shown(2).source is MaskSource.READER and rec.slice_shown(2).area_px == 16
