@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMenu, QStyle
+from PySide6.QtWidgets import QLabel, QMenu, QSpinBox, QStyle
 
 from brainseg_app.slice_view import CHANNEL_NAMES
+from brainseg_app.viewer_model import EditTool
 from brainseg_core.compute import DEVICES
+from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 
 if TYPE_CHECKING:
     from brainseg_app.window import MainWindow
@@ -25,7 +27,7 @@ PAGE_STEP = 5
 MOUSE_HELP: tuple[tuple[str, str], ...] = (
     ("Mouse wheel", "Previous / next slice"),
     ("Ctrl + mouse wheel", "Zoom about the cursor"),
-    ("Left or middle drag", "Pan"),
+    ("Left or middle drag", "Pan (in edit mode the left button paints, erases or picks a region)"),
     ("Right drag", "Window (horizontal) / level (vertical)"),
     ("Click on the plot", "Show that slice"),
     ("Drag the dashed plot line", "Change the classifier gate"),
@@ -124,6 +126,14 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         w.export_all_dialog,
         "Ctrl+Shift+E",
         "Export the results of every analysed patient of the dataset",
+    )
+    a(
+        "save_corrections",
+        "Save &corrections as training data…",
+        w.save_corrections_dialog,
+        None,
+        "Write the patients whose masks you edited in the dataset's layout (<patient>_<n>.tif + "
+        "_mask.tif) into a folder you choose, for brainseg-train",
     )
     a("quit", "&Quit", w.quit, QKeySequence.StandardKey.Quit, "Quit BrainSeg")
 
@@ -241,6 +251,82 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         icon=sp.SP_MediaSeekBackward,
     )
 
+    a(
+        "next_review",
+        "Next slice to review",
+        lambda: w.jump_review(1),
+        "R",
+        "Next slice the analysis is unsure about (not marked reviewed or edited yet)",
+    )
+    a(
+        "prev_review",
+        "Previous slice to review",
+        lambda: w.jump_review(-1),
+        "Shift+R",
+        "Previous slice still to review",
+    )
+    a(
+        "mark_reviewed",
+        "Mark slice &reviewed",
+        w.toggle_reviewed,
+        "M",
+        "You have looked at this slice: it leaves the review queue (again: put it back)",
+        icon=sp.SP_DialogApplyButton,
+    )
+
+    # Editing: the tools are checkable; pressing a tool's key again leaves edit mode.
+    for name, tool, key, tip in (
+        ("tool_brush", EditTool.BRUSH, "B", "Brush: left-drag on the slice adds to the mask"),
+        ("tool_eraser", EditTool.ERASER, "E", "Eraser: left-drag on the slice removes from the mask"),
+        (
+            "tool_region",
+            EditTool.DELETE_REGION,
+            "D",
+            "Delete region: click a region of the mask to remove it (a false positive)",
+        ),
+    ):
+        a(name, tool.label, lambda on, t=tool: w.use_tool(t, on), key, tip, checkable=True)
+    a("brush_smaller", "Smaller brush", lambda: w.change_brush(-1), "[", "Brush and eraser 1 px smaller")
+    a("brush_larger", "Larger brush", lambda: w.change_brush(1), "]", "Brush and eraser 1 px larger")
+    a(
+        "fill_holes",
+        "Fill &holes",
+        lambda: w.edit(EditKind.FILL_HOLES),
+        "H",
+        "Close the holes inside the outlines of this slice",
+    )
+    a(
+        "clear_slice",
+        "&Clear slice",
+        lambda: w.edit(EditKind.CLEAR),
+        "Delete",
+        "Empty this slice's mask (you say: no tumour here)",
+    )
+    a(
+        "revert_slice",
+        "Back to the &model's mask",
+        lambda: w.edit(EditKind.REVERT),
+        "Shift+Backspace",
+        "Drop your edits of this slice: it shows the model's mask again",
+    )
+    a(
+        "undo",
+        "&Undo edit",
+        w.undo,
+        QKeySequence.StandardKey.Undo,
+        "Undo the last mask edit of this patient",
+        icon=sp.SP_ArrowBack,
+    )
+    a(
+        "redo",
+        "&Redo edit",
+        w.redo,
+        ["Ctrl+Shift+Z", "Ctrl+Y"],
+        "Redo the last undone mask edit of this patient",
+        icon=sp.SP_ArrowForward,
+    )
+    a("stop_editing", "Stop editing", w.stop_editing, None, "Leave edit mode: the left button pans again")
+
     for i, name in enumerate(CHANNEL_NAMES):
         a(
             f"channel_{i}",
@@ -288,7 +374,7 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "A",
         "Window to the volume's intensity range",
     )
-    a("reset_window", "&Reset window/level", w.view.reset_window, "R", "Full 0-255 range")
+    a("reset_window", "&Reset window/level", w.view.reset_window, "Shift+A", "Full 0-255 range")
     a("fit", "&Fit to window", w.view.fit, ["F", "Ctrl+0"], "Fit the slice in the view")
     a(
         "one_to_one",
@@ -331,6 +417,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     file.addSeparator()
     file.addAction(acts["export"])
     file.addAction(acts["export_all"])
+    file.addAction(acts["save_corrections"])
     file.addSeparator()
     file.addAction(acts["quit"])
 
@@ -361,6 +448,20 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     ):
         nav.addAction(acts[name])
 
+    nav.addSeparator()
+    for name in ("prev_review", "next_review", "mark_reviewed"):
+        nav.addAction(acts[name])
+
+    edit = mb.addMenu("&Edit")
+    for name in ("undo", "redo"):
+        edit.addAction(acts[name])
+    edit.addSeparator()
+    for name in ("tool_brush", "tool_eraser", "tool_region", "stop_editing"):
+        edit.addAction(acts[name])
+    edit.addSeparator()
+    for name in ("brush_smaller", "brush_larger", "fill_holes", "clear_slice", "revert_slice"):
+        edit.addAction(acts[name])
+
     analysis = mb.addMenu("&Analysis")
     for name in ("run", "cancel", "analyse_all"):
         analysis.addAction(acts[name])
@@ -383,7 +484,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     help_menu = mb.addMenu("&Help")
     help_menu.addAction(acts["shortcuts"])
     help_menu.addAction(acts["about"])
-    for menu in (file, view, nav, analysis, model, help_menu):
+    for menu in (file, view, nav, edit, analysis, model, help_menu):
         menu.setToolTipsVisible(True)
 
     tb = window.addToolBar("Main")
@@ -416,7 +517,51 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
             acts[name].setIconText(short[name])
             tb.addAction(acts[name])
         tb.addSeparator()
+    _build_edit_toolbar(window, acts)
     return recent_menu, device_menu
+
+
+def _build_edit_toolbar(window: MainWindow, acts: dict[str, QAction]) -> None:
+    """The review and edit toolbar on its own row: queue, tools, brush size, one-click edits."""
+    window.addToolBarBreak()
+    tb = window.addToolBar("Review and edit")
+    tb.setObjectName("edit_toolbar")
+    tb.setIconSize(QSize(18, 18))
+    tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+    short = {
+        "prev_review": "◀ Review",
+        "next_review": "Review ▶",
+        "mark_reviewed": "Mark reviewed",
+        "tool_brush": "Brush",
+        "tool_eraser": "Eraser",
+        "tool_region": "Delete region",
+        "fill_holes": "Fill holes",
+        "clear_slice": "Clear",
+        "revert_slice": "Model's mask",
+        "undo": "Undo",
+        "redo": "Redo",
+    }
+    for name in ("prev_review", "next_review", "mark_reviewed"):
+        acts[name].setIconText(short[name])
+        tb.addAction(acts[name])
+    tb.addSeparator()
+    for name in ("tool_brush", "tool_eraser", "tool_region"):
+        acts[name].setIconText(short[name])
+        tb.addAction(acts[name])
+    tb.addWidget(QLabel(" Radius "))
+    spin = QSpinBox()
+    spin.setRange(0, MAX_BRUSH_RADIUS)
+    spin.setValue(window.model.brush_radius)
+    spin.setSuffix(" px")
+    spin.setToolTip("Brush and eraser radius in image pixels ([ smaller, ] larger)")
+    spin.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+    spin.valueChanged.connect(window.model.set_brush_radius)
+    window.brush_spin = spin
+    tb.addWidget(spin)
+    tb.addSeparator()
+    for name in ("fill_holes", "clear_slice", "revert_slice", "undo", "redo"):
+        acts[name].setIconText(short[name])
+        tb.addAction(acts[name])
 
 
 def fill_recent_menu(

@@ -33,7 +33,7 @@ from brainseg_core.results import PatientResult, SliceResult
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.inference import Pipeline
-    from brainseg_core.result_store import ResultStore, StoredResult
+    from brainseg_core.result_store import ReaderWork, ResultStore, StoredResult
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
 
@@ -130,10 +130,12 @@ def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
 @dataclass(frozen=True)
 class Started:
     """What an analysis job yields first: the patient's result so far (no slices yet, or a saved
-    analysis that is used as it is) and its number of slices."""
+    analysis that is used as it is), its number of slices, and the reader's saved work on it
+    (edited masks, reviewed slices; None when there is none)."""
 
     result: PatientResult
     n_slices: int
+    work: ReaderWork | None = None
 
 
 @dataclass(frozen=True)
@@ -580,9 +582,11 @@ class AnalysisController(QObject):
             # A saved analysis by these models is used as it is, unless the user asked for a new run.
             reuse_saved = rec.path not in self._rerun
             self._rerun.discard(rec.path)
+            loaded_work = rec.work_loaded  # a patient analysed unopened brings its saved edits along
 
             def analyse(cancel: threading.Event, progress: ProgressFn) -> Iterator[Started | SliceResult]:
                 vol = volume if volume is not None else read_volume(path, spacing, series)
+                work = None if loaded_work else store.load_reader_work(vol)
                 empty = run.empty_result(vol)
                 saved = (
                     store.load(
@@ -592,9 +596,9 @@ class AnalysisController(QObject):
                     else None  # a new run was asked for: the saved one is not even read
                 )
                 if saved is not None and saved.current:
-                    yield Started(saved.result, vol.n_slices)
+                    yield Started(saved.result, vol.n_slices, work)
                     return
-                yield Started(empty, vol.n_slices)
+                yield Started(empty, vol.n_slices, work)
                 slices = []
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
@@ -632,6 +636,10 @@ class AnalysisController(QObject):
         _, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         session = self.session
         if isinstance(obj, Started):
+            if not rec.work_loaded:  # looked up by the job: the patient was analysed unopened
+                if obj.work is not None:
+                    rec.use_reader_work(obj.work.masks, obj.work.reviewed)
+                rec.work_loaded = True
             rec.start(obj.result, obj.n_slices)
             self.recordChanged.emit(rec)
             self.patientStarted.emit(rec)

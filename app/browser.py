@@ -42,7 +42,7 @@ class PatientBrowser(QWidget):
     analyseAllRequested = Signal()
     exportAllRequested = Signal()
 
-    COLUMNS = ("Patient", "State", "Tumour")
+    COLUMNS = ("Patient", "State", "Tumour", "Review")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,7 +64,11 @@ class PatientBrowser(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.headerItem().setToolTip(2, "Slices with a predicted tumour under the current thresholds")
+        self.tree.headerItem().setToolTip(
+            3, "Slices still to review (R steps through them): marked neither reviewed nor edited"
+        )
         self.tree.setToolTip("Patients in the opened folder; click one to show it")
         self.tree.itemActivated.connect(self._on_item)
         self.tree.itemClicked.connect(self._on_item)
@@ -89,7 +93,7 @@ class PatientBrowser(QWidget):
         self.root_label.setText(str(root) if root is not None else "No folder open")
         self.tree.setSortingEnabled(False)
         for rec in records:
-            item = QTreeWidgetItem([rec.patient_id, "", ""])
+            item = QTreeWidgetItem([rec.patient_id, "", "", ""])
             item.setData(0, Qt.ItemDataRole.UserRole, str(rec.path))
             item.setToolTip(0, str(rec.path))
             self.tree.addTopLevelItem(item)
@@ -111,6 +115,12 @@ class PatientBrowser(QWidget):
         count = rec.tumour_slices()
         item.setText(2, "" if count is None else str(count))
         item.setData(2, Qt.ItemDataRole.UserRole, -1 if count is None else count)
+        queue = rec.review_queue() if rec.shown is not None and rec.shown.slices else None
+        item.setText(3, "" if queue is None else str(len(queue)))
+        item.setForeground(3, QBrush(QColor(255, 149, 0) if queue else QColor(170, 170, 170)))
+        item.setToolTip(
+            3, "" if not queue else "To review: slices " + ", ".join(str(i + 1) for i in queue[:12])
+        )
 
     def set_current(self, path: Path | None) -> None:
         """Highlight the displayed patient."""
@@ -123,12 +133,16 @@ class PatientBrowser(QWidget):
         self.tree.blockSignals(False)
 
     def row_texts(self) -> list[tuple[str, str, str]]:
-        """Texts of every row in display order (for tests and accessibility)."""
+        """Patient, state and tumour count of every row in display order (tests, accessibility)."""
+        return [(r[0], r[1], r[2]) for r in self.rows()]
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """Texts of every column of every row in display order (see :attr:`COLUMNS`)."""
         out = []
         for i in range(self.tree.topLevelItemCount()):
             it = self.tree.topLevelItem(i)
             if it is not None:
-                out.append((it.text(0), it.text(1), it.text(2)))
+                out.append(tuple(it.text(c) for c in range(len(self.COLUMNS))))
         return out
 
     def _on_item(self, item: QTreeWidgetItem, _column: int = 0) -> None:

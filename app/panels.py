@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ from brainseg_app.viewer_model import DEFAULT_GT_COLOUR, DEFAULT_PRED_COLOUR, WI
 from brainseg_core import metrics
 from brainseg_core.compute import DEVICES
 from brainseg_core.io import Volume
-from brainseg_core.results import SliceResult
+from brainseg_core.results import MaskSource, SliceResult
+from brainseg_core.review import ReviewReason
 from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
@@ -106,7 +108,7 @@ class ControlsPanel(QWidget):
         self.auto_window.setToolTip("Window/level to the volume's foreground intensity range (A)")
         self.reset_window = QPushButton("Reset W/L")
         self.reset_window.setToolTip(
-            "Full 0-255 range, the images as stored (R). Right-drag on the image "
+            "Full 0-255 range, the images as stored (Shift+A). Right-drag on the image "
             "to adjust: horizontal = width, vertical = level"
         )
         self.window_preset = QComboBox()
@@ -297,21 +299,25 @@ class ResultsPanel(QWidget):
         layout = QVBoxLayout(self)
         self.plot = pg.PlotWidget()
         self.plot.setToolTip(
-            "Tumour probability of every slice (red: mask found). Click a point to show that slice; "
-            "drag the dashed line to change the classifier gate."
+            "Tumour probability of every slice (red: mask found; orange ring: to review; yellow "
+            "diamond: mask edited by you; green squares: ground-truth tumour). Click a point to show "
+            "that slice; drag the dashed line to change the classifier gate."
         )
         self.plot.setMinimumHeight(170)
         self.plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "slice")
         pi.setLabel("left", "P(tumour)")
-        pi.setYRange(-0.08, 1.05, padding=0)
+        pi.setYRange(-0.08, 1.1, padding=0)
         pi.setMouseEnabled(x=False, y=False)
         pi.hideButtons()
         pi.setMenuEnabled(False)
         pi.showGrid(x=False, y=True, alpha=0.2)
         self.curve = pg.PlotDataItem(pen=pg.mkPen((160, 160, 160), width=1))
         self.scatter = pg.ScatterPlotItem(size=8, hoverable=True, tip=None)
+        # Slices to review: an orange ring around their point; edited slices: a yellow diamond.
+        self.review_marks = pg.ScatterPlotItem(size=15, brush=None, pen=pg.mkPen(255, 149, 0, width=2))
+        self.edited_marks = pg.ScatterPlotItem(size=8, symbol="d", brush=pg.mkBrush(255, 214, 10), pen=None)
         self.gt_marks = pg.ScatterPlotItem(size=6, symbol="s", brush=pg.mkBrush(52, 199, 89), pen=None)
         self.gate_line = pg.InfiniteLine(
             pos=0.5, angle=0, movable=True, pen=pg.mkPen((255, 200, 0), width=1, style=Qt.PenStyle.DashLine)
@@ -321,7 +327,15 @@ class ResultsPanel(QWidget):
         self.current_line = pg.InfiniteLine(
             pos=1, angle=90, movable=False, pen=pg.mkPen((42, 130, 218), width=2)
         )
-        for item in (self.curve, self.gt_marks, self.scatter, self.gate_line, self.current_line):
+        for item in (
+            self.curve,
+            self.gt_marks,
+            self.review_marks,
+            self.edited_marks,
+            self.scatter,
+            self.gate_line,
+            self.current_line,
+        ):
             pi.addItem(item)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.gate_line.sigPositionChangeFinished.connect(
@@ -333,7 +347,14 @@ class ResultsPanel(QWidget):
         self.slice_label = QLabel("—")
         self.slice_label.setWordWrap(True)
         self.slice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        QVBoxLayout(self.slice_box).addWidget(self.slice_label)
+        self.reviewed = QPushButton("Mark reviewed")
+        self.reviewed.setCheckable(True)
+        self.reviewed.setToolTip(
+            "You have looked at this slice: it leaves the review queue (M). Click again to put it back."
+        )
+        sv = QVBoxLayout(self.slice_box)
+        sv.addWidget(self.slice_label)
+        sv.addWidget(self.reviewed)
         layout.addWidget(self.slice_box)
 
         self.patient_box = QGroupBox("Patient")
@@ -366,7 +387,14 @@ class ResultsPanel(QWidget):
 
     # -- plot ------------------------------------------------------------------------------------
     def set_probabilities(
-        self, probs: list[float | None], found: list[bool], gt: list[bool] | None, gate: float
+        self,
+        probs: list[float | None],
+        found: list[bool],
+        gt: list[bool] | None,
+        gate: float,
+        *,
+        review: Sequence[int] = (),
+        edited: Sequence[int] = (),
     ) -> None:
         """Redraw the plot.
 
@@ -375,6 +403,8 @@ class ResultsPanel(QWidget):
             found: whether each slice's final mask is non-empty.
             gt: ground-truth tumour per slice, or None when the folder has no masks.
             gate: the classifier gate (threshold line).
+            review: the slices still to review (ringed).
+            edited: the slices whose mask the reader edited (a diamond at the top).
         """
         self._n = len(probs)
         idx = [i for i, p in enumerate(probs) if p is not None]
@@ -383,6 +413,9 @@ class ResultsPanel(QWidget):
         self.curve.setData(xs, ys)
         brushes = [pg.mkBrush(255, 59, 48) if found[i] else pg.mkBrush(150, 150, 150) for i in idx]
         self.scatter.setData(x=xs, y=ys, brush=brushes, pen=None, data=idx)
+        ringed = [i for i in review if i < self._n and probs[i] is not None]
+        self.review_marks.setData(x=[i + 1 for i in ringed], y=[probs[i] for i in ringed])
+        self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.07] * len(edited))
         if gt is not None:
             gx = np.array([i + 1 for i, t in enumerate(gt) if t], float)
             self.gt_marks.setData(x=gx, y=np.full(gx.shape, -0.04))
@@ -400,16 +433,31 @@ class ResultsPanel(QWidget):
 
     # -- numbers ---------------------------------------------------------------------------------
     def show_slice(
-        self, volume: Volume | None, result: SliceResult | None, index: int, gate: float | None
+        self,
+        volume: Volume | None,
+        result: SliceResult | None,
+        index: int,
+        gate: float | None,
+        *,
+        reasons: tuple[ReviewReason, ...] = (),
+        reviewed: bool = False,
     ) -> None:
-        """The displayed slice's numbers: probability, area, review flag, ground truth and Dice.
+        """The displayed slice's numbers: probability, area, whose mask, review reasons, ground
+        truth and Dice, and whether the reader marked it reviewed.
 
         Args:
             volume: the displayed volume (None: nothing is shown).
             result: the slice's displayed result (None: not analysed yet).
             index: the slice.
             gate: the slice gate it is shown with, None when no classifier ran.
+            reasons: why the slice deserves a second look (:mod:`brainseg_core.review`).
+            reviewed: the reader marked it reviewed.
         """
+        self.reviewed.blockSignals(True)
+        self.reviewed.setChecked(reviewed)
+        self.reviewed.setText("Reviewed ✓" if reviewed else "Mark reviewed")
+        self.reviewed.setEnabled(volume is not None and result is not None)
+        self.reviewed.blockSignals(False)
         if volume is None:
             self.slice_label.setText("—")
             return
@@ -421,9 +469,10 @@ class ResultsPanel(QWidget):
             area = f"{result.area_px} px"
             if result.area_mm2 is not None:
                 area += f" = {result.area_mm2:.1f} mm²"
-            lines.append(f"Tumour area {area}")
-            if result.review is not None:
-                lines.append(f"⚠ Review: {result.review.describe()}")
+            reader = result.source is MaskSource.READER
+            lines.append(f"Tumour area {area}" + ("  (your edited mask)" if reader else ""))
+            edited = " (before your edit)" if reader else ""
+            lines += [f"⚠ Review{edited}: {r.describe()}" for r in reasons]
         if volume.masks is not None:
             truth = volume.masks[index]
             lines.append(f"Ground truth {int(truth.sum())} px")
@@ -461,10 +510,13 @@ class ResultsPanel(QWidget):
             d = metrics.dice(pred, volume.masks, empty=math.nan)
             truth = int(volume.masks.sum())
             lines.append(f"Dice vs ground truth <b>{_fmt(d, '.3f')}</b> (ground truth {truth:,} voxels)")
-        review = [s.index + 1 for s in r.slices if s.review is not None]
+        review = [i + 1 for i in rec.review_queue()]
         if review:
             listed = ", ".join(str(i) for i in review[:8]) + (" …" if len(review) > 8 else "")
-            lines.append(f"⚠ <b>{len(review)}</b> slice(s) to review: {listed}")
+            lines.append(f"⚠ <b>{len(review)}</b> slice(s) to review (R): {listed}")
+        edited = rec.edits.edited
+        if edited:
+            lines.append(f"✎ Your mask on <b>{len(edited)}</b> slice(s)")
         t = r.thresholds
         largest = " · largest 3-D region only" if t.largest_component else ""
         lines.append(f"Gate {t.gate:.3g} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)

@@ -3,7 +3,10 @@
 A :class:`PatientRecord` keeps the pipeline's raw output (``base``: tumour and mask probabilities,
 streamed slice by slice) and the same result re-thresholded for the viewer's current settings
 (``shown``), computed with :func:`brainseg_core.inference.rethreshold` so moving a threshold
-slider never re-runs a network.
+slider never re-runs a network. The reader's work on the patient - edited masks
+(:class:`~brainseg_core.edits.MaskEdits`) and the slices marked reviewed - lives in the record
+too, apart from the analysis: ``shown`` carries the reader's mask on every edited slice whatever
+the thresholds, and a new analysis never replaces it.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from brainseg_core.edits import MaskEdits, apply_edits
 from brainseg_core.io import Volume, open_volume
 from brainseg_core.results import (
     PatientResult,
@@ -22,6 +28,7 @@ from brainseg_core.results import (
     rethreshold,
     threshold_slice,
 )
+from brainseg_core.review import ReviewReason, review_queue, review_reasons
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
@@ -71,7 +78,13 @@ class PatientRecord:
         n_slices: number of slices once known.
         error: the last failure message, if any.
         base: the pipeline's output (probabilities kept), possibly partial while running.
-        shown: ``base`` re-thresholded for the viewer's thresholds and spacing.
+        shown: ``base`` re-thresholded for the viewer's thresholds and spacing, with the reader's
+            mask on every edited slice.
+        model_shown: ``shown`` without the reader's edits (the model's masks).
+        edits: the reader's edited masks and their undo history (kept when the results are reset).
+        reviewed: the slices the reader marked reviewed.
+        truth: the ground-truth masks once the volume was read (None: none, or not read yet).
+        work_loaded: whether the reader's saved work was looked up already.
         series: for a DICOM study, the series the reader confirmed per sequence (sequence name to
             SeriesInstanceUID); None until confirmed (the guesses from the headers are used).
     """
@@ -84,6 +97,12 @@ class PatientRecord:
     base: PatientResult | None = None
     shown: PatientResult | None = None
     series: dict[str, str] | None = None
+    model_shown: PatientResult | None = None
+    edits: MaskEdits = field(default_factory=MaskEdits)
+    reviewed: set[int] = field(default_factory=set)
+    truth: np.ndarray | None = None
+    work_loaded: bool = False
+    _reasons: tuple[PatientResult | None, list[tuple[ReviewReason, ...]]] = (None, [])
 
     @property
     def raw(self) -> list[SliceResult]:
@@ -102,9 +121,9 @@ class PatientRecord:
         return self.shown.tumour_slices
 
     def reset(self) -> None:
-        """Forget the results (e.g. after the models changed)."""
+        """Forget the results (e.g. after the models changed); the reader's work stays."""
         self.state = PatientState.NEW
-        self.base = self.shown = None
+        self.base = self.shown = self.model_shown = None
         self.error = None
 
     def start(self, empty: PatientResult, n_slices: int) -> None:
@@ -113,6 +132,7 @@ class PatientRecord:
         self.state = PatientState.RUNNING
         self.error = None
         self.base = empty
+        self.model_shown = empty
         self.shown = empty
 
     def add(self, s: SliceResult, thresholds: Thresholds, spacing: Spacing | None) -> SliceResult:
@@ -124,19 +144,56 @@ class PatientRecord:
         Raises:
             RuntimeError: before :meth:`start`.
         """
-        if self.base is None or self.shown is None:
+        if self.base is None or self.shown is None or self.model_shown is None:
             raise RuntimeError("call start() before add()")
         self.base = dataclasses.replace(self.base, slices=[*self.base.slices, s])
-        shown = threshold_slice(s, thresholds, spacing=spacing, classified=self.base.classifier is not None)
-        self.shown = dataclasses.replace(
-            self.shown, slices=[*self.shown.slices, shown], thresholds=thresholds, spacing=spacing
+        model = threshold_slice(s, thresholds, spacing=spacing, classified=self.base.classifier is not None)
+        self.model_shown = dataclasses.replace(
+            self.model_shown, slices=[*self.model_shown.slices, model], thresholds=thresholds, spacing=spacing
         )
-        return shown
+        one = apply_edits(dataclasses.replace(self.model_shown, slices=[model]), self.edits).slices[0]
+        self.shown = dataclasses.replace(
+            self.shown, slices=[*self.shown.slices, one], thresholds=thresholds, spacing=spacing
+        )
+        return one
 
     def apply(self, thresholds: Thresholds, spacing: Spacing | None) -> None:
         """Recompute :attr:`shown` for new thresholds or spacing (no network runs)."""
         if self.base is not None:
-            self.shown = rethreshold(self.base.with_spacing(spacing), thresholds)
+            self.model_shown = rethreshold(self.base.with_spacing(spacing), thresholds)
+            self.edits_changed()
+
+    def edits_changed(self) -> None:
+        """Show the reader's edits as they are now (no re-thresholding)."""
+        if self.model_shown is not None:
+            self.shown = apply_edits(self.model_shown, self.edits)
+
+    def use_reader_work(self, masks: dict[int, np.ndarray], reviewed: set[int] | frozenset[int]) -> None:
+        """Take the reader's saved work (edited masks without history, reviewed slices)."""
+        self.edits = MaskEdits(masks)
+        self.reviewed = set(reviewed)
+        self.work_loaded = True
+        self.edits_changed()
+
+    # -- review ----------------------------------------------------------------------------------
+    def review_reasons(self) -> list[tuple[ReviewReason, ...]]:
+        """Per analysed slice, why it deserves a second look (see :mod:`brainseg_core.review`)."""
+        shown = self.shown
+        if shown is None:
+            return []
+        if self._reasons[0] is not shown:
+            truth = self.truth if self.truth is not None and len(self.truth) >= len(shown.slices) else None
+            self._reasons = (shown, review_reasons(shown, truth=truth))
+        return self._reasons[1]
+
+    def reasons_for(self, index: int) -> tuple[ReviewReason, ...]:
+        """Slice ``index``'s review reasons (empty when none or not analysed)."""
+        reasons = self.review_reasons()
+        return reasons[index] if index < len(reasons) else ()
+
+    def review_queue(self) -> list[int]:
+        """The slices still to review: a reason, and neither marked reviewed nor edited."""
+        return review_queue(self.review_reasons(), done=self.reviewed | set(self.edits.edited))
 
     def missing(self, thresholds: Thresholds) -> list[int]:
         """Slices the gate now admits that were never segmented (they need the segmenter)."""

@@ -6,6 +6,12 @@ drawn as a cosmetic ``QGraphicsPathItem`` along the pixel edges (crisp at every 
 in screen pixels). Mouse: wheel = slice, Ctrl+wheel = zoom, left/middle drag = pan, right drag =
 window (horizontal) / level (vertical). The view does not own the slice index; it asks for slice
 changes with :attr:`SliceView.sliceStepRequested` and is told what to show.
+
+Edit mode (:meth:`SliceView.set_edit_tool`): the left button paints, erases or picks a region
+instead of panning (an event filter on the view's viewport takes those presses, drags and
+releases and reports them in image pixels); a circle of the brush's size follows the mouse. A
+slice whose mask is the reader's is outlined with a dashed line and says so in the top-left
+corner.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsPathItem, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QMouseEvent, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem, QLabel, QVBoxLayout, QWidget
 
 from brainseg_app.overlay import boundary_segments, mask_rgba
-from brainseg_app.viewer_model import OverlayStyle
+from brainseg_app.viewer_model import EditTool, OverlayStyle
 from brainseg_core.display import FULL_WINDOW, auto_window, levels
 from brainseg_core.io.volume import CHANNELS
 
@@ -82,6 +88,7 @@ class _MaskLayer:
         *,
         fill: bool,
         outline: bool,
+        dashed: bool = False,
     ) -> None:
         self.mask = mask
         has = mask is not None and bool(mask.any())
@@ -96,6 +103,10 @@ class _MaskLayer:
             pen.setWidthF(width)
             pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
             pen.setCapStyle(Qt.PenCapStyle.SquareCap)
+            if dashed:  # the reader's mask: a dashed outline, so it never passes for the model's
+                pen.setStyle(Qt.PenStyle.CustomDashLine)
+                pen.setDashPattern([3.0, 2.0])
+                pen.setCapStyle(Qt.PenCapStyle.FlatCap)
             self.outline.setPen(pen)
         else:
             self.outline.setPath(QPainterPath())
@@ -111,12 +122,19 @@ class SliceView(QWidget):
         windowChanged: ``(width, level)`` after any window/level change.
         cursorInfo: text describing the pixel under the mouse ("" when outside the image).
         viewChanged: zoom or pan changed.
+        paintRequested: ``(row, col, continues)``: in edit mode with the brush or eraser, the
+            left button was pressed (``continues`` False) or dragged on (True) over that pixel.
+        strokeFinished: the left button was released after painting.
+        regionPicked: ``(row, col)``: in edit mode with the region tool, that pixel was clicked.
     """
 
     sliceStepRequested = Signal(int)
     windowChanged = Signal(float, float)
     cursorInfo = Signal(str)
     viewChanged = Signal()
+    paintRequested = Signal(int, int, bool)
+    strokeFinished = Signal()
+    regionPicked = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -157,7 +175,21 @@ class SliceView(QWidget):
         self.overlay_style = OverlayStyle()
         self._pred_mask: np.ndarray | None = None
         self._gt_mask: np.ndarray | None = None
+        self._reader_mask = False
         self._cursor_scene: QPointF | None = None
+        self.edit_tool: EditTool | None = None
+        self.brush_radius = 4
+        self._painting = False
+        self._brush_centre: tuple[int, int] | None = None
+        self.brush_cursor = QGraphicsEllipseItem()
+        self.brush_cursor.setZValue(50)
+        cursor_pen = QPen(QColor(255, 255, 255, 200))
+        cursor_pen.setCosmetic(True)
+        cursor_pen.setWidthF(1.0)
+        self.brush_cursor.setPen(cursor_pen)
+        self.brush_cursor.setVisible(False)
+        self.vb.addItem(self.brush_cursor, ignoreBounds=True)
+        self.graphics.viewport().installEventFilter(self)
 
         self.vb.sliceStep.connect(self.sliceStepRequested)
         self.vb.windowDrag.connect(self._on_window_drag)
@@ -208,11 +240,97 @@ class SliceView(QWidget):
         self._update_corners()
         self._refresh_cursor()
 
-    def set_masks(self, pred: np.ndarray | None, gt: np.ndarray | None) -> None:
-        """Masks of the displayed slice: prediction and ground truth, ``(H, W)`` bool or None."""
+    def set_masks(self, pred: np.ndarray | None, gt: np.ndarray | None, *, reader: bool = False) -> None:
+        """Masks of the displayed slice: prediction and ground truth, ``(H, W)`` bool or None.
+
+        Args:
+            pred: the predicted (or the reader's) mask.
+            gt: the ground truth.
+            reader: ``pred`` is the reader's edited mask (drawn with a dashed outline).
+        """
         self._pred_mask = pred
         self._gt_mask = gt
+        if reader != self._reader_mask:
+            self._reader_mask = reader
+            self._update_corners()
         self._update_masks()
+
+    # -- edit mode -------------------------------------------------------------------------------
+    def set_edit_tool(self, tool: EditTool | None) -> None:
+        """What the left button does: paint, erase or pick a region (None: pan)."""
+        self.edit_tool = tool
+        self._painting = False
+        painting = tool is not None
+        cursor = Qt.CursorShape.CrossCursor if painting else Qt.CursorShape.ArrowCursor
+        self.graphics.viewport().setCursor(cursor)
+        self._update_brush_cursor()
+
+    def set_brush_radius(self, radius: int) -> None:
+        """The radius of the brush circle that follows the mouse (pixels)."""
+        self.brush_radius = int(radius)
+        self._update_brush_cursor()
+
+    def image_pixel(self, pos: QPointF) -> tuple[int, int] | None:
+        """``(row, col)`` of the image pixel under viewport position ``pos``, None off the image."""
+        if self.images is None:
+            return None
+        p = self.vb.mapSceneToView(self.graphics.mapToScene(pos.toPoint()))
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        h, w = self.images.shape[1:3]
+        return (row, col) if 0 <= row < h and 0 <= col < w else None
+
+    def viewport_pos(self, row: float, col: float) -> QPointF:
+        """Where the centre of image pixel ``(row, col)`` lies in the viewport (for tests and tools)."""
+        scene = self.vb.mapViewToScene(QPointF(col + 0.5, row + 0.5))
+        return QPointF(self.graphics.mapFromScene(scene))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """In edit mode, the left button edits instead of panning."""
+        if self.edit_tool is None or watched is not self.graphics.viewport():
+            return False
+        kind = event.type()
+        if kind not in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove, QEvent.Type.MouseButtonRelease):
+            return False
+        assert isinstance(event, QMouseEvent)
+        pixel = self.image_pixel(event.position())
+        if kind == QEvent.Type.MouseMove:
+            self._move_brush_cursor(event.position())
+            if not self._painting or not event.buttons() & Qt.MouseButton.LeftButton:
+                return False
+            if pixel is not None:
+                self.paintRequested.emit(pixel[0], pixel[1], True)
+            return True
+        if event.button() != Qt.MouseButton.LeftButton:
+            return False
+        if kind == QEvent.Type.MouseButtonPress:
+            if self.edit_tool is EditTool.DELETE_REGION:
+                if pixel is not None:
+                    self.regionPicked.emit(*pixel)
+                return True
+            self._painting = True
+            if pixel is not None:
+                self.paintRequested.emit(pixel[0], pixel[1], False)
+            return True
+        if self._painting:
+            self._painting = False
+            self.strokeFinished.emit()
+        return True
+
+    def _move_brush_cursor(self, pos: QPointF) -> None:
+        if self.images is None:
+            return
+        p = self.vb.mapSceneToView(self.graphics.mapToScene(pos.toPoint()))
+        self._brush_centre = (int(np.floor(p.y())), int(np.floor(p.x())))
+        self._update_brush_cursor()
+
+    def _update_brush_cursor(self) -> None:
+        centre = self._brush_centre
+        show = self.edit_tool in (EditTool.BRUSH, EditTool.ERASER) and centre is not None
+        self.brush_cursor.setVisible(bool(show))
+        if show and centre is not None:
+            r = self.brush_radius + 0.5
+            row, col = centre
+            self.brush_cursor.setRect(QRectF(col + 0.5 - r, row + 0.5 - r, 2 * r, 2 * r))
 
     def set_channel(self, channel: int) -> None:
         """Show one channel in grey (0-2, :data:`CHANNELS` order) or the RGB composite (3)."""
@@ -273,7 +391,15 @@ class SliceView(QWidget):
             (self.pred, self._pred_mask if s.visible else None, s.pred_colour),
             (self.gt, self._gt_mask if s.gt_visible else None, s.gt_colour),
         ):
-            layer.update(mask, QColor(colour), s.opacity, s.contour_width, fill=s.fill, outline=s.contour)
+            layer.update(
+                mask,
+                QColor(colour),
+                s.opacity,
+                s.contour_width,
+                fill=s.fill,
+                outline=s.contour,
+                dashed=layer is self.pred and self._reader_mask,
+            )
 
     # -- zoom ------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -333,7 +459,7 @@ class SliceView(QWidget):
             value = f"{CHANNELS[self.channel]} {int(px[self.channel])}"
         tags = []
         if self._pred_mask is not None and self._pred_mask[row, col]:
-            tags.append("predicted")
+            tags.append("your mask" if self._reader_mask else "predicted")
         if self._gt_mask is not None and self._gt_mask[row, col]:
             tags.append("ground truth")
         suffix = f"  [{', '.join(tags)}]" if tags else ""
@@ -358,7 +484,8 @@ class SliceView(QWidget):
                 label.setText("")
             return
         n = self.images.shape[0]
-        self._corners["tl"].setText(f"{self.patient_id}\nSlice {self.index + 1} / {n}")
+        reader = "\nReader's mask (edited)" if self._reader_mask else ""
+        self._corners["tl"].setText(f"{self.patient_id}\nSlice {self.index + 1} / {n}{reader}")
         w, lv = self.width_level
         self._corners["tr"].setText(f"{CHANNEL_NAMES[self.channel]}\nW {w:.0f}  L {lv:.0f}")
         self._corners["br"].setText(f"Zoom {self.zoom_factor() * 100:.0f} %")

@@ -1,17 +1,21 @@
 """A strip of slice thumbnails under the view; predicted tumour slices get a red frame.
 
 Ground-truth tumour slices (when the folder has masks) get a green bar along the bottom, so a
-reader can compare at a glance where the model and the annotation agree.
+reader can compare at a glance where the model and the annotation agree. Slices still to review
+get an orange dot in the top-left corner, slices whose mask the reader edited a yellow pen mark
+(a corner triangle) in the top-right one.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
+from PySide6.QtCore import QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPainter, QPen, QPixmap, QPolygon
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
 
 THUMB = 72
+REVIEW_COLOUR = QColor(255, 149, 0)
+EDITED_COLOUR = QColor(255, 214, 10)
 
 
 def _grey_pixmap(img: np.ndarray, size: int) -> QPixmap:
@@ -49,12 +53,15 @@ class ThumbnailStrip(QListWidget):
             "QListWidget::item { border: 2px solid transparent; color: #bbb; }"
         )
         self.setToolTip(
-            "Slices of this patient. Red frame: the model found tumour; green bar: ground-truth "
-            "tumour. Click a thumbnail to show that slice."
+            "Slices of this patient. Red frame: tumour outlined; green bar: ground-truth tumour; "
+            "orange dot: to review (R); yellow corner: mask edited by you. Click a thumbnail to show "
+            "that slice."
         )
         self._base: list[QPixmap] = []
         self._pred: list[bool] = []
         self._gt: list[bool] = []
+        self._review: list[bool] = []
+        self._edited: list[bool] = []
         self.itemClicked.connect(lambda item: self.sliceClicked.emit(self.row(item)))
 
     def set_volume(self, images: np.ndarray | None, gt_tumour: list[bool] | None = None) -> None:
@@ -62,10 +69,12 @@ class ThumbnailStrip(QListWidget):
         self.clear()
         self._base = []
         if images is None:
-            self._pred, self._gt = [], []
+            self._pred, self._gt, self._review, self._edited = [], [], [], []
             return
         n = images.shape[0]
         self._pred = [False] * n
+        self._review = [False] * n
+        self._edited = [False] * n
         self._gt = list(gt_tumour) if gt_tumour is not None else [False] * n
         for i in range(n):
             self._base.append(_grey_pixmap(images[i, :, :, 1], THUMB))
@@ -80,6 +89,19 @@ class ThumbnailStrip(QListWidget):
             if self._pred[i] != flag:
                 self._pred[i] = flag
                 self._paint(i)
+
+    def set_marks(self, review: list[bool], edited: list[bool]) -> None:
+        """Mark the slices still to review and those whose mask the reader edited."""
+        for i in range(len(self._base)):
+            r = i < len(review) and review[i]
+            e = i < len(edited) and edited[i]
+            if (self._review[i], self._edited[i]) != (r, e):
+                self._review[i], self._edited[i] = r, e
+                self._paint(i)
+
+    def marks(self) -> tuple[list[bool], list[bool]]:
+        """Which thumbnails are marked to review and edited."""
+        return list(self._review), list(self._edited)
 
     def predicted(self) -> list[bool]:
         """Which thumbnails are marked as predicted tumour."""
@@ -103,6 +125,14 @@ class ThumbnailStrip(QListWidget):
             pen.setWidth(4)
             painter.setPen(pen)
             painter.drawRect(2, 2, pm.width() - 4, pm.height() - 4)
+        painter.setPen(QPen(QColor(0, 0, 0), 1))
+        if self._review[i]:
+            painter.setBrush(QBrush(REVIEW_COLOUR))
+            painter.drawEllipse(4, 4, 14, 14)
+        if self._edited[i]:
+            w = pm.width()
+            painter.setBrush(QBrush(EDITED_COLOUR))
+            painter.drawPolygon(QPolygon([QPoint(w - 20, 2), QPoint(w - 2, 2), QPoint(w - 2, 20)]))
         painter.end()
         item = self.item(i)
         icon = QIcon(pm)
@@ -113,4 +143,8 @@ class ThumbnailStrip(QListWidget):
             tips.append("predicted tumour")
         if self._gt[i]:
             tips.append("ground-truth tumour")
+        if self._review[i]:
+            tips.append("to review")
+        if self._edited[i]:
+            tips.append("mask edited by you")
         item.setToolTip(f"Slice {i + 1}" + (f": {', '.join(tips)}" if tips else ""))

@@ -10,13 +10,17 @@ them. Nothing here imports Qt, so the state and its rules are tested without a d
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import numpy as np
+
 from brainseg_app.session import PatientRecord, PatientState, with_entered_spacing
 from brainseg_core.display import auto_window
+from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -28,6 +32,7 @@ __all__ = [
     "DEFAULT_GT_COLOUR",
     "DEFAULT_PRED_COLOUR",
     "WINDOW_PRESETS",
+    "EditTool",
     "Event",
     "OverlayStyle",
     "ViewerModel",
@@ -52,6 +57,27 @@ WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
 }
 #: The preset a channel gets the first time it is shown.
 DEFAULT_PRESET = "Auto (1-99.5 %)"
+
+
+#: The brush radius (pixels) the viewer starts with.
+DEFAULT_BRUSH_RADIUS = 4
+
+
+class EditTool(enum.StrEnum):
+    """What a left click or drag on the slice does in edit mode (no tool: pan)."""
+
+    BRUSH = "brush"
+    ERASER = "eraser"
+    DELETE_REGION = "delete_region"
+
+    @property
+    def label(self) -> str:
+        """A short name for buttons and the status bar."""
+        return {
+            EditTool.BRUSH: "Brush",
+            EditTool.ERASER: "Eraser",
+            EditTool.DELETE_REGION: "Delete region",
+        }[self]
 
 
 class Event(Generic[T]):
@@ -122,6 +148,11 @@ class ViewerModel:
         overlay: the overlay style changed (:class:`OverlayStyle`).
         window: the shown channel's window/level changed (``(width, level)``).
         results: a patient's displayed results changed (its record).
+        tool: the edit tool changed (:class:`EditTool`, or None: no editing, the mouse pans).
+        brush: the brush radius changed (pixels).
+        edits: the reader edited a mask of the displayed patient, or undid or redid an edit
+            (``(record, slice index)``).
+        review: the slices marked reviewed changed (the record).
     """
 
     def __init__(self, *, overlay: OverlayStyle | None = None) -> None:
@@ -137,6 +168,9 @@ class ViewerModel:
         self.overlay = overlay or OverlayStyle()
         self.channel = 1  # FLAIR
         self._windows: dict[tuple[Path, int], tuple[float, float]] = {}
+        self.tool: EditTool | None = None
+        self.brush_radius = DEFAULT_BRUSH_RADIUS
+        self._last_point: tuple[int, int] | None = None
         self.events = _Events()
 
     # -- patients --------------------------------------------------------------------------------
@@ -177,6 +211,7 @@ class ViewerModel:
             raise RuntimeError("show_patient() before set_volume()")
         self._read = volume
         self.volume = self._with_entered_spacing(volume)
+        rec.truth = volume.masks
         rec.n_slices = volume.n_slices
         self.apply(rec)
         self.events.volume.emit(self.volume)
@@ -319,6 +354,168 @@ class ViewerModel:
         for rec in self.records.values():
             self.apply(rec)
 
+    # -- review ------------------------------------------------------------------------------------
+    def review_queue(self) -> list[int]:
+        """The displayed patient's slices still to review (see :meth:`PatientRecord.review_queue`)."""
+        return [] if self.current is None else self.current.review_queue()
+
+    def next_review(self, direction: int) -> int | None:
+        """The next (1) or previous (-1) slice still to review, or None."""
+        queue = self.review_queue()
+        if direction > 0:
+            return next((i for i in queue if i > self.index), None)
+        return next((i for i in reversed(queue) if i < self.index), None)
+
+    def set_reviewed(self, index: int, reviewed: bool = True) -> None:
+        """Mark slice ``index`` of the displayed patient reviewed (it leaves the queue) or not."""
+        rec = self.current
+        if rec is None or reviewed == (index in rec.reviewed):
+            return
+        if reviewed:
+            rec.reviewed.add(index)
+        else:
+            rec.reviewed.discard(index)
+        self.events.review.emit(rec)
+        self.events.results.emit(rec)
+
+    def toggle_reviewed(self) -> bool:
+        """Mark the displayed slice reviewed, or not reviewed again.
+
+        Returns:
+            Whether it is reviewed now.
+        """
+        rec = self.current
+        if rec is None:
+            return False
+        self.set_reviewed(self.index, self.index not in rec.reviewed)
+        return self.index in rec.reviewed
+
+    # -- editing -----------------------------------------------------------------------------------
+    def set_tool(self, tool: EditTool | None) -> None:
+        """Use ``tool`` for the left mouse button on the slice (None: pan, as outside edit mode)."""
+        if tool != self.tool:
+            self.tool = tool
+            self._last_point = None
+            self.events.tool.emit(tool)
+
+    def set_brush_radius(self, radius: int) -> None:
+        """The brush and eraser radius in pixels, clamped to 0..:data:`MAX_BRUSH_RADIUS`."""
+        radius = max(0, min(int(radius), MAX_BRUSH_RADIUS))
+        if radius != self.brush_radius:
+            self.brush_radius = radius
+            self.events.brush.emit(radius)
+
+    def _editable(self) -> tuple[PatientRecord, np.ndarray] | None:
+        """The displayed patient and the displayed slice's mask, when that slice can be edited."""
+        rec = self.current
+        s = None if rec is None else rec.slice_shown(self.index)
+        if rec is None or s is None:
+            return None
+        return rec, s.mask
+
+    def _edited(self, rec: PatientRecord, changed: bool, index: int | None = None) -> bool:
+        if changed:
+            rec.edits_changed()
+            self.events.edits.emit((rec, self.index if index is None else index))
+            self.events.results.emit(rec)
+        return changed
+
+    def paint(self, row: int, col: int, *, continues: bool = False) -> bool:
+        """Paint with the current tool (brush or eraser) at ``(row, col)`` of the displayed slice.
+
+        Args:
+            row: pixel row.
+            col: pixel column.
+            continues: the mouse is dragged on from the last point (the stroke is one undo step).
+
+        Returns:
+            True when the slice can be edited (it has been analysed) and the tool paints.
+        """
+        target = self._editable()
+        if target is None or self.tool not in (EditTool.BRUSH, EditTool.ERASER):
+            return False
+        rec, base = target
+        previous = self._last_point if continues else None
+        changed = rec.edits.brush(
+            self.index,
+            base,
+            (row, col),
+            self.brush_radius,
+            erase=self.tool is EditTool.ERASER,
+            continues=continues,
+            previous=previous,
+        )
+        self._last_point = (row, col)
+        self._edited(rec, changed)
+        return True
+
+    def end_stroke(self) -> None:
+        """The mouse was released: the next paint starts a new undo step."""
+        self._last_point = None
+        if self.current is not None:
+            self.current.edits.end_stroke()
+
+    def edit(self, kind: EditKind, point: tuple[int, int] | None = None) -> bool:
+        """A one-click edit of the displayed slice.
+
+        Args:
+            kind: :attr:`EditKind.FILL_HOLES`, :attr:`EditKind.DELETE_REGION` (at ``point``),
+                :attr:`EditKind.CLEAR` or :attr:`EditKind.REVERT`.
+            point: ``(row, col)`` for a region to delete.
+
+        Returns:
+            True when the mask changed.
+
+        Raises:
+            ValueError: for a brush kind (see :meth:`paint`) or a region without a point.
+        """
+        target = self._editable()
+        if target is None:
+            return False
+        rec, base = target
+        e, i = rec.edits, self.index
+        if kind is EditKind.FILL_HOLES:
+            changed = e.fill_holes(i, base)
+        elif kind is EditKind.DELETE_REGION:
+            if point is None:
+                raise ValueError("deleting a region needs the point clicked")
+            changed = e.delete_region(i, base, point)
+        elif kind is EditKind.CLEAR:
+            changed = e.clear(i, base)
+        elif kind is EditKind.REVERT:
+            changed = e.revert(i)
+        else:
+            raise ValueError(f"{kind} is painted with paint(), not edit()")
+        return self._edited(rec, changed)
+
+    def undo(self) -> int | None:
+        """Undo the displayed patient's last edit and show the slice it changed.
+
+        Returns:
+            That slice, or None when there was nothing to undo.
+        """
+        return self._history(undo=True)
+
+    def redo(self) -> int | None:
+        """Redo the displayed patient's last undone edit and show the slice it changed.
+
+        Returns:
+            That slice, or None when there was nothing to redo.
+        """
+        return self._history(undo=False)
+
+    def _history(self, *, undo: bool) -> int | None:
+        rec = self.current
+        if rec is None:
+            return None
+        self._last_point = None
+        index = rec.edits.undo() if undo else rec.edits.redo()
+        if index is None:
+            return None
+        self.set_slice(index)
+        self._edited(rec, True, index)
+        return index
+
     # -- channel and window/level ----------------------------------------------------------------
     def set_channel(self, channel: int) -> None:
         """Show channel ``channel`` (0-2, or 3 for the RGB composite) with its own window/level."""
@@ -391,3 +588,7 @@ class _Events:
         self.overlay: Event[OverlayStyle] = Event()
         self.window: Event[tuple[float, float]] = Event()
         self.results: Event[PatientRecord] = Event()
+        self.tool: Event[EditTool | None] = Event()
+        self.brush: Event[int] = Event()
+        self.edits: Event[tuple[PatientRecord, int]] = Event()
+        self.review: Event[PatientRecord] = Event()

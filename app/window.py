@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSlider,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -51,10 +52,12 @@ from brainseg_app.settings import Settings, config_dir
 from brainseg_app.slice_view import SliceView
 from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
-from brainseg_app.viewer_model import OverlayStyle, ViewerModel
-from brainseg_core.errors import DataError
+from brainseg_app.viewer_model import EditTool, OverlayStyle, ViewerModel
+from brainseg_core.edits import EditKind
+from brainseg_core.errors import BrainSegError, DataError
 from brainseg_core.io import PatientFormat, Volume, find_patients
 from brainseg_core.resources import resource_path
+from brainseg_core.results import MaskSource
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
@@ -111,12 +114,15 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_docks()
         self._build_status_bar()
+        self.brush_spin: QSpinBox  # made with the edit toolbar
         self.actions_by_name = actions.build_actions(self)
         self.recent_menu, self.device_menu = actions.build_menus_and_toolbar(self, self.actions_by_name)
         self._restore_settings()
         self._connect()
         self._plot_timer = self._timer(60, self._refresh_results)
         self._threshold_timer = self._timer(300, self._thresholds_settled)
+        self._unsaved: tuple[PatientRecord, Volume] | None = None  # the reader's work not saved yet
+        self._save_timer = self._timer(400, self.save_reader_work)
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._update_enabled()
@@ -303,6 +309,14 @@ class MainWindow(QMainWindow):
         m.events.slice.connect(self._show_slice)
         m.events.thresholds.connect(self._show_thresholds)
         m.events.results.connect(self.browser.update_record)
+        m.events.tool.connect(self._on_tool)
+        m.events.brush.connect(self._on_brush)
+        m.events.edits.connect(self._on_edited)
+        m.events.review.connect(self._on_review_marked)
+        v.paintRequested.connect(self._on_paint)
+        v.strokeFinished.connect(self._on_stroke_finished)
+        v.regionPicked.connect(lambda row, col: self.edit(EditKind.DELETE_REGION, (row, col)))
+        self.results.reviewed.toggled.connect(lambda on: self.model.set_reviewed(self.index, on))
         c.run.clicked.connect(self.run_current)
         c.auto_run.toggled.connect(self.set_auto_run)
         c.device.currentTextChanged.connect(self._on_device)
@@ -414,6 +428,7 @@ class MainWindow(QMainWindow):
         self.view.setFocus()  # arrow keys page through the slices, not the patient list
         if rec is self.current and (self.volume is not None or self.loader.running):
             return
+        self.save_reader_work()
         self.analyser.patient_opened(rec)
         self.model.show_patient(rec)
         self.browser.set_current(path)
@@ -426,6 +441,7 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _on_volume_loaded(self, rec: PatientRecord, volume: Volume) -> None:
+        self._load_reader_work(rec, volume)
         self.model.set_volume(volume)
         self._navigated = False
         self._refresh_results()
@@ -620,7 +636,7 @@ class MainWindow(QMainWindow):
         s = rec.slice_shown(self.index) if rec is not None else None
         pred = s.mask if s is not None and s.area_px > 0 else None
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
-        self.view.set_masks(pred, gt)
+        self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER)
 
     def _on_overlay_changed(self, style: OverlayStyle) -> None:
         self.settings.set_overlay_style(style)
@@ -890,7 +906,13 @@ class MainWindow(QMainWindow):
             if kind == "analyse" and not self._navigated:
                 self._jump_to_largest()
             n = rec.tumour_slices() or 0
-            self.statusBar().showMessage(f"{rec.patient_id}: tumour on {n} of {rec.n_slices} slices", 8000)
+            kept = len(rec.edits.edited)
+            note = f"; your mask kept on {kept} edited slice(s)" if kept else ""
+            review = len(rec.review_queue())
+            note += f"; {review} slice(s) to review (R)" if review else ""
+            self.statusBar().showMessage(
+                f"{rec.patient_id}: tumour on {n} of {rec.n_slices} slices{note}", 8000
+            )
             if rec.missing(self.thresholds):
                 self.analyser.schedule_missing_segmentations()
 
@@ -956,9 +978,14 @@ class MainWindow(QMainWindow):
                 if s.index < n:
                     probs[s.index] = s.tumour_probability
         found = self.model.tumour_flags()
-        self.results.set_probabilities(probs, found, self.model.truth_flags(), self.thresholds.gate)
+        queue = self.model.review_queue()
+        edited = [] if rec is None else [i for i in rec.edits.edited if i < n]
+        self.results.set_probabilities(
+            probs, found, self.model.truth_flags(), self.thresholds.gate, review=queue, edited=edited
+        )
         self.results.set_current(self.index)
         self.thumbnails.set_predicted(found)
+        self.thumbnails.set_marks([i in queue for i in range(n)], [i in edited for i in range(n)])
         self._update_slice_info()
         self._update_summary()
 
@@ -972,10 +999,253 @@ class MainWindow(QMainWindow):
             rec.shown.classifier is not None if rec.shown is not None else self.classifier is not None
         )
         gate = self.thresholds.gate if classified else None
-        self.results.show_slice(volume, rec.slice_shown(self.index), self.index, gate)
+        self.results.show_slice(
+            volume,
+            rec.slice_shown(self.index),
+            self.index,
+            gate,
+            reasons=rec.reasons_for(self.index),
+            reviewed=self.index in rec.reviewed,
+        )
 
     def _update_summary(self) -> None:
         self.results.show_summary(self.current, self.volume)
+
+    # ==========================================================================================
+    # Review queue
+    # ==========================================================================================
+    def jump_review(self, direction: int) -> None:
+        """Go to the next (1) or previous (-1) slice still to review."""
+        found = self.model.next_review(direction)
+        if found is not None:
+            self.set_slice(found)
+            reasons = "; ".join(r.describe() for r in self.current.reasons_for(found)) if self.current else ""
+            left = len(self.model.review_queue())
+            self.statusBar().showMessage(f"To review ({left} left): {reasons}", 6000)
+            return
+        rec = self.current
+        if rec is None or rec.shown is None:
+            msg = "No analysis yet"
+        elif not self.model.review_queue():
+            msg = "Nothing left to review on this patient"
+        else:
+            msg = f"No slice to review {'after' if direction > 0 else 'before'} this one"
+        self.statusBar().showMessage(msg, 3000)
+
+    def toggle_reviewed(self) -> None:
+        """Mark the displayed slice reviewed (it leaves the queue), or put it back."""
+        if self.current is None or self.current.slice_shown(self.index) is None:
+            self.statusBar().showMessage("Nothing analysed to review on this slice", 3000)
+            return
+        on = self.model.toggle_reviewed()
+        left = len(self.model.review_queue())
+        state = "reviewed" if on else "back in the review queue"
+        self.statusBar().showMessage(f"Slice {self.index + 1} {state}; {left} slice(s) left to review", 4000)
+
+    def _on_review_marked(self, rec: PatientRecord) -> None:
+        self._schedule_save(rec)
+        self._refresh_results()
+
+    # ==========================================================================================
+    # Mask editing
+    # ==========================================================================================
+    def use_tool(self, tool: EditTool, on: bool = True) -> None:
+        """Edit with ``tool`` (on), or stop editing with it (off: the mouse pans again)."""
+        if on:
+            self.model.set_tool(tool)
+        elif self.model.tool is tool:
+            self.model.set_tool(None)
+
+    def stop_editing(self) -> None:
+        """Leave edit mode: the left button pans again."""
+        self.model.set_tool(None)
+
+    def change_brush(self, delta: int) -> None:
+        """Make the brush ``delta`` pixels larger (negative: smaller)."""
+        self.model.set_brush_radius(self.model.brush_radius + delta)
+
+    def edit(self, kind: EditKind, point: tuple[int, int] | None = None) -> None:
+        """Fill holes, delete the region at ``point``, clear or revert the displayed slice."""
+        if self._not_editable():
+            return
+        if not self.model.edit(kind, point):
+            why = {
+                EditKind.FILL_HOLES: "no hole to fill",
+                EditKind.DELETE_REGION: "no region under the click",
+                EditKind.CLEAR: "the slice is empty already",
+                EditKind.REVERT: "this slice shows the model's mask already",
+            }.get(kind, "nothing changed")
+            self.statusBar().showMessage(f"{kind.describe().capitalize()}: {why}", 3000)
+
+    def undo(self) -> None:
+        """Undo the displayed patient's last edit (shows the slice it changed)."""
+        rec = self.current
+        kind = None if rec is None else rec.edits.next_undo()
+        if self.model.undo() is None:
+            self.statusBar().showMessage("Nothing to undo", 2000)
+        elif kind is not None:
+            self.statusBar().showMessage(f"Undone: {kind.describe()}", 3000)
+
+    def redo(self) -> None:
+        """Redo the displayed patient's last undone edit."""
+        rec = self.current
+        kind = None if rec is None else rec.edits.next_redo()
+        if self.model.redo() is None:
+            self.statusBar().showMessage("Nothing to redo", 2000)
+        elif kind is not None:
+            self.statusBar().showMessage(f"Redone: {kind.describe()}", 3000)
+
+    def _not_editable(self) -> bool:
+        rec = self.current
+        if rec is None or rec.slice_shown(self.index) is None:
+            self.statusBar().showMessage("Let the analysis reach this slice before editing its mask", 4000)
+            return True
+        return False
+
+    def _on_paint(self, row: int, col: int, continues: bool) -> None:
+        if not continues and self._not_editable():
+            return
+        self.model.paint(row, col, continues=continues)
+
+    def _on_stroke_finished(self) -> None:
+        self.model.end_stroke()
+        self._refresh_results()
+
+    def _on_tool(self, tool: EditTool | None) -> None:
+        self.view.set_edit_tool(tool)
+        for t, name in (
+            (EditTool.BRUSH, "tool_brush"),
+            (EditTool.ERASER, "tool_eraser"),
+            (EditTool.DELETE_REGION, "tool_region"),
+        ):
+            act = self.actions_by_name[name]
+            act.blockSignals(True)
+            act.setChecked(t is tool)
+            act.blockSignals(False)
+        if tool is None:
+            self.statusBar().showMessage("Edit mode off: the left button pans", 3000)
+        elif tool is EditTool.DELETE_REGION:
+            self.statusBar().showMessage("Delete region: click a region of the mask to remove it", 5000)
+        else:
+            self.statusBar().showMessage(
+                f"{tool.label} (radius {self.model.brush_radius} px, [ and ] change it): "
+                "left-drag on the slice; press the key again to stop editing",
+                5000,
+            )
+
+    def _on_brush(self, radius: int) -> None:
+        self.view.set_brush_radius(radius)
+        spin = self.brush_spin
+        spin.blockSignals(True)
+        spin.setValue(radius)
+        spin.blockSignals(False)
+
+    def _on_edited(self, change: tuple[PatientRecord, int]) -> None:
+        rec, _index = change
+        if rec is not self.current:
+            return
+        self._update_masks()
+        self._plot_timer.start()  # the plot, thumbnails and numbers follow once the mouse rests
+        self._update_edit_actions()
+        self._schedule_save(rec)
+
+    def _update_edit_actions(self) -> None:
+        rec = self.current
+        a = self.actions_by_name
+        a["undo"].setEnabled(rec is not None and rec.edits.can_undo)
+        a["redo"].setEnabled(rec is not None and rec.edits.can_redo)
+
+    def _schedule_save(self, rec: PatientRecord) -> None:
+        if rec is self.current and self.volume is not None:
+            self._unsaved = (rec, self.volume)
+            self._save_timer.start()
+
+    def save_reader_work(self) -> None:
+        """Save the displayed patient's edits and reviewed slices now, if they changed.
+
+        A failure is reported in the status bar; the edits stay in memory (and are saved with
+        the next change).
+        """
+        self._save_timer.stop()
+        pending, self._unsaved = self._unsaved, None
+        if pending is None:
+            return
+        from brainseg_core.result_store import ReaderWork
+
+        rec, volume = pending
+        try:
+            self.analyser.store.save_reader_work(
+                volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
+            )
+        except (OSError, ValueError) as exc:
+            log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
+            self._unsaved = pending
+            self.statusBar().showMessage(f"Your edits of {rec.patient_id} could not be saved: {exc}", 10000)
+
+    def _load_reader_work(self, rec: PatientRecord, volume: Volume) -> None:
+        """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""
+        if rec.work_loaded:
+            return
+        rec.work_loaded = True
+        work = self.analyser.store.load_reader_work(volume)
+        if work is not None:
+            rec.use_reader_work(work.masks, work.reviewed)
+
+    def save_corrections_dialog(self) -> list[Path]:
+        """Ask for a folder and write every patient with edited masks there as training data.
+
+        Returns:
+            The files written.
+        """
+        corrected = [r for r in self.records.values() if r.edits and r.shown is not None and r.complete]
+        if not corrected:
+            dialogs.notify(
+                self,
+                "info",
+                "No corrections",
+                "No analysed patient has an edited mask yet. Edit a mask (B: brush, E: eraser) first.",
+            )
+            return []
+        folder = QFileDialog.getExistingDirectory(
+            self, "Save corrections as training data", self.settings.export_dir or str(Path.home())
+        )
+        return self.save_corrections(Path(folder)) if folder else []
+
+    def save_corrections(self, folder: Path, *, overwrite: bool = True) -> list[Path]:
+        """Write every corrected patient into ``folder`` in the dataset's layout (never a source).
+
+        Args:
+            folder: the training-data root (``<patient>/<patient>_<n>.tif`` + ``_mask.tif``).
+            overwrite: replace an earlier copy of a patient written there by BrainSeg.
+
+        Returns:
+            The files written.
+        """
+        from brainseg_app.session import read_volume
+        from brainseg_core.export import export_training_data
+
+        self.save_reader_work()
+        written: list[Path] = []
+        problems: list[str] = []
+        for rec in self.records.values():
+            if not rec.edits or rec.shown is None or not rec.complete:
+                continue
+            try:
+                volume = (
+                    self.volume
+                    if rec is self.current and self.volume is not None
+                    else read_volume(rec.path, self.model.spacing_for(rec))
+                )
+                written += export_training_data(volume, rec.shown, folder, overwrite=overwrite)
+            except BrainSegError as exc:
+                problems.append(f"{rec.patient_id}: {exc}")
+        if problems:
+            dialogs.notify(self, "error", "Corrections not saved", "\n\n".join(problems))
+        if written:
+            self.statusBar().showMessage(
+                f"Saved {len(written)} files of corrected patients to {folder}", 8000
+            )
+        return written
 
     # ==========================================================================================
     # Export (the work is the exporter's)
@@ -1036,6 +1306,7 @@ class MainWindow(QMainWindow):
         a["series"].setEnabled(self.volume is not None and self.volume.format is PatientFormat.DICOM)
         self.results.spacing.setEnabled(can_enter)
         self.results.spacing.setVisible(self.volume is None or self.volume.geometry is None)
+        self._update_edit_actions()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept folders and TIFF files dragged from a file manager."""
@@ -1085,6 +1356,7 @@ class MainWindow(QMainWindow):
         if event.spontaneous() and not confirmed and not self.confirm_quit():
             event.ignore()
             return
+        self.save_reader_work()
         self.settings.geometry = self.saveGeometry()
         self.settings.window_state = self.saveState()
         self.settings.sync()

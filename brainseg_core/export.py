@@ -12,8 +12,9 @@
 - ``png-all``: the same picture for every slice;
 - ``csv``: ``<patient>_report.csv`` (one row per slice: slice number, tumour probability,
   whether the slice passed the gate and was read by the segmenter, whether it has tumour, area in
-  px and mm², and a review reason where the slice needs a reader's look although its mask is
-  empty, see :class:`~brainseg_core.inference.pipeline.ReviewReason`) and
+  px and mm², a review reason where the slice needs a reader's look although its mask is
+  empty, see :class:`~brainseg_core.review.ReviewReason`, and ``mask_source``: ``model`` or
+  ``reader`` where the reader edited the mask, see :mod:`brainseg_core.edits`) and
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
 - ``report``: ``<patient>_report.pdf``, a one-page report (:mod:`brainseg_core.report`);
@@ -26,7 +27,13 @@
 - always ``brainseg_export.json``: the model bundles (name, sha256), every threshold that shaped
   the masks (gate, mask probability, minimum area, largest region), the voxel size used for areas
   and volumes, the geometry (source affine, display axes) and the file each channel came from,
-  device, BrainSeg version, UTC time and the files written.
+  whose mask each slice carries (``mask_sources``: the model's or the reader's), device,
+  BrainSeg version, UTC time and the files written.
+
+Every format writes the final masks: the reader's on edited slices, the model's elsewhere.
+:func:`export_training_data` writes a corrected patient in the dataset's own layout
+(``<patient>_<n>.tif`` copies of the slices and ``<patient>_<n>_mask.tif`` 0/255 masks, plus
+``brainseg_corrections.json``) for ``brainseg-train``, under the same guards.
 
 Safety: every file is written atomically into a hidden staging folder beside the destination,
 which replaces the destination only when everything succeeded, so a cancelled or failed export
@@ -66,12 +73,14 @@ from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, PatientFormat, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
 from brainseg_core.report import write_report
+from brainseg_core.results import MaskSource
 
 if TYPE_CHECKING:
     from brainseg_core.geometry import Geometry
     from brainseg_core.results import PatientResult
 
 __all__ = [
+    "CORRECTIONS_SIDECAR",
     "FORMATS",
     "SIDECAR_NAME",
     "ExportFormat",
@@ -79,6 +88,7 @@ __all__ = [
     "check_export_folder",
     "check_formats",
     "export_results",
+    "export_training_data",
     "key_image",
 ]
 
@@ -147,6 +157,9 @@ KEY_IMAGE_MIN_SIDE = 512
 RESEARCH_NOTICE = "Research use only - not for diagnosis. Red: BrainSeg's tumour outline."
 SIDECAR_NAME = EXPORT_SIDECAR
 SIDECAR_FORMAT = "brainseg-export/1"
+#: The record a training-data folder of corrections carries (also its overwrite marker).
+CORRECTIONS_SIDECAR = "brainseg_corrections.json"
+CORRECTIONS_FORMAT = "brainseg-corrections/1"
 
 
 def check_formats(formats: Iterable[str] | str) -> tuple[ExportFormat, ...]:
@@ -235,7 +248,8 @@ def key_image(
         f"{result.patient_id}   slice {volume.slice_numbers[index]} ({index + 1} of {volume.n_slices})   "
         f"FLAIR   W {window[0]:.0f} L {window[1]:.0f}",
         f"tumour area on this slice {area}; patient tumour volume {volume_text}"
-        + ("" if s.review is None else f"; REVIEW: {s.review.describe()}"),
+        + ("" if s.review is None else f"; REVIEW: {s.review.describe()}")
+        + ("; outline edited by the reader" if s.source is MaskSource.READER else ""),
         f"models: {models}",
         RESEARCH_NOTICE,
     ]
@@ -293,7 +307,16 @@ def _fmt(value: float | None, digits: int) -> str:
 def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
     classified = result.classifier is not None
     rows: list[list[object]] = [
-        ["slice_number", "tumour_probability", "segmenter_read", "tumour", "area_px", "area_mm2", "review"]
+        [
+            "slice_number",
+            "tumour_probability",
+            "segmenter_read",
+            "tumour",
+            "area_px",
+            "area_mm2",
+            "review",
+            "mask_source",
+        ]
     ]
     for number, s in zip(volume.slice_numbers, result.slices, strict=True):
         prob = _fmt(s.tumour_probability, 4) if classified else ""  # blank when no classifier ran
@@ -306,7 +329,7 @@ def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
             s.area_px,
             _fmt(s.area_mm2, 2),
         ]
-        rows.append([*row, review])
+        rows.append([*row, review, s.source.value])
     return rows
 
 
@@ -390,6 +413,7 @@ def _summary_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
         ["source_affine_ras_mm", json.dumps(geometry.to_json()["source_affine_ras_mm"])],
         *sources,
         ["slices_to_review", sum(1 for s in result.slices if s.review is not None)],
+        ["reader_edited_slices", sum(1 for s in result.slices if s.source is MaskSource.READER)],
     ]
     for kind, ref in (("classifier", result.classifier), ("segmenter", result.segmenter)):
         rows += [
@@ -422,6 +446,7 @@ def _sidecar(
         "geometry": _geometry(volume, result).to_json(),
         "channel_sources": dict(zip(CHANNELS, volume.channel_sources, strict=False)),
         "picture_window": list(window),
+        "mask_sources": _mask_sources(volume, result),
         "summary": {
             "slices_to_review": [
                 {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review
@@ -434,6 +459,14 @@ def _sidecar(
         "files": files,
     }
     return json.dumps(data, indent=2) + "\n"
+
+
+def _mask_sources(volume: Volume, result: PatientResult) -> list[dict[str, object]]:
+    """Per slice (by slice number): whose mask it is, ``model`` or ``reader``."""
+    return [
+        {"slice": n, "source": s.source.value}
+        for n, s in zip(volume.slice_numbers, result.slices, strict=True)
+    ]
 
 
 def _jobs(
@@ -581,6 +614,7 @@ def check_export_folder(
     *,
     slice_paths: Iterable[Path] = (),
     overwrite: bool = False,
+    marker: str = SIDECAR_NAME,
 ) -> Path:
     """:func:`check_destination` for a patient known by its source path (no volume read).
 
@@ -590,6 +624,8 @@ def check_export_folder(
         out_dir: folder that would receive ``<patient_id>/``.
         slice_paths: the slice files when they may lie outside ``source`` (links).
         overwrite: whether an existing export may be replaced.
+        marker: the file that makes an existing folder one BrainSeg may replace (the export
+            sidecar; :data:`CORRECTIONS_SIDECAR` for training data).
 
     Returns:
         The destination folder ``out_dir/<patient_id>`` (absolute).
@@ -610,9 +646,9 @@ def check_export_folder(
                 f"{dest}: an export of {patient_id} already exists; allow overwriting "
                 "(--overwrite) to replace it, or choose another output folder"
             )
-        if not (dest / SIDECAR_NAME).is_file():
+        if not (dest / marker).is_file():
             raise ExportError(
-                f"{dest}: exists and is not a BrainSeg export folder (no {SIDECAR_NAME}); it is left "
+                f"{dest}: exists and is not a BrainSeg export folder (no {marker}); it is left "
                 "alone, choose another output folder"
             )
     return dest
@@ -667,23 +703,32 @@ def export_results(
         _remove_stale_staging(out_dir, volume.patient_id)
         if window is None:
             window = auto_window(volume.images[..., CHANNELS.index("FLAIR")])
-        return _export_locked(volume, result, out_dir, dest, chosen, window, progress, cancel_checker(cancel))
+        jobs = _jobs(volume, result, chosen, window)
+        return _write_staged(
+            volume.patient_id,
+            out_dir,
+            dest,
+            jobs,
+            (SIDECAR_NAME, lambda names: _sidecar(volume, result, chosen, names, window)),
+            progress,
+            cancel_checker(cancel),
+        )
 
 
-def _export_locked(
-    volume: Volume,
-    result: PatientResult,
+def _write_staged(
+    patient_id: str,
     out_dir: Path,
     dest: Path,
-    chosen: tuple[ExportFormat, ...],
-    window: tuple[float, float],
+    jobs: list[tuple[str, Callable[[Path], None]]],
+    sidecar: tuple[str, Callable[[list[str]], str]],
     progress: Callable[[int, int], None] | None,
     is_cancelled: Callable[[], bool],
 ) -> list[Path]:
-    jobs = _jobs(volume, result, chosen, window)
+    """Write ``jobs`` and the sidecar into a staging folder, then swap it in at ``dest`` (caller
+    holds the patient's lock)."""
     total = len(jobs) + 1
     try:
-        staging = out_dir / f".{volume.patient_id}.{uuid.uuid4().hex}.partial"
+        staging = out_dir / f".{patient_id}.{uuid.uuid4().hex}.partial"
         staging.mkdir(mode=0o777)  # the umask applies, unlike mkdtemp's owner-only 0o700
     except OSError as exc:
         raise ExportError(
@@ -694,14 +739,15 @@ def _export_locked(
             progress(0, total)
         for done, (name, write) in enumerate(jobs, start=1):
             if is_cancelled():
-                raise Cancelled(f"{volume.patient_id}: export cancelled")
+                raise Cancelled(f"{patient_id}: export cancelled")
             with atomic_write(staging / name) as tmp:
                 write(tmp)
             if progress is not None:
                 progress(done, total)
         names = [name for name, _ in jobs]
-        with atomic_write(staging / SIDECAR_NAME) as tmp:
-            tmp.write_text(_sidecar(volume, result, chosen, names, window), encoding="utf-8")
+        sidecar_name, sidecar_text = sidecar
+        with atomic_write(staging / sidecar_name) as tmp:
+            tmp.write_text(sidecar_text(names), encoding="utf-8")
         _swap_into_place(staging, dest)
     except (Cancelled, ExportError):
         raise
@@ -713,4 +759,112 @@ def _export_locked(
                 shutil.rmtree(staging)
     if progress is not None:
         progress(total, total)
-    return [dest / name for name in names] + [dest / SIDECAR_NAME]
+    return [dest / name for name in names] + [dest / sidecar_name]
+
+
+def _copy_file(source: Path) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        shutil.copyfile(source, tmp)
+
+    return write
+
+
+def export_training_data(
+    volume: Volume,
+    result: PatientResult,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    cancel: CancelArg = None,
+) -> list[Path]:
+    """Write a corrected patient as training data in the dataset's own layout.
+
+    ``out_dir/<patient_id>/`` receives ``<patient_id>_<n>.tif`` (a byte copy of each slice's TIFF
+    when the patient is a folder of slice TIFFs, else the slice's RGB pixels), ``<patient_id>_<n>
+    _mask.tif`` (the final mask, uint8 0/255: the reader's where edited, the model's elsewhere) and
+    :data:`CORRECTIONS_SIDECAR` (which slices are the reader's, the models, the thresholds). The
+    folder reads back as a patient of a dataset root (``brainseg-train DATA``). Written like
+    :func:`export_results`: staged and swapped in, under the patient's lock, never into or over a
+    source folder.
+
+    Args:
+        volume: the patient.
+        result: its final result (with the reader's edits applied).
+        out_dir: the training-data root that receives ``<patient_id>/``.
+        overwrite: replace an earlier copy of this patient written here (a folder with
+            :data:`CORRECTIONS_SIDECAR`; nothing else is ever replaced).
+        cancel: checked before every file.
+
+    Returns:
+        The paths written, the sidecar last.
+
+    Raises:
+        ExportError: a source folder, an existing folder without ``overwrite`` or not written by
+            this function, a result of another volume, or a file that cannot be written.
+        Cancelled: when ``cancel`` is set.
+    """
+    _check_result(volume, result)
+    out_dir = Path(out_dir)
+
+    def check() -> Path:
+        return check_export_folder(
+            volume.patient_id,
+            volume.source,
+            out_dir,
+            slice_paths=volume.slice_paths,
+            overwrite=overwrite,
+            marker=CORRECTIONS_SIDECAR,
+        )
+
+    check()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+    pid = volume.patient_id
+    # one TIFF per slice (the LGG layout) is copied byte for byte; a stack, NIfTI or DICOM
+    # volume has no such files, and its slices are written from the pixels read
+    per_slice = (
+        volume.format is PatientFormat.TIFF
+        and len(set(volume.slice_paths)) == volume.n_slices
+        and all(p.suffix.lower() in (".tif", ".tiff") and p.is_file() for p in volume.slice_paths)
+    )
+    jobs: list[tuple[str, Callable[[Path], None]]] = []
+    for i, (n, s) in enumerate(zip(volume.slice_numbers, result.slices, strict=True)):
+        image = _copy_file(volume.slice_paths[i]) if per_slice else _write_rgb(volume.images[i])
+        jobs.append((f"{pid}_{n}.tif", image))
+        jobs.append((f"{pid}_{n}_mask.tif", _write_tiff(np.where(s.mask, np.uint8(255), np.uint8(0)))))
+    if len({name for name, _ in jobs}) != len(jobs):
+        raise ExportError(f"{pid}: two slices share a slice number; cannot name their files uniquely")
+
+    def record(_names: list[str]) -> str:
+        data = {
+            "format": CORRECTIONS_FORMAT,
+            "patient_id": pid,
+            "source": str(volume.source),
+            "software_version": brainseg_core.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "models": result.models_json(),
+            "thresholds": result.thresholds.to_json(),
+            "reader_slices": [
+                n
+                for n, s in zip(volume.slice_numbers, result.slices, strict=True)
+                if s.source is MaskSource.READER
+            ],
+            "mask_sources": _mask_sources(volume, result),
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    with exclusive_lock(out_dir / f".{pid}.lock", holder=pid):
+        dest = check()
+        _remove_stale_staging(out_dir, pid)
+        return _write_staged(
+            pid, out_dir, dest, jobs, (CORRECTIONS_SIDECAR, record), None, cancel_checker(cancel)
+        )
+
+
+def _write_rgb(image: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        tifffile.imwrite(tmp, np.ascontiguousarray(image), photometric="rgb")
+
+    return write

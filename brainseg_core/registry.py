@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import platformdirs
 import torch
 
 from brainseg_core.atomic import atomic_write
@@ -46,6 +44,7 @@ from brainseg_core.bundle import (
 from brainseg_core.errors import BundleError
 from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.resources import resource_path
+from brainseg_core.user_data import user_data_dir
 
 __all__ = [
     "BundleInfo",
@@ -87,12 +86,6 @@ class BundleInfo:
 def shipped_models_dir() -> Path:
     """``resources/models`` of this installation (see :func:`brainseg_core.resources.resource_path`)."""
     return resource_path("models")
-
-
-def user_data_dir() -> Path:
-    """The per-user BrainSeg data folder: ``$BRAINSEG_USER_DATA`` or platformdirs' user data dir."""
-    env = os.environ.get("BRAINSEG_USER_DATA")
-    return Path(env) if env else Path(platformdirs.user_data_dir("BrainSeg", "BrainSeg"))
 
 
 def user_models_dir() -> Path:

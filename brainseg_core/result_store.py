@@ -8,6 +8,11 @@ probability and mask probability map (float16), the thresholds, the models' name
 the device and the time. Reopening the patient restores the analysis without running a network;
 results of other models than the active ones come back marked stale (:attr:`StoredResult.current`).
 
+The reader's work on a patient - edited masks (:class:`~brainseg_core.edits.MaskEdits`) and the
+slices marked reviewed - is kept beside it under the same key (``<key>.reader.npz``,
+:meth:`ResultStore.save_reader_work`), apart from the analysis, so a new analysis never replaces
+it and it comes back even before the patient is analysed again.
+
 Files are written atomically and read with ``allow_pickle=False``; a damaged or foreign file is
 ignored (with a log line naming it), never trusted and never a crash.
 """
@@ -32,11 +37,13 @@ from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
 from brainseg_core.thresholds import Thresholds
 
-__all__ = ["STORE_FORMAT", "ResultStore", "StoredResult", "volume_key"]
+__all__ = ["READER_FORMAT", "STORE_FORMAT", "ReaderWork", "ResultStore", "StoredResult", "volume_key"]
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = "brainseg-result/1"
+READER_FORMAT = "brainseg-reader-work/1"
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
 
 def volume_key(volume: Volume) -> str:
@@ -65,6 +72,21 @@ class StoredResult:
     path: Path
 
 
+@dataclass(frozen=True)
+class ReaderWork:
+    """The reader's work on one patient, as saved.
+
+    Attributes:
+        masks: the edited slices' masks (``(H, W)`` bool), by slice index.
+        reviewed: the slices the reader marked reviewed.
+        saved: when it was saved (ISO 8601, UTC); "" before it was.
+    """
+
+    masks: dict[int, np.ndarray]
+    reviewed: frozenset[int]
+    saved: str = ""
+
+
 class ResultStore:
     """Saved analyses in one folder (see the module docstring).
 
@@ -78,7 +100,7 @@ class ResultStore:
     @classmethod
     def default(cls) -> ResultStore:
         """The store in the user data folder (``<user data>/results``)."""
-        from brainseg_core.registry import user_data_dir
+        from brainseg_core.user_data import user_data_dir
 
         return cls(user_data_dir() / "results")
 
@@ -144,9 +166,79 @@ class ResultStore:
             return None
         try:
             return self._read(path, volume, segmenter, classifier, flip_tta)
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        except _READ_ERRORS as exc:
             log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
             return None
+
+    # -- the reader's work -----------------------------------------------------------------------
+    def reader_path_for(self, volume: Volume) -> Path:
+        """The file that holds (or would hold) the reader's work on ``volume``."""
+        return self.folder / f"{volume_key(volume)}.reader.npz"
+
+    def save_reader_work(self, volume: Volume, work: ReaderWork) -> Path:
+        """Keep the reader's edited masks and reviewed slices of ``volume``, atomically.
+
+        Nothing to keep (no edit, no reviewed slice) removes the file.
+
+        Raises:
+            ValueError: for a mask not of the volume's slice shape or an index outside the volume.
+            OSError: when the file cannot be written.
+        """
+        path = self.reader_path_for(volume)
+        n = volume.n_slices
+        indices = sorted(work.masks)
+        if any(not 0 <= i < n for i in [*indices, *work.reviewed]):
+            raise ValueError(f"slice indices outside the {n} slices of {volume.patient_id}")
+        if any(work.masks[i].shape != volume.shape for i in indices):
+            raise ValueError(f"edited masks of {volume.patient_id} are not {volume.shape}")
+        if not indices and not work.reviewed:
+            path.unlink(missing_ok=True)
+            return path
+        meta = {
+            "format": READER_FORMAT,
+            "patient_id": volume.patient_id,
+            "source": str(volume.source),
+            "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+            "software_version": brainseg_core.__version__,
+        }
+        masks = (
+            np.stack([work.masks[i] for i in indices]).astype(bool)
+            if indices
+            else np.zeros((0, *volume.shape), bool)
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f,
+                meta=np.array(json.dumps(meta)),
+                edited=np.array(indices, np.int32),
+                masks=masks,
+                reviewed=np.array(sorted(work.reviewed), np.int32),
+            )
+        return path
+
+    def load_reader_work(self, volume: Volume) -> ReaderWork | None:
+        """The reader's saved work on ``volume``, or None when there is none (or it is unusable)."""
+        path = self.reader_path_for(volume)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta: dict[str, Any] = json.loads(str(data["meta"]))
+                edited = [int(i) for i in np.asarray(data["edited"], np.int64)]
+                masks = np.asarray(data["masks"], bool)
+                reviewed = frozenset(int(i) for i in np.asarray(data["reviewed"], np.int64))
+            if meta.get("format") != READER_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, expected {READER_FORMAT!r}")
+            n = volume.n_slices
+            if masks.shape != (len(edited), *volume.shape) or any(
+                not 0 <= i < n for i in [*edited, *reviewed]
+            ):
+                raise ValueError("its arrays do not match the patient's slices")
+        except _READ_ERRORS as exc:
+            log.warning("%s: ignoring the reader's saved work that cannot be read: %s", path, exc)
+            return None
+        return ReaderWork(dict(zip(edited, masks, strict=True)), reviewed, str(meta.get("saved", "")))
 
     def _read(
         self, path: Path, volume: Volume, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool

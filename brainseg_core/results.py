@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainseg_core.model_kind import ModelKind
+from brainseg_core.review import ReviewReason
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REVIEW_CONFIDENCE",
+    "MaskSource",
     "PatientResult",
     "ReviewReason",
     "SliceResult",
@@ -45,26 +47,17 @@ __all__ = [
 REVIEW_CONFIDENCE = 0.5
 
 
-class ReviewReason(enum.StrEnum):
-    """Why a slice needs a reader's look although its final mask is empty.
+class MaskSource(enum.StrEnum):
+    """Whose mask a slice carries.
 
     Attributes:
-        CLASSIFIER_ONLY: the classifier calls the slice tumour with confidence
-            (>= :data:`REVIEW_CONFIDENCE`) but the segmenter outlined nothing there (or only regions
-            below the minimum area).
-        OUTSIDE_LARGEST_REGION: the segmenter outlined tumour on this slice, but it was removed
-            because it is not part of the patient's largest 3-D region.
+        MODEL: the networks' mask under the thresholds.
+        READER: the reader's edited mask (see :mod:`brainseg_core.edits`); thresholds and new
+            analyses never replace it.
     """
 
-    CLASSIFIER_ONLY = "classifier_only"
-    OUTSIDE_LARGEST_REGION = "outside_largest_region"
-
-    def describe(self) -> str:
-        """A sentence for a reader."""
-        return {
-            ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
-            ReviewReason.OUTSIDE_LARGEST_REGION: "outline removed: not part of the largest 3-D region",
-        }[self]
+    MODEL = "model"
+    READER = "reader"
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,9 @@ class SliceResult:
         area_px: pixels in ``mask``.
         area_mm2: area in mm² when the pixel spacing is known, else None.
         review: why this slice should be looked at although its final mask is empty, else None
-            (:class:`ReviewReason`).
+            (:class:`ReviewReason`; :func:`brainseg_core.review.review_reasons` adds the reasons
+            that need the whole patient).
+        source: whose mask it is: the model's, or the reader's edit (:class:`MaskSource`).
     """
 
     index: int
@@ -92,6 +87,7 @@ class SliceResult:
     area_px: int
     area_mm2: float | None
     review: ReviewReason | None = None
+    source: MaskSource = MaskSource.MODEL
 
 
 @dataclass(frozen=True)

@@ -340,3 +340,82 @@ def test_the_pdf_report_is_one_page_with_the_key_images(volume, tmp_path: Path) 
     page = np.asarray(report_page(volume, result, window=(200.0, 100.0)))
     assert page.shape == (1754, 1240, 3)  # A4 at 150 dpi
     assert ((page[..., 0] > 200) & (page[..., 1] < 60) & (page[..., 2] < 60)).sum() > 50  # red outlines
+
+
+def _edited(volume):
+    """The ground-truth result with slice 0 painted and slice 2 cleared by the reader."""
+    from brainseg_core.edits import MaskEdits, apply_edits
+
+    result = _result(volume)
+    edits = MaskEdits()
+    edits.brush(0, result.slices[0].mask, (10, 10), 3)
+    edits.clear(2, result.slices[2].mask)
+    return apply_edits(result, edits)
+
+
+def test_exports_write_the_final_masks_and_say_whose_they_are(volume, tmp_path: Path) -> None:
+    result = _edited(volume)
+    pid = volume.patient_id
+    export_results(volume, result, tmp_path / "out", formats=["tif", "csv"])
+    dest = tmp_path / "out" / pid
+    n = volume.slice_numbers
+    painted = tifffile.imread(dest / f"{pid}_{n[0]}_mask.tif")
+    assert painted[10, 10] == 255 and int((painted == 255).sum()) == result.slices[0].area_px
+    assert not tifffile.imread(dest / f"{pid}_{n[2]}_mask.tif").any()  # the reader cleared it
+    rows = list(csv.DictReader((dest / f"{pid}_report.csv").read_text(encoding="utf-8").splitlines()))
+    assert [r["mask_source"] for r in rows] == ["reader", "model", "reader", "model", "model", "model"]
+    summary = dict(csv.reader((dest / f"{pid}_summary.csv").read_text(encoding="utf-8").splitlines()))
+    assert summary["reader_edited_slices"] == "2"
+    sidecar = json.loads((dest / SIDECAR_NAME).read_text())
+    assert sidecar["mask_sources"][0] == {"slice": n[0], "source": "reader"}
+    assert [m["source"] for m in sidecar["mask_sources"]].count("reader") == 2
+
+
+def test_corrections_are_written_as_training_data_never_over_the_source(volume, tmp_path: Path) -> None:
+    from brainseg_core.export import CORRECTIONS_SIDECAR, export_training_data
+    from brainseg_core.io import find_patients
+
+    result = _edited(volume)
+    pid = volume.patient_id
+    root = tmp_path / "corrections"
+    paths = export_training_data(volume, result, root)
+    assert paths[-1].name == CORRECTIONS_SIDECAR and len(paths) == 2 * volume.n_slices + 1
+    # The folder reads back as a patient of a dataset, images byte for byte, masks as corrected.
+    assert [p.name for p in find_patients(root)] == [pid]
+    back = open_volume(root / pid)
+    assert np.array_equal(back.images, volume.images)
+    assert np.array_equal(back.masks, np.stack([s.mask for s in result.slices]))
+    n0 = volume.slice_numbers[0]
+    assert (root / pid / f"{pid}_{n0}.tif").read_bytes() == volume.slice_paths[0].read_bytes()
+    record = json.loads((root / pid / CORRECTIONS_SIDECAR).read_text())
+    assert record["reader_slices"] == [volume.slice_numbers[0], volume.slice_numbers[2]]
+    with pytest.raises(ExportError, match="already exists"):
+        export_training_data(volume, result, root)
+    export_training_data(volume, result, root, overwrite=True)
+    with pytest.raises(ExportError, match="source"):
+        export_training_data(volume, result, volume.source.parent)
+    before = _tree(volume.source)
+    with pytest.raises(ExportError):
+        export_training_data(volume, result, volume.source)
+    assert _tree(volume.source) == before
+
+
+def test_corrections_of_a_stack_or_nifti_patient_are_written_slice_by_slice(volume, tmp_path: Path) -> None:
+    """A volume without one TIFF per slice (a stack, NIfTI, DICOM) gets its slices written from
+    its pixels, one single-page TIFF each, never a copy of the whole source file per slice."""
+    from brainseg_core.export import export_training_data
+
+    (tmp_path / "in").mkdir()
+    stack = tmp_path / "in" / "stacked.tif"
+    tifffile.imwrite(stack, volume.images, photometric="rgb")
+    tifffile.imwrite(tmp_path / "in" / "stacked_mask.tif", volume.masks.astype(np.uint8) * 255)
+    stacked = open_volume(stack)
+    result = _edited(stacked)
+    export_training_data(stacked, result, tmp_path / "out")
+    back = open_volume(tmp_path / "out" / stacked.patient_id)
+    assert back.n_slices == stacked.n_slices
+    assert np.array_equal(back.images, stacked.images)
+    assert (
+        len(tifffile.TiffFile(tmp_path / "out" / stacked.patient_id / f"{stacked.patient_id}_1.tif").pages)
+        == 1
+    )

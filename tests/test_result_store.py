@@ -79,3 +79,25 @@ def test_a_damaged_or_foreign_file_is_ignored_not_trusted(tmp_path: Path, caplog
     assert store.load(volume, segmenter=SEG, classifier=CLS) is None
     with pytest.raises(ValueError, match="does not belong"):
         store.save(make_volume(n=3, size=32), _result(volume))
+
+
+def test_the_readers_work_is_kept_beside_the_analysis_and_survives_a_new_one(tmp_path: Path, caplog) -> None:
+    from brainseg_core.result_store import ReaderWork
+
+    volume = make_volume(n=6, size=32)
+    store = ResultStore(tmp_path / "results")
+    assert store.load_reader_work(volume) is None
+    edited = np.zeros(volume.shape, bool)
+    edited[3:9, 4:7] = True
+    path = store.save_reader_work(volume, ReaderWork({2: edited}, frozenset({1, 4})))
+    assert path.name == f"{volume_key(volume)}.reader.npz"
+    store.save(volume, _result(volume))  # a new analysis does not touch it
+    back = store.load_reader_work(volume)
+    assert back is not None and back.reviewed == {1, 4} and back.saved.endswith("+00:00")
+    assert list(back.masks) == [2] and np.array_equal(back.masks[2], edited)
+    with pytest.raises(ValueError, match="outside"):
+        store.save_reader_work(volume, ReaderWork({}, frozenset({6})))
+    store.save_reader_work(volume, ReaderWork({}, frozenset()))  # nothing left: the file goes
+    assert not path.exists() and store.load_reader_work(volume) is None
+    path.write_bytes(b"not a zip")
+    assert store.load_reader_work(volume) is None and "cannot be read" in caplog.text

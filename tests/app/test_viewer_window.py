@@ -438,17 +438,20 @@ def test_slices_to_review_are_listed_and_explained(
     w = make_window(scripted_models)
     _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
+    rec.reviewed = set(range(rec.n_slices))  # the reader has looked at every slice...
+    w._refresh_results()
     assert "to review" not in w.results.summary_label.text()
+    rec.reviewed -= {3, 7}  # ...but these two
     slices = list(rec.shown.slices)
     slices[3] = dataclasses.replace(slices[3], review=ReviewReason.CLASSIFIER_ONLY)
     slices[7] = dataclasses.replace(slices[7], review=ReviewReason.OUTSIDE_LARGEST_REGION)
     rec.shown = dataclasses.replace(rec.shown, slices=slices)
     w.set_slice(3)
     w._refresh_results()
-    assert "2</b> slice(s) to review: 4, 8" in w.results.summary_label.text()
+    assert "2</b> slice(s) to review (R): 4, 8" in w.results.summary_label.text()
     assert "Review: classifier says tumour but the segmenter outlined nothing" in w.results.slice_label.text()
     w.set_slice(0)
-    assert "Review" not in w.results.slice_label.text()
+    assert "classifier says tumour" not in w.results.slice_label.text()
 
 
 def test_the_slice_panel_says_in_plain_words_what_the_gate_did(

@@ -1,0 +1,198 @@
+"""Review and correct in the window: the review queue, painting with the mouse, undo/redo, and edits
+that survive re-thresholding, re-runs and a restart and flow out as the reader's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from brainseg_app.session import PatientState
+from brainseg_app.viewer_model import EditTool
+from brainseg_core.edits import EditKind
+from brainseg_core.results import MaskSource
+
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
+
+
+def _analysed(w) -> bool:
+    return w.current is not None and w.current.state is PatientState.DONE and not w.is_busy()
+
+
+def _open(qtbot, w, path: Path) -> None:
+    assert w.open_path(path)
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+
+
+def _key(w, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+    w.view.setFocus()
+    QTest.keyClick(w.view, key, modifier)
+    QApplication.processEvents()
+
+
+def _at(w, row: int, col: int) -> QPoint:
+    return w.view.viewport_pos(row, col).toPoint()
+
+
+def _drag(qtbot, w, points: list[tuple[int, int]]) -> None:
+    """Press the left button on the first image pixel, move through the others, release."""
+    vp = w.view.graphics.viewport()
+    left = Qt.MouseButton.LeftButton
+    qtbot.mousePress(vp, left, pos=_at(w, *points[0]))
+    for p in points[1:]:
+        qtbot.mouseMove(vp, pos=_at(w, *p))
+    qtbot.mouseRelease(vp, left, pos=_at(w, *points[-1]))
+    QApplication.processEvents()
+
+
+def _outlined_slice(w) -> int:
+    return next(s.index for s in w.current.shown.slices if s.area_px > 0)
+
+
+def test_painting_with_the_mouse_undo_redo_and_what_survives(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    w = make_window(scripted_models)
+    _open(qtbot, w, fixture_patient)
+    rec = w.current
+    i = _outlined_slice(w)
+    w.set_slice(i)
+    w.view.fit()
+    model_mask = rec.slice_shown(i).mask.copy()
+    assert not model_mask[20:30, 20:120].any()  # the disc sits in the middle
+
+    _key(w, Qt.Key.Key_B)  # brush
+    assert w.model.tool is EditTool.BRUSH and w.actions_by_name["tool_brush"].isChecked()
+    w.brush_spin.setValue(3)
+    assert w.model.brush_radius == 3
+    before_range = w.view.vb.viewRange()
+    _drag(qtbot, w, [(25, 30), (25, 60), (25, 100)])
+    s = rec.slice_shown(i)
+    assert s.source is MaskSource.READER and s.mask[25, 30:101].all() and s.mask[22, 50]
+    assert not s.mask[18, 50] and (s.mask & ~model_mask).sum() > 3 * 70  # one stroke, no gaps
+    assert w.view.vb.viewRange() == before_range  # painting did not pan
+    assert w.view.pred.outline.pen().style() == Qt.PenStyle.CustomDashLine  # the reader's outline
+    assert "Reader's mask" in w.view.corner_text("tl")
+    assert w.thumbnails.marks()[1][i] and rec.edits.edited == [i]
+
+    _key(w, Qt.Key.Key_E)  # eraser: erase a hole in the middle of the disc
+    assert w.model.tool is EditTool.ERASER and not w.actions_by_name["tool_brush"].isChecked()
+    _drag(qtbot, w, [(128, 128)])
+    assert not rec.slice_shown(i).mask[128, 128]
+
+    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the eraser
+    assert rec.slice_shown(i).mask[128, 128]
+    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the stroke: the model's again
+    assert rec.slice_shown(i).source is MaskSource.MODEL
+    assert np.array_equal(rec.slice_shown(i).mask, model_mask)
+    assert w.view.pred.outline.pen().style() == Qt.PenStyle.SolidLine
+    mods = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    _key(w, Qt.Key.Key_Z, mods)  # redo both
+    _key(w, Qt.Key.Key_Z, mods)
+    assert rec.slice_shown(i).mask[25, 60] and not rec.slice_shown(i).mask[128, 128]
+
+    # The edit survives a re-threshold...
+    w.controls.mask_threshold.setValue(990)
+    w._thresholds_settled()
+    assert rec.slice_shown(i).source is MaskSource.READER and rec.slice_shown(i).mask[25, 60]
+    w.use_model_thresholds()
+    # ...and a re-run of the analysis, which never replaces it.
+    w.run_current()
+    qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING or _analysed(w), timeout=5_000)
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    assert rec.slice_shown(i).source is MaskSource.READER and rec.slice_shown(i).mask[25, 60]
+    assert "kept on 1 edited slice" in w.statusBar().currentMessage()
+
+    # Delete a region with a click, and leave edit mode by pressing the tool's key again.
+    _key(w, Qt.Key.Key_D)
+    _drag(qtbot, w, [(100, 128)])  # the disc goes, the separate stroke stays
+    assert not rec.slice_shown(i).mask[100, 128] and rec.slice_shown(i).mask[25, 60]
+    assert rec.slice_shown(i).area_px == int((rec.slice_shown(i).mask[:40]).sum())
+    _key(w, Qt.Key.Key_D)
+    assert w.model.tool is None and w.view.edit_tool is None
+
+
+def test_edits_are_exported_as_the_readers_and_survive_a_restart(
+    make_window, fixture_patient, scripted_models, qtbot, tmp_path
+) -> None:
+    w = make_window(scripted_models)
+    _open(qtbot, w, fixture_patient)
+    rec, pid = w.current, w.current.patient_id
+    i = _outlined_slice(w)
+    w.set_slice(i)
+    w.model.set_tool(EditTool.BRUSH)
+    w.view.fit()
+    _drag(qtbot, w, [(30, 30)])
+    w.set_slice(i + 1)
+    w.edit(EditKind.CLEAR)
+    w.toggle_reviewed()  # M: a reviewed slice is kept too
+    reviewed = w.index
+
+    from brainseg_core.export import export_results
+
+    out = export_results(w.volume, rec.shown, tmp_path / "out", formats=["tif", "csv"])
+    folder = out[0].parent
+    rows = list(csv.DictReader((folder / f"{pid}_report.csv").read_text().splitlines()))
+    assert [r["mask_source"] for r in rows].count("reader") == 2 and rows[i]["mask_source"] == "reader"
+    sidecar = json.loads((folder / "brainseg_export.json").read_text())
+    assert sidecar["mask_sources"][i]["source"] == "reader"
+
+    written = w.save_corrections(tmp_path / "training")
+    assert (tmp_path / "training" / pid / "brainseg_corrections.json") in written
+    w.close()  # saves the reader's work
+
+    w2 = make_window(scripted_models)
+    _open(qtbot, w2, fixture_patient)
+    rec2 = w2.current
+    assert rec2.edits.edited == [i, i + 1] and rec2.reviewed == {reviewed}
+    assert rec2.slice_shown(i).source is MaskSource.READER and rec2.slice_shown(i).mask[30, 30]
+    assert rec2.slice_shown(i + 1).area_px == 0
+
+
+def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scripted_models, qtbot) -> None:
+    w = make_window(scripted_models)
+    _open(qtbot, w, fixture_patient)
+    rec = w.current
+    queue = rec.review_queue()
+    assert queue, "the fixture patient has slices to review (ground truth disagrees with the disc)"
+    assert w.browser.rows()[0][3] == str(len(queue))
+    assert w.thumbnails.marks()[0] == [k in queue for k in range(rec.n_slices)]
+    w.set_slice(0)
+    _key(w, Qt.Key.Key_R)
+    first = w.index
+    assert first == next(k for k in queue if k > 0) or first == queue[0]
+    assert "Review" in w.results.slice_label.text()
+    assert w.results.review_marks.data["x"].tolist() == [k + 1 for k in queue]
+    _key(w, Qt.Key.Key_M)  # reviewed: it leaves the queue
+    assert first in rec.reviewed and first not in rec.review_queue()
+    assert w.results.reviewed.isChecked() and w.browser.rows()[0][3] == str(len(queue) - 1)
+    w.results.reviewed.click()  # the button puts it back
+    assert first not in rec.reviewed
+    _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
+    assert w.index < first or w.index == first  # previous, or none before it
+
+
+def test_a_patient_analysed_unopened_brings_its_saved_edits(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+) -> None:
+    from brainseg_core.io import open_volume
+    from brainseg_core.result_store import ReaderWork
+
+    w = make_window(scripted_models)
+    second = sorted(p for p in lgg_fixture_root.iterdir() if p.is_dir())[1]
+    volume = open_volume(second)
+    mine = np.zeros(volume.shape, bool)
+    mine[5:9, 5:9] = True
+    w.analyser.store.save_reader_work(volume, ReaderWork({2: mine}, frozenset({4})))
+    assert w.open_path(lgg_fixture_root)
+    w.analyse_all()
+    rec = next(r for r in w.records.values() if r.path.name == second.name)
+    qtbot.waitUntil(lambda: rec.state is PatientState.DONE and not w.is_busy(), timeout=30_000)
+    assert rec is not w.current and rec.edits.edited == [2] and rec.reviewed == {4}
+    assert rec.slice_shown(2).source is MaskSource.READER and rec.slice_shown(2).area_px == 16

@@ -1,0 +1,103 @@
+"""review_reasons: each reason fires where it should and nowhere else; review_queue leaves out done slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainseg_core.model_ref import ModelRef
+from brainseg_core.results import PatientResult, SliceResult, rethreshold
+from brainseg_core.review import ReviewCriteria, ReviewReason, review_queue, review_reasons
+from brainseg_core.thresholds import Thresholds
+
+R = ReviewReason
+SIZE = 32
+
+
+def _prob(value: float, size: int = 10) -> np.ndarray:
+    p = np.zeros((SIZE, SIZE), np.float32)
+    p[8 : 8 + size, 8 : 8 + size] = value
+    return p
+
+
+def _result(tumour: list[float], probs: list[np.ndarray | None], gate: float = 0.5) -> PatientResult:
+    slices = [
+        SliceResult(i, t, p is not None, p, np.zeros((SIZE, SIZE), bool), 0, None)
+        for i, (t, p) in enumerate(zip(tumour, probs, strict=True))
+    ]
+    cls = ModelRef("c", "b" * 64)
+    raw = PatientResult("P", slices, Thresholds(gate=gate), ModelRef("s", "a" * 64), cls, "cpu")
+    return rethreshold(raw)
+
+
+def test_each_reason_in_plain_words() -> None:
+    assert {r.describe() for r in R} and all(len(r.describe()) > 15 for r in R)
+    assert R.GAP.describe() == "empty slice between outlined slices"
+
+
+def test_confident_classifier_over_an_empty_mask_and_a_gap() -> None:
+    firm = _prob(0.95)
+    r = _result([0.95, 0.95, 0.95, 0.95, 0.1], [firm, _prob(0.0), firm, _prob(0.0), None])
+    reasons = review_reasons(r)
+    assert reasons[1] == (R.CLASSIFIER_ONLY, R.GAP)  # between two outlined slices
+    assert reasons[3] == (R.CLASSIFIER_ONLY,)  # nothing outlined after it: not a gap
+    assert reasons[0] == reasons[2] == reasons[4] == ()
+
+
+def test_gaps_longer_than_the_limit_are_separate_lesions() -> None:
+    firm, none = _prob(0.95), _prob(0.0)
+    r = _result([0.9] * 5, [firm, none, none, none, firm])
+    assert all(R.GAP not in x for x in review_reasons(r))
+    assert [R.GAP in x for x in review_reasons(r, criteria=ReviewCriteria(max_gap=3))] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_near_the_gate_where_the_gate_decided() -> None:
+    # gate 0.013 like the shipped classifier: 0.02 is close in log-odds, 0.3 is not.
+    r = _result(
+        [0.008, 0.02, 0.02, 0.3, 0.0001], [None, _prob(0.95), _prob(0.0), _prob(0.95), None], gate=0.013
+    )
+    reasons = review_reasons(r)
+    assert R.NEAR_GATE in reasons[0]  # just below: the segmenter never read it
+    assert R.NEAR_GATE in reasons[1]  # just above, outlined only because the gate let it through
+    assert R.NEAR_GATE not in reasons[2]  # above but empty: the gate changed nothing
+    assert R.NEAR_GATE not in reasons[3] and R.NEAR_GATE not in reasons[4]
+
+
+def test_low_confidence_when_the_probability_sits_near_the_mask_threshold() -> None:
+    sure = _prob(0.97)
+    unsure = _prob(0.55)  # 100 px in [0.3, 0.7): uncertain
+    missed = _prob(0.42)  # below the threshold: empty mask, but something is there
+    mixed = _prob(0.97)
+    mixed[8:10, 8:18] = 0.6  # 20 uncertain of 100: mostly sure
+    r = _result([0.9] * 4, [sure, unsure, missed, mixed])
+    reasons = review_reasons(r)
+    assert [R.LOW_CONFIDENCE in x for x in reasons] == [False, True, True, False]
+
+
+def test_disagreement_with_the_ground_truth() -> None:
+    r = _result([0.9] * 4, [_prob(0.95), _prob(0.95), _prob(0.0), _prob(0.0)])
+    truth = np.zeros((4, SIZE, SIZE), bool)
+    truth[0, 8:18, 8:18] = True  # agrees
+    truth[1, 20:30, 20:30] = True  # elsewhere: Dice 0
+    truth[2, 0:5, 0:5] = True  # missed
+    reasons = review_reasons(r, truth=truth)
+    assert [R.DISAGREES_WITH_TRUTH in x for x in reasons] == [False, True, True, False]
+    with pytest.raises(ValueError, match="ground truth"):
+        review_reasons(r, truth=truth[:2])
+
+
+def test_the_queue_leaves_out_what_the_reader_dealt_with() -> None:
+    reasons = [(), (R.GAP,), (R.NEAR_GATE, R.LOW_CONFIDENCE), ()]
+    assert review_queue(reasons) == [1, 2]
+    assert review_queue(reasons, done={2}) == [1]
+
+
+def test_criteria_are_validated() -> None:
+    with pytest.raises(ValueError, match="uncertain_band"):
+        ReviewCriteria(uncertain_band=1.5)
