@@ -15,13 +15,19 @@ it and it comes back even before the patient is analysed again.
 
 Files are written atomically and read with ``allow_pickle=False``; a damaged or foreign file is
 ignored (with a log line naming it), never trusted and never a crash.
+
+The analyses are a cache: when they take more than ``max_bytes`` (2 GiB by default, several
+hundred patients), the least recently used ones are removed after each save (opening a patient
+marks its analysis used). The reader's work is never removed: it is the reader's, not a cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +43,15 @@ from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
 from brainseg_core.thresholds import Thresholds
 
-__all__ = ["READER_FORMAT", "STORE_FORMAT", "ReaderWork", "ResultStore", "StoredResult", "volume_key"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "READER_FORMAT",
+    "STORE_FORMAT",
+    "ReaderWork",
+    "ResultStore",
+    "StoredResult",
+    "volume_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +101,27 @@ class ReaderWork:
     saved: str = ""
 
 
+#: Default size limit of the saved analyses (the reader's work does not count and is never removed).
+DEFAULT_MAX_BYTES = 2 * 1024**3
+_READER_SUFFIX = ".reader.npz"
+
+
 class ResultStore:
     """Saved analyses in one folder (see the module docstring).
 
     Args:
         folder: where the files live (created on the first save).
+        max_bytes: the analyses' size limit; the least recently used go first beyond it.
+
+    Raises:
+        ValueError: for a limit that is not positive.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.folder = Path(folder)
+        self.max_bytes = max_bytes
 
     @classmethod
     def default(cls) -> ResultStore:
@@ -145,7 +171,42 @@ class ResultStore:
                 has_mask_probability=present,
                 mask_probability=stacked,
             )
+        self.evict(keep=path)
         return path
+
+    def evict(self, *, keep: Path | None = None) -> list[Path]:
+        """Remove the least recently used analyses until they fit in :attr:`max_bytes`.
+
+        Args:
+            keep: an analysis never removed (the one just saved).
+
+        Returns:
+            The files removed (the reader's work is never among them).
+        """
+        entries = []
+        for p in self.folder.glob("*.npz"):
+            if p.name.endswith(_READER_SUFFIX):
+                continue
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # removed meanwhile
+            entries.append((st.st_mtime, p, st.st_size))
+        total = sum(size for _, _, size in entries)
+        removed: list[Path] = []
+        for _, p, size in sorted(entries, key=lambda e: (e[0], str(e[1]))):
+            if total <= self.max_bytes:
+                break
+            if p == keep:
+                continue
+            try:
+                p.unlink()
+            except OSError as exc:
+                log.warning("%s: cannot remove an old saved analysis: %s", p, exc)
+                continue
+            total -= size
+            removed.append(p)
+        return removed
 
     def load(
         self, volume: Volume, *, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool = False
@@ -165,15 +226,18 @@ class ResultStore:
         if not path.is_file():
             return None
         try:
-            return self._read(path, volume, segmenter, classifier, flip_tta)
+            stored = self._read(path, volume, segmenter, classifier, flip_tta)
         except _READ_ERRORS as exc:
             log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
             return None
+        with contextlib.suppress(OSError):  # used now: the last to be evicted
+            os.utime(path)
+        return stored
 
     # -- the reader's work -----------------------------------------------------------------------
     def reader_path_for(self, volume: Volume) -> Path:
         """The file that holds (or would hold) the reader's work on ``volume``."""
-        return self.folder / f"{volume_key(volume)}.reader.npz"
+        return self.folder / f"{volume_key(volume)}{_READER_SUFFIX}"
 
     def save_reader_work(self, volume: Volume, work: ReaderWork) -> Path:
         """Keep the reader's edited masks and reviewed slices of ``volume``, atomically.

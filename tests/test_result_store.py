@@ -101,3 +101,27 @@ def test_the_readers_work_is_kept_beside_the_analysis_and_survives_a_new_one(tmp
     assert not path.exists() and store.load_reader_work(volume) is None
     path.write_bytes(b"not a zip")
     assert store.load_reader_work(volume) is None and "cannot be read" in caplog.text
+
+
+def test_the_least_recently_used_analyses_go_beyond_the_limit_the_readers_work_never(tmp_path: Path) -> None:
+    import os
+
+    from brainseg_core.result_store import ReaderWork
+
+    volumes = [make_volume(n=4, size=32, seed=i) for i in range(4)]
+    probe = ResultStore(tmp_path / "probe")
+    one = probe.save(volumes[0], _result(volumes[0])).stat().st_size
+    store = ResultStore(tmp_path / "results", max_bytes=int(2.5 * one))  # room for two analyses
+    edited = np.ones(volumes[0].shape, bool)
+    reader = store.save_reader_work(volumes[0], ReaderWork({0: edited}, frozenset()))
+    paths = []
+    for age, v in enumerate(volumes[:2]):
+        paths.append(store.save(v, _result(v)))
+        os.utime(paths[-1], (1000 + age, 1000 + age))  # saved long ago, the first one earliest
+    assert store.load(volumes[0], segmenter=SEG, classifier=CLS) is not None  # used now: newest
+    paths.append(store.save(volumes[2], _result(volumes[2])))  # over the limit: the LRU goes
+    assert [p.exists() for p in paths] == [True, False, True]
+    assert reader.exists()  # the reader's work is not a cache
+    assert store.evict() == []  # within the limit now
+    with pytest.raises(ValueError, match="positive"):
+        ResultStore(tmp_path, max_bytes=0)
