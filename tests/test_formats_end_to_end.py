@@ -74,3 +74,28 @@ def test_cli_series_overrides(study: BuiltStudy, tmp_path: Path, capsys, tiny_bu
     capsys.readouterr()
     assert predict_main([*argv, "--flair", "no such series", "--format", "csv", "--overwrite"]) == 1
     assert "no such series" in capsys.readouterr().err
+
+
+def test_a_dicom_seg_in_the_study_is_its_ground_truth(
+    study: BuiltStudy, tiff_volume: Volume, tmp_path: Path
+) -> None:
+    """BrainSeg's own DICOM SEG, put back into the study, reads as the study's ground truth."""
+    import shutil
+
+    from brainseg_core.dicom_seg import write_dicom_seg
+
+    copy = tmp_path / "study"
+    shutil.copytree(study.folder, copy)
+    vol = open_volume(copy)
+    assert vol.masks is None
+    write_dicom_seg(
+        vol, tiff_volume.masks, copy / "SEG" / "truth.dcm", algorithm="manual", algorithm_version="1"
+    )
+    labelled = open_volume(copy)
+    assert labelled.masks is not None
+    np.testing.assert_array_equal(labelled.masks, tiff_volume.masks)
+    assert not any("left out" in w for w in labelled.warnings)
+    # a folder of such studies evaluates like a TIFF dataset (ground truth found for every patient)
+    from brainseg_core.training.data import find_labelled_patients
+
+    assert find_labelled_patients(tmp_path) == [copy]

@@ -22,7 +22,12 @@ Single-frame images only (MR, CT and the like); enhanced multi-frame images are 
 supported yet. A series that cannot be used (a structured report or presentation state, a
 localizer, missing or duplicate slice positions, a missing slice, a 4-D time series, a truncated
 file) is left out with a warning that names it; only a study without a usable FLAIR series is an
-error. pydicom and highdicom load on first use (they take a few tenths of a second to import).
+error.
+
+Ground truth: a DICOM Segmentation in the study that references the FLAIR series (such as the one
+BrainSeg itself exports) becomes :attr:`~brainseg_core.io.volume.Volume.masks` (any segment is
+tumour), so DICOM datasets evaluate and train like the others. pydicom and highdicom load on first
+use (they take a few tenths of a second to import).
 """
 
 from __future__ import annotations
@@ -629,7 +634,8 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
     Returns:
         The patient on the FLAIR grid, display-ordered, with :attr:`Volume.geometry`,
         :attr:`Volume.reference_files` (the FLAIR instances in stored slice order) and
-        :attr:`Volume.channel_sources` set; ``masks`` is None.
+        :attr:`Volume.channel_sources` set; ``masks`` from a DICOM SEG of the FLAIR series in the
+        study (ground truth, any segment), else None.
 
     Raises:
         DataError: naming the folder when it holds no DICOM images, more than one study, no
@@ -643,8 +649,9 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
     warnings = list(scan.unreadable)
     picked = _choose(scan, choose, warnings)
     used = {id(s) for s in picked.values()}
+    truth_series = _ground_truth_series(scan, picked.get(Sequence.FLAIR))
     for s in scan.series:
-        if s.info.problem and id(s) not in used:
+        if s.info.problem and id(s) not in used and s is not truth_series:
             warnings.append(f"{study}: {s.info.name} left out: {s.info.problem}")
     if Sequence.FLAIR not in picked:
         unreadable = f"; unreadable files: {'; '.join(scan.unreadable[:3])}" if scan.unreadable else ""
@@ -676,13 +683,19 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
     uint8 = to_uint8(list(channels))
     flair = picked[Sequence.FLAIR]
     n = uint8.shape[0]
+    masks = None
+    if truth_series is not None:
+        try:
+            masks = geometry.to_display(_read_ground_truth(truth_series, flair).transpose(2, 1, 0))
+        except DataError as exc:
+            warnings.append(f"{exc}; ground truth ignored")
     return Volume(
         patient_id=scan.patient_id or study.name,
         source=study,
         slice_paths=_display_slice_paths(flair, geometry, study, n),
         slice_numbers=list(range(1, n + 1)),
         images=uint8,
-        masks=None,
+        masks=masks,
         warnings=warnings,
         geometry=geometry,
         reference_files=tuple(i.path for i in flair.instances),
@@ -691,6 +704,63 @@ def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = Non
         ),
         format=PatientFormat.DICOM,
     )
+
+
+def _ground_truth_series(scan: _Scan, flair: _Series | None) -> _Series | None:
+    """The DICOM SEG of the study that segments the FLAIR series (ground truth), if any."""
+    if flair is None:
+        return None
+    segs = [
+        s
+        for s in scan.series
+        if s.info.modality == "SEG"
+        and any(
+            _text(ref, "SeriesInstanceUID") == flair.info.series_uid
+            for i in s.instances
+            for ref in i.header.get("ReferencedSeriesSequence", [])
+        )
+    ]
+    return segs[-1] if segs else None  # the highest series number: the latest
+
+
+def _read_ground_truth(seg: _Series, flair: _Series) -> np.ndarray:
+    """A DICOM SEG's frames on the FLAIR series' stored grid ``(slices, rows, cols)``: any segment
+    is tumour; each frame goes to the FLAIR instance it references.
+
+    Raises:
+        DataError: naming the SEG file when it cannot be read or does not fit the FLAIR series.
+    """
+    import pydicom
+
+    k_of = {_text(i.header, "SOPInstanceUID"): k for k, i in enumerate(flair.instances)}
+    rows, cols = int(flair.instances[0].header.Rows), int(flair.instances[0].header.Columns)
+    stored = np.zeros((len(flair.instances), rows, cols), bool)
+    for inst in seg.instances:
+        try:
+            ds = pydicom.dcmread(inst.path)
+            frames = np.asarray(ds.pixel_array)
+        except Exception as exc:  # pydicom raises many types for broken pixel data
+            raise DataError(
+                inst.path, f"cannot be read as a DICOM SEG ({type(exc).__name__}: {exc})"
+            ) from exc
+        frames = frames.reshape(-1, *frames.shape[-2:])
+        if frames.shape[1:] != (rows, cols):
+            raise DataError(
+                inst.path, f"has {frames.shape[1:]} frames, the FLAIR series {(rows, cols)} images"
+            )
+        groups = ds.get("PerFrameFunctionalGroupsSequence", [])
+        if len(groups) != len(frames):
+            raise DataError(inst.path, "has no per-frame references to the FLAIR images")
+        for frame, group in zip(frames, groups, strict=True):
+            try:
+                source = group.DerivationImageSequence[0].SourceImageSequence[0]
+                k = k_of[str(source.ReferencedSOPInstanceUID)]
+            except (AttributeError, IndexError, KeyError):
+                raise DataError(
+                    inst.path, "has a frame that references no image of the FLAIR series"
+                ) from None
+            stored[k] |= frame != 0
+    return stored
 
 
 def _display_slice_paths(flair: _Series, geometry: Geometry, study: Path, n: int) -> list[Path]:
