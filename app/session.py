@@ -56,10 +56,7 @@ def read_volume(path: Path, spacing: Spacing | None, series: Mapping[str, str] |
     Raises:
         DataError: when the patient cannot be read.
     """
-    from brainseg_core.io.sequences import Sequence as MRSequence
-
-    choose = None if series is None else {MRSequence(k): v for k, v in series.items()}
-    return with_entered_spacing(open_volume(path, choose=choose), spacing)
+    return with_entered_spacing(open_volume(path, choose=series), spacing)
 
 
 def with_entered_spacing(volume: Volume, spacing: Spacing | None) -> Volume:

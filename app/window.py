@@ -492,14 +492,12 @@ class MainWindow(QMainWindow):
             True when the choice changed: the patient is read and analysed again.
         """
         from brainseg_core.io.dicom import series_plan
-        from brainseg_core.io.sequences import Sequence as MRSequence
 
         rec = self.current
         if rec is None:
             return False
-        choose = None if rec.series is None else {MRSequence(k): v for k, v in rec.series.items()}
         try:
-            series, picked = series_plan(rec.path, choose=choose)
+            series, picked = series_plan(rec.path, choose=rec.series)
         except DataError as exc:
             dialogs.notify(self, "error", "DICOM series", str(exc))
             return False

@@ -36,7 +36,7 @@ turns it into the text ``brainseg-eval`` prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,7 @@ def evaluate(
     cancel: CancelArg = None,
     flip_tta: bool = False,
     warn: Callable[[str], None] | None = None,
+    series: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier + segmenter pair on every labelled patient under ``data``.
 
@@ -115,6 +116,7 @@ def evaluate(
         cancel: a ``threading.Event`` or zero-argument callable; stops between batches.
         flip_tta: flip test-time augmentation in the segmenter (``Pipeline(flip_tta=...)``).
         warn: receives each volume's warnings and skipped slices (one line each, naming the file).
+        series: for DICOM studies, the series read per sequence (``--flair/--pre/--post``).
 
     Returns:
         A JSON-ready dict: ``data``, ``device``, ``models``, ``thresholds``, ``classification``
@@ -148,7 +150,7 @@ def evaluate(
     time_seg = time_e2e = 0.0
     n_slices = 0
     for k, path in enumerate(paths):
-        vol = open_volume(path)
+        vol = open_volume(path, choose=series)
         if warn is not None:
             for line in vol.problem_lines():
                 warn(line)

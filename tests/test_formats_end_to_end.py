@@ -99,3 +99,9 @@ def test_a_dicom_seg_in_the_study_is_its_ground_truth(
     from brainseg_core.training.data import find_labelled_patients
 
     assert find_labelled_patients(tmp_path) == [copy]
+    from brainseg_core.cli.eval import main as eval_main
+
+    out = tmp_path / "eval.json"
+    assert eval_main([str(tmp_path), "--flair", "AX FLAIR", "--quiet", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["segmentation"]["dice_patient"]["mean"] > 0.8  # the shipped models on the fixture

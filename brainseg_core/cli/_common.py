@@ -91,3 +91,25 @@ def run_reporting_errors(prog: str, work: Callable[[], object], *, interrupted: 
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     return ExitCode.OK
+
+
+#: The sequences whose DICOM series a command line may name (``--flair SERIES`` ...).
+SERIES_OPTIONS: tuple[str, ...] = ("flair", "pre", "post")
+
+
+def add_series_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--flair/--pre/--post SERIES``: which series of each DICOM study feeds a channel."""
+    group = parser.add_argument_group(
+        "DICOM series",
+        "which series of a DICOM study feeds each channel, when the guess from the series "
+        "descriptions is wrong: a SeriesNumber, a SeriesInstanceUID or part of the SeriesDescription "
+        "(for a dataset of studies, a description they share)",
+    )
+    for name in SERIES_OPTIONS:
+        group.add_argument(f"--{name}", metavar="SERIES", help=f"the {name} series")
+
+
+def chosen_series(args: argparse.Namespace) -> dict[str, str] | None:
+    """The ``--flair/--pre/--post`` values given, by sequence name, or None when none was."""
+    chosen = {name: getattr(args, name) for name in SERIES_OPTIONS if getattr(args, name, None)}
+    return chosen or None

@@ -23,7 +23,13 @@ import json
 import sys
 from pathlib import Path
 
-from brainseg_core.cli._common import EXIT_CODES_HELP, HelpFormatter, run_reporting_errors
+from brainseg_core.cli._common import (
+    EXIT_CODES_HELP,
+    HelpFormatter,
+    add_series_options,
+    chosen_series,
+    run_reporting_errors,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", dest="json_out", help="also write every number (per patient too) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_series_options(p)
     return p
 
 
@@ -159,6 +166,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         ),
         flip_tta=args.thorough,
         warn=lambda line: tqdm.write(f"brainseg-eval: {line}", file=sys.stderr),
+        series=chosen_series(args),
     )
     bar.close()
     print(format_report(result))

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode
+from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, add_series_options, chosen_series
 from brainseg_core.compute import DEVICES, PRECISIONS
 from brainseg_core.errors import BrainSegError, BundleError, DataError
 from brainseg_core.export import (
@@ -50,7 +50,6 @@ from brainseg_core.thresholds import Thresholds
 if TYPE_CHECKING:  # torch: loaded only once the arguments are parsed (a fast --help)
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.inference import PatientResult, Pipeline
-    from brainseg_core.io.sequences import Sequence as MRSequence
 
 PROG = "brainseg-predict"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = (
@@ -153,13 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {','.join(DEFAULT_FORMATS)}); png: annotated key images of the slices with "
         "tumour or a review flag, png-all: of every slice",
     )
-    series = p.add_argument_group(
-        "DICOM series",
-        "which series of a DICOM study feeds each channel, when the guess from the series "
-        "descriptions is wrong: a SeriesNumber, a SeriesInstanceUID or part of the SeriesDescription",
-    )
-    for name in ("flair", "pre", "post"):
-        series.add_argument(f"--{name}", metavar="SERIES", help=f"the {name} series")
+    add_series_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing exports in DIR")
     p.add_argument(
         "--batch-size", type=_int_at_least(1), default=16, metavar="N", help="slices per batch (default: 16)"
@@ -184,16 +177,8 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _chosen_series(args: argparse.Namespace) -> dict[MRSequence, str] | None:
-    from brainseg_core.io.sequences import Sequence as MRSequence
-
-    names = ("flair", "pre", "post")
-    chosen = {MRSequence(name): getattr(args, name) for name in names if getattr(args, name)}
-    return chosen or None
-
-
 def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> PatientResult:
-    volume = open_volume(path, choose=_chosen_series(args))
+    volume = open_volume(path, choose=chosen_series(args))
     for line in volume.problem_lines():
         tqdm.write(f"{PROG}: {line}", file=sys.stderr)
     check_destination(volume, args.out, overwrite=args.overwrite)  # before the long part

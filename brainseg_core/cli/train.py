@@ -33,7 +33,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, HelpFormatter, run_reporting_errors
+from brainseg_core.cli._common import (
+    EXIT_CODES_HELP,
+    ExitCode,
+    HelpFormatter,
+    add_series_options,
+    chosen_series,
+    run_reporting_errors,
+)
 from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.training.config import (
     CLASSIFIER_ARCHS,
@@ -166,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="with --install: install even a worse model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_series_options(p)
     return p
 
 
@@ -215,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         keep=args.keep,
         val_every=args.val_every,
         init_from=args.init_from,
+        series=chosen_series(args),
     )
 
 

@@ -508,7 +508,7 @@ def list_series(study: Path) -> list[SeriesInfo]:
 
 
 def series_plan(
-    study: Path, *, choose: Mapping[Sequence, str] | None = None
+    study: Path, *, choose: Mapping[str, str] | None = None
 ) -> tuple[list[SeriesInfo], dict[Sequence, SeriesInfo]]:
     """Every series of a study and the ones :func:`read_dicom_study` would use for each sequence.
 
@@ -546,13 +546,14 @@ def _match(series: list[_Series], wanted: str) -> list[_Series]:
     return [s for s in series if w and w.lower() in s.info.description.lower()]
 
 
-def _choose(
-    scan: _Scan, choose: Mapping[Sequence, str] | None, warnings: list[str]
-) -> dict[Sequence, _Series]:
+def _choose(scan: _Scan, choose: Mapping[str, str] | None, warnings: list[str]) -> dict[Sequence, _Series]:
     listing = "; ".join(s.info.summary() for s in scan.series)
     picked: dict[Sequence, _Series] = {}
-    for seq, wanted in (choose or {}).items():
-        seq = Sequence(seq)
+    for name, wanted in (choose or {}).items():
+        try:
+            seq = Sequence(name)
+        except ValueError:
+            raise ValueError(f"unknown sequence {name!r}; use one of flair, pre, post") from None
         matches = _match(scan.series, str(wanted))
         if len(matches) != 1:
             how = "no series" if not matches else f"{len(matches)} series"
@@ -623,7 +624,7 @@ def _geometry(series: _Series) -> Geometry:
     return Geometry(series.affine, series.shape, f"DICOM {series.info.name}")
 
 
-def read_dicom_study(study: Path, *, choose: Mapping[Sequence, str] | None = None) -> Volume:
+def read_dicom_study(study: Path, *, choose: Mapping[str, str] | None = None) -> Volume:
     """Read a DICOM study folder into a volume of pre-contrast, FLAIR and post-contrast channels.
 
     Args:

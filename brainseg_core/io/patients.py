@@ -16,7 +16,6 @@ import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from brainseg_core.errors import DataError
 from brainseg_core.io import lgg
@@ -30,9 +29,6 @@ __all__ = [
     "patient_format",
     "patient_id_of",
 ]
-
-if TYPE_CHECKING:
-    from brainseg_core.io.sequences import Sequence
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -72,15 +68,15 @@ def patient_format(path: str | os.PathLike[str]) -> PatientFormat:
     return PatientFormat.DICOM if holds_dicom(p) else PatientFormat.TIFF
 
 
-def open_volume(path: str | os.PathLike[str], *, choose: Mapping[Sequence, str] | None = None) -> Volume:
+def open_volume(path: str | os.PathLike[str], *, choose: Mapping[str, str] | None = None) -> Volume:
     """Read one patient in any supported format.
 
     Args:
         path: a patient folder (TIFF slices, NIfTI files or a DICOM study), a TIFF stack, or a NIfTI
             file. A single DICOM file or a DICOMDIR opens the study folder it is in.
-        choose: for DICOM, which series to use for a sequence (SeriesNumber, SeriesInstanceUID or
-            part of the SeriesDescription), overriding the guess from the headers. Ignored for
-            other formats.
+        choose: for DICOM, which series to use for a sequence, by sequence name (``flair``,
+            ``pre``, ``post``): a SeriesNumber, SeriesInstanceUID or part of the SeriesDescription,
+            overriding the guess from the headers. Ignored for other formats.
 
     Returns:
         The patient's :class:`Volume`: axial slices, channels pre-contrast, FLAIR, post-contrast.

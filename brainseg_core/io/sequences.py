@@ -162,7 +162,10 @@ def assemble_channels(
     for seq in MODEL_SEQUENCES:
         img = images.get(seq)
         if img is None:
-            warnings.append(f"{where}: no {seq.label} image; its channel is filled with FLAIR")
+            warnings.append(
+                f"{where}: no {seq.label} image; its channel is filled with FLAIR (the models read "
+                "all three sequences: expect a weaker reading)"
+            )
             img = flair
         data = np.asarray(img.data)  # 8-bit data stays 8-bit: to_uint8 then copies it unchanged
         if not img.geometry.same_grid(ref):

@@ -59,6 +59,7 @@ FROZEN_ON_RESUME = (
     "keep",
     "val_every",
     "min_area_candidates",
+    "series",
 )
 
 
@@ -121,6 +122,8 @@ class TrainConfig:
             best selection metric, or the final weights, so the validation patients never select
             anything and their scores are honest held-out estimates (use it for cross-validation).
         val_every: validate every this many epochs (and always after the last one).
+        series: for DICOM studies, the series read per sequence (``flair``/``pre``/``post`` to a
+            SeriesNumber, SeriesInstanceUID or description part); None: the guesses.
     """
 
     kind: str
@@ -153,6 +156,7 @@ class TrainConfig:
     init_from: str | None = None
     keep: Keep | str = Keep.BEST
     val_every: int = 1
+    series: dict[str, str] | None = None
 
     @property
     def segmenter(self) -> bool:

@@ -32,7 +32,7 @@ uniformly. The fully convolutional segmenter is then applied to whole slices at 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +313,7 @@ def load_slices(
     workers: int = 8,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    series: Mapping[str, str] | None = None,
 ) -> SliceSet:
     """Read, normalise and stack every slice of the given patients (on the CPU).
 
@@ -322,6 +323,7 @@ def load_slices(
         workers: reader threads (TIFF decoding and normalisation release the GIL).
         progress: ``progress(done, total)`` after each patient.
         warn: receives each volume's warnings and skipped slices (one line each, naming the file).
+        series: for DICOM studies, the series to read per sequence (``--flair/--pre/--post``).
 
     Returns:
         The :class:`SliceSet`, patients in the given order.
@@ -335,7 +337,7 @@ def load_slices(
         raise ValueError(f"image size must be at least 8, got {size}")
 
     def one(path: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
-        vol = open_volume(path)
+        vol = open_volume(path, choose=series)
         if vol.masks is None:
             raise DataError(path, "no ground-truth masks (_mask.tif for every slice) needed for training")
         if vol.n_slices == 0:

@@ -209,6 +209,7 @@ def _load_split(
         workers=min(8, os.cpu_count() or 1),
         progress=lambda done, total: bar.update(1),
         warn=say,
+        series=cfg.series,
     )
     bar.close()
     val: float | list[str]
