@@ -63,12 +63,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.display import auto_window, overlay_image
 from brainseg_core.errors import Cancelled, ExportError
+from brainseg_core.fonts import caption_font, square_mm
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, PatientFormat, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
@@ -239,7 +240,7 @@ def key_image(
     s = result.slices[index]
     zoom = max(1, -(-KEY_IMAGE_MIN_SIDE // min(volume.shape)))
     picture = overlay_image(volume.images[index], s.mask, window=window, zoom=zoom)
-    area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.1f} mm²")
+    area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.1f} {square_mm()}")
     volume_text = (
         f"{result.volume_ml:.2f} mL" if result.volume_ml is not None else f"{result.volume_voxels} voxels"
     )
@@ -254,11 +255,19 @@ def key_image(
         RESEARCH_NOTICE,
     ]
     size = max(12, picture.shape[1] // 40)
-    font = ImageFont.load_default(size=size)
+    font = caption_font(size)
     line_height = int(size * 1.35) + 2
     canvas = Image.new("RGB", (picture.shape[1], picture.shape[0] + line_height * len(lines) + 8), "black")
     canvas.paste(Image.fromarray(picture), (0, 0))
     draw = ImageDraw.Draw(canvas)
+    if volume.geometry is not None:  # orientation markers, as on the screen (TIFFs carry none)
+        h, w = picture.shape[:2]
+        edge = max(14, w // 28)
+        marker = caption_font(edge)
+        places = {"left": (6, h / 2), "right": (w - 6, h / 2), "top": (w / 2, 6), "bottom": (w / 2, h - 6)}
+        anchors = {"left": "lm", "right": "rm", "top": "mt", "bottom": "mb"}
+        for where, text in volume.geometry.edge_labels.items():
+            draw.text(places[where], text, fill=(240, 230, 140), font=marker, anchor=anchors[where])
     for k, line in enumerate(lines):
         draw.text((6, picture.shape[0] + 4 + k * line_height), line, fill=(230, 230, 230), font=font)
     return np.asarray(canvas)

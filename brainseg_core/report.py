@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 import brainseg_core
 from brainseg_core.display import overlay_image
+from brainseg_core.fonts import caption_font, square_mm
 from brainseg_core.io.volume import Volume
 from brainseg_core.results import PatientResult
 
@@ -27,10 +28,6 @@ KEY_IMAGES = 6
 _PAGE = (1240, 1754)  # A4 at 150 dpi
 _MARGIN = 60
 _NOTICE = "Research use only - not for diagnosis. BrainSeg is a second reader; a radiologist decides."
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
 
 
 def key_slices(result: PatientResult, limit: int = KEY_IMAGES) -> list[int]:
@@ -55,7 +52,7 @@ def report_page(volume: Volume, result: PatientResult, *, window: tuple[float, f
     page = Image.new("RGB", _PAGE, "white")
     draw = ImageDraw.Draw(page)
     x, y = _MARGIN, _MARGIN
-    draw.text((x, y), f"BrainSeg report: {result.patient_id}", fill="black", font=_font(34))
+    draw.text((x, y), f"BrainSeg report: {result.patient_id}", fill="black", font=caption_font(34))
     y += 50
     models = f"segmenter {result.segmenter.name} ({result.segmenter.sha256[:12]})"
     gate_model = (
@@ -80,7 +77,7 @@ def report_page(volume: Volume, result: PatientResult, *, window: tuple[float, f
         f"Report made {datetime.now(UTC).isoformat(timespec='minutes')} "
         f"by BrainSeg {brainseg_core.__version__}",
     ]
-    small = _font(20)
+    small = caption_font(20)
     for line in header:
         draw.text((x, y), line, fill="black", font=small)
         y += 28
@@ -94,7 +91,7 @@ def report_page(volume: Volume, result: PatientResult, *, window: tuple[float, f
 
 def _draw_plot(draw: ImageDraw.ImageDraw, result: PatientResult, box: tuple[int, int, int, int]) -> int:
     x0, y0, x1, y1 = box
-    font = _font(18)
+    font = caption_font(18)
     draw.text(
         (x0, y0),
         "Tumour probability per slice (dots: red = outlined; dashed line: the gate)",
@@ -120,8 +117,8 @@ def _draw_plot(draw: ImageDraw.ImageDraw, result: PatientResult, box: tuple[int,
         colour = (220, 30, 30) if s.area_px > 0 else (150, 150, 150)
         draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=colour)
     for value in (0.0, 0.5, 1.0):
-        draw.text((x0, px(0, value)[1] - 9), f"{value:.1f}", fill="black", font=_font(14))
-    draw.text((left, bottom + 4), f"slices 1 to {n}", fill="black", font=_font(14))
+        draw.text((x0, px(0, value)[1] - 9), f"{value:.1f}", fill="black", font=caption_font(14))
+    draw.text((left, bottom + 4), f"slices 1 to {n}", fill="black", font=caption_font(14))
     return y1
 
 
@@ -135,11 +132,11 @@ def _draw_key_images(
 ) -> int:
     chosen = key_slices(result)
     if not chosen:
-        draw.text((_MARGIN, y), "No slice has a tumour outline.", fill="black", font=_font(20))
+        draw.text((_MARGIN, y), "No slice has a tumour outline.", fill="black", font=caption_font(20))
         return y + 40
     cols = 3
     cell = (_PAGE[0] - 2 * _MARGIN - (cols - 1) * 16) // cols
-    font = _font(16)
+    font = caption_font(16)
     for k, index in enumerate(chosen):
         s = result.slices[index]
         picture = overlay_image(volume.images[index], s.mask, window=window)
@@ -147,7 +144,7 @@ def _draw_key_images(
         cx = _MARGIN + (k % cols) * (cell + 16)
         cy = y + (k // cols) * (cell + 48)
         page.paste(tile, (cx, cy))
-        area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} mm²")
+        area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} {square_mm()}")
         caption = f"slice {volume.slice_numbers[index]}: {area}" + (" - REVIEW" if s.review else "")
         draw.text((cx, cy + cell + 4), caption, fill="black", font=font)
     rows = (len(chosen) + cols - 1) // cols
@@ -161,9 +158,9 @@ def _draw_key_images(
 
 
 def _draw_table(draw: ImageDraw.ImageDraw, volume: Volume, result: PatientResult, x: int, y: int) -> int:
-    font = _font(17)
+    font = caption_font(17)
     rows = [s for s in result.slices if s.area_px > 0 or s.review is not None]
-    draw.text((x, y), "slice   P(tumour)   area px   area mm²   review", fill="black", font=font)
+    draw.text((x, y), f"slice   P(tumour)   area px   area {square_mm()}   review", fill="black", font=font)
     y += 26
     limit = (_PAGE[1] - _MARGIN - 40 - y) // 22
     for s in rows[: max(0, limit)]:

@@ -419,3 +419,21 @@ def test_corrections_of_a_stack_or_nifti_patient_are_written_slice_by_slice(volu
         len(tifffile.TiffFile(tmp_path / "out" / stacked.patient_id / f"{stacked.patient_id}_1.tif").pages)
         == 1
     )
+
+
+def test_key_images_of_a_scan_with_geometry_carry_orientation_markers(volume) -> None:
+    import dataclasses as dc
+
+    from brainseg_core.geometry import Geometry
+
+    result = _result(volume)
+    plain = key_image(volume, result, 2, window=(255.0, 127.5))
+    geometry = Geometry.for_display((volume.n_slices, *volume.shape), None)
+    marked = key_image(dc.replace(volume, geometry=geometry), result, 2, window=(255.0, 127.5))
+    assert marked.shape == plain.shape
+    differs = np.argwhere((marked != plain).any(axis=-1))
+    h, w = marked.shape[0], marked.shape[1]
+    # only the four markers differ: near the middle of each edge of the picture, nowhere else
+    assert len(differs)
+    for y, x in differs:
+        assert min(x, w - 1 - x) < w // 8 or min(y, abs(y - (h - 1))) < h // 8 or y > h * 0.8
