@@ -2,7 +2,8 @@
 
 The models read three channels in :data:`brainseg_core.io.volume.CHANNELS` order: pre-contrast
 T1, FLAIR, post-contrast T1. NIfTI files are recognised by name the way BraTS names them
-(``<id>_t1``, ``<id>_flair``, ``<id>_t1ce`` / ``t1c`` / ``t1gd`` / ``post``, ``<id>_t2``;
+(``<id>_t1`` / ``t1n``, ``<id>_flair`` / ``t2f``, ``<id>_t1ce`` / ``t1c`` / ``t1gd`` / ``post``,
+``<id>_t2``;
 ``<id>_seg`` / ``_mask`` / ``_label`` is ground truth); DICOM series by their SeriesDescription,
 ProtocolName and contrast tags. :func:`assemble_channels` resamples every sequence onto the FLAIR
 grid by physical position when the grids differ and fills a missing sequence with FLAIR (as the
@@ -65,7 +66,7 @@ MODEL_SEQUENCES: tuple[Sequence, Sequence, Sequence] = (Sequence.PRE, Sequence.F
 # File-name suffixes after the patient id, BraTS style (``BraTS20_001_t1ce.nii.gz``).
 _NAME_SUFFIXES: tuple[tuple[Sequence, tuple[str, ...]], ...] = (
     (Sequence.LABEL, ("seg", "mask", "label", "labels", "gt")),
-    (Sequence.FLAIR, ("flair", "t2flair", "t2_flair", "t2-flair")),
+    (Sequence.FLAIR, ("flair", "t2flair", "t2_flair", "t2-flair", "t2f")),  # t2f: BraTS 2023
     (Sequence.POST, ("t1ce", "t1c", "t1gd", "t1_gd", "t1post", "t1_post", "post", "t1-ce", "t1-gd")),
     (Sequence.PRE, ("t1", "t1n", "t1pre", "t1_pre", "pre", "t1w")),
     (Sequence.T2, ("t2", "t2w")),

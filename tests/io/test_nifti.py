@@ -171,6 +171,11 @@ def test_bad_nifti_input_names_the_file(tmp_path: Path, fixture_volume: Volume) 
     ("stem", "expected"),
     [
         ("BraTS20_Training_001_flair", Sequence.FLAIR),
+        ("BraTS-GLI-00000-000-t2f", Sequence.FLAIR),  # BraTS 2023 names
+        ("BraTS-GLI-00000-000-t1n", Sequence.PRE),
+        ("BraTS-GLI-00000-000-t1c", Sequence.POST),
+        ("BraTS-GLI-00000-000-t2w", Sequence.T2),
+        ("BraTS-GLI-00000-000-seg", Sequence.LABEL),
         ("BraTS20_Training_001_T1CE", Sequence.POST),
         ("brats_t1c", Sequence.POST),
         ("x_t1gd", Sequence.POST),
