@@ -3,8 +3,7 @@
 The models read three channels in :data:`brainseg_core.io.volume.CHANNELS` order: pre-contrast
 T1, FLAIR, post-contrast T1. NIfTI files are recognised by name the way BraTS names them
 (``<id>_t1`` / ``t1n``, ``<id>_flair`` / ``t2f``, ``<id>_t1ce`` / ``t1c`` / ``t1gd`` / ``post``,
-``<id>_t2``;
-``<id>_seg`` / ``_mask`` / ``_label`` is ground truth); DICOM series by their SeriesDescription,
+``<id>_t2``; ``<id>_seg`` / ``_mask`` / ``_label`` is ground truth); DICOM series by their SeriesDescription,
 ProtocolName and contrast tags. :func:`assemble_channels` resamples every sequence onto the FLAIR
 grid by physical position when the grids differ and fills a missing sequence with FLAIR (as the
 LGG dataset itself does), saying so in a warning.
