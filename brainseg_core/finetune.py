@@ -670,7 +670,7 @@ def _run(
         current=current,
         candidate_scores=candidate,
         epochs=trained.epochs_run,
-        wall_s=time.perf_counter() - t0,
+        wall_s=round(time.perf_counter() - t0, 1),
     )
     result.write(out / RESULT_FILE)
     return result

@@ -159,11 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         cancel.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    if args.stdin_control:
-        threading.Thread(target=_watch_stdin, args=(cancel,), daemon=True).start()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if args.stdin_control:
+            threading.Thread(target=_watch_stdin, args=(cancel,), daemon=True).start()
+        return _run(args, out, cancel)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
+
+def _run(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> int:
+    """The fine-tuning with its events; returns the exit code."""
     from brainseg_core.finetune import RESULT_FILE, fine_tune
 
     if args.threads is not None:
