@@ -202,6 +202,17 @@ class ImproveModelsDialog(QDialog):
         self.table.setHorizontalHeaderLabels(
             ["Patient", "Dice current", "Dice candidate", "Slice recall current", "Slice recall candidate"]
         )
+        tips = (
+            "Corrected patient (the last row: mean over them)",
+            "Volume Dice of the current model's masks with your corrections (segmenter on every slice)",
+            "Volume Dice of the candidate's masks with your corrections",
+            "Share of your tumour slices whose current mask overlaps your outline",
+            "Share of your tumour slices whose candidate mask overlaps your outline",
+        )
+        for c, tip in enumerate(tips):
+            header = self.table.horizontalHeaderItem(c)
+            if header is not None:
+                header.setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
@@ -318,6 +329,7 @@ class ImproveModelsDialog(QDialog):
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.status.setText("Starting the fine-tuning process…")
+        self._fit_height()
         program, *args = self.command(self.out)
         proc = QProcess(self)
         proc.setProgram(program)
@@ -478,9 +490,19 @@ class ImproveModelsDialog(QDialog):
             f"the current model {cur.name} stays installed (Model > Manage models… to go back)."
         )
         self.candidate_box.setVisible(True)
+        self.log_view.setVisible(False)  # the run's log; the comparison is what matters now
         self.state = RunState.RESULT
         self._update_buttons()
-        self.adjustSize()
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Grow to show every wrapped line (a plain adjustSize ignores the labels' height for width)."""
+        layout = self.layout()
+        if layout is None:
+            return
+        layout.activate()
+        wanted = layout.totalHeightForWidth(self.width()) if layout.hasHeightForWidth() else -1
+        self.resize(self.width(), max(wanted, self.sizeHint().height()))
 
     def _row(self, r: int, pid: str | None, cur: ModelScores, cand: ModelScores) -> None:
         if pid is None:
