@@ -215,6 +215,14 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Installed and shipped models: use, remove, install, or go back to the shipped ones",
     )
     a(
+        "improve_models",
+        "&Improve the models with my corrections…",
+        w.improve_models,
+        None,
+        "Fine-tune the segmenter on the patients you corrected, compare it with the current one on "
+        "corrected patients it has not seen, then adopt or discard it",
+    )
+    a(
         "default_models",
         "Use &shipped models",
         w.use_default_models,
@@ -480,6 +488,8 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     model = mb.addMenu("&Model")
     for name in ("active_models", "manage_models", "load_bundle", "default_models"):
         model.addAction(acts[name])
+    model.addSeparator()
+    model.addAction(acts["improve_models"])
 
     help_menu = mb.addMenu("&Help")
     help_menu.addAction(acts["shortcuts"])

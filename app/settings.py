@@ -276,6 +276,24 @@ class Settings:
         self._set("export/dir", value or "")
 
     @property
+    def corrections_dir(self) -> str | None:
+        """The folder Save corrections as training data last wrote to (the fine-tuning's default)."""
+        return str(self._get("corrections/dir") or "") or None
+
+    @corrections_dir.setter
+    def corrections_dir(self, value: str | None) -> None:
+        self._set("corrections/dir", value or "")
+
+    @property
+    def original_data_dir(self) -> str | None:
+        """The original training data last mixed into a fine-tuning on corrections."""
+        return str(self._get("corrections/original_data") or "") or None
+
+    @original_data_dir.setter
+    def original_data_dir(self, value: str | None) -> None:
+        self._set("corrections/original_data", value or "")
+
+    @property
     def export_formats(self) -> list[str]:
         """Export formats last chosen (subset of ``tif``, ``stack``, ``png``, ``csv``)."""
         value = self._get("export/formats")

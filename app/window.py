@@ -62,6 +62,7 @@ from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
+    from brainseg_app.finetune_dialog import ImproveModelsDialog
     from brainseg_core.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -794,6 +795,45 @@ class MainWindow(QMainWindow):
         dialog.changed.connect(self.reload_models)
         self._modal(dialog)
 
+    def improve_models(self) -> None:
+        """Model > Improve the models with my corrections… (see :mod:`brainseg_app.finetune_dialog`)."""
+        dialog = self.improve_models_dialog()
+        if dialog is not None:
+            self._modal(dialog)
+
+    def improve_models_dialog(self) -> ImproveModelsDialog | None:
+        """The fine-tuning dialog for the active segmenter, not yet shown.
+
+        Returns:
+            The dialog, or None (with a message) when no segmenter is available.
+        """
+        from brainseg_app.finetune_dialog import ImproveModelsDialog
+
+        if not self.ensure_models() or self.segmenter is None:
+            dialogs.notify(
+                self,
+                "info",
+                "No segmenter",
+                "There is no segmenter to improve; install one first (Model > Manage models…).",
+            )
+            return None
+        seg = self.segmenter
+        dialog = ImproveModelsDialog(
+            seg.path,
+            seg.card.name,
+            corrections=self.settings.corrections_dir,
+            original_data=self.settings.original_data_dir,
+            device=self.settings.device,
+            parent=self,
+        )
+        dialog.folders_chosen.connect(self._remember_finetune_folders)
+        dialog.adopted.connect(lambda _path: self.reload_models())
+        return dialog
+
+    def _remember_finetune_folders(self, corrections: str, original: str) -> None:
+        self.settings.corrections_dir = corrections
+        self.settings.original_data_dir = original or None
+
     def _models_changed(self) -> None:
         self.analyser.stop_all()
         for rec in self.records.values():
@@ -1205,7 +1245,9 @@ class MainWindow(QMainWindow):
             )
             return []
         folder = QFileDialog.getExistingDirectory(
-            self, "Save corrections as training data", self.settings.export_dir or str(Path.home())
+            self,
+            "Save corrections as training data",
+            self.settings.corrections_dir or self.settings.export_dir or str(Path.home()),
         )
         return self.save_corrections(Path(folder)) if folder else []
 
@@ -1240,6 +1282,7 @@ class MainWindow(QMainWindow):
         if problems:
             dialogs.notify(self, "error", "Corrections not saved", "\n\n".join(problems))
         if written:
+            self.settings.corrections_dir = str(folder)
             self.statusBar().showMessage(
                 f"Saved {len(written)} files of corrected patients to {folder}", 8000
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["eval_main", "models_main", "predict_main", "train_main"]
+__all__ = ["eval_main", "finetune_main", "models_main", "predict_main", "train_main"]
 
 
 def _run(tool: str) -> int:
@@ -40,3 +40,8 @@ def predict_main() -> int:
 def models_main() -> int:
     """``brainseg-models``."""
     return _run("models")
+
+
+def finetune_main() -> int:
+    """``brainseg-finetune``."""
+    return _run("finetune")

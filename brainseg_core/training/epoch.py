@@ -22,7 +22,7 @@ import torch
 
 from brainseg_core.errors import Cancelled
 from brainseg_core.inference.device import autocast
-from brainseg_core.progress import cancel_checker
+from brainseg_core.progress import ProgressFn, cancel_checker
 from brainseg_core.training.budget import TimeBudget
 from brainseg_core.training.config import TrainConfig
 from brainseg_core.training.data import SliceSet, augment, crop_batch, epoch_indices
@@ -73,6 +73,7 @@ def train_epoch(
     budget: TimeBudget,
     cancel: threading.Event | Callable[[], bool] | None = None,
     progress: bool = False,
+    step_progress: ProgressFn | None = None,
 ) -> EpochResult:
     """Train one epoch (at most ``plan.steps_per_epoch`` steps, none past ``plan.total_steps``).
 
@@ -88,6 +89,8 @@ def train_epoch(
         budget: the run's time budget (checked between steps in a one-process run).
         cancel: stops the epoch between steps with :class:`~brainseg_core.errors.Cancelled`.
         progress: show a tqdm bar (rank 0 only).
+        step_progress: ``step_progress(step, total_steps)`` after each optimiser step (the run's
+            step count and its planned total, which a time budget may re-plan between epochs).
 
     Returns:
         The :class:`EpochResult`.
@@ -136,6 +139,8 @@ def train_epoch(
         if n_steps == 1:
             first_loss = float(loss.item())
         pbar.update(1)
+        if step_progress is not None:
+            step_progress(step, plan.total_steps)
         if n_steps % 10 == 0 or n_steps == spe:
             rate = n_steps * bs * dist_info.world / max(1e-9, time.perf_counter() - t_epoch)
             pbar.set_postfix(loss=f"{(loss_sum / n_steps).item():.4f}", slices_s=f"{rate:.0f}")

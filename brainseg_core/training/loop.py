@@ -45,6 +45,7 @@ import torch
 
 from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.jsonsafe import json_safe
+from brainseg_core.progress import ProgressFn
 from brainseg_core.training import checkpoint, reporting
 from brainseg_core.training.budget import TimeBudget
 from brainseg_core.training.config import Keep, TrainConfig
@@ -98,6 +99,7 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
     cancel: Cancel = None,
+    step_progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train a classifier or a segmenter and write its bundle (see the module docstring).
 
@@ -108,6 +110,9 @@ def train(
         cancel: a ``threading.Event`` or zero-argument callable; when set, training stops between
             steps with :class:`~brainseg_core.errors.Cancelled` (the last epoch's checkpoint
             stays, ``resume`` continues from it).
+        step_progress: the core's progress protocol for callers without a terminal:
+            ``step_progress(step, total_steps)`` after each optimiser step (rank 0 only; the total
+            may change between epochs when a time budget re-plans the run).
 
     Returns:
         A :class:`TrainResult`.
@@ -154,7 +159,9 @@ def train(
         run.restore(saved)
         del saved  # its copy of the weights and optimiser state is no longer needed
     learner.net = wrap_model(learner.model, dist_info, device)
-    run.train_epochs(cancel=cancel, progress=progress)
+    run.train_epochs(
+        cancel=cancel, progress=progress, step_progress=step_progress if dist_info.main else None
+    )
     result = run.finish(Timings(load_s=t_loaded - t_start, wall_s=time.perf_counter() - t_start))
     shutdown(dist_info)
     return result
@@ -266,7 +273,9 @@ class _Run:
             self.stop_reason = "epochs (already reached)"
         self.say(f"resuming after epoch {p.epoch} (step {p.step}); best so far epoch {p.best_epoch}")
 
-    def train_epochs(self, *, cancel: Cancel, progress: bool) -> None:
+    def train_epochs(
+        self, *, cancel: Cancel, progress: bool, step_progress: ProgressFn | None = None
+    ) -> None:
         """Train epoch after epoch until the plan, the patience or the budget says stop."""
         cfg, p, plan = self.cfg, self.progress, self.plan
         while p.epoch < cfg.epochs and p.step < plan.total_steps:
@@ -283,6 +292,7 @@ class _Run:
                 budget=self.budget,
                 cancel=cancel,
                 progress=progress,
+                step_progress=step_progress,
             )
             if ep.out_of_time:
                 self.stop_reason = "time budget"

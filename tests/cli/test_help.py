@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from brainseg_core.cli import eval as eval_cli
+from brainseg_core.cli import finetune as finetune_cli
 from brainseg_core.cli import predict as predict_cli
 from brainseg_core.cli import train as train_cli
 
 
-@pytest.mark.parametrize("module", [train_cli, eval_cli, predict_cli], ids=["train", "eval", "predict"])
+@pytest.mark.parametrize(
+    "module", [train_cli, eval_cli, predict_cli, finetune_cli], ids=["train", "eval", "predict", "finetune"]
+)
 def test_help_is_clean(module) -> None:
     text = " ".join(module.build_parser().format_help().split())
     assert "usage:" in text
@@ -29,7 +32,9 @@ def test_ctrl_c_while_a_tool_loads_is_one_line_and_130(monkeypatch, capsys) -> N
     assert capsys.readouterr().err == "brainseg-predict: interrupted\n"
 
 
-@pytest.mark.parametrize("module", [train_cli, eval_cli, predict_cli], ids=["train", "eval", "predict"])
+@pytest.mark.parametrize(
+    "module", [train_cli, eval_cli, predict_cli, finetune_cli], ids=["train", "eval", "predict", "finetune"]
+)
 def test_every_tool_documents_the_same_exit_codes(module) -> None:
     from brainseg_core.cli._common import ExitCode
 

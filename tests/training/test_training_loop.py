@@ -168,3 +168,17 @@ def test_lr_schedule_warms_up_and_decays() -> None:
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_step_progress_counts_every_step(tiny_dataset: Path, tmp_path: Path) -> None:
+    """``step_progress(step, total)`` is the core's progress protocol for callers without a terminal."""
+    calls: list[tuple[int, int]] = []
+    res = train(
+        tiny_config(tiny_dataset, tmp_path / "steps", epochs=2, val_patients=0.0),
+        progress=False,
+        log=lambda m: None,
+        step_progress=lambda done, total: calls.append((done, total)),
+    )
+    assert res.epochs_run == 2
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert calls[-1][0] == calls[-1][1]  # the last step reaches the planned total
