@@ -280,10 +280,15 @@ class ImproveModelsDialog(QDialog):
 
     # -- the run -----------------------------------------------------------------------------------
     def command(self, out: Path) -> list[str]:
-        """The fine-tuning's command line (program first)."""
+        """The fine-tuning's command line (program first).
+
+        From source, ``python -m brainseg_core.cli.finetune``; in the frozen desktop build (no
+        ``-m``), the app's own executable with ``--finetune-worker`` (see :mod:`brainseg_app.main`).
+        """
+        frozen = getattr(sys, "frozen", False)
+        worker = ["--finetune-worker"] if frozen else ["-m", "brainseg_core.cli.finetune"]
         args = [
-            "-m",
-            "brainseg_core.cli.finetune",
+            *worker,
             str(self.segmenter),
             self.corrections.text().strip(),
             "--out",

@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Process exit status (0 on success).
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--finetune-worker"]:  # the viewer's fine-tuning process in the frozen build
+        from brainseg_core.cli.finetune import main as finetune_main
+
+        return finetune_main(argv[1:])
     args = parse_args(argv)
     if args.self_test:
         from brainseg_app.selftest import run_self_test

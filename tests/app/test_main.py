@@ -78,3 +78,13 @@ def test_gui_dispatch_names_the_app_for_the_desktop(
         QGuiApplication.setDesktopFileName(old_desktop)
     path, sample = expected
     assert calls == [(tmp_path if path else None, sample)]
+
+
+def test_finetune_worker_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frozen desktop build runs its fine-tuning process as ``brainseg --finetune-worker ...``."""
+    import brainseg_core.cli.finetune as finetune_cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(finetune_cli, "main", lambda argv: seen.append(argv) or 7)
+    assert main(["--finetune-worker", "SEG", "CORR", "--out", "X"]) == 7
+    assert seen == [["SEG", "CORR", "--out", "X"]]
