@@ -47,6 +47,7 @@ from brainseg_app.browser import PatientBrowser
 from brainseg_app.exporting import Exporter
 from brainseg_app.opening import PatientOpener
 from brainseg_app.panels import STEPS, ControlsPanel, ResultsPanel
+from brainseg_app.reader_work import ReaderWorkKeeper
 from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.settings import Settings, config_dir
 from brainseg_app.slice_view import SliceView
@@ -54,7 +55,7 @@ from brainseg_app.theme import apply_dark_theme
 from brainseg_app.thumbnails import ThumbnailStrip
 from brainseg_app.viewer_model import EditTool, OverlayStyle, ViewerModel
 from brainseg_core.edits import EditKind
-from brainseg_core.errors import BrainSegError, DataError
+from brainseg_core.errors import DataError
 from brainseg_core.io import PatientFormat, Volume, find_patients
 from brainseg_core.resources import resource_path
 from brainseg_core.results import MaskSource
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         self.analyser = AnalysisController(self.model, self.settings, self)
         self.analysis = self.analyser.runner
         self.exporter = Exporter(self.model, self.settings, self.analyser, self)
+        self.reader_work = ReaderWorkKeeper(self.model, self.settings, self.analyser, self)
 
         self._build_central()
         self._build_docks()
@@ -122,8 +124,6 @@ class MainWindow(QMainWindow):
         self._connect()
         self._plot_timer = self._timer(60, self._refresh_results)
         self._threshold_timer = self._timer(300, self._thresholds_settled)
-        self._unsaved: tuple[PatientRecord, Volume] | None = None  # the reader's work not saved yet
-        self._save_timer = self._timer(400, self.save_reader_work)
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._update_enabled()
@@ -442,7 +442,7 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _on_volume_loaded(self, rec: PatientRecord, volume: Volume) -> None:
-        self._load_reader_work(rec, volume)
+        self.reader_work.restore(rec, volume)
         self.model.set_volume(volume)
         self._navigated = False
         self._refresh_results()
@@ -1081,7 +1081,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Slice {self.index + 1} {state}; {left} slice(s) left to review", 4000)
 
     def _on_review_marked(self, rec: PatientRecord) -> None:
-        self._schedule_save(rec)
+        self.reader_work.changed(rec)
         self._refresh_results()
 
     # ==========================================================================================
@@ -1185,7 +1185,7 @@ class MainWindow(QMainWindow):
         self._update_masks()
         self._plot_timer.start()  # the plot, thumbnails and numbers follow once the mouse rests
         self._update_edit_actions()
-        self._schedule_save(rec)
+        self.reader_work.changed(rec)
 
     def _update_edit_actions(self) -> None:
         rec = self.current
@@ -1193,100 +1193,17 @@ class MainWindow(QMainWindow):
         a["undo"].setEnabled(rec is not None and rec.edits.can_undo)
         a["redo"].setEnabled(rec is not None and rec.edits.can_redo)
 
-    def _schedule_save(self, rec: PatientRecord) -> None:
-        if rec is self.current and self.volume is not None:
-            self._unsaved = (rec, self.volume)
-            self._save_timer.start()
-
     def save_reader_work(self) -> None:
-        """Save the displayed patient's edits and reviewed slices now, if they changed.
-
-        A failure is reported in the status bar; the edits stay in memory (and are saved with
-        the next change).
-        """
-        self._save_timer.stop()
-        pending, self._unsaved = self._unsaved, None
-        if pending is None:
-            return
-        from brainseg_core.result_store import ReaderWork
-
-        rec, volume = pending
-        try:
-            self.analyser.store.save_reader_work(
-                volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
-            )
-        except (OSError, ValueError) as exc:
-            log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
-            self._unsaved = pending
-            self.statusBar().showMessage(f"Your edits of {rec.patient_id} could not be saved: {exc}", 10000)
-
-    def _load_reader_work(self, rec: PatientRecord, volume: Volume) -> None:
-        """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""
-        if rec.work_loaded:
-            return
-        rec.work_loaded = True
-        work = self.analyser.store.load_reader_work(volume)
-        if work is not None:
-            rec.use_reader_work(work.masks, work.reviewed)
+        """Save the displayed patient's edits and reviewed slices now (see :class:`ReaderWorkKeeper`)."""
+        self.reader_work.save()
 
     def save_corrections_dialog(self) -> list[Path]:
-        """Ask for a folder and write every patient with edited masks there as training data.
-
-        Returns:
-            The files written.
-        """
-        corrected = [r for r in self.records.values() if r.edits and r.shown is not None and r.complete]
-        if not corrected:
-            dialogs.notify(
-                self,
-                "info",
-                "No corrections",
-                "No analysed patient has an edited mask yet. Edit a mask (B: brush, E: eraser) first.",
-            )
-            return []
-        folder = QFileDialog.getExistingDirectory(
-            self,
-            "Save corrections as training data",
-            self.settings.corrections_dir or self.settings.export_dir or str(Path.home()),
-        )
-        return self.save_corrections(Path(folder)) if folder else []
+        """Write the corrected patients as training data (see :class:`ReaderWorkKeeper`)."""
+        return self.reader_work.save_corrections_dialog()
 
     def save_corrections(self, folder: Path, *, overwrite: bool = True) -> list[Path]:
-        """Write every corrected patient into ``folder`` in the dataset's layout (never a source).
-
-        Args:
-            folder: the training-data root (``<patient>/<patient>_<n>.tif`` + ``_mask.tif``).
-            overwrite: replace an earlier copy of a patient written there by BrainSeg.
-
-        Returns:
-            The files written.
-        """
-        from brainseg_app.session import read_volume
-        from brainseg_core.export import export_training_data
-
-        self.save_reader_work()
-        written: list[Path] = []
-        problems: list[str] = []
-        for rec in self.records.values():
-            if not rec.edits or rec.shown is None or not rec.complete:
-                continue
-            try:
-                volume = (
-                    self.volume
-                    if rec is self.current and self.volume is not None
-                    else read_volume(rec.path, self.model.spacing_for(rec))
-                )
-                written += export_training_data(volume, rec.shown, folder, overwrite=overwrite)
-            except BrainSegError as exc:
-                problems.append(f"{rec.patient_id}: {exc}")
-        if problems:
-            dialogs.notify(self, "error", "Corrections not saved", "\n\n".join(problems))
-        if written:
-            self.settings.corrections_dir = str(folder)
-            self.statusBar().showMessage(
-                f"Saved {len(written)} files of corrected patients to {folder}", 8000
-            )
-        return written
+        """Write the corrected patients into ``folder`` (see :class:`ReaderWorkKeeper`)."""
+        return self.reader_work.save_corrections(folder, overwrite=overwrite)
 
     # ==========================================================================================
     # Export (the work is the exporter's)

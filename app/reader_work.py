@@ -1,0 +1,155 @@
+"""Keeping the reader's work: :class:`ReaderWorkKeeper`.
+
+The reader's edited masks and reviewed slices are saved beside the analysis in the result store
+(:meth:`brainseg_core.result_store.ResultStore.save_reader_work`) a moment after the last change,
+when another patient is opened and when the window closes; they come back when the patient is
+opened again. "Save corrections as training data" writes every corrected patient in the dataset's
+own layout (:func:`brainseg_core.export.export_training_data`), never over a source.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QFileDialog, QMainWindow
+
+from brainseg_app import dialogs
+from brainseg_app.analysis import AnalysisController
+from brainseg_app.session import PatientRecord, read_volume
+from brainseg_app.settings import Settings
+from brainseg_app.viewer_model import ViewerModel
+from brainseg_core.errors import BrainSegError
+from brainseg_core.io import Volume
+
+log = logging.getLogger(__name__)
+
+#: Edits are saved this long after the last change (a stroke is many changes).
+SAVE_DELAY_MS = 400
+
+
+class ReaderWorkKeeper(QObject):
+    """Saves and restores the reader's edits and reviewed slices, and exports corrections.
+
+    Args:
+        model: the viewer's state (patients, displayed volume, spacing).
+        settings: remembers where corrections were saved.
+        analyser: owns the result store.
+        window: parent of the dialogs; its status bar shows what happened.
+    """
+
+    def __init__(
+        self, model: ViewerModel, settings: Settings, analyser: AnalysisController, window: QMainWindow
+    ) -> None:
+        super().__init__(window)
+        self.model = model
+        self.settings = settings
+        self.analyser = analyser
+        self.window = window
+        self._unsaved: tuple[PatientRecord, Volume] | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(SAVE_DELAY_MS)
+        self._timer.timeout.connect(self.save)
+
+    def changed(self, rec: PatientRecord) -> None:
+        """``rec``'s edits or reviewed slices changed: save them soon (if it is displayed)."""
+        volume = self.model.volume
+        if rec is self.model.current and volume is not None:
+            self._unsaved = (rec, volume)
+            self._timer.start()
+
+    def save(self) -> None:
+        """Save the pending changes now, if any.
+
+        A failure is reported in the status bar; the edits stay in memory (and are saved with
+        the next change).
+        """
+        self._timer.stop()
+        pending, self._unsaved = self._unsaved, None
+        if pending is None:
+            return
+        from brainseg_core.result_store import ReaderWork
+
+        rec, volume = pending
+        try:
+            self.analyser.store.save_reader_work(
+                volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
+            )
+        except (OSError, ValueError) as exc:
+            log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
+            self._unsaved = pending
+            self.window.statusBar().showMessage(
+                f"Your edits of {rec.patient_id} could not be saved: {exc}", 10000
+            )
+
+    def restore(self, rec: PatientRecord, volume: Volume) -> None:
+        """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""
+        if rec.work_loaded:
+            return
+        rec.work_loaded = True
+        work = self.analyser.store.load_reader_work(volume)
+        if work is not None:
+            rec.use_reader_work(work.masks, work.reviewed)
+
+    # -- corrections as training data ------------------------------------------------------------
+    def corrected(self) -> list[PatientRecord]:
+        """The analysed patients with at least one edited mask."""
+        return [r for r in self.model.records.values() if r.edits and r.shown is not None and r.complete]
+
+    def save_corrections_dialog(self) -> list[Path]:
+        """Ask for a folder and write every corrected patient there as training data.
+
+        Returns:
+            The files written.
+        """
+        if not self.corrected():
+            dialogs.notify(
+                self.window,
+                "info",
+                "No corrections",
+                "No analysed patient has an edited mask yet. Edit a mask (B: brush, E: eraser) first.",
+            )
+            return []
+        folder = QFileDialog.getExistingDirectory(
+            self.window,
+            "Save corrections as training data",
+            self.settings.corrections_dir or self.settings.export_dir or str(Path.home()),
+        )
+        return self.save_corrections(Path(folder)) if folder else []
+
+    def save_corrections(self, folder: Path, *, overwrite: bool = True) -> list[Path]:
+        """Write every corrected patient into ``folder`` in the dataset's layout (never a source).
+
+        Args:
+            folder: the training-data root (``<patient>/<patient>_<n>.tif`` + ``_mask.tif``).
+            overwrite: replace an earlier copy of a patient written there by BrainSeg.
+
+        Returns:
+            The files written.
+        """
+        from brainseg_core.export import export_training_data
+
+        self.save()
+        written: list[Path] = []
+        problems: list[str] = []
+        for rec in self.corrected():
+            assert rec.shown is not None  # corrected() keeps analysed patients only
+            try:
+                volume = (
+                    self.model.volume
+                    if rec is self.model.current and self.model.volume is not None
+                    else read_volume(rec.path, self.model.spacing_for(rec), rec.series)
+                )
+                written += export_training_data(volume, rec.shown, folder, overwrite=overwrite)
+            except BrainSegError as exc:
+                problems.append(f"{rec.patient_id}: {exc}")
+        if problems:
+            dialogs.notify(self.window, "error", "Corrections not saved", "\n\n".join(problems))
+        if written:
+            self.settings.corrections_dir = str(folder)
+            self.window.statusBar().showMessage(
+                f"Saved {len(written)} files of corrected patients to {folder}", 8000
+            )
+        return written
