@@ -298,13 +298,14 @@ class ImproveModelsDialog(QDialog):
         self.gate_title = QLabel("")
         rl.addWidget(self.gate_title)
         self.gate_table = _table(
-            ["Slice gate (classifier)", "Current", "Candidate"],
+            ["Over every slice of these patients", "Current", "Candidate"],
             (
                 "Pooled over the slices of the comparison patients, at each classifier's gate",
                 "The current classifier (gating the current segmenter)",
                 "The classifier candidate (gating the segmenter candidate), at its parent's gate",
             ),
         )
+        self.gate_table.horizontalHeader().setMinimumSectionSize(110)  # as wide as the Dice columns
         rl.addWidget(self.gate_table)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
