@@ -802,7 +802,7 @@ class MainWindow(QMainWindow):
             self._modal(dialog)
 
     def improve_models_dialog(self) -> ImproveModelsDialog | None:
-        """The fine-tuning dialog for the active segmenter, not yet shown.
+        """The fine-tuning dialog for the active segmenter (and classifier), not yet shown.
 
         Returns:
             The dialog, or None (with a message) when no segmenter is available.
@@ -817,17 +817,19 @@ class MainWindow(QMainWindow):
                 "There is no segmenter to improve; install one first (Model > Manage models…).",
             )
             return None
-        seg = self.segmenter
+        seg, cls = self.segmenter, self.classifier
         dialog = ImproveModelsDialog(
             seg.path,
             seg.card.name,
+            classifier=None if cls is None else cls.path,
+            classifier_name=None if cls is None else cls.card.name,
             corrections=self.settings.corrections_dir,
             original_data=self.settings.original_data_dir,
             device=self.settings.device,
             parent=self,
         )
         dialog.folders_chosen.connect(self._remember_finetune_folders)
-        dialog.adopted.connect(lambda _path: self.reload_models())
+        dialog.adopted.connect(lambda _paths: self.reload_models())
         return dialog
 
     def _remember_finetune_folders(self, corrections: str, original: str) -> None:

@@ -1,5 +1,5 @@
-"""Learning from corrections (brainseg_core.finetune): the split, a tiny fine-tune end to end, the card's
-provenance, cancel, adopt and discard."""
+"""Learning from corrections (brainseg_core.finetune): the split, a tiny fine-tune of both models end to
+end, the cards' provenance, cancel, adopt (both or one) and discard."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from brainseg_core.finetune import (
     Comparison,
     FinetuneResult,
     FinetuneSettings,
+    GateScores,
     Stage,
     adopt,
     discard,
     fine_tune,
     split_corrected,
 )
+from brainseg_core.model_kind import ModelKind
 from brainseg_core.registry import active_bundle, user_models_dir
 from tests.support import make_patient, save_tiny_bundle
 
@@ -37,6 +39,14 @@ def _patients(root: Path, prefix: str, n: int, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bundle(tmp_path_factory.mktemp("parent"), "segmenter", input_size=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The current classifier, with a gate that is not the default 0.5 (the candidate must keep it)."""
+    return save_tiny_bundle(
+        tmp_path_factory.mktemp("gate"), "classifier", input_size=32, seed=1, threshold=0.45
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +72,10 @@ def test_split_is_by_patient_reproducible_and_says_when_nothing_is_held_out() ->
         split_corrected(ids, 1.0)
 
 
-def test_tiny_fine_tune_end_to_end(parent: Path, corrections: Path, tmp_path: Path) -> None:
-    """Held out by patient, mixed with original data (a corrected copy replaces its original), scored,
-    provenance in the card, the result file readable, nothing installed."""
+def test_tiny_fine_tune_end_to_end(parent: Path, gate: Path, corrections: Path, tmp_path: Path) -> None:
+    """Both models fine-tuned on the same patients, held out by patient, mixed with original data (a
+    corrected copy replaces its original), both pairs scored, provenance in both cards, the result file
+    readable, nothing installed."""
     original = _patients(tmp_path / "original", "OO", 3, seed=10)
     make_patient(original, "TCGA_XX_0000_20000101", n=6, size=32, tumour_slices=(1,), seed=99)
     stages: list[Stage] = []
@@ -73,12 +84,13 @@ def test_tiny_fine_tune_end_to_end(parent: Path, corrections: Path, tmp_path: Pa
         parent,
         corrections,
         tmp_path / "ft",
+        classifier=gate,
         original_data=original,
         settings=TINY,
         progress=lambda d, t: progress.append((d, t)),
         on_stage=stages.append,
     )
-    assert stages == [Stage.PREPARE, Stage.TRAIN, Stage.EVALUATE]
+    assert stages == [Stage.PREPARE, Stage.TRAIN, Stage.TRAIN_CLASSIFIER, Stage.EVALUATE]
     assert result.comparison is Comparison.HELD_OUT and len(result.held_out) == 1
     assert not set(result.trained_on) & set(result.held_out) and len(result.trained_on) == 3
     assert result.original_patients == 2  # at most 2 of the 3 originals not also corrected
@@ -89,6 +101,17 @@ def test_tiny_fine_tune_end_to_end(parent: Path, corrections: Path, tmp_path: Pa
         assert list(scores.dice) == [held] and 0.0 <= scores.dice[held] <= 1.0
         assert scores.tumour_slices == 2 and 0 <= scores.found_slices <= 2
     assert result.current.sha256 == read_card(parent).weights_sha256
+    cur_gate, cand_gate = result.current_gate, result.candidate_gate
+    assert cur_gate is not None and cand_gate is not None and result.classifier_candidate is not None
+    for g in (cur_gate, cand_gate):
+        assert g.threshold == 0.45 and list(g.recall) == list(g.specificity) == [held]
+        assert g.tp + g.fn == 2 and g.tn + g.fp == 4  # 6 slices, 2 with tumour
+        assert g.roc_auc is None or 0.0 <= g.roc_auc <= 1.0
+        assert list(g.pipeline_dice) == [held] and 0.0 <= g.pipeline_dice_mean <= 1.0
+    assert cur_gate.sha256 == read_card(gate).weights_sha256 != cand_gate.sha256
+    assert cur_gate.name == "tiny-cls" and cand_gate.name.startswith("tiny-cls-ft-")
+    assert result.classifier_is_better is cand_gate.no_worse_than(cur_gate)
+    assert set(result.candidates) == {ModelKind.SEGMENTER, ModelKind.CLASSIFIER}
 
     card = load_bundle(result.candidate).card  # a loadable bundle, hash verified
     ft = card.training["fine_tune"]
@@ -101,10 +124,41 @@ def test_tiny_fine_tune_end_to_end(parent: Path, corrections: Path, tmp_path: Pa
     assert card.metrics["slice_recall"] == result.candidate_scores.slice_recall
     assert "held-out" in card.metrics["scope"]
     assert card.thresholds == read_card(parent).thresholds
+    assert ft["fine_tuned_alongside"]["name"] == cand_gate.name
+
+    cls_card = load_bundle(result.classifier_candidate).card
+    cft = cls_card.training["fine_tune"]
+    assert cls_card.kind == "classifier" and cls_card.arch == "plain_cnn"
+    assert cft["parent"] == {"name": "tiny-cls", "sha256": cur_gate.sha256, "path": str(gate)}
+    assert cls_card.training["init_from"]["sha256"] == cur_gate.sha256
+    for key in ("corrections", "corrected_patients_trained_on", "held_out_patients", "compared_on"):
+        assert cft[key] == ft[key]  # the same patients, held out of both
+    assert cls_card.training["patients"]["train"] == 3 + 2
+    assert cls_card.thresholds["tumour_probability"] == 0.45  # the parent's gate
+    assert cls_card.metrics["recall"] == cand_gate.slice_recall and "held-out" in cls_card.metrics["scope"]
+    assert cls_card.metrics["specificity"] == cand_gate.slice_specificity
+    assert cft["scores"]["parent"]["missed_tumour_slices"] == cur_gate.fn
+    assert cft["per_patient_pipeline_dice"]["candidate"] == cand_gate.pipeline_dice
+    assert cft["fine_tuned_alongside"]["name"] == result.candidate_scores.name
 
     assert FinetuneResult.read(tmp_path / "ft" / RESULT_FILE) == result
+    assert GateScores.from_json(json.loads(json.dumps(cur_gate.to_json()))) == cur_gate
     assert not (tmp_path / "ft" / "data").exists()  # the linked training data are gone
     assert not user_models_dir().exists() or not any(user_models_dir().iterdir())
+
+
+def test_segmenter_only_result_and_an_older_result_file_read_back(
+    parent: Path, corrections: Path, tmp_path: Path
+) -> None:
+    result = fine_tune(parent, corrections, tmp_path / "ft", settings=TINY)
+    assert result.classifier_candidate is None and result.current_gate is None
+    assert result.classifier_is_better is None and set(result.candidates) == {ModelKind.SEGMENTER}
+    assert not (tmp_path / "ft" / "run_classifier").exists()
+    assert read_card(result.candidate).training["fine_tune"]["fine_tuned_alongside"] is None
+    old = {k: v for k, v in result.to_json().items() if "classifier" not in k and "gate" not in k}
+    assert FinetuneResult.from_json({**old, "format": "brainseg-finetune-result/1"}) == result
+    with pytest.raises(ValueError, match="classifier candidate needs"):
+        FinetuneResult.from_json({**result.to_json(), "classifier_candidate": "x.json"})
 
 
 def test_two_patients_are_compared_on_the_training_patients_and_ranked_by_nothing(
@@ -134,10 +188,11 @@ def test_cancel_removes_everything(parent: Path, corrections: Path, tmp_path: Pa
     assert steps and not (tmp_path / "ft").exists()
 
 
-def test_refusals_name_the_file(parent: Path, corrections: Path, tmp_path: Path) -> None:
-    cls = save_tiny_bundle(tmp_path / "cls", "classifier", input_size=32)
+def test_refusals_name_the_file(parent: Path, gate: Path, corrections: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs the segmenter"):
-        fine_tune(cls, corrections, tmp_path / "a", settings=TINY)
+        fine_tune(gate, corrections, tmp_path / "a", settings=TINY)
+    with pytest.raises(ValueError, match="not a classifier"):
+        fine_tune(parent, corrections, tmp_path / "a", classifier=parent, settings=TINY)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty"):
         fine_tune(parent, tmp_path / "empty", tmp_path / "b", settings=TINY)
@@ -152,16 +207,31 @@ def test_refusals_name_the_file(parent: Path, corrections: Path, tmp_path: Path)
 
 
 def test_adopt_installs_activates_and_tidies_discard_deletes(
-    parent: Path, corrections: Path, tmp_path: Path
+    parent: Path, gate: Path, corrections: Path, tmp_path: Path
 ) -> None:
-    result = fine_tune(parent, corrections, tmp_path / "ft", settings=TINY)
+    result = fine_tune(parent, corrections, tmp_path / "ft", classifier=gate, settings=TINY)
     installed = adopt(result)
-    assert installed.parent == user_models_dir() and not result.out.exists()
-    active = active_bundle("segmenter")
-    assert active is not None and active.path == installed
-    assert active.card.training["fine_tune"]["parent"]["sha256"] == read_card(parent).weights_sha256
-    assert json.loads(installed.read_text())["training"]["fine_tune"]["held_out_patients"] == result.held_out
+    assert set(installed) == {ModelKind.SEGMENTER, ModelKind.CLASSIFIER} and not result.out.exists()
+    for kind, path in installed.items():
+        assert path.parent == user_models_dir()
+        active = active_bundle(kind)
+        assert active is not None and active.path == path
+        parent_sha = read_card(parent if kind is ModelKind.SEGMENTER else gate).weights_sha256
+        assert active.card.training["fine_tune"]["parent"]["sha256"] == parent_sha
+        assert json.loads(path.read_text())["training"]["fine_tune"]["held_out_patients"] == result.held_out
 
-    other = fine_tune(parent, corrections, tmp_path / "ft2", settings=TINY)
-    discard(other)
-    assert not other.out.exists() and active_bundle("segmenter").path == installed  # type: ignore[union-attr]
+    # only the ticked one is installed; the other is deleted with the run's folder
+    other = fine_tune(parent, corrections, tmp_path / "ft2", classifier=gate, settings=TINY)
+    with pytest.raises(ValueError, match="at least one"):
+        adopt(other, [])
+    only = adopt(other, [ModelKind.CLASSIFIER])
+    assert list(only) == [ModelKind.CLASSIFIER] and not other.out.exists()
+    assert active_bundle("classifier").path == only[ModelKind.CLASSIFIER]  # type: ignore[union-attr]
+    assert active_bundle("segmenter").path == installed[ModelKind.SEGMENTER]  # type: ignore[union-attr]
+
+    third = fine_tune(parent, corrections, tmp_path / "ft3", settings=TINY)
+    with pytest.raises(ValueError, match="no classifier candidate"):
+        adopt(third, [ModelKind.CLASSIFIER])
+    discard(third)
+    assert not third.out.exists()
+    assert active_bundle("segmenter").path == installed[ModelKind.SEGMENTER]  # type: ignore[union-attr]

@@ -1,24 +1,31 @@
-"""``brainseg-finetune``: fine-tune the segmenter on the reader's corrections and compare it.
+"""``brainseg-finetune``: fine-tune the segmenter (and the classifier) on the reader's corrections, compare.
 
 Examples::
 
     brainseg-finetune models/seg.json ~/corrections --out runs/ft
+    brainseg-finetune models/seg.json ~/corrections --classifier models/cls.json --out runs/ft
     brainseg-finetune models/seg.json ~/corrections --out runs/ft --original-data /data/kaggle_3m \
         --epochs 5 --held-out 0.25
     python -m brainseg_core.cli.finetune SEG CORRECTIONS --out OUT --json --stdin-control  # the viewer
 
-See :mod:`brainseg_core.finetune` for what it does. The candidate bundle and ``finetune_result.json``
-stay in ``--out``; nothing is installed (``brainseg-models install --force OUT/run/NAME.json`` or the
-viewer's Adopt does that). A failure or cancel removes ``--out``.
+See :mod:`brainseg_core.finetune` for what it does. With ``--classifier`` the slice gate is
+fine-tuned too, on the same patients, and both pairs of models are compared (``--no-classifier``
+cancels an earlier ``--classifier``: the segmenter alone). The candidate bundles and
+``finetune_result.json`` stay in ``--out``; nothing is installed (``brainseg-models install --force
+OUT/run/NAME.json`` and ``OUT/run_classifier/NAME.json``, or the viewer's Adopt, do that). A failure
+or cancel removes ``--out``.
 
 With ``--json`` every stdout line is one JSON object (the viewer's protocol)::
 
-    {"event": "stage", "stage": "prepare" | "train" | "evaluate"}
+    {"event": "stage", "stage": "prepare" | "train" | "train_classifier" | "evaluate"}
     {"event": "progress", "done": 12, "total": 40}
     {"event": "log", "message": "..."}
     {"event": "result", "path": "OUT/finetune_result.json", "result": {...}}   (last line on success)
     {"event": "cancelled", "message": "..."}                                   (last line, exit 130)
     {"event": "error", "message": "...", "exit_code": 2}                      (last line on failure)
+
+``progress`` runs over both trainings (segmenter, then classifier) and the evaluation; its total may
+grow a little when the classifier's training starts (its steps are known only then).
 
 Cancel: SIGTERM or SIGINT; with ``--stdin-control`` also a line ``cancel`` on stdin or stdin
 closing (so the work stops when the program that started it goes away).
@@ -37,7 +44,7 @@ from typing import Any
 
 from brainseg_core.cli._common import EXIT_CODES_HELP, ExitCode, HelpFormatter, exit_code_for
 from brainseg_core.errors import BrainSegError, Cancelled
-from brainseg_core.finetune import FinetuneSettings
+from brainseg_core.finetune import FinetuneResult, FinetuneSettings
 
 
 def _share(text: str) -> float:
@@ -67,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = FinetuneSettings()
     p = argparse.ArgumentParser(
         prog="brainseg-finetune",
-        description="Fine-tune a segmenter on corrected patients (File > Save corrections as training data) "
-        "and compare it with the current one on corrected patients held out of the fine-tuning.",
+        description="Fine-tune a segmenter (and optionally the classifier, the slice gate) on corrected "
+        "patients (File > Save corrections as training data) and compare them with the current ones on "
+        "corrected patients held out of the fine-tuning.",
         formatter_class=HelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
@@ -76,7 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "corrections", help="folder of corrected patients (<patient>/<patient>_<n>.tif + _mask.tif)"
     )
-    p.add_argument("--out", required=True, help="new folder for the candidate, its run and the result")
+    p.add_argument("--out", required=True, help="new folder for the candidates, their runs and the result")
+    p.add_argument(
+        "--classifier",
+        metavar="BUNDLE",
+        help="the current classifier (slice gate) bundle: fine-tune it too, on the same patients, and "
+        "compare both pairs (gate recall, specificity and ROC AUC; Dice with the gate)",
+    )
+    p.add_argument(
+        "--no-classifier",
+        dest="classifier",
+        action="store_const",
+        const=None,
+        help="fine-tune the segmenter only (the default; cancels an earlier --classifier)",
+    )
     p.add_argument("--original-data", metavar="DIR", help="original training data to mix in (LGG layout)")
     p.add_argument(
         "--max-original",
@@ -132,9 +153,16 @@ def _watch_stdin(cancel: threading.Event) -> None:
     cancel.set()
 
 
-def _summary(result: Any) -> str:
+def _num(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f} %" if pct else f"{value:.3f}"
+
+
+def _summary(result: FinetuneResult) -> str:
+    """The text printed without ``--json``: both candidates and their scores beside the current ones."""
     lines = [
-        f"candidate {result.candidate}",
+        f"segmenter candidate {result.candidate}",
         f"compared on {len(result.compared_on)} {result.comparison.label}:",
         f"  {'patient':28s} {'Dice current':>12s} {'Dice candidate':>15s}",
     ]
@@ -143,6 +171,20 @@ def _summary(result: Any) -> str:
             f"  {pid:28s} {result.current.dice[pid]:12.3f} {result.candidate_scores.dice[pid]:15.3f}"
         )
     lines.append(f"  {'mean':28s} {result.current.dice_mean:12.3f} {result.candidate_scores.dice_mean:15.3f}")
+    cur, cand = result.current_gate, result.candidate_gate
+    if result.classifier_candidate is not None and cur is not None and cand is not None:
+        lines += [
+            f"classifier candidate {result.classifier_candidate} (gate {cand.threshold:.3g}):",
+            f"  {'':28s} {'current':>12s} {'candidate':>15s}",
+        ]
+        for label, a, b, pct in (
+            ("slice recall at the gate", cur.slice_recall, cand.slice_recall, True),
+            ("specificity at the gate", cur.slice_specificity, cand.slice_specificity, True),
+            ("ROC AUC", cur.roc_auc, cand.roc_auc, False),
+            ("Dice with the gate (mean)", cur.pipeline_dice_mean, cand.pipeline_dice_mean, False),
+        ):
+            lines.append(f"  {label:28s} {_num(a, pct):>12s} {_num(b, pct):>15s}")
+        lines.append(f"  {'tumour slices missed':28s} {cur.fn:12d} {cand.fn:15d}")
     return "\n".join(lines)
 
 
@@ -200,6 +242,7 @@ def _run(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> int
             args.segmenter,
             args.corrections,
             args.out,
+            classifier=args.classifier,
             original_data=args.original_data,
             settings=settings,
             progress=progress,

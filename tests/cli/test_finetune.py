@@ -24,9 +24,14 @@ TINY = ["--epochs", "1", "--batch-size", "4", "--device", "cpu", "--threads", "1
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ftcli")
     seg = save_tiny_bundle(root / "parent", "segmenter", input_size=32, seed=0)
+    save_tiny_bundle(root / "parent", "classifier", input_size=32, seed=1)
     for i in range(3):
         make_patient(root / "corr", f"TCGA_CC_{i:04d}_20000101", n=6, size=32, tumour_slices=(2, 3), seed=i)
     return seg, root / "corr"
+
+
+def _classifier(seg: Path) -> Path:
+    return seg.parent / "tiny-cls.json"
 
 
 def _command(seg: Path, corr: Path, out: Path, *extra: str) -> list[str]:
@@ -40,17 +45,44 @@ def _env() -> dict[str, str]:
 
 
 def test_json_lines_end_with_the_result(inputs: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """Both models: stages for both trainings, one progress over both, both candidates in the result."""
     seg, corr = inputs
-    assert main([str(seg), str(corr), "--out", str(tmp_path / "ft"), "--json", *TINY[:-2]]) == 0
+    args = [str(seg), str(corr), "--out", str(tmp_path / "ft"), "--json", *TINY[:-2]]
+    assert main([*args, "--classifier", str(_classifier(seg))]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [e["event"] for e in events]
     assert set(kinds) == {"stage", "log", "progress", "result"} and kinds[-1] == "result"
-    assert [e["stage"] for e in events if e["event"] == "stage"] == ["prepare", "train", "evaluate"]
+    stages = [e["stage"] for e in events if e["event"] == "stage"]
+    assert stages == ["prepare", "train", "train_classifier", "evaluate"]
     progress = [(e["done"], e["total"]) for e in events if e["event"] == "progress"]
     assert progress[-1][0] == progress[-1][1] > 0
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    # the classifier's steps come after the segmenter's, on the same bar
+    cls_start = next(i for i, e in enumerate(events) if e.get("stage") == "train_classifier")
+    eval_start = next(i for i, e in enumerate(events) if e.get("stage") == "evaluate")
+    seg_done = max(e["done"] for e in events[:cls_start] if e["event"] == "progress")
+    cls_done = [e["done"] for e in events[cls_start:eval_start] if e["event"] == "progress"]
+    assert seg_done > 0 and cls_done and max(cls_done) > seg_done
     result = FinetuneResult.read(events[-1]["path"])
     assert events[-1]["path"] == str((tmp_path / "ft" / RESULT_FILE).resolve())
     assert result.to_json() == events[-1]["result"] and result.candidate.is_file()
+    assert result.classifier_candidate is not None and result.classifier_candidate.is_file()
+    assert events[-1]["result"]["candidate_gate"]["name"].startswith("tiny-cls-ft-")
+    assert events[-1]["result"]["classifier_parent"]["name"] == "tiny-cls"
+
+
+def test_no_classifier_and_the_text_summary(inputs: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    seg, corr = inputs
+    args = [str(seg), str(corr), "--out", str(tmp_path / "a"), *TINY]
+    assert main([*args, "--classifier", str(_classifier(seg)), "--no-classifier"]) == 0
+    text = capsys.readouterr().out
+    assert "segmenter candidate" in text and "classifier candidate" not in text
+    assert FinetuneResult.read(tmp_path / "a" / RESULT_FILE).classifier_candidate is None
+
+    args = [str(seg), str(corr), "--out", str(tmp_path / "b"), *TINY]
+    assert main([*args, "--classifier", str(_classifier(seg))]) == 0
+    text = capsys.readouterr().out
+    assert "classifier candidate" in text and "slice recall at the gate" in text and "ROC AUC" in text
 
 
 def test_errors_are_one_json_line_with_the_exit_code(
