@@ -601,8 +601,9 @@ class ImproveModelsDialog(QDialog):
         if gate[0] is not None and gate[1] is not None:
             self._gate_rows(gate[0], gate[1])
         self.verdict.setText(self._verdict(result))
-        self.adopt_segmenter.setChecked(True)
-        self.adopt_classifier.setChecked(has_gate)
+        # ticked when the candidate scored no worse: adopting is then the reader's one click
+        self.adopt_segmenter.setChecked(result.candidate_is_better)
+        self.adopt_classifier.setChecked(has_gate and bool(result.classifier_is_better))
         self.candidate_box.setVisible(True)
         self.log_view.setVisible(False)  # the run's log; the comparison is what matters now
         self.state = RunState.RESULT

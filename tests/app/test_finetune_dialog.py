@@ -73,8 +73,12 @@ def test_start_progress_result_adopt(make_window, qtbot, tiny_bundles, correctio
     assert result.candidate_gate is not None and dialog.gate_table.isVisible()
     assert dialog.gate_table.rowCount() == 5 and "recall" in dialog.gate_table.item(0, 0).text()
     assert "tiny-cls" in dialog.gate_title.text() and result.candidate_gate.name in dialog.gate_title.text()
-    assert dialog.adopt_segmenter.isChecked() and dialog.adopt_classifier.isChecked()
+    # a candidate comes ticked only when it scored no worse than the current model
+    assert dialog.adopt_segmenter.isChecked() == result.candidate_is_better
+    assert dialog.adopt_classifier.isChecked() == bool(result.classifier_is_better)
     assert dialog.adopt_classifier.isVisible()
+    dialog.adopt_segmenter.setChecked(True)  # the reader adopts both anyway
+    dialog.adopt_classifier.setChecked(True)
 
     messages.answer = QMessageBox.StandardButton.Yes  # if a random candidate scores lower
     qtbot.mouseClick(dialog.adopt_button, Qt.MouseButton.LeftButton)
