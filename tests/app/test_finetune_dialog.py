@@ -143,6 +143,9 @@ def test_adopt_asks_per_model_and_installs_only_the_ticked(
     assert "misses 1 more tumour slice" in dialog.verdict.text()
     assert "segmenter candidate is better" in dialog.verdict.text()
 
+    # the worse gate comes unticked, the better segmenter ticked; the reader ticks both
+    assert dialog.adopt_segmenter.isChecked() and not dialog.adopt_classifier.isChecked()
+    dialog.adopt_classifier.setChecked(True)
     messages.answer = QMessageBox.StandardButton.No  # both ticked: asked about the gate only
     assert not dialog.adopt() and result.out.exists()
     assert len(messages.questions) == 1 and "slice gate candidate misses" in messages.questions[0]
