@@ -73,7 +73,7 @@ from brainseg_core.fonts import caption_font, square_mm
 from brainseg_core.io.lgg import EXPORT_SIDECAR
 from brainseg_core.io.volume import CHANNELS, PatientFormat, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
-from brainseg_core.report import write_report
+from brainseg_core.report import draw_orientation_markers, write_report
 from brainseg_core.results import MaskSource
 
 if TYPE_CHECKING:
@@ -262,12 +262,7 @@ def key_image(
     draw = ImageDraw.Draw(canvas)
     if volume.geometry is not None:  # orientation markers, as on the screen (TIFFs carry none)
         h, w = picture.shape[:2]
-        edge = max(14, w // 28)
-        marker = caption_font(edge)
-        places = {"left": (6, h / 2), "right": (w - 6, h / 2), "top": (w / 2, 6), "bottom": (w / 2, h - 6)}
-        anchors = {"left": "lm", "right": "rm", "top": "mt", "bottom": "mb"}
-        for where, text in volume.geometry.edge_labels.items():
-            draw.text(places[where], text, fill=(240, 230, 140), font=marker, anchor=anchors[where])
+        draw_orientation_markers(draw, volume.geometry.edge_labels, (0, 0, w, h), max(14, w // 28))
     for k, line in enumerate(lines):
         draw.text((6, picture.shape[0] + 4 + k * line_height), line, fill=(230, 230, 230), font=font)
     return np.asarray(canvas)

@@ -19,9 +19,9 @@ import brainseg_core
 from brainseg_core.display import overlay_image
 from brainseg_core.fonts import caption_font, square_mm
 from brainseg_core.io.volume import Volume
-from brainseg_core.results import PatientResult
+from brainseg_core.results import MaskSource, PatientResult
 
-__all__ = ["KEY_IMAGES", "key_slices", "report_page", "write_report"]
+__all__ = ["KEY_IMAGES", "draw_orientation_markers", "key_slices", "report_page", "write_report"]
 
 #: Most key images on the page.
 KEY_IMAGES = 6
@@ -122,6 +122,24 @@ def _draw_plot(draw: ImageDraw.ImageDraw, result: PatientResult, box: tuple[int,
     return y1
 
 
+def draw_orientation_markers(
+    draw: ImageDraw.ImageDraw, edge_labels: dict[str, str], box: tuple[int, int, int, int], size: int
+) -> None:
+    """Write R/L/A/P (``edge_labels``, see :attr:`Geometry.edge_labels`) at the middle of each
+    edge of the picture in ``box`` = ``(left, top, width, height)``, as a workstation does."""
+    x, y, w, h = box
+    font = caption_font(size)
+    places: dict[str, tuple[float, float]] = {
+        "left": (x + 6, y + h / 2),
+        "right": (x + w - 6, y + h / 2),
+        "top": (x + w / 2, y + 6),
+        "bottom": (x + w / 2, y + h - 6),
+    }
+    anchors = {"left": "lm", "right": "rm", "top": "mt", "bottom": "mb"}
+    for where, text in edge_labels.items():
+        draw.text(places[where], text, fill=(240, 230, 140), font=font, anchor=anchors[where])
+
+
 def _draw_key_images(
     page: Image.Image,
     draw: ImageDraw.ImageDraw,
@@ -144,8 +162,11 @@ def _draw_key_images(
         cx = _MARGIN + (k % cols) * (cell + 16)
         cy = y + (k // cols) * (cell + 48)
         page.paste(tile, (cx, cy))
+        if volume.geometry is not None:
+            draw_orientation_markers(draw, volume.geometry.edge_labels, (cx, cy, cell, cell), 18)
         area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} {square_mm()}")
         caption = f"slice {volume.slice_numbers[index]}: {area}" + (" - REVIEW" if s.review else "")
+        caption += " - reader's mask" if s.source is MaskSource.READER else ""
         draw.text((cx, cy + cell + 4), caption, fill="black", font=font)
     rows = (len(chosen) + cols - 1) // cols
     draw.text(
@@ -166,6 +187,8 @@ def _draw_table(draw: ImageDraw.ImageDraw, volume: Volume, result: PatientResult
     for s in rows[: max(0, limit)]:
         mm2 = "" if s.area_mm2 is None else f"{s.area_mm2:.1f}"
         review = "" if s.review is None else s.review.describe()
+        if s.source is MaskSource.READER:
+            review = "reader's mask" + (f"; {review}" if review else "")
         number = volume.slice_numbers[s.index]
         line = f"{number:>5}   {s.tumour_probability:9.3f}   {s.area_px:>7}   {mm2:>8}   {review}"
         draw.text((x, y), line, fill="black", font=font)

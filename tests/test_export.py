@@ -437,3 +437,30 @@ def test_key_images_of_a_scan_with_geometry_carry_orientation_markers(volume) ->
     assert len(differs)
     for y, x in differs:
         assert min(x, w - 1 - x) < w // 8 or min(y, abs(y - (h - 1))) < h // 8 or y > h * 0.8
+
+
+def test_the_report_marks_the_readers_masks_and_the_orientation(
+    volume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses as dc
+
+    from PIL import ImageDraw
+
+    from brainseg_core.geometry import Geometry
+    from brainseg_core.report import report_page
+
+    texts: list[str] = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw,
+        "text",
+        lambda self, xy, text, *a, **k: texts.append(str(text)) or real(self, xy, text, *a, **k),
+    )
+    result = _edited(volume)  # slice 1 painted by the reader
+    report_page(volume, result, window=(200.0, 100.0))
+    assert any("reader's mask" in t for t in texts)
+    assert not {"R", "L", "A", "P"} & set(texts)  # TIFF input: no geometry, no markers
+    texts.clear()
+    geometry = Geometry.for_display((volume.n_slices, *volume.shape), None)
+    report_page(dc.replace(volume, geometry=geometry), result, window=(200.0, 100.0))
+    assert {"R", "L", "A", "P"} <= set(texts)
