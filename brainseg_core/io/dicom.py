@@ -782,12 +782,17 @@ def _display_slice_paths(flair: _Series, geometry: Geometry, study: Path, n: int
 
 
 def _first_study_uid(folder: Path, filenames: list[str]) -> str | None:
-    import pydicom
+    from brainseg_core.io.nifti import is_nifti_name
+    from brainseg_core.io.tiff import is_tiff_name
 
     for name in sorted(filenames):
         path = folder / name
-        if name.startswith(".") or name.upper() == _DICOMDIR or not is_dicom_file(path):
+        if name.startswith(".") or name.upper() == _DICOMDIR or is_tiff_name(name) or is_nifti_name(name):
+            continue  # the other formats' files are not opened to look for a DICOM preamble
+        if not is_dicom_file(path):
             continue
+        import pydicom  # loaded only once a DICOM file is found
+
         try:
             ds = pydicom.dcmread(
                 path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID"]

@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainseg_core.errors import DataError
-from brainseg_core.geometry import Geometry
 from brainseg_core.io.sequences import (
     MODEL_SEQUENCES,
     Sequence,
@@ -34,6 +34,9 @@ from brainseg_core.io.sequences import (
 )
 from brainseg_core.io.tiff import to_uint8
 from brainseg_core.io.volume import PatientFormat, Volume
+
+if TYPE_CHECKING:  # nibabel loads with the first file read, not with the name helpers
+    from brainseg_core.geometry import Geometry
 
 __all__ = ["is_nifti_name", "nifti_files", "nifti_stem", "read_nifti_patient"]
 
@@ -62,6 +65,8 @@ def nifti_files(folder: Path) -> list[Path]:
 def _load(path: Path) -> tuple[np.ndarray, Geometry | None, np.ndarray]:
     """``(data, geometry of its first 3 axes, affine)``; raises DataError naming the file."""
     import nibabel as nib
+
+    from brainseg_core.geometry import Geometry
 
     try:
         img = nib.load(str(path))
