@@ -176,10 +176,10 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     if not root.exists():
         raise DataError(root, "does not exist")
     fmt = patient_format(root)
-    if fmt is not PatientFormat.TIFF and (root.is_file() or is_patient_dir(root)):
+    if root.is_file():  # a NIfTI or DICOM file, a TIFF stack, or the reason it is none of them
+        return [root] if fmt is not PatientFormat.TIFF else lgg.find_patients(root)
+    if fmt is PatientFormat.NIFTI and _nifti_patient_dir(root):
         return [root]
-    if root.is_file():
-        return lgg.find_patients(root)  # a TIFF stack, or the reason it is not one
     if not any(not n.startswith(".") for n in os.listdir(root)):
         raise DataError(root, "is an empty folder")
     found: list[Path] = []
@@ -188,8 +188,8 @@ def find_patients(path: str | os.PathLike[str]) -> list[Path]:
     found += _find_nifti(root)
     from brainseg_core.io.dicom import find_studies
 
-    with contextlib.suppress(DataError):
-        found += find_studies(root)
+    # one study is [root]; a folder of studies (series in subfolders or not) is each of them
+    found += find_studies(root)
     if not found:
         raise DataError(
             root,

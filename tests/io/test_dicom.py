@@ -368,3 +368,8 @@ def test_detection_and_study_roots(tmp_path: Path, small: np.ndarray) -> None:
     assert not is_dicom_file(tmp_path / "missing") and not is_dicom_file(root)
     assert find_studies(root) == [root / "p1" / "study", root / "p2", root / "p3" / "x" / "y"]
     assert find_studies(root / "p2") == [root / "p2"]
+    # a dataset root is not taken for one study because a study folder sits right under it
+    from brainseg_core.io import find_patients
+
+    assert find_patients(root) == find_studies(root)
+    assert find_patients(root / "p1" / "study") == [root / "p1" / "study"]
