@@ -462,7 +462,7 @@ class MainWindow(QMainWindow):
                 f"shown (see details). The other {volume.n_slices} slices are.",
                 details=lines,
             )
-        if self._confirm_series_once(rec):
+        if self._confirm_series_once(rec, volume):
             return  # read again with the series the reader chose
         if rec.state is PatientState.DONE:
             self.analyser.schedule_missing_segmentations()
@@ -471,17 +471,15 @@ class MainWindow(QMainWindow):
         elif rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self._restore_saved(rec, volume)
 
-    def _confirm_series_once(self, rec: PatientRecord) -> bool:
+    def _confirm_series_once(self, rec: PatientRecord, volume: Volume) -> bool:
         """On a DICOM study's first opening, let the reader confirm the guessed series.
 
         Returns:
             True when the reader chose other series (the patient is then read again).
         """
-        if rec.series is not None or rec.path in self._series_asked:
+        if volume.format is not PatientFormat.DICOM or rec.series is not None:
             return False
-        from brainseg_core.io import patient_format
-
-        if patient_format(rec.path) is not PatientFormat.DICOM:
+        if rec.path in self._series_asked:
             return False
         self._series_asked.add(rec.path)
         return self.series_dialog()
