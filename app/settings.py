@@ -329,13 +329,14 @@ class Settings:
 
     # -- pixel spacing per dataset ---------------------------------------------------------------
     @staticmethod
-    def _spacing_key(dataset: Path | str) -> str:
-        digest = hashlib.sha1(str(Path(dataset).resolve()).encode()).hexdigest()[:16]
-        return f"spacing/{digest}"
+    def _path_key(group: str, path: Path | str) -> str:
+        """The settings key of a per-folder value: ``group/<digest of the resolved path>``."""
+        digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+        return f"{group}/{digest}"
 
     def spacing(self, dataset: Path | str) -> Spacing | None:
         """The voxel size entered for a dataset, or None (also for an unreadable stored value)."""
-        value = self._get(self._spacing_key(dataset))
+        value = self._get(self._path_key("spacing", dataset))
         if value is None:
             return None
         parts = [value] if isinstance(value, str) else list(cast(Iterable[object], value))
@@ -346,21 +347,16 @@ class Settings:
 
     def set_spacing(self, dataset: Path | str, spacing: Spacing | None) -> None:
         """Remember (or with None, forget) the voxel size of a dataset."""
-        key = self._spacing_key(dataset)
+        key = self._path_key("spacing", dataset)
         if spacing is None:
             self._q.remove(key)
         else:
             self._set(key, [f"{v:g}" for v in spacing.to_list() if v is not None])
 
     # -- DICOM series chosen per study -----------------------------------------------------------
-    @staticmethod
-    def _series_key(study: Path | str) -> str:
-        digest = hashlib.sha1(str(Path(study).resolve()).encode()).hexdigest()[:16]
-        return f"dicom_series/{digest}"
-
     def series_choice(self, study: Path | str) -> dict[str, str] | None:
         """The series the reader confirmed for a DICOM study (sequence name to series UID), or None."""
-        value = self._get(self._series_key(study))
+        value = self._get(self._path_key("dicom_series", study))
         if not isinstance(value, str) or not value:
             return None
         try:
@@ -373,7 +369,7 @@ class Settings:
 
     def set_series_choice(self, study: Path | str, choice: Mapping[str, str] | None) -> None:
         """Remember (or with None, forget) which series feed the channels of a DICOM study."""
-        key = self._series_key(study)
+        key = self._path_key("dicom_series", study)
         if choice is None:
             self._q.remove(key)
         else:
