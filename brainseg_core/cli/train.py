@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of tumour slices in each epoch, or 'natural' (default: 0.7 segmenter, natural "
         "classifier)",
     )
+    p.add_argument(
+        "--missing-sequence",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="augmentation: per slice, replace pre- and post-contrast each by FLAIR with probability P, "
+        "as a scan without that sequence is read (default 0: off)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--precision",
@@ -208,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         loss=args.loss,
         tumour_fraction=tumour_fraction,
+        missing_sequence=args.missing_sequence,
         device=args.device,
         precision=args.precision,
         patience=args.patience,

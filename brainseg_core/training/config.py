@@ -16,6 +16,7 @@ from typing import Any
 
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.model_kind import KIND_NAMES
+from brainseg_core.training.data import Augmentation
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
 SEGMENTER_ARCHS = ("resunet",)
@@ -50,6 +51,7 @@ FROZEN_ON_RESUME = (
     "seed",
     "loss",
     "tumour_fraction",
+    "missing_sequence",
     "pretrained",
     "name",
     "crop",
@@ -99,6 +101,8 @@ class TrainConfig:
             class-balanced). The default is the segmenter's 0.7; the classifier recipe is None,
             which ``brainseg-train`` passes for a classifier unless told otherwise
             (:func:`default_tumour_fraction`).
+        missing_sequence: augmentation probability that a slice's pre- or post-contrast channel is
+            replaced by FLAIR (:class:`~brainseg_core.training.data.Augmentation`); 0 turns it off.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: autocast precision (``auto`` = bf16 on CUDA, fp32 on the CPU).
         patience: stop after this many epochs without improvement (0: never).
@@ -140,6 +144,7 @@ class TrainConfig:
     seed: int = 0
     loss: str | None = None
     tumour_fraction: float | None = SEGMENTER_TUMOUR_FRACTION
+    missing_sequence: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     patience: int = 15
@@ -162,6 +167,11 @@ class TrainConfig:
     def segmenter(self) -> bool:
         """Whether this run trains a segmenter (else a classifier)."""
         return self.kind == "segmenter"
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The random augmentation of this run's training batches."""
+        return Augmentation(missing_sequence=self.missing_sequence)
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every value checked.
@@ -256,6 +266,8 @@ def _check_sizes_and_schedule(c: TrainConfig) -> None:
         raise ValueError(f"--lr must be > 0, got {c.lr}")
     if c.time_budget_min is not None and not c.time_budget_min > 0:
         raise ValueError(f"--time-budget must be > 0 minutes, got {c.time_budget_min}")
+    if not 0.0 <= c.missing_sequence <= 1.0:
+        raise ValueError(f"--missing-sequence is a probability from 0 to 1, got {c.missing_sequence}")
     if c.crop is not None:
         if not c.segmenter:
             raise ValueError("--crop applies to a segmenter only (a classifier sees whole slices)")

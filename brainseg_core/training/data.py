@@ -20,7 +20,12 @@ training uses and what the model card records:
   (``affine_grid``/``grid_sample``): bilinear for the images with border padding (the corners of an
   LGG slice are background), nearest neighbour for the masks with zero padding;
 - intensity: per slice and channel a gain uniform in [0.9, 1.1] and an offset uniform in
-  [-0.1, 0.1] (in z-score units of the normalised image).
+  [-0.1, 0.1] (in z-score units of the normalised image);
+- missing sequences (off unless ``missing_sequence`` > 0): per slice, the pre- and the
+  post-contrast channel are each replaced by the FLAIR channel with that probability, before the
+  warp. This is what a scan without that sequence looks like to the models: the LGG data set
+  stores FLAIR in a missing sequence's place (5 of its 80 development patients), and
+  :func:`brainseg_core.io.sequences.assemble_channels` does the same for NIfTI and DICOM studies.
 
 Patch training (:func:`crop_batch`): after augmentation, each slice of a batch may be cut to a random
 ``crop`` x ``crop`` patch. In a slice that holds tumour the patch always contains a tumour pixel
@@ -43,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from brainseg_core.errors import DataError
+from brainseg_core.io.volume import CHANNELS
 from brainseg_core.preprocessing import preprocess_volume, resize_mask
 
 
@@ -57,6 +63,8 @@ class Augmentation:
         intensity_gain: per slice and channel gain drawn uniformly in ``[low, high]``.
         intensity_offset: per slice and channel offset drawn uniformly in ``[low, high]`` (z-score
             units of the normalised image).
+        missing_sequence: per slice, the probability that the pre-contrast channel, and
+            independently the post-contrast channel, is replaced by the FLAIR channel.
     """
 
     flip_left_right: float = 0.5
@@ -64,6 +72,11 @@ class Augmentation:
     scale: tuple[float, float] = (0.9, 1.1)
     intensity_gain: tuple[float, float] = (0.9, 1.1)
     intensity_offset: tuple[float, float] = (-0.1, 0.1)
+    missing_sequence: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.missing_sequence <= 1.0:
+            raise ValueError(f"missing_sequence is a probability in [0, 1], got {self.missing_sequence}")
 
     def card(self) -> dict[str, object]:
         """The parameters and the fixed choices of :func:`augment` as a model card's recipe records them."""
@@ -75,6 +88,10 @@ class Augmentation:
             "mask_interpolation": "nearest (zero padding)",
             "intensity_gain": list(self.intensity_gain),
             "intensity_offset": list(self.intensity_offset),
+            "missing_sequence": {
+                "probability": self.missing_sequence,
+                "what": "per slice, pre- and post-contrast each replaced by FLAIR (before the warp)",
+            },
             "where": "on the training device, batched",
             "crop": "optional random patches after the warp, tumour-centred in tumour slices (crop_batch)",
         }
@@ -468,7 +485,7 @@ def augment(
     generator: torch.Generator,
     params: Augmentation = AUGMENTATION,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Randomly flip, rotate, scale and intensity-jitter a batch (see the module docstring).
+    """Randomly drop sequences, flip, rotate, scale and intensity-jitter a batch (module docstring).
 
     Args:
         images: ``(B, C, H, W)`` float images on the training device.
@@ -482,6 +499,8 @@ def augment(
     b, c = images.shape[:2]
     dev = images.device
     x = images.float()
+    if params.missing_sequence > 0.0:
+        x = _drop_sequences(x, params.missing_sequence, generator)
 
     def u(*shape: int, lo: float, hi: float) -> torch.Tensor:
         return torch.rand(*shape, device=dev, generator=generator) * (hi - lo) + lo
@@ -505,3 +524,14 @@ def augment(
     if masks is not None:
         m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return x, m
+
+
+def _drop_sequences(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace the pre- and post-contrast channels of random slices by the FLAIR channel."""
+    flair = CHANNELS.index("FLAIR")
+    others = [i for i in range(x.shape[1]) if i != flair]
+    drop = torch.rand(x.shape[0], len(others), device=x.device, generator=generator) < probability
+    out = x.clone()
+    for j, ch in enumerate(others):
+        out[:, ch] = torch.where(drop[:, j, None, None], x[:, flair], x[:, ch])
+    return out

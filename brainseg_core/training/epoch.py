@@ -163,7 +163,9 @@ def _step(
 ) -> torch.Tensor:
     """One optimiser step on the slices ``batch`` (indices into ``train_set``); returns the loss."""
     seg = cfg.segmenter
-    x, m = augment(train_set.images[batch], train_set.masks[batch] if seg else None, aug_gen)
+    x, m = augment(
+        train_set.images[batch], train_set.masks[batch] if seg else None, aug_gen, cfg.augmentation
+    )
     if cfg.crop is not None and m is not None:
         x, m = crop_batch(x, m, cfg.crop, aug_gen)
     x = x.contiguous(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ from torch import nn
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.training.checkpoint import Progress
 from brainseg_core.training.config import Keep, TrainConfig
-from brainseg_core.training.data import AUGMENTATION, Split
+from brainseg_core.training.data import Split
 from brainseg_core.training.learner import GRAD_CLIP, WEIGHT_DECAY
 from brainseg_core.training.schedule import StepPlan
 from brainseg_core.training.validation import TARGET_RECALL, selection_metric
@@ -114,7 +114,7 @@ def training_summary(
         "steps": progress.step,
         "loss": cfg.loss,
         "sampling": _sampling(cfg.tumour_fraction),
-        "augmentation": AUGMENTATION.card(),
+        "augmentation": cfg.augmentation.card(),
         "optimiser": {
             "name": "AdamW",
             "weight_decay": WEIGHT_DECAY,

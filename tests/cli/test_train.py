@@ -12,6 +12,7 @@ from brainseg_core.bundle import save_bundle
 from brainseg_core.cli.train import main
 from brainseg_core.models import build_model
 from brainseg_core.registry import active_bundle, install_bundle, user_models_dir
+from brainseg_core.training.config import TrainConfig
 from tests.support import make_patient
 
 
@@ -124,3 +125,15 @@ def test_tumour_fraction_default_depends_on_the_kind(tmp_path: Path) -> None:
     assert tf("segmenter", "--tumour-fraction", "natural") is None
     assert tf("classifier", "--tumour-fraction", "0.4") == 0.4
     assert tf("classifier", "--tumour-fraction", "default") is None
+
+
+def test_missing_sequence_option_reaches_the_augmentation(tmp_path: Path) -> None:
+    from brainseg_core.cli.train import build_parser, config_from_args
+
+    def config(*extra: str) -> TrainConfig:
+        return config_from_args(build_parser().parse_args(["segmenter", str(tmp_path), "--out", "x", *extra]))
+
+    assert config().augmentation.missing_sequence == 0.0
+    assert config("--missing-sequence", "0.2").augmentation.missing_sequence == 0.2
+    with pytest.raises(ValueError, match="--missing-sequence"):
+        config("--missing-sequence", "2").resolved()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,29 @@ def test_augment_takes_its_parameters_from_one_definition() -> None:
     assert card["rotation_deg"] == AUGMENTATION.rotation_deg and card["scale"] == list(AUGMENTATION.scale)
     assert card["intensity_gain"] == list(AUGMENTATION.intensity_gain)
     assert card["intensity_offset"] == list(AUGMENTATION.intensity_offset)
+
+
+def test_missing_sequence_augmentation_puts_flair_in_a_dropped_sequences_place() -> None:
+    images = torch.stack([torch.full((64, 8, 8), float(c)) for c in range(3)], 1)  # channel c == c
+    still = Augmentation(
+        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
+        intensity_offset=(0.0, 0.0),
+    )  # fmt: skip
+    drop = dataclasses.replace(still, missing_sequence=0.5)
+    x, _ = augment(images, None, torch.Generator().manual_seed(0), drop)
+    pre, flair, post = (x[:, c, 0, 0] for c in range(3))
+    assert torch.all(flair == 1.0)  # FLAIR, the reference, is never dropped
+    assert set(pre.tolist()) == {0.0, 1.0} and set(post.tolist()) == {2.0, 1.0}
+    dropped = torch.stack([pre == 1.0, post == 1.0], 1)
+    assert 0.25 < dropped.float().mean() < 0.75  # about half of each
+    assert dropped.all(1).any() and (~dropped).all(1).any()  # drawn independently per channel
+    assert torch.all(x[:, :, 0, 0, None, None] == x)  # a whole channel at a time
+    off, _ = augment(images, None, torch.Generator().manual_seed(0), still)
+    assert torch.equal(off, images)
+    with pytest.raises(ValueError, match="missing_sequence"):
+        Augmentation(missing_sequence=1.5)
+    card = Augmentation(missing_sequence=0.2).card()["missing_sequence"]
+    assert isinstance(card, dict) and card["probability"] == 0.2
 
 
 def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
