@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_GRID",
     "OUT_OF_FOLD_FILE",
     "FoldPredictions",
+    "FoldScorer",
     "PostProcessing",
     "apply_to_card",
     "cross_validate",
@@ -52,6 +53,7 @@ __all__ = [
     "format_cv_report",
     "load_fold",
     "score_fold",
+    "summary_metrics",
 ]
 
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
@@ -168,6 +170,10 @@ def load_fold(path: str | Path) -> FoldPredictions:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "slice_prob" in z.files:
+                raise DataError(
+                    path, "holds a classifier's slice probabilities; pass its folds with --gate-cv"
+                )
             missing = [k for k in _KEYS if k not in z.files]
             if missing:
                 raise DataError(path, f"not an out-of-fold file: missing {', '.join(missing)}")
@@ -192,8 +198,12 @@ def load_fold(path: str | Path) -> FoldPredictions:
     )
 
 
-class _FoldScorer:
-    """Scores many :class:`PostProcessing` choices on one fold, sharing the expensive labelling."""
+class FoldScorer:
+    """Scores many :class:`PostProcessing` choices on one fold, sharing the expensive labelling.
+
+    Args:
+        fold: the fold's held-out predictions.
+    """
 
     def __init__(self, fold: FoldPredictions) -> None:
         self.fold = fold
@@ -212,12 +222,21 @@ class _FoldScorer:
             self._labels = {key: (labels, sizes)}  # keep one: memory stays at one labelled stack
         return self._labels[key]
 
-    def masks(self, post: PostProcessing) -> np.ndarray:
-        """The final ``(N, H, W)`` masks of the fold under ``post``."""
+    def masks(self, post: PostProcessing, gated: np.ndarray | None = None) -> np.ndarray:
+        """The final ``(N, H, W)`` masks of the fold under ``post``.
+
+        Args:
+            post: the post-processing.
+            gated: ``(N,)`` bool, the slices a gate passes to the segmenter (the others get
+                empty masks before the largest 3-D region is chosen, as in the pipeline);
+                None: every slice.
+        """
         labels, sizes = self._labelled(post.flip_tta, post.mask_probability)
         keep = sizes >= max(1, post.min_area_px)
         keep[0] = False
         pred = keep[labels]
+        if gated is not None:
+            pred[~gated] = False
         if post.largest_component:
             from brainseg_core.results import keep_largest_component
 
@@ -232,7 +251,19 @@ class _FoldScorer:
         """Per-patient and per-slice numbers of the fold under ``post`` (cached)."""
         if post in self._cache:
             return self._cache[post]
-        pred = self.masks(post)
+        prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
+        slice_score = prob.reshape(len(prob), -1).max(1).astype(np.float64) / 255.0
+        result = self.score_masks(self.masks(post), slice_score)
+        self._cache[post] = result
+        return result
+
+    def score_masks(self, pred: np.ndarray, slice_score: np.ndarray) -> dict[str, Any]:
+        """Per-patient and per-slice numbers of final masks ``pred`` of this fold's slices.
+
+        Args:
+            pred: ``(N, H, W)`` bool final masks.
+            slice_score: ``(N,)`` the score of each slice that ranks it for the ROC AUC.
+        """
         n = len(pred)
         inter = (pred & self.fold.mask).reshape(n, -1).sum(1).astype(np.float64)
         parea = pred.reshape(n, -1).sum(1).astype(np.float64)
@@ -241,9 +272,7 @@ class _FoldScorer:
         pred_p, true_p = (
             np.bincount(self.fold.patient, weights=w, minlength=self.n_patients) for w in (parea, garea)
         )
-        prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
-        slice_score = prob.reshape(n, -1).max(1).astype(np.float64) / 255.0
-        result = {
+        return {
             "patient_ids": list(self.fold.patient_ids),
             "dice": dice_p,
             "pred_voxels": pred_p,
@@ -252,12 +281,18 @@ class _FoldScorer:
             "slice_pred": parea > 0,
             "slice_score": slice_score,
         }
-        self._cache[post] = result
-        return result
 
 
-def _metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Summary metrics of one or more folds' :meth:`_FoldScorer.score` results."""
+def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Summary metrics of one or more folds' :meth:`FoldScorer.score` results.
+
+    Args:
+        parts: per-fold results, pooled patient by patient and slice by slice.
+
+    Returns:
+        Per-volume Dice (mean, median, min, patients below 0.5), slice detection (recall,
+        specificity, balanced accuracy, ROC AUC), volume ratios and ``per_patient_dice``.
+    """
     dice = np.concatenate([p["dice"] for p in parts])
     pred_v = np.concatenate([p["pred_voxels"] for p in parts])
     true_v = np.concatenate([p["true_voxels"] for p in parts])
@@ -294,7 +329,7 @@ def _metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _choose(scorers: Sequence[_FoldScorer], grid: Sequence[PostProcessing]) -> PostProcessing:
+def _choose(scorers: Sequence[FoldScorer], grid: Sequence[PostProcessing]) -> PostProcessing:
     """The choice with the best mean per-volume Dice over the given folds (ties: earliest)."""
     best: tuple[float, PostProcessing] | None = None
     for post in grid:
@@ -307,7 +342,7 @@ def _choose(scorers: Sequence[_FoldScorer], grid: Sequence[PostProcessing]) -> P
 
 def score_fold(fold: FoldPredictions, post: PostProcessing) -> dict[str, Any]:
     """Metrics of one fold under one fixed post-processing (see the module docstring)."""
-    return _metrics([_FoldScorer(fold).score(post)])
+    return summary_metrics([FoldScorer(fold).score(post)])
 
 
 def cross_validate(
@@ -349,7 +384,7 @@ def cross_validate(
                 raise ValueError(f"patient {pid} is held out by both {seen[pid]} and {f.name}")
             seen[pid] = f.name
     say = progress or (lambda _m: None)
-    scorers = [_FoldScorer(f) for f in folds]
+    scorers = [FoldScorer(f) for f in folds]
     per_fold = []
     parts = []
     for k, scorer in enumerate(scorers):
@@ -357,15 +392,15 @@ def cross_validate(
         choice = _choose([s for j, s in enumerate(scorers) if j != k], grid)
         part = scorer.score(choice)
         parts.append(part)
-        per_fold.append({"fold": folds[k].name, "choice": asdict(choice), "metrics": _metrics([part])})
+        per_fold.append({"fold": folds[k].name, "choice": asdict(choice), "metrics": summary_metrics([part])})
     say("choosing the post-processing to ship on all folds ...")
     chosen = _choose(scorers, grid)
     rows = []
     for post in fixed:
-        rows.append({"choice": asdict(post), "metrics": _metrics([s.score(post) for s in scorers])})
-    pooled = _metrics(parts)
+        rows.append({"choice": asdict(post), "metrics": summary_metrics([s.score(post) for s in scorers])})
+    pooled = summary_metrics(parts)
     default = grid[0]
-    default_metrics = _metrics([s.score(default) for s in scorers])
+    default_metrics = summary_metrics([s.score(default) for s in scorers])
     # Selection earns its place only if its honest (nested) score beats the plain default's.
     selection_pays = pooled["dice_patient_mean"] > default_metrics["dice_patient_mean"]
     return {
@@ -374,7 +409,7 @@ def cross_validate(
         "per_fold": per_fold,
         "pooled": pooled,
         "chosen": asdict(chosen),
-        "chosen_pooled": _metrics([s.score(chosen) for s in scorers]),
+        "chosen_pooled": summary_metrics([s.score(chosen) for s in scorers]),
         "default": asdict(default),
         "default_pooled": default_metrics,
         "ship": asdict(chosen if selection_pays else default),

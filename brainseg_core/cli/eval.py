@@ -5,11 +5,15 @@ Examples::
     brainseg-eval /data/kaggle_3m --patients runs/seg/val_patients.txt --json eval.json
     brainseg-eval /data/kaggle_3m --classifier runs/cls --segmenter runs/seg --device cuda
     brainseg-eval --cv runs/cv --json cv.json        # K-fold runs: nested cross-validated table
+    brainseg-eval --cv runs/cv --gate-cv runs/gate   # ... and a gate's folds in front of them
 
 ``--cv`` reads the out-of-fold predictions of a K-fold run (one sub-folder per fold, each trained
 with ``brainseg-train segmenter DATA --folds K --fold I --keep last``) and prints per fold and
 pooled metrics with each fold's post-processing chosen on the other folds
 (:mod:`brainseg_core.crossval`), plus the post-processing chosen on all folds for a model card.
+``--gate-cv`` adds a classifier's K-fold run on the same folds in front of the segmenter: its
+threshold chosen on the other folds, the end-to-end metrics and the share of slices it sends to
+the decoder (:mod:`brainseg_core.gate_crossval`).
 
 Models: ``--classifier`` / ``--segmenter`` name bundles (``.json``, ``.safetensors`` or a folder);
 without them the newest user-installed bundle of each kind is used, else the shipped one. The
@@ -46,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cv",
         metavar="DIR",
         help="instead of running models: the cross-validated report of a K-fold training folder",
+    )
+    p.add_argument(
+        "--gate-cv",
+        metavar="DIR",
+        help="with --cv: a classifier's K-fold folder on the same folds, scored as the gate in front of "
+        "the segmenter (threshold chosen on the other folds)",
     )
     p.add_argument("--classifier", help="classifier bundle (default: newest installed, else shipped)")
     p.add_argument("--segmenter", help="segmenter bundle (default: newest installed, else shipped)")
@@ -90,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cv reads stored predictions; it takes no DATA folder")
     if args.write_card is not None and args.cv is None:
         parser.error("--write-card needs --cv DIR")
+    if args.gate_cv is not None and args.cv is None:
+        parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
     return run_reporting_errors(
         "brainseg-eval", lambda: _cross_validate(args) if args.cv else _evaluate(args)
     )
@@ -124,6 +136,14 @@ def _cross_validate(args: argparse.Namespace) -> None:
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result = cross_validate(folds, fixed=fixed, progress=say)
     print(format_cv_report(result))
+    if args.gate_cv:
+        from brainseg_core.gate_crossval import format_gate_report, gated_cross_validation, load_gate_fold
+
+        ship = PostProcessing(**result["ship"])
+        gate_folds = [load_gate_fold(f) for f in find_fold_files(args.gate_cv)]
+        result["gate"] = gated_cross_validation(folds, gate_folds, post=ship)
+        print()
+        print(format_gate_report(result["gate"]))
     if args.json_out:
         _write_json(args.json_out, result)
     if args.write_card:

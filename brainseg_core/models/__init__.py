@@ -15,6 +15,7 @@ from torch import nn
 
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.models.classifier import plain_cnn, resnet18, resnet34, resnet50, vgg16
+from brainseg_core.models.encoder_gate import ResUNetGate, resunet_gate
 from brainseg_core.models.resunet import ResUNet, resunet
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ARCH_KINDS",
     "ModelKind",
     "ResUNet",
+    "ResUNetGate",
     "arch_kind",
     "build_model",
     "plain_cnn",
@@ -29,6 +31,7 @@ __all__ = [
     "resnet34",
     "resnet50",
     "resunet",
+    "resunet_gate",
     "vgg16",
 ]
 
@@ -41,6 +44,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "vgg16": vgg16,
     "plain_cnn": plain_cnn,
+    "resunet_gate": resunet_gate,
 }
 
 #: The kind of model every architecture builds.
@@ -75,7 +79,7 @@ def build_model(arch: str, **arch_args: Any) -> nn.Module:
 
     Args:
         arch: one of :data:`ARCHITECTURES` (``resunet``, ``resnet18``, ``resnet34``, ``resnet50``,
-            ``vgg16``, ``plain_cnn``).
+            ``vgg16``, ``plain_cnn``, ``resunet_gate``).
         **arch_args: keyword arguments of that architecture's builder.
 
     Returns:

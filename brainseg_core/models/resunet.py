@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResUNet", "ResidualBlock", "resunet"]
+__all__ = ["ResUNet", "ResidualBlock", "encoder_features", "resunet"]
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:
@@ -110,14 +110,52 @@ class ResUNet(nn.Module):
                 f"ResUNet(depth={self.depth}) needs H and W divisible by {m}, got {x.shape[2]}x{x.shape[3]}; "
                 f"resize or pad the input (e.g. to {(-(-x.shape[2] // m)) * m}x{(-(-x.shape[3] // m)) * m})"
             )
-        skips = [self.stem(x)]
-        for block in self.encoder:
-            skips.append(block(F.max_pool2d(skips[-1], 2)))
+        return self.decode(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder half: the stem's output, each level's and last the bottleneck's.
+
+        Args:
+            x: ``(N, in_channels, H, W)`` input (checked by :meth:`forward`, not here).
+
+        Returns:
+            ``depth + 1`` feature maps, from ``(N, base_filters, H, W)`` to the bottleneck's
+            ``(N, base_filters * 2**depth, H / 2**depth, W / 2**depth)``.
+        """
+        return encoder_features(self.stem, self.encoder, x)
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The decoder half: per-pixel logits from :meth:`encode`'s feature maps.
+
+        Args:
+            features: what :meth:`encode` returned (or a slice of every map along the batch).
+
+        Returns:
+            ``(N, 1, H, W)`` logits.
+        """
+        skips = list(features)
         y = skips.pop()
         for block in self.decoder:
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")
             y = block(torch.cat([y, skips.pop()], dim=1))
         return self.head(y)
+
+
+def encoder_features(stem: nn.Module, encoder: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """The ResUNet encoder's feature maps (shared by :class:`ResUNet` and the encoder gate).
+
+    Args:
+        stem: the stem.
+        encoder: the encoder's residual blocks, the bottleneck last.
+        x: ``(N, in_channels, H, W)`` input.
+
+    Returns:
+        The stem's output, then each level's, the bottleneck's last.
+    """
+    skips = [stem(x)]
+    for block in encoder:
+        skips.append(block(F.max_pool2d(skips[-1], 2)))
+    return skips
 
 
 def resunet(*, base_filters: int = 16, depth: int = 4, in_channels: int = 3) -> ResUNet:

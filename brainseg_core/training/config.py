@@ -20,7 +20,9 @@ from brainseg_core.training.data import Augmentation
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
 SEGMENTER_ARCHS = ("resunet",)
-CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn")
+CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn", "resunet_gate")
+#: Architectures built on a ResUNet (``--width`` is its ``base_filters``, ``--depth`` its depth).
+RESUNET_ARCHS = ("resunet", "resunet_gate")
 #: ``min_area_px`` values tried on the validation patients (pixels at the training image size).
 MIN_AREA_CANDIDATES = (0, 10, 20, 40, 80, 160)
 #: Share of tumour slices among a segmenter's draws unless told otherwise.
@@ -227,7 +229,7 @@ class TrainConfig:
     def arch_args(self) -> dict[str, Any]:
         """Builder arguments written into the card (``pretrained`` is not one of them)."""
         args: dict[str, Any] = {}
-        if self.arch == "resunet":
+        if self.arch in RESUNET_ARCHS:
             if self.width is not None:
                 args["base_filters"] = int(self.width)
             if self.depth is not None:
@@ -247,12 +249,17 @@ def _check_model(c: TrainConfig) -> None:
         raise ValueError(f"--loss {c.loss} is not a {c.kind} loss; choose one of {', '.join(valid_losses)}")
     if c.tumour_fraction is not None and not 0.0 < float(c.tumour_fraction) < 1.0:
         raise ValueError(f"--tumour-fraction must be between 0 and 1 (exclusive), got {c.tumour_fraction}")
-    if c.width is not None and c.arch not in ("resunet", "plain_cnn"):
-        raise ValueError(f"--width applies to resunet and plain_cnn only, not {c.arch}")
-    if c.depth is not None and c.arch != "resunet":
-        raise ValueError(f"--depth applies to resunet only, not {c.arch}")
-    if c.pretrained and c.arch in ("resunet", "plain_cnn"):
+    if c.width is not None and c.arch not in (*RESUNET_ARCHS, "plain_cnn"):
+        raise ValueError(f"--width applies to resunet, resunet_gate and plain_cnn only, not {c.arch}")
+    if c.depth is not None and c.arch not in RESUNET_ARCHS:
+        raise ValueError(f"--depth applies to resunet and resunet_gate only, not {c.arch}")
+    if c.pretrained and c.arch in (*RESUNET_ARCHS, "plain_cnn"):
         raise ValueError(f"--pretrained needs a torchvision architecture, not {c.arch}")
+    if c.arch == "resunet_gate" and c.init_from is None and not c.resume:
+        raise ValueError(
+            "--arch resunet_gate is a head on a trained segmenter's encoder: pass that segmenter with "
+            "--init-from BUNDLE (and its --width/--depth if not the defaults)"
+        )
 
 
 def _check_sizes_and_schedule(c: TrainConfig) -> None:
@@ -260,7 +267,7 @@ def _check_sizes_and_schedule(c: TrainConfig) -> None:
     for key, lo in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("patience", 0)):
         if int(getattr(c, key)) < lo:
             raise ValueError(f"--{key.replace('_', '-')} must be >= {lo}, got {getattr(c, key)}")
-    if c.image_size % 2**4 and c.segmenter:
+    if c.image_size % 2**4 and c.arch in RESUNET_ARCHS:
         raise ValueError(f"--image-size must be a multiple of 16 for the ResUNet, got {c.image_size}")
     if not c.lr > 0:
         raise ValueError(f"--lr must be > 0, got {c.lr}")

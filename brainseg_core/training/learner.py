@@ -126,17 +126,31 @@ def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
 
     bundle = load_bundle(path)
     card = bundle.card
-    if card.kind != cfg.kind or card.arch != cfg.arch:
-        raise ValueError(
-            f"{path}: --init-from needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
-            f"{card.kind} of architecture {card.arch}"
-        )
     theirs = bundle.model.state_dict()
     ours = model.state_dict()
-    bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
-    if bad or len(theirs) != len(ours):
+    if cfg.arch == "resunet_gate":
+        # a gate takes the encoder of a segmenter (or of another gate on the same encoder)
+        from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+
+        if card.arch not in ("resunet", "resunet_gate"):
+            raise ValueError(
+                f"{path}: --arch resunet_gate needs --init-from a resunet segmenter, but the bundle is a "
+                f"{card.kind} of architecture {card.arch}"
+            )
+        keys = [k for k in ours if k.startswith(ENCODER_PREFIXES) or card.arch == "resunet_gate"]
+    else:
+        if card.kind != cfg.kind or card.arch != cfg.arch:
+            raise ValueError(
+                f"{path}: --init-from needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
+                f"{card.kind} of architecture {card.arch}"
+            )
+        keys = list(ours)
+        if len(theirs) != len(ours):
+            keys.append("(tensor count)")
+    bad = [k for k in keys if k not in theirs or theirs[k].shape != ours[k].shape]
+    if bad:
         raise ValueError(
             f"{path}: --init-from weights do not fit this model ({len(bad)} tensors differ, e.g. "
             f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args})"
         )
-    model.load_state_dict({k: v.float() for k, v in theirs.items()})
+    model.load_state_dict({k: theirs[k].float() for k in keys}, strict=cfg.arch != "resunet_gate")

@@ -275,8 +275,9 @@ def final_evaluation(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The kept model's metrics and the card's thresholds, chosen on the validation patients.
 
-    A segmenter's held-out probabilities are also written to ``out_of_fold``
-    (:func:`save_out_of_fold`), from the same forward pass as the ``min_area_px`` choice.
+    The held-out probabilities are also written to ``out_of_fold``, from the same forward pass
+    as the metrics: a segmenter's maps (:func:`save_out_of_fold`), a classifier's slice
+    probabilities (:func:`save_gate_out_of_fold`).
 
     Args:
         model: the kept model.
@@ -286,7 +287,7 @@ def final_evaluation(
         batch_size: slices per forward pass.
         amp: autocast dtype or None.
         min_area_candidates: a segmenter's ``min_area_px`` candidates.
-        out_of_fold: where a segmenter's held-out probabilities go.
+        out_of_fold: where the held-out probabilities go.
 
     Returns:
         ``(metrics, thresholds)``.
@@ -294,7 +295,9 @@ def final_evaluation(
     if not val.patient_ids:
         return {}, default_thresholds(kind)
     if kind != "segmenter":
-        return validate(model, val, loss_fn, kind=kind, batch_size=batch_size, amp=amp)
+        logits = predict_logits(model, val.images, batch_size=batch_size, amp=amp)
+        save_gate_out_of_fold(val, logits, out_of_fold)
+        return validate(model, val, loss_fn, kind=kind, batch_size=batch_size, amp=amp, logits=logits)
     # one pass over the held-out slices serves the minimum-area choice and the saved file
     logits = predict_logits(model, val.images, batch_size=batch_size, amp=amp)
     metrics, thresholds, tried = choose_min_area(
@@ -355,6 +358,34 @@ def save_out_of_fold(
             prob=q(plain),
             prob_flip=q((plain + mirrored) / 2),
             mask=val.masks[:, 0].cpu().numpy().astype(bool),
+            patient=val.patient.cpu().numpy().astype(np.int64),
+            patient_ids=np.array(val.patient_ids, dtype=str),
+        )
+    return path
+
+
+def save_gate_out_of_fold(val: SliceSet, logits: torch.Tensor, path: Path) -> Path:
+    """Write a classifier's tumour probability of every held-out slice (for a gate's threshold).
+
+    The compressed ``.npz`` holds plain arrays (read it with ``allow_pickle=False``): ``kind``
+    (``"classifier"``), ``slice_prob`` (``(N,)`` float32), ``label`` (``(N,)`` bool: the slice's
+    true mask is not empty), ``patient`` and ``patient_ids`` as in :func:`save_out_of_fold`, so
+    a classifier's and a segmenter's files of the same fold line up slice by slice.
+
+    Args:
+        val: the held-out slices.
+        logits: the classifier's ``(N, 1)`` logits on them.
+        path: the ``.npz`` to write (atomically).
+
+    Returns:
+        ``path``.
+    """
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            kind=np.array("classifier"),
+            slice_prob=torch.sigmoid(logits.reshape(-1).float()).cpu().numpy().astype(np.float32),
+            label=val.labels.cpu().numpy() > 0.5,
             patient=val.patient.cpu().numpy().astype(np.int64),
             patient_ids=np.array(val.patient_ids, dtype=str),
         )

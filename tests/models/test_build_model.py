@@ -9,7 +9,15 @@ from brainseg_core.models import ARCHITECTURES, arch_kind, build_model
 
 
 def test_registry_names_match_the_contract() -> None:
-    assert set(ARCHITECTURES) == {"resunet", "resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn"}
+    assert set(ARCHITECTURES) == {
+        "resunet",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "vgg16",
+        "plain_cnn",
+        "resunet_gate",
+    }
     assert arch_kind("resunet") == "segmenter"
     assert {arch_kind(a) for a in ARCHITECTURES if a != "resunet"} == {"classifier"}
 

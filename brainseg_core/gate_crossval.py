@@ -1,0 +1,250 @@
+"""Cross-validated gate: its threshold, what it saves and what it costs the reader, end to end.
+
+A K-fold classifier run on the same folds as a segmenter's (``brainseg-train classifier DATA
+--arch resunet_gate --folds K --fold i --keep last --init-from <fold i's segmenter>``) leaves in each
+fold folder an ``out_of_fold.npz`` of slice probabilities
+(:func:`brainseg_core.training.validation.save_gate_out_of_fold`) that lines up slice by slice with
+the segmenter's file of that fold.
+
+:func:`gated_cross_validation` chooses each fold's gate threshold on the *other* folds' held-out
+slices (the highest threshold that keeps ``target_recall`` of their tumour slices), applies it to
+the fold with the segmenter's post-processing (slices below the gate get empty masks, as in the
+pipeline) and pools the patients. Besides the segmentation metrics of
+:mod:`brainseg_core.crossval` it reports, per fold and pooled:
+
+- the gate's own slice recall, specificity and ROC AUC;
+- ``decoded_share``: the share of slices the gate passes, i.e. on which the segmenter's decoder
+  runs (the encoder gate's cost per slice is the encoder plus this share of the decoder);
+- ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with the review flag
+  the pipeline raises when the gate is confident (``>= review_probability``) and the mask is
+  empty (:class:`brainseg_core.review.ReviewReason`): what the reader is shown, one way or the other.
+
+The threshold chosen on all folds together is the one a gate's card ships; its honest estimate is
+the nested, pooled result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, summary_metrics
+from brainseg_core.errors import DataError
+from brainseg_core.metrics import roc_auc
+
+__all__ = ["GATE_TARGET_RECALL", "GateFold", "format_gate_report", "gated_cross_validation", "load_gate_fold"]
+
+#: Share of tumour slices the gate must pass on the folds that choose its threshold. The gate only
+#: decides where the decoder runs (the outline decides what the reader sees), so it errs far on
+#: the side of passing slices.
+GATE_TARGET_RECALL = 0.99
+_KEYS = ("slice_prob", "label", "patient", "patient_ids")
+
+
+@dataclass
+class GateFold:
+    """One fold's held-out gate probabilities.
+
+    Attributes:
+        name: the fold's name (its folder).
+        prob: ``(N,)`` tumour probability of each slice.
+        label: ``(N,)`` bool, the slice's true mask is not empty.
+        patient: ``(N,)`` index into ``patient_ids``.
+        patient_ids: the held-out patients.
+    """
+
+    name: str
+    prob: np.ndarray
+    label: np.ndarray
+    patient: np.ndarray
+    patient_ids: list[str]
+
+
+def load_gate_fold(path: str | Path) -> GateFold:
+    """Read a classifier fold's ``out_of_fold.npz`` (plain arrays only).
+
+    Raises:
+        DataError: naming the file when it cannot be read, is a segmenter's, or does not fit together.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "slice_prob" not in z.files and "prob" in z.files:
+                raise DataError(path, "holds a segmenter's predictions; pass the gate's fold folders")
+            missing = [k for k in _KEYS if k not in z.files]
+            if missing:
+                raise DataError(path, f"not a gate out-of-fold file: missing {', '.join(missing)}")
+            arrays = {k: z[k] for k in _KEYS}
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read out-of-fold gate probabilities: {exc}") from exc
+    prob = arrays["slice_prob"].astype(np.float64)
+    n = prob.shape[0]
+    if prob.ndim != 1 or arrays["label"].shape != (n,) or arrays["patient"].shape != (n,):
+        raise DataError(path, "slice_prob, label and patient must be (N,) arrays of one length")
+    return GateFold(
+        name=path.parent.name,
+        prob=prob,
+        label=arrays["label"].astype(bool),
+        patient=arrays["patient"].astype(np.int64),
+        patient_ids=[str(i) for i in arrays["patient_ids"]],
+    )
+
+
+def _check_pair(seg: FoldPredictions, gate: GateFold) -> None:
+    if seg.patient_ids != gate.patient_ids or not np.array_equal(seg.patient, gate.patient):
+        raise ValueError(
+            f"gate fold {gate.name} does not hold out the same patients and slices as segmenter fold "
+            f"{seg.name}: train both with the same --folds, --fold and --seed on the same data"
+        )
+    if not np.array_equal(seg.mask.any(axis=(1, 2)), gate.label):
+        raise ValueError(f"gate fold {gate.name} and segmenter fold {seg.name} disagree on tumour slices")
+
+
+def _threshold(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
+    from brainseg_core.training.validation import choose_classifier_threshold
+
+    return choose_classifier_threshold(labels, probs, target=target)
+
+
+def _gated_part(
+    scorer: FoldScorer, gate: GateFold, threshold: float, post: PostProcessing, review_probability: float
+) -> dict[str, Any]:
+    gated = gate.prob >= threshold
+    prob = scorer.fold.prob_flip if post.flip_tta else scorer.fold.prob
+    # a slice the gate stops has no outline, so it ranks by the gate alone
+    seg_score = prob.reshape(len(prob), -1).max(1).astype(np.float64) / 255.0
+    part = scorer.score_masks(scorer.masks(post, gated), np.where(gated, seg_score, 0.0))
+    part["gated"] = gated
+    part["flagged"] = gated & ~part["slice_pred"] & (gate.prob >= review_probability)
+    part["gate_prob"] = gate.prob
+    return part
+
+
+def _gate_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    m = summary_metrics(parts)
+    y = np.concatenate([p["slice_true"] for p in parts])
+    gated = np.concatenate([p["gated"] for p in parts])
+    shown = np.concatenate([p["slice_pred"] | p["flagged"] for p in parts])
+    prob = np.concatenate([p["gate_prob"] for p in parts])
+    m.update(
+        {
+            "gate_recall": float(np.mean(gated[y])) if y.any() else float("nan"),
+            "gate_specificity": float(np.mean(~gated[~y])) if (~y).any() else float("nan"),
+            "gate_roc_auc": roc_auc(y, prob),
+            "decoded_share": float(np.mean(gated)),
+            "flagged_slices": int(np.sum(np.concatenate([p["flagged"] for p in parts]))),
+            "recall_outlined_or_flagged": float(np.mean(shown[y])) if y.any() else float("nan"),
+        }
+    )
+    return m
+
+
+def gated_cross_validation(
+    seg_folds: Sequence[FoldPredictions],
+    gate_folds: Sequence[GateFold],
+    *,
+    post: PostProcessing | None = None,
+    target_recall: float = GATE_TARGET_RECALL,
+    review_probability: float = 0.5,
+) -> dict[str, Any]:
+    """Nested cross-validated end-to-end metrics of a gate in front of a segmenter.
+
+    Args:
+        seg_folds: the segmenter's folds (:func:`brainseg_core.crossval.load_fold`).
+        gate_folds: the gate's folds, the same patients and slices in the same order.
+        post: the segmenter's post-processing (its card's; default: ``PostProcessing()``).
+        target_recall: the gate recall each threshold keeps on the folds that choose it.
+        review_probability: gate probability from which an empty outline is flagged for review.
+
+    Returns:
+        A JSON-ready dict: ``per_fold`` (threshold chosen on the other folds, metrics),
+        ``pooled`` (nested, honest), ``ungated`` (the segmenter on every slice, for comparison),
+        ``threshold`` (chosen on all folds: what a card ships) and the settings.
+
+    Raises:
+        ValueError: with fewer than 2 folds, unequal fold lists, or folds that do not line up.
+    """
+    post = post or PostProcessing()
+    if len(seg_folds) < 2 or len(seg_folds) != len(gate_folds):
+        raise ValueError(
+            f"need the same number (>= 2) of segmenter and gate folds, got {len(seg_folds)} and "
+            f"{len(gate_folds)}"
+        )
+    seg_by_name = {f.name: f for f in seg_folds}
+    if set(seg_by_name) != {g.name for g in gate_folds}:
+        raise ValueError(
+            f"fold names differ: segmenter {sorted(seg_by_name)}, gate {sorted(g.name for g in gate_folds)}"
+        )
+    pairs = [(seg_by_name[g.name], g) for g in gate_folds]
+    for seg, gate in pairs:
+        _check_pair(seg, gate)
+    scorers = [FoldScorer(seg) for seg, _ in pairs]
+    per_fold, parts = [], []
+    for k, (scorer, (_, gate)) in enumerate(zip(scorers, pairs, strict=True)):
+        others = [g for j, (_, g) in enumerate(pairs) if j != k]
+        t = _threshold(
+            np.concatenate([g.label for g in others]), np.concatenate([g.prob for g in others]), target_recall
+        )
+        part = _gated_part(scorer, gate, t, post, review_probability)
+        parts.append(part)
+        per_fold.append({"fold": gate.name, "threshold": t, "metrics": _gate_metrics([part])})
+    all_t = _threshold(
+        np.concatenate([g.label for _, g in pairs]), np.concatenate([g.prob for _, g in pairs]), target_recall
+    )
+    return {
+        "folds": len(pairs),
+        "post_processing": post.describe(),
+        "target_recall": target_recall,
+        "review_probability": review_probability,
+        "per_fold": per_fold,
+        "pooled": _gate_metrics(parts),
+        "ungated": summary_metrics([s.score(post) for s in scorers]),
+        "threshold": all_t,
+    }
+
+
+def format_gate_report(result: dict[str, Any]) -> str:
+    """The text table ``brainseg-eval --cv SEG --gate-cv GATE`` prints."""
+
+    def pct(v: float) -> str:
+        return "n/a" if not np.isfinite(v) else f"{100 * v:.1f}"
+
+    head = (
+        f"{'':<26} {'thr':>6} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} {'recall':>7} "
+        f"{'+flag':>6} {'spec':>6} {'gate rec':>8} {'gate spec':>9} {'gate AUC':>8} {'decoded':>7}"
+    )
+
+    def row(label: str, thr: float | None, m: dict[str, Any]) -> str:
+        gate = m.get("gate_recall")
+        return (
+            f"{label:<26} {'' if thr is None else f'{thr:.4f}':>6} {pct(m['dice_patient_mean']):>9} "
+            f"{pct(m['dice_patient_median']):>7} {pct(m['dice_patient_min']):>6} "
+            f"{len(m['patients_below_0.5']):>5} {pct(m['slice_recall']):>7} "
+            f"{pct(m.get('recall_outlined_or_flagged', m['slice_recall'])):>6} "
+            f"{pct(m['slice_specificity']):>6} "
+            + (
+                f"{pct(gate):>8} {pct(m['gate_specificity']):>9} {m['gate_roc_auc']:>8.3f} "
+                f"{pct(m['decoded_share']):>7}"
+                if gate is not None
+                else f"{'':>8} {'':>9} {'':>8} {'100.0':>7}"
+            )
+        )
+
+    lines = [
+        f"Gate in front of the segmenter ({result['post_processing']}), {result['folds']} folds: each fold's "
+        f"gate threshold keeps {100 * result['target_recall']:.0f}% of the other folds' tumour slices",
+        "(percent; recall = tumour slices outlined; +flag = outlined or flagged for review at gate "
+        f"p >= {result['review_probability']:g}; decoded = slices the decoder runs on)",
+        head,
+        "-" * len(head),
+    ]
+    for f in result["per_fold"]:
+        lines.append(row(f["fold"], f["threshold"], f["metrics"]))
+    lines.append(row("pooled (nested, honest)", None, result["pooled"]))
+    lines.append(row("no gate: every slice", None, result["ungated"]))
+    lines += ["", f"Threshold chosen on all folds (a card ships it): {result['threshold']:.4f}"]
+    return "\n".join(lines)

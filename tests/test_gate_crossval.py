@@ -1,0 +1,92 @@
+"""A gate's cross-validated threshold and end-to-end numbers (brainseg_core.gate_crossval, --gate-cv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg_core.crossval import FoldPredictions
+from brainseg_core.errors import DataError
+from brainseg_core.gate_crossval import GateFold, gated_cross_validation, load_gate_fold
+from tests.test_crossval import _fold, _save
+
+
+def _gate(fold: FoldPredictions, tumour_prob: float = 0.9) -> GateFold:
+    """Confident on tumour slices (slices 1-2 of each patient), 0.1 on slice 0, 0.3 on slice 3."""
+    label = fold.mask.any(axis=(1, 2))
+    prob = np.where(label, tumour_prob, np.tile([0.1, 0.0, 0.0, 0.3], len(fold.patient_ids)))
+    return GateFold(fold.name, prob.astype(np.float64), label, fold.patient.copy(), list(fold.patient_ids))
+
+
+def _folds() -> tuple[list[FoldPredictions], list[GateFold]]:
+    rng = np.random.default_rng(3)
+    segs = [_fold(f"fold{i}", [f"P{i}a", f"P{i}b"], rng) for i in range(3)]
+    for seg in segs:  # patient a's slice 2: the segmenter outlines nothing there
+        seg.prob[2] = seg.prob_flip[2] = 60
+    return segs, [_gate(s) for s in segs]
+
+
+def test_gate_stops_false_positive_slices_and_flags_what_it_cannot_outline() -> None:
+    segs, gates = _folds()
+    result = gated_cross_validation(segs, gates, target_recall=0.99)
+    pooled, ungated = result["pooled"], result["ungated"]
+    # without the gate the speckles on slices 0 and 3 are outlined; the gate stops them
+    assert ungated["false_positive_slices"] == 12 and pooled["false_positive_slices"] == 0
+    assert pooled["slice_specificity"] == 1.0 and pooled["decoded_share"] == 0.5
+    assert pooled["dice_patient_mean"] > ungated["dice_patient_mean"]
+    # one tumour slice per fold has no outline: missed by the outline, shown by the review flag
+    assert pooled["slice_recall"] == pytest.approx(9 / 12) and pooled["flagged_slices"] == 3
+    assert pooled["recall_outlined_or_flagged"] == 1.0 and pooled["gate_recall"] == 1.0
+    assert result["threshold"] == pytest.approx(0.9)
+
+
+def test_each_folds_threshold_comes_from_the_other_folds() -> None:
+    segs, gates = _folds()
+    gates[1] = _gate(segs[1], tumour_prob=0.2)  # fold 1's own tumour slices score low
+    result = gated_cross_validation(segs, gates, target_recall=0.99)
+    thresholds = {f["fold"]: f["threshold"] for f in result["per_fold"]}
+    assert thresholds == {
+        "fold0": pytest.approx(0.2),
+        "fold1": pytest.approx(0.9),
+        "fold2": pytest.approx(0.2),
+    }
+    fold1 = next(f["metrics"] for f in result["per_fold"] if f["fold"] == "fold1")
+    assert fold1["gate_recall"] == 0.0 and fold1["slice_recall"] == 0.0  # it could not lower its own bar
+    assert result["pooled"]["gate_recall"] == pytest.approx(8 / 12)
+
+
+def test_folds_that_do_not_line_up_are_refused() -> None:
+    segs, gates = _folds()
+    with pytest.raises(ValueError, match="same number"):
+        gated_cross_validation(segs, gates[:2])
+    shifted = GateFold("fold0", gates[0].prob, gates[0].label, gates[0].patient, ["X", "Y"])
+    with pytest.raises(ValueError, match="same patients"):
+        gated_cross_validation(segs, [shifted, *gates[1:]])
+
+
+def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path) -> None:
+    from brainseg_core.cli.eval import main
+
+    segs, gates = _folds()
+    for seg, gate in zip(segs, gates, strict=True):
+        _save(seg, tmp_path / "seg" / seg.name / "out_of_fold.npz")
+        (tmp_path / "gate" / gate.name).mkdir(parents=True)
+        np.savez_compressed(
+            tmp_path / "gate" / gate.name / "out_of_fold.npz",
+            kind=np.array("classifier"),
+            slice_prob=gate.prob.astype(np.float32),
+            label=gate.label,
+            patient=gate.patient,
+            patient_ids=np.array(gate.patient_ids),
+        )
+    out = tmp_path / "cv.json"
+    args = ["--cv", str(tmp_path / "seg"), "--gate-cv", str(tmp_path / "gate"), "--json", str(out), "--quiet"]
+    assert main(args) == 0
+    gate = json.loads(out.read_text())["gate"]
+    assert gate["pooled"]["decoded_share"] == 0.5 and len(gate["per_fold"]) == 3
+    with pytest.raises(DataError, match="segmenter's predictions"):
+        load_gate_fold(tmp_path / "seg" / "fold0" / "out_of_fold.npz")
+    assert main(["--cv", str(tmp_path / "gate"), "--quiet"]) != 0  # a gate's folds are not a segmenter's
