@@ -36,7 +36,14 @@ from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, 
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import roc_auc
 
-__all__ = ["GATE_TARGET_RECALL", "GateFold", "format_gate_report", "gated_cross_validation", "load_gate_fold"]
+__all__ = [
+    "GATE_TARGET_RECALL",
+    "GateFold",
+    "apply_gate_to_card",
+    "format_gate_report",
+    "gated_cross_validation",
+    "load_gate_fold",
+]
 
 #: Share of tumour slices the gate must pass on the folds that choose its threshold. The gate only
 #: decides where the decoder runs (the outline decides what the reader sees), so it errs far on
@@ -248,3 +255,62 @@ def format_gate_report(result: dict[str, Any]) -> str:
     lines.append(row("no gate: every slice", None, result["ungated"]))
     lines += ["", f"Threshold chosen on all folds (a card ships it): {result['threshold']:.4f}"]
     return "\n".join(lines)
+
+
+def apply_gate_to_card(
+    result: dict[str, Any], card_path: str | Path, *, source: str, folds: Sequence[dict[str, Any]] = ()
+) -> Path:
+    """Write a gate's cross-validated threshold and honest metrics into its classifier card.
+
+    The card's ``thresholds["tumour_probability"]`` becomes the threshold chosen on all folds;
+    ``metrics`` becomes the nested, pooled end-to-end and gate metrics, and
+    ``training.cross_validation`` records where they came from. The weights are untouched.
+
+    Args:
+        result: what :func:`gated_cross_validation` returned.
+        card_path: the gate's bundle (card, weights file or folder).
+        source: where the gate's folds came from.
+        folds: the fold models (:func:`brainseg_core.crossval.fold_models`).
+
+    Returns:
+        The card's path.
+
+    Raises:
+        ValueError: if the bundle is not a classifier.
+        BundleError: if the card cannot be read.
+    """
+    from brainseg_core.bundle import read_card, resolve_card_path, update_card
+    from brainseg_core.jsonsafe import json_safe
+
+    path = resolve_card_path(card_path)
+    card = read_card(path)
+    if card.kind != "classifier":
+        raise ValueError(f"{path}: is a {card.kind}; a gate's threshold belongs to a classifier")
+    pooled = result["pooled"]
+    metrics = {
+        "scope": (
+            f"{result['folds']}-fold cross-validation by patient: out-of-fold slice probabilities of gate "
+            "models trained with this recipe on each fold's segmenter, each fold's threshold chosen on "
+            f"the other folds (gate recall >= {result['target_recall']:g}), end to end with the "
+            f"segmenter's held-out masks ({result['post_processing']})"
+        ),
+        **{k: v for k, v in pooled.items() if k != "per_patient_dice"},
+        "per_fold_threshold": {f["fold"]: f["threshold"] for f in result["per_fold"]},
+    }
+    training = {
+        **card.training,
+        "cross_validation": {
+            "source": source,
+            "folds": result["folds"],
+            "target_recall": result["target_recall"],
+            "threshold_chosen_on_all_folds": result["threshold"],
+            "fold_models": list(folds),
+        },
+    }
+    update_card(
+        path,
+        thresholds={**card.thresholds, "tumour_probability": float(result["threshold"])},
+        metrics=json_safe(metrics),
+        training=json_safe(training),
+    )
+    return path

@@ -67,7 +67,8 @@ def test_folds_that_do_not_line_up_are_refused() -> None:
         gated_cross_validation(segs, [shifted, *gates[1:]])
 
 
-def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path) -> None:
+def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path, tiny_bundle) -> None:
+    from brainseg_core.bundle import load_bundle
     from brainseg_core.cli.eval import main
 
     segs, gates = _folds()
@@ -83,10 +84,17 @@ def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path) -> 
             patient_ids=np.array(gate.patient_ids),
         )
     out = tmp_path / "cv.json"
+    card = tiny_bundle(tmp_path / "gate_model", kind="classifier")
     args = ["--cv", str(tmp_path / "seg"), "--gate-cv", str(tmp_path / "gate"), "--json", str(out), "--quiet"]
-    assert main(args) == 0
+    assert main([*args, "--write-gate-card", str(card)]) == 0
     gate = json.loads(out.read_text())["gate"]
     assert gate["pooled"]["decoded_share"] == 0.5 and len(gate["per_fold"]) == 3
+    written = load_bundle(card).card
+    assert written.thresholds["tumour_probability"] == pytest.approx(gate["threshold"])
+    assert written.metrics["recall_outlined_or_flagged"] == gate["pooled"]["recall_outlined_or_flagged"]
+    assert written.training["cross_validation"]["target_recall"] == gate["target_recall"]
+    seg_card = tiny_bundle(tmp_path / "seg_model", kind="segmenter")
+    assert main([*args, "--write-gate-card", str(seg_card)]) != 0  # a segmenter is no gate
     with pytest.raises(DataError, match="segmenter's predictions"):
         load_gate_fold(tmp_path / "seg" / "fold0" / "out_of_fold.npz")
     assert main(["--cv", str(tmp_path / "gate"), "--quiet"]) != 0  # a gate's folds are not a segmenter's

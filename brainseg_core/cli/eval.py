@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --cv: a classifier's K-fold folder on the same folds, scored as the gate in front of "
         "the segmenter (threshold chosen on the other folds)",
     )
+    p.add_argument(
+        "--write-gate-card",
+        metavar="BUNDLE",
+        help="with --gate-cv: write the gate threshold chosen on all folds and the cross-validated "
+        "metrics into this classifier bundle's card (the weights are not touched)",
+    )
     p.add_argument("--classifier", help="classifier bundle (default: newest installed, else shipped)")
     p.add_argument("--segmenter", help="segmenter bundle (default: newest installed, else shipped)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write-card needs --cv DIR")
     if args.gate_cv is not None and args.cv is None:
         parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
+    if args.write_gate_card is not None and args.gate_cv is None:
+        parser.error("--write-gate-card needs --gate-cv DIR")
     return run_reporting_errors(
         "brainseg-eval", lambda: _cross_validate(args) if args.cv else _evaluate(args)
     )
@@ -140,10 +148,21 @@ def _cross_validate(args: argparse.Namespace) -> None:
         from brainseg_core.gate_crossval import format_gate_report, gated_cross_validation, load_gate_fold
 
         ship = PostProcessing(**result["ship"])
-        gate_folds = [load_gate_fold(f) for f in find_fold_files(args.gate_cv)]
-        result["gate"] = gated_cross_validation(folds, gate_folds, post=ship)
+        gate_files = find_fold_files(args.gate_cv)
+        result["gate"] = gated_cross_validation(folds, [load_gate_fold(f) for f in gate_files], post=ship)
         print()
         print(format_gate_report(result["gate"]))
+        if args.write_gate_card:
+            from brainseg_core.crossval import fold_models
+            from brainseg_core.gate_crossval import apply_gate_to_card
+
+            path = apply_gate_to_card(
+                result["gate"],
+                args.write_gate_card,
+                source=str(Path(args.gate_cv).resolve()),
+                folds=fold_models(gate_files),
+            )
+            print(f"\nwrote the gate threshold and cross-validated metrics into {path}")
     if args.json_out:
         _write_json(args.json_out, result)
     if args.write_card:
