@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -59,12 +59,42 @@ from brainseg_core.thresholds import Thresholds
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.io.volume import Volume
+    from brainseg_core.models.encoder_gate import ResUNetGate
+    from brainseg_core.models.resunet import ResUNet
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "shares_encoder"]
 
 
 # ----------------------------------------------------------------------------------------------
 # The pipeline.
+
+
+def shares_encoder(classifier: ModelBundle | None, segmenter: ModelBundle) -> bool:
+    """Whether ``classifier`` is an encoder gate on exactly ``segmenter``'s encoder weights.
+
+    Then the pipeline runs the encoder once per slice and the decoder only on the slices the gate
+    passes (:mod:`brainseg_core.models.encoder_gate`); a gate on another segmenter's encoder still
+    works, at the cost of running its own encoder.
+
+    Args:
+        classifier: the classifier bundle, or None.
+        segmenter: the segmenter bundle.
+
+    Returns:
+        True when the classifier is a ``resunet_gate`` with the same input size whose ``stem.*``
+        and ``encoder.*`` tensors equal the segmenter's.
+    """
+    if classifier is None or classifier.card.arch != "resunet_gate" or segmenter.card.arch != "resunet":
+        return False
+    if int(classifier.card.input_size) != int(segmenter.card.input_size):
+        return False
+    from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+
+    ours, theirs = classifier.model.state_dict(), segmenter.model.state_dict()
+    keys = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
+    return bool(keys) and all(
+        k in theirs and ours[k].shape == theirs[k].shape and torch.equal(ours[k], theirs[k]) for k in keys
+    )
 
 
 class Pipeline:
@@ -143,6 +173,7 @@ class Pipeline:
             requested_batch_size=batch_size,
         )
         self._stats_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._shared_encoder = shares_encoder(classifier, segmenter)
         self._place(dev)
 
     # -- what this pipeline is ---------------------------------------------------------------
@@ -241,6 +272,42 @@ class Pipeline:
         fwd = self._forward(self.classifier.model, lambda y: torch.sigmoid(y).reshape(len(y), -1)[:, 0])
         return run_batched(fwd, x, self._plan, on_fallback=self._place).numpy().astype(np.float64)
 
+    def _gate_and_segment(
+        self, x: torch.Tensor, shape: tuple[int, int], gate: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The encoder gate and the segmenter in one pass: the encoder once per slice, the decoder
+        only on the slices the gate passes. Returns ``(tumour probability, passed, mask probs)``."""
+        assert self.classifier is not None
+        head = cast("ResUNetGate", self.classifier.model)
+        seg = cast("ResUNet", self.segmenter.model)
+        flip = self.flip_tta
+        h, w = shape
+
+        def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+            xd = chunk.to(plan.device, non_blocking=True)
+            if plan.device.type != "mps":
+                xd = xd.contiguous(memory_format=torch.channels_last)
+            out = torch.zeros((len(xd), 2 + h * w))
+            with torch.inference_mode():
+                with autocast(plan.device, plan.autocast_dtype):
+                    features = seg.encode(xd)
+                    tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0]
+                    passed = tumour >= gate
+                    if passed.any():
+                        logits = seg.decode([f[passed] for f in features]).float()
+                        if flip:
+                            mirrored = seg(xd[passed].flip(-1)).float().flip(-1)
+                            prob = (torch.sigmoid(logits) + torch.sigmoid(mirrored)) / 2
+                        else:
+                            prob = torch.sigmoid(logits)
+                        out[passed.cpu(), 2:] = resize_prob(prob[:, 0], shape).reshape(len(prob), -1).cpu()
+                out[:, 0] = tumour.cpu()
+                out[:, 1] = passed.cpu().float()
+            return out
+
+        y = run_batched(forward, x, self._plan, on_fallback=self._place)
+        return y[:, 0].numpy().astype(np.float64), y[:, 1].numpy() > 0.5, y[:, 2:].reshape(-1, h, w).numpy()
+
     def _segment(self, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         fwd = self._forward(self.segmenter.model, lambda y: resize_prob(torch.sigmoid(y[:, 0]), shape))
         prob = run_batched(fwd, x, self._plan, on_fallback=self._place)
@@ -312,15 +379,18 @@ class Pipeline:
             stop = min(n, start + self.batch_size)
             images = volume.images[start:stop]
             x = preprocess_volume(images, size=cls_size, stats=stats)
-            if self.uses_classifier:
+            probs: dict[int, np.ndarray] = {}
+            if self.uses_classifier and self._shared_encoder and cls_size == seg_size:
+                tumour, gate, maps = self._gate_and_segment(x, shape, thresholds.gate)
+                probs = {int(k): maps[k] for k in np.flatnonzero(gate)}
+            elif self.uses_classifier:
                 tumour = self._classify(x)
                 gate = tumour >= thresholds.gate
             else:
                 tumour = np.ones(stop - start)
                 gate = np.ones(stop - start, bool)
             chosen = np.flatnonzero(gate)
-            probs: dict[int, np.ndarray] = {}
-            if chosen.size:
+            if chosen.size and not probs:
                 xs = (
                     x[torch.from_numpy(chosen)]
                     if seg_size == cls_size

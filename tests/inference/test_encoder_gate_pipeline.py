@@ -1,0 +1,69 @@
+"""The encoder gate in the pipeline: one encoder pass, the decoder only where the gate passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
+from brainseg_core.inference.pipeline import Pipeline, shares_encoder
+from brainseg_core.models import build_model
+from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+from tests.support import make_volume
+
+
+def _gate_on(seg: ModelBundle, path: Path, *, threshold: float, perturb: bool = False) -> ModelBundle:
+    torch.manual_seed(1)
+    gate = build_model("resunet_gate", base_filters=4, depth=2)
+    shared = {k: v.float() for k, v in seg.model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    if perturb:
+        shared["stem.0.weight"] = shared["stem.0.weight"] + 0.01
+    gate.load_state_dict(shared, strict=False)
+    with torch.no_grad():
+        gate.head[1].weight.mul_(10.0)  # a spread of tumour probabilities across slices
+    card = save_bundle(
+        gate, path, name=path.stem, kind="classifier", arch="resunet_gate",
+        arch_args={"base_filters": 4, "depth": 2}, input_size=int(seg.card.input_size),
+        thresholds={"tumour_probability": threshold}, dtype=torch.float32,
+    )  # fmt: skip
+    return load_bundle(card)
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_shared_encoder_gives_what_gate_then_segmenter_give(
+    seg_bundle: ModelBundle, tmp_path: Path, flip_tta: bool
+) -> None:
+    volume = make_volume(12, 32, seed=3)
+    probe = _gate_on(seg_bundle, tmp_path / "probe.json", threshold=0.5)
+    tumour = [s.tumour_probability for s in Pipeline(probe, seg_bundle, device="cpu").run(volume)]
+    threshold = float(np.median(tumour))  # about half the slices pass
+    gate = _gate_on(seg_bundle, tmp_path / "gate.json", threshold=threshold)
+    assert shares_encoder(gate, seg_bundle)
+    shared = Pipeline(gate, seg_bundle, device="cpu", precision="fp32", flip_tta=flip_tta)
+    separate = Pipeline(gate, seg_bundle, device="cpu", precision="fp32", flip_tta=flip_tta)
+    separate._shared_encoder = False  # the plain path: gate network, then the whole segmenter
+    a, b = shared.analyse(volume), separate.analyse(volume)
+    passed = [s.segmented for s in a.slices]
+    assert 0 < sum(passed) < len(passed)
+    assert passed == [s.segmented for s in b.slices]
+    for x, y in zip(a.slices, b.slices, strict=True):
+        assert x.tumour_probability == pytest.approx(y.tumour_probability, abs=1e-5)
+        if x.segmented:
+            assert x.mask_probability is not None and y.mask_probability is not None
+            np.testing.assert_allclose(x.mask_probability, y.mask_probability, atol=1e-5)
+            assert np.array_equal(x.mask, y.mask)
+        else:
+            assert x.mask_probability is None and not x.mask.any()
+
+
+def test_a_gate_on_another_encoder_is_not_shared(
+    seg_bundle: ModelBundle, cls_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    other = _gate_on(seg_bundle, tmp_path / "other.json", threshold=0.5, perturb=True)
+    assert not shares_encoder(other, seg_bundle)
+    assert not shares_encoder(cls_bundle, seg_bundle) and not shares_encoder(None, seg_bundle)
+    result = Pipeline(other, seg_bundle, device="cpu").analyse(make_volume(4, 32))
+    assert len(result.slices) == 4  # still a working gate, with its own encoder pass
