@@ -14,14 +14,18 @@ In one process, on one patient (default: the first fixture patient of
   (d) in the fastest precision, what the classifier gate saves: the pipeline segmenting every
       slice without the classifier, and the same with flip test-time augmentation
       (``--thorough``: the segmenter also reads each slice mirrored);
-  (e) for each row, the fraction of the FLOP floor reached: the models' FLOPs (counted with
+  (e) with ``--other-classifier BUNDLE``: the fastest precision with that classifier as the gate
+      instead (e.g. the ResNet-18 against the encoder gate), with its card threshold;
+  (f) for each row, the fraction of the FLOP floor reached: the models' FLOPs (counted with
       ``torch.utils.flop_counter.FlopCounterMode``) divided by the time taken, over this
       machine's matmul rate in the same dtype, measured in the same run.
 
 Models: the explicit bundles, else the shipped ones in ``resources/models``, else randomly
 initialised ResUNet (16 base filters) + ResNet-18. With random models every slice is gated
 through to the segmenter (threshold 0: the worst case); with trained ones the card thresholds
-apply. Each figure is the best of ``--repeats`` runs after a warm-up run.
+apply. An encoder gate on the segmenter's own encoder (``resunet_gate``) shares the encoder pass:
+its rows count the encoder once per slice and the decoder per segmented slice. Each figure is the
+best of ``--repeats`` runs after a warm-up run.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
 from brainseg_core.inference import PatientResult, Pipeline
 from brainseg_core.inference.device import cpu_has_native_bf16, resolve_device
+from brainseg_core.inference.pipeline import shares_encoder
 from brainseg_core.io import open_volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
@@ -79,12 +84,27 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n**3 / best
 
 
-def model_flops(model: torch.nn.Module, size: int, device: torch.device) -> int:
-    """FLOPs of one forward pass on one ``size`` x ``size`` slice."""
+def model_flops(
+    model: torch.nn.Module, size: int, device: torch.device, *, encoder_only: bool = False
+) -> int:
+    """FLOPs of one forward pass (or of the ResUNet's encoder alone) on one ``size`` x ``size`` slice."""
     x = torch.zeros(1, 3, size, size, device=device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model.encode(x) if encoder_only else model(x)  # type: ignore[operator]
     return int(counter.get_total_flops())
+
+
+def pipeline_flops(cls: ModelBundle | None, seg: ModelBundle, n: int, n_seg: int, passes: int, device) -> int:
+    """FLOPs of analysing ``n`` slices of which ``n_seg`` were segmented (``passes`` times each)."""
+    seg_flops = model_flops(seg.model, seg.card.input_size, device)
+    if cls is None:
+        return passes * n_seg * seg_flops
+    cls_flops = model_flops(cls.model, cls.card.input_size, device)
+    if shares_encoder(cls, seg):
+        decoder = seg_flops - model_flops(seg.model, seg.card.input_size, device, encoder_only=True)
+        # the first pass reuses the gate's encoder; a flip TTA pass runs the whole segmenter
+        return n * cls_flops + n_seg * decoder + (passes - 1) * n_seg * seg_flops
+    return n * cls_flops + passes * n_seg * seg_flops
 
 
 def load_models(args: argparse.Namespace, tmp: Path) -> tuple[ModelBundle, ModelBundle, str]:
@@ -170,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patient", type=Path, help="patient folder or stack (default: first fixture patient)")
     p.add_argument("--classifier", help="classifier bundle")
     p.add_argument("--segmenter", help="segmenter bundle")
+    p.add_argument("--other-classifier", help="also time the pipeline with this classifier as the gate")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
@@ -183,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         cls, seg, kind = load_models(args, Path(tmp))
+    other = load_bundle(args.other_classifier) if args.other_classifier else None
     threshold = cls.card.thresholds["tumour_probability"]
     cls_flops = model_flops(cls.model.to(device), cls.card.input_size, device)
     seg_flops = model_flops(seg.model.to(device), seg.card.input_size, device)
@@ -194,11 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     rates = {dt: matmul_rate(device, dt) for dt in [torch.float32, *half]}
 
     n = volume.n_slices
-    rows: list[tuple[str, torch.dtype, float, int, int, tuple[float, float, float] | None, bool]] = []
+    rows: list[
+        tuple[str, torch.dtype, float, int, int, tuple[float, float, float] | None, ModelBundle | None]
+    ] = []
     # rows: label, dtype, seconds, segmenter passes per slice segmented, slices segmented, diff,
-    # whether the classifier ran
+    # the classifier that ran
     t, n_seg = timed(lambda: seed_loop(cls, seg, volume, threshold, device), args.repeats, device)
-    rows.append(("(a) seed loop, 1 slice, fp32", torch.float32, t, 1, n_seg, None, True))
+    # the seed loop runs the classifier whole, then the whole segmenter: no encoder sharing
+    rows.append(("(a) seed loop, 1 slice, fp32", torch.float32, t, 1, n_seg, None, None))
+    seed_flops = n * model_flops(cls.model, cls.card.input_size, device) + pipeline_flops(
+        None, seg, n, n_seg, 1, device
+    )
     reference = None
     for dtype in [torch.float32, *half]:
         pipe = Pipeline(
@@ -214,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         n_seg = sum(s.segmented for s in result.slices)
         if dtype is torch.float32:
             reference = result
-            rows.append((f"(b) pipeline fp32, batch {batches}", dtype, t, 1, n_seg, None, True))
+            rows.append((f"(b) pipeline fp32, batch {batches}", dtype, t, 1, n_seg, None, cls))
         else:
             label = f"(c) pipeline {names[dtype]} autocast, batch {batches}"
             assert reference is not None
-            rows.append((label, dtype, t, 1, n_seg, compare(reference, result), True))
+            rows.append((label, dtype, t, 1, n_seg, compare(reference, result), cls))
     fast = half[0] if device.type != "cpu" or cpu_has_native_bf16() else torch.float32
     for tta in (False, True):
         pipe = Pipeline(
@@ -226,15 +254,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
         label = f"(d) {names[fast]}, no gate: segment every slice" + (", flip TTA" if tta else "")
-        rows.append((label, fast, t, 2 if tta else 1, n, None, False))
+        rows.append((label, fast, t, 2 if tta else 1, n, None, None))
+    if other is not None:
+        pipe = Pipeline(other, seg, device=device, batch_size=args.batch_size, precision=names[fast])
+        t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
+        n_seg = sum(s.segmented for s in result.slices)
+        rows.append((f"(e) {names[fast]}, gate {other.card.arch}", fast, t, 1, n_seg, None, other))
 
     # The best matmul rate seen before or after the runs (other load on the machine lowers either).
     rates = {dt: max(r, matmul_rate(device, dt)) for dt, r in rates.items()}
     print(f"patient {volume.patient_id}: {n} slices {volume.shape[0]}x{volume.shape[1]}; device {device}; ")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; models ({kind}): "
-        f"{cls.card.name} ({cls_flops / 1e9:.2f} GFLOP/slice), "
-        f"{seg.card.name} ({seg_flops / 1e9:.2f} GFLOP/slice)"
+        f"{cls.card.name} ({cls_flops / 1e9:.2f} GFLOP/slice"
+        + (", shares the segmenter's encoder), " if shares_encoder(cls, seg) else "), ")
+        + f"{seg.card.name} ({seg_flops / 1e9:.2f} GFLOP/slice)"
     )
     print("matmul rate: " + ", ".join(f"{names[d]} {r / 1e9:.0f} GFLOP/s" for d, r in rates.items()))
     header = (
@@ -244,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     seed_rate = n / rows[0][2]
-    for label, dtype, t, passes, n_seg, diff, classified in rows:
-        flops = (n * cls_flops if classified else 0) + passes * n_seg * seg_flops
+    for i, (label, dtype, t, passes, n_seg, diff, gate) in enumerate(rows):
+        flops = seed_flops if i == 0 else pipeline_flops(gate, seg, n, n_seg, passes, device)
         achieved = flops / t
         d = ("", "", "") if diff is None else (f"{diff[0]:.2e}", f"{diff[1]:.2e}", f"{diff[2]:.2%}")
         print(
