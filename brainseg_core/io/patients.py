@@ -100,16 +100,21 @@ def open_volume(path: str | os.PathLike[str], *, choose: Mapping[str, str] | Non
 def is_patient_dir(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is one patient's folder: TIFF slices, NIfTI sequences or a DICOM study.
 
-    Cheap enough for file browsers: names, and for DICOM a few file headers.
+    Names, and for DICOM one header per folder: a folder that holds DICOM files is a patient's when
+    they are one study (:func:`~brainseg_core.io.dicom.find_studies`), not a dataset root with a
+    study right under it.
     """
     p = Path(path)
     if not p.is_dir():
         return False
     if lgg.is_patient_dir(p) or _nifti_patient_dir(p):
         return True
-    from brainseg_core.io.dicom import holds_dicom
+    from brainseg_core.io.dicom import find_studies, holds_dicom
 
-    return holds_dicom(p)
+    if not holds_dicom(p):
+        return False
+    studies = find_studies(p)
+    return not studies or studies == [p]  # none readable: a DICOMDIR alone is its own study
 
 
 def _nifti_patient_dir(folder: Path) -> bool:

@@ -373,3 +373,8 @@ def test_detection_and_study_roots(tmp_path: Path, small: np.ndarray) -> None:
 
     assert find_patients(root) == find_studies(root)
     assert find_patients(root / "p1" / "study") == [root / "p1" / "study"]
+    from brainseg_core.io import is_patient_dir
+
+    assert is_patient_dir(root / "p2") and is_patient_dir(root / "p1" / "study")
+    assert not is_patient_dir(root)  # holds DICOM right under it, but three studies
+    assert not is_patient_dir(root / "p1") and is_patient_dir(dicomdir_only)
