@@ -26,7 +26,7 @@ from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings
 from brainseg_app.worker import Job, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
-from brainseg_core.io import Volume
+from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.results import PatientResult, SliceResult
 
@@ -135,6 +135,7 @@ class Started:
 
     result: PatientResult
     n_slices: int
+    format: PatientFormat
     work: ReaderWork | None = None
 
 
@@ -596,9 +597,9 @@ class AnalysisController(QObject):
                     else None  # a new run was asked for: the saved one is not even read
                 )
                 if saved is not None and saved.current:
-                    yield Started(saved.result, vol.n_slices, work)
+                    yield Started(saved.result, vol.n_slices, vol.format, work)
                     return
-                yield Started(empty, vol.n_slices, work)
+                yield Started(empty, vol.n_slices, vol.format, work)
                 slices = []
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
@@ -640,7 +641,7 @@ class AnalysisController(QObject):
                 if obj.work is not None:
                     rec.use_reader_work(obj.work.masks, obj.work.reviewed)
                 rec.work_loaded = True
-            rec.start(obj.result, obj.n_slices)
+            rec.start(obj.result, obj.n_slices, obj.format)
             self.recordChanged.emit(rec)
             self.patientStarted.emit(rec)
             return

@@ -17,7 +17,7 @@ from brainseg_app.analysis import AnalysisController
 from brainseg_app.session import PatientRecord, PatientState, read_volume
 from brainseg_app.settings import Settings
 from brainseg_app.viewer_model import ViewerModel
-from brainseg_core.io import CHANNELS, PatientFormat, Volume, patient_format
+from brainseg_core.io import CHANNELS, PatientFormat, Volume
 
 FLAIR = CHANNELS.index("FLAIR")
 
@@ -104,7 +104,7 @@ class Exporter(QObject):
             window_for=lambda rec: model.window_of(rec.path, FLAIR),
             formats=self.settings.export_formats,
             destination=Path(default) if default else None,
-            dicom_input=all(patient_format(rec.path) is PatientFormat.DICOM for rec in records),
+            dicom_input=all(rec.format is PatientFormat.DICOM for rec in records),
             parent=self.window,
         )
         dlg.exported.connect(lambda files: self._on_exported(dlg, files))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg_core.edits import MaskEdits, apply_edits
-from brainseg_core.io import Volume, open_volume
+from brainseg_core.io import PatientFormat, Volume, open_volume
 from brainseg_core.results import (
     PatientResult,
     SliceResult,
@@ -84,6 +84,7 @@ class PatientRecord:
         work_loaded: whether the reader's saved work was looked up already.
         series: for a DICOM study, the series the reader confirmed per sequence (sequence name to
             SeriesInstanceUID); None until confirmed (the guesses from the headers are used).
+        format: the patient's file format once its volume was read (None before).
     """
 
     path: Path
@@ -99,6 +100,7 @@ class PatientRecord:
     reviewed: set[int] = field(default_factory=set)
     truth: np.ndarray | None = None
     work_loaded: bool = False
+    format: PatientFormat | None = None
     _reasons: tuple[PatientResult | None, list[tuple[ReviewReason, ...]]] = (None, [])
 
     @property
@@ -123,9 +125,11 @@ class PatientRecord:
         self.base = self.shown = self.model_shown = None
         self.error = None
 
-    def start(self, empty: PatientResult, n_slices: int) -> None:
-        """Begin a new analysis: ``empty`` is the pipeline's result with no slices yet."""
+    def start(self, empty: PatientResult, n_slices: int, fmt: PatientFormat) -> None:
+        """Begin a new analysis: ``empty`` is the pipeline's result with no slices yet, on a volume
+        of ``n_slices`` slices read from files of format ``fmt``."""
         self.n_slices = n_slices
+        self.format = fmt
         self.state = PatientState.RUNNING
         self.error = None
         self.base = empty

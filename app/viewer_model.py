@@ -213,6 +213,7 @@ class ViewerModel:
         self.volume = self._with_entered_spacing(volume)
         rec.truth = volume.masks
         rec.n_slices = volume.n_slices
+        rec.format = volume.format
         self.apply(rec)
         self.events.volume.emit(self.volume)
         self.index = -1

@@ -529,7 +529,7 @@ class MainWindow(QMainWindow):
                 10000,
             )
             return
-        rec.start(saved.result, volume.n_slices)
+        rec.start(saved.result, volume.n_slices, volume.format)
         rec.state = PatientState.DONE
         self.model.apply(rec)
         self._update_masks()

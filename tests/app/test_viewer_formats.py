@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brainseg_app.session import PatientState
-from brainseg_core.io import open_volume
+from brainseg_core.io import PatientFormat, open_volume
 from tests.support import AFFINES, geometry_for, write_nifti_patient
 
 pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
@@ -99,6 +99,10 @@ def test_dicom_study_asks_once_for_its_series_and_rereads_with_the_choice(
     np.testing.assert_array_equal(w.volume.images[..., 1], tiff.images[..., 2])
     assert w.settings.series_choice(built.folder)["flair"] == built.series_uids["AX T1 POST GAD"]
     assert w.actions_by_name["series"].isEnabled() and w.view.edge_text("left") == "R"
+    assert w.current.format is PatientFormat.DICOM
+    dlg = w.export_dialog()
+    assert dlg.format_boxes["dicom-seg"].isEnabled()  # known from the read, no headers read again
+    dlg.close()
     w.close()
 
     w2 = make_window(scripted_models, auto_run=False)  # remembered: not asked again

@@ -11,7 +11,7 @@ import pytest
 from brainseg_app.session import PatientState
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_core.inference import PatientResult, SliceResult
-from brainseg_core.io import Volume
+from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -57,7 +57,9 @@ def _analysed(m: ViewerModel) -> None:
     rec = m.current
     assert rec is not None
     t = Thresholds(min_area_px=0)
-    rec.start(PatientResult("P1", [], t, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"), 4)
+    rec.start(
+        PatientResult("P1", [], t, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"), 4, PatientFormat.TIFF
+    )
     for i, (p, blob) in enumerate([(0.1, False), (0.9, True), (0.6, True), (0.2, False)]):
         rec.add(_slice(i, p, blob), m.shown_thresholds(rec), m.spacing_for(rec))
     rec.state = PatientState.DONE

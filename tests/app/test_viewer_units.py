@@ -16,6 +16,7 @@ from brainseg_app.worker import JobRunner
 from brainseg_core.display import auto_window, levels
 from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.inference import PatientResult, SliceResult
+from brainseg_core.io import PatientFormat
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
@@ -90,7 +91,7 @@ def test_record_streams_and_rethresholds_without_networks() -> None:
     empty = PatientResult(
         "P1", [], t, segmenter=ModelRef("seg", "0"), classifier=ModelRef("cls", "1"), device="cpu"
     )
-    rec.start(empty, 3)
+    rec.start(empty, 3, PatientFormat.TIFF)
     assert rec.state is PatientState.RUNNING and rec.tumour_slices() is None
     rec.add(_slice(0, 0.9, prob), t, None)
     rec.add(_slice(1, 0.2, None), t, None)
