@@ -12,8 +12,9 @@
 - ``png-all``: the same picture for every slice;
 - ``csv``: ``<patient>_report.csv`` (one row per slice: slice number, tumour probability,
   whether the slice passed the gate and was read by the segmenter, whether it has tumour, area in
-  px and mm², a review reason where the slice needs a reader's look although its mask is
-  empty, see :class:`~brainseg_core.review.ReviewReason`, and ``mask_source``: ``model`` or
+  px and mm², ``review``: the slice's review reasons, ``;``-separated, exactly those the viewer's
+  review queue lists (:func:`~brainseg_core.review.review_reasons` of the result against the
+  folder's ground truth when it has one), and ``mask_source``: ``model`` or
   ``reader`` where the reader edited the mask, see :mod:`brainseg_core.edits`) and
   ``<patient>_summary.csv`` (``key,value`` rows: tumour slices, volume, thresholds, models,
   device), two plain tables that open cleanly in a spreadsheet;
@@ -75,6 +76,7 @@ from brainseg_core.io.volume import CHANNELS, PatientFormat, Volume
 from brainseg_core.progress import CancelArg, cancel_checker
 from brainseg_core.report import draw_orientation_markers, write_report
 from brainseg_core.results import MaskSource
+from brainseg_core.review import ReviewReason, describe_reasons, review_reasons
 
 if TYPE_CHECKING:
     from brainseg_core.geometry import Geometry
@@ -157,7 +159,8 @@ KEY_IMAGE_MIN_SIDE = 512
 #: Printed on every exported picture.
 RESEARCH_NOTICE = "Research use only - not for diagnosis. Red: BrainSeg's tumour outline."
 SIDECAR_NAME = EXPORT_SIDECAR
-SIDECAR_FORMAT = "brainseg-export/1"
+#: Version 2: ``summary.slices_to_review`` lists every review reason of a slice (``reasons``).
+SIDECAR_FORMAT = "brainseg-export/2"
 #: The record a training-data folder of corrections carries (also its overwrite marker).
 CORRECTIONS_SIDECAR = "brainseg_corrections.json"
 CORRECTIONS_FORMAT = "brainseg-corrections/1"
@@ -224,7 +227,12 @@ def _check_not_source(patient_id: str, source: Path, slice_paths: Iterable[Path]
 
 
 def key_image(
-    volume: Volume, result: PatientResult, index: int, *, window: tuple[float, float]
+    volume: Volume,
+    result: PatientResult,
+    index: int,
+    *,
+    window: tuple[float, float],
+    reasons: Sequence[ReviewReason] = (),
 ) -> np.ndarray:
     """The annotated picture of slice ``index`` for a report (see the module docstring).
 
@@ -233,6 +241,7 @@ def key_image(
         result: its result.
         index: the slice.
         window: ``(width, level)`` of the FLAIR grey levels (the reader's, or automatic).
+        reasons: the slice's review reasons (:func:`~brainseg_core.review.review_reasons`).
 
     Returns:
         ``(H', W', 3)`` uint8 RGB: the enlarged slice above a caption band.
@@ -249,7 +258,7 @@ def key_image(
         f"{result.patient_id}   slice {volume.slice_numbers[index]} ({index + 1} of {volume.n_slices})   "
         f"FLAIR   W {window[0]:.0f} L {window[1]:.0f}",
         f"tumour area on this slice {area}; patient tumour volume {volume_text}"
-        + ("" if s.review is None else f"; REVIEW: {s.review.describe()}")
+        + (f"; REVIEW: {describe_reasons(reasons)}" if reasons else "")
         + ("; outline edited by the reader" if s.source is MaskSource.READER else ""),
         f"models: {models}",
         RESEARCH_NOTICE,
@@ -288,10 +297,14 @@ def _write_stack(stack: np.ndarray) -> Callable[[Path], None]:
 
 
 def _write_key_image(
-    volume: Volume, result: PatientResult, index: int, window: tuple[float, float]
+    volume: Volume,
+    result: PatientResult,
+    index: int,
+    window: tuple[float, float],
+    reasons: Sequence[ReviewReason],
 ) -> Callable[[Path], None]:
     # drawn when written, not when the list of files is made
-    return lambda tmp: Image.fromarray(key_image(volume, result, index, window=window)).save(
+    return lambda tmp: Image.fromarray(key_image(volume, result, index, window=window, reasons=reasons)).save(
         tmp, format="PNG"
     )
 
@@ -308,7 +321,9 @@ def _fmt(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
+def _report_rows(
+    volume: Volume, result: PatientResult, reasons: Sequence[tuple[ReviewReason, ...]]
+) -> list[list[object]]:
     classified = result.classifier is not None
     rows: list[list[object]] = [
         [
@@ -322,9 +337,9 @@ def _report_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
             "mask_source",
         ]
     ]
-    for number, s in zip(volume.slice_numbers, result.slices, strict=True):
+    for number, s, why in zip(volume.slice_numbers, result.slices, reasons, strict=True):
         prob = _fmt(s.tumour_probability, 4) if classified else ""  # blank when no classifier ran
-        review = "" if s.review is None else s.review.value
+        review = ";".join(r.value for r in why)
         row = [
             number,
             prob,
@@ -393,7 +408,9 @@ def _write_dicom_seg(volume: Volume, result: PatientResult) -> Callable[[Path], 
     return write
 
 
-def _summary_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
+def _summary_rows(
+    volume: Volume, result: PatientResult, reasons: Sequence[tuple[ReviewReason, ...]]
+) -> list[list[object]]:
     from brainseg_core.geometry import DISPLAY_AXCODES
 
     spacing = result.spacing
@@ -416,7 +433,7 @@ def _summary_rows(volume: Volume, result: PatientResult) -> list[list[object]]:
         ["display_axes", "".join(DISPLAY_AXCODES)],
         ["source_affine_ras_mm", json.dumps(geometry.to_json()["source_affine_ras_mm"])],
         *sources,
-        ["slices_to_review", sum(1 for s in result.slices if s.review is not None)],
+        ["slices_to_review", sum(1 for why in reasons if why)],
         ["reader_edited_slices", sum(1 for s in result.slices if s.source is MaskSource.READER)],
     ]
     for kind, ref in (("classifier", result.classifier), ("segmenter", result.segmenter)):
@@ -434,6 +451,7 @@ def _sidecar(
     formats: tuple[ExportFormat, ...],
     files: list[str],
     window: tuple[float, float],
+    reasons: Sequence[tuple[ReviewReason, ...]],
 ) -> str:
     data = {
         "format": SIDECAR_FORMAT,
@@ -453,7 +471,9 @@ def _sidecar(
         "mask_sources": _mask_sources(volume, result),
         "summary": {
             "slices_to_review": [
-                {"slice": i + 1, "reason": s.review.value} for i, s in enumerate(result.slices) if s.review
+                {"slice": n, "reasons": [r.value for r in why]}
+                for n, why in zip(volume.slice_numbers, reasons, strict=True)
+                if why
             ],
             "tumour_slices": result.tumour_slices,
             "volume_voxels": result.volume_voxels,
@@ -474,7 +494,11 @@ def _mask_sources(volume: Volume, result: PatientResult) -> list[dict[str, objec
 
 
 def _jobs(
-    volume: Volume, result: PatientResult, formats: tuple[ExportFormat, ...], window: tuple[float, float]
+    volume: Volume,
+    result: PatientResult,
+    formats: tuple[ExportFormat, ...],
+    window: tuple[float, float],
+    reasons: Sequence[tuple[ReviewReason, ...]],
 ) -> list[tuple[str, Callable[[Path], None]]]:
     pid = volume.patient_id
     masks = [np.where(s.mask, np.uint8(255), np.uint8(0)) for s in result.slices]
@@ -489,15 +513,20 @@ def _jobs(
     if ExportFormat.PNG in formats or ExportFormat.PNG_ALL in formats:
         every = ExportFormat.PNG_ALL in formats
         jobs += [
-            (f"{pid}_{n}_overlay.png", _write_key_image(volume, result, s.index, window))
-            for n, s in zip(volume.slice_numbers, result.slices, strict=True)
-            if every or s.area_px > 0 or s.review is not None
+            (f"{pid}_{n}_overlay.png", _write_key_image(volume, result, s.index, window, why))
+            for n, s, why in zip(volume.slice_numbers, result.slices, reasons, strict=True)
+            if every or s.area_px > 0 or why
         ]
     if ExportFormat.REPORT in formats:
-        jobs.append((f"{pid}_report.pdf", lambda tmp: write_report(tmp, volume, result, window=window)))
+        jobs.append(
+            (
+                f"{pid}_report.pdf",
+                lambda tmp: write_report(tmp, volume, result, window=window, reasons=reasons),
+            )
+        )
     if ExportFormat.CSV in formats:
-        jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result))))
-        jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(volume, result))))
+        jobs.append((f"{pid}_report.csv", _write_csv(_report_rows(volume, result, reasons))))
+        jobs.append((f"{pid}_summary.csv", _write_csv(_summary_rows(volume, result, reasons))))
     if ExportFormat.NIFTI in formats:
         jobs.append((f"{pid}_mask.nii.gz", _write_nifti(volume, result)))
     if ExportFormat.DICOM_SEG in formats:
@@ -707,13 +736,14 @@ def export_results(
         _remove_stale_staging(out_dir, volume.patient_id)
         if window is None:
             window = auto_window(volume.images[..., CHANNELS.index("FLAIR")])
-        jobs = _jobs(volume, result, chosen, window)
+        reasons = review_reasons(result, truth=volume.masks)
+        jobs = _jobs(volume, result, chosen, window, reasons)
         return _write_staged(
             volume.patient_id,
             out_dir,
             dest,
             jobs,
-            (SIDECAR_NAME, lambda names: _sidecar(volume, result, chosen, names, window)),
+            (SIDECAR_NAME, lambda names: _sidecar(volume, result, chosen, names, window, reasons)),
             progress,
             cancel_checker(cancel),
         )

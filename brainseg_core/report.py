@@ -10,6 +10,7 @@ PDF by Pillow: no new dependency, no Qt in the core.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from brainseg_core.display import overlay_image
 from brainseg_core.fonts import caption_font, square_mm
 from brainseg_core.io.volume import Volume
 from brainseg_core.results import MaskSource, PatientResult
+from brainseg_core.review import ReviewReason, describe_reasons, review_reasons
 
 __all__ = ["KEY_IMAGES", "draw_orientation_markers", "key_slices", "report_page", "write_report"]
 
@@ -30,25 +32,45 @@ _MARGIN = 60
 _NOTICE = "Research use only - not for diagnosis. BrainSeg is a second reader; a radiologist decides."
 
 
-def key_slices(result: PatientResult, limit: int = KEY_IMAGES) -> list[int]:
-    """The slices worth a picture: largest outlines first, then review items, at most ``limit``."""
+def key_slices(
+    result: PatientResult, reasons: Sequence[tuple[ReviewReason, ...]], limit: int = KEY_IMAGES
+) -> list[int]:
+    """The slices worth a picture: largest outlines first, then review items, at most ``limit``.
+
+    Args:
+        result: the patient's result.
+        reasons: each slice's review reasons (:func:`~brainseg_core.review.review_reasons`).
+        limit: the most slices.
+    """
     by_area = sorted((s for s in result.slices if s.area_px > 0), key=lambda s: -s.area_px)
     chosen = [s.index for s in by_area[: max(1, limit - 2)]]
-    chosen += [s.index for s in result.slices if s.review is not None and s.index not in chosen]
+    chosen += [
+        s.index for s, why in zip(result.slices, reasons, strict=True) if why and s.index not in chosen
+    ]
     return sorted(chosen[:limit])
 
 
-def report_page(volume: Volume, result: PatientResult, *, window: tuple[float, float]) -> Image.Image:
+def report_page(
+    volume: Volume,
+    result: PatientResult,
+    *,
+    window: tuple[float, float],
+    reasons: Sequence[tuple[ReviewReason, ...]] | None = None,
+) -> Image.Image:
     """The report page as an RGB image (see the module docstring).
 
     Args:
         volume: the patient.
         result: its result.
         window: ``(width, level)`` of the FLAIR grey levels in the key images.
+        reasons: each slice's review reasons (default: :func:`~brainseg_core.review.review_reasons`
+            of ``result`` against the volume's ground truth, as the viewer and the exports list them).
 
     Returns:
         A white A4 page at 150 dpi.
     """
+    if reasons is None:
+        reasons = review_reasons(result, truth=volume.masks)
     page = Image.new("RGB", _PAGE, "white")
     draw = ImageDraw.Draw(page)
     x, y = _MARGIN, _MARGIN
@@ -83,8 +105,8 @@ def report_page(volume: Volume, result: PatientResult, *, window: tuple[float, f
         y += 28
     y += 10
     y = _draw_plot(draw, result, (x, y, _PAGE[0] - _MARGIN, y + 230)) + 20
-    y = _draw_key_images(page, draw, volume, result, window, y) + 10
-    y = _draw_table(draw, volume, result, x, y)
+    y = _draw_key_images(page, draw, volume, result, window, reasons, y) + 10
+    y = _draw_table(draw, volume, result, reasons, x, y)
     draw.text((x, _PAGE[1] - _MARGIN), _NOTICE, fill=(160, 0, 0), font=small)
     return page
 
@@ -146,9 +168,10 @@ def _draw_key_images(
     volume: Volume,
     result: PatientResult,
     window: tuple[float, float],
+    reasons: Sequence[tuple[ReviewReason, ...]],
     y: int,
 ) -> int:
-    chosen = key_slices(result)
+    chosen = key_slices(result, reasons)
     if not chosen:
         draw.text((_MARGIN, y), "No slice has a tumour outline.", fill="black", font=caption_font(20))
         return y + 40
@@ -165,7 +188,7 @@ def _draw_key_images(
         if volume.geometry is not None:
             draw_orientation_markers(draw, volume.geometry.edge_labels, (cx, cy, cell, cell), 18)
         area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} {square_mm()}")
-        caption = f"slice {volume.slice_numbers[index]}: {area}" + (" - REVIEW" if s.review else "")
+        caption = f"slice {volume.slice_numbers[index]}: {area}" + (" - REVIEW" if reasons[index] else "")
         caption += " - reader's mask" if s.source is MaskSource.READER else ""
         draw.text((cx, cy + cell + 4), caption, fill="black", font=font)
     rows = (len(chosen) + cols - 1) // cols
@@ -178,15 +201,22 @@ def _draw_key_images(
     return y + rows * (cell + 48) + 28
 
 
-def _draw_table(draw: ImageDraw.ImageDraw, volume: Volume, result: PatientResult, x: int, y: int) -> int:
+def _draw_table(
+    draw: ImageDraw.ImageDraw,
+    volume: Volume,
+    result: PatientResult,
+    reasons: Sequence[tuple[ReviewReason, ...]],
+    x: int,
+    y: int,
+) -> int:
     font = caption_font(17)
-    rows = [s for s in result.slices if s.area_px > 0 or s.review is not None]
+    rows = [s for s, why in zip(result.slices, reasons, strict=True) if s.area_px > 0 or why]
     draw.text((x, y), f"slice   P(tumour)   area px   area {square_mm()}   review", fill="black", font=font)
     y += 26
     limit = (_PAGE[1] - _MARGIN - 40 - y) // 22
     for s in rows[: max(0, limit)]:
         mm2 = "" if s.area_mm2 is None else f"{s.area_mm2:.1f}"
-        review = "" if s.review is None else s.review.describe()
+        review = describe_reasons(reasons[s.index])
         if s.source is MaskSource.READER:
             review = "reader's mask" + (f"; {review}" if review else "")
         number = volume.slice_numbers[s.index]
@@ -199,10 +229,17 @@ def _draw_table(draw: ImageDraw.ImageDraw, volume: Volume, result: PatientResult
     return y
 
 
-def write_report(path: Path, volume: Volume, result: PatientResult, *, window: tuple[float, float]) -> None:
-    """Write the report page of ``volume`` as a one-page PDF at ``path``.
+def write_report(
+    path: Path,
+    volume: Volume,
+    result: PatientResult,
+    *,
+    window: tuple[float, float],
+    reasons: Sequence[tuple[ReviewReason, ...]] | None = None,
+) -> None:
+    """Write the report page of ``volume`` as a one-page PDF at ``path`` (arguments: :func:`report_page`).
 
     Raises:
         OSError: when the file cannot be written.
     """
-    report_page(volume, result, window=window).save(path, format="PDF", resolution=150.0)
+    report_page(volume, result, window=window, reasons=reasons).save(path, format="PDF", resolution=150.0)

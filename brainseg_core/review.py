@@ -37,7 +37,14 @@ import numpy as np
 if TYPE_CHECKING:
     from brainseg_core.results import PatientResult, SliceResult
 
-__all__ = ["DEFAULT_CRITERIA", "ReviewCriteria", "ReviewReason", "review_queue", "review_reasons"]
+__all__ = [
+    "DEFAULT_CRITERIA",
+    "ReviewCriteria",
+    "ReviewReason",
+    "describe_reasons",
+    "review_queue",
+    "review_reasons",
+]
 
 
 class ReviewReason(enum.StrEnum):
@@ -210,6 +217,11 @@ def review_reasons(
             found.add(ReviewReason.DISAGREES_WITH_TRUTH)
         out.append(tuple(r for r in ReviewReason if r in found))
     return out
+
+
+def describe_reasons(reasons: Sequence[ReviewReason]) -> str:
+    """The reasons in plain words, ``"; "``-separated (empty when there is none)."""
+    return "; ".join(r.describe() for r in reasons)
 
 
 def review_queue(reasons: Sequence[tuple[ReviewReason, ...]], *, done: Collection[int] = ()) -> list[int]:

@@ -21,6 +21,7 @@ from brainseg_core.export import SIDECAR_NAME, export_results, key_image
 from brainseg_core.io import open_volume
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
+from brainseg_core.review import ReviewReason, review_reasons
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 from tests.support import make_patient
@@ -77,7 +78,8 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
     assert paths[-1].name == SIDECAR_NAME
     assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # nothing else
     n = volume.n_slices
-    key = [s.index for s in result.slices if s.area_px > 0 or s.review is not None]
+    reasons = review_reasons(result, truth=volume.masks)
+    key = [s.index for s, why in zip(result.slices, reasons, strict=True) if s.area_px > 0 or why]
     assert 0 < len(key) < n  # key images only: the slices with tumour (or a review flag)
     assert calls[0] == (0, n + len(key) + 4) and calls[-1] == (n + len(key) + 4,) * 2
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -323,6 +325,40 @@ def test_pictures_of_every_slice_at_the_readers_window_when_asked(volume, tmp_pa
     assert not np.array_equal(first, key_image(volume, result, 0, window=(255.0, 127.5)))
 
 
+def test_every_export_lists_the_review_reasons_the_viewer_shows(volume, tmp_path: Path) -> None:
+    base = _result(volume)
+    tumour = [i for i, m in enumerate(volume.masks) if m.any()]
+    clear = [i for i, m in enumerate(volume.masks) if not m.any()]
+    nudged = {clear[0]: 0.4, tumour[0]: 0.3}  # one nearly let through, one gated out
+    slices = [
+        dataclasses.replace(s, tumour_probability=nudged.get(s.index, s.tumour_probability))
+        for s in base.slices
+    ]
+    result = rethreshold(dataclasses.replace(base, slices=slices))
+    reasons = review_reasons(result, truth=volume.masks)
+    flagged = {i: why for i, why in enumerate(reasons) if why}
+    assert ReviewReason.NEAR_GATE in flagged[clear[0]]
+    assert ReviewReason.DISAGREES_WITH_TRUTH in flagged[tumour[0]]
+    # beyond the pipeline's own flags: e.g. near the gate, or disagreeing with the ground truth
+    assert any(r not in (ReviewReason.CLASSIFIER_ONLY, ReviewReason.OUTSIDE_LARGEST_REGION)
+               for why in flagged.values() for r in why)  # fmt: skip
+    paths = export_results(volume, result, tmp_path / "out", formats=("csv", "png"))
+    side = json.loads(paths[-1].read_text())
+    numbers = volume.slice_numbers
+    assert side["summary"]["slices_to_review"] == [
+        {"slice": numbers[i], "reasons": [r.value for r in why]} for i, why in flagged.items()
+    ]
+    with open(next(p for p in paths if p.name.endswith("_report.csv")), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["slice_number"]): r["review"] for r in rows if r["review"]} == {
+        numbers[i]: ";".join(r.value for r in why) for i, why in flagged.items()
+    }
+    summary = next(p for p in paths if p.name.endswith("_summary.csv")).read_text()
+    assert f"slices_to_review,{len(flagged)}" in summary
+    pictures = {p.name for p in paths if p.suffix == ".png"}
+    assert {f"{volume.patient_id}_{numbers[i]}_overlay.png" for i in flagged} <= pictures
+
+
 def test_the_pdf_report_is_one_page_with_the_key_images(volume, tmp_path: Path) -> None:
     from brainseg_core.report import key_slices, report_page
 
@@ -333,8 +369,10 @@ def test_the_pdf_report_is_one_page_with_the_key_images(volume, tmp_path: Path) 
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF") and data.count(b"/Type /Page\n") + data.count(b"/Type /Page ") >= 1
     tumour = [s.index for s in result.slices if s.area_px > 0]
-    chosen = key_slices(result)
-    assert chosen and set(chosen) <= {s.index for s in result.slices if s.area_px or s.review}
+    reasons = review_reasons(result, truth=volume.masks)
+    chosen = key_slices(result, reasons)
+    worth = {s.index for s, why in zip(result.slices, reasons, strict=True) if s.area_px or why}
+    assert chosen and set(chosen) <= worth
     largest = max(tumour, key=lambda i: result.slices[i].area_px)
     assert largest in chosen
     page = np.asarray(report_page(volume, result, window=(200.0, 100.0)))

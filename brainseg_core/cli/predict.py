@@ -177,7 +177,8 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> PatientResult:
+def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> tuple[PatientResult, int]:
+    """Analyse and export one patient; returns its result and its number of slices to review."""
     volume = open_volume(path, choose=chosen_series(args))
     for line in volume.problem_lines():
         tqdm.write(f"{PROG}: {line}", file=sys.stderr)
@@ -188,7 +189,9 @@ def _predict_one(pipeline: Pipeline, path: Path, args: argparse.Namespace) -> Pa
         result = pipeline.analyse(volume, progress=lambda done, total: bar.update(done - bar.n))
     paths = export_results(volume, result, args.out, formats=args.formats, overwrite=args.overwrite)
     tqdm.write(f"{volume.patient_id}: {_describe(result)} -> {paths[-1].parent}")
-    return result
+    from brainseg_core.review import review_reasons
+
+    return result, sum(1 for why in review_reasons(result, truth=volume.masks) if why)
 
 
 def _check_output(out: Path, patients: list[Path], overwrite: bool) -> None:
@@ -234,11 +237,11 @@ def _write_summary(out: Path, rows: list[list[object]]) -> Path:
     return path
 
 
-def _summary_row(path: Path, result: PatientResult | None, error: str) -> list[object]:
-    if result is None:
+def _summary_row(path: Path, done: tuple[PatientResult, int] | None, error: str) -> list[object]:
+    if done is None:
         return [patient_id_of(path), "failed", "", "", "", "", "", error]
+    result, review = done
     ml = "" if result.volume_ml is None else f"{result.volume_ml:.3f}"
-    review = sum(1 for s in result.slices if s.review is not None)
     return [
         result.patient_id,
         "done",
@@ -337,9 +340,9 @@ def _run(args: argparse.Namespace) -> int:
     bar = tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2 or not _interactive())
     try:
         for path in bar:
-            result, error = None, ""
+            done, error = None, ""
             try:
-                result = _predict_one(pipeline, path, args)
+                done = _predict_one(pipeline, path, args)
             except BrainSegError as exc:
                 failed += 1
                 error = str(exc)
@@ -349,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
                 error = f"{path}: unexpected {type(exc).__name__}: {exc}"
                 _error(error)
                 traceback.print_exc()
-            rows.append(_summary_row(path, result, error))
+            rows.append(_summary_row(path, done, error))
     finally:
         bar.close()
         if len(rows) > 1:

@@ -49,11 +49,12 @@ def test_export_dialog_writes_the_chosen_files_and_asks_before_replacing(
     folder = out / pid
     assert set(written) <= set(folder.iterdir()) and all(p.is_file() for p in written)
     numbers = w.volume.slice_numbers
+    reasons = rec.review_reasons()  # what the viewer lists for review
     for i, n in enumerate(numbers):
         mask = tifffile.imread(folder / f"{pid}_{n}_mask.tif")
         assert np.array_equal(mask > 0, rec.shown.slices[i].mask)
-        s = rec.shown.slices[i]  # key images: the slices with tumour or a review flag
-        assert (folder / f"{pid}_{n}_overlay.png").is_file() == (s.area_px > 0 or s.review is not None)
+        s = rec.shown.slices[i]  # key images: the slices with tumour or a review reason
+        assert (folder / f"{pid}_{n}_overlay.png").is_file() == (s.area_px > 0 or bool(reasons[i]))
     assert tifffile.imread(folder / f"{pid}_mask_stack.tif").shape == (len(numbers), 256, 256)
     report = (folder / f"{pid}_report.csv").read_text().splitlines()
     assert len(report) == 1 + len(numbers)
