@@ -294,7 +294,7 @@ def apply_gate_to_card(
             f"the other folds (gate recall >= {result['target_recall']:g}), end to end with the "
             f"segmenter's held-out masks ({result['post_processing']})"
         ),
-        **{k: v for k, v in pooled.items() if k != "per_patient_dice"},
+        **pooled,
         "per_fold_threshold": {f["fold"]: f["threshold"] for f in result["per_fold"]},
     }
     training = {
