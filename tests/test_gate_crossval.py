@@ -93,6 +93,10 @@ def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path, tin
     assert written.thresholds["tumour_probability"] == pytest.approx(gate["threshold"])
     assert written.metrics["recall_outlined_or_flagged"] == gate["pooled"]["recall_outlined_or_flagged"]
     assert written.training["cross_validation"]["target_recall"] == gate["target_recall"]
+    assert main([*args, "--gate-recall", "0.5"]) == 0
+    assert json.loads(out.read_text())["gate"]["target_recall"] == 0.5
+    with pytest.raises(SystemExit):
+        main([*args, "--gate-recall", "1.5"])
     seg_card = tiny_bundle(tmp_path / "seg_model", kind="segmenter")
     assert main([*args, "--write-gate-card", str(seg_card)]) != 0  # a segmenter is no gate
     with pytest.raises(DataError, match="segmenter's predictions"):

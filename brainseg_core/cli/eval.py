@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the segmenter (threshold chosen on the other folds)",
     )
     p.add_argument(
+        "--gate-recall",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --gate-cv: the share of tumour slices each fold's gate threshold keeps on the other folds "
+        "(default 0.99)",
+    )
+    p.add_argument(
         "--write-gate-card",
         metavar="BUNDLE",
         help="with --gate-cv: write the gate threshold chosen on all folds and the cross-validated "
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write-card needs --cv DIR")
     if args.gate_cv is not None and args.cv is None:
         parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
+    if args.gate_recall is not None and (args.gate_cv is None or not 0.0 < args.gate_recall <= 1.0):
+        parser.error("--gate-recall needs --gate-cv DIR and a value in (0, 1]")
     if args.write_gate_card is not None and args.gate_cv is None:
         parser.error("--write-gate-card needs --gate-cv DIR")
     return run_reporting_errors(
@@ -149,7 +159,9 @@ def _cross_validate(args: argparse.Namespace) -> None:
 
         ship = PostProcessing(**result["ship"])
         gate_files = find_fold_files(args.gate_cv)
-        result["gate"] = gated_cross_validation(folds, [load_gate_fold(f) for f in gate_files], post=ship)
+        gates = [load_gate_fold(f) for f in gate_files]
+        target = {} if args.gate_recall is None else {"target_recall": args.gate_recall}
+        result["gate"] = gated_cross_validation(folds, gates, post=ship, **target)
         print()
         print(format_gate_report(result["gate"]))
         if args.write_gate_card:
