@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", help="text file of patient ids to evaluate (e.g. val_patients.txt)")
     p.add_argument(
         "--largest-component",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="keep only each patient's largest 3-D tumour region (Buda et al.'s post-processing; "
         "default: the segmenter card's setting)",

@@ -5,7 +5,7 @@ Usage::
     brainseg-predict PATH --out DIR [--classifier BUNDLE] [--segmenter BUNDLE]
                      [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16]
                      [--threshold P] [--mask-threshold P] [--min-area PX] [--segment-all]
-                     [--largest-component] [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
+                     [--[no-]largest-component] [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
 
 PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
 holding many (every patient under it is analysed). Each patient's masks, overlays and report go
@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--largest-component",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="keep only the patient's largest 3-D tumour region (hides smaller ones; default: the card's)",
+        help="keep only the patient's largest 3-D tumour region, or not (hides smaller ones; default: the card's)",
     )
     p.add_argument(
         "--format",

@@ -175,3 +175,20 @@ def test_nifti_patient_to_nifti_mask_and_dicom_seg_refused(bundles, tmp_path: Pa
 
     assert main([*argv, "--format", "dicom-seg", "--overwrite"]) == 1  # NIfTI input has no series
     assert "export it as NIfTI" in capsys.readouterr().err
+
+
+def test_largest_region_follows_the_card_unless_told_either_way(tmp_path: Path, tiny_bundle) -> None:
+    from brainseg_core.bundle import load_bundle, update_card
+    from brainseg_core.cli.predict import _thresholds, build_parser
+
+    card = tiny_bundle(tmp_path / "seg.json", "segmenter")
+    update_card(card, thresholds={"mask_probability": 0.5, "min_area_px": 0, "largest_component": True})
+    seg = load_bundle(card)
+
+    def largest(*flags: str) -> bool:
+        args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+        return _thresholds(args, None, seg).largest_component
+
+    assert largest() is True  # the card's choice
+    assert largest("--no-largest-component") is False  # the reader can see every outline
+    assert largest("--largest-component") is True
