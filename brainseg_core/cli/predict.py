@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--largest-component",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="keep only the patient's largest 3-D tumour region, or not (hides smaller ones; default: the card's)",
+        help="keep only the patient's largest 3-D tumour region, or not (it hides smaller ones; "
+        "default: the card's)",
     )
     p.add_argument(
         "--format",
