@@ -213,7 +213,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         thresholds=None
         if args.largest_component is None
         else Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card).replace(
-            largest_component=True
+            largest_component=bool(args.largest_component)
         ),
         flip_tta=args.thorough,
         warn=lambda line: tqdm.write(f"brainseg-eval: {line}", file=sys.stderr),

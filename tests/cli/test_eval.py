@@ -96,14 +96,18 @@ def test_eval_shipped_models(shipped_eval: tuple[int, dict, str]) -> None:
 def test_eval_largest_component_keeps_a_subset(
     shipped_eval: tuple[int, dict, str], lgg_fixture_root: Path, tmp_path: Path
 ) -> None:
-    rc, plain_run, plain_out = shipped_eval  # the plain run: same models, data and options
+    rc, card_run, _ = shipped_eval  # the card's choice: the shipped segmenter keeps the largest region
+    plain_rc, plain_run, plain_out = _eval_shipped(
+        lgg_fixture_root, tmp_path / "plain.json", "--no-largest-component"
+    )
     largest_rc, largest_run, largest_out = _eval_shipped(
         lgg_fixture_root, tmp_path / "largest.json", "--largest-component"
     )
-    assert rc == 0 and largest_rc == 0
+    assert rc == 0 and plain_rc == 0 and largest_rc == 0
     runs = {False: plain_run, True: largest_run}
     assert runs[True]["thresholds"]["largest_component"] is True
     assert runs[False]["thresholds"]["largest_component"] is False
+    assert card_run["thresholds"]["largest_component"] is True
     assert "largest 3-D region only" in plain_out + largest_out
     for plain, largest in zip(runs[False]["patients"], runs[True]["patients"], strict=True):
         assert 0 < largest["segment_all"]["predicted_voxels"] <= plain["segment_all"]["predicted_voxels"]
