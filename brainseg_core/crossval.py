@@ -251,11 +251,14 @@ class FoldScorer:
         """Per-patient and per-slice numbers of the fold under ``post`` (cached)."""
         if post in self._cache:
             return self._cache[post]
-        prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
-        slice_score = prob.reshape(len(prob), -1).max(1).astype(np.float64) / 255.0
-        result = self.score_masks(self.masks(post), slice_score)
+        result = self.score_masks(self.masks(post), self.slice_score(post.flip_tta))
         self._cache[post] = result
         return result
+
+    def slice_score(self, flip_tta: bool) -> np.ndarray:
+        """``(N,)`` each slice's largest mask probability (with or without flip TTA), in [0, 1]."""
+        prob = self.fold.prob_flip if flip_tta else self.fold.prob
+        return prob.reshape(len(prob), -1).max(1).astype(np.float64) / 255.0
 
     def score_masks(self, pred: np.ndarray, slice_score: np.ndarray) -> dict[str, Any]:
         """Per-patient and per-slice numbers of final masks ``pred`` of this fold's slices.

@@ -35,6 +35,7 @@ import numpy as np
 from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, summary_metrics
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import roc_auc
+from brainseg_core.results import REVIEW_CONFIDENCE
 
 __all__ = [
     "GATE_TARGET_RECALL",
@@ -121,10 +122,10 @@ def _gated_part(
     scorer: FoldScorer, gate: GateFold, threshold: float, post: PostProcessing, review_probability: float
 ) -> dict[str, Any]:
     gated = gate.prob >= threshold
-    prob = scorer.fold.prob_flip if post.flip_tta else scorer.fold.prob
-    # a slice the gate stops has no outline, so it ranks by the gate alone
-    seg_score = prob.reshape(len(prob), -1).max(1).astype(np.float64) / 255.0
-    part = scorer.score_masks(scorer.masks(post, gated), np.where(gated, seg_score, 0.0))
+    # a slice the gate stops has no outline, so it ranks last
+    part = scorer.score_masks(
+        scorer.masks(post, gated), np.where(gated, scorer.slice_score(post.flip_tta), 0.0)
+    )
     part["gated"] = gated
     part["flagged"] = gated & ~part["slice_pred"] & (gate.prob >= review_probability)
     part["gate_prob"] = gate.prob
@@ -156,7 +157,7 @@ def gated_cross_validation(
     *,
     post: PostProcessing | None = None,
     target_recall: float = GATE_TARGET_RECALL,
-    review_probability: float = 0.5,
+    review_probability: float = REVIEW_CONFIDENCE,
 ) -> dict[str, Any]:
     """Nested cross-validated end-to-end metrics of a gate in front of a segmenter.
 
@@ -165,7 +166,8 @@ def gated_cross_validation(
         gate_folds: the gate's folds, the same patients and slices in the same order.
         post: the segmenter's post-processing (its card's; default: ``PostProcessing()``).
         target_recall: the gate recall each threshold keeps on the folds that choose it.
-        review_probability: gate probability from which an empty outline is flagged for review.
+        review_probability: gate probability from which an empty outline is flagged for review
+            (the pipeline's :data:`~brainseg_core.results.REVIEW_CONFIDENCE`).
 
     Returns:
         A JSON-ready dict: ``per_fold`` (threshold chosen on the other folds, metrics),
