@@ -46,17 +46,21 @@ def main(argv: list[str] | None = None) -> int:
         dice: dict[str, list[float]] = {case: [] for case in CASES}
         for fold in range(args.folds):
             card = next((root / f"fold{fold}").glob("*.json"))
-            model = load_bundle(card).model.eval()
+            bundle = load_bundle(card)
+            model = bundle.model.eval()
             held_out = set(fold_patients(ids, folds=args.folds, fold=fold, seed=args.seed))
             slices = load_slices(
-                [q for q in paths if q.name in held_out], size=int(load_bundle(card).card.input_size)
+                [q for q in paths if q.name in held_out],
+                size=int(bundle.card.input_size),
+                context=bundle.card.context_slices,
             )
             truth = slices.masks[:, 0].numpy().astype(bool)
             n = len(truth)
             for case, channels in CASES.items():
                 x = slices.images.clone()
-                for c in channels:
-                    x[:, c] = x[:, FLAIR]
+                for base in range(0, x.shape[1], len(CHANNELS)):  # every stacked slice
+                    for c in channels:
+                        x[:, base + c] = x[:, base + FLAIR]
                 prob = torch.sigmoid(predict_logits(model, x, batch_size=16, amp=torch.bfloat16))[:, 0]
                 pred = (prob >= 0.5).numpy()
                 inter = (pred & truth).reshape(n, -1).sum(1).astype(float)

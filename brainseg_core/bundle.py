@@ -10,10 +10,13 @@ the file, says what is wrong and what to do.
 Card keys (format ``brainseg-model-card/1``)::
 
     format, name, kind ("classifier" | "segmenter"), arch, arch_args, input_size, channel_order,
-    normalization, thresholds, training, metrics, created (ISO-8601 UTC), software_version,
+    context_slices, normalization, thresholds, training, metrics, created (ISO-8601 UTC), software_version,
     weights_file, weights_sha256, weights_dtype, license, notes
 
-``training``, ``metrics``, ``license`` and ``notes`` are optional (default empty); keys this
+``context_slices`` (default 0) is how many neighbouring slices on either side the network sees
+with each slice (:func:`brainseg_core.preprocessing.model_input`); its input then has
+``len(channel_order) * (2 * context_slices + 1)`` channels. ``training``, ``metrics``,
+``license`` and ``notes`` are optional (default empty); keys this
 version does not know are kept in :attr:`ModelCard.extra` and written back unchanged.
 """
 
@@ -76,6 +79,7 @@ CARD_KEYS = (
     "arch_args",
     "input_size",
     "channel_order",
+    "context_slices",
     "normalization",
     "thresholds",
     "training",
@@ -88,7 +92,7 @@ CARD_KEYS = (
     "license",
     "notes",
 )
-OPTIONAL_KEYS = ("training", "metrics", "license", "notes")
+OPTIONAL_KEYS = ("context_slices", "training", "metrics", "license", "notes")
 _WEIGHT_FIELDS = ("format", "weights_file", "weights_sha256", "weights_dtype")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".h5", ".hdf5", ".keras"}
@@ -118,6 +122,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     notes: str = ""
+    context_slices: int = 0
     format: str = CARD_FORMAT
     #: Keys not known to this version, kept so rewriting a newer card does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -205,6 +210,13 @@ class ModelCard:
             "a positive integer",
         )
         need(isinstance(self.channel_order, list), "channel_order", "a list of channel names")
+        need(
+            isinstance(self.context_slices, int)
+            and not isinstance(self.context_slices, bool)
+            and self.context_slices >= 0,
+            "context_slices",
+            "an integer >= 0 (neighbouring slices on either side)",
+        )
         need(
             isinstance(self.weights_sha256, str)
             and re.fullmatch(r"[0-9a-f]{64}", self.weights_sha256) is not None,
@@ -324,9 +336,20 @@ def _arch_args(card: ModelCard) -> dict[str, Any]:
     return {k: v for k, v in card.arch_args.items() if k not in _STARTING_WEIGHTS}
 
 
+def input_channels(card: ModelCard) -> int:
+    """Channels of the network input the card describes (sequences x stacked slices)."""
+    return len(card.channel_order) * (2 * card.context_slices + 1)
+
+
 def _size_problem(card: ModelCard, model: nn.Module) -> str | None:
     if isinstance(model, ResUNet) and card.input_size % 2**model.depth:
         return f"input_size {card.input_size} is not divisible by 2**depth = {2**model.depth} of the ResUNet"
+    channels = getattr(model, "in_channels", None)
+    if isinstance(channels, int) and channels != input_channels(card):
+        return (
+            f"the network takes {channels} input channels but {len(card.channel_order)} sequences with "
+            f"context_slices={card.context_slices} give {input_channels(card)}"
+        )
     return None
 
 
@@ -488,6 +511,7 @@ def save_bundle(
     dtype: torch.dtype = torch.float16,
     notes: str = "",
     license: str = "",
+    context_slices: int = 0,
 ) -> Path:
     """Write a bundle: weights as safetensors and the JSON card, each atomically.
 
@@ -514,6 +538,8 @@ def save_bundle(
         dtype: storage dtype of floating tensors: float16 (default), bfloat16 or float32.
         notes: free text.
         license: licence of the weights (e.g. that of the training data).
+        context_slices: neighbouring slices on either side in the network's input (module
+            docstring); the model must take ``3 * (2 * context_slices + 1)`` channels.
 
     Returns:
         The card (``.json``) path.
@@ -539,6 +565,7 @@ def save_bundle(
         arch_args=args,
         input_size=input_size,
         channel_order=list(CHANNELS),
+        context_slices=context_slices,
         normalization=json.loads(json.dumps(NORMALIZATION)),
         thresholds=dict(thresholds),
         created=datetime.now(UTC).isoformat(timespec="seconds"),

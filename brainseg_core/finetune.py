@@ -806,6 +806,7 @@ def _train_config(
         arch=card.arch,
         width=card.arch_args.get(width_key) if card.arch in ("resunet", "plain_cnn") else None,
         depth=card.arch_args.get("depth") if card.arch == "resunet" else None,
+        context=card.context_slices,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,

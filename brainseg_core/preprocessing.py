@@ -10,6 +10,13 @@ i.e. inside the skull-stripped field of view), clip every voxel of the channel t
 deviation of the clipped foreground. Background voxels go through the same affine map. A channel
 with no foreground (all zero) maps to zeros. Slices are then resized to ``size`` x ``size``
 (bilinear, antialiased) when they are not already that size.
+
+Neighbouring slices (2.5-D input): a model card's ``context_slices`` k says the network sees each
+slice together with the k slices on either side. :func:`model_input` stacks them along the channel
+axis, slice-major from ``i - k`` to ``i + k``, each with the three sequences in
+:data:`~brainseg_core.io.volume.CHANNELS` order, so channel ``c`` holds sequence ``c % 3`` of slice
+``i - k + c // 3``. Beyond the first and the last slice the edge slice is repeated. ``k = 0`` is the
+plain three-channel input.
 """
 
 from __future__ import annotations
@@ -98,6 +105,102 @@ def preprocess_volume(
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.contiguous()
+
+
+def context_indices(n_slices: int, indices: np.ndarray | list[int], context: int) -> np.ndarray:
+    """The slices each of ``indices`` is stacked with (see the module docstring).
+
+    Args:
+        n_slices: slices in the volume.
+        indices: the centre slices.
+        context: neighbours on either side (k >= 0).
+
+    Returns:
+        ``(len(indices), 2k + 1)`` int64 slice indices, clamped to the volume.
+
+    Raises:
+        ValueError: if ``context`` is negative or an index is outside the volume.
+    """
+    if context < 0:
+        raise ValueError(f"context must be >= 0 slices, got {context}")
+    centre = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if centre.size and (centre.min() < 0 or centre.max() >= n_slices):
+        raise ValueError(f"slice indices must be in [0, {n_slices}), got {centre.min()}..{centre.max()}")
+    offsets = np.arange(-context, context + 1, dtype=np.int64)
+    return np.clip(centre[:, None] + offsets[None, :], 0, max(0, n_slices - 1))
+
+
+def stack_context(x: torch.Tensor, neighbours: np.ndarray) -> torch.Tensor:
+    """Stack normalised slices with their neighbours along the channel axis.
+
+    Args:
+        x: ``(M, C, S, S)`` normalised slices.
+        neighbours: ``(N, 2k + 1)`` indices into ``x`` (rows of :func:`context_indices`).
+
+    Returns:
+        ``(N, C * (2k + 1), S, S)``, slice-major (module docstring).
+    """
+    idx = torch.from_numpy(np.ascontiguousarray(neighbours, dtype=np.int64))
+    n, width = idx.shape
+    return x[idx.reshape(-1)].reshape(n, width * x.shape[1], *x.shape[2:]).contiguous()
+
+
+def model_input(
+    images: np.ndarray,
+    indices: np.ndarray | list[int] | range,
+    *,
+    size: int,
+    stats: np.ndarray | None = None,
+    context: int = 0,
+) -> torch.Tensor:
+    """The network input of chosen slices of a volume: normalised, resized, with neighbours.
+
+    Only the slices needed (the chosen ones and their neighbours) are normalised.
+
+    Args:
+        images: ``(N, H, W, 3)`` uint8 slices of the whole volume.
+        indices: the slices to build inputs for.
+        size: model input size.
+        stats: :func:`channel_stats` of the whole volume (computed if None).
+        context: neighbouring slices on either side (the card's ``context_slices``).
+
+    Returns:
+        ``(len(indices), 3 * (2 * context + 1), size, size)`` float32 tensor.
+
+    Raises:
+        ValueError: on a wrongly shaped input, a bad size, a negative context or an index outside
+            the volume.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) images, got shape {images.shape}")
+    neighbours = context_indices(images.shape[0], np.asarray(list(indices), dtype=np.int64), context)
+    if stats is None:
+        stats = channel_stats(images)
+    needed, inverse = np.unique(neighbours, return_inverse=True)
+    x = preprocess_volume(images[needed], size=size, stats=stats)
+    return stack_context(x, inverse.reshape(neighbours.shape))
+
+
+def centre_channels(x: torch.Tensor, context: int, wanted: int) -> torch.Tensor:
+    """The channels of a ``context``-slice input that a model with ``wanted`` context takes.
+
+    Args:
+        x: ``(N, 3 * (2 * context + 1), S, S)`` input from :func:`model_input`.
+        context: the neighbours ``x`` was built with.
+        wanted: the neighbours the model takes (<= ``context``).
+
+    Returns:
+        ``(N, 3 * (2 * wanted + 1), S, S)`` (``x`` itself when they are equal).
+
+    Raises:
+        ValueError: if ``wanted`` is larger than ``context``.
+    """
+    if wanted > context:
+        raise ValueError(f"cannot take {wanted} neighbouring slices from an input built with {context}")
+    if wanted == context:
+        return x
+    per = x.shape[1] // (2 * context + 1)
+    return x[:, per * (context - wanted) : per * (context + wanted + 1)]
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -157,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="augmentation: per slice, replace pre- and post-contrast each by FLAIR with probability P, "
         "as a scan without that sequence is read (default 0: off)",
     )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="K",
+        help="2.5-D input: the ResUNet sees each slice with K neighbouring slices on either side "
+        "(3 x (2K+1) channels; default 0). With --init-from a 2-D bundle the neighbours start at zero "
+        "weight, so training starts from that model's output",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--precision",
@@ -217,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         loss=args.loss,
         tumour_fraction=tumour_fraction,
         missing_sequence=args.missing_sequence,
+        context=args.context,
         device=args.device,
         precision=args.precision,
         patience=args.patience,

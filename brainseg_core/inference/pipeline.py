@@ -4,8 +4,9 @@ Its results and the thresholding of stored probabilities live in :mod:`brainseg_
 
 For each batch of slices, in slice order, the pipeline
 
-1. normalises the slices exactly as in training (:func:`brainseg_core.preprocessing.preprocess_volume`
-   with the statistics of the whole volume, computed once per volume),
+1. normalises the slices exactly as in training (:func:`brainseg_core.preprocessing.model_input`
+   with the statistics of the whole volume, computed once per volume, and the neighbouring slices
+   a model's card asks for stacked in),
 2. runs the classifier and keeps the slices whose tumour probability is at least the classifier
    threshold (every slice with ``segment_all=True`` or without a classifier),
 3. runs the segmenter on those slices, resizes the sigmoid probability map back to the source size
@@ -44,7 +45,7 @@ from brainseg_core.inference.device import (
     run_batched,
 )
 from brainseg_core.model_kind import ModelKind
-from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
+from brainseg_core.preprocessing import centre_channels, channel_stats, model_input, resize_prob
 from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
 from brainseg_core.results import (
     PatientResult,
@@ -367,6 +368,10 @@ class Pipeline:
         seg_size = int(self.segmenter.card.input_size)
         classifier = self.classifier if self.uses_classifier else None
         cls_size = seg_size if classifier is None else int(classifier.card.input_size)
+        seg_context = self.segmenter.card.context_slices
+        cls_context = classifier.card.context_slices if classifier is not None else seg_context
+        # one input serves both networks when they take the same size: the wider context of the two
+        context = max(seg_context, cls_context) if cls_size == seg_size else cls_context
         thresholds = self.thresholds_for(shape)
         if progress is not None:
             progress(0, n)
@@ -377,14 +382,14 @@ class Pipeline:
             if stats is None:
                 stats = self._volume_stats(volume)
             stop = min(n, start + self.batch_size)
-            images = volume.images[start:stop]
-            x = preprocess_volume(images, size=cls_size, stats=stats)
+            x = model_input(volume.images, range(start, stop), size=cls_size, stats=stats, context=context)
             probs: dict[int, np.ndarray] = {}
             if self.uses_classifier and self._shared_encoder and cls_size == seg_size:
-                tumour, gate, maps = self._gate_and_segment(x, shape, thresholds.gate)
+                x_seg = centre_channels(x, context, seg_context)
+                tumour, gate, maps = self._gate_and_segment(x_seg, shape, thresholds.gate)
                 probs = {int(k): maps[k] for k in np.flatnonzero(gate)}
             elif self.uses_classifier:
-                tumour = self._classify(x)
+                tumour = self._classify(centre_channels(x, context, cls_context))
                 gate = tumour >= thresholds.gate
             else:
                 tumour = np.ones(stop - start)
@@ -392,9 +397,11 @@ class Pipeline:
             chosen = np.flatnonzero(gate)
             if chosen.size and not probs:
                 xs = (
-                    x[torch.from_numpy(chosen)]
+                    centre_channels(x, context, seg_context)[torch.from_numpy(chosen)]
                     if seg_size == cls_size
-                    else preprocess_volume(images[chosen], size=seg_size, stats=stats)
+                    else model_input(
+                        volume.images, start + chosen, size=seg_size, stats=stats, context=seg_context
+                    )
                 )
                 probs = dict(zip(chosen.tolist(), self._segment(xs, shape), strict=True))
             batch = [
@@ -525,7 +532,9 @@ class Pipeline:
             if is_cancelled():
                 raise Cancelled(f"{volume.patient_id}: segmentation cancelled")
             chunk = todo[start : start + self.batch_size]
-            x = preprocess_volume(volume.images[chunk], size=size, stats=stats)
+            x = model_input(
+                volume.images, chunk, size=size, stats=stats, context=self.segmenter.card.context_slices
+            )
             for i, prob in zip(chunk, self._segment(x, volume.shape), strict=True):
                 slices[i] = dataclasses.replace(slices[i], mask_probability=prob)
             if progress is not None:

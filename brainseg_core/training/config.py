@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from brainseg_core.io.volume import CHANNELS
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.training.data import Augmentation
@@ -25,6 +26,8 @@ CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn", "r
 RESUNET_ARCHS = ("resunet", "resunet_gate")
 #: ``min_area_px`` values tried on the validation patients (pixels at the training image size).
 MIN_AREA_CANDIDATES = (0, 10, 20, 40, 80, 160)
+#: Most neighbouring slices on either side a model may take (``--context``).
+MAX_CONTEXT = 3
 #: Share of tumour slices among a segmenter's draws unless told otherwise.
 SEGMENTER_TUMOUR_FRACTION = 0.7
 
@@ -54,6 +57,7 @@ FROZEN_ON_RESUME = (
     "loss",
     "tumour_fraction",
     "missing_sequence",
+    "context",
     "pretrained",
     "name",
     "crop",
@@ -105,6 +109,8 @@ class TrainConfig:
             (:func:`default_tumour_fraction`).
         missing_sequence: augmentation probability that a slice's pre- or post-contrast channel is
             replaced by FLAIR (:class:`~brainseg_core.training.data.Augmentation`); 0 turns it off.
+        context: a ResUNet segmenter sees each slice with this many neighbouring slices on either
+            side (2.5-D input, the card's ``context_slices``); 0 is the plain 3-channel input.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: autocast precision (``auto`` = bf16 on CUDA, fp32 on the CPU).
         patience: stop after this many epochs without improvement (0: never).
@@ -147,6 +153,7 @@ class TrainConfig:
     loss: str | None = None
     tumour_fraction: float | None = SEGMENTER_TUMOUR_FRACTION
     missing_sequence: float = 0.0
+    context: int = 0
     device: str = "auto"
     precision: str = "auto"
     patience: int = 15
@@ -234,6 +241,8 @@ class TrainConfig:
                 args["base_filters"] = int(self.width)
             if self.depth is not None:
                 args["depth"] = int(self.depth)
+            if self.context:
+                args["in_channels"] = len(CHANNELS) * (2 * int(self.context) + 1)
         elif self.arch == "plain_cnn" and self.width is not None:
             args["width"] = int(self.width)
         return args
@@ -253,6 +262,12 @@ def _check_model(c: TrainConfig) -> None:
         raise ValueError(f"--width applies to resunet, resunet_gate and plain_cnn only, not {c.arch}")
     if c.depth is not None and c.arch not in RESUNET_ARCHS:
         raise ValueError(f"--depth applies to resunet and resunet_gate only, not {c.arch}")
+    if not isinstance(c.context, int) or isinstance(c.context, bool) or not 0 <= c.context <= MAX_CONTEXT:
+        raise ValueError(
+            f"--context must be a whole number of slices from 0 to {MAX_CONTEXT}, got {c.context!r}"
+        )
+    if c.context and c.arch not in RESUNET_ARCHS:
+        raise ValueError(f"--context applies to resunet and resunet_gate only, not {c.arch}")
     if c.pretrained and c.arch in (*RESUNET_ARCHS, "plain_cnn"):
         raise ValueError(f"--pretrained needs a torchvision architecture, not {c.arch}")
     if c.arch == "resunet_gate" and c.init_from is None and not c.resume:

@@ -1,9 +1,10 @@
 """Training data: patient split, the in-memory slice set, epoch sampling and on-device augmentation.
 
 The whole data set is small (the 80 LGG development patients are 2885 slices, 1.1 GB as float16 at
-256 x 256), so the trainer reads every patient once, normalises each volume with the shared
-:func:`brainseg_core.preprocessing.preprocess_volume`, and keeps one float16 tensor of every slice
-on the training device. Batches are gathered by index and augmented there, batched, with no
+256 x 256; 3.4 GB with one neighbouring slice on either side), so the trainer reads every patient
+once, normalises each volume with the shared :func:`brainseg_core.preprocessing.model_input` (with
+the model's neighbouring slices stacked in for 2.5-D input), and keeps one float16 tensor of every
+slice on the training device. Batches are gathered by index and augmented there, batched, with no
 DataLoader, worker processes or host-to-device copies per step.
 
 Split: by patient, never by slice (neighbouring slices of one patient are nearly identical).
@@ -19,8 +20,9 @@ training uses and what the model card records:
 - rotation uniform in +-15 degrees and isotropic scaling uniform in [0.9, 1.1], one affine warp
   (``affine_grid``/``grid_sample``): bilinear for the images with border padding (the corners of an
   LGG slice are background), nearest neighbour for the masks with zero padding;
-- intensity: per slice and channel a gain uniform in [0.9, 1.1] and an offset uniform in
-  [-0.1, 0.1] (in z-score units of the normalised image);
+- intensity: per slice and sequence a gain uniform in [0.9, 1.1] and an offset uniform in
+  [-0.1, 0.1] (in z-score units of the normalised image), shared by the neighbouring slices
+  stacked with it;
 - missing sequences (off unless ``missing_sequence`` > 0): per slice, the pre- and the
   post-contrast channel are each replaced by the FLAIR channel with that probability, before the
   warp. This is what a scan without that sequence looks like to the models: the LGG data set
@@ -49,7 +51,7 @@ import torch.nn.functional as F
 
 from brainseg_core.errors import DataError
 from brainseg_core.io.volume import CHANNELS
-from brainseg_core.preprocessing import preprocess_volume, resize_mask
+from brainseg_core.preprocessing import model_input, resize_mask
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class SliceSet:
     """Every slice of a list of patients, normalised, as tensors (on one device).
 
     Attributes:
-        images: ``(N, 3, S, S)`` float16 normalised images.
+        images: ``(N, C, S, S)`` float16 normalised images (C = 3, or 3 x (2k + 1) with k
+            neighbouring slices on either side stacked in).
         masks: ``(N, 1, S, S)`` uint8 ground truth (0/1) at the training size.
         labels: ``(N,)`` float32, 1.0 where the source mask is not empty (tumour slice).
         patient: ``(N,)`` int64 index into ``patient_ids`` of each slice.
@@ -331,6 +334,7 @@ def load_slices(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     series: Mapping[str, str] | None = None,
+    context: int = 0,
 ) -> SliceSet:
     """Read, normalise and stack every slice of the given patients (on the CPU).
 
@@ -341,6 +345,9 @@ def load_slices(
         progress: ``progress(done, total)`` after each patient.
         warn: receives each volume's warnings and skipped slices (one line each, naming the file).
         series: for DICOM studies, the series to read per sequence (``--flair/--pre/--post``).
+        context: neighbouring slices on either side stacked with each slice
+            (:func:`~brainseg_core.preprocessing.model_input`); the images then have
+            ``3 * (2 * context + 1)`` channels.
 
     Returns:
         The :class:`SliceSet`, patients in the given order.
@@ -362,7 +369,7 @@ def load_slices(
         if warn is not None:
             for line in vol.problem_lines():
                 warn(line)
-        images = preprocess_volume(vol.images, size=size).to(torch.float16)
+        images = model_input(vol.images, range(vol.n_slices), size=size, context=context).to(torch.float16)
         masks = torch.from_numpy(resize_mask(vol.masks, size)).to(torch.uint8)[:, None]
         return vol.patient_id, images, masks
 
@@ -499,6 +506,7 @@ def augment(
     b, c = images.shape[:2]
     dev = images.device
     x = images.float()
+    n_seq = len(CHANNELS)
     if params.missing_sequence > 0.0:
         x = _drop_sequences(x, params.missing_sequence, generator)
 
@@ -517,9 +525,11 @@ def augment(
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    gain = u(b, c, 1, 1, lo=params.intensity_gain[0], hi=params.intensity_gain[1])
-    offset = u(b, c, 1, 1, lo=params.intensity_offset[0], hi=params.intensity_offset[1])
-    x = x * gain + offset
+    # one gain and offset per sequence, shared by a slice and its neighbours (2.5-D input)
+    per = n_seq if c % n_seq == 0 else c
+    gain = u(b, per, 1, 1, lo=params.intensity_gain[0], hi=params.intensity_gain[1])
+    offset = u(b, per, 1, 1, lo=params.intensity_offset[0], hi=params.intensity_offset[1])
+    x = x * gain.repeat(1, c // per, 1, 1) + offset.repeat(1, c // per, 1, 1)
     m = None
     if masks is not None:
         m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -527,11 +537,17 @@ def augment(
 
 
 def _drop_sequences(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
-    """Replace the pre- and post-contrast channels of random slices by the FLAIR channel."""
+    """Replace the pre- and post-contrast channels of random samples by the FLAIR channel.
+
+    With neighbouring slices stacked in (2.5-D input), a dropped sequence is dropped in every slice
+    of the sample, as in a scan that lacks it.
+    """
+    n_seq = len(CHANNELS)
     flair = CHANNELS.index("FLAIR")
-    others = [i for i in range(x.shape[1]) if i != flair]
+    others = [i for i in range(n_seq) if i != flair]
     drop = torch.rand(x.shape[0], len(others), device=x.device, generator=generator) < probability
     out = x.clone()
-    for j, ch in enumerate(others):
-        out[:, ch] = torch.where(drop[:, j, None, None], x[:, flair], x[:, ch])
+    for base in range(0, x.shape[1], n_seq):
+        for j, ch in enumerate(others):
+            out[:, base + ch] = torch.where(drop[:, j, None, None], x[:, base + flair], x[:, base + ch])
     return out

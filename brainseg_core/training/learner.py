@@ -147,10 +147,57 @@ def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
         keys = list(ours)
         if len(theirs) != len(ours):
             keys.append("(tensor count)")
+    if card.context_slices != cfg.context:
+        theirs = widen_context(theirs, ours, have=card.context_slices, want=cfg.context, path=path)
     bad = [k for k in keys if k not in theirs or theirs[k].shape != ours[k].shape]
     if bad:
         raise ValueError(
             f"{path}: --init-from weights do not fit this model ({len(bad)} tensors differ, e.g. "
-            f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args})"
+            f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args}) and a --context "
+            f"of at least its {card.context_slices}"
         )
     model.load_state_dict({k: theirs[k].float() for k in keys}, strict=cfg.arch != "resunet_gate")
+
+
+def widen_context(
+    theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], *, have: int, want: int, path: Path
+) -> dict[str, torch.Tensor]:
+    """Fit a bundle's input convolution to more neighbouring slices (2.5-D input).
+
+    The bundle's kernels go to the channels of the slices it saw (the centre ones); the added
+    neighbours start at zero weight, so the widened model computes exactly what the bundle did
+    until training teaches it to use them.
+
+    Args:
+        theirs: the bundle's tensors.
+        ours: the new model's tensors.
+        have: the bundle's ``context_slices``.
+        want: the new model's (``--context``).
+        path: the bundle, named in errors.
+
+    Returns:
+        ``theirs`` with its input convolution widened.
+
+    Raises:
+        ValueError: if the new model sees fewer neighbours than the bundle.
+    """
+    if want < have:
+        raise ValueError(
+            f"{path}: the bundle sees {have} neighbouring slice(s) on either side; --context must be at "
+            f"least {have} to start from it"
+        )
+    out = dict(theirs)
+    for key, mine in ours.items():
+        old = theirs.get(key)
+        if old is None or old.ndim != 4 or mine.ndim != 4 or old.shape == mine.shape:
+            continue
+        if old.shape[0] != mine.shape[0] or old.shape[2:] != mine.shape[2:]:
+            continue
+        per, rem = divmod(old.shape[1], 2 * have + 1)
+        if rem or mine.shape[1] != per * (2 * want + 1):
+            continue
+        wide = torch.zeros(mine.shape, dtype=old.dtype)
+        start = per * (want - have)
+        wide[:, start : start + old.shape[1]] = old
+        out[key] = wide
+    return out

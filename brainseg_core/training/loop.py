@@ -217,6 +217,7 @@ def _load_split(
         progress=lambda done, total: bar.update(1),
         warn=say,
         series=cfg.series,
+        context=cfg.context,
     )
     bar.close()
     val: float | list[str]

@@ -182,4 +182,5 @@ def write_bundle(
         training=json_safe(training),
         metrics=json_safe(metrics),
         notes=NOTES,
+        context_slices=cfg.context,
     )
