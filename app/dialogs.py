@@ -336,6 +336,17 @@ def _dict_table(data: dict) -> str:
     return f"<table>{rows}</table>"
 
 
+def input_text(card: object) -> str:
+    """What the network reads, e.g. ``"256 px; pre-contrast, FLAIR, post-contrast of each slice and
+    1 neighbouring slice on either side"``."""
+    size = getattr(card, "input_size", "?")
+    channels = ", ".join(getattr(card, "channel_order", []))
+    k = int(getattr(card, "context_slices", 0))
+    if k == 0:
+        return f"{size} px; {channels} of each slice"
+    return f"{size} px; {channels} of each slice and {k} neighbouring slice{'s' * (k > 1)} on either side"
+
+
 def card_html(title: str, bundle: object | None) -> str:
     """HTML description of a loaded model bundle (or of its absence)."""
     if bundle is None:
@@ -344,7 +355,7 @@ def card_html(title: str, bundle: object | None) -> str:
     rows = [
         ("Name", card.name),
         ("Architecture", f"{card.arch} {json.dumps(card.arch_args)}"),
-        ("Input size", f"{card.input_size} px"),
+        ("Input", input_text(card)),
         ("Thresholds", ", ".join(f"{k} {v}" for k, v in card.thresholds.items())),
         ("Created", card.created),
         ("Software", card.software_version),

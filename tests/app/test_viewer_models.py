@@ -99,3 +99,20 @@ def test_thorough_setting_builds_a_flip_tta_pipeline_and_reanalyses(
         lambda: w.current.state is PatientState.DONE and w.analyser.pipeline is not None, timeout=20_000
     )
     assert w.analyser.pipeline.flip_tta
+
+
+def test_the_model_card_says_which_slices_the_network_reads(tmp_path: Path) -> None:
+    from brainseg_core.bundle import load_bundle
+
+    torch.manual_seed(0)
+    args = {"base_filters": 4, "depth": 2, "in_channels": 9}
+    card = save_bundle(
+        build_model("resunet", **args), tmp_path, name="wide", kind="segmenter", arch="resunet",
+        arch_args=args, input_size=64, thresholds={"mask_probability": 0.5, "min_area_px": 0},
+        context_slices=1,
+    )  # fmt: skip
+    bundle = load_bundle(card)
+    text = dialogs.card_html("Segmenter", bundle)
+    assert "pre-contrast, FLAIR, post-contrast of each slice and 1 neighbouring slice on either side" in text
+    plain = load_bundle(_seg(tmp_path / "plain", "plain", None))
+    assert "post-contrast of each slice</td>" in dialogs.card_html("Segmenter", plain)
