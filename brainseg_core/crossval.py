@@ -52,6 +52,7 @@ __all__ = [
     "find_fold_files",
     "format_cv_report",
     "load_fold",
+    "pct",
     "score_fold",
     "summary_metrics",
 ]
@@ -529,7 +530,8 @@ def apply_to_card(
     return path
 
 
-def _pct(v: Any) -> str:
+def pct(v: Any) -> str:
+    """A fraction as a percentage with one decimal for the reports ("n/a" when missing or not finite)."""
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * float(v):.1f}"
 
 
@@ -542,10 +544,10 @@ def format_cv_report(result: dict[str, Any]) -> str:
 
     def row(label: str, m: dict[str, Any]) -> str:
         return (
-            f"{label:<52} {m['patients']:>4} {_pct(m['dice_patient_mean']):>9} "
-            f"{_pct(m['dice_patient_median']):>7} {_pct(m['dice_patient_min']):>6} "
-            f"{len(m['patients_below_0.5']):>5} {_pct(m['slice_recall']):>7} "
-            f"{_pct(m['slice_specificity']):>6} {_pct(m['slice_balanced_accuracy']):>7} "
+            f"{label:<52} {m['patients']:>4} {pct(m['dice_patient_mean']):>9} "
+            f"{pct(m['dice_patient_median']):>7} {pct(m['dice_patient_min']):>6} "
+            f"{len(m['patients_below_0.5']):>5} {pct(m['slice_recall']):>7} "
+            f"{pct(m['slice_specificity']):>6} {pct(m['slice_balanced_accuracy']):>7} "
             f"{m['slice_roc_auc']:>6.3f} {m['volume_ratio_median']:>9.2f}"
         )
 

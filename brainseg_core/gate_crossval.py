@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, summary_metrics
+from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, pct, summary_metrics
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import roc_auc
 from brainseg_core.results import REVIEW_CONFIDENCE
@@ -218,9 +218,6 @@ def gated_cross_validation(
 
 def format_gate_report(result: dict[str, Any]) -> str:
     """The text table ``brainseg-eval --cv SEG --gate-cv GATE`` prints."""
-
-    def pct(v: float) -> str:
-        return "n/a" if not np.isfinite(v) else f"{100 * v:.1f}"
 
     head = (
         f"{'':<26} {'thr':>6} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} {'recall':>7} "
