@@ -51,28 +51,21 @@ def boundary_segments(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
     m = np.pad(mask.astype(bool), 1)
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
     # Horizontal edges: between padded rows r and r + 1, i.e. image y = r, for x in [c, c + 1].
-    h = m[:-1, 1:-1] != m[1:, 1:-1]  # (H + 1, W)
-    for y0, x0, x1 in _runs(h):
-        xs.append(np.array([x0, x1], float))
-        ys.append(np.array([y0, y0], float))
+    h_line, h_start, h_stop = _runs(m[:-1, 1:-1] != m[1:, 1:-1])  # rows of an (H + 1, W) array
     # Vertical edges: between padded cols c and c + 1, i.e. image x = c, for y in [r, r + 1].
-    v = m[1:-1, :-1] != m[1:-1, 1:]  # (H, W + 1)
-    for x0, y0, y1 in _runs(v.T):
-        xs.append(np.array([x0, x0], float))
-        ys.append(np.array([y0, y1], float))
-    if not xs:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(xs), np.concatenate(ys)
+    v_line, v_start, v_stop = _runs((m[1:-1, :-1] != m[1:-1, 1:]).T)  # rows of a (W + 1, H) array
+    # one segment per run, its two ends as consecutive points: horizontal runs first, then vertical
+    xs = np.concatenate([np.stack([h_start, h_stop], 1).ravel(), np.repeat(v_line, 2)])
+    ys = np.concatenate([np.repeat(h_line, 2), np.stack([v_start, v_stop], 1).ravel()])
+    return xs.astype(float), ys.astype(float)
 
 
-def _runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(line, start, stop)`` of every run of True along the rows of a 2-D boolean array."""
+def _runs(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(line, start, stop)`` arrays of every run of True along the rows of a 2-D boolean array."""
     padded = np.pad(edges, ((0, 0), (1, 1)))
     diff = np.diff(padded.astype(np.int8), axis=1)
     starts = np.argwhere(diff == 1)
     stops = np.argwhere(diff == -1)
     # argwhere is row-major, so starts and stops pair up one to one.
-    return [(int(r), int(s), int(e)) for (r, s), (_, e) in zip(starts, stops, strict=True)]
+    return starts[:, 0], starts[:, 1], stops[:, 1]

@@ -46,6 +46,25 @@ def test_boundary_segments_of_a_square_and_a_hole() -> None:
     assert boundary_segments(np.zeros((3, 3), bool))[0].size == 0
 
 
+def test_boundary_segments_cover_every_mask_edge_once() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) < rng.random()
+        x, y = boundary_segments(mask)
+        unit_edges = set()
+        for (x0, x1), (y0, y1) in zip(x.reshape(-1, 2), y.reshape(-1, 2), strict=True):
+            assert x0 == x1 or y0 == y1  # along pixel edges
+            if y0 == y1:
+                unit_edges |= {("h", int(y0), c) for c in range(int(min(x0, x1)), int(max(x0, x1)))}
+            else:
+                unit_edges |= {("v", int(x0), r) for r in range(int(min(y0, y1)), int(max(y0, y1)))}
+        m = np.pad(mask, 1)
+        h = np.argwhere(m[:-1, 1:-1] != m[1:, 1:-1])
+        v = np.argwhere(m[1:-1, :-1] != m[1:-1, 1:])
+        expected = {("h", int(r), int(c)) for r, c in h} | {("v", int(c), int(r)) for r, c in v}
+        assert unit_edges == expected and len(x) // 2 <= len(expected)
+
+
 def test_window_helpers() -> None:
     assert levels(100, 50) == (0, 100)
     assert levels(0, 10) == (9.5, 10.5)  # width is at least one grey level
