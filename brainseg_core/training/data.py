@@ -62,11 +62,13 @@ class Augmentation:
         flip_left_right: probability of a left-right flip.
         rotation_deg: rotation drawn uniformly in ``[-rotation_deg, +rotation_deg]`` degrees.
         scale: isotropic zoom drawn uniformly in ``[low, high]``.
-        intensity_gain: per slice and channel gain drawn uniformly in ``[low, high]``.
-        intensity_offset: per slice and channel offset drawn uniformly in ``[low, high]`` (z-score
+        intensity_gain: per slice and sequence gain drawn uniformly in ``[low, high]`` (shared by
+            the neighbouring slices stacked with it).
+        intensity_offset: per slice and sequence offset drawn uniformly in ``[low, high]`` (z-score
             units of the normalised image).
         missing_sequence: per slice, the probability that the pre-contrast channel, and
-            independently the post-contrast channel, is replaced by the FLAIR channel.
+            independently the post-contrast channel, is replaced by the FLAIR channel (in the
+            stacked neighbours too).
     """
 
     flip_left_right: float = 0.5
@@ -92,7 +94,8 @@ class Augmentation:
             "intensity_offset": list(self.intensity_offset),
             "missing_sequence": {
                 "probability": self.missing_sequence,
-                "what": "per slice, pre- and post-contrast each replaced by FLAIR (before the warp)",
+                "what": "per slice, pre- and post-contrast each replaced by FLAIR (before the warp; "
+                "in its stacked neighbouring slices too)",
             },
             "where": "on the training device, batched",
             "crop": "optional random patches after the warp, tumour-centred in tumour slices (crop_batch)",
