@@ -176,6 +176,8 @@ def model_input(
     neighbours = context_indices(images.shape[0], np.asarray(list(indices), dtype=np.int64), context)
     if stats is None:
         stats = channel_stats(images)
+    if context == 0:
+        return preprocess_volume(images[neighbours[:, 0]], size=size, stats=stats)
     needed, inverse = np.unique(neighbours, return_inverse=True)
     x = preprocess_volume(images[needed], size=size, stats=stats)
     return stack_context(x, inverse.reshape(neighbours.shape))
