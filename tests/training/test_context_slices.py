@@ -173,3 +173,31 @@ def test_config_checks_context(tiny_dataset: Path, tmp_path: Path) -> None:
         cfg = tiny_config(tiny_dataset, tmp_path, kind="classifier", arch="plain_cnn", depth=None, context=1)
         cfg.resolved()
     assert tiny_config(tiny_dataset, tmp_path, context=2).resolved().arch_args()["in_channels"] == 15
+
+
+def test_a_plain_classifier_gates_a_context_segmenter(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    seg_args = {"base_filters": 4, "depth": 2, "in_channels": 9}
+    seg_card = save_bundle(
+        build_model("resunet", **seg_args), tmp_path / "seg", name="seg", kind="segmenter",
+        arch="resunet", arch_args=seg_args, input_size=32,
+        thresholds={"mask_probability": 0.5, "min_area_px": 0}, context_slices=1,
+    )  # fmt: skip
+    cls_card = save_bundle(
+        build_model("plain_cnn", width=4), tmp_path / "cls", name="cls", kind="classifier",
+        arch="plain_cnn", arch_args={"width": 4}, input_size=32, thresholds={"tumour_probability": 0.5},
+    )  # fmt: skip
+    seg, cls = load_bundle(seg_card), load_bundle(cls_card)
+    vol = make_volume(n=6, size=32, seed=4)
+    x3 = model_input(vol.images, range(6), size=32)
+    with torch.no_grad():
+        tumour = torch.sigmoid(cls.model(x3))[:, 0].numpy()
+        direct = torch.sigmoid(seg.model(model_input(vol.images, range(6), size=32, context=1)))[:, 0]
+    gate = float(np.median(tumour))  # about half the slices pass
+    pipe = Pipeline(cls, seg, device="cpu", precision="fp32", batch_size=4)
+    result = pipe.replace(thresholds=pipe.thresholds.replace(gate=gate)).analyse(vol)
+    assert np.allclose([s.tumour_probability for s in result.slices], tumour, atol=1e-5)
+    passed = [i for i, s in enumerate(result.slices) if s.mask_probability is not None]
+    assert passed == [i for i in range(6) if tumour[i] >= gate] and 0 < len(passed) < 6
+    for i in passed:
+        assert np.allclose(result.slices[i].mask_probability, direct[i].numpy(), atol=1e-5)
