@@ -44,7 +44,7 @@ from brainseg_core.io.volume import CHANNELS
 from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.models import ARCHITECTURES, ModelKind, ResUNet, arch_kind, build_model
-from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID
+from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID, input_channels
 
 __all__ = [
     "CARD_FORMAT",
@@ -336,19 +336,14 @@ def _arch_args(card: ModelCard) -> dict[str, Any]:
     return {k: v for k, v in card.arch_args.items() if k not in _STARTING_WEIGHTS}
 
 
-def input_channels(card: ModelCard) -> int:
-    """Channels of the network input the card describes (sequences x stacked slices)."""
-    return len(card.channel_order) * (2 * card.context_slices + 1)
-
-
 def _size_problem(card: ModelCard, model: nn.Module) -> str | None:
     if isinstance(model, ResUNet) and card.input_size % 2**model.depth:
         return f"input_size {card.input_size} is not divisible by 2**depth = {2**model.depth} of the ResUNet"
-    channels = getattr(model, "in_channels", None)
-    if isinstance(channels, int) and channels != input_channels(card):
+    channels, wanted = getattr(model, "in_channels", None), input_channels(card.context_slices)
+    if isinstance(channels, int) and channels != wanted:
         return (
-            f"the network takes {channels} input channels but {len(card.channel_order)} sequences with "
-            f"context_slices={card.context_slices} give {input_channels(card)}"
+            f"the network takes {channels} input channels but {len(CHANNELS)} sequences with "
+            f"context_slices={card.context_slices} give {wanted}"
         )
     return None
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainseg_core.io.volume import CHANNELS
+
 NORMALIZATION_ID = "volume-zscore-v1"
 
 #: Exact description written into model cards (``card["normalization"]``).
@@ -107,7 +109,12 @@ def preprocess_volume(
     return x.contiguous()
 
 
-def context_indices(n_slices: int, indices: np.ndarray | list[int], context: int) -> np.ndarray:
+def input_channels(context: int) -> int:
+    """Channels of a network input with ``context`` neighbouring slices on either side."""
+    return len(CHANNELS) * (2 * context + 1)
+
+
+def context_indices(n_slices: int, indices: np.ndarray | list[int] | range, context: int) -> np.ndarray:
     """The slices each of ``indices`` is stacked with (see the module docstring).
 
     Args:
@@ -173,7 +180,7 @@ def model_input(
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) images, got shape {images.shape}")
-    neighbours = context_indices(images.shape[0], np.asarray(list(indices), dtype=np.int64), context)
+    neighbours = context_indices(images.shape[0], indices, context)
     if stats is None:
         stats = channel_stats(images)
     if context == 0:

@@ -14,9 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from brainseg_core.io.volume import CHANNELS
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.model_kind import KIND_NAMES
+from brainseg_core.preprocessing import input_channels
 from brainseg_core.training.data import Augmentation
 from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
@@ -242,7 +242,7 @@ class TrainConfig:
             if self.depth is not None:
                 args["depth"] = int(self.depth)
             if self.context:
-                args["in_channels"] = len(CHANNELS) * (2 * int(self.context) + 1)
+                args["in_channels"] = input_channels(int(self.context))
         elif self.arch == "plain_cnn" and self.width is not None:
             args["width"] = int(self.width)
         return args
