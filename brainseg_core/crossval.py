@@ -44,6 +44,7 @@ from brainseg_core.metrics import per_patient_dice, roc_auc, summarize
 __all__ = [
     "DEFAULT_GRID",
     "OUT_OF_FOLD_FILE",
+    "RECALL_AREA_BANDS",
     "FoldPredictions",
     "FoldScorer",
     "PostProcessing",
@@ -53,6 +54,7 @@ __all__ = [
     "format_cv_report",
     "load_fold",
     "pct",
+    "recall_by_area",
     "score_fold",
     "summary_metrics",
 ]
@@ -282,9 +284,35 @@ class FoldScorer:
             "pred_voxels": pred_p,
             "true_voxels": true_p,
             "slice_true": garea > 0,
+            "slice_true_area": garea,
             "slice_pred": parea > 0,
             "slice_score": slice_score,
         }
+
+
+#: Bands of true tumour area (pixels at the segmenter's input size; the upper bound excluded) over
+#: which ``brainseg-eval --cv`` breaks down tumour-slice recall: misses concentrate in small slices.
+RECALL_AREA_BANDS: tuple[tuple[int, int | None], ...] = ((1, 100), (100, 500), (500, 1000), (1000, None))
+
+
+def recall_by_area(true_area: np.ndarray, detected: np.ndarray) -> list[dict[str, Any]]:
+    """Tumour-slice recall in each band of :data:`RECALL_AREA_BANDS`.
+
+    Args:
+        true_area: ``(N,)`` each slice's true tumour area in pixels.
+        detected: ``(N,)`` bool, whether the slice's final mask is not empty.
+
+    Returns:
+        One ``{"min_px", "max_px", "tumour_slices", "detected", "recall"}`` per band
+        (``max_px`` None for the open band; ``recall`` NaN for an empty band).
+    """
+    bands = []
+    for lo, hi in RECALL_AREA_BANDS:
+        inside = (true_area >= lo) & (true_area < (np.inf if hi is None else hi))
+        n, hit = int(inside.sum()), int((inside & detected).sum())
+        recall = hit / n if n else float("nan")
+        bands.append({"min_px": lo, "max_px": hi, "tumour_slices": n, "detected": hit, "recall": recall})
+    return bands
 
 
 def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -295,7 +323,8 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         Per-volume Dice (mean, median, min, patients below 0.5), slice detection (recall,
-        specificity, balanced accuracy, ROC AUC), volume ratios and ``per_patient_dice``.
+        specificity, balanced accuracy, ROC AUC, recall by true tumour area), volume ratios and
+        ``per_patient_dice``.
     """
     dice = np.concatenate([p["dice"] for p in parts])
     pred_v = np.concatenate([p["pred_voxels"] for p in parts])
@@ -303,6 +332,7 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     y = np.concatenate([p["slice_true"] for p in parts])
     yhat = np.concatenate([p["slice_pred"] for p in parts])
     score = np.concatenate([p["slice_score"] for p in parts])
+    true_area = np.concatenate([p["slice_true_area"] for p in parts])
     tp, fn = int(np.sum(y & yhat)), int(np.sum(y & ~yhat))
     tn, fp = int(np.sum(~y & ~yhat)), int(np.sum(~y & yhat))
     recall = tp / (tp + fn) if tp + fn else float("nan")
@@ -325,6 +355,7 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "slice_specificity": specificity,
         "slice_balanced_accuracy": (recall + specificity) / 2,
         "missed_tumour_slices": fn,
+        "slice_recall_by_area": recall_by_area(true_area, yhat),
         "false_positive_slices": fp,
         "slice_roc_auc": roc_auc(y, score),
         "volume_ratio_median": float(np.median(ratio)) if ratio.size else float("nan"),
@@ -582,6 +613,15 @@ def format_cv_report(result: dict[str, Any]) -> str:
         lines += ["", "Fixed post-processing, every fold", head, "-" * len(head)]
         for r in result["fixed"]:
             lines.append(row(PostProcessing(**r["choice"]).describe(), r["metrics"]))
+    bands = [
+        f"{b['min_px']}-{b['max_px'] - 1} px" if b["max_px"] is not None else f">= {b['min_px']} px"
+        for b in result["pooled"]["slice_recall_by_area"]
+    ]
+    recalls = ", ".join(
+        f"{band} {pct(b['recall'])} ({b['detected']}/{b['tumour_slices']})"
+        for band, b in zip(bands, result["pooled"]["slice_recall_by_area"], strict=True)
+    )
+    lines += ["", f"Tumour-slice recall by true tumour area (nested): {recalls}"]
     low = result["pooled"]["patients_below_0.5"]
     if low:
         lines += [

@@ -16,6 +16,7 @@ from brainseg_core.crossval import (
     find_fold_files,
     format_cv_report,
     load_fold,
+    recall_by_area,
     score_fold,
 )
 from brainseg_core.errors import DataError
@@ -185,3 +186,29 @@ def test_the_selection_grid_holds_only_what_a_card_can_carry() -> None:
     # flip TTA is an opt-in run mode: scored as a fixed row, never selected and written into a card
     assert DEFAULT_GRID and not any(p.flip_tta for p in DEFAULT_GRID)
     assert len({(p.mask_probability, p.min_area_px, p.largest_component) for p in DEFAULT_GRID}) == 60
+
+
+def test_recall_is_broken_down_by_true_tumour_area() -> None:
+    area = np.array([0, 50, 99, 100, 499, 500, 5000, 5000])
+    detected = np.array([True, False, True, True, False, True, True, False])
+    bands = recall_by_area(area, detected)
+    assert [(b["min_px"], b["max_px"]) for b in bands] == [(1, 100), (100, 500), (500, 1000), (1000, None)]
+    assert [(b["tumour_slices"], b["detected"], b["recall"]) for b in bands] == [
+        (2, 1, 0.5),
+        (2, 1, 0.5),
+        (1, 1, 1.0),
+        (2, 1, 0.5),
+    ]
+    assert np.isnan(recall_by_area(np.array([0, 200]), np.array([True, True]))[0]["recall"])
+
+    # pooled over folds, the bands add up to the tumour slices and the misses the report counts
+    rng = np.random.default_rng(3)
+    folds = [_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng) for i in range(3)]
+    folds[0].prob[1] = 0  # one 144-px tumour slice left empty
+    result = cross_validate(folds)
+    pooled = result["pooled"]
+    bands = pooled["slice_recall_by_area"]
+    assert sum(b["tumour_slices"] for b in bands) == pooled["tumour_slices"] == 12
+    assert sum(b["tumour_slices"] - b["detected"] for b in bands) == pooled["missed_tumour_slices"] == 1
+    assert bands[1]["tumour_slices"] == 12 and bands[1]["detected"] == 11
+    assert "100-499 px 91.7 (11/12)" in format_cv_report(result)
