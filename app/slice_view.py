@@ -16,6 +16,8 @@ corner.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,6 +35,12 @@ from brainseg_core.io.volume import CHANNELS
 CHANNEL_NAMES: tuple[str, ...] = (*CHANNELS, "RGB composite")
 RGB = len(CHANNELS)
 _WHEEL_STEP = 120  # one notch of a standard mouse wheel
+_OUTLINES_KEPT = 128  # outline paths remembered per layer (a patient's slices, both directions)
+
+
+def _mask_key(mask: np.ndarray) -> tuple[tuple[int, ...], bytes]:
+    """A key for a mask's content (its shape and a digest of its bits): an edited mask gets a new one."""
+    return mask.shape, hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
 
 
 class _SliceViewBox(pg.ViewBox):
@@ -78,6 +86,21 @@ class _MaskLayer:
         view.addItem(self.fill, ignoreBounds=True)
         view.addItem(self.outline, ignoreBounds=True)
         self.mask: np.ndarray | None = None
+        # Outlines by mask content: going back and forth through a patient reuses them.
+        self._paths: OrderedDict[tuple[tuple[int, ...], bytes], QPainterPath] = OrderedDict()
+
+    def _outline_path(self, mask: np.ndarray) -> QPainterPath:
+        key = _mask_key(mask)
+        path = self._paths.get(key)
+        if path is None:
+            x, y = boundary_segments(mask)
+            path = pg.arrayToQPath(x, y, connect="pairs") if x.size else QPainterPath()
+            self._paths[key] = path
+            if len(self._paths) > _OUTLINES_KEPT:
+                self._paths.popitem(last=False)
+        else:
+            self._paths.move_to_end(key)
+        return path
 
     def update(
         self,
@@ -95,9 +118,7 @@ class _MaskLayer:
         if mask is not None and has:
             rgb = (colour.red(), colour.green(), colour.blue())
             self.fill.setImage(mask_rgba(mask, rgb, opacity), autoLevels=False, levels=(0, 255))
-            x, y = boundary_segments(mask)
-            path = pg.arrayToQPath(x, y, connect="pairs") if x.size else QPainterPath()
-            self.outline.setPath(path)
+            self.outline.setPath(self._outline_path(mask))
             pen = QPen(colour)
             pen.setCosmetic(True)
             pen.setWidthF(width)

@@ -197,3 +197,33 @@ def test_job_runner_outcomes(qtbot) -> None:
     runner.started.connect(runner.cancel)
     seen = _run(runner, core_call, qtbot)
     assert seen["cancelled"] and seen["done"] is None and seen["failed"] is None
+
+
+def test_outlines_are_reused_by_content_and_follow_an_edit_in_place(qtbot, monkeypatch) -> None:
+    from PySide6.QtCore import QRectF
+
+    from brainseg_app import slice_view
+    from brainseg_app.slice_view import SliceView
+
+    built: list[int] = []
+    monkeypatch.setattr(
+        slice_view, "boundary_segments", lambda m: built.append(int(m.sum())) or boundary_segments(m)
+    )
+    view = SliceView()
+    qtbot.addWidget(view)
+    view.set_volume(np.zeros((2, 16, 16, 3), np.uint8), "P1")
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+
+    def outline() -> QRectF:
+        return view.pred.outline.path().boundingRect()
+
+    view.set_masks(mask, None)
+    assert outline() == QRectF(4, 4, 4, 4) and built == [16]
+    view.set_masks(None, None)
+    assert view.pred.outline.path().isEmpty()
+    view.set_masks(mask.copy(), None)  # the same content: the outline is not built again
+    assert outline() == QRectF(4, 4, 4, 4) and built == [16]
+    mask[4:8, 4:12] = True  # a reader's edit changes the array in place
+    view.set_masks(mask, None)
+    assert outline() == QRectF(4, 4, 8, 4) and built == [16, 32]
