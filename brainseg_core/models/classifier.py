@@ -1,7 +1,9 @@
 """Slice classifiers: does this slice hold tumour? One logit per slice, shape ``(N, 1)``.
 
-``resnet18``, ``resnet34``, ``resnet50`` and ``vgg16`` are torchvision's backbones with the ImageNet
-classifier replaced by a light head, ``Dropout(0.3) -> Linear(features, 1)``. The seed notebook used
+``resnet18``, ``resnet34``, ``resnet50`` and ``vgg16`` are torchvision's backbones (the ResNets built
+by :mod:`brainseg_core.models.resnet` in torchvision's exact layout, so that building the default
+gate does not import torchvision) with the ImageNet classifier replaced by a light head,
+``Dropout(0.3) -> Linear(features, 1)``. The seed notebook used
 dense 256-256-128 heads with dropout 0.3; on a single logit that extra capacity only overfits the
 small LGG set, so BrainSeg keeps the dropout and drops the hidden layers. For ``vgg16`` the
 7x7-pooled 4096-4096 classifier (120 M of its 138 M parameters) is replaced by global average
@@ -18,21 +20,23 @@ convolution is averaged over RGB and repeated (scaled by ``3 / in_channels``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import (
-    ResNet18_Weights,
-    ResNet34_Weights,
-    ResNet50_Weights,
-    VGG16_Weights,
-    WeightsEnum,
-)
 
 from brainseg_core.errors import DataError
+from brainseg_core.models.resnet import DEPTHS, ResNet
+
+if TYPE_CHECKING:
+    from torchvision.models import (
+        ResNet18_Weights,
+        ResNet34_Weights,
+        ResNet50_Weights,
+        VGG16_Weights,
+        WeightsEnum,
+    )
 
 __all__ = ["plain_cnn", "pretrained_weights_path", "resnet18", "resnet34", "resnet50", "vgg16"]
 
@@ -104,18 +108,25 @@ def _adapt_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _resnet(
-    arch: str,
-    builder: Callable[..., torchvision.models.ResNet],
-    weights: WeightsEnum | None,
-    in_channels: int,
-) -> nn.Module:
+def _weights(enum_name: str, weights: WeightsEnum | str | None) -> WeightsEnum | None:
+    """torchvision's weights member for ``weights`` (None stays None: torchvision is not imported)."""
+    if weights is None:
+        return None
+    import torchvision.models
+
+    enum: type[WeightsEnum] = getattr(torchvision.models, enum_name)
+    return enum.verify(weights)
+
+
+def _resnet(arch: str, depth: int, weights: WeightsEnum | str | None, in_channels: int) -> nn.Module:
     _check_in_channels(arch, in_channels)
-    model = builder(weights=None)
-    if weights is not None:
-        _load_pretrained(arch, model, weights)
+    chosen = _weights(f"ResNet{depth}_Weights", weights)
+    block, layers = DEPTHS[depth]
+    model = ResNet(block, layers)
+    if chosen is not None:
+        _load_pretrained(arch, model, chosen)
     model.conv1 = _adapt_stem(model.conv1, in_channels)
-    model.fc = _head(model.fc.in_features)
+    model.fc = _head(512 * block.expansion)
     return model
 
 
@@ -135,17 +146,17 @@ def resnet18(*, weights: ResNet18_Weights | str | None = None, in_channels: int 
         DataError: if the ImageNet checkpoint is missing or unreadable.
         ValueError: on a bad ``in_channels`` or an unknown weights name.
     """
-    return _resnet("resnet18", torchvision.models.resnet18, ResNet18_Weights.verify(weights), in_channels)
+    return _resnet("resnet18", 18, weights, in_channels)
 
 
 def resnet34(*, weights: ResNet34_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """ResNet-34 slice classifier with one logit (see :func:`resnet18` for arguments)."""
-    return _resnet("resnet34", torchvision.models.resnet34, ResNet34_Weights.verify(weights), in_channels)
+    return _resnet("resnet34", 34, weights, in_channels)
 
 
 def resnet50(*, weights: ResNet50_Weights | str | None = None, in_channels: int = 3) -> nn.Module:
     """ResNet-50 slice classifier with one logit (see :func:`resnet18` for arguments)."""
-    return _resnet("resnet50", torchvision.models.resnet50, ResNet50_Weights.verify(weights), in_channels)
+    return _resnet("resnet50", 50, weights, in_channels)
 
 
 class VGG16Classifier(nn.Module):
@@ -157,8 +168,10 @@ class VGG16Classifier(nn.Module):
     """
 
     def __init__(self) -> None:
+        from torchvision.models import vgg
+
         super().__init__()
-        self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+        self.features = vgg.make_layers(vgg.cfgs["D"])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = _head(512)
         for m in self.features.modules():  # torchvision's VGG initialisation
@@ -189,7 +202,7 @@ def vgg16(*, weights: VGG16_Weights | str | None = None, in_channels: int = 3) -
     """
     _check_in_channels("vgg16", in_channels)
     model = VGG16Classifier()
-    chosen = VGG16_Weights.verify(weights)
+    chosen = _weights("VGG16_Weights", weights)
     if chosen is not None:
         _load_pretrained("vgg16", model.features, chosen, prefix="features.")
     model.features[0] = _adapt_stem(model.features[0], in_channels)

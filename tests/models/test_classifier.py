@@ -113,3 +113,47 @@ def test_corrupt_pretrained_weights_are_refused(torch_home: Path) -> None:
     torch.save({"conv1.weight": torch.zeros(3)}, path)
     with pytest.raises(DataError, match="cannot load ImageNet weights"):
         resnet18(weights="DEFAULT")
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_resnets_are_torchvisions_network(depth: int) -> None:
+    from brainseg_core.models.resnet import DEPTHS, ResNet
+
+    block, layers = DEPTHS[depth]
+    reference_builder = getattr(torchvision.models, f"resnet{depth}")
+    # the same seed gives the same initial weights: same modules, created and initialised in order
+    torch.manual_seed(7)
+    ours = ResNet(block, layers)
+    torch.manual_seed(7)
+    reference = reference_builder(weights=None)
+    ours_state, ref_state = ours.state_dict(), reference.state_dict()
+    assert list(ours_state) == list(ref_state)
+    for key, value in ref_state.items():
+        torch.testing.assert_close(ours_state[key], value, rtol=0, atol=0, msg=key)
+    # the same weights (here trained-looking BatchNorm statistics) give the same outputs
+    with torch.no_grad():
+        for m in reference.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_shipped_gate_loads_without_torchvision_or_dynamo() -> None:
+    import subprocess
+    import sys
+
+    # torchvision's import pulls torch._dynamo (over a second on the reference CPU), and so does
+    # initialising weights on the meta device, where a bundle's shapes are checked before loading
+    code = (
+        "import sys; from brainseg_core.bundle import load_bundle; "
+        "from brainseg_core.resources import resource_path; "
+        "cls = load_bundle(resource_path('models', 'brainseg-classifier-resnet18.json')); "
+        "print(cls.card.arch, 'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["resnet18", "False", "False"]
