@@ -6,14 +6,14 @@ A gate pays only when it costs less than the decoding it spares. The cheapest ga
 segmenter itself on a downsampled slice (128 px: a quarter of the FLOPs). For each fold of a
 cross-validation folder (``foldI`` sub-folders with a bundle and ``out_of_fold.npz``, as
 ``brainseg-train ... --folds K --fold I --keep last`` writes them), the fold's model reads its
-held-out patients at each size; a slice's gate score is its largest mask probability. Each fold's
-gate threshold is chosen on the other folds (the highest that keeps the asked share of their tumour
-slices), then the full-size masks of the gated slices go through the card's post-processing
-(mask probability, minimum area, largest 3-D region: ``--post``). Printed per size and gate recall:
-the gate's ROC AUC, the share of slices it passes to full-size decoding, its recall, and the
-per-volume Dice and slice recall / specificity end to end.
+held-out patients at each size; a slice's gate score is its largest mask probability. Those
+scores go through the same nested evaluation as a trained gate (``brainseg-eval --gate-cv``,
+:func:`brainseg_core.gate_crossval.gated_cross_validation`): each fold's gate threshold chosen on
+the other folds, then the full-size masks of the gated slices through the card's post-processing
+(``--post``: mask probability, minimum area, largest 3-D region). One report per size and gate
+recall target.
 
-The 256-px row gates on the full-size pass itself, so it spares nothing; it is the reference for
+The 256-px gate scores the full-size pass itself, so it spares nothing; it is the reference for
 what the smaller sizes lose.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from brainseg_core import crossval as cv
 from brainseg_core.bundle import load_bundle
-from brainseg_core.metrics import roc_auc
+from brainseg_core.gate_crossval import GateFold, format_gate_report, gated_cross_validation
 from brainseg_core.training.data import load_slices
 from brainseg_core.training.validation import predict_logits
 
@@ -66,36 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             scores[size].append(torch.sigmoid(logits).flatten(1).amax(1).numpy())
         print(f"{path.parent.name}: {len(fold.patient_ids)} patients, {len(fold.prob)} slices", flush=True)
 
-    labels = [f.mask.reshape(len(f.mask), -1).any(1) for f in folds]
-    scorers = [cv.FoldScorer(f) for f in folds]
-    print(f"\nPost-processing: {post.describe()}")
-    print(
-        "| gate size | gate recall target | gate AUC | slices decoded | gate recall | Dice mean | median "
-        "| min | < 0.5 | slice recall | specificity |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for target in targets:
         for size in sizes:
-            parts, passed, found = [], 0, 0
-            for k, scorer in enumerate(scorers):
-                others = [j for j in range(len(folds)) if j != k]
-                pos = np.sort(np.concatenate([scores[size][j][labels[j]] for j in others]))
-                threshold = pos[int(np.floor((1 - target) * len(pos)))] if pos.size else 0.0
-                gated = scores[size][k] >= threshold
-                passed += int(gated.sum())
-                found += int((gated & labels[k]).sum())
-                parts.append(scorer.score_masks(scorer.masks(post, gated), scorer.slice_score(False)))
-            m = cv.summary_metrics(parts)
-            y = np.concatenate(labels)
-            auc = roc_auc(y, np.concatenate(scores[size]))
-            decoded, gate_recall = 100 * passed / y.size, 100 * found / y.sum()
-            print(
-                f"| {size} px | {target:.2f} | {auc:.3f} | {decoded:.1f} % | {gate_recall:.1f} "
-                f"| {cv.pct(m['dice_patient_mean'])} | {cv.pct(m['dice_patient_median'])} "
-                f"| {cv.pct(m['dice_patient_min'])} | {len(m['patients_below_0.5'])} "
-                f"| {cv.pct(m['slice_recall'])} | {cv.pct(m['slice_specificity'])} |",
-                flush=True,
-            )
+            gates = [
+                GateFold(f.name, score, np.asarray(f.mask.any(axis=(1, 2))), f.patient, f.patient_ids)
+                for f, score in zip(folds, scores[size], strict=True)
+            ]
+            result = gated_cross_validation(folds, gates, post=post, target_recall=target)
+            print(f"\n{size}-px gate", format_gate_report(result), sep="\n", flush=True)
     return 0
 
 
