@@ -119,23 +119,6 @@ def _build_pipeline(
         return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
 
 
-def _load_saved(
-    store: ResultStore,
-    volume: Volume,
-    classifier: ModelBundle | None,
-    segmenter: ModelBundle,
-    flip_tta: bool,
-) -> StoredResult | None:
-    """The saved analysis of ``volume``, ``current`` when these models, run this way, made it: the
-    one lookup behind restoring a patient on opening and reusing a run in the analysis job."""
-    return store.load(
-        volume,
-        segmenter=segmenter.card.ref,
-        classifier=None if classifier is None else classifier.card.ref,
-        flip_tta=flip_tta,
-    )
-
-
 def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
     """Keep a finished analysis; a failure to save is logged, never fatal to the analysis."""
     try:
@@ -259,9 +242,15 @@ class AnalysisController(QObject):
     def saved_analysis(self, volume: Volume) -> StoredResult | None:
         """The saved analysis of ``volume`` (see :mod:`brainseg_core.result_store`), with
         ``current`` telling whether the active models, run as now, made it; None without models."""
-        if self.segmenter is None:
+        seg, cls = self.segmenter, self.classifier
+        if seg is None:
             return None
-        return _load_saved(self.store, volume, self.classifier, self.segmenter, self.settings.thorough)
+        return self.store.load(
+            volume,
+            segmenter=seg.card.ref,
+            classifier=None if cls is None else cls.card.ref,
+            flip_tta=self.settings.thorough,
+        )
 
     @property
     def store(self) -> ResultStore:
@@ -601,12 +590,8 @@ class AnalysisController(QObject):
                 work = None if loaded_work else store.load_reader_work(vol)
                 empty = run.empty_result(vol)
                 saved = (
-                    _load_saved(
-                        store,
-                        vol,
-                        run.classifier if run.uses_classifier else None,
-                        run.segmenter,
-                        run.flip_tta,
+                    store.load(
+                        vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
                     )
                     if reuse_saved
                     else None  # a new run was asked for: the saved one is not even read
