@@ -613,13 +613,10 @@ def format_cv_report(result: dict[str, Any]) -> str:
         lines += ["", "Fixed post-processing, every fold", head, "-" * len(head)]
         for r in result["fixed"]:
             lines.append(row(PostProcessing(**r["choice"]).describe(), r["metrics"]))
-    bands = [
-        f"{b['min_px']}-{b['max_px'] - 1} px" if b["max_px"] is not None else f">= {b['min_px']} px"
-        for b in result["pooled"]["slice_recall_by_area"]
-    ]
     recalls = ", ".join(
-        f"{band} {pct(b['recall'])} ({b['detected']}/{b['tumour_slices']})"
-        for band, b in zip(bands, result["pooled"]["slice_recall_by_area"], strict=True)
+        (f"{b['min_px']}-{b['max_px'] - 1} px" if b["max_px"] is not None else f">= {b['min_px']} px")
+        + f" {pct(b['recall'])} ({b['detected']}/{b['tumour_slices']})"
+        for b in result["pooled"]["slice_recall_by_area"]
     )
     lines += ["", f"Tumour-slice recall by true tumour area (nested): {recalls}"]
     low = result["pooled"]["patients_below_0.5"]
