@@ -525,6 +525,10 @@ class AnalysisController(QObject):
             pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
+            # A finished patient's largest-region post-processing labels components in the GUI
+            # thread (session.apply); importing the labeller there stalled the window for 0.4 s.
+            import scipy.ndimage  # noqa: F401
+
             return _Prepared(need, cls, seg, pipeline, warnings)
 
         self.runner.start(job, tag=("prepare", None))

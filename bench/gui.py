@@ -13,7 +13,10 @@ patient with the installed models and reports, in seconds from the process start
 
 and, while the analysis runs, the latency of switching slices (p50 / p95 over every switch, in ms;
 target p95 < 16 ms), apart for the time the models are still loading and the time the networks
-run. Needs a display: run under Xvfb (``QT_QPA_PLATFORM=xcb``) or offscreen.
+run. Then, once the patient is analysed, the same latency with nothing running and while another
+patient's worth of slices goes through the networks in the background, results not shown (what
+"Analyse all" does while the reader reads a finished patient). Needs a display: run under Xvfb
+(``QT_QPA_PLATFORM=xcb``) or offscreen.
 """
 
 from __future__ import annotations
@@ -77,7 +80,38 @@ while time.time() < deadline:
     if rec is not None and rec.complete and not w.is_busy():
         mark("analysed")
         break
-print(json.dumps({"marks": marks, "switches_ms": switches, "loading_switches_ms": loading_switches}))
+timer.stop()
+
+def measure(seconds, busy=None):
+    # switches every 50 ms for `seconds` (or while `busy()` holds)
+    out = []
+    end = time.time() + seconds
+    while time.time() < end and (busy is None or busy()):
+        t = time.perf_counter()
+        w.step(1 if w.index < w.n_slices - 1 else -w.index)
+        app.processEvents()
+        out.append(1000 * (time.perf_counter() - t))
+        t1 = time.time()
+        while time.time() - t1 < 0.05:
+            app.processEvents()
+            time.sleep(0.002)
+    return out
+
+idle_switches = measure(3)
+# Another patient analysed in the background (as "Analyse all" does while the reader reads this
+# one): the same networks through the viewer's job runner, results not shown.
+from brainseg_app.worker import JobRunner
+runner = JobRunner()
+pipeline, volume = w.analyser.pipeline, w.volume
+def other(cancel, progress):
+    for _ in range(2):
+        for s in pipeline.run(volume, cancel=cancel):
+            yield None
+runner.start(other)
+other_switches = measure(60, lambda: runner.running)
+runner.cancel()
+print(json.dumps({"marks": marks, "switches_ms": switches, "loading_switches_ms": loading_switches,
+                  "idle_switches_ms": idle_switches, "other_switches_ms": other_switches}))
 """
 
 
@@ -112,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         values = [r["marks"][name] for r in runs if name in r["marks"]]
         print(f"  {name:<14} {statistics.median(values):6.2f}" if values else f"  {name:<14}   n/a")
-    phases = (("loading_switches_ms", "while the models load"), ("switches_ms", "while the networks run"))
+    phases = (
+        ("loading_switches_ms", "while the models load"),
+        ("switches_ms", "while the networks run"),
+        ("idle_switches_ms", "with nothing running"),
+        ("other_switches_ms", "while another patient is analysed"),
+    )
     for key, what in phases:
         values = sorted(v for r in runs for v in r.get(key, []))
         if values:

@@ -199,6 +199,37 @@ def test_job_runner_outcomes(qtbot) -> None:
     assert seen["cancelled"] and seen["done"] is None and seen["failed"] is None
 
 
+def test_jobs_run_below_the_windows_priority(qtbot) -> None:
+    """Both kinds of job (generator and plain function) run on a thread the window out-ranks."""
+    import os
+    import sys
+
+    from PySide6.QtCore import QThread
+
+    from brainseg_app.worker import BACKGROUND_NICE
+
+    def priority() -> object:
+        if sys.platform.startswith("linux"):
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return QThread.currentThread().priority()
+
+    def stream(cancel, report_progress):
+        yield priority()
+        return priority()
+
+    def plain(cancel, report_progress):
+        return priority()
+
+    runner = JobRunner()
+    seen = _run(runner, stream, qtbot)
+    results = [*seen["items"], seen["done"], _run(runner, plain, qtbot)["done"]]
+    if sys.platform.startswith("linux"):
+        window = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert results == [min(19, window + BACKGROUND_NICE)] * 3
+    else:
+        assert results == [QThread.Priority.LowPriority] * 3
+
+
 def test_outlines_are_reused_by_content_and_follow_an_edit_in_place(qtbot, monkeypatch) -> None:
     from PySide6.QtCore import QRectF
 
