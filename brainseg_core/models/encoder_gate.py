@@ -1,23 +1,28 @@
 """A slice classifier on a trained ResUNet's encoder: the gate that costs half a segmenter.
 
 ``resunet_gate`` is the ResUNet's stem and encoder (the same modules, so the same weight names
-``stem.*`` and ``encoder.*``) followed by a small head: the bottleneck's global average and
-global maximum (the maximum keeps a small lesion from being averaged away), concatenated,
-``Dropout(0.3) -> Linear(2 * bottleneck channels, 1)``.
+``stem.*`` and ``encoder.*``) followed by a small head that scores every cell of the bottleneck's
+grid (16 x 16 cells of 16 x 16 pixels for ResUNet-16 at 256 px): ``Conv 3x3 -> ReLU -> Conv 1x1``,
+one tumour logit per cell. A slice's logit is its largest cell's. The head learns *where* the
+tumour is, from the ground-truth masks pooled to the grid (:meth:`ResUNetGate.cell_targets`), so
+a small lesion is one positive cell among negatives instead of a faint trace in a slice-wide
+average: on the shipped segmenter's fold 0 the held-out slice AUC went from 0.970 (a global
+average-and-maximum pooling head on slice labels) to 0.981.
 
 The encoder belongs to a segmenter and stays frozen: it is built without gradients and stays in
 evaluation mode (BatchNorm statistics unchanged) when the module is put in training mode, so
 training learns the head only and the encoder's weights remain exactly the segmenter's. That is
 what lets the inference pipeline run the encoder once per slice and the decoder only on the
 slices the gate passes (:meth:`ResUNet.decode <brainseg_core.models.resunet.ResUNet.decode>`):
-for ResUNet-16 at 256 px the encoder is 1.70 of the segmenter's 3.72 GFLOP per slice. Training
-starts from a segmenter bundle (``brainseg-train classifier DATA --arch resunet_gate
---init-from SEGMENTER``); the card names that segmenter.
+for ResUNet-16 at 256 px the encoder is 1.70 of the segmenter's 3.72 GFLOP per slice, the head
+0.04. Training starts from a segmenter bundle (``brainseg-train classifier DATA --arch
+resunet_gate --init-from SEGMENTER``); the card names that segmenter.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from brainseg_core.models.resunet import ResUNet, encoder_features
@@ -26,11 +31,12 @@ __all__ = ["ENCODER_PREFIXES", "ResUNetGate", "resunet_gate"]
 
 #: Weight-name prefixes the gate shares with its segmenter.
 ENCODER_PREFIXES = ("stem.", "encoder.")
-HEAD_DROPOUT = 0.3
+#: Channels of the head's hidden layer.
+HEAD_CHANNELS = 64
 
 
 class ResUNetGate(nn.Module):
-    """A ResUNet's frozen encoder with a global-pooling head: one tumour logit per slice.
+    """A ResUNet's frozen encoder with a per-cell head: one tumour logit per slice, its largest cell's.
 
     Args:
         base_filters: the segmenter's ``base_filters``.
@@ -50,7 +56,27 @@ class ResUNetGate(nn.Module):
         self.encoder = unet.encoder
         for p in (*self.stem.parameters(), *self.encoder.parameters()):
             p.requires_grad_(False)
-        self.head = nn.Sequential(nn.Dropout(HEAD_DROPOUT), nn.Linear(2 * base_filters * 2**depth, 1))
+        self.head = nn.Sequential(
+            nn.Conv2d(base_filters * 2**depth, HEAD_CHANNELS, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(HEAD_CHANNELS, 1, 1),
+        )
+
+    @property
+    def cell(self) -> int:
+        """Side in pixels of one cell of the bottleneck's grid (``2 ** depth``)."""
+        return int(2**self.depth)
+
+    def cell_targets(self, masks: torch.Tensor) -> torch.Tensor:
+        """What the head learns: whether each grid cell of a mask holds tumour.
+
+        Args:
+            masks: ``(N, 1, H, W)`` ground truth (0/1), H and W divisible by :attr:`cell`.
+
+        Returns:
+            ``(N, 1, H / cell, W / cell)`` float 0/1 targets.
+        """
+        return F.max_pool2d(masks.float(), self.cell)
 
     def train(self, mode: bool = True) -> ResUNetGate:
         """Training mode for the head; the frozen encoder always stays in evaluation mode."""
@@ -63,19 +89,29 @@ class ResUNetGate(nn.Module):
         """The encoder's feature maps, exactly as the segmenter's :meth:`ResUNet.encode`."""
         return encoder_features(self.stem, self.encoder, x)
 
-    def classify(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        """``(N, 1)`` logits from the bottleneck feature map ``(N, C, h, w)``."""
-        pooled = torch.cat([bottleneck.mean(dim=(2, 3)), bottleneck.amax(dim=(2, 3))], dim=1)
-        return self.head(pooled)
+    def classify(self, bottleneck: torch.Tensor, *, cells: bool = False) -> torch.Tensor:
+        """Tumour logits from the bottleneck feature map ``(N, C, h, w)``.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Args:
+            bottleneck: the encoder's last feature map.
+            cells: return every cell's logit instead of each slice's largest.
+
+        Returns:
+            ``(N, 1)`` slice logits, or ``(N, 1, h, w)`` cell logits with ``cells``.
+        """
+        logits = self.head(bottleneck)
+        return logits if cells else logits.amax(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, *, cells: bool = False) -> torch.Tensor:
         """Classify a batch of slices.
 
         Args:
             x: ``(N, in_channels, H, W)``, H and W divisible by ``2 ** depth``.
+            cells: return every grid cell's logit (what training compares with
+                :meth:`cell_targets`) instead of each slice's.
 
         Returns:
-            ``(N, 1)`` logits.
+            ``(N, 1)`` logits, or ``(N, 1, H / 2**depth, W / 2**depth)`` with ``cells``.
 
         Raises:
             ValueError: if the input has the wrong rank, channel count or size.
@@ -86,7 +122,7 @@ class ResUNetGate(nn.Module):
                 f"resunet_gate expects (N, {self.in_channels}, H, W) input with H and W divisible by {m}, "
                 f"got shape {tuple(x.shape)}"
             )
-        return self.classify(self.encode(x)[-1])
+        return self.classify(self.encode(x)[-1], cells=cells)
 
 
 def resunet_gate(

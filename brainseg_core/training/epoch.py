@@ -22,6 +22,7 @@ import torch
 
 from brainseg_core.errors import Cancelled
 from brainseg_core.inference.device import autocast
+from brainseg_core.models.encoder_gate import ResUNetGate
 from brainseg_core.progress import ProgressFn, cancel_checker
 from brainseg_core.training.budget import TimeBudget
 from brainseg_core.training.config import TrainConfig
@@ -163,19 +164,30 @@ def _step(
 ) -> torch.Tensor:
     """One optimiser step on the slices ``batch`` (indices into ``train_set``); returns the loss."""
     seg = cfg.segmenter
+    # An encoder gate learns where the tumour is: its targets are the (augmented) masks on its grid.
+    gate = learner.model if isinstance(learner.model, ResUNetGate) else None
     x, m = augment(
-        train_set.images[batch], train_set.masks[batch] if seg else None, aug_gen, cfg.augmentation
+        train_set.images[batch],
+        train_set.masks[batch] if seg or gate is not None else None,
+        aug_gen,
+        cfg.augmentation,
     )
     if cfg.crop is not None and m is not None:
         x, m = crop_batch(x, m, cfg.crop, aug_gen)
     x = x.contiguous(memory_format=torch.channels_last)
-    target = m if seg else train_set.labels[batch][:, None]
     lr = plan.lr(step, cfg.lr)
     opt = learner.optimizer
     for g in opt.param_groups:
         g["lr"] = lr
     with autocast(learner.device, learner.amp):
-        logits = learner.net(x)
+        logits = learner.net(x, cells=True) if gate is not None else learner.net(x)
+    if seg:
+        target = m
+    elif gate is not None:
+        assert m is not None
+        target = gate.cell_targets(m)
+    else:
+        target = train_set.labels[batch][:, None]
     loss = learner.loss_fn(logits, target)
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -23,7 +23,7 @@ def _gate_on(seg: ModelBundle, path: Path, *, threshold: float, perturb: bool = 
         shared["stem.0.weight"] = shared["stem.0.weight"] + 0.01
     gate.load_state_dict(shared, strict=False)
     with torch.no_grad():
-        gate.head[1].weight.mul_(10.0)  # a spread of tumour probabilities across slices
+        gate.head[2].weight.mul_(10.0)  # a spread of tumour probabilities across slices
     card = save_bundle(
         gate, path, name=path.stem, kind="classifier", arch="resunet_gate",
         arch_args={"base_filters": 4, "depth": 2}, input_size=int(seg.card.input_size),

@@ -50,8 +50,22 @@ def test_gate_reads_the_segmenters_encoder_and_only_its_head_learns() -> None:
     opt.step()
     after = gate.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith(ENCODER_PREFIXES))
-    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    assert not torch.equal(before["head.2.weight"], after["head.2.weight"])
     assert gate(x).shape == (4, 1)
+
+
+def test_gate_scores_grid_cells_and_a_slice_by_its_largest_cell() -> None:
+    _, gate = _pair()
+    gate.eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        cells = gate(x, cells=True)
+        assert cells.shape == (3, 1, 8, 8)  # depth 2: cells of 4 x 4 pixels
+        assert torch.equal(gate(x), cells.amax(dim=(2, 3)))
+    masks = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    masks[0, 0, 5, 9] = 1  # one pixel: its cell (row 1, column 2) and no other
+    targets = gate.cell_targets(masks)
+    assert targets.shape == (2, 1, 8, 8) and targets.sum() == 1 and targets[0, 0, 1, 2] == 1
 
 
 def test_gate_refuses_bad_input_and_imagenet_weights() -> None:
