@@ -53,6 +53,18 @@ def _init_from(path: str | None) -> dict[str, str] | None:
     return {"path": str(path), **card.ref.to_json()}
 
 
+def _targets(cfg: TrainConfig) -> str:
+    """What the loss compares the network's output with."""
+    if cfg.segmenter:
+        return "the ground-truth mask, pixel by pixel"
+    if cfg.arch == "resunet_gate":
+        return (
+            "the ground-truth mask pooled to the bottleneck's grid (a cell is tumour when any of its "
+            "pixels is), cell by cell; a slice's probability is its largest cell's"
+        )
+    return "one label per slice: tumour when its ground-truth mask is not empty"
+
+
 def _sampling(tumour_fraction: float | None) -> str:
     if tumour_fraction is None:
         return "natural frequencies, class-balanced loss"
@@ -113,6 +125,7 @@ def training_summary(
         "stop_reason": stop_reason,
         "steps": progress.step,
         "loss": cfg.loss,
+        "targets": _targets(cfg),
         "sampling": _sampling(cfg.tumour_fraction),
         "augmentation": cfg.augmentation.card(),
         "optimiser": {

@@ -143,16 +143,22 @@ def test_resnets_are_torchvisions_network(depth: int) -> None:
         torch.testing.assert_close(ours.eval()(x), reference.eval()(x), rtol=1e-5, atol=1e-5)
 
 
-def test_the_shipped_gate_loads_without_torchvision_or_dynamo() -> None:
+def test_a_resnet_bundle_loads_without_torchvision_or_dynamo(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    from brainseg_core.bundle import save_bundle
+    from brainseg_core.models import build_model
+
+    card = save_bundle(
+        build_model("resnet18"), tmp_path, name="gate", kind="classifier", arch="resnet18",
+        arch_args={}, input_size=64, thresholds={"tumour_probability": 0.5},
+    )  # fmt: skip
     # torchvision's import pulls torch._dynamo (over a second on the reference CPU), and so does
     # initialising weights on the meta device, where a bundle's shapes are checked before loading
     code = (
         "import sys; from brainseg_core.bundle import load_bundle; "
-        "from brainseg_core.resources import resource_path; "
-        "cls = load_bundle(resource_path('models', 'brainseg-classifier-resnet18.json')); "
+        f"cls = load_bundle({str(card)!r}); "
         "print(cls.card.arch, 'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -28,6 +28,7 @@ def test_gate_learns_on_a_segmenters_frozen_encoder(tiny_dataset: Path, tmp_path
     seg, gate = load_bundle(seg_res.card_path), load_bundle(res.card_path)
     assert gate.card.kind == "classifier" and gate.card.arch == "resunet_gate"
     assert gate.card.training["init_from"]["sha256"] == seg.card.ref.to_json()["sha256"]
+    assert "bottleneck's grid" in gate.card.training["targets"]
     ours, theirs = gate.model.state_dict(), seg.model.state_dict()
     shared = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
     assert shared and all(torch.equal(ours[k].float(), theirs[k].float()) for k in shared)

@@ -130,6 +130,7 @@ def test_classifier_threshold_and_metrics(tiny_dataset: Path, tmp_path: Path) ->
     for key in ("balanced_accuracy", "roc_auc", "f1_macro", "f1_weighted", "precision"):
         assert key in m
     assert card.training["sampling"].startswith("natural")
+    assert card.training["targets"].startswith("one label per slice")
 
 
 def test_time_budget_stops_cleanly(tiny_dataset: Path, tmp_path: Path) -> None:
