@@ -633,10 +633,12 @@ KEY_METRICS: dict[ModelKind, str] = {
     ModelKind.SEGMENTER: "dice_patient_mean",
     ModelKind.CLASSIFIER: "roc_auc",
 }
-#: Older cards' names of the same metrics.
+#: Other names of the same metrics: a cross-validated gate's card keeps its own ROC AUC as
+#: ``gate_roc_auc`` beside the end-to-end metrics (:func:`brainseg_core.gate_crossval.apply_gate_to_card`);
+#: older cards say ``dice`` and ``auc``.
 _LEGACY_METRICS: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.SEGMENTER: ("dice",),
-    ModelKind.CLASSIFIER: ("auc",),
+    ModelKind.CLASSIFIER: ("gate_roc_auc", "auc"),
 }
 
 

@@ -33,8 +33,11 @@ def test_shipped_bundles_verify_and_are_both_kinds() -> None:
             assert len(held_out) == len(set(held_out)) == b.card.metrics["patients"]
             assert set(b.card.metrics["per_patient_dice"]) == set(held_out)
             assert 0.0 < b.card.metrics["dice_patient_mean"] <= 1.0
-            # the viewer's model panel shows it (it said "no validation metrics" before)
-            assert f"dice_patient_mean {b.card.metrics['dice_patient_mean']:.3f}" in bundle_summary(b.card)
+            # the viewer's model panel shows it (it said "no validation metrics" before): the
+            # segmenter's Dice, the gate's own ROC AUC (its Dice is the segmenter's behind it)
+            key = "dice_patient_mean" if b.card.kind == "segmenter" else "gate_roc_auc"
+            shown = "dice_patient_mean" if b.card.kind == "segmenter" else "roc_auc"
+            assert f"{shown} {b.card.metrics[key]:.3f}" in bundle_summary(b.card)
         else:
             assert b.card.metrics["brainseg_eval_validation"]["n_patients"] == len(
                 b.card.training["split"]["val_patients"]
