@@ -525,10 +525,6 @@ class AnalysisController(QObject):
             pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
-            # A finished patient's largest-region post-processing labels components in the GUI
-            # thread (session.apply); importing the labeller there stalled the window for 0.4 s.
-            import scipy.ndimage  # noqa: F401
-
             return _Prepared(need, cls, seg, pipeline, warnings)
 
         self.runner.start(job, tag=("prepare", None))
@@ -608,6 +604,11 @@ class AnalysisController(QObject):
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
                     yield s
+                # The finished patient's largest-region post-processing labels components in the GUI
+                # thread (session.apply): import the labeller here, where it neither stalls the
+                # window (0.4 s) nor delays the first results (0.2 s in the prepare job).
+                import scipy.ndimage  # noqa: F401
+
                 _save(store, vol, dataclasses.replace(empty, slices=slices))
 
             job: Job = analyse
