@@ -54,7 +54,9 @@ def run_in_background() -> None:
     ignored: the job then just runs at normal priority.
     """
     if sys.platform.startswith("linux"):
-        main = threading.main_thread().native_id or 0  # 0: the calling thread (never None here)
+        main = threading.main_thread().native_id
+        if main is None:  # only before the interpreter's main thread has started
+            return
         this = threading.get_native_id()
         try:
             target = min(19, os.getpriority(os.PRIO_PROCESS, main) + BACKGROUND_NICE)
