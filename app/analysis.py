@@ -525,6 +525,12 @@ class AnalysisController(QObject):
             pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
+            # Largest-region post-processing labels components in the GUI thread whenever a result
+            # is (re)thresholded there: a finished run, a saved analysis restored on opening, a
+            # threshold moved. Import the labeller here, once, before any of them can need it; on
+            # the GUI thread the import stalled the window for 0.4 s.
+            import scipy.ndimage  # noqa: F401
+
             return _Prepared(need, cls, seg, pipeline, warnings)
 
         self.runner.start(job, tag=("prepare", None))
@@ -604,11 +610,6 @@ class AnalysisController(QObject):
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
                     yield s
-                # The finished patient's largest-region post-processing labels components in the GUI
-                # thread (session.apply): import the labeller here, where it neither stalls the
-                # window (0.4 s) nor delays the first results (0.2 s in the prepare job).
-                import scipy.ndimage  # noqa: F401
-
                 _save(store, vol, dataclasses.replace(empty, slices=slices))
 
             job: Job = analyse
