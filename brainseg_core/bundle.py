@@ -636,7 +636,7 @@ KEY_METRICS: dict[ModelKind, str] = {
 #: Other names of the same metrics: a cross-validated gate's card keeps its own ROC AUC as
 #: ``gate_roc_auc`` beside the end-to-end metrics (:func:`brainseg_core.gate_crossval.apply_gate_to_card`);
 #: older cards say ``dice`` and ``auc``.
-_LEGACY_METRICS: dict[ModelKind, tuple[str, ...]] = {
+_METRIC_ALIASES: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.SEGMENTER: ("dice",),
     ModelKind.CLASSIFIER: ("gate_roc_auc", "auc"),
 }
@@ -645,7 +645,7 @@ _LEGACY_METRICS: dict[ModelKind, tuple[str, ...]] = {
 def key_metric(card: ModelCard) -> float | None:
     """The card's ranking metric (:data:`KEY_METRICS`, or its older name), or None without one."""
     metrics = card.metrics if isinstance(card.metrics, dict) else {}
-    for key in (KEY_METRICS[card.kind], *_LEGACY_METRICS[card.kind]):
+    for key in (KEY_METRICS[card.kind], *_METRIC_ALIASES[card.kind]):
         value = metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
