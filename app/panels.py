@@ -39,6 +39,11 @@ from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
 STEPS = 1000
+#: Lines of text the "This slice" box keeps room for: slice, probability, gate, area, two review
+#: reasons, ground truth and Dice.
+SLICE_TEXT_LINES = 8
+#: Height of the probability-across-slices plot, in pixels.
+PLOT_HEIGHT = 260
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -303,8 +308,10 @@ class ResultsPanel(QWidget):
             "diamond: mask edited by you; green squares: ground-truth tumour). Click a point to show "
             "that slice; drag the dashed line to change the classifier gate."
         )
-        self.plot.setMinimumHeight(170)
-        self.plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        # A fixed height: the text boxes below change with every slice, and a plot that took up
+        # the slack would jump in height (and be redrawn in full) as the reader steps through.
+        self.plot.setFixedHeight(PLOT_HEIGHT)
+        self.plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "slice")
         pi.setLabel("left", "P(tumour)")
@@ -341,12 +348,16 @@ class ResultsPanel(QWidget):
         self.gate_line.sigPositionChangeFinished.connect(
             lambda line: self.gateDragged.emit(float(line.value()))
         )
-        layout.addWidget(self.plot, 2)
+        layout.addWidget(self.plot)
 
         self.slice_box = QGroupBox("This slice")
         self.slice_label = QLabel("—")
         self.slice_label.setWordWrap(True)
         self.slice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Room for the usual lines (SLICE_TEXT_LINES), so that stepping through slices whose text
+        # is a line or two longer does not move the boxes below.
+        self.slice_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.slice_label.setMinimumHeight(SLICE_TEXT_LINES * self.slice_label.fontMetrics().lineSpacing())
         self.reviewed = QPushButton("Mark reviewed")
         self.reviewed.setCheckable(True)
         self.reviewed.setToolTip(

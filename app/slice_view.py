@@ -117,7 +117,13 @@ class _MaskLayer:
         has = mask is not None and bool(mask.any())
         if mask is not None and has:
             rgb = (colour.red(), colour.green(), colour.blue())
-            self.fill.setImage(mask_rgba(mask, rgb, opacity), autoLevels=False, levels=(0, 255))
+            # Only the mask's bounding box is filled and drawn: a tumour covers a small part of the
+            # slice, and drawing a whole-slice transparent image cost as much as the slice itself.
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            box = mask[r0:r1, c0:c1]
+            self.fill.setImage(mask_rgba(box, rgb, opacity), autoLevels=False, levels=(0, 255))
+            self.fill.setRect(QRectF(c0, r0, c1 - c0, r1 - r0))
             self.outline.setPath(self._outline_path(mask))
             pen = QPen(colour)
             pen.setCosmetic(True)

@@ -68,6 +68,10 @@ def test_open_runs_the_analysis_in_the_worker_and_draws_the_mask(
     assert pred.fill.isVisible() and pred.outline.isVisible()
     alpha = pred.fill.image[..., 3]
     assert int((alpha > 0).sum()) == area and alpha.max() == round(0.4 * 255)
+    # the fill image covers the mask's bounding box, placed where the mask is
+    rows, cols = np.nonzero(rec.slice_shown(gated[0]).mask)
+    box = pred.fill.mapRectToParent(pred.fill.boundingRect())
+    assert box.getRect() == (cols.min(), rows.min(), np.ptp(cols) + 1, np.ptp(rows) + 1)
     assert not pred.outline.path().isEmpty()
     assert "Dice vs ground truth" in w.results.summary_label.text()
     assert messages.shown == []
@@ -120,7 +124,7 @@ def test_overlay_controls_change_what_is_drawn(make_window, fixture_patient, scr
     c.show_gt.setChecked(True)
     gt = w.view.gt
     assert gt.fill.isVisible()
-    assert tuple(gt.fill.image[w.volume.masks[gt_slice]][0, :3]) == (52, 199, 89)
+    assert tuple(gt.fill.image[gt.fill.image[..., 3] > 0][0, :3]) == (52, 199, 89)
     qtbot_key(w, Qt.Key.Key_G)
     assert not gt.fill.isVisible() and not gt.outline.isVisible()
 
@@ -631,3 +635,28 @@ def test_a_saved_analysis_of_other_models_is_not_shown_as_current(
     qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
     assert w2.current.state is PatientState.NEW and w2.current.base is None
     assert "made by other models" in w2.statusBar().currentMessage()
+
+
+def test_stepping_through_slices_keeps_the_plot_in_place(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    # Slices with review reasons have more lines of text than those without. The plot above the
+    # text keeps its place and height whatever the text: it would jump, and be redrawn in full, at
+    # every such step.
+    from brainseg_core.inference import ReviewReason
+
+    w = make_window(scripted_models)
+    w.resize(1400, 860)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    rec = w.current
+    slices = list(rec.shown.slices)
+    slices[3] = dataclasses.replace(slices[3], review=ReviewReason.CLASSIFIER_ONLY)
+    rec.shown = dataclasses.replace(rec.shown, slices=slices)
+    plot, lines = set(), set()
+    for index in (0, 3, 1, 3, 0, 1):
+        w.set_slice(index)
+        QApplication.processEvents()
+        plot.add(w.results.plot.geometry().getRect())
+        lines.add(w.results.slice_label.text().count("\n"))
+    assert len(lines) == 3  # three different lengths of text...
+    assert len(plot) == 1, plot  # ...one plot geometry
