@@ -14,10 +14,12 @@ writes: ``<patient>/<patient>_<n>.tif`` + ``_mask.tif``), and:
 2. **Fine-tunes** with the one trainer (:func:`brainseg_core.training.loop.train` with
    ``init_from`` = the current bundle, a fresh schedule, no validation split and the last weights
    kept) on the training patients: the segmenter, then (when given) the classifier on the very same
-   patients, so the same patients stay held out of both; mixed with the original training data when
-   its folder is given (the corrected patients replace their original copies, and no held-out
-   patient enters training under any name). The trainer reads one data root, so the chosen
-   patients are linked (copied where links are not allowed) into ``OUT/data``.
+   patients, so the same patients stay held out of both (a gate on the segmenter's encoder,
+   ``resunet_gate``, continues from its head on the candidate segmenter's encoder, ``encoder_from``,
+   so the candidate pair shares the encoder as the current one does); mixed with the original
+   training data when its folder is given (the corrected patients replace their original copies,
+   and no held-out patient enters training under any name). The trainer reads one data root, so
+   the chosen patients are linked (copied where links are not allowed) into ``OUT/data``.
 3. **Evaluates** the current pair and the candidate pair on the comparison patients with
    :func:`brainseg_core.evaluation.evaluate` (each model with its card's thresholds; a candidate
    keeps its parent's thresholds, the classifier its gate): the segmenter on every slice gives the
@@ -776,7 +778,13 @@ def fine_tune(
 
 
 def _train_config(
-    kind: ModelKind, parent_path: Path, data: Path, run: Path, settings: FinetuneSettings
+    kind: ModelKind,
+    parent_path: Path,
+    data: Path,
+    run: Path,
+    settings: FinetuneSettings,
+    *,
+    encoder_from: Path | None = None,
 ) -> TrainConfig:
     """The trainer's settings to fine-tune the bundle at ``parent_path`` (its architecture and size).
 
@@ -786,26 +794,28 @@ def _train_config(
         data: the staged training data.
         run: the run folder.
         settings: how to fine-tune.
+        encoder_from: for a gate on a segmenter's encoder, the segmenter whose encoder it takes.
 
     Returns:
         The (unresolved) training settings.
     """
     from brainseg_core.bundle import read_card
-    from brainseg_core.training.config import Keep, TrainConfig, default_tumour_fraction
+    from brainseg_core.training.config import RESUNET_ARCHS, Keep, TrainConfig, default_tumour_fraction
 
     card = read_card(parent_path)
     size = card.input_size
     crop = card.training.get("crop") if kind is ModelKind.SEGMENTER else None
     crop = crop if isinstance(crop, int) and crop % 16 == 0 and 16 <= crop <= size else None
-    width_key = "base_filters" if card.arch == "resunet" else "width"
+    resunet = card.arch in RESUNET_ARCHS
+    width_key = "base_filters" if resunet else "width"
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return TrainConfig(
         kind=kind.value,
         data=data,
         out=run,
         arch=card.arch,
-        width=card.arch_args.get(width_key) if card.arch in ("resunet", "plain_cnn") else None,
-        depth=card.arch_args.get("depth") if card.arch == "resunet" else None,
+        width=card.arch_args.get(width_key) if resunet or card.arch == "plain_cnn" else None,
+        depth=card.arch_args.get("depth") if resunet else None,
         context=card.context_slices,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -819,6 +829,7 @@ def _train_config(
         name=f"{card.name}-ft-{stamp}",
         crop=crop,
         init_from=str(parent_path),
+        encoder_from=None if encoder_from is None else str(encoder_from),
         keep=Keep.LAST,
     )
 
@@ -866,14 +877,16 @@ def _run(
         if progress is not None:
             progress(done, train_steps() + n_eval)
 
-    def fine_tune_one(kind: ModelKind, parent: Path, run: Path) -> tuple[Path, int]:
+    def fine_tune_one(
+        kind: ModelKind, parent: Path, run: Path, encoder_from: Path | None = None
+    ) -> tuple[Path, int]:
         offset = 0 if kind is ModelKind.SEGMENTER else steps[ModelKind.SEGMENTER] or 0
 
         def on_step(done: int, total: int) -> None:
             steps[kind] = total
             report(offset + done)
 
-        config = _train_config(kind, parent, data, run, settings)
+        config = _train_config(kind, parent, data, run, settings, encoder_from=encoder_from)
         trained = train(config, log=say, progress=False, cancel=is_cancelled, step_progress=on_step)
         assert trained.card_path is not None
         if is_cancelled():
@@ -887,7 +900,15 @@ def _run(
     cls_card: Path | None = None
     if cls_parent_path is not None:
         stage(Stage.TRAIN_CLASSIFIER)
-        cls_card, _ = fine_tune_one(ModelKind.CLASSIFIER, cls_parent_path, out / CLASSIFIER_RUN_DIR)
+        # A gate on the segmenter's encoder continues on the candidate's encoder (its head from the
+        # current gate), so the candidate pair shares it as the shipped pair does.
+        on_encoder = read_card(cls_parent_path).arch == "resunet_gate"
+        cls_card, _ = fine_tune_one(
+            ModelKind.CLASSIFIER,
+            cls_parent_path,
+            out / CLASSIFIER_RUN_DIR,
+            encoder_from=seg_card if on_encoder else None,
+        )
 
     stage(Stage.EVALUATE)
     evaluated = 0

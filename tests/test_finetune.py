@@ -54,6 +54,32 @@ def corrections(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _patients(tmp_path_factory.mktemp("corrections"), "XX", 4)
 
 
+@pytest.fixture(scope="module")
+def encoder_gate(parent: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gate on the parent segmenter's encoder (as the shipped pair is), at a gate of 0.3."""
+    import torch
+
+    from brainseg_core.bundle import save_bundle
+    from brainseg_core.models import build_model
+    from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+
+    torch.manual_seed(2)
+    model = build_model("resunet_gate", base_filters=4, depth=2)
+    seg = load_bundle(parent).model.state_dict()
+    encoder = {k: v.float() for k, v in seg.items() if k.startswith(ENCODER_PREFIXES)}
+    model.load_state_dict(encoder, strict=False)
+    return save_bundle(
+        model,
+        tmp_path_factory.mktemp("encoder_gate"),
+        name="tiny-gate",
+        kind="classifier",
+        arch="resunet_gate",
+        arch_args={"base_filters": 4, "depth": 2},
+        input_size=32,
+        thresholds={"tumour_probability": 0.3},
+    )
+
+
 def test_split_is_by_patient_reproducible_and_says_when_nothing_is_held_out() -> None:
     ids = [f"p{i}" for i in range(8)]
     train, held, how = split_corrected(ids, 0.25, seed=3)
@@ -235,3 +261,22 @@ def test_adopt_installs_activates_and_tidies_discard_deletes(
     discard(third)
     assert not third.out.exists()
     assert active_bundle("segmenter").path == installed[ModelKind.SEGMENTER]  # type: ignore[union-attr]
+
+
+def test_a_gate_on_the_encoder_continues_on_the_candidates_encoder(
+    parent: Path, encoder_gate: Path, corrections: Path, tmp_path: Path
+) -> None:
+    """The candidate gate sits on the candidate segmenter's encoder (its head from the current gate),
+    so the candidate pair shares the encoder as the current pair does."""
+    from brainseg_core.inference.pipeline import shares_encoder
+
+    assert shares_encoder(load_bundle(encoder_gate), load_bundle(parent))
+    result = fine_tune(parent, corrections, tmp_path / "ft", classifier=encoder_gate, settings=TINY)
+    assert result.classifier_candidate is not None
+    seg, cls = load_bundle(result.candidate), load_bundle(result.classifier_candidate)
+    assert not shares_encoder(load_bundle(encoder_gate), seg)  # the encoder did change...
+    assert shares_encoder(cls, seg)  # ...and the candidate gate took it
+    training = cls.card.training
+    assert training["init_from"]["sha256"] == read_card(encoder_gate).weights_sha256
+    assert training["encoder_from"]["sha256"] == seg.card.weights_sha256
+    assert cls.card.thresholds["tumour_probability"] == 0.3

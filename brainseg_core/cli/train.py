@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BUNDLE",
         help="start from this bundle's weights with a fresh schedule (unlike --resume)",
     )
+    p.add_argument(
+        "--encoder-from",
+        metavar="SEGMENTER",
+        help="with --arch resunet_gate --init-from GATE: take the stem and encoder from this segmenter "
+        "instead (continue a gate onto a retrained segmenter, so the pipeline shares the encoder)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and augmentation")
     p.add_argument(
         "--loss",
@@ -242,6 +248,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         keep=args.keep,
         val_every=args.val_every,
         init_from=args.init_from,
+        encoder_from=args.encoder_from,
         series=chosen_series(args),
     )
 

@@ -64,6 +64,7 @@ FROZEN_ON_RESUME = (
     "folds",
     "fold",
     "init_from",
+    "encoder_from",
     "keep",
     "val_every",
     "min_area_candidates",
@@ -130,6 +131,9 @@ class TrainConfig:
         fold: the held-out fold, 0 <= fold < folds.
         init_from: a model bundle (card or folder) whose weights start this run; the schedule,
             optimiser and epoch count start fresh (unlike ``resume``).
+        encoder_from: for a ``resunet_gate``, a segmenter whose stem and encoder replace those of
+            ``init_from`` (a gate continued onto a retrained segmenter: the head from the old gate,
+            the encoder it sits on from the new segmenter, so the pipeline can share it).
         keep: :class:`Keep` (``"best"`` or ``"last"``): the weights of the validation epoch with the
             best selection metric, or the final weights, so the validation patients never select
             anything and their scores are honest held-out estimates (use it for cross-validation).
@@ -168,6 +172,7 @@ class TrainConfig:
     folds: int | None = None
     fold: int | None = None
     init_from: str | None = None
+    encoder_from: str | None = None
     keep: Keep | str = Keep.BEST
     val_every: int = 1
     series: dict[str, str] | None = None
@@ -207,6 +212,8 @@ class TrainConfig:
             raise ValueError(f"--val-every must be >= 1, got {c.val_every}")
         if c.init_from is not None:
             c.init_from = str(Path(c.init_from).resolve())
+        if c.encoder_from is not None:
+            c.encoder_from = str(Path(c.encoder_from).resolve())
         if c.name is None:
             c.name = f"brainseg-{c.kind}-{c.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
         c.min_area_candidates = tuple(sorted({int(a) for a in c.min_area_candidates}))
@@ -274,6 +281,11 @@ def _check_model(c: TrainConfig) -> None:
         raise ValueError(
             "--arch resunet_gate is a head on a trained segmenter's encoder: pass that segmenter with "
             "--init-from BUNDLE (and its --width/--depth if not the defaults)"
+        )
+    if c.encoder_from is not None and (c.arch != "resunet_gate" or c.init_from is None):
+        raise ValueError(
+            "--encoder-from puts a segmenter's encoder under a gate's head: use it with "
+            "--arch resunet_gate and --init-from GATE_BUNDLE"
         )
 
 

@@ -80,6 +80,8 @@ def build_learner(
     model = build_model(cfg.arch, **cfg.arch_args(), **({"weights": "DEFAULT"} if cfg.pretrained else {}))
     if init_from is not None:
         init_from_bundle(model, init_from, cfg)
+        if cfg.encoder_from is not None:
+            encoder_from_bundle(model, Path(cfg.encoder_from))
     # torch's stubs have no overload for device and memory format together (the call is valid)
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     tf = cfg.tumour_fraction
@@ -157,6 +159,37 @@ def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
             f"of at least its {card.context_slices}"
         )
     model.load_state_dict({k: theirs[k].float() for k in keys}, strict=cfg.arch != "resunet_gate")
+
+
+def encoder_from_bundle(model: nn.Module, path: Path) -> None:
+    """Replace a ``resunet_gate``'s stem and encoder by those of the segmenter at ``path``.
+
+    Args:
+        model: the gate, its head already initialised.
+        path: a ``resunet`` segmenter bundle of the same width, depth and context.
+
+    Raises:
+        ValueError: if the bundle is not a ResUNet segmenter or its encoder does not fit.
+        BundleError: if the bundle cannot be read.
+    """
+    from brainseg_core.bundle import load_bundle
+    from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+
+    bundle = load_bundle(path)
+    if bundle.card.arch != "resunet":
+        raise ValueError(
+            f"{path}: --encoder-from needs a resunet segmenter, but the bundle is a {bundle.card.kind} "
+            f"of architecture {bundle.card.arch}"
+        )
+    theirs, ours = bundle.model.state_dict(), model.state_dict()
+    keys = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
+    bad = [k for k in keys if k not in theirs or theirs[k].shape != ours[k].shape]
+    if bad:
+        raise ValueError(
+            f"{path}: its encoder does not fit the gate ({len(bad)} tensors differ, e.g. {bad[:1]}); "
+            f"the gate and the segmenter need the same width, depth and context ({bundle.card.arch_args})"
+        )
+    model.load_state_dict({k: theirs[k].float() for k in keys}, strict=False)
 
 
 def widen_context(

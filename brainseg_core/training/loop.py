@@ -149,6 +149,8 @@ def train(
     learner = build_learner(cfg, split.train, device=device, amp=amp, init_from=init_from)
     if init_from is not None:
         say(f"initialised from {cfg.init_from}")
+        if cfg.encoder_from is not None:
+            say(f"stem and encoder from {cfg.encoder_from}")
     plan = StepPlan.for_run(
         len(split.train), world=dist_info.world, batch_size=cfg.batch_size, epochs=cfg.epochs
     )

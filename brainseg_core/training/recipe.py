@@ -141,6 +141,7 @@ def training_summary(
         "crop": cfg.crop,
         "folds": {"k": cfg.folds, "fold": cfg.fold, "seed": cfg.seed} if cfg.folds else None,
         "init_from": _init_from(cfg.init_from),
+        "encoder_from": _init_from(cfg.encoder_from),
         "kept_weights": "last epoch" if cfg.keep == Keep.LAST else "best validation epoch",
         "val_every": cfg.val_every,
         "pretrained": cfg.pretrained,

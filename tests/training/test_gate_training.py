@@ -47,3 +47,44 @@ def test_gate_learns_on_a_segmenters_frozen_encoder(tiny_dataset: Path, tmp_path
     other = quiet(tiny_config(tiny_dataset, tmp_path / "cnn", **cnn_kw))
     with pytest.raises(ValueError, match="resunet segmenter"):
         quiet(tiny_config(tiny_dataset, tmp_path / "g1", init_from=str(other.card_path), **gate_kw))
+
+
+def test_encoder_from_puts_another_segmenters_encoder_under_a_gates_head(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    def quiet(cfg: TrainConfig) -> TrainResult:
+        return train(cfg, progress=False, log=lambda m: None)
+
+    seg = quiet(tiny_config(tiny_dataset, tmp_path / "seg", epochs=1)).card_path
+    seg2 = quiet(tiny_config(tiny_dataset, tmp_path / "seg2", epochs=1, seed=1)).card_path
+    gate_kw: dict = dict(kind="classifier", arch="resunet_gate", width=4, depth=2, tumour_fraction=None)
+    gate = quiet(tiny_config(tiny_dataset, tmp_path / "gate", epochs=1, init_from=str(seg), **gate_kw))
+    moved = quiet(
+        tiny_config(
+            tiny_dataset,
+            tmp_path / "moved",
+            epochs=1,
+            init_from=str(gate.card_path),
+            encoder_from=str(seg2),
+            **gate_kw,
+        )
+    )
+    ours, theirs = load_bundle(moved.card_path).model.state_dict(), load_bundle(seg2).model.state_dict()
+    shared = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
+    assert shared and all(torch.equal(ours[k].float(), theirs[k].float()) for k in shared)
+    card = load_bundle(moved.card_path).card
+    assert card.training["encoder_from"]["sha256"] == load_bundle(seg2).card.weights_sha256
+    # only under a gate's head, and only from a ResUNet segmenter
+    with pytest.raises(ValueError, match="--encoder-from"):
+        quiet(tiny_config(tiny_dataset, tmp_path / "x", epochs=1, init_from=str(seg), encoder_from=str(seg2)))
+    with pytest.raises(ValueError, match="resunet segmenter"):
+        quiet(
+            tiny_config(
+                tiny_dataset,
+                tmp_path / "y",
+                epochs=1,
+                init_from=str(gate.card_path),
+                encoder_from=str(gate.card_path),
+                **gate_kw,
+            )
+        )
