@@ -34,7 +34,7 @@ import numpy as np
 
 from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, pct, summary_metrics
 from brainseg_core.errors import DataError
-from brainseg_core.metrics import roc_auc
+from brainseg_core.metrics import calibration, roc_auc
 from brainseg_core.results import REVIEW_CONFIDENCE
 
 __all__ = [
@@ -204,6 +204,8 @@ def gated_cross_validation(
     all_t = _threshold(
         np.concatenate([g.label for _, g in pairs]), np.concatenate([g.prob for _, g in pairs]), target_recall
     )
+    labels = np.concatenate([g.label for _, g in pairs])
+    probs = np.concatenate([g.prob for _, g in pairs])
     return {
         "folds": len(pairs),
         "post_processing": post.describe(),
@@ -213,6 +215,7 @@ def gated_cross_validation(
         "pooled": _gate_metrics(parts),
         "ungated": summary_metrics([s.score(post) for s in scorers]),
         "threshold": all_t,
+        "calibration": calibration(labels, probs),
     }
 
 
@@ -253,6 +256,19 @@ def format_gate_report(result: dict[str, Any]) -> str:
     lines.append(row("pooled (nested, honest)", None, result["pooled"]))
     lines.append(row("no gate: every slice", None, result["ungated"]))
     lines += ["", f"Threshold chosen on all folds (a card ships it): {result['threshold']:.4f}"]
+    cal = result.get("calibration")
+    if cal:
+        lines += [
+            "",
+            f"Calibration of the gate's out-of-fold tumour probability ({cal['n']} slices): Brier "
+            f"{cal['brier']:.4f}, expected calibration error {cal['ece']:.4f}",
+            f"{'probability':>13} {'slices':>7} {'mean probability':>16} {'tumour slices':>13}",
+        ]
+        lines += [
+            f"{b['low']:>6.3f}-{b['high']:<6.3f} {b['n']:>7} {b['mean_probability']:>16.4f} "
+            f"{b['observed']:>13.4f}"
+            for b in cal["bins"]
+        ]
     return "\n".join(lines)
 
 

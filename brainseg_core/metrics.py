@@ -24,6 +24,10 @@ Classification (binary, positive class = tumour = 1):
   which averages only the classes present.
 - ROC AUC is rank based (Mann-Whitney U): the probability that a random positive scores above a
   random negative, ties counting one half; NaN when only one class is present.
+- Calibration (:func:`calibration`): whether a probability means what it says. The Brier score is
+  the mean squared difference between probability and label; the reliability table bins the
+  probabilities and gives each bin's mean probability beside its observed share of positives;
+  the expected calibration error (ECE) is the mean gap between the two, weighted by the bins' sizes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 __all__ = [
     "accuracy",
     "balanced_accuracy",
+    "calibration",
     "classification_metrics",
     "confusion_counts",
     "dice",
@@ -333,6 +338,57 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     ranks[order] = np.repeat(avg, ends - starts)
     u = ranks[t].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+#: Bin edges of :func:`calibration`'s reliability table: fine at the low end, where a slice gate
+#: kept for high recall sets its threshold.
+CALIBRATION_EDGES = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0)
+
+
+def calibration(y_true: np.ndarray, probs: np.ndarray, *, edges: Sequence[float] = CALIBRATION_EDGES) -> dict:
+    """How well probabilities match the observed frequencies.
+
+    Args:
+        y_true: true labels (truthy = positive).
+        probs: a probability in [0, 1] per sample.
+        edges: increasing bin edges from 0 to 1; the last bin includes 1.
+
+    Returns:
+        ``{"n", "brier", "ece", "bins"}``: ``bins`` lists, for each non-empty bin, ``{"low", "high",
+        "n", "mean_probability", "observed"}`` (the share of positives).
+
+    Raises:
+        ValueError: if the lengths differ, a probability is outside [0, 1], or the edges do not
+            run from 0 to 1 in increasing order.
+    """
+    t = np.asarray(y_true).astype(bool).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    e = np.asarray(edges, dtype=np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"{t.size} true labels but {p.size} probabilities")
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+        raise ValueError("probabilities must lie in [0, 1]")
+    if e.size < 2 or e[0] != 0 or e[-1] != 1 or np.any(np.diff(e) <= 0):
+        raise ValueError(f"edges must increase from 0 to 1, got {list(edges)}")
+    which = np.clip(np.searchsorted(e, p, side="right") - 1, 0, e.size - 2)
+    bins, ece = [], 0.0
+    for k in range(e.size - 1):
+        m = which == k
+        if not m.any():
+            continue
+        mean_p, observed = float(p[m].mean()), float(t[m].mean())
+        ece += m.mean() * abs(mean_p - observed)
+        bins.append(
+            {
+                "low": float(e[k]),
+                "high": float(e[k + 1]),
+                "n": int(m.sum()),
+                "mean_probability": mean_p,
+                "observed": observed,
+            }
+        )
+    brier = float(np.mean((p - t) ** 2)) if p.size else float("nan")
+    return {"n": int(p.size), "brier": brier, "ece": float(ece) if p.size else float("nan"), "bins": bins}
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5) -> dict:

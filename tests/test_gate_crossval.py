@@ -41,6 +41,11 @@ def test_gate_stops_false_positive_slices_and_flags_what_it_cannot_outline() -> 
     assert pooled["slice_recall"] == pytest.approx(9 / 12) and pooled["flagged_slices"] == 3
     assert pooled["recall_outlined_or_flagged"] == 1.0 and pooled["gate_recall"] == 1.0
     assert result["threshold"] == pytest.approx(0.9)
+    # the gate's out-of-fold probabilities, binned against what the slices hold: 0.9 on the 12
+    # tumour slices (all tumour), 0.1 and 0.3 on the 12 others (none)
+    cal = result["calibration"]
+    assert [(b["n"], b["observed"]) for b in cal["bins"]] == [(6, 0.0), (6, 0.0), (12, 1.0)]
+    assert cal["ece"] == pytest.approx((6 * 0.1 + 6 * 0.3 + 12 * 0.1) / 24)
 
 
 def test_each_folds_threshold_comes_from_the_other_folds() -> None:

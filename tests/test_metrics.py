@@ -132,3 +132,27 @@ def test_classification_metrics_threshold_is_inclusive() -> None:
     out = M.classification_metrics([1, 0, 1, 0], [0.5, 0.49, 0.9, 0.1], threshold=0.5)
     assert out["confusion"] == {"tp": 2, "fp": 0, "tn": 2, "fn": 0}
     assert out["roc_auc"] == 1.0 and out["n"] == 4 and out["positives"] == 2
+
+
+def test_calibration_by_hand() -> None:
+    # two bins: 0.1 said of four slices (one tumour: observed 0.25), 0.9 of two (both tumour)
+    y = [0, 0, 0, 1, 1, 1]
+    p = [0.1, 0.1, 0.1, 0.1, 0.9, 0.9]
+    out = M.calibration(y, p, edges=(0.0, 0.5, 1.0))
+    assert out["n"] == 6
+    assert [(b["n"], b["mean_probability"], b["observed"]) for b in out["bins"]] == [
+        (4, pytest.approx(0.1), 0.25),
+        (2, pytest.approx(0.9), 1.0),
+    ]
+    assert out["ece"] == pytest.approx(4 / 6 * 0.15 + 2 / 6 * 0.1)
+    assert out["brier"] == pytest.approx((3 * 0.01 + 0.81 + 2 * 0.01) / 6)
+    # probabilities that match the frequencies score (near) zero; 1.0 falls in the last bin
+    rng = np.random.default_rng(0)
+    q = rng.uniform(size=20000)
+    good = M.calibration(rng.uniform(size=q.size) < q, q)
+    assert good["ece"] < 0.02 and good["bins"][-1]["high"] == 1.0
+    assert M.calibration([1], [1.0])["bins"][-1]["n"] == 1
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        M.calibration([1], [1.5])
+    with pytest.raises(ValueError, match="edges"):
+        M.calibration([1], [0.5], edges=(0.2, 1.0))
