@@ -329,6 +329,9 @@ class ResultsPanel(QWidget):
         self.gate_line = pg.InfiniteLine(
             pos=0.5, angle=0, movable=True, pen=pg.mkPen((255, 200, 0), width=1, style=Qt.PenStyle.DashLine)
         )
+        # Labelled: a gate kept for high recall sits near 0, where the dashed line alone is lost
+        # against the axis. (A TextItem of its own: InfiniteLine's label crashes PySide6 here.)
+        self.gate_label = pg.TextItem(color=(255, 200, 0), anchor=(1, 1))
         self.gate_line.setBounds((0.0, 1.0))
         self.gate_line.setHoverPen(pg.mkPen((255, 230, 120), width=2))
         self.current_line = pg.InfiniteLine(
@@ -344,6 +347,8 @@ class ResultsPanel(QWidget):
             self.current_line,
         ):
             pi.addItem(item)
+        pi.addItem(self.gate_label, ignoreBounds=True)
+        self.gate_line.sigPositionChanged.connect(self._place_gate_label)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.gate_line.sigPositionChangeFinished.connect(
             lambda line: self.gateDragged.emit(float(line.value()))
@@ -437,6 +442,12 @@ class ResultsPanel(QWidget):
         self.gate_line.blockSignals(False)
         if self._n:
             self.plot.getPlotItem().setXRange(0.5, self._n + 0.5, padding=0)
+        self._place_gate_label()
+
+    def _place_gate_label(self, *_: object) -> None:
+        gate = float(self.gate_line.value())
+        self.gate_label.setText(f"gate {gate:.3g}")
+        self.gate_label.setPos(self._n + 0.45 if self._n else 1.0, gate)
 
     def set_current(self, index: int) -> None:
         """Move the current-slice marker."""

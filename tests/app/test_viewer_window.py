@@ -248,6 +248,8 @@ def test_thresholds_rethreshold_instantly_and_segment_newly_gated_slices(
 
     w.controls.gate.setValue(1000)  # nothing passes: no network runs, masks vanish at once
     assert rec.tumour_slices() == 0 and w.view.pred.mask is None
+    assert w.results.gate_label.toPlainText() == "gate 1"  # the plot's gate line says where it is
+    assert w.results.gate_label.pos().y() == w.results.gate_line.value() == 1.0
     assert calls == {"seg": n_gated, "cls": N_FIXTURE}
     w.controls.gate.setValue(500)
     assert rec.tumour_slices() == n_gated
