@@ -44,12 +44,12 @@ from brainseg_core.cli._common import (
 from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.training.config import (
     CLASSIFIER_ARCHS,
+    CLASSIFIER_LOSSES,
     SEGMENTER_ARCHS,
+    SEGMENTER_LOSSES,
     TrainConfig,
     default_tumour_fraction,
 )
-from brainseg_core.training.loop import train
-from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
+    from brainseg_core.training.loop import train  # torch: after the arguments are parsed
+
     config = config_from_args(args)
 
     def log(msg: str) -> None:
@@ -287,6 +289,7 @@ def _all_folds(config: TrainConfig, *, log: Callable[[str], None], progress: boo
     """Train every fold of ``config.folds`` into ``config.out/foldI`` (finished folds are skipped)."""
     from brainseg_core.crossval import OUT_OF_FOLD_FILE
     from brainseg_core.training.checkpoint import has_checkpoint
+    from brainseg_core.training.loop import train
 
     assert config.folds is not None
     for i in range(config.folds):

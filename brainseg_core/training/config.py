@@ -12,15 +12,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.model_kind import KIND_NAMES
-from brainseg_core.preprocessing import input_channels
-from brainseg_core.training.data import Augmentation
-from brainseg_core.training.losses import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
+
+if TYPE_CHECKING:  # torch-free at import, so `brainseg-train --help` answers at once
+    from brainseg_core.training.data import Augmentation
 
 SEGMENTER_ARCHS = ("resunet",)
+#: The losses a segmenter and a classifier train with (built by
+#: :func:`brainseg_core.training.losses.build_loss`).
+SEGMENTER_LOSSES = ("bce_dice", "dice", "focal_tversky")
+CLASSIFIER_LOSSES = ("bce", "focal")
 CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg16", "plain_cnn", "resunet_gate")
 #: Architectures built on a ResUNet (``--width`` is its ``base_filters``, ``--depth`` its depth).
 RESUNET_ARCHS = ("resunet", "resunet_gate")
@@ -185,6 +189,8 @@ class TrainConfig:
     @property
     def augmentation(self) -> Augmentation:
         """The random augmentation of this run's training batches."""
+        from brainseg_core.training.data import Augmentation
+
         return Augmentation(missing_sequence=self.missing_sequence)
 
     def resolved(self) -> TrainConfig:
@@ -249,6 +255,8 @@ class TrainConfig:
             if self.depth is not None:
                 args["depth"] = int(self.depth)
             if self.context:
+                from brainseg_core.preprocessing import input_channels
+
                 args["in_channels"] = input_channels(int(self.context))
         elif self.arch == "plain_cnn" and self.width is not None:
             args["width"] = int(self.width)

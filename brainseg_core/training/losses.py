@@ -28,9 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SEGMENTER_LOSSES = ("bce_dice", "dice", "focal_tversky")
-CLASSIFIER_LOSSES = ("bce", "focal")
-
 
 def _flat(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if logits.shape != target.shape:
@@ -156,7 +153,8 @@ def build_loss(name: str, *, kind: str, positive_fraction: float = 0.5) -> nn.Mo
     """The loss ``name`` for a model ``kind``.
 
     Args:
-        name: one of :data:`SEGMENTER_LOSSES` or :data:`CLASSIFIER_LOSSES`.
+        name: one of :data:`~brainseg_core.training.config.SEGMENTER_LOSSES` or
+            :data:`~brainseg_core.training.config.CLASSIFIER_LOSSES`.
         kind: ``"segmenter"`` or ``"classifier"``.
         positive_fraction: fraction of tumour slices the classifier sees in training (sets the
             class balance weights).

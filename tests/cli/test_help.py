@@ -41,3 +41,18 @@ def test_every_tool_documents_the_same_exit_codes(module) -> None:
     text = module.build_parser().format_help()
     for code in ExitCode:
         assert f"\n  {int(code)} " in text
+
+
+def test_the_tools_parse_their_arguments_before_importing_torch() -> None:
+    # --help and usage errors answer at once: torch (about 2 s to import) comes after parsing
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import brainseg_core.cli.train, brainseg_core.cli.predict, brainseg_core.cli.eval, "
+        "brainseg_core.cli.finetune\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -63,3 +63,14 @@ def test_build_loss_rejects_mismatches() -> None:
         build_loss("bce", kind="classifier", positive_fraction=0.0)
     with pytest.raises(ValueError, match="shape"):
         SoftDiceLoss()(torch.zeros(2, 1), torch.zeros(2))
+
+
+def test_every_loss_name_the_settings_accept_is_built() -> None:
+    from brainseg_core.training.config import CLASSIFIER_LOSSES, SEGMENTER_LOSSES
+
+    for name in SEGMENTER_LOSSES:
+        assert isinstance(build_loss(name, kind="segmenter"), torch.nn.Module)
+    for name in CLASSIFIER_LOSSES:
+        assert isinstance(build_loss(name, kind="classifier", positive_fraction=0.3), torch.nn.Module)
+    with pytest.raises(ValueError):
+        build_loss("focal", kind="segmenter")
