@@ -201,11 +201,9 @@ def gated_cross_validation(
         part = _gated_part(scorer, gate, t, post, review_probability)
         parts.append(part)
         per_fold.append({"fold": gate.name, "threshold": t, "metrics": _gate_metrics([part])})
-    all_t = _threshold(
-        np.concatenate([g.label for _, g in pairs]), np.concatenate([g.prob for _, g in pairs]), target_recall
-    )
     labels = np.concatenate([g.label for _, g in pairs])
     probs = np.concatenate([g.prob for _, g in pairs])
+    all_t = _threshold(labels, probs, target_recall)
     return {
         "folds": len(pairs),
         "post_processing": post.describe(),

@@ -366,7 +366,7 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, *, edges: Sequence[float]
     e = np.asarray(edges, dtype=np.float64)
     if t.shape != p.shape:
         raise ValueError(f"{t.size} true labels but {p.size} probabilities")
-    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+    if not np.all((p >= 0) & (p <= 1)):  # NaN fails both
         raise ValueError("probabilities must lie in [0, 1]")
     if e.size < 2 or e[0] != 0 or e[-1] != 1 or np.any(np.diff(e) <= 0):
         raise ValueError(f"edges must increase from 0 to 1, got {list(edges)}")
