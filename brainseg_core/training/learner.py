@@ -81,7 +81,7 @@ def build_learner(
     if init_from is not None:
         init_from_bundle(model, init_from, cfg)
         if cfg.encoder_from is not None:
-            encoder_from_bundle(model, Path(cfg.encoder_from))
+            encoder_from_bundle(model, Path(cfg.encoder_from), cfg)
     # torch's stubs have no overload for device and memory format together (the call is valid)
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     tf = cfg.tumour_fraction
@@ -112,13 +112,14 @@ def build_optimizer(model: nn.Module, *, lr: float, device: torch.device) -> tor
     )
 
 
-def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
+def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig, *, option: str = "--init-from") -> None:
     """Load a bundle's weights into ``model`` after checking it is the same architecture.
 
     Args:
         model: the freshly built model.
         path: the bundle (card, weights file or folder).
         cfg: the run's settings (kind, arch, width, depth).
+        option: the command-line option that named the bundle (for the error messages).
 
     Raises:
         ValueError: if the bundle is another kind, architecture or shape.
@@ -136,14 +137,14 @@ def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
 
         if card.arch not in ("resunet", "resunet_gate"):
             raise ValueError(
-                f"{path}: --arch resunet_gate needs --init-from a resunet segmenter, but the bundle is a "
+                f"{path}: --arch resunet_gate needs {option} a resunet segmenter, but the bundle is a "
                 f"{card.kind} of architecture {card.arch}"
             )
         keys = [k for k in ours if k.startswith(ENCODER_PREFIXES) or card.arch == "resunet_gate"]
     else:
         if card.kind != cfg.kind or card.arch != cfg.arch:
             raise ValueError(
-                f"{path}: --init-from needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
+                f"{path}: {option} needs a {cfg.kind} of architecture {cfg.arch}, but the bundle is a "
                 f"{card.kind} of architecture {card.arch}"
             )
         keys = list(ours)
@@ -154,42 +155,35 @@ def init_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
     bad = [k for k in keys if k not in theirs or theirs[k].shape != ours[k].shape]
     if bad:
         raise ValueError(
-            f"{path}: --init-from weights do not fit this model ({len(bad)} tensors differ, e.g. "
+            f"{path}: {option} weights do not fit this model ({len(bad)} tensors differ, e.g. "
             f"{bad[:1]}); pass the same --width/--depth as the bundle ({card.arch_args}) and a --context "
             f"of at least its {card.context_slices}"
         )
     model.load_state_dict({k: theirs[k].float() for k in keys}, strict=cfg.arch != "resunet_gate")
 
 
-def encoder_from_bundle(model: nn.Module, path: Path) -> None:
+def encoder_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
     """Replace a ``resunet_gate``'s stem and encoder by those of the segmenter at ``path``.
 
     Args:
         model: the gate, its head already initialised.
-        path: a ``resunet`` segmenter bundle of the same width, depth and context.
+        path: a ``resunet`` segmenter bundle of the same width and depth.
+        cfg: the run's settings.
 
     Raises:
         ValueError: if the bundle is not a ResUNet segmenter or its encoder does not fit.
         BundleError: if the bundle cannot be read.
     """
-    from brainseg_core.bundle import load_bundle
-    from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+    from brainseg_core.bundle import read_card, resolve_card_path
 
-    bundle = load_bundle(path)
-    if bundle.card.arch != "resunet":
+    card = read_card(resolve_card_path(path))
+    if card.arch != "resunet":
         raise ValueError(
-            f"{path}: --encoder-from needs a resunet segmenter, but the bundle is a {bundle.card.kind} "
-            f"of architecture {bundle.card.arch}"
+            f"{path}: --encoder-from needs a resunet segmenter, but the bundle is a {card.kind} "
+            f"of architecture {card.arch}"
         )
-    theirs, ours = bundle.model.state_dict(), model.state_dict()
-    keys = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
-    bad = [k for k in keys if k not in theirs or theirs[k].shape != ours[k].shape]
-    if bad:
-        raise ValueError(
-            f"{path}: its encoder does not fit the gate ({len(bad)} tensors differ, e.g. {bad[:1]}); "
-            f"the gate and the segmenter need the same width, depth and context ({bundle.card.arch_args})"
-        )
-    model.load_state_dict({k: theirs[k].float() for k in keys}, strict=False)
+    # a gate initialised from a segmenter takes exactly its stem and encoder
+    init_from_bundle(model, path, cfg, option="--encoder-from")
 
 
 def widen_context(
