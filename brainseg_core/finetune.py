@@ -784,7 +784,7 @@ def _train_config(
     run: Path,
     settings: FinetuneSettings,
     *,
-    encoder_from: Path | None = None,
+    segmenter: Path | None = None,
 ) -> TrainConfig:
     """The trainer's settings to fine-tune the bundle at ``parent_path`` (its architecture and size).
 
@@ -794,7 +794,8 @@ def _train_config(
         data: the staged training data.
         run: the run folder.
         settings: how to fine-tune.
-        encoder_from: for a gate on a segmenter's encoder, the segmenter whose encoder it takes.
+        segmenter: the segmenter candidate a classifier is fine-tuned beside: a gate on the
+            segmenter's encoder (``resunet_gate``) continues from its head on this one's encoder.
 
     Returns:
         The (unresolved) training settings.
@@ -829,7 +830,7 @@ def _train_config(
         name=f"{card.name}-ft-{stamp}",
         crop=crop,
         init_from=str(parent_path),
-        encoder_from=None if encoder_from is None else str(encoder_from),
+        encoder_from=str(segmenter) if segmenter is not None and card.arch == "resunet_gate" else None,
         keep=Keep.LAST,
     )
 
@@ -878,7 +879,7 @@ def _run(
             progress(done, train_steps() + n_eval)
 
     def fine_tune_one(
-        kind: ModelKind, parent: Path, run: Path, encoder_from: Path | None = None
+        kind: ModelKind, parent: Path, run: Path, segmenter: Path | None = None
     ) -> tuple[Path, int]:
         offset = 0 if kind is ModelKind.SEGMENTER else steps[ModelKind.SEGMENTER] or 0
 
@@ -886,7 +887,7 @@ def _run(
             steps[kind] = total
             report(offset + done)
 
-        config = _train_config(kind, parent, data, run, settings, encoder_from=encoder_from)
+        config = _train_config(kind, parent, data, run, settings, segmenter=segmenter)
         trained = train(config, log=say, progress=False, cancel=is_cancelled, step_progress=on_step)
         assert trained.card_path is not None
         if is_cancelled():
@@ -900,15 +901,8 @@ def _run(
     cls_card: Path | None = None
     if cls_parent_path is not None:
         stage(Stage.TRAIN_CLASSIFIER)
-        # A gate on the segmenter's encoder continues on the candidate's encoder (its head from the
-        # current gate), so the candidate pair shares it as the shipped pair does.
-        on_encoder = read_card(cls_parent_path).arch == "resunet_gate"
-        cls_card, _ = fine_tune_one(
-            ModelKind.CLASSIFIER,
-            cls_parent_path,
-            out / CLASSIFIER_RUN_DIR,
-            encoder_from=seg_card if on_encoder else None,
-        )
+        # a gate on the segmenter's encoder continues on the candidate's encoder (_train_config)
+        cls_card, _ = fine_tune_one(ModelKind.CLASSIFIER, cls_parent_path, out / CLASSIFIER_RUN_DIR, seg_card)
 
     stage(Stage.EVALUATE)
     evaluated = 0
