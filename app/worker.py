@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, QThreadPool, Signal, Slot
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from brainseg_core.errors import BrainSegError, Cancelled
@@ -163,6 +163,10 @@ class JobRunner(QObject):
     def wait(self, timeout_ms: int = 30_000) -> bool:
         """Block until the job's thread is done (used when the window closes).
 
+        The job's last signals, still queued for the GUI thread, are delivered before this
+        returns (an item after :meth:`cancel` is dropped as ever), so none of them can arrive
+        later and be taken for another job's.
+
         Returns:
             True when no job is left running.
         """
@@ -170,6 +174,7 @@ class JobRunner(QObject):
             return True
         if not QThreadPool.globalInstance().waitForDone(timeout_ms):
             return False
+        QCoreApplication.sendPostedEvents(self, QEvent.Type.MetaCall)
         self._worker = self._cancel = None
         return True
 

@@ -199,6 +199,31 @@ def test_job_runner_outcomes(qtbot) -> None:
     assert seen["cancelled"] and seen["done"] is None and seen["failed"] is None
 
 
+def test_a_job_waited_for_leaves_no_signal_behind_for_the_next_one(qtbot) -> None:
+    """wait() (the window closing) delivers what the job's worker had queued: an item after
+    cancel is dropped, the job ends as cancelled, and nothing is taken for the next job's."""
+    runner = JobRunner()
+    release = threading.Event()
+    got: list[object] = []
+    runner.item.connect(got.append)
+    runner.cancelled.connect(lambda: got.append("cancelled"))
+    runner.stopped.connect(lambda: got.append("stopped"))
+
+    def first(cancel, report_progress):
+        release.wait(5)
+        yield "old item"
+        return "old result"
+
+    runner.start(first)
+    runner.cancel()
+    release.set()
+    assert runner.wait() and not runner.running
+    assert got == ["cancelled", "stopped"]
+    seen = _run(runner, lambda cancel, report_progress: "new result", qtbot)
+    assert seen["done"] == "new result" and not seen["cancelled"]
+    assert got == ["cancelled", "stopped", "stopped"]
+
+
 def test_jobs_run_below_the_windows_priority(qtbot) -> None:
     """Both kinds of job (generator and plain function) run on a thread the window out-ranks."""
     import os
@@ -258,3 +283,4 @@ def test_outlines_are_reused_by_content_and_follow_an_edit_in_place(qtbot, monke
     mask[4:8, 4:12] = True  # a reader's edit changes the array in place
     view.set_masks(mask, None)
     assert outline() == QRectF(4, 4, 8, 4) and built == [16, 32]
+
