@@ -273,12 +273,18 @@ class ControlsPanel(QWidget):
         self.gate.setEnabled(gate_enabled)
 
 
-def _gate_text(probability: float, gate: float | None) -> str:
+def _gate_text(result: SliceResult, gate: float | None) -> str:
     """What the classifier said about a slice, in plain words."""
     if gate is None:
         return "No slice classifier: every slice is segmented"
+    probability = result.tumour_probability
     if probability >= gate:
         return f"Tumour probability {probability:.3f}\npassed the slice gate ({gate:.3g}), segmented"
+    if result.gate_score >= gate:
+        return (
+            f"Tumour probability {probability:.3f}\npassed the slice gate ({gate:.3g}) through a "
+            f"neighbouring slice ({result.neighbour_probability:.3f}), segmented"
+        )
     return f"Tumour probability {probability:.3f}\nbelow the slice gate ({gate:.3g}), not segmented"
 
 
@@ -487,7 +493,7 @@ class ResultsPanel(QWidget):
         if result is None:
             lines.append("Not analysed yet")
         else:
-            lines.append(_gate_text(result.tumour_probability, gate))
+            lines.append(_gate_text(result, gate))
             area = f"{result.area_px} px"
             if result.area_mm2 is not None:
                 area += f" = {result.area_mm2:.1f} mm²"
@@ -541,7 +547,8 @@ class ResultsPanel(QWidget):
             lines.append(f"✎ Your mask on <b>{len(edited)}</b> slice(s)")
         t = r.thresholds
         largest = " · largest 3-D region only" if t.largest_component else ""
-        lines.append(f"Gate {t.gate:.3g} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
+        reach = f" (or a slice within {t.gate_reach})" if t.gate_reach and r.classifier is not None else ""
+        lines.append(f"Gate {t.gate:.3g}{reach} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
         lines.append(f"Ran on {r.device}")
         self.summary_label.setText("<br>".join(lines + notes))
 

@@ -200,7 +200,7 @@ class PatientRecord:
         """Slices the gate now admits that were never segmented (they need the segmenter)."""
         if self.base is None or not self.complete:
             return []
-        return missing_segmentations(self.base, gate=thresholds.gate)
+        return missing_segmentations(self.base, thresholds)
 
     def slice_shown(self, index: int) -> SliceResult | None:
         """The displayed result of slice ``index``, None when not analysed yet."""

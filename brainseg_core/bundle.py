@@ -45,6 +45,7 @@ from brainseg_core.model_kind import KIND_NAMES
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.models import ARCHITECTURES, ModelKind, ResUNet, arch_kind, build_model
 from brainseg_core.preprocessing import NORMALIZATION, NORMALIZATION_ID, input_channels
+from brainseg_core.thresholds import MAX_GATE_REACH
 
 __all__ = [
     "CARD_FORMAT",
@@ -237,6 +238,13 @@ class ModelCard:
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
                 if not ok:
                     raise ValueError(f"thresholds.min_area_px must be an integer >= 0, got {value!r}")
+            elif key == "gate_reach_slices":
+                ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_GATE_REACH
+                if not ok:
+                    raise ValueError(
+                        f"thresholds.gate_reach_slices must be an integer from 0 to {MAX_GATE_REACH}, "
+                        f"got {value!r}"
+                    )
             elif key == "largest_component":
                 if not isinstance(value, bool):
                     raise ValueError(f"thresholds.largest_component must be true or false, got {value!r}")

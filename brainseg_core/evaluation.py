@@ -6,7 +6,9 @@ compared with its ground-truth masks. Definitions:
 
 **Classification** (slice level, the classifier alone, pooled over every slice of every patient).
 A slice's true label is "tumour" when its ground-truth mask is not empty; it is called tumour
-when ``tumour_probability >= tumour_probability threshold`` (the classifier card's). Reported:
+when its gate score reaches the classifier card's threshold (``tumour_probability``; the gate
+score is the slice's own tumour probability or, within the card's ``gate_reach_slices``, a
+neighbouring slice's, whichever is higher). Reported:
 accuracy, balanced accuracy (mean of the recalls of the two classes), recall = sensitivity on
 tumour slices, specificity, precision, F1 of the tumour class, F1 macro (mean of the two classes'
 F1) and weighted (weighted by class frequency), and ROC AUC (rank based, threshold free).
@@ -184,11 +186,13 @@ def evaluate(
             t0 = time.perf_counter()
             res = pipe.analyse(vol, cancel=cancel)
             time_e2e += time.perf_counter() - t0
-            probs = np.array([s.tumour_probability for s in res.slices], dtype=np.float64)
+            # what the gate compared with its threshold (its own probability or a neighbour's)
+            probs = np.array([s.gate_score for s in res.slices], dtype=np.float64)
             pred_e2e = np.stack([s.mask for s in res.slices])
             segmented = np.array([s.segmented for s in res.slices])
             slice_e = per_slice_dice(pred_e2e, gt)
-            entry["tumour_probability"] = [round(float(v), 5) for v in probs]
+            entry["tumour_probability"] = [round(float(s.tumour_probability), 5) for s in res.slices]
+            entry["gate_score"] = [round(float(v), 5) for v in probs]
             entry["pipeline"] = {
                 "dice": dice(pred_e2e, gt),
                 "iou": iou(pred_e2e, gt),

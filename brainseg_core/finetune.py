@@ -230,8 +230,9 @@ def _ratio(num: int, den: int) -> float | None:
 class GateScores:
     """One classifier's scores on the comparison patients, as the slice gate of its pair.
 
-    The classifier is scored at its card's gate (``tumour_probability``): a slice passes when its
-    tumour probability is at least the threshold. The end-to-end Dice is that of the pair: this
+    The classifier is scored at its card's gate (``tumour_probability`` and
+    ``gate_reach_slices``): a slice passes when its gate score (its own tumour probability or,
+    within the reach, a neighbour's) is at least the threshold. The end-to-end Dice is that of the pair: this
     classifier gating the segmenter it was evaluated with (the current segmenter for the current
     classifier, the segmenter candidate for the classifier candidate).
 
@@ -661,7 +662,7 @@ def _gate_scores(report: dict[str, Any], name: str, sha256: str) -> GateScores:
     for entry in report["patients"]:
         pid = str(entry["patient_id"])
         labels = [bool(v) for v in entry["labels"]]
-        passed = [float(p) >= threshold for p in entry["tumour_probability"]]
+        passed = [float(p) >= threshold for p in entry.get("gate_score", entry["tumour_probability"])]
         p_tp = sum(lab and ok for lab, ok in zip(labels, passed, strict=True))
         p_fp = sum(ok and not lab for lab, ok in zip(labels, passed, strict=True))
         n_pos = sum(labels)

@@ -6,8 +6,11 @@ fold folder an ``out_of_fold.npz`` of slice probabilities
 (:func:`brainseg_core.training.validation.save_gate_out_of_fold`) that lines up slice by slice with
 the segmenter's file of that fold.
 
-:func:`gated_cross_validation` chooses each fold's gate threshold on the *other* folds' held-out
-slices (the highest threshold that keeps ``target_recall`` of their tumour slices), applies it to
+:func:`gated_cross_validation` chooses each fold's gate on the *other* folds' held-out slices: for
+each reach in :data:`GATE_REACHES` (a slice also passes when a slice within that many slices of it
+does; see :attr:`brainseg_core.results.SliceResult.gate_score`) the highest threshold that keeps
+``target_recall`` of their tumour slices, and of those the reach that passes the fewest slices
+without tumour (the smaller reach on a tie). It applies that choice to
 the fold with the segmenter's post-processing (slices below the gate get empty masks, as in the
 pipeline) and pools the patients. Besides the segmentation metrics of
 :mod:`brainseg_core.crossval` it reports, per fold and pooled:
@@ -35,9 +38,11 @@ import numpy as np
 from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, pct, summary_metrics
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import calibration, roc_auc
-from brainseg_core.results import REVIEW_CONFIDENCE
+from brainseg_core.results import REVIEW_CONFIDENCE, neighbour_probabilities
+from brainseg_core.thresholds import MAX_GATE_REACH
 
 __all__ = [
+    "GATE_REACHES",
     "GATE_TARGET_RECALL",
     "GateFold",
     "apply_gate_to_card",
@@ -50,6 +55,8 @@ __all__ = [
 #: decides where the decoder runs (the outline decides what the reader sees), so it errs far on
 #: the side of passing slices.
 GATE_TARGET_RECALL = 0.99
+#: The gate reaches (slices on either side) the cross-validation chooses among.
+GATE_REACHES = (0, 1, 2)
 _KEYS = ("slice_prob", "label", "patient", "patient_ids")
 
 
@@ -70,6 +77,16 @@ class GateFold:
     label: np.ndarray
     patient: np.ndarray
     patient_ids: list[str]
+
+    def gate_score(self, reach: int) -> np.ndarray:
+        """Each slice's gate score for ``reach``: the highest tumour probability of the slice and
+        its neighbours within ``reach`` slices of the same patient (the slices are stored in
+        volume order, patient by patient)."""
+        score = self.prob.copy()
+        starts = np.flatnonzero(np.r_[True, self.patient[1:] != self.patient[:-1]])
+        for a, b in zip(starts, [*starts[1:], len(score)], strict=True):
+            score[a:b] = np.maximum(score[a:b], neighbour_probabilities(self.prob[a:b], reach))
+        return score
 
 
 def load_gate_fold(path: str | Path) -> GateFold:
@@ -118,10 +135,30 @@ def _threshold(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
     return choose_classifier_threshold(labels, probs, target=target)
 
 
+def _choose(folds: Sequence[GateFold], target: float, reaches: Sequence[int]) -> tuple[int, float]:
+    """The (reach, threshold) that keeps ``target`` of ``folds``' tumour slices and passes the
+    fewest of their other slices."""
+    labels = np.concatenate([g.label for g in folds])
+    best: tuple[float, int, float] | None = None
+    for reach in reaches:
+        scores = np.concatenate([g.gate_score(reach) for g in folds])
+        t = _threshold(labels, scores, target)
+        specificity = float(np.mean(scores[~labels] < t)) if (~labels).any() else 0.0
+        if best is None or specificity > best[0]:
+            best = (specificity, reach, t)
+    assert best is not None
+    return best[1], best[2]
+
+
 def _gated_part(
-    scorer: FoldScorer, gate: GateFold, threshold: float, post: PostProcessing, review_probability: float
+    scorer: FoldScorer,
+    gate: GateFold,
+    reach: int,
+    threshold: float,
+    post: PostProcessing,
+    review_probability: float,
 ) -> dict[str, Any]:
-    gated = gate.prob >= threshold
+    gated = gate.gate_score(reach) >= threshold
     # a slice the gate stops has no outline, so it ranks last
     part = scorer.score_masks(
         scorer.masks(post, gated), np.where(gated, scorer.slice_score(post.flip_tta), 0.0)
@@ -157,6 +194,7 @@ def gated_cross_validation(
     *,
     post: PostProcessing | None = None,
     target_recall: float = GATE_TARGET_RECALL,
+    reaches: Sequence[int] = GATE_REACHES,
     review_probability: float = REVIEW_CONFIDENCE,
 ) -> dict[str, Any]:
     """Nested cross-validated end-to-end metrics of a gate in front of a segmenter.
@@ -166,17 +204,22 @@ def gated_cross_validation(
         gate_folds: the gate's folds, the same patients and slices in the same order.
         post: the segmenter's post-processing (its card's; default: ``PostProcessing()``).
         target_recall: the gate recall each threshold keeps on the folds that choose it.
+        reaches: the gate reaches to choose among (``(0,)``: each slice's own probability only).
         review_probability: gate probability from which an empty outline is flagged for review
             (the pipeline's :data:`~brainseg_core.results.REVIEW_CONFIDENCE`).
 
     Returns:
-        A JSON-ready dict: ``per_fold`` (threshold chosen on the other folds, metrics),
-        ``pooled`` (nested, honest), ``ungated`` (the segmenter on every slice, for comparison),
-        ``threshold`` (chosen on all folds: what a card ships) and the settings.
+        A JSON-ready dict: ``per_fold`` (reach and threshold chosen on the other folds,
+        metrics), ``pooled`` (nested, honest), ``ungated`` (the segmenter on every slice, for
+        comparison), ``reach`` and ``threshold`` (chosen on all folds: what a card ships),
+        ``calibration`` (of the slices' own probabilities) and the settings.
 
     Raises:
-        ValueError: with fewer than 2 folds, unequal fold lists, or folds that do not line up.
+        ValueError: with fewer than 2 folds, unequal fold lists, folds that do not line up, or
+            no reach (or one outside ``[0, MAX_GATE_REACH]``) to choose among.
     """
+    if not reaches or any(not 0 <= r <= MAX_GATE_REACH for r in reaches):
+        raise ValueError(f"reaches must be gate reaches from 0 to {MAX_GATE_REACH}, got {list(reaches)}")
     post = post or PostProcessing()
     if len(seg_folds) < 2 or len(seg_folds) != len(gate_folds):
         raise ValueError(
@@ -194,26 +237,25 @@ def gated_cross_validation(
     scorers = [FoldScorer(seg) for seg, _ in pairs]
     per_fold, parts = [], []
     for k, (scorer, (_, gate)) in enumerate(zip(scorers, pairs, strict=True)):
-        others = [g for j, (_, g) in enumerate(pairs) if j != k]
-        t = _threshold(
-            np.concatenate([g.label for g in others]), np.concatenate([g.prob for g in others]), target_recall
-        )
-        part = _gated_part(scorer, gate, t, post, review_probability)
+        reach, t = _choose([g for j, (_, g) in enumerate(pairs) if j != k], target_recall, reaches)
+        part = _gated_part(scorer, gate, reach, t, post, review_probability)
         parts.append(part)
-        per_fold.append({"fold": gate.name, "threshold": t, "metrics": _gate_metrics([part])})
-    labels = np.concatenate([g.label for _, g in pairs])
-    probs = np.concatenate([g.prob for _, g in pairs])
-    all_t = _threshold(labels, probs, target_recall)
+        per_fold.append({"fold": gate.name, "threshold": t, "reach": reach, "metrics": _gate_metrics([part])})
+    all_reach, all_t = _choose([g for _, g in pairs], target_recall, reaches)
     return {
         "folds": len(pairs),
         "post_processing": post.describe(),
         "target_recall": target_recall,
+        "reaches": list(reaches),
         "review_probability": review_probability,
         "per_fold": per_fold,
         "pooled": _gate_metrics(parts),
         "ungated": summary_metrics([s.score(post) for s in scorers]),
         "threshold": all_t,
-        "calibration": calibration(labels, probs),
+        "reach": all_reach,
+        "calibration": calibration(
+            np.concatenate([g.label for _, g in pairs]), np.concatenate([g.prob for _, g in pairs])
+        ),
     }
 
 
@@ -221,14 +263,16 @@ def format_gate_report(result: dict[str, Any]) -> str:
     """The text table ``brainseg-eval --cv SEG --gate-cv GATE`` prints."""
 
     head = (
-        f"{'':<26} {'thr':>6} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} {'recall':>7} "
-        f"{'+flag':>6} {'spec':>6} {'gate rec':>8} {'gate spec':>9} {'gate AUC':>8} {'decoded':>7}"
+        f"{'':<26} {'reach':>5} {'thr':>6} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} "
+        f"{'recall':>7} {'+flag':>6} {'spec':>6} {'gate rec':>8} {'gate spec':>9} {'gate AUC':>8} "
+        f"{'decoded':>7}"
     )
 
-    def row(label: str, thr: float | None, m: dict[str, Any]) -> str:
+    def row(label: str, reach: int | None, thr: float | None, m: dict[str, Any]) -> str:
         gate = m.get("gate_recall")
         return (
-            f"{label:<26} {'' if thr is None else f'{thr:.4f}':>6} {pct(m['dice_patient_mean']):>9} "
+            f"{label:<26} {'' if reach is None else reach:>5} {'' if thr is None else f'{thr:.4f}':>6} "
+            f"{pct(m['dice_patient_mean']):>9} "
             f"{pct(m['dice_patient_median']):>7} {pct(m['dice_patient_min']):>6} "
             f"{len(m['patients_below_0.5']):>5} {pct(m['slice_recall']):>7} "
             f"{pct(m.get('recall_outlined_or_flagged', m['slice_recall'])):>6} "
@@ -243,17 +287,22 @@ def format_gate_report(result: dict[str, Any]) -> str:
 
     lines = [
         f"Gate in front of the segmenter ({result['post_processing']}), {result['folds']} folds: each fold's "
-        f"gate threshold keeps {100 * result['target_recall']:.0f}% of the other folds' tumour slices",
+        f"gate keeps {100 * result['target_recall']:.0f}% of the other folds' tumour slices",
         "(percent; recall = tumour slices outlined; +flag = outlined or flagged for review at gate "
         f"p >= {result['review_probability']:g}; decoded = slices the decoder runs on)",
         head,
         "-" * len(head),
     ]
     for f in result["per_fold"]:
-        lines.append(row(f["fold"], f["threshold"], f["metrics"]))
-    lines.append(row("pooled (nested, honest)", None, result["pooled"]))
-    lines.append(row("no gate: every slice", None, result["ungated"]))
-    lines += ["", f"Threshold chosen on all folds (a card ships it): {result['threshold']:.4f}"]
+        lines.append(row(f["fold"], f["reach"], f["threshold"], f["metrics"]))
+    lines.append(row("pooled (nested, honest)", None, None, result["pooled"]))
+    lines.append(row("no gate: every slice", None, None, result["ungated"]))
+    lines += [
+        "",
+        f"Chosen on all folds (a card ships it): threshold {result['threshold']:.4f}, reach "
+        f"{result['reach']} slice(s) (reach: a slice also passes when one within that many slices does; "
+        f"chosen among {', '.join(map(str, result['reaches']))})",
+    ]
     cal = result.get("calibration")
     if cal:
         lines += [
@@ -275,7 +324,8 @@ def apply_gate_to_card(
 ) -> Path:
     """Write a gate's cross-validated threshold and honest metrics into its classifier card.
 
-    The card's ``thresholds["tumour_probability"]`` becomes the threshold chosen on all folds;
+    The card's ``thresholds["tumour_probability"]`` and ``thresholds["gate_reach_slices"]`` become
+    the threshold and reach chosen on all folds;
     ``metrics`` becomes the nested, pooled end-to-end and gate metrics, and
     ``training.cross_validation`` records where they came from. The weights are untouched.
 
@@ -304,11 +354,13 @@ def apply_gate_to_card(
         "scope": (
             f"{result['folds']}-fold cross-validation by patient: out-of-fold slice probabilities of gate "
             "models trained with this recipe on each fold's segmenter, each fold's threshold chosen on "
-            f"the other folds (gate recall >= {result['target_recall']:g}), end to end with the "
+            f"the other folds (gate recall >= {result['target_recall']:g}, reach among "
+            f"{result.get('reaches', [0])}), end to end with the "
             f"segmenter's held-out masks ({result['post_processing']})"
         ),
         **pooled,
         "per_fold_threshold": {f["fold"]: f["threshold"] for f in result["per_fold"]},
+        "per_fold_reach": {f["fold"]: f["reach"] for f in result["per_fold"]},
     }
     training = {
         **card.training,
@@ -317,12 +369,17 @@ def apply_gate_to_card(
             "folds": result["folds"],
             "target_recall": result["target_recall"],
             "threshold_chosen_on_all_folds": result["threshold"],
+            "reach_chosen_on_all_folds": result["reach"],
             "fold_models": list(folds),
         },
     }
     update_card(
         path,
-        thresholds={**card.thresholds, "tumour_probability": float(result["threshold"])},
+        thresholds={
+            **card.thresholds,
+            "tumour_probability": float(result["threshold"]),
+            "gate_reach_slices": int(result["reach"]),
+        },
         metrics=json_safe(metrics),
         training=json_safe(training),
     )

@@ -93,7 +93,9 @@ def report_page(
         f"Analysed with {models} on {result.device}"
         + ("; flip test-time augmentation" if result.flip_tta else ""),
         f"and {gate_model}",
-        f"Thresholds: slice gate {t.gate:.3g}, mask {t.mask:.3g}, min area {t.min_area_px} px"
+        f"Thresholds: slice gate {t.gate:.3g}"
+        + (f" (or a slice within {t.gate_reach})" if t.gate_reach and result.classifier is not None else "")
+        + f", mask {t.mask:.3g}, min area {t.min_area_px} px"
         + (", largest 3-D region only" if t.largest_component else ""),
         f"Tumour on {result.tumour_slices} of {volume.n_slices} slices; volume {volume_text}",
         f"Report made {datetime.now(UTC).isoformat(timespec='minutes')} "

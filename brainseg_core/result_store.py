@@ -40,7 +40,7 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.io.volume import Volume
 from brainseg_core.model_ref import ModelRef
-from brainseg_core.results import PatientResult, SliceResult, rethreshold
+from brainseg_core.results import PatientResult, SliceResult, rethreshold, with_neighbours
 from brainseg_core.thresholds import Thresholds
 
 __all__ = [
@@ -333,10 +333,13 @@ class ResultStore:
             )
             for i in range(n)
         ]
+        thresholds = Thresholds.from_json(meta["thresholds"])
+        if stored_cls is not None:
+            slices = with_neighbours(slices, thresholds.gate_reach)
         raw = PatientResult(
             patient_id=volume.patient_id,
             slices=slices,
-            thresholds=Thresholds.from_json(meta["thresholds"]),
+            thresholds=thresholds,
             segmenter=stored_seg,
             classifier=stored_cls,
             device=str(meta["device"]),

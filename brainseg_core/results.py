@@ -35,9 +35,11 @@ __all__ = [
     "keep_largest_component",
     "label_components",
     "missing_segmentations",
+    "neighbour_probabilities",
     "remove_small_components",
     "rethreshold",
     "threshold_slice",
+    "with_neighbours",
 ]
 
 
@@ -76,6 +78,10 @@ class SliceResult:
             (:class:`ReviewReason`; :func:`brainseg_core.review.review_reasons` adds the reasons
             that need the whole patient).
         source: whose mask it is: the model's, or the reader's edit (:class:`MaskSource`).
+        neighbour_probability: the highest tumour probability of the slices within the gate's
+            reach (``Thresholds.gate_reach`` slices on either side), 0.0 when the reach is 0.
+            Tumours span neighbouring slices and their first and last slices are their faintest,
+            so a slice also passes the gate when a neighbour does (:attr:`gate_score`).
     """
 
     index: int
@@ -87,6 +93,13 @@ class SliceResult:
     area_mm2: float | None
     review: ReviewReason | None = None
     source: MaskSource = MaskSource.MODEL
+    neighbour_probability: float = 0.0
+
+    @property
+    def gate_score(self) -> float:
+        """What the classifier gate compares with its threshold: the slice's own tumour
+        probability or its neighbours' (:attr:`neighbour_probability`), whichever is higher."""
+        return max(self.tumour_probability, self.neighbour_probability)
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,32 @@ def _area_mm2(area_px: int, spacing: Spacing | None) -> float | None:
     return None if spacing is None else spacing.area_mm2(area_px)
 
 
+def neighbour_probabilities(probabilities: np.ndarray, reach: int) -> np.ndarray:
+    """Each slice's highest neighbouring tumour probability within ``reach`` slices.
+
+    Args:
+        probabilities: ``(N,)`` tumour probabilities of consecutive slices, in slice order.
+        reach: how many slices on either side count (0: none).
+
+    Returns:
+        ``(N,)`` float64: for slice ``i`` the largest of ``probabilities[i - reach : i + reach + 1]``
+        without ``i`` itself (0.0 where there is none).
+
+    Raises:
+        ValueError: for a negative or fractional ``reach`` or probabilities that are not 1-D.
+    """
+    p = np.asarray(probabilities, np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"probabilities must be one value per slice, got shape {p.shape}")
+    if isinstance(reach, bool) or not isinstance(reach, int | np.integer) or reach < 0:
+        raise ValueError(f"reach must be a whole number of slices >= 0, got {reach!r}")
+    out = np.zeros_like(p)
+    for d in range(1, min(int(reach), len(p) - 1) + 1):
+        out[d:] = np.maximum(out[d:], p[:-d])
+        out[:-d] = np.maximum(out[:-d], p[d:])
+    return out
+
+
 def threshold_slice(
     result: SliceResult, thresholds: Thresholds, *, spacing: Spacing | None, classified: bool
 ) -> SliceResult:
@@ -235,7 +274,7 @@ def threshold_slice(
     Returns:
         A new :class:`SliceResult`.
     """
-    passes_gate = result.tumour_probability >= thresholds.gate
+    passes_gate = result.gate_score >= thresholds.gate
     probability = result.mask_probability
     if passes_gate and probability is not None:
         mask = remove_small_components(probability >= thresholds.mask, thresholds.min_area_px)
@@ -253,6 +292,7 @@ def threshold_slice(
         area_px=area,
         area_mm2=_area_mm2(area, spacing),
         review=ReviewReason.CLASSIFIER_ONLY if confident and segmented and area == 0 else None,
+        neighbour_probability=result.neighbour_probability,
     )
 
 
@@ -281,7 +321,9 @@ def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> 
     Mask probabilities are kept on every slice, also those the new gate excludes, so raising and
     lowering the gate again is lossless. A slice that the new gate admits but that was never
     segmented comes back with ``segmented=False`` and an empty mask; :func:`missing_segmentations`
-    lists those and :meth:`Pipeline.segment_slices` fills them in.
+    lists those and :meth:`Pipeline.segment_slices` fills them in. A new ``gate_reach``
+    recomputes every slice's neighbour probability from the stored tumour probabilities (so
+    ``result`` must then hold the whole volume).
 
     Args:
         result: the patient's result.
@@ -293,23 +335,34 @@ def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> 
     """
     thresholds = result.thresholds if thresholds is None else thresholds
     classified = result.classifier is not None
-    slices = [
-        threshold_slice(s, thresholds, spacing=result.spacing, classified=classified) for s in result.slices
-    ]
+    slices = result.slices
+    if classified and thresholds.gate_reach != result.thresholds.gate_reach:
+        slices = with_neighbours(slices, thresholds.gate_reach)
+    slices = [threshold_slice(s, thresholds, spacing=result.spacing, classified=classified) for s in slices]
     if thresholds.largest_component:
         slices = keep_largest(slices, result.spacing)
     return dataclasses.replace(result, slices=slices, thresholds=thresholds)
 
 
-def missing_segmentations(result: PatientResult, gate: float | None = None) -> list[int]:
+def missing_segmentations(result: PatientResult, thresholds: Thresholds | None = None) -> list[int]:
     """Indices of slices that pass the classifier gate but have no mask probability yet.
 
     Args:
-        result: the patient's result.
-        gate: the classifier gate (default: the result's).
+        result: the patient's result (the whole volume when ``thresholds`` has another gate reach).
+        thresholds: the thresholds whose gate and gate reach count (default: the result's).
 
     Returns:
         Slice indices, ascending; empty when :func:`rethreshold` alone is enough.
     """
-    gate = result.thresholds.gate if gate is None else Thresholds(gate=gate).gate
-    return [s.index for s in result.slices if s.tumour_probability >= gate and s.mask_probability is None]
+    thresholds = result.thresholds if thresholds is None else thresholds
+    slices = result.slices
+    if thresholds.gate_reach != result.thresholds.gate_reach:
+        slices = with_neighbours(slices, thresholds.gate_reach)
+    return [s.index for s in slices if s.gate_score >= thresholds.gate and s.mask_probability is None]
+
+
+def with_neighbours(slices: list[SliceResult], reach: int) -> list[SliceResult]:
+    """``slices`` (consecutive, in slice order) with :attr:`SliceResult.neighbour_probability`
+    recomputed from their tumour probabilities for a gate reach of ``reach`` slices."""
+    near = neighbour_probabilities(np.array([s.tumour_probability for s in slices]), reach)
+    return [dataclasses.replace(s, neighbour_probability=float(v)) for s, v in zip(slices, near, strict=True)]

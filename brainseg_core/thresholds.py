@@ -3,8 +3,8 @@
 One frozen value travels from the model cards through :class:`~brainseg_core.inference.Pipeline`,
 its results, :func:`~brainseg_core.inference.rethreshold`, exports, evaluation, the command-line
 tools and the viewer. Its JSON form uses the model card's keys (``tumour_probability``,
-``mask_probability``, ``min_area_px``, ``largest_component``), so a card, an export sidecar and a
-settings file all say the same thing the same way.
+``gate_reach_slices``, ``mask_probability``, ``min_area_px``, ``largest_component``), so a card,
+an export sidecar and a settings file all say the same thing the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelCard
 
-__all__ = ["DEFAULT_PROBABILITY", "Thresholds"]
+__all__ = ["DEFAULT_PROBABILITY", "MAX_GATE_REACH", "Thresholds"]
 
 #: Gate and mask threshold when a card does not say otherwise.
 DEFAULT_PROBABILITY = 0.5
+#: The widest gate reach (slices on either side) a threshold set may ask for.
+MAX_GATE_REACH = 3
 
 
 def _probability(name: str, value: object) -> float:
@@ -38,16 +40,21 @@ class Thresholds:
         mask: the mask probability at or above which a pixel is tumour.
         min_area_px: connected regions of a slice's mask smaller than this many pixels are removed.
         largest_component: keep only the patient's largest 3-D connected region.
+        gate_reach: a slice is also segmented when a slice up to this many slices away passes
+            the gate (0: only its own probability counts; see
+            :attr:`brainseg_core.results.SliceResult.gate_score`).
 
     Raises:
-        ValueError: for a probability outside [0, 1], a negative or fractional ``min_area_px`` or
-            a non-bool ``largest_component``; the message names the field.
+        ValueError: for a probability outside [0, 1], a negative or fractional ``min_area_px``, a
+            ``gate_reach`` outside [0, :data:`MAX_GATE_REACH`] or a non-bool
+            ``largest_component``; the message names the field.
     """
 
     gate: float = DEFAULT_PROBABILITY
     mask: float = DEFAULT_PROBABILITY
     min_area_px: int = 0
     largest_component: bool = False
+    gate_reach: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gate", _probability("the classifier gate", self.gate))
@@ -55,6 +62,11 @@ class Thresholds:
         area = self.min_area_px
         if isinstance(area, bool) or not isinstance(area, int) or area < 0:
             raise ValueError(f"min_area_px must be a whole number of pixels >= 0, got {area!r}")
+        reach = self.gate_reach
+        if isinstance(reach, bool) or not isinstance(reach, int) or not 0 <= reach <= MAX_GATE_REACH:
+            raise ValueError(
+                f"gate_reach must be a whole number of slices from 0 to {MAX_GATE_REACH}, got {reach!r}"
+            )
         if not isinstance(self.largest_component, bool):
             raise ValueError(f"largest_component must be True or False, got {self.largest_component!r}")
 
@@ -73,6 +85,7 @@ class Thresholds:
         gate = DEFAULT_PROBABILITY if classifier is None else classifier.thresholds.get("tumour_probability")
         return cls(
             gate=DEFAULT_PROBABILITY if gate is None else gate,
+            gate_reach=0 if classifier is None else int(classifier.thresholds.get("gate_reach_slices", 0)),
             mask=seg.get("mask_probability", DEFAULT_PROBABILITY),
             min_area_px=int(seg.get("min_area_px", 0)),
             largest_component=bool(seg.get("largest_component", False)),
@@ -82,6 +95,7 @@ class Thresholds:
         """The JSON form, in the model card's vocabulary."""
         return {
             "tumour_probability": self.gate,
+            "gate_reach_slices": self.gate_reach,
             "mask_probability": self.mask,
             "min_area_px": self.min_area_px,
             "largest_component": self.largest_component,
@@ -96,6 +110,7 @@ class Thresholds:
         """
         return cls(
             gate=data.get("tumour_probability", DEFAULT_PROBABILITY),
+            gate_reach=data.get("gate_reach_slices", 0),
             mask=data.get("mask_probability", DEFAULT_PROBABILITY),
             min_area_px=data.get("min_area_px", 0),
             largest_component=data.get("largest_component", False),

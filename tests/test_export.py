@@ -141,6 +141,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
     assert side["models"] == MODELS
     assert side["thresholds"] == {
         "tumour_probability": 0.5,
+        "gate_reach_slices": 0,
         "mask_probability": 0.5,
         "min_area_px": 0,
         "largest_component": False,

@@ -107,3 +107,36 @@ def test_eval_cli_reports_the_gate_and_files_name_their_kind(tmp_path: Path, tin
     with pytest.raises(DataError, match="segmenter's predictions"):
         load_gate_fold(tmp_path / "seg" / "fold0" / "out_of_fold.npz")
     assert main(["--cv", str(tmp_path / "gate"), "--quiet"]) != 0  # a gate's folds are not a segmenter's
+
+
+def _reach_folds() -> tuple[list[FoldPredictions], list[GateFold]]:
+    """Patients of 8 slices, tumour on slices 2-4 (slice 2 faint to the gate), and two slices far
+    from it (6, 7) that the gate scores 0.4: only a gate that looks at the neighbours keeps the
+    faint slice without passing them."""
+    own = np.array([0.05, 0.05, 0.2, 0.9, 0.9, 0.05, 0.4, 0.4])
+    segs, gates = [], []
+    for i in range(3):
+        ids = [f"P{i}a", f"P{i}b"]
+        mask = np.zeros((16, 32, 32), bool)
+        for p in range(2):
+            mask[8 * p + 2 : 8 * p + 5, 8:20, 8:20] = True
+        q = np.where(mask, 230, 0).astype(np.uint8)
+        patient = np.repeat(np.arange(2), 8)
+        segs.append(FoldPredictions(f"fold{i}", q, q.copy(), mask, patient, ids))
+        gates.append(GateFold(f"fold{i}", np.tile(own, 2), mask.any(axis=(1, 2)), patient, ids))
+    return segs, gates
+
+
+def test_the_gate_reach_is_chosen_on_the_other_folds() -> None:
+    segs, gates = _reach_folds()
+    own_only = gated_cross_validation(segs, gates, target_recall=1.0, reaches=(0,))
+    result = gated_cross_validation(segs, gates, target_recall=1.0)
+    assert [f["reach"] for f in result["per_fold"]] == [1, 1, 1] and result["reach"] == 1
+    assert result["threshold"] == pytest.approx(0.9) and own_only["threshold"] == pytest.approx(0.2)
+    # both keep every tumour slice; looking at the neighbours stops the two far slices (4 of 5
+    # slices without tumour are stopped instead of 3: slice 5 passes next to the tumour)
+    assert result["pooled"]["gate_recall"] == own_only["pooled"]["gate_recall"] == 1.0
+    assert own_only["pooled"]["gate_specificity"] == pytest.approx(0.6)
+    assert result["pooled"]["gate_specificity"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="reaches"):
+        gated_cross_validation(segs, gates, reaches=(4,))

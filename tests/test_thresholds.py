@@ -11,10 +11,11 @@ from brainseg_core.thresholds import Thresholds
 
 
 def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
-    t = Thresholds(gate=0.3, mask=0.6, min_area_px=12, largest_component=True)
+    t = Thresholds(gate=0.3, gate_reach=1, mask=0.6, min_area_px=12, largest_component=True)
     data = t.to_json()
     assert data == {
         "tumour_probability": 0.3,
+        "gate_reach_slices": 1,
         "mask_probability": 0.6,
         "min_area_px": 12,
         "largest_component": True,
@@ -32,6 +33,9 @@ def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
         ({"min_area_px": -1}, "min_area_px"),
         ({"min_area_px": 3.0}, "min_area_px"),
         ({"largest_component": 1}, "largest_component"),
+        ({"gate_reach": -1}, "gate_reach"),
+        ({"gate_reach": 4}, "gate_reach"),
+        ({"gate_reach": 1.0}, "gate_reach"),
     ],
 )
 def test_thresholds_refuse_invalid_values_naming_the_field(changes, message) -> None:

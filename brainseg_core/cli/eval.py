@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from brainseg_core.cli._common import (
     EXIT_CODES_HELP,
@@ -34,6 +35,7 @@ from brainseg_core.cli._common import (
     chosen_series,
     run_reporting_errors,
 )
+from brainseg_core.thresholds import MAX_GATE_REACH
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="with --gate-cv: the share of tumour slices each fold's gate threshold keeps on the other folds "
         "(default 0.99)",
+    )
+    p.add_argument(
+        "--gate-reach",
+        type=int,
+        default=None,
+        choices=range(MAX_GATE_REACH + 1),
+        metavar="N",
+        help="with --gate-cv: a fixed gate reach (a slice also passes when a slice within N slices of it "
+        "does; 0: its own probability only) instead of the one chosen on the other folds among 0, 1 and 2",
     )
     p.add_argument(
         "--write-gate-card",
@@ -118,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
     if args.gate_recall is not None and (args.gate_cv is None or not 0.0 < args.gate_recall <= 1.0):
         parser.error("--gate-recall needs --gate-cv DIR and a value in (0, 1]")
+    if args.gate_reach is not None and args.gate_cv is None:
+        parser.error("--gate-reach needs --gate-cv DIR")
     if args.write_gate_card is not None and args.gate_cv is None:
         parser.error("--write-gate-card needs --gate-cv DIR")
     return run_reporting_errors(
@@ -160,8 +173,10 @@ def _cross_validate(args: argparse.Namespace) -> None:
         ship = PostProcessing(**result["ship"])
         gate_files = find_fold_files(args.gate_cv)
         gates = [load_gate_fold(f) for f in gate_files]
-        target = {} if args.gate_recall is None else {"target_recall": args.gate_recall}
-        result["gate"] = gated_cross_validation(folds, gates, post=ship, **target)
+        options: dict[str, Any] = {} if args.gate_recall is None else {"target_recall": args.gate_recall}
+        if args.gate_reach is not None:
+            options["reaches"] = (args.gate_reach,)
+        result["gate"] = gated_cross_validation(folds, gates, post=ship, **options)
         print()
         print(format_gate_report(result["gate"]))
         if args.write_gate_card:

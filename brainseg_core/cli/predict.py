@@ -331,7 +331,9 @@ def _run(args: argparse.Namespace) -> int:
     except BundleError as exc:
         _error(str(exc))
         return EXIT_MODEL
-    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {pipeline.thresholds.gate:g}"
+    t = pipeline.thresholds
+    reach = f" (or a slice within {t.gate_reach})" if t.gate_reach else ""
+    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {t.gate:g}{reach}"
     names = ", ".join(
         f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
     )

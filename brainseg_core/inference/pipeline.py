@@ -52,6 +52,7 @@ from brainseg_core.results import (
     SliceResult,
     keep_largest,
     missing_segmentations,
+    neighbour_probabilities,
     rethreshold,
     threshold_slice,
 )
@@ -273,41 +274,51 @@ class Pipeline:
         fwd = self._forward(self.classifier.model, lambda y: torch.sigmoid(y).reshape(len(y), -1)[:, 0])
         return run_batched(fwd, x, self._plan, on_fallback=self._place).numpy().astype(np.float64)
 
-    def _gate_and_segment(
-        self, x: torch.Tensor, shape: tuple[int, int], gate: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The encoder gate and the segmenter in one pass: the encoder once per slice, the decoder
-        only on the slices the gate passes. Returns ``(tumour probability, passed, mask probs)``."""
+    def _encode_and_gate(self, x: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray]:
+        """The segmenter's encoder and the gate's head on ``x``: the encoder's feature maps (kept
+        for :meth:`_decode`) and each slice's tumour probability."""
         assert self.classifier is not None
         head = cast("ResUNetGate", self.classifier.model)
         seg = cast("ResUNet", self.segmenter.model)
-        flip = self.flip_tta
-        h, w = shape
+        kept: list[list[torch.Tensor]] = []
 
         def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
             xd = chunk.to(plan.device, non_blocking=True)
             if plan.device.type != "mps":
                 xd = xd.contiguous(memory_format=torch.channels_last)
-            out = torch.zeros((len(xd), 2 + h * w))
+            with torch.inference_mode(), autocast(plan.device, plan.autocast_dtype):
+                features = seg.encode(xd)
+                tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0]
+            kept.append(features)  # only once the chunk went through (not on out-of-memory)
+            return tumour.cpu()
+
+        tumour = run_batched(forward, x, self._plan, on_fallback=self._place)
+        device = self._plan.device  # the CPU after a fallback midway
+        features = [torch.cat([k[level].to(device) for k in kept]) for level in range(len(kept[0]))]
+        return features, tumour.numpy().astype(np.float64)
+
+    def _decode(
+        self, features: list[torch.Tensor], x: torch.Tensor, rows: Sequence[int], shape: tuple[int, int]
+    ) -> np.ndarray:
+        """The segmenter's decoder on rows ``rows`` of :meth:`_encode_and_gate`'s feature maps
+        (``x``: the same rows' input, for the mirrored pass of flip TTA); ``(len(rows), H, W)``."""
+        seg = cast("ResUNet", self.segmenter.model)
+        flip = self.flip_tta
+
+        def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
             with torch.inference_mode():
                 with autocast(plan.device, plan.autocast_dtype):
-                    features = seg.encode(xd)
-                    tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0]
-                    passed = tumour >= gate
-                    if passed.any():
-                        logits = seg.decode([f[passed] for f in features]).float()
-                        if flip:
-                            mirrored = seg(xd[passed].flip(-1)).float().flip(-1)
-                            prob = (torch.sigmoid(logits) + torch.sigmoid(mirrored)) / 2
-                        else:
-                            prob = torch.sigmoid(logits)
-                        out[passed.cpu(), 2:] = resize_prob(prob[:, 0], shape).reshape(len(prob), -1).cpu()
-                out[:, 0] = tumour.cpu()
-                out[:, 1] = passed.cpu().float()
-            return out
+                    logits = seg.decode([f[chunk.to(f.device)].to(plan.device) for f in features]).float()
+                    prob = torch.sigmoid(logits)
+                    if flip:
+                        xd = x[chunk].to(plan.device, non_blocking=True).flip(-1)
+                        if plan.device.type != "mps":
+                            xd = xd.contiguous(memory_format=torch.channels_last)
+                        prob = (prob + torch.sigmoid(seg(xd).float()).flip(-1)) / 2
+                return resize_prob(prob[:, 0], shape).cpu()
 
-        y = run_batched(forward, x, self._plan, on_fallback=self._place)
-        return y[:, 0].numpy().astype(np.float64), y[:, 1].numpy() > 0.5, y[:, 2:].reshape(-1, h, w).numpy()
+        rows_t = torch.tensor(list(rows), dtype=torch.long)
+        return run_batched(forward, rows_t, self._plan, on_fallback=self._place).numpy().astype(np.float32)
 
     def _segment(self, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         fwd = self._forward(self.segmenter.model, lambda y: resize_prob(torch.sigmoid(y[:, 0]), shape))
@@ -372,7 +383,15 @@ class Pipeline:
         cls_context = classifier.card.context_slices if classifier is not None else seg_context
         # one input serves both networks when they take the same size: the wider context of the two
         context = max(seg_context, cls_context) if cls_size == seg_size else cls_context
+        shared = classifier is not None and self._shared_encoder and cls_size == seg_size
         thresholds = self.thresholds_for(shape)
+        # A slice's gate decision waits for the tumour probabilities of the `reach` slices after it;
+        # meanwhile the shared encoder's feature maps of the slices not decided yet are kept.
+        reach = thresholds.gate_reach if classifier is not None else 0
+        tumour = np.ones(n)
+        done = 0  # slices [0, done) are yielded; [done, start) wait for their neighbours
+        held_x: torch.Tensor | None = None
+        held_features: list[torch.Tensor] = []
         if progress is not None:
             progress(0, n)
         stats = None
@@ -383,46 +402,56 @@ class Pipeline:
                 stats = self._volume_stats(volume)
             stop = min(n, start + self.batch_size)
             x = model_input(volume.images, range(start, stop), size=cls_size, stats=stats, context=context)
-            probs: dict[int, np.ndarray] = {}
-            if self.uses_classifier and self._shared_encoder and cls_size == seg_size:
-                x_seg = centre_channels(x, context, seg_context)
-                tumour, gate, maps = self._gate_and_segment(x_seg, shape, thresholds.gate)
-                probs = {int(k): maps[k] for k in np.flatnonzero(gate)}
-            elif self.uses_classifier:
-                tumour = self._classify(centre_channels(x, context, cls_context))
-                gate = tumour >= thresholds.gate
-            else:
-                tumour = np.ones(stop - start)
-                gate = np.ones(stop - start, bool)
-            chosen = np.flatnonzero(gate)
-            if chosen.size and not probs:
+            x_seg = centre_channels(x, context, seg_context) if seg_size == cls_size else None
+            if shared:
+                assert x_seg is not None
+                features, tumour[start:stop] = self._encode_and_gate(x_seg)
+                if held_x is not None:  # the rows of features and x_seg are slices [done, stop)
+                    x_seg = torch.cat([held_x, x_seg])
+                    features = [torch.cat(pair) for pair in zip(held_features, features, strict=True)]
+            elif classifier is not None:
+                tumour[start:stop] = self._classify(centre_channels(x, context, cls_context))
+            final = stop if stop == n else max(done, stop - reach)
+            lo, hi = max(0, done - reach), min(n, final + reach)
+            near = neighbour_probabilities(tumour[lo:hi], reach)[done - lo :][: final - done]
+            passed = [i for i in range(done, final) if max(tumour[i], near[i - done]) >= thresholds.gate]
+            maps: dict[int, np.ndarray] = {}
+            if passed and shared:
+                assert x_seg is not None
+                decoded = self._decode(features, x_seg, [i - done for i in passed], shape)
+                maps = dict(zip(passed, decoded, strict=True))
+            elif passed:
                 xs = (
-                    centre_channels(x, context, seg_context)[torch.from_numpy(chosen)]
-                    if seg_size == cls_size
-                    else model_input(
-                        volume.images, start + chosen, size=seg_size, stats=stats, context=seg_context
-                    )
+                    x_seg[torch.tensor([i - start for i in passed])]
+                    if x_seg is not None and passed[0] >= start
+                    else model_input(volume.images, passed, size=seg_size, stats=stats, context=seg_context)
                 )
-                probs = dict(zip(chosen.tolist(), self._segment(xs, shape), strict=True))
+                maps = dict(zip(passed, self._segment(xs, shape), strict=True))
+            if shared:
+                assert x_seg is not None
+                held_x = x_seg[final - done :] if final < stop else None
+                held_features = [f[final - done :] for f in features] if final < stop else []
             batch = [
                 threshold_slice(
                     SliceResult(
-                        index=start + k,
-                        tumour_probability=float(tumour[k]),
+                        index=i,
+                        tumour_probability=float(tumour[i]),
                         segmented=False,
-                        mask_probability=probs.get(k),
+                        mask_probability=maps.get(i),
                         mask=np.zeros(shape, bool),
                         area_px=0,
                         area_mm2=None,
+                        neighbour_probability=float(near[i - done]),
                     ),
                     thresholds,
                     spacing=spacing,
-                    classified=self.uses_classifier,
+                    classified=classifier is not None,
                 )
-                for k in range(stop - start)
+                for i in range(done, final)
             ]
+            done = final
             if progress is not None:
-                progress(stop, n)
+                progress(done, n)
             yield from batch
 
     def thresholds_for(self, shape: tuple[int, int]) -> Thresholds:

@@ -284,3 +284,17 @@ def test_outlines_are_reused_by_content_and_follow_an_edit_in_place(qtbot, monke
     view.set_masks(mask, None)
     assert outline() == QRectF(4, 4, 8, 4) and built == [16, 32]
 
+
+def test_the_gate_text_says_when_a_neighbour_let_the_slice_through() -> None:
+    from brainseg_app.panels import _gate_text
+
+    def slice_(own: float, near: float) -> SliceResult:
+        mask = np.zeros((4, 4), bool)
+        return SliceResult(0, own, True, None, mask, 0, None, neighbour_probability=near)
+
+    assert _gate_text(slice_(0.7, 0.9), 0.5).endswith("passed the slice gate (0.5), segmented")
+    text = _gate_text(slice_(0.12, 0.87), 0.5)
+    assert "Tumour probability 0.120" in text
+    assert text.endswith("passed the slice gate (0.5) through a neighbouring slice (0.870), segmented")
+    assert _gate_text(slice_(0.12, 0.3), 0.5).endswith("below the slice gate (0.5), not segmented")
+    assert _gate_text(slice_(0.12, 0.87), None) == "No slice classifier: every slice is segmented"

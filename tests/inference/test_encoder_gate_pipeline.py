@@ -12,6 +12,7 @@ from brainseg_core.bundle import ModelBundle, load_bundle, save_bundle
 from brainseg_core.inference.pipeline import Pipeline, shares_encoder
 from brainseg_core.models import build_model
 from brainseg_core.models.encoder_gate import ENCODER_PREFIXES
+from brainseg_core.thresholds import Thresholds
 from tests.support import make_volume
 
 
@@ -67,3 +68,31 @@ def test_a_gate_on_another_encoder_is_not_shared(
     assert not shares_encoder(cls_bundle, seg_bundle) and not shares_encoder(None, seg_bundle)
     result = Pipeline(other, seg_bundle, device="cpu").analyse(make_volume(4, 32))
     assert len(result.slices) == 4  # still a working gate, with its own encoder pass
+
+
+@pytest.mark.parametrize("batch_size", [2, 16])
+def test_shared_encoder_segments_the_gates_neighbours_too(
+    seg_bundle: ModelBundle, tmp_path: Path, batch_size: int
+) -> None:
+    volume = make_volume(12, 32, seed=3)
+    probe = _gate_on(seg_bundle, tmp_path / "probe.json", threshold=0.5)
+    tumour = np.array([s.tumour_probability for s in Pipeline(probe, seg_bundle, device="cpu").run(volume)])
+    threshold = float(np.quantile(tumour, 0.75))  # a few slices pass on their own
+    gate = _gate_on(seg_bundle, tmp_path / "gate.json", threshold=threshold)
+    thresholds = Thresholds.from_cards(gate.card, seg_bundle.card).replace(gate_reach=1)
+    own = tumour >= threshold
+    expected = own | np.r_[own[1:], False] | np.r_[False, own[:-1]]
+    assert own.sum() < expected.sum() < len(own)
+    results = []
+    for shared_encoder in (True, False):
+        pipe = Pipeline(
+            gate, seg_bundle, thresholds=thresholds, device="cpu", precision="fp32", batch_size=batch_size
+        )
+        pipe._shared_encoder = shared_encoder
+        results.append(pipe.analyse(volume))
+    for result in results:
+        assert [s.segmented for s in result.slices] == expected.tolist()
+    for x, y in zip(*(r.slices for r in results), strict=True):
+        if x.segmented:
+            assert x.mask_probability is not None and y.mask_probability is not None
+            np.testing.assert_allclose(x.mask_probability, y.mask_probability, atol=1e-5)
