@@ -183,7 +183,11 @@ class ControlsPanel(QWidget):
         thr = QGroupBox("Thresholds")
         tgrid = QGridLayout(thr)
         self.gate = _slider(
-            0, STEPS, STEPS // 2, "Classifier gate: slices whose tumour probability reaches it are segmented"
+            0,
+            STEPS,
+            STEPS // 2,
+            "Classifier gate: slices whose tumour probability reaches it are segmented (and, with the "
+            "model's gate reach, their neighbouring slices)",
         )
         self.gate_label = QLabel("0.500")
         self.mask_threshold = _slider(

@@ -222,7 +222,11 @@ class MainWindow(QMainWindow):
         self.controls = ControlsPanel()
         self.controls_dock = self._add_dock("Display", "controls_dock", _scrolled(self.controls), left)
         self.results = ResultsPanel()
-        self.results_dock = self._add_dock("Results", "results_dock", _scrolled(self.results), right)
+        results = _scrolled(self.results)
+        # The scroll bar stays, so the panel's width (and the plot's) does not change when a slice's
+        # text grows past the panel's height.
+        results.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        self.results_dock = self._add_dock("Results", "results_dock", results, right)
         self.resizeDocks([self.browser_dock, self.results_dock], [365, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([self.browser_dock, self.controls_dock], [190, 600], Qt.Orientation.Vertical)
 

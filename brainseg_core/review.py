@@ -129,11 +129,13 @@ def _logit(p: float) -> float:
 
 
 def _near_gate(s: SliceResult, gate: float, criteria: ReviewCriteria) -> bool:
-    if abs(_logit(s.gate_score) - _logit(gate)) > criteria.near_gate_logit:
+    if s.neighbour_probability > s.tumour_probability:
+        return False  # a neighbour's probability decided (that slice is flagged when it is close)
+    if abs(_logit(s.tumour_probability) - _logit(gate)) > criteria.near_gate_logit:
         return False
     # Where the gate decided: below it the segmenter never read the slice; above it, an outline
     # exists only because the gate let the slice through.
-    return s.gate_score < gate or s.area_px > 0
+    return s.tumour_probability < gate or s.area_px > 0
 
 
 def _low_confidence(s: SliceResult, threshold: float, criteria: ReviewCriteria) -> bool:

@@ -69,6 +69,20 @@ def test_near_the_gate_where_the_gate_decided() -> None:
     assert R.NEAR_GATE not in reasons[3] and R.NEAR_GATE not in reasons[4]
 
 
+def test_near_the_gate_flags_the_slice_whose_own_probability_decided() -> None:
+    """With a gate reach, one borderline probability decides its neighbours too: only its own
+    slice is flagged, not the neighbours it let through or kept out."""
+    slices = [
+        SliceResult(i, t, False, None, np.zeros((SIZE, SIZE), bool), 0, None)
+        for i, t in enumerate([0.0002, 0.45, 0.0003, 0.001, 0.0001])
+    ]
+    cls = ModelRef("c", "b" * 64)
+    raw = PatientResult("P", slices, Thresholds(gate=0.5), ModelRef("s", "a" * 64), cls, "cpu")
+    r = rethreshold(raw, Thresholds(gate=0.5, gate_reach=1))
+    assert [s.neighbour_probability for s in r.slices] == [0.45, 0.0003, 0.45, 0.0003, 0.001]
+    assert [R.NEAR_GATE in x for x in review_reasons(r)] == [False, True, False, False, False]
+
+
 def test_low_confidence_when_the_probability_sits_near_the_mask_threshold() -> None:
     sure = _prob(0.97)
     unsure = _prob(0.55)  # 100 px in [0.3, 0.7): uncertain

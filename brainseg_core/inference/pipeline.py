@@ -7,8 +7,10 @@ For each batch of slices, in slice order, the pipeline
 1. normalises the slices exactly as in training (:func:`brainseg_core.preprocessing.model_input`
    with the statistics of the whole volume, computed once per volume, and the neighbouring slices
    a model's card asks for stacked in),
-2. runs the classifier and keeps the slices whose tumour probability is at least the classifier
-   threshold (every slice with ``segment_all=True`` or without a classifier),
+2. runs the classifier and keeps the slices whose gate score is at least the classifier threshold:
+   their own tumour probability or, within the gate's reach (``Thresholds.gate_reach``), a
+   neighbouring slice's (every slice with ``segment_all=True`` or without a classifier); a slice is
+   decided once the probabilities of the ``reach`` slices after it are known,
 3. runs the segmenter on those slices, resizes the sigmoid probability map back to the source size
    (:func:`brainseg_core.preprocessing.resize_prob`), thresholds it, and removes connected
    components (8-connected) smaller than ``min_area_px``,
@@ -40,6 +42,7 @@ from brainseg_core.inference.device import (
     ExecutionPlan,
     autocast,
     forward_batch_size,
+    is_out_of_memory,
     resolve_device,
     resolve_precision,
     run_batched,
@@ -288,13 +291,18 @@ class Pipeline:
                 xd = xd.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(plan.device, plan.autocast_dtype):
                 features = seg.encode(xd)
-                tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0]
+                tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0].cpu()
             kept.append(features)  # only once the chunk went through (not on out-of-memory)
-            return tumour.cpu()
+            return tumour
 
         tumour = run_batched(forward, x, self._plan, on_fallback=self._place)
         device = self._plan.device  # the CPU after a fallback midway
-        features = [torch.cat([k[level].to(device) for k in kept]) for level in range(len(kept[0]))]
+        try:
+            features = [torch.cat([k[level].to(device) for k in kept]) for level in range(len(kept[0]))]
+        except Exception as exc:  # no room for the batch's maps on the accelerator: keep them on the CPU
+            if not is_out_of_memory(exc):
+                raise
+            features = [torch.cat([k[level].cpu() for k in kept]) for level in range(len(kept[0]))]
         return features, tumour.numpy().astype(np.float64)
 
     def _decode(
@@ -308,7 +316,10 @@ class Pipeline:
         def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
             with torch.inference_mode():
                 with autocast(plan.device, plan.autocast_dtype):
-                    logits = seg.decode([f[chunk.to(f.device)].to(plan.device) for f in features]).float()
+                    # without autocast (fp32 after a fallback) the kept half-precision maps are cast
+                    dtype = torch.float32 if plan.autocast_dtype is None else None
+                    rows = [f[chunk.to(f.device)].to(plan.device, dtype=dtype) for f in features]
+                    logits = seg.decode(rows).float()
                     prob = torch.sigmoid(logits)
                     if flip:
                         xd = x[chunk].to(plan.device, non_blocking=True).flip(-1)
@@ -407,6 +418,8 @@ class Pipeline:
                 assert x_seg is not None
                 features, tumour[start:stop] = self._encode_and_gate(x_seg)
                 if held_x is not None:  # the rows of features and x_seg are slices [done, stop)
+                    if held_features[0].device != features[0].device:  # an out-of-memory fallback
+                        held_features, _ = self._encode_and_gate(held_x)  # since: encode them there
                     x_seg = torch.cat([held_x, x_seg])
                     features = [torch.cat(pair) for pair in zip(held_features, features, strict=True)]
             elif classifier is not None:

@@ -96,3 +96,46 @@ def test_shared_encoder_segments_the_gates_neighbours_too(
         if x.segmented:
             assert x.mask_probability is not None and y.mask_probability is not None
             np.testing.assert_allclose(x.mask_probability, y.mask_probability, atol=1e-5)
+
+
+@pytest.mark.parametrize("reach", [1, 2])
+def test_a_fallback_to_the_cpu_midway_keeps_the_slices_waiting_for_their_neighbours(
+    seg_bundle: ModelBundle, tmp_path: Path, reach: int
+) -> None:
+    """The 'GPU' is the meta device: one batch of three slices fits, the next runs out of memory
+    even for one slice, and the work moves to the CPU while slices wait for their neighbours."""
+    import warnings
+
+    volume = make_volume(6, 32, seed=2)
+    gate = _gate_on(seg_bundle, tmp_path / "gate.json", threshold=0.5)
+    thresholds = Thresholds.from_cards(gate.card, seg_bundle.card).replace(gate=1e-6, gate_reach=reach)
+    kwargs = {"thresholds": thresholds, "device": "cpu", "precision": "fp32", "batch_size": 3}
+    reference = Pipeline(gate, seg_bundle, **kwargs).analyse(volume)
+    pipe = Pipeline(gate, seg_bundle, **kwargs)
+    pipe._plan.device, pipe._plan.batch_size = torch.device("meta"), 3
+    seg, head = seg_bundle.model, gate.model
+    encode, classify = seg.encode, head.classify
+    calls: list[int] = []
+
+    def fake_encode(x: torch.Tensor) -> list[torch.Tensor]:
+        if x.device.type != "meta":
+            return encode(x)
+        calls.append(len(x))
+        if len(calls) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [f.to("meta") for f in encode(torch.zeros(x.shape))]
+
+    def fake_classify(f: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(f), 1), -20.0) if f.device.type == "meta" else classify(f)
+
+    seg.encode, head.classify = fake_encode, fake_classify  # type: ignore[method-assign]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pipe.analyse(volume)
+    assert calls == [3, 3, 2, 1] and pipe.device.type == "cpu"
+    # the 'GPU' scored the first three slices ~0; the CPU's slices pass (gate 1e-6) and so do the
+    # `reach` slices that waited for them, decoded from maps encoded again on the CPU
+    assert [s.segmented for s in result.slices] == [i >= 3 - reach for i in range(6)]
+    for s, ref in zip(result.slices[3 - reach :], reference.slices[3 - reach :], strict=True):
+        assert s.mask_probability is not None and ref.mask_probability is not None
+        np.testing.assert_allclose(s.mask_probability, ref.mask_probability, atol=1e-5)
