@@ -201,6 +201,12 @@ class ControlsPanel(QWidget):
             "Keep only the patient's largest connected tumour region across slices (the dataset "
             "authors' post-processing). Hides smaller regions: off by default for reading."
         )
+        self.faint_edges = QCheckBox("Faint tumour edges")
+        self.faint_edges.setToolTip(
+            "Also outline a tumour's faint first and last slices: on a slice without outline, the pixels "
+            "whose probability is low but that connect in 3-D to the outline next to it (each such "
+            "slice is put in the review queue)"
+        )
         self.default_thresholds = QPushButton("Model defaults")
         self.default_thresholds.setToolTip("Use the thresholds stored in the model cards")
         tgrid.addWidget(QLabel("Slice gate"), 0, 0)
@@ -210,7 +216,8 @@ class ControlsPanel(QWidget):
         tgrid.addWidget(self.mask_threshold, 1, 1)
         tgrid.addWidget(self.mask_label, 1, 2)
         tgrid.addWidget(self.largest_component, 2, 0, 1, 3)
-        tgrid.addWidget(self.default_thresholds, 3, 0, 1, 3)
+        tgrid.addWidget(self.faint_edges, 3, 0, 1, 3)
+        tgrid.addWidget(self.default_thresholds, 4, 0, 1, 3)
         self.gate.valueChanged.connect(lambda v: self.gate_label.setText(f"{v / STEPS:.3f}"))
         self.mask_threshold.valueChanged.connect(lambda v: self.mask_label.setText(f"{v / STEPS:.3f}"))
         layout.addWidget(thr)
@@ -265,14 +272,16 @@ class ControlsPanel(QWidget):
             thresholds: what to show.
             gate_enabled: whether the gate applies (there is a classifier).
         """
-        for w in (self.gate, self.mask_threshold, self.largest_component):
+        boxes = (self.gate, self.mask_threshold, self.largest_component, self.faint_edges)
+        for w in boxes:
             w.blockSignals(True)
         self.gate.setValue(round(thresholds.gate * STEPS))
         self.mask_threshold.setValue(round(thresholds.mask * STEPS))
         self.gate_label.setText(f"{thresholds.gate:.3f}")
         self.mask_label.setText(f"{thresholds.mask:.3f}")
         self.largest_component.setChecked(thresholds.largest_component)
-        for w in (self.gate, self.mask_threshold, self.largest_component):
+        self.faint_edges.setChecked(thresholds.edge > 0)
+        for w in boxes:
             w.blockSignals(False)
         self.gate.setEnabled(gate_enabled)
 
@@ -551,6 +560,7 @@ class ResultsPanel(QWidget):
             lines.append(f"✎ Your mask on <b>{len(edited)}</b> slice(s)")
         t = r.thresholds
         largest = " · largest 3-D region only" if t.largest_component else ""
+        largest += f" · faint edges ≥ {t.edge:g}" if t.edge else ""
         reach = f" (or a slice within {t.gate_reach})" if t.gate_reach and r.classifier is not None else ""
         lines.append(f"Gate {t.gate:.3g}{reach} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
         lines.append(f"Ran on {r.device}")

@@ -231,6 +231,16 @@ class Settings:
         self._set("thresholds/largest_component", "" if value is None else bool(value))
 
     @property
+    def faint_edges(self) -> bool | None:
+        """Outline tumours' faint edge slices; None = the segmenter card's setting."""
+        value = self._get("thresholds/faint_edges")
+        return None if value in (None, "") else _to_bool(value, False)
+
+    @faint_edges.setter
+    def faint_edges(self, value: bool | None) -> None:
+        self._set("thresholds/faint_edges", "" if value is None else bool(value))
+
+    @property
     def auto_run(self) -> bool:
         """Whether opening a patient starts the analysis."""
         return _to_bool(self._get("run/auto_run"), True)

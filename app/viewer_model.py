@@ -23,7 +23,7 @@ from brainseg_core.display import auto_window
 from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 from brainseg_core.io import Volume
 from brainseg_core.spacing import Spacing
-from brainseg_core.thresholds import Thresholds
+from brainseg_core.thresholds import FAINT_EDGE_PROBABILITY, Thresholds
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelCard
@@ -275,10 +275,16 @@ class ViewerModel:
         gate: float | None = None,
         mask: float | None = None,
         largest_component: bool | None = None,
+        faint_edges: bool | None = None,
     ) -> Thresholds:
-        """The models' thresholds with the user's own choices (None: the card's) on top."""
+        """The models' thresholds with the user's own choices (None: the card's) on top.
+
+        ``faint_edges`` turns the faint-edge step on (at the card's threshold, else
+        :data:`~brainseg_core.thresholds.FAINT_EDGE_PROBABILITY`) or off.
+        """
         base = Thresholds() if segmenter is None else Thresholds.from_cards(classifier, segmenter)
-        chosen = {"gate": gate, "mask": mask, "largest_component": largest_component}
+        edge = None if faint_edges is None else (base.edge or FAINT_EDGE_PROBABILITY) if faint_edges else 0.0
+        chosen = {"gate": gate, "mask": mask, "largest_component": largest_component, "edge": edge}
         return base.replace(**{k: v for k, v in chosen.items() if v is not None})
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
@@ -336,13 +342,14 @@ class ViewerModel:
     # -- results ---------------------------------------------------------------------------------
     def shown_thresholds(self, rec: PatientRecord) -> Thresholds:
         """The thresholds applied to ``rec``: the viewer's, with its own minimum area, and the
-        largest-region choice only once the whole volume has been analysed."""
+        whole-volume steps (largest region, faint edges) only once the whole volume has been
+        analysed."""
         t = self.thresholds
         base = rec.base
         if base is not None:
             t = t.replace(min_area_px=base.thresholds.min_area_px)
         if rec.state is not PatientState.DONE:
-            t = t.replace(largest_component=False)
+            t = t.replace(largest_component=False, edge=0.0)
         return t
 
     def apply(self, rec: PatientRecord) -> None:

@@ -308,6 +308,7 @@ class MainWindow(QMainWindow):
         c.mask_threshold.valueChanged.connect(lambda v: self._set_thresholds(mask=v / STEPS))
         c.default_thresholds.clicked.connect(self.use_model_thresholds)
         c.largest_component.toggled.connect(self.set_largest_component)
+        c.faint_edges.toggled.connect(self.set_faint_edges)
         m.events.overlay.connect(self._on_overlay_changed)
         m.events.window.connect(lambda wl: self.view.set_window(*wl))
         m.events.volume.connect(self._show_volume)
@@ -680,6 +681,7 @@ class MainWindow(QMainWindow):
             gate=probability(s.classifier_threshold),
             mask=probability(s.mask_threshold),
             largest_component=s.largest_component,
+            faint_edges=s.faint_edges,
         )
 
     def _show_thresholds(self, thresholds: Thresholds) -> None:
@@ -726,11 +728,18 @@ class MainWindow(QMainWindow):
         self.model.update_thresholds(largest_component=bool(on))
         self._apply_thresholds_everywhere()
 
+    def set_faint_edges(self, on: bool) -> None:
+        """Outline tumours' faint edge slices (or not) in every analysed patient."""
+        self.settings.faint_edges = bool(on)
+        self.model.update_thresholds(edge=self._initial_thresholds().edge)
+        self._apply_thresholds_everywhere()
+
     def use_model_thresholds(self) -> None:
         """Return the thresholds to the values in the model cards."""
         self.settings.classifier_threshold = None
         self.settings.mask_threshold = None
         self.settings.largest_component = None
+        self.settings.faint_edges = None
         self.model.set_thresholds(self._initial_thresholds())
         self._apply_thresholds_everywhere()
         self.analyser.schedule_missing_segmentations()

@@ -75,34 +75,47 @@ class PostProcessing:
         min_area_px: 8-connected regions of a slice smaller than this are removed (0: none).
         largest_component: keep only the largest 26-connected 3-D region of each patient.
         flip_tta: average the slice's probabilities with those of its left-right mirror.
+        edge_probability: on slices left without outline, outline the pixels at or above this
+            probability that connect in 3-D to an outline (0: off;
+            :func:`brainseg_core.results.extend_faint_edges`).
     """
 
     mask_probability: float = 0.5
     min_area_px: int = 0
     largest_component: bool = False
     flip_tta: bool = False
+    edge_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_probability <= 1.0:
             raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}")
         if self.min_area_px < 0:
             raise ValueError(f"min_area_px must be >= 0, got {self.min_area_px}")
+        if not 0.0 <= self.edge_probability < 1.0:
+            raise ValueError(f"edge_probability must be in [0, 1), got {self.edge_probability}")
 
     def describe(self) -> str:
         """A short human-readable form, e.g. ``p>=0.5, min area 20 px, largest region, flip TTA``."""
         parts = [f"p>={self.mask_probability:g}", f"min area {self.min_area_px} px"]
         if self.largest_component:
             parts.append("largest 3-D region")
+        if self.edge_probability:
+            parts.append(f"faint edges p>={self.edge_probability:g}")
         if self.flip_tta:
             parts.append("flip TTA")
         return ", ".join(parts)
 
 
 def _grid(
-    probabilities: Iterable[float], areas: Iterable[int], largest: Iterable[bool], flips: Iterable[bool]
+    probabilities: Iterable[float],
+    areas: Iterable[int],
+    largest: Iterable[bool],
+    flips: Iterable[bool],
+    edges: Iterable[float] = (0.0,),
 ) -> tuple[PostProcessing, ...]:
     return tuple(
-        PostProcessing(p, a, lc, f) for f, p, a, lc in itertools.product(flips, probabilities, areas, largest)
+        PostProcessing(p, a, lc, f, e)
+        for f, p, a, lc, e in itertools.product(flips, probabilities, areas, largest, edges)
     )
 
 
@@ -112,7 +125,7 @@ def _grid(
 #: default, so it is scored as a fixed row beside the selection, never selected and shipped: a
 #: card must not claim the score of a TTA choice for a pipeline that runs without it.
 DEFAULT_GRID: tuple[PostProcessing, ...] = _grid(
-    (0.5, 0.4, 0.6, 0.3, 0.7), (0, 10, 20, 40, 80, 160), (False, True), (False,)
+    (0.5, 0.4, 0.6, 0.3, 0.7), (0, 10, 20, 40, 80, 160), (False, True), (False,), (0.0, 0.05, 0.1)
 )
 
 
@@ -240,14 +253,24 @@ class FoldScorer:
         pred = keep[labels]
         if gated is not None:
             pred[~gated] = False
-        if post.largest_component:
-            from brainseg_core.results import keep_largest_component
+        if post.largest_component or post.edge_probability:
+            from brainseg_core.results import extend_faint_edges, keep_largest_component
 
+            prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
             for p in range(self.n_patients):
                 idx = np.flatnonzero(self.fold.patient == p)
-                if idx.size:
-                    volume = slice(idx[0], idx[-1] + 1)
+                if not idx.size:
+                    continue
+                volume = slice(idx[0], idx[-1] + 1)
+                if post.largest_component:
                     pred[volume] = keep_largest_component(pred[volume])
+                if post.edge_probability:
+                    read = (
+                        prob[volume]
+                        if gated is None
+                        else np.where(gated[volume, None, None], prob[volume], 0)
+                    )
+                    pred[volume] = extend_faint_edges(pred[volume], read / 255.0, post.edge_probability)
         return pred
 
     def score(self, post: PostProcessing) -> dict[str, Any]:
@@ -493,12 +516,12 @@ def apply_to_card(
 ) -> Path:
     """Write a cross-validation's chosen post-processing and honest metrics into a segmenter card.
 
-    The card's ``thresholds`` get ``mask_probability``, ``min_area_px`` and ``largest_component``
-    of ``result["chosen"]`` (flip test-time augmentation stays an opt-in of the pipeline; whether
-    it was chosen is recorded in ``training.cross_validation``); ``metrics`` becomes the nested
-    cross-validated pooled
-    metrics (plus per fold) and ``training.cross_validation`` records where they came from. The
-    weights and their hash are untouched.
+    The card's ``thresholds`` get ``mask_probability``, ``min_area_px``, ``largest_component`` and
+    ``edge_probability`` of ``result["chosen"]`` (flip test-time augmentation stays an opt-in of
+    the pipeline; whether it was chosen is recorded in ``training.cross_validation``); ``metrics``
+    becomes the nested cross-validated pooled metrics (plus per fold) and
+    ``training.cross_validation`` records where they came from. The weights and their hash are
+    untouched.
 
     Args:
         result: what :func:`cross_validate` returned.
@@ -525,6 +548,7 @@ def apply_to_card(
         "mask_probability": float(chosen["mask_probability"]),
         "min_area_px": int(chosen["min_area_px"]),
         "largest_component": bool(chosen["largest_component"]),
+        "edge_probability": float(chosen.get("edge_probability", 0.0)),
     }
     honest = result[result["ship_metrics"]]
     selected = result["ship_metrics"] == "pooled"

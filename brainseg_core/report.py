@@ -96,7 +96,8 @@ def report_page(
         f"Thresholds: slice gate {t.gate:.3g}"
         + (f" (or a slice within {t.gate_reach})" if t.gate_reach and result.classifier is not None else "")
         + f", mask {t.mask:.3g}, min area {t.min_area_px} px"
-        + (", largest 3-D region only" if t.largest_component else ""),
+        + (", largest 3-D region only" if t.largest_component else "")
+        + (f", faint edges >= {t.edge:g}" if t.edge else ""),
         f"Tumour on {result.tumour_slices} of {volume.n_slices} slices; volume {volume_text}",
         f"Report made {datetime.now(UTC).isoformat(timespec='minutes')} "
         f"by BrainSeg {brainseg_core.__version__}",

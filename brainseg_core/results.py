@@ -31,6 +31,7 @@ __all__ = [
     "PatientResult",
     "ReviewReason",
     "SliceResult",
+    "extend_faint_edges",
     "keep_largest",
     "keep_largest_component",
     "label_components",
@@ -39,6 +40,7 @@ __all__ = [
     "remove_small_components",
     "rethreshold",
     "threshold_slice",
+    "volume_steps",
     "with_neighbours",
 ]
 
@@ -314,6 +316,69 @@ def keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[Sli
     ]
 
 
+def extend_faint_edges(masks: np.ndarray, probabilities: np.ndarray, edge: float) -> np.ndarray:
+    """Outline a tumour's faint slices: on each slice without outline, the pixels whose probability
+    reaches ``edge`` and that connect (26-connected, in 3-D, through such pixels) to an outline.
+
+    A tumour's first and last slices are its faintest: their probabilities stay under the mask
+    threshold, although they continue an outline next to them. Out-of-fold, on the 80 LGG patients,
+    this lifts tumour-slice recall by about two points without changing Dice (README).
+
+    Args:
+        masks: ``(N, H, W)`` bool, one patient's outlines under the other thresholds.
+        probabilities: ``(N, H, W)`` mask probabilities (0 where the segmenter did not read).
+        edge: the probability a faint pixel needs (0: nothing changes).
+
+    Returns:
+        The masks with the faint slices' pixels added (outlined slices unchanged; ``masks``
+        itself when there is nothing to add).
+    """
+    empty: np.ndarray = ~np.asarray(masks.any(axis=(1, 2)))
+    if edge <= 0 or not empty.any() or empty.all():
+        return masks
+    labels, _ = label_components(probabilities >= edge)
+    touched = np.unique(labels[masks])
+    return masks | (np.isin(labels, touched[touched > 0]) & empty[:, None, None])
+
+
+def volume_steps(
+    slices: list[SliceResult], thresholds: Thresholds, spacing: Spacing | None
+) -> list[SliceResult]:
+    """The whole-volume steps after each slice's threshold: only the largest 3-D region
+    (``largest_component``, :func:`keep_largest`), then the faint edges (``edge``,
+    :func:`extend_faint_edges`; the slices they outline are flagged :attr:`ReviewReason.FAINT_EDGE`).
+
+    Args:
+        slices: every slice of one patient, in order, each thresholded (:func:`threshold_slice`).
+        thresholds: the thresholds.
+        spacing: the voxel size for areas in mm², or None.
+    """
+    if thresholds.largest_component:
+        slices = keep_largest(slices, spacing)
+    if thresholds.edge <= 0 or not slices:
+        return slices
+    masks = np.stack([s.mask for s in slices])
+    probabilities = np.stack(
+        [
+            s.mask_probability if s.segmented and s.mask_probability is not None else np.zeros(s.mask.shape)
+            for s in slices
+        ]
+    )
+    grown = extend_faint_edges(masks, probabilities, thresholds.edge)
+    return [
+        dataclasses.replace(
+            s,
+            mask=m,
+            area_px=int(m.sum()),
+            area_mm2=_area_mm2(int(m.sum()), spacing),
+            review=ReviewReason.FAINT_EDGE,
+        )
+        if m.any() and not s.area_px
+        else s
+        for s, m in zip(slices, grown, strict=True)
+    ]
+
+
 def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> PatientResult:
     """Recompute masks, areas and the summary for new thresholds from stored probabilities.
 
@@ -339,9 +404,9 @@ def rethreshold(result: PatientResult, thresholds: Thresholds | None = None) -> 
     if classified and thresholds.gate_reach != result.thresholds.gate_reach:
         slices = with_neighbours(slices, thresholds.gate_reach)
     slices = [threshold_slice(s, thresholds, spacing=result.spacing, classified=classified) for s in slices]
-    if thresholds.largest_component:
-        slices = keep_largest(slices, result.spacing)
-    return dataclasses.replace(result, slices=slices, thresholds=thresholds)
+    return dataclasses.replace(
+        result, slices=volume_steps(slices, thresholds, result.spacing), thresholds=thresholds
+    )
 
 
 def missing_segmentations(result: PatientResult, thresholds: Thresholds | None = None) -> list[int]:

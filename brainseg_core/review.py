@@ -54,6 +54,8 @@ class ReviewReason(enum.StrEnum):
         CLASSIFIER_ONLY: the classifier calls the slice tumour with confidence but the final mask
             is empty.
         OUTSIDE_LARGEST_REGION: the outline was removed: not part of the largest 3-D region.
+        FAINT_EDGE: the outline is a faint continuation of the tumour, drawn below the mask
+            threshold (``Thresholds.edge``).
         NEAR_GATE: the tumour probability is close to the slice gate where the gate decided.
         LOW_CONFIDENCE: much of the outline's probability lies near the mask threshold.
         GAP: an empty slice between outlined slices.
@@ -62,6 +64,7 @@ class ReviewReason(enum.StrEnum):
 
     CLASSIFIER_ONLY = "classifier_only"
     OUTSIDE_LARGEST_REGION = "outside_largest_region"
+    FAINT_EDGE = "faint_edge"
     NEAR_GATE = "near_gate"
     LOW_CONFIDENCE = "low_confidence"
     GAP = "gap"
@@ -75,6 +78,7 @@ class ReviewReason(enum.StrEnum):
 _DESCRIPTIONS = {
     ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
     ReviewReason.OUTSIDE_LARGEST_REGION: "outline removed: not part of the largest 3-D region",
+    ReviewReason.FAINT_EDGE: "faint edge of the tumour: outlined below the mask threshold",
     ReviewReason.NEAR_GATE: "tumour probability close to the slice gate",
     ReviewReason.LOW_CONFIDENCE: "uncertain outline: much of it lies near the mask threshold",
     ReviewReason.GAP: "empty slice between outlined slices",

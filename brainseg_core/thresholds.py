@@ -3,7 +3,8 @@
 One frozen value travels from the model cards through :class:`~brainseg_core.inference.Pipeline`,
 its results, :func:`~brainseg_core.inference.rethreshold`, exports, evaluation, the command-line
 tools and the viewer. Its JSON form uses the model card's keys (``tumour_probability``,
-``gate_reach_slices``, ``mask_probability``, ``min_area_px``, ``largest_component``), so a card,
+``gate_reach_slices``, ``mask_probability``, ``min_area_px``, ``largest_component``,
+``edge_probability``), so a card,
 an export sidecar and a settings file all say the same thing the same way.
 """
 
@@ -17,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelCard
 
-__all__ = ["DEFAULT_PROBABILITY", "MAX_GATE_REACH", "Thresholds"]
+__all__ = ["DEFAULT_PROBABILITY", "FAINT_EDGE_PROBABILITY", "MAX_GATE_REACH", "Thresholds"]
 
 #: Gate and mask threshold when a card does not say otherwise.
 DEFAULT_PROBABILITY = 0.5
 #: The widest gate reach (slices on either side) a threshold set may ask for.
 MAX_GATE_REACH = 3
+#: The faint-edge threshold used when a reader turns faint edges on and the card sets none (the
+#: value the shipped segmenter's cross-validation chose).
+FAINT_EDGE_PROBABILITY = 0.05
 
 
 def _probability(name: str, value: object) -> float:
@@ -43,6 +47,10 @@ class Thresholds:
         gate_reach: a slice is also segmented when a slice up to this many slices away passes
             the gate (0: only its own probability counts; see
             :attr:`brainseg_core.results.SliceResult.gate_score`).
+        edge: on a slice left without outline, the pixels whose mask probability reaches this and
+            that connect in 3-D, through such pixels, to the patient's outlines are outlined: a
+            tumour's faint first and last slices (0: off; see
+            :func:`brainseg_core.results.extend_faint_edges`).
 
     Raises:
         ValueError: for a probability outside [0, 1], a negative or fractional ``min_area_px``, a
@@ -55,10 +63,12 @@ class Thresholds:
     min_area_px: int = 0
     largest_component: bool = False
     gate_reach: int = 0
+    edge: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gate", _probability("the classifier gate", self.gate))
         object.__setattr__(self, "mask", _probability("the mask threshold", self.mask))
+        object.__setattr__(self, "edge", _probability("the faint-edge threshold", self.edge))
         area = self.min_area_px
         if isinstance(area, bool) or not isinstance(area, int) or area < 0:
             raise ValueError(f"min_area_px must be a whole number of pixels >= 0, got {area!r}")
@@ -89,6 +99,7 @@ class Thresholds:
             mask=seg.get("mask_probability", DEFAULT_PROBABILITY),
             min_area_px=int(seg.get("min_area_px", 0)),
             largest_component=bool(seg.get("largest_component", False)),
+            edge=seg.get("edge_probability", 0.0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +110,7 @@ class Thresholds:
             "mask_probability": self.mask,
             "min_area_px": self.min_area_px,
             "largest_component": self.largest_component,
+            "edge_probability": self.edge,
         }
 
     @classmethod
@@ -114,4 +126,5 @@ class Thresholds:
             mask=data.get("mask_probability", DEFAULT_PROBABILITY),
             min_area_px=data.get("min_area_px", 0),
             largest_component=data.get("largest_component", False),
+            edge=data.get("edge_probability", 0.0),
         )

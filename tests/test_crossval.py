@@ -11,6 +11,7 @@ import pytest
 
 from brainseg_core.crossval import (
     FoldPredictions,
+    FoldScorer,
     PostProcessing,
     cross_validate,
     find_fold_files,
@@ -18,6 +19,7 @@ from brainseg_core.crossval import (
     load_fold,
     recall_by_area,
     score_fold,
+    summary_metrics,
 )
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import dice
@@ -212,3 +214,24 @@ def test_recall_is_broken_down_by_true_tumour_area() -> None:
     assert sum(b["tumour_slices"] - b["detected"] for b in bands) == pooled["missed_tumour_slices"] == 1
     assert bands[1]["tumour_slices"] == 12 and bands[1]["detected"] == 11
     assert "100-499 px 91.7 (11/12)" in format_cv_report(result)
+
+
+def test_faint_edges_outline_a_tumours_faint_last_slice() -> None:
+    """Tumour on slices 1-3, the segmenter firm on 1-2 and faint (0.1) on 3: only the faint-edge
+    step outlines slice 3, and nothing where the faint pixels touch no outline."""
+    rng = np.random.default_rng(0)
+    fold = _fold("fold0", ["A", "B"], rng, speckle=False)
+    for p in range(2):
+        s = 4 * p
+        fold.mask[s + 3, 8:20, 8:20] = True
+        fold.prob[s + 3, 9:19, 9:19] = 26  # 0.1
+        fold.prob[s, 25:30, 25:30] = 26  # faint too, but touching no outline
+    scorer = FoldScorer(fold)
+    plain = summary_metrics([scorer.score(PostProcessing(largest_component=True))])
+    edged = summary_metrics([scorer.score(PostProcessing(largest_component=True, edge_probability=0.05))])
+    assert plain["slice_recall"] == pytest.approx(2 / 3) and edged["slice_recall"] == 1.0
+    assert edged["slice_specificity"] == 1.0
+    assert edged["dice_patient_mean"] > plain["dice_patient_mean"]
+    assert "faint edges p>=0.05" in PostProcessing(edge_probability=0.05).describe()
+    with pytest.raises(ValueError, match="edge_probability"):
+        PostProcessing(edge_probability=1.0)

@@ -145,6 +145,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
         "mask_probability": 0.5,
         "min_area_px": 0,
         "largest_component": False,
+        "edge_probability": 0.0,
     }
     assert side["spacing_mm"] is None and side["flip_tta"] is False
     assert side["summary"]["slices_to_review"] == []

@@ -11,7 +11,7 @@ from brainseg_core.thresholds import Thresholds
 
 
 def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
-    t = Thresholds(gate=0.3, gate_reach=1, mask=0.6, min_area_px=12, largest_component=True)
+    t = Thresholds(gate=0.3, gate_reach=1, mask=0.6, min_area_px=12, largest_component=True, edge=0.05)
     data = t.to_json()
     assert data == {
         "tumour_probability": 0.3,
@@ -19,6 +19,7 @@ def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
         "mask_probability": 0.6,
         "min_area_px": 12,
         "largest_component": True,
+        "edge_probability": 0.05,
     }
     assert Thresholds.from_json(data) == t
     assert Thresholds.from_json({}) == Thresholds()
@@ -36,6 +37,7 @@ def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
         ({"gate_reach": -1}, "gate_reach"),
         ({"gate_reach": 4}, "gate_reach"),
         ({"gate_reach": 1.0}, "gate_reach"),
+        ({"edge": 1.5}, "faint-edge"),
     ],
 )
 def test_thresholds_refuse_invalid_values_naming_the_field(changes, message) -> None:

@@ -53,11 +53,11 @@ from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
 from brainseg_core.results import (
     PatientResult,
     SliceResult,
-    keep_largest,
     missing_segmentations,
     neighbour_probabilities,
     rethreshold,
     threshold_slice,
+    volume_steps,
 )
 from brainseg_core.thresholds import Thresholds
 
@@ -517,9 +517,7 @@ class Pipeline:
 
     def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:
         result = dataclasses.replace(self.empty_result(volume), slices=slices)
-        if result.thresholds.largest_component:
-            result = dataclasses.replace(result, slices=keep_largest(slices, volume.spacing))
-        return result
+        return dataclasses.replace(result, slices=volume_steps(slices, result.thresholds, volume.spacing))
 
     def segment_slices(
         self,

@@ -366,6 +366,23 @@ def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
     assert rec.shown.volume_voxels == int(masks.sum())
 
 
+def test_faint_edges_option_reaches_the_shown_thresholds_and_is_remembered(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    from brainseg_core.thresholds import FAINT_EDGE_PROBABILITY
+
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    rec = w.current
+    assert rec.shown.thresholds.edge == 0.0 and not w.controls.faint_edges.isChecked()  # the card's
+    w.controls.faint_edges.setChecked(True)
+    assert w.settings.faint_edges is True
+    assert w.thresholds.edge == rec.shown.thresholds.edge == FAINT_EDGE_PROBABILITY
+    w.controls.default_thresholds.click()
+    assert w.settings.faint_edges is None and rec.shown.thresholds.edge == 0.0
+    assert not w.controls.faint_edges.isChecked()
+
+
 def test_non_finite_or_huge_numbers_in_the_settings_file_fall_back_to_defaults(make_window) -> None:
     from brainseg_app.settings import config_dir
 
