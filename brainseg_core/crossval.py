@@ -91,8 +91,8 @@ class PostProcessing:
             raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}")
         if self.min_area_px < 0:
             raise ValueError(f"min_area_px must be >= 0, got {self.min_area_px}")
-        if not 0.0 <= self.edge_probability < 1.0:
-            raise ValueError(f"edge_probability must be in [0, 1), got {self.edge_probability}")
+        if not 0.0 <= self.edge_probability <= 1.0:
+            raise ValueError(f"edge_probability must be in [0, 1], got {self.edge_probability}")
 
     def describe(self) -> str:
         """A short human-readable form, e.g. ``p>=0.5, min area 20 px, largest region, flip TTA``."""
@@ -113,9 +113,11 @@ def _grid(
     flips: Iterable[bool],
     edges: Iterable[float] = (0.0,),
 ) -> tuple[PostProcessing, ...]:
+    # the faint-edge threshold varies slowest: the choices without it come first (ties go to
+    # them), and FoldScorer labels each edge's faint pixels once
     return tuple(
         PostProcessing(p, a, lc, f, e)
-        for f, p, a, lc, e in itertools.product(flips, probabilities, areas, largest, edges)
+        for e, f, p, a, lc in itertools.product(edges, flips, probabilities, areas, largest)
     )
 
 
@@ -226,6 +228,10 @@ class FoldScorer:
         self.n_patients = len(fold.patient_ids)
         self.true_area = fold.mask.reshape(len(fold.mask), -1).sum(1).astype(np.float64)
         self._labels: dict[tuple[bool, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._faint: dict[tuple[bool, float], list[np.ndarray]] = {}
+        # each patient's slices (consecutive in the fold), in patient order
+        starts = [np.flatnonzero(fold.patient == p) for p in range(self.n_patients)]
+        self._volumes = [slice(i[0], i[-1] + 1) if i.size else slice(0, 0) for i in starts]
         self._cache: dict[PostProcessing, dict[str, Any]] = {}
 
     def _labelled(self, flip: bool, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +243,18 @@ class FoldScorer:
             sizes = np.bincount(labels.ravel(), minlength=n + 1)
             self._labels = {key: (labels, sizes)}  # keep one: memory stays at one labelled stack
         return self._labels[key]
+
+    def _faint_labels(self, flip: bool, edge: float) -> list[np.ndarray]:
+        """Each patient's 3-D labels of the pixels at or above ``edge`` (the faint-edge step's)."""
+        key = (flip, edge)
+        if key not in self._faint:
+            from brainseg_core.results import label_components
+
+            prob = self.fold.prob_flip if flip else self.fold.prob
+            level = math.ceil(edge * 255 - 1e-9)
+            # keep one edge's labels: memory stays at one labelled stack
+            self._faint = {key: [label_components(prob[v] >= level)[0] for v in self._volumes]}
+        return self._faint[key]
 
     def masks(self, post: PostProcessing, gated: np.ndarray | None = None) -> np.ndarray:
         """The final ``(N, H, W)`` masks of the fold under ``post``.
@@ -257,20 +275,22 @@ class FoldScorer:
             from brainseg_core.results import extend_faint_edges, keep_largest_component
 
             prob = self.fold.prob_flip if post.flip_tta else self.fold.prob
-            for p in range(self.n_patients):
-                idx = np.flatnonzero(self.fold.patient == p)
-                if not idx.size:
+            faint = None
+            if post.edge_probability and gated is None:
+                faint = self._faint_labels(post.flip_tta, post.edge_probability)
+            for p, volume in enumerate(self._volumes):
+                if volume.start == volume.stop:
                     continue
-                volume = slice(idx[0], idx[-1] + 1)
                 if post.largest_component:
                     pred[volume] = keep_largest_component(pred[volume])
-                if post.edge_probability:
-                    read = (
-                        prob[volume]
-                        if gated is None
-                        else np.where(gated[volume, None, None], prob[volume], 0)
+                if post.edge_probability and faint is not None:  # labelled once for every choice
+                    pred[volume] = extend_faint_edges(
+                        pred[volume], prob[volume], post.edge_probability, labels=faint[p]
                     )
-                    pred[volume] = extend_faint_edges(pred[volume], read / 255.0, post.edge_probability)
+                elif post.edge_probability:  # the gate stopped some slices: they read nothing
+                    assert gated is not None
+                    read = np.where(gated[volume, None, None], prob[volume], 0) / 255.0
+                    pred[volume] = extend_faint_edges(pred[volume], read, post.edge_probability)
         return pred
 
     def score(self, post: PostProcessing) -> dict[str, Any]:

@@ -267,6 +267,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"  thresholds: tumour_probability {th['tumour_probability']}, mask_probability "
         f"{th['mask_probability']}, min_area_px {th['min_area_px']}"
         + (", largest 3-D region only" if th.get("largest_component") else "")
+        + (f", faint edges >= {th['edge_probability']:g}" if th.get("edge_probability") else "")
     )
     c = result.get("classification")
     if c:

@@ -316,18 +316,22 @@ def keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[Sli
     ]
 
 
-def extend_faint_edges(masks: np.ndarray, probabilities: np.ndarray, edge: float) -> np.ndarray:
+def extend_faint_edges(
+    masks: np.ndarray, probabilities: np.ndarray, edge: float, *, labels: np.ndarray | None = None
+) -> np.ndarray:
     """Outline a tumour's faint slices: on each slice without outline, the pixels whose probability
     reaches ``edge`` and that connect (26-connected, in 3-D, through such pixels) to an outline.
 
     A tumour's first and last slices are its faintest: their probabilities stay under the mask
     threshold, although they continue an outline next to them. Out-of-fold, on the 80 LGG patients,
-    this lifts tumour-slice recall by about two points without changing Dice (README).
+    this lifts tumour-slice recall by about three points without changing Dice (README).
 
     Args:
         masks: ``(N, H, W)`` bool, one patient's outlines under the other thresholds.
         probabilities: ``(N, H, W)`` mask probabilities (0 where the segmenter did not read).
         edge: the probability a faint pixel needs (0: nothing changes).
+        labels: :func:`label_components` of ``probabilities >= edge`` when already at hand (a
+            cross-validation scores many choices on the same probabilities).
 
     Returns:
         The masks with the faint slices' pixels added (outlined slices unchanged; ``masks``
@@ -336,7 +340,8 @@ def extend_faint_edges(masks: np.ndarray, probabilities: np.ndarray, edge: float
     empty: np.ndarray = ~np.asarray(masks.any(axis=(1, 2)))
     if edge <= 0 or not empty.any() or empty.all():
         return masks
-    labels, _ = label_components(probabilities >= edge)
+    if labels is None:
+        labels, _ = label_components(probabilities >= edge)
     touched = np.unique(labels[masks])
     return masks | (np.isin(labels, touched[touched > 0]) & empty[:, None, None])
 
@@ -360,7 +365,9 @@ def volume_steps(
     masks = np.stack([s.mask for s in slices])
     probabilities = np.stack(
         [
-            s.mask_probability if s.segmented and s.mask_probability is not None else np.zeros(s.mask.shape)
+            s.mask_probability
+            if s.segmented and s.mask_probability is not None
+            else np.zeros(s.mask.shape, np.float32)
             for s in slices
         ]
     )
@@ -371,7 +378,8 @@ def volume_steps(
             mask=m,
             area_px=int(m.sum()),
             area_mm2=_area_mm2(int(m.sum()), spacing),
-            review=ReviewReason.FAINT_EDGE,
+            # a removed region stays named: the reader sees why the firm outline went
+            review=s.review if s.review is ReviewReason.OUTSIDE_LARGEST_REGION else ReviewReason.FAINT_EDGE,
         )
         if m.any() and not s.area_px
         else s

@@ -8,6 +8,9 @@ any of these reasons (:class:`ReviewReason`, each with a plain-words :meth:`~Rev
   :func:`~brainseg_core.results.threshold_slice`;
 - the outline was removed because it is not part of the patient's largest 3-D region -
   :attr:`~ReviewReason.OUTSIDE_LARGEST_REGION`, set by :func:`~brainseg_core.results.keep_largest`;
+- the outline is a faint edge of the tumour, drawn below the mask threshold because it connects to
+  an outline next to it - :attr:`~ReviewReason.FAINT_EDGE`, set by
+  :func:`~brainseg_core.results.volume_steps`;
 - the tumour probability lies close to the slice gate where the gate decided what is shown: a
   slice the gate nearly let through, or an outline that exists only because it did -
   :attr:`~ReviewReason.NEAR_GATE` ("close" is measured in log-odds, so a gate of 0.013 and one of

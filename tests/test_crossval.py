@@ -234,4 +234,4 @@ def test_faint_edges_outline_a_tumours_faint_last_slice() -> None:
     assert edged["dice_patient_mean"] > plain["dice_patient_mean"]
     assert "faint edges p>=0.05" in PostProcessing(edge_probability=0.05).describe()
     with pytest.raises(ValueError, match="edge_probability"):
-        PostProcessing(edge_probability=1.0)
+        PostProcessing(edge_probability=1.5)

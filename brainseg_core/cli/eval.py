@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the segmenter card's setting)",
     )
     p.add_argument(
+        "--faint-edges",
+        type=float,
+        default=None,
+        metavar="P",
+        help="outline faint tumour edges at mask probability >= P on slices left without outline (0: off; "
+        "default: the segmenter card's setting)",
+    )
+    p.add_argument(
         "--write-card",
         metavar="BUNDLE",
         help="with --cv: write the chosen post-processing and the cross-validated metrics into this "
@@ -129,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
     if args.gate_recall is not None and (args.gate_cv is None or not 0.0 < args.gate_recall <= 1.0):
         parser.error("--gate-recall needs --gate-cv DIR and a value in (0, 1]")
+    if args.faint_edges is not None and not 0.0 <= args.faint_edges <= 1.0:
+        parser.error("--faint-edges needs a probability between 0 and 1")
     if args.gate_reach is not None and args.gate_cv is None:
         parser.error("--gate-reach needs --gate-cv DIR")
     if args.write_gate_card is not None and args.gate_cv is None:
@@ -217,6 +227,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
+    chosen = {"largest_component": args.largest_component, "edge": args.faint_edges}
+    given = {k: v for k, v in chosen.items() if v is not None}
     result = evaluate(
         args.data,
         classifier=classifier,
@@ -225,11 +237,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         patients=ids,
         progress=progress,
-        thresholds=None
-        if args.largest_component is None
-        else Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card).replace(
-            largest_component=bool(args.largest_component)
-        ),
+        thresholds=Thresholds.from_cards(
+            None if classifier is None else classifier.card, segmenter.card
+        ).replace(**given)
+        if given
+        else None,
         flip_tta=args.thorough,
         warn=lambda line: tqdm.write(f"brainseg-eval: {line}", file=sys.stderr),
         series=chosen_series(args),

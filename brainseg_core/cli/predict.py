@@ -5,7 +5,8 @@ Usage::
     brainseg-predict PATH --out DIR [--classifier BUNDLE] [--segmenter BUNDLE]
                      [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16]
                      [--threshold P] [--mask-threshold P] [--min-area PX] [--segment-all]
-                     [--[no-]largest-component] [--format tif,stack,png,csv] [--overwrite] [--batch-size N]
+                     [--[no-]largest-component] [--faint-edges P] [--format tif,stack,png,csv]
+                     [--overwrite] [--batch-size N]
 
 PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
 holding many (every patient under it is analysed). Each patient's masks, overlays and report go
@@ -142,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep only the patient's largest 3-D tumour region, or not (it hides smaller ones; "
         "default: the card's)",
+    )
+    p.add_argument(
+        "--faint-edges",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help="on slices left without outline, outline the pixels with mask probability >= P that connect "
+        "in 3-D to an outline (a tumour's faint first and last slices, flagged for review); 0 turns it "
+        "off (default: the card's)",
     )
     p.add_argument(
         "--format",
@@ -298,6 +308,7 @@ def _thresholds(
         "mask": args.mask_threshold,
         "min_area_px": args.min_area,
         "largest_component": args.largest_component,
+        "edge": args.faint_edges,
     }
     card = Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card)
     return card.replace(**{k: v for k, v in given.items() if v is not None})

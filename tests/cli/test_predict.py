@@ -192,3 +192,20 @@ def test_largest_region_follows_the_card_unless_told_either_way(tmp_path: Path, 
     assert largest() is True  # the card's choice
     assert largest("--no-largest-component") is False  # the reader can see every outline
     assert largest("--largest-component") is True
+
+
+def test_faint_edges_follow_the_card_unless_told(tmp_path: Path, tiny_bundle) -> None:
+    from brainseg_core.bundle import load_bundle, update_card
+    from brainseg_core.cli.predict import _thresholds, build_parser
+
+    card = tiny_bundle(tmp_path / "seg.json", "segmenter")
+    update_card(card, thresholds={"mask_probability": 0.5, "min_area_px": 0, "edge_probability": 0.05})
+    seg = load_bundle(card)
+
+    def edge(*flags: str) -> float:
+        args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+        return _thresholds(args, None, seg).edge
+
+    assert edge() == 0.05 and edge("--faint-edges", "0") == 0.0 and edge("--faint-edges", "0.1") == 0.1
+    with pytest.raises(SystemExit):
+        edge("--faint-edges", "2")
