@@ -163,6 +163,8 @@ class ViewerModel:
         self._read: Volume | None = None  # the displayed volume as read, before the dataset's spacing
         self.index = 0
         self.thresholds = Thresholds()
+        # the segmenter's input size: where the thresholds' min_area_px is counted (None: no model)
+        self.model_input_size: int | None = None
         self.dataset_spacing: Spacing | None = None
         self.patient_spacing: dict[Path, Spacing] = {}  # entered for one patient (wins over the dataset's)
         self.overlay = overlay or OverlayStyle()
@@ -346,7 +348,13 @@ class ViewerModel:
         analysed."""
         t = self.thresholds
         base = rec.base
-        if base is not None:
+        size = self.model_input_size
+        if base is not None and base.slices and size:
+            # the model's minimum area in this volume's pixels, as the pipeline scales it (also for
+            # an analysis saved under an earlier card of the same weights)
+            h, w = base.slices[0].mask.shape
+            t = t.replace(min_area_px=round(t.min_area_px * h * w / (size * size)))
+        elif base is not None:
             t = t.replace(min_area_px=base.thresholds.min_area_px)
         if rec.state is not PatientState.DONE:
             t = t.replace(largest_component=False, edge=0.0)

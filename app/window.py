@@ -663,6 +663,7 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     def _after_models_changed(self) -> None:
         """Show the new models and take their thresholds (unless the user set some)."""
+        self.model.model_input_size = None if self.segmenter is None else int(self.segmenter.card.input_size)
         self._update_models_label()
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)

@@ -143,3 +143,20 @@ def test_overlay_style_is_validated_and_announced_once(model) -> None:
 def test_card_thresholds_put_the_users_choices_on_top() -> None:
     t = ViewerModel.card_thresholds(None, None, gate=0.3)
     assert t == Thresholds(gate=0.3)
+
+
+def test_the_minimum_area_is_the_models_in_each_volumes_pixels(model) -> None:
+    """An analysis saved under an earlier card of the same weights (min area 0) is shown with the
+    model's minimum area, scaled from its input size to the volume's pixels as the pipeline does."""
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    _analysed(model)  # its result says min area 0
+    rec = model.current
+    model.update_thresholds(min_area_px=12)
+    assert model.shown_thresholds(rec).min_area_px == 0  # no model: the result's own
+    model.model_input_size = 8  # the 8 x 8 slices at the model's size
+    assert model.shown_thresholds(rec).min_area_px == 12
+    model.model_input_size = 16  # a quarter of the model's pixels
+    assert model.shown_thresholds(rec).min_area_px == 3
+    model.apply(rec)
+    assert rec.shown.thresholds.min_area_px == 3
