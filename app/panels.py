@@ -323,9 +323,10 @@ class ResultsPanel(QWidget):
         layout = QVBoxLayout(self)
         self.plot = pg.PlotWidget()
         self.plot.setToolTip(
-            "Tumour probability of every slice (red: mask found; orange ring: to review; yellow "
-            "diamond: mask edited by you; green squares: ground-truth tumour). Click a point to show "
-            "that slice; drag the dashed line to change the classifier gate."
+            "Tumour probability of every slice (red: mask found; triangle: below the gate but passed "
+            "through a neighbouring slice; orange ring: to review; yellow diamond: mask edited by you; "
+            "green squares: ground-truth tumour). Click a point to show that slice; drag the dashed "
+            "line to change the classifier gate."
         )
         # A fixed height: the text boxes below change with every slice, and a plot that took up
         # the slack would jump in height (and be redrawn in full) as the reader steps through.
@@ -430,6 +431,7 @@ class ResultsPanel(QWidget):
         *,
         review: Sequence[int] = (),
         edited: Sequence[int] = (),
+        by_neighbour: Sequence[int] = (),
     ) -> None:
         """Redraw the plot.
 
@@ -440,6 +442,8 @@ class ResultsPanel(QWidget):
             gate: the classifier gate (threshold line).
             review: the slices still to review (ringed).
             edited: the slices whose mask the reader edited (a diamond at the top).
+            by_neighbour: the slices below the gate that passed it through a neighbouring slice
+                (a triangle instead of a dot).
         """
         self._n = len(probs)
         idx = [i for i, p in enumerate(probs) if p is not None]
@@ -447,7 +451,9 @@ class ResultsPanel(QWidget):
         ys = np.array([probs[i] for i in idx], float)
         self.curve.setData(xs, ys)
         brushes = [pg.mkBrush(255, 59, 48) if found[i] else pg.mkBrush(150, 150, 150) for i in idx]
-        self.scatter.setData(x=xs, y=ys, brush=brushes, pen=None, data=idx)
+        lifted = set(by_neighbour)
+        symbols = ["t1" if i in lifted else "o" for i in idx]
+        self.scatter.setData(x=xs, y=ys, brush=brushes, symbol=symbols, pen=None, data=idx)
         ringed = [i for i in review if i < self._n and probs[i] is not None]
         self.review_marks.setData(x=[i + 1 for i in ringed], y=[probs[i] for i in ringed])
         self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.07] * len(edited))

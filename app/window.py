@@ -1025,15 +1025,25 @@ class MainWindow(QMainWindow):
         rec = self.current
         n = self.n_slices
         probs: list[float | None] = [None] * n
+        by_neighbour: list[int] = []
+        gate = self.thresholds.gate
         if rec is not None and rec.shown is not None:
             for s in rec.shown.slices:
                 if s.index < n:
                     probs[s.index] = s.tumour_probability
+                    if s.tumour_probability < gate <= s.gate_score:
+                        by_neighbour.append(s.index)
         found = self.model.tumour_flags()
         queue = self.model.review_queue()
         edited = [] if rec is None else [i for i in rec.edits.edited if i < n]
         self.results.set_probabilities(
-            probs, found, self.model.truth_flags(), self.thresholds.gate, review=queue, edited=edited
+            probs,
+            found,
+            self.model.truth_flags(),
+            gate,
+            review=queue,
+            edited=edited,
+            by_neighbour=by_neighbour,
         )
         self.results.set_current(self.index)
         self.thumbnails.set_predicted(found)

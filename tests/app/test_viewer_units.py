@@ -298,3 +298,17 @@ def test_the_gate_text_says_when_a_neighbour_let_the_slice_through() -> None:
     assert text.endswith("passed the slice gate (0.5) through a neighbouring slice (0.870), segmented")
     assert _gate_text(slice_(0.12, 0.3), 0.5).endswith("below the slice gate (0.5), not segmented")
     assert _gate_text(slice_(0.12, 0.87), None) == "No slice classifier: every slice is segmented"
+
+
+def test_the_plot_marks_slices_passed_through_a_neighbour(qtbot) -> None:
+    from brainseg_app.panels import ResultsPanel
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    probs: list[float | None] = [0.1, 0.9, 0.2, None]
+    panel.set_probabilities(probs, [False, True, True, False], None, 0.5, by_neighbour=[2])
+    points = panel.scatter.points()
+    assert [p.data() for p in points] == [0, 1, 2]
+    assert [p.symbol() for p in points] == ["o", "o", "t1"]
+    panel.set_probabilities(probs, [False, True, True, False], None, 0.5)
+    assert [p.symbol() for p in panel.scatter.points()] == ["o", "o", "o"]
