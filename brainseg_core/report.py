@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 import brainseg_core
 from brainseg_core.display import overlay_image
-from brainseg_core.fonts import caption_font, square_mm
+from brainseg_core.fonts import Font, caption_font, square_mm
 from brainseg_core.io.volume import Volume
 from brainseg_core.results import MaskSource, PatientResult
 from brainseg_core.review import ReviewReason, describe_reasons, review_reasons
@@ -88,6 +88,10 @@ def report_page(
         if result.volume_ml is not None
         else f"{result.volume_voxels:,} voxels (pixel spacing unknown: no mL)"
     )
+    steps = [
+        *(["largest 3-D region only"] if t.largest_component else []),
+        *([f"faint edges >= {t.edge:g}"] if t.edge else []),
+    ]
     header = [
         f"Source: {volume.source}",
         f"Analysed with {models} on {result.device}"
@@ -95,9 +99,8 @@ def report_page(
         f"and {gate_model}",
         f"Thresholds: slice gate {t.gate:.3g}"
         + (f" (or a slice within {t.gate_reach})" if t.gate_reach and result.classifier is not None else "")
-        + f", mask {t.mask:.3g}, min area {t.min_area_px} px"
-        + (", largest 3-D region only" if t.largest_component else "")
-        + (f", faint edges >= {t.edge:g}" if t.edge else ""),
+        + f", mask {t.mask:.3g}, min area {t.min_area_px} px",
+        *(["Whole volume: " + ", ".join(steps)] if steps else []),
         f"Tumour on {result.tumour_slices} of {volume.n_slices} slices; volume {volume_text}",
         f"Report made {datetime.now(UTC).isoformat(timespec='minutes')} "
         f"by BrainSeg {brainseg_core.__version__}",
@@ -224,12 +227,21 @@ def _draw_table(
             review = "reader's mask" + (f"; {review}" if review else "")
         number = volume.slice_numbers[s.index]
         line = f"{number:>5}   {s.tumour_probability:9.3f}   {s.area_px:>7}   {mm2:>8}   {review}"
-        draw.text((x, y), line, fill="black", font=font)
+        draw.text((x, y), _fit(draw, line, font, _PAGE[0] - _MARGIN - x), fill="black", font=font)
         y += 22
     if len(rows) > limit:
         draw.text((x, y), f"... {len(rows) - limit} more slices in the CSV report", fill="black", font=font)
         y += 22
     return y
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> str:
+    """``text``, cut with an ellipsis where it would run past ``width`` pixels (the CSV has it whole)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text.rstrip(" ;,") + "…"
 
 
 def write_report(

@@ -504,3 +504,18 @@ def test_the_report_marks_the_readers_masks_and_the_orientation(
     geometry = Geometry.for_display((volume.n_slices, *volume.shape), None)
     report_page(dc.replace(volume, geometry=geometry), result, window=(200.0, 100.0))
     assert {"R", "L", "A", "P"} <= set(texts)
+
+
+def test_a_report_line_too_long_for_the_page_is_cut_with_an_ellipsis() -> None:
+    from PIL import Image, ImageDraw
+
+    from brainseg_core.fonts import caption_font
+    from brainseg_core.report import _fit
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = caption_font(17)
+    assert _fit(draw, "short", font, 400) == "short"
+    long = "faint edge of the tumour: outlined below the mask threshold; " * 4
+    cut = _fit(draw, long, font, 400)
+    assert cut.endswith("…") and len(cut) < len(long)
+    assert draw.textlength(cut, font=font) <= 400
