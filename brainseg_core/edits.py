@@ -25,14 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brainseg_core.results import (
-    MaskSource,
-    PatientResult,
-    ReviewReason,
-    SliceResult,
-    extend_faint_edges,
-    label_components,
-)
+from brainseg_core.results import MaskSource, PatientResult, label_components
 
 __all__ = ["MAX_BRUSH_RADIUS", "EditKind", "MaskEdits", "apply_edits"]
 
@@ -351,9 +344,7 @@ def apply_edits(result: PatientResult, edits: MaskEdits) -> PatientResult:
     """``result`` with the reader's mask on every edited slice it holds.
 
     An edited slice gets the reader's mask, its area, ``source=READER`` and no review flag (the
-    flag is about the model's mask, which the reader replaced); its probabilities are kept. The
-    model's faint edges (:attr:`ReviewReason.FAINT_EDGE` slices) are grown again from the outlines
-    as edited: a faint edge whose outline the reader erased goes with it.
+    flag is about the model's mask, which the reader replaced); its probabilities are kept.
 
     Args:
         result: the patient's result under the current thresholds (possibly partial).
@@ -387,37 +378,4 @@ def apply_edits(result: PatientResult, edits: MaskEdits) -> PatientResult:
                 source=MaskSource.READER,
             )
         )
-    return dataclasses.replace(result, slices=_regrow_faint_edges(slices, result))
-
-
-def _regrow_faint_edges(slices: list[SliceResult], result: PatientResult) -> list[SliceResult]:
-    faint = [i for i, s in enumerate(slices) if s.review is ReviewReason.FAINT_EDGE]
-    edge = result.thresholds.edge
-    if not faint or not edge:
-        return slices
-    seeds = np.stack([s.mask for s in slices])
-    seeds[faint] = False
-    # an edited slice joins faint pixels only through the reader's own mask
-    probabilities = np.stack(
-        [
-            s.mask.astype(np.float32)
-            if s.source is MaskSource.READER
-            else s.mask_probability
-            if s.segmented and s.mask_probability is not None
-            else np.zeros(s.mask.shape, np.float32)
-            for s in slices
-        ]
-    )
-    grown = extend_faint_edges(seeds, probabilities, edge)
-    out = list(slices)
-    for i in faint:
-        area = int(np.count_nonzero(grown[i]))
-        if area != slices[i].area_px or not np.array_equal(grown[i], slices[i].mask):
-            out[i] = dataclasses.replace(
-                slices[i],
-                mask=grown[i],
-                area_px=area,
-                area_mm2=None if result.spacing is None else result.spacing.area_mm2(area),
-                review=ReviewReason.FAINT_EDGE if area else None,
-            )
-    return out
+    return dataclasses.replace(result, slices=slices)

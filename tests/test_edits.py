@@ -118,24 +118,3 @@ def test_apply_edits_puts_the_readers_mask_over_any_thresholds() -> None:
         assert s2.source is MaskSource.READER and s2.area_px == 0
         assert shown.slices[1].source is MaskSource.MODEL
     assert apply_edits(result, MaskEdits()) is result
-
-
-def test_a_faint_edge_goes_with_the_outline_the_reader_erased() -> None:
-    """Slices 2-3 firm, slice 1 faint and joined to them: the faint edge stays while the outline it
-    hangs from is there (here the reader edits another slice), and goes when the reader erases it."""
-    size = 16
-    p = np.zeros((5, size, size), np.float32)
-    p[2:4, 4:9, 4:9] = 0.9
-    p[1, 5:8, 5:8] = 0.12
-    slices = [SliceResult(i, 0.9, True, p[i], np.zeros((size, size), bool), 0, None) for i in range(5)]
-    raw = PatientResult("P", slices, Thresholds(), ModelRef("s", "a" * 64), ModelRef("c", "b" * 64), "cpu")
-    shown = rethreshold(raw, Thresholds(mask=0.5, edge=0.05))
-    assert shown.slices[1].area_px == 9 and shown.slices[1].review is ReviewReason.FAINT_EDGE
-    edits = MaskEdits()
-    edits.clear(4, shown.slices[4].mask)  # an edit elsewhere: the faint edge stays
-    kept = apply_edits(shown, edits)
-    assert kept.slices[1].area_px == 9 and kept.slices[1].review is ReviewReason.FAINT_EDGE
-    edits.clear(2, shown.slices[2].mask)  # slice 3 keeps its outline, but the edge joined it through 2
-    assert apply_edits(shown, edits).slices[1].area_px == 0  # slice 1 touches slice 2 only
-    assert apply_edits(shown, edits).slices[1].review is None
-    assert apply_edits(shown, edits).slices[1].source is MaskSource.MODEL
