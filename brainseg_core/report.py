@@ -239,9 +239,9 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> str:
     """``text``, cut with an ellipsis where it would run past ``width`` pixels (the CSV has it whole)."""
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
+    while text and draw.textlength(text + "...", font=font) > width:
         text = text[:-1]
-    return text.rstrip(" ;,") + "…"
+    return text.rstrip(" ;,") + "..."
 
 
 def write_report(

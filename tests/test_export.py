@@ -517,5 +517,5 @@ def test_a_report_line_too_long_for_the_page_is_cut_with_an_ellipsis() -> None:
     assert _fit(draw, "short", font, 400) == "short"
     long = "faint edge of the tumour: outlined below the mask threshold; " * 4
     cut = _fit(draw, long, font, 400)
-    assert cut.endswith("…") and len(cut) < len(long)
+    assert cut.endswith("...") and len(cut) < len(long)
     assert draw.textlength(cut, font=font) <= 400
