@@ -216,6 +216,11 @@ def load_fold(path: str | Path) -> FoldPredictions:
     )
 
 
+def _level(probability: float) -> int:
+    """The lowest stored ``uint8`` value (probability x 255) that reaches ``probability``."""
+    return math.ceil(probability * 255 - 1e-9)
+
+
 class FoldScorer:
     """Scores many :class:`PostProcessing` choices on one fold, sharing the expensive labelling.
 
@@ -238,7 +243,7 @@ class FoldScorer:
         key = (flip, threshold)
         if key not in self._labels:
             prob = self.fold.prob_flip if flip else self.fold.prob
-            binary = prob >= math.ceil(threshold * 255 - 1e-9)
+            binary = prob >= _level(threshold)
             labels, n = ndimage.label(binary, structure=_SLICE_STRUCTURE, output=np.int32)
             sizes = np.bincount(labels.ravel(), minlength=n + 1)
             self._labels = {key: (labels, sizes)}  # keep one: memory stays at one labelled stack
@@ -251,9 +256,8 @@ class FoldScorer:
             from brainseg_core.results import label_components
 
             prob = self.fold.prob_flip if flip else self.fold.prob
-            level = math.ceil(edge * 255 - 1e-9)
             # keep one edge's labels: memory stays at one labelled stack
-            self._faint = {key: [label_components(prob[v] >= level)[0] for v in self._volumes]}
+            self._faint = {key: [label_components(prob[v] >= _level(edge))[0] for v in self._volumes]}
         return self._faint[key]
 
     def masks(self, post: PostProcessing, gated: np.ndarray | None = None) -> np.ndarray:

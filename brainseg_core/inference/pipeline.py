@@ -102,6 +102,12 @@ def shares_encoder(classifier: ModelBundle | None, segmenter: ModelBundle) -> bo
     )
 
 
+def _on_device(x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+    """An input batch on the plan's device, channels-last where the models are (not on MPS)."""
+    x = x.to(plan.device, non_blocking=True)
+    return x if plan.device.type == "mps" else x.contiguous(memory_format=torch.channels_last)
+
+
 class Pipeline:
     """Classifier-gated segmentation of patient volumes (see the module docstring).
 
@@ -262,9 +268,7 @@ class Pipeline:
         self, model: torch.nn.Module, post: Callable[[torch.Tensor], torch.Tensor]
     ) -> Callable[[torch.Tensor, ExecutionPlan], torch.Tensor]:
         def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-            x = chunk.to(plan.device, non_blocking=True)
-            if plan.device.type != "mps":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = _on_device(chunk, plan)
             with torch.inference_mode():
                 with autocast(plan.device, plan.autocast_dtype):
                     y = model(x)
@@ -286,11 +290,8 @@ class Pipeline:
         kept: list[list[torch.Tensor]] = []
 
         def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-            xd = chunk.to(plan.device, non_blocking=True)
-            if plan.device.type != "mps":
-                xd = xd.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(plan.device, plan.autocast_dtype):
-                features = seg.encode(xd)
+                features = seg.encode(_on_device(chunk, plan))
                 tumour = torch.sigmoid(head.classify(features[-1]).float())[:, 0].cpu()
             kept.append(features)  # only once the chunk went through (not on out-of-memory)
             return tumour
@@ -322,10 +323,8 @@ class Pipeline:
                     logits = seg.decode(rows).float()
                     prob = torch.sigmoid(logits)
                     if flip:
-                        xd = x[chunk].to(plan.device, non_blocking=True).flip(-1)
-                        if plan.device.type != "mps":
-                            xd = xd.contiguous(memory_format=torch.channels_last)
-                        prob = (prob + torch.sigmoid(seg(xd).float()).flip(-1)) / 2
+                        mirrored = seg(_on_device(x[chunk].flip(-1), plan)).float().flip(-1)
+                        prob = (prob + torch.sigmoid(mirrored)) / 2
                 return resize_prob(prob[:, 0], shape).cpu()
 
         rows_t = torch.tensor(list(rows), dtype=torch.long)
