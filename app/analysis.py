@@ -31,8 +31,8 @@ from brainseg_core.progress import ProgressFn
 from brainseg_core.results import PatientResult, SliceResult
 
 if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelBundle
-    from brainseg_core.inference import Pipeline
+    from brainseg_core.engine import AnalysisPipeline, BundleFile, Engine
+    from brainseg_core.registry import BundleInfo
     from brainseg_core.result_store import ReaderWork, ResultStore, StoredResult
     from brainseg_core.spacing import Spacing
     from brainseg_core.thresholds import Thresholds
@@ -43,31 +43,27 @@ log = logging.getLogger(__name__)
 
 def _resolve_models(
     classifier: str | None, segmenter: str | None
-) -> tuple[ModelBundle | None, ModelBundle, str | None]:
+) -> tuple[BundleInfo | None, BundleInfo, str | None]:
     """The models to use: the remembered bundles, else the defaults (with a warning saying why).
 
-    The defaults are the newest user bundles, else the shipped ones; when a user bundle does not
-    load, the shipped ones are used (with a warning naming the bad file).
+    The defaults are the newest user bundles, else the shipped ones; when a user bundle's card or
+    weights are damaged, the shipped ones are used (with a warning naming the bad file). Only the
+    cards and the weights' SHA-256 are read: the networks load in the model process.
 
     Raises:
-        BrainSegError: when not even a default segmenter can be loaded.
+        BrainSegError: when not even a default segmenter can be found.
     """
-    from brainseg_core.registry import resolve_models
+    from brainseg_core.registry import resolve_cards
 
     try:
-        cls, seg = resolve_models(classifier=classifier, segmenter=segmenter)
+        cls, seg = resolve_cards(classifier=classifier, segmenter=segmenter)
         return cls, seg, None
     except BrainSegError as exc:
         if not (classifier or segmenter):
             cls, seg = _shipped_models(exc)
-            return (
-                cls,
-                seg,
-                "A model in your models folder could not be loaded, so BrainSeg uses the models "
-                f"shipped with it.\n\n{exc}",
-            )
+            return cls, seg, _shipped_instead(exc)
         try:
-            cls, seg = resolve_models()
+            cls, seg = resolve_cards()
         except BrainSegError as default_exc:  # a damaged user bundle too: use the shipped ones
             cls, seg = _shipped_models(default_exc)
         return (
@@ -77,19 +73,25 @@ def _resolve_models(
         )
 
 
-def _shipped_models(error: BrainSegError) -> tuple[ModelBundle | None, ModelBundle]:
+def _shipped_instead(error: BrainSegError) -> str:
+    return (
+        "A model in your models folder could not be loaded, so BrainSeg uses the models "
+        f"shipped with it.\n\n{error}"
+    )
+
+
+def _shipped_models(error: BrainSegError) -> tuple[BundleInfo | None, BundleInfo]:
     """The newest shipped classifier and segmenter, used when a user bundle fails to load.
 
     Raises:
-        BrainSegError: ``error`` when no segmenter is shipped; a shipped bundle's own error.
+        BrainSegError: ``error`` when no segmenter is shipped.
     """
-    from brainseg_core.bundle import load_bundle
     from brainseg_core.registry import list_bundles
 
     shipped = [i for i in list_bundles() if i.source == "shipped"]
 
-    def newest(kind: str) -> ModelBundle | None:
-        return next((load_bundle(i.path) for i in shipped if i.card.kind == kind), None)
+    def newest(kind: str) -> BundleInfo | None:
+        return next((i for i in shipped if i.card.kind == kind), None)
 
     seg = newest("segmenter")
     if seg is None:
@@ -98,17 +100,21 @@ def _shipped_models(error: BrainSegError) -> tuple[ModelBundle | None, ModelBund
 
 
 def _build_pipeline(
-    classifier: ModelBundle | None, segmenter: ModelBundle, device: str, *, thorough: bool = False
-) -> tuple[Pipeline, str | None]:
-    """A pipeline on ``device``, or on the best available one (with a warning) if that fails."""
-    from brainseg_core.inference import Pipeline
-    from brainseg_core.inference.device import CPU_FORWARD_BATCH, resolve_device
+    engine: Engine,
+    classifier: BundleFile | None,
+    segmenter: BundleFile,
+    device: str,
+    *,
+    thorough: bool = False,
+) -> tuple[AnalysisPipeline, str | None]:
+    """A pipeline on ``device``, or on the best available one (with a warning) if that fails.
 
-    def build(dev: str) -> Pipeline:
-        # On the CPU the forward passes take CPU_FORWARD_BATCH slices anyway: streaming that many
-        # at a time makes progress move slice by slice and Cancel act within a fraction of a second.
-        batch = CPU_FORWARD_BATCH if resolve_device(dev).type == "cpu" else 16
-        return Pipeline(classifier, segmenter, device=dev, flip_tta=thorough, batch_size=batch)
+    It streams results as the engine's default batch (on the CPU a forward pass's worth: progress
+    moves slice by slice and Cancel acts within a fraction of a second).
+    """
+
+    def build(dev: str) -> AnalysisPipeline:
+        return engine.pipeline(classifier, segmenter, device=dev, flip_tta=thorough)
 
     try:
         return build(device), None
@@ -144,9 +150,9 @@ class _Prepared:
     """What the prepare job hands back: the models (when loaded now), the pipeline, warnings."""
 
     loaded_now: bool
-    classifier: ModelBundle | None
-    segmenter: ModelBundle
-    pipeline: Pipeline
+    classifier: BundleFile | None
+    segmenter: BundleFile
+    pipeline: AnalysisPipeline
     warnings: list[tuple[str, str]]
 
 
@@ -178,10 +184,16 @@ class AnalysisController(QObject):
     ``("analyse", record)`` (stream a patient's slice results) and ``("segment", record)`` (segment
     the slices a lowered gate now admits); :attr:`runner`'s ``tag`` holds the running one.
 
+    The networks run in ``engine``; by default a :class:`~brainseg_core.engine.ProcessEngine`
+    (started on first need, and again if it stopped), so that neither importing torch nor running
+    the networks ever holds the window's interpreter lock.
+
     Args:
         session: the window's patients, displayed patient and thresholds.
         settings: model paths, device and auto-run settings (read and written).
         parent: the window: owner of this object and parent of its message boxes.
+        store: where finished analyses are kept (default: the user data folder's).
+        engine: where the networks run (default: a model process of this controller's own).
 
     Signals:
         recordChanged: a patient's state or results changed (``PatientRecord``).
@@ -214,16 +226,24 @@ class AnalysisController(QObject):
     deviceFellBack = Signal(str)
 
     def __init__(
-        self, session: Session, settings: Settings, parent: QWidget, *, store: ResultStore | None = None
+        self,
+        session: Session,
+        settings: Settings,
+        parent: QWidget,
+        *,
+        store: ResultStore | None = None,
+        engine: Engine | None = None,
     ) -> None:
         super().__init__(parent)
         self.session = session
         self.settings = settings
         self._dialog_parent = parent
-        self.classifier: ModelBundle | None = None
-        self.segmenter: ModelBundle | None = None
+        self._engine = engine
+        self._own_engine = engine is None
+        self.classifier: BundleFile | None = None
+        self.segmenter: BundleFile | None = None
         self.models_loaded = False
-        self.pipeline: Pipeline | None = None
+        self.pipeline: AnalysisPipeline | None = None
         self.queue: list[tuple[str, Path]] = []
         self.export_after_batch = False
         self._batch = False
@@ -265,6 +285,26 @@ class AnalysisController(QObject):
         return self._store
 
     @property
+    def engine(self) -> Engine:
+        """Where the networks run (a new model process when the last one stopped)."""
+        from brainseg_core.engine import ProcessEngine
+
+        engine = self._engine
+        if engine is None or (isinstance(engine, ProcessEngine) and not engine.alive):
+            if engine is not None and not self._own_engine:
+                log.warning("the model process stopped; starting a new one")
+            engine = self._engine = ProcessEngine()
+            self._own_engine = True
+        return engine
+
+    def close(self) -> None:
+        """Stop the model process this controller started (one given to it stays)."""
+        from brainseg_core.engine import ProcessEngine
+
+        if self._own_engine and isinstance(self._engine, ProcessEngine):
+            self._engine.close()
+
+    @property
     def active(self) -> bool:
         """True while a job runs or patients wait."""
         return self.runner.running or bool(self.queue)
@@ -298,7 +338,7 @@ class AnalysisController(QObject):
             self._use_models(cls, seg, warning)
         return self.segmenter is not None
 
-    def set_models(self, classifier: ModelBundle | None, segmenter: ModelBundle) -> None:
+    def set_models(self, classifier: BundleFile | None, segmenter: BundleFile) -> None:
         """Use already loaded bundles (no signal: the caller resets the results)."""
         self.classifier, self.segmenter = classifier, segmenter
         self.models_loaded = True
@@ -316,11 +356,11 @@ class AnalysisController(QObject):
         Returns:
             True when it loaded; otherwise the active models stay and a message says why.
         """
-        from brainseg_core.bundle import load_bundle
+        from brainseg_core.registry import open_bundle
 
         self.ensure_models(quiet=True)
         try:
-            bundle = load_bundle(path)
+            bundle = open_bundle(path)
         except BrainSegError as exc:
             dialogs.notify(
                 self._dialog_parent,
@@ -350,9 +390,7 @@ class AnalysisController(QObject):
         else:
             self.pipeline = None
 
-    def _use_models(
-        self, classifier: ModelBundle | None, segmenter: ModelBundle, warning: str | None
-    ) -> None:
+    def _use_models(self, classifier: BundleFile | None, segmenter: BundleFile, warning: str | None) -> None:
         if warning:
             self.settings.classifier_path = self.settings.segmenter_path = None
             dialogs.notify(self._dialog_parent, "warning", "Model not loaded", warning)
@@ -510,10 +548,13 @@ class AnalysisController(QObject):
         device = self.settings.device
         thorough = self.settings.thorough
 
+        engine = self.engine
+
         def job(cancel: threading.Event, progress: ProgressFn) -> _Prepared:
             warnings: list[tuple[str, str]] = []
-            cls: ModelBundle | None
-            seg: ModelBundle | None
+            loaded_now = need
+            cls: BundleFile | None
+            seg: BundleFile | None
             if need:
                 cls, seg, warning = _resolve_models(*paths)
                 if warning:
@@ -522,7 +563,15 @@ class AnalysisController(QObject):
                 cls, seg = loaded
             if seg is None:
                 raise BundleError(paths[1] or "models", "no segmentation model is loaded")
-            pipeline, warning = _build_pipeline(cls, seg, device, thorough=thorough)
+            try:
+                pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+            except BundleError as exc:  # the networks did not load: the shipped ones, if these are not
+                if all(getattr(b, "source", None) == "shipped" for b in (cls, seg) if b is not None):
+                    raise
+                cls, seg = _shipped_models(exc)
+                loaded_now = True
+                warnings.append(("Model not loaded", _shipped_instead(exc)))
+                pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
             if warning:
                 warnings.append(("Device not available", warning))
             # Largest-region post-processing labels components in the GUI thread whenever a result
@@ -531,7 +580,7 @@ class AnalysisController(QObject):
             # the GUI thread the import stalled the window for 0.4 s.
             import scipy.ndimage  # noqa: F401
 
-            return _Prepared(need, cls, seg, pipeline, warnings)
+            return _Prepared(loaded_now, cls, seg, pipeline, warnings)
 
         self.runner.start(job, tag=("prepare", None))
         self.jobStarted.emit("", bool(self.queue))

@@ -449,8 +449,8 @@ class ManageModelsDialog(QDialog):
 
     def refresh(self) -> None:
         """Re-read the model folders."""
-        from brainseg_core.bundle import key_metric_text
         from brainseg_core.errors import BundleError
+        from brainseg_core.model_card import key_metric_text
         from brainseg_core.registry import active_bundle, list_bundles
 
         problems: list[str] = []

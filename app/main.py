@@ -10,6 +10,7 @@ without a window and without importing Qt, so they are quick and work on a headl
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def _desktop_action(install: bool) -> int:
 
 
 def _run_gui(path: Path | None, sample: bool) -> int:
+    # The networks' process first: it imports torch on the other core while this one imports Qt
+    # and builds the window (see brainseg_core.engine).
+    from brainseg_core.engine import ProcessEngine
+
+    engine = ProcessEngine()
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QGuiApplication
 
@@ -108,7 +114,10 @@ def _run_gui(path: Path | None, sample: bool) -> int:
     QGuiApplication.setDesktopFileName(APP_ID)
     from brainseg_app.window import run_viewer
 
-    return run_viewer(path, sample=sample)
+    try:
+        return run_viewer(path, sample=sample, engine=engine)
+    finally:
+        engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Process exit status (0 on success).
     """
+    multiprocessing.freeze_support()  # the frozen build's model process starts through here
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--finetune-worker"]:  # the viewer's fine-tuning process in the frozen build
         from brainseg_core.cli.finetune import main as finetune_main

@@ -26,7 +26,7 @@ from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import FAINT_EDGE_PROBABILITY, Thresholds
 
 if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelCard
+    from brainseg_core.model_card import ModelCard
 
 __all__ = [
     "DEFAULT_GT_COLOUR",
@@ -352,8 +352,7 @@ class ViewerModel:
         if base is not None and base.slices and size:
             # the model's minimum area in this volume's pixels, as the pipeline scales it (also for
             # an analysis saved under an earlier card of the same weights)
-            h, w = base.slices[0].mask.shape
-            t = t.replace(min_area_px=round(t.min_area_px * h * w / (size * size)))
+            t = t.at_size(base.slices[0].mask.shape, size)
         elif base is not None:
             t = t.replace(min_area_px=base.thresholds.min_area_px)
         if rec.state is not PatientState.DONE:

@@ -64,7 +64,7 @@ from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from brainseg_app.finetune_dialog import ImproveModelsDialog
-    from brainseg_core.bundle import ModelBundle
+    from brainseg_core.engine import BundleFile, Engine
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
 
     Args:
         settings: persistent settings (default: the user's INI file, see :mod:`.settings`).
+        engine: where the networks run (default: a model process of the window's own, started
+            when the models are first needed; see :mod:`brainseg_core.engine`).
 
     Attributes:
         model: what the viewer shows (:class:`~brainseg_app.viewer_model.ViewerModel`); the
@@ -93,7 +95,7 @@ class MainWindow(QMainWindow):
         loader: the job runner that reads the displayed patient.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, engine: Engine | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings()
         self.setWindowTitle("BrainSeg")
@@ -109,7 +111,7 @@ class MainWindow(QMainWindow):
 
         self.opener = PatientOpener(self.model, self)
         self.loader = self.opener.runner
-        self.analyser = AnalysisController(self.model, self.settings, self)
+        self.analyser = AnalysisController(self.model, self.settings, self, engine=engine)
         self.analysis = self.analyser.runner
         self.exporter = Exporter(self.model, self.settings, self.analyser, self)
         self.reader_work = ReaderWorkKeeper(self.model, self.settings, self.analyser, self)
@@ -145,12 +147,12 @@ class MainWindow(QMainWindow):
         return timer
 
     @property
-    def classifier(self) -> ModelBundle | None:
+    def classifier(self) -> BundleFile | None:
         """The active classifier (None: every slice is segmented)."""
         return self.analyser.classifier
 
     @property
-    def segmenter(self) -> ModelBundle | None:
+    def segmenter(self) -> BundleFile | None:
         """The active segmenter (None until the models are loaded, or none installed)."""
         return self.analyser.segmenter
 
@@ -689,7 +691,7 @@ class MainWindow(QMainWindow):
         self.controls.show_thresholds(thresholds, gate_enabled=self.classifier is not None)
 
     def _update_models_label(self) -> None:
-        from brainseg_core.bundle import bundle_summary
+        from brainseg_core.model_card import bundle_summary
 
         parts = []
         for title, b in (("Classifier", self.classifier), ("Segmenter", self.segmenter)):
@@ -779,12 +781,14 @@ class MainWindow(QMainWindow):
         self._models_changed()
         return True
 
-    def set_models(self, classifier: ModelBundle | None, segmenter: ModelBundle) -> None:
-        """Use already loaded bundles (e.g. chosen on the command line) as the active models.
+    def set_models(self, classifier: BundleFile | None, segmenter: BundleFile) -> None:
+        """Use these bundles as the active models.
 
         Args:
-            classifier: a classifier ``ModelBundle``, or None to segment every slice.
-            segmenter: a segmenter ``ModelBundle``.
+            classifier: a classifier (a registry ``BundleInfo`` or a loaded ``ModelBundle``), or
+                None to segment every slice.
+            segmenter: a segmenter, likewise. A model process loads them from their files; a
+                :class:`~brainseg_core.engine.LocalEngine` uses loaded ones as they are.
         """
         self.analyser.set_models(classifier, segmenter)
         self._models_changed()
@@ -1350,6 +1354,7 @@ class MainWindow(QMainWindow):
             runner.cancel()
         for runner in (self.analysis, self.loader):
             runner.wait()
+        self.analyser.close()
         super().closeEvent(event)
 
 
@@ -1364,12 +1369,14 @@ def _setup_logging() -> Path:
     return log_file
 
 
-def run_viewer(path: Path | None = None, *, sample: bool = False) -> int:
+def run_viewer(path: Path | None = None, *, sample: bool = False, engine: Engine | None = None) -> int:
     """Start the viewer: dark theme, the main window, then the event loop.
 
     Args:
         path: a patient folder, TIFF stack or dataset root to open at once.
         sample: open the shipped sample patient (ignored when ``path`` is given).
+        engine: where the networks run (``brainseg`` starts a model process before it imports
+            Qt, so that torch loads on the other core while the window builds).
 
     Returns:
         The application's exit code.
@@ -1381,7 +1388,7 @@ def run_viewer(path: Path | None = None, *, sample: bool = False) -> int:
     app.setApplicationDisplayName("BrainSeg")
     log_file = _setup_logging()
     apply_dark_theme(app)
-    window = MainWindow()
+    window = MainWindow(engine=engine)
     dialogs.install_excepthook(lambda: window, log_file)
     if not window.windowIcon().isNull():
         app.setWindowIcon(window.windowIcon())

@@ -29,6 +29,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, QThreadPool, Signal, Slot
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
+from brainseg_core.engine import BACKGROUND_NICE
 from brainseg_core.errors import BrainSegError, Cancelled
 from brainseg_core.progress import ProgressFn
 
@@ -38,11 +39,11 @@ log = logging.getLogger(__name__)
 #: value is the result) or a plain function (its return value is the result).
 Job = Callable[[threading.Event, ProgressFn], Generator[object, None, object] | object]
 
-#: How much lower than the window's a job's CPU priority is, in nice steps (Linux). ``bench/gui.py``
-#: on two cores, stepping through a finished patient every 50 ms while another patient's slices go
-#: through the shipped networks: slice-switch p95 19.0-19.1 ms ten steps below, 22.2-26.6 ms at the
-#: window's priority, 18.1-18.2 ms with nothing running (two launches each, A-B-A-B).
-BACKGROUND_NICE = 10
+#: How much lower than the window's a job's CPU priority is, in nice steps (Linux): the model
+#: process's (:data:`brainseg_core.engine.BACKGROUND_NICE`). ``bench/gui.py`` on two cores, when
+#: the networks still ran in a job thread, stepping through a finished patient every 50 ms while
+#: another patient's slices went through them: slice-switch p95 19.0-19.1 ms ten steps below,
+#: 22.2-26.6 ms at the window's priority, 18.1-18.2 ms with nothing running (two launches each).
 
 
 def run_in_background() -> None:

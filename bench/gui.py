@@ -37,11 +37,14 @@ T0 = float(sys.argv[2])
 marks = {}
 def mark(name):
     marks.setdefault(name, time.time() - T0)
+# as `brainseg` does: the model process first, importing torch while this process starts Qt
+from brainseg_core.engine import ProcessEngine
+engine = ProcessEngine()
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])
 from brainseg_app.window import MainWindow
-w = MainWindow()
+w = MainWindow(engine=engine)
 w.resize(1400, 860)
 w.show()
 app.processEvents()

@@ -509,8 +509,8 @@ def fold_models(fold_files: Sequence[Path]) -> list[dict[str, Any]]:
     Returns:
         One dict per fold whose folder holds exactly one readable card (others are skipped).
     """
-    from brainseg_core.bundle import read_card
     from brainseg_core.errors import BundleError
+    from brainseg_core.model_card import read_card
 
     out = []
     for f in fold_files:
@@ -560,7 +560,8 @@ def apply_to_card(
         ValueError: if the bundle is not a segmenter.
         BundleError: if the card cannot be read.
     """
-    from brainseg_core.bundle import read_card, resolve_card_path, update_card
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card, resolve_card_path
 
     path = resolve_card_path(card_path)
     card = read_card(path)

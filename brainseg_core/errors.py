@@ -27,6 +27,10 @@ class DataError(BrainSegError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # rebuilt from its own arguments (e.g. sent back from the model process)
+        return type(self), (self.path, self.problem)
+
 
 class BundleError(BrainSegError):
     """A model bundle (safetensors + JSON card) is missing, tampered with or incompatible."""
@@ -35,6 +39,10 @@ class BundleError(BrainSegError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # rebuilt from its own arguments (e.g. sent back from the model process)
+        return type(self), (self.path, self.problem)
 
 
 class ExportError(BrainSegError):

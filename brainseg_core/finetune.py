@@ -728,7 +728,7 @@ def fine_tune(
         BundleError: when a current model cannot be read.
         Cancelled: when ``cancel`` is set (``out`` is removed).
     """
-    from brainseg_core.bundle import read_card, resolve_card_path
+    from brainseg_core.model_card import read_card, resolve_card_path
 
     t0 = time.perf_counter()
     settings = settings or FinetuneSettings()
@@ -801,7 +801,7 @@ def _train_config(
     Returns:
         The (unresolved) training settings.
     """
-    from brainseg_core.bundle import read_card
+    from brainseg_core.model_card import read_card
     from brainseg_core.training.config import RESUNET_ARCHS, Keep, TrainConfig, default_tumour_fraction
 
     card = read_card(parent_path)
@@ -852,8 +852,9 @@ def _run(
     t0: float,
 ) -> FinetuneResult:
     """Stage the data, train, score both pairs, record provenance (see :func:`fine_tune`)."""
-    from brainseg_core.bundle import load_bundle, read_card, update_card
+    from brainseg_core.bundle import load_bundle, update_card
     from brainseg_core.evaluation import evaluate
+    from brainseg_core.model_card import read_card
     from brainseg_core.training.loop import train
 
     parent_path, cls_parent_path = parents
@@ -1013,7 +1014,7 @@ def _fmt(value: float | None) -> str:
 
 def _ref(card_path: Path) -> dict[str, str]:
     """A bundle's ``{"name", "sha256", "path"}``."""
-    from brainseg_core.bundle import read_card
+    from brainseg_core.model_card import read_card
 
     card = read_card(card_path)
     return {"name": card.name, "sha256": card.weights_sha256, "path": str(card_path)}
@@ -1052,8 +1053,9 @@ def _record_provenance(
         metrics: the candidate's card metrics (kept only when the comparison was held out).
         alongside: the other candidate fine-tuned in the same run, or None.
     """
-    from brainseg_core.bundle import read_card, update_card
+    from brainseg_core.bundle import update_card
     from brainseg_core.jsonsafe import json_safe
+    from brainseg_core.model_card import read_card
 
     c = common
     card = read_card(card_path)

@@ -342,8 +342,9 @@ def apply_gate_to_card(
         ValueError: if the bundle is not a classifier.
         BundleError: if the card cannot be read.
     """
-    from brainseg_core.bundle import read_card, resolve_card_path, update_card
+    from brainseg_core.bundle import update_card
     from brainseg_core.jsonsafe import json_safe
+    from brainseg_core.model_card import read_card, resolve_card_path
 
     path = resolve_card_path(card_path)
     card = read_card(path)

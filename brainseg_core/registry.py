@@ -27,24 +27,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from brainseg_core.atomic import atomic_write
-from brainseg_core.bundle import (
-    KEY_METRICS,
-    ModelBundle,
-    ModelCard,
-    ModelKind,
-    key_metric,
-    load_bundle,
-    read_card,
-)
 from brainseg_core.errors import BundleError
-from brainseg_core.model_kind import KIND_NAMES
+from brainseg_core.model_card import (
+    KEY_METRICS,
+    ModelCard,
+    key_metric,
+    read_card,
+    read_weights,
+    resolve_card_path,
+)
+from brainseg_core.model_kind import KIND_NAMES, ModelKind
 from brainseg_core.resources import resource_path
 from brainseg_core.user_data import user_data_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from brainseg_core.bundle import ModelBundle
 
 __all__ = [
     "BundleInfo",
@@ -54,8 +56,10 @@ __all__ = [
     "install_bundle",
     "list_bundles",
     "model_choice",
+    "open_bundle",
     "pin_bundle",
     "remove_bundle",
+    "resolve_cards",
     "resolve_models",
     "shipped_models_dir",
     "use_default_models",
@@ -65,7 +69,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Source = Literal["shipped", "user"]
+#: Where a bundle was found: the shipped or the user's models folder, or a file named explicitly.
+Source = Literal["shipped", "user", "file"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class BundleInfo:
     Attributes:
         path: the card (``.json``) path.
         card: the parsed, validated card.
-        source: ``"shipped"`` or ``"user"``.
+        source: ``"shipped"``, ``"user"`` or ``"file"`` (a path given explicitly).
     """
 
     path: Path
@@ -288,20 +293,31 @@ def remove_bundle(name: str) -> Path:
     return info.path
 
 
-def _resolve_one(
-    kind: str, explicit: str | Path | None, device: str | torch.device, required: bool
-) -> ModelBundle | None:
+def open_bundle(path: str | Path) -> BundleInfo:
+    """A bundle the user named (``.json``, ``.safetensors`` or folder), its weights checked against
+    its card's SHA-256 but no network built (:func:`~brainseg_core.bundle.load_bundle` does that).
+
+    Raises:
+        BundleError: when the card is missing or invalid, or the weights missing or damaged.
+    """
+    card_path = resolve_card_path(path)
+    card = read_card(card_path)
+    read_weights(card_path, card)
+    return BundleInfo(card_path, card, "file")
+
+
+def _resolve_card(kind: str, explicit: str | Path | None, required: bool) -> BundleInfo | None:
     if explicit is not None:
-        bundle = load_bundle(explicit, device=device)
-        if bundle.card.kind != kind:
+        info = open_bundle(explicit)
+        if info.card.kind != kind:
             raise BundleError(
-                bundle.path,
-                f"this is a {bundle.card.kind} model, but it was given as the {kind}; swap the two",
+                info.path, f"this is a {info.card.kind} model, but it was given as the {kind}; swap the two"
             )
-        return bundle
+        return info
     active = active_bundle(kind)
     if active is not None:
-        return load_bundle(active.path, device=device)
+        read_weights(active.path, active.card)  # a damaged or modified file is refused here already
+        return active
     if not required:
         return None
     raise BundleError(
@@ -311,17 +327,45 @@ def _resolve_one(
     )
 
 
+def resolve_cards(
+    classifier: str | Path | None = None, segmenter: str | Path | None = None
+) -> tuple[BundleInfo | None, BundleInfo]:
+    """The classifier and segmenter to run, known from their cards (networks not built).
+
+    For each kind: the explicit path when given, else :func:`active_bundle` (the user's pinned or
+    default choice, else the newest user bundle, else the newest shipped bundle). The weights'
+    SHA-256 is checked against the card (:func:`~brainseg_core.model_card.read_weights`); the rest
+    of :func:`~brainseg_core.bundle.load_bundle`'s checks wait until the networks are loaded.
+
+    Args:
+        classifier: explicit classifier bundle (``.json``, ``.safetensors`` or folder), or None.
+        segmenter: explicit segmenter bundle, or None.
+
+    Returns:
+        ``(classifier, segmenter)``; the classifier is None only when none is given or installed
+        anywhere (then every slice is segmented).
+
+    Raises:
+        BundleError: when no segmenter exists anywhere (saying how to get one), when a card is
+            unreadable or its weights are missing or damaged, or when an explicit bundle is of
+            the wrong kind.
+    """
+    seg = _resolve_card("segmenter", segmenter, required=True)
+    cls = _resolve_card("classifier", classifier, required=False)
+    assert seg is not None
+    return cls, seg
+
+
 def resolve_models(
     classifier: str | Path | None = None,
     segmenter: str | Path | None = None,
     *,
     device: str | torch.device = "cpu",
 ) -> tuple[ModelBundle | None, ModelBundle]:
-    """Load the classifier and segmenter to run.
+    """Load the classifier and segmenter to run (chosen by :func:`resolve_cards`).
 
-    For each kind: the explicit path when given, else :func:`active_bundle` (the user's pinned or
-    default choice, else the newest user bundle, else the newest shipped bundle). A chosen bundle
-    that fails verification raises rather than silently falling back to another model.
+    A chosen bundle that fails verification raises rather than silently falling back to another
+    model.
 
     Args:
         classifier: explicit classifier bundle (``.json``, ``.safetensors`` or folder), or None.
@@ -336,10 +380,11 @@ def resolve_models(
         BundleError: when no segmenter exists anywhere (saying how to get one), when a bundle
             fails verification, or when an explicit bundle is of the wrong kind.
     """
-    seg = _resolve_one("segmenter", segmenter, device, required=True)
-    cls = _resolve_one("classifier", classifier, device, required=False)
-    assert seg is not None
-    return cls, seg
+    from brainseg_core.bundle import load_bundle  # the networks and torch, only when loading
+
+    cls, seg = resolve_cards(classifier, segmenter)
+    loaded_cls = None if cls is None else load_bundle(cls.path, device=device)
+    return loaded_cls, load_bundle(seg.path, device=device)
 
 
 def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: bool = False) -> Path:
@@ -362,6 +407,8 @@ def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: boo
         BundleError: if the bundle fails verification (see :func:`load_bundle`) or a bundle with
             the same file names is installed and ``overwrite`` is False.
     """
+    from brainseg_core.bundle import load_bundle  # verifies the weights too
+
     source = load_bundle(card_path)
     if not force:
         _check_no_worse(source.card, source.path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from brainseg_core.bundle import ModelCard
+    from brainseg_core.model_card import ModelCard
 
 __all__ = ["DEFAULT_PROBABILITY", "FAINT_EDGE_PROBABILITY", "MAX_GATE_REACH", "Thresholds"]
 
@@ -83,6 +83,13 @@ class Thresholds:
     def replace(self, **changes: Any) -> Thresholds:
         """A copy with some fields changed (validated like a new value)."""
         return dataclasses.replace(self, **changes)
+
+    def at_size(self, shape: tuple[int, int], input_size: int) -> Thresholds:
+        """These thresholds for slices of ``shape``, ``min_area_px`` being counted at the model's
+        ``input_size`` (where a card's value was chosen): it is scaled by the ratio of pixel areas
+        (unchanged for LGG's 256 x 256 slices and 256 x 256 models)."""
+        scale = shape[0] * shape[1] / (input_size * input_size)
+        return self.replace(min_area_px=round(self.min_area_px * scale))
 
     @classmethod
     def from_cards(cls, classifier: ModelCard | None, segmenter: ModelCard) -> Thresholds:

@@ -14,15 +14,9 @@ import safetensors.torch
 import torch
 
 import brainseg_core
-from brainseg_core.bundle import (
-    ModelCard,
-    bundle_summary,
-    load_bundle,
-    resolve_card_path,
-    save_bundle,
-    update_card,
-)
+from brainseg_core.bundle import load_bundle, save_bundle, update_card
 from brainseg_core.errors import BundleError
+from brainseg_core.model_card import ModelCard, bundle_summary, resolve_card_path
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import NORMALIZATION
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from brainseg_core.bundle import load_bundle, read_card
+from brainseg_core.bundle import load_bundle
 from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.finetune import (
     RESULT_FILE,
@@ -22,6 +22,7 @@ from brainseg_core.finetune import (
     fine_tune,
     split_corrected,
 )
+from brainseg_core.model_card import read_card
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.registry import active_bundle, user_models_dir
 from tests.support import make_patient, save_tiny_bundle

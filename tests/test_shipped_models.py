@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg_core.bundle import bundle_summary, load_bundle
+from brainseg_core.bundle import load_bundle
 from brainseg_core.inference.pipeline import Pipeline
 from brainseg_core.io import open_volume
 from brainseg_core.metrics import dice
+from brainseg_core.model_card import bundle_summary
 from brainseg_core.registry import resolve_models, shipped_models_dir
 
 

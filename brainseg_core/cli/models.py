@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
-    from brainseg_core.bundle import key_metric_text
     from brainseg_core.errors import BundleError
+    from brainseg_core.model_card import key_metric_text
     from brainseg_core.registry import active_bundle, list_bundles, model_choice, user_models_dir
 
     choice = model_choice()
@@ -76,7 +76,7 @@ def _list() -> None:
 def _show(name: str) -> None:
     from pathlib import Path
 
-    from brainseg_core.bundle import read_card, resolve_card_path
+    from brainseg_core.model_card import read_card, resolve_card_path
     from brainseg_core.registry import find_bundle
 
     path = resolve_card_path(name) if Path(name).exists() else find_bundle(name).path

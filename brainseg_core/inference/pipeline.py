@@ -467,16 +467,9 @@ class Pipeline:
             yield from batch
 
     def thresholds_for(self, shape: tuple[int, int]) -> Thresholds:
-        """The thresholds applied to slices of ``shape``.
-
-        ``min_area_px`` is counted at the model's input size (where the card's value was chosen),
-        so it is scaled by the ratio of pixel areas (unchanged for LGG's 256 x 256 slices and
-        256 x 256 models).
-        """
-        size = int(self.segmenter.card.input_size)
-        return self._thresholds.replace(
-            min_area_px=round(self._thresholds.min_area_px * shape[0] * shape[1] / (size * size))
-        )
+        """The thresholds applied to slices of ``shape`` (:meth:`Thresholds.at_size` of the
+        segmenter's input size)."""
+        return self._thresholds.at_size(shape, int(self.segmenter.card.input_size))
 
     def analyse(
         self, volume: Volume, *, progress: ProgressFn | None = None, cancel: CancelArg = None

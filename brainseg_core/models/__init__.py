@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from brainseg_core.model_kind import ModelKind
+from brainseg_core.model_kind import ARCH_KINDS, ModelKind, arch_kind
 from brainseg_core.models.classifier import plain_cnn, resnet18, resnet34, resnet50, vgg16
 from brainseg_core.models.encoder_gate import ResUNetGate, resunet_gate
 from brainseg_core.models.resunet import ResUNet, resunet
@@ -47,31 +47,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resunet_gate": resunet_gate,
 }
 
-#: The kind of model every architecture builds.
-ARCH_KINDS: dict[str, ModelKind] = {
-    name: ModelKind.SEGMENTER if name == "resunet" else ModelKind.CLASSIFIER for name in ARCHITECTURES
-}
-
-
-def _check_arch(arch: str) -> None:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(ARCHITECTURES))}")
-
-
-def arch_kind(arch: str) -> ModelKind:
-    """The bundle kind an architecture serves.
-
-    Args:
-        arch: a key of :data:`ARCHITECTURES`.
-
-    Returns:
-        :attr:`ModelKind.SEGMENTER` or :attr:`ModelKind.CLASSIFIER`.
-
-    Raises:
-        ValueError: for an unknown ``arch``.
-    """
-    _check_arch(arch)
-    return ARCH_KINDS[arch]
+if set(ARCHITECTURES) != set(ARCH_KINDS):  # pragma: no cover - a programming error caught at import
+    raise ImportError("brainseg_core.models.ARCHITECTURES and brainseg_core.model_kind.ARCH_KINDS differ")
 
 
 def build_model(arch: str, **arch_args: Any) -> nn.Module:
@@ -89,7 +66,7 @@ def build_model(arch: str, **arch_args: Any) -> nn.Module:
         ValueError: for an unknown ``arch`` or an argument the builder does not take (the message
             lists the valid ones), or an invalid argument value.
     """
-    _check_arch(arch)
+    arch_kind(arch)  # raises for an unknown name
     builder = ARCHITECTURES[arch]
     params = inspect.signature(builder).parameters
     unknown = sorted(set(arch_args) - set(params))

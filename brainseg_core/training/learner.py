@@ -174,7 +174,7 @@ def encoder_from_bundle(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
         ValueError: if the bundle is not a ResUNet segmenter or its encoder does not fit.
         BundleError: if the bundle cannot be read.
     """
-    from brainseg_core.bundle import read_card, resolve_card_path
+    from brainseg_core.model_card import read_card, resolve_card_path
 
     card = read_card(resolve_card_path(path))
     if card.arch != "resunet":

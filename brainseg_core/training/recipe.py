@@ -47,7 +47,7 @@ def _init_from(path: str | None) -> dict[str, str] | None:
     not say which weights once a shipped bundle is replaced by its successor)."""
     if path is None:
         return None
-    from brainseg_core.bundle import read_card, resolve_card_path
+    from brainseg_core.model_card import read_card, resolve_card_path
 
     card = read_card(resolve_card_path(path))
     return {"path": str(path), **card.ref.to_json()}

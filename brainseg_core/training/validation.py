@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from brainseg_core.atomic import atomic_write
-from brainseg_core.bundle import KEY_METRICS
 from brainseg_core.metrics import classification_metrics, per_patient_dice, per_patient_iou, summarize
+from brainseg_core.model_card import KEY_METRICS
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.training.data import SliceSet
 
@@ -38,7 +38,7 @@ _LOSS_CHUNK = 64
 
 def selection_metric(kind: str) -> str:
     """The validation metric that selects the best epoch: the kind's ranking metric
-    (:data:`brainseg_core.bundle.KEY_METRICS`, which ranks installed bundles too)."""
+    (:data:`brainseg_core.model_card.KEY_METRICS`, which ranks installed bundles too)."""
     return KEY_METRICS[ModelKind(kind)]
 
 

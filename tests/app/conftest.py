@@ -93,15 +93,32 @@ def scripted_models(_tiny_bundle_dir: Path) -> tuple[ModelBundle, ModelBundle]:
     return dataclasses.replace(cls, model=MeanClassifier()), dataclasses.replace(seg, model=DiscSegmenter())
 
 
+@pytest.fixture(scope="session")
+def model_process() -> Iterator[object]:
+    """One model process (``ProcessEngine``) shared by the window tests that load models from files
+    (starting one costs a torch import)."""
+    from brainseg_core.engine import ProcessEngine
+
+    engine = ProcessEngine()
+    yield engine
+    engine.close()
+
+
 @pytest.fixture
-def make_window(qtbot) -> Iterator[Callable[..., object]]:
-    """Factory of shown main windows (closed at the end of the test)."""
+def make_window(qtbot, model_process) -> Iterator[Callable[..., object]]:
+    """Factory of shown main windows (closed at the end of the test).
+
+    Windows given in-memory ``models`` (the scripted networks) run them in the test's process
+    (``LocalEngine``); the others load their models from files in the shared model process, as
+    the viewer does.
+    """
     from brainseg_app.window import MainWindow
+    from brainseg_core.engine import LocalEngine
 
     windows: list[MainWindow] = []
 
     def make(models: tuple[ModelBundle, ModelBundle] | None = None, *, auto_run: bool = True) -> MainWindow:
-        w = MainWindow()
+        w = MainWindow(engine=model_process if models is None else LocalEngine())
         w.settings.auto_run = auto_run
         w.controls.auto_run.setChecked(auto_run)
         qtbot.addWidget(w)

@@ -20,7 +20,7 @@ CARD = {
 
 
 class _Card:
-    """Stands in for brainseg_core.bundle.ModelCard (only ``to_dict`` is used)."""
+    """Stands in for brainseg_core.model_card.ModelCard (only ``to_dict`` is used)."""
 
     def to_dict(self) -> dict:
         return {**CARD, "name": "card-object", "kind": "classifier", "arch": "resnet18"}

@@ -63,9 +63,23 @@ def test_gui_dispatch_names_the_app_for_the_desktop(
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QGuiApplication
 
+    import brainseg_core.engine
+
+    class FakeEngine:  # the model process is started before Qt, handed over, closed at the end
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    engines: list[FakeEngine] = []
+    monkeypatch.setattr(
+        brainseg_core.engine, "ProcessEngine", lambda: engines.append(FakeEngine()) or engines[-1]
+    )
     calls = []
     fake = types.ModuleType("brainseg_app.window")
-    fake.run_viewer = lambda path=None, *, sample=False: calls.append((path, sample)) or 3  # type: ignore[attr-defined]
+    fake.run_viewer = lambda path=None, *, sample=False, engine=None: (
+        calls.append((path, sample, engine)) or 3
+    )  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "brainseg_app.window", fake)
     old_name, old_desktop = QCoreApplication.applicationName(), QGuiApplication.desktopFileName()
     try:
@@ -77,7 +91,7 @@ def test_gui_dispatch_names_the_app_for_the_desktop(
         QCoreApplication.setApplicationName(old_name)
         QGuiApplication.setDesktopFileName(old_desktop)
     path, sample = expected
-    assert calls == [(tmp_path if path else None, sample)]
+    assert calls == [(tmp_path if path else None, sample, engines[0])] and engines[0].closed
 
 
 def test_finetune_worker_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -526,6 +526,7 @@ def test_opening_a_queued_patient_analyses_it_next_and_progress_moves_by_slices(
     make_window, lgg_fixture_root, scripted_models, qtbot
 ) -> None:
     from brainseg_app.analysis import _build_pipeline
+    from brainseg_core.engine import LocalEngine
     from brainseg_core.inference.device import CPU_FORWARD_BATCH
 
     w = make_window(scripted_models, auto_run=False)
@@ -540,7 +541,7 @@ def test_opening_a_queued_patient_analyses_it_next_and_progress_moves_by_slices(
     an._batch = False
     # on the CPU the viewer streams CPU_FORWARD_BATCH slices at a time: progress per slice or two,
     # and Cancel acts after at most that many slices
-    pipeline, warning = _build_pipeline(w.classifier, w.segmenter, "cpu")
+    pipeline, warning = _build_pipeline(LocalEngine(), w.classifier, w.segmenter, "cpu")
     assert warning is None and pipeline.batch_size == CPU_FORWARD_BATCH
 
 

@@ -97,7 +97,8 @@ def test_a_saved_analysis_comes_back_with_its_neighbours(cls_bundle, seg_bundle,
 
 
 def test_the_card_ships_the_reach_and_refuses_a_bad_one(tmp_path: Path, tiny_bundle, seg_bundle) -> None:
-    from brainseg_core.bundle import read_card, update_card
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
 
     card_path = tiny_bundle(tmp_path / "cls.json", "classifier", threshold=0.4)
     update_card(card_path, thresholds={"tumour_probability": 0.4, "gate_reach_slices": 2})

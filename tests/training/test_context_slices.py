@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg_core.bundle import load_bundle, read_card, save_bundle
+from brainseg_core.bundle import load_bundle, save_bundle
 from brainseg_core.errors import BundleError
 from brainseg_core.inference.pipeline import Pipeline
 from brainseg_core.io.volume import CHANNELS
+from brainseg_core.model_card import read_card
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import (
     centre_channels,

@@ -1,0 +1,557 @@
+"""Where the networks run: in this process, or in a process of their own.
+
+An *engine* turns two bundles (a classifier, or None, and a segmenter) into an
+:class:`AnalysisPipeline`: something that streams a volume's :class:`SliceResult` objects with
+progress and cancel, segments chosen slices, and describes the result it will produce.
+
+- :class:`LocalEngine` builds a :class:`~brainseg_core.inference.Pipeline` here (the command lines,
+  and tests whose networks exist only in memory).
+- :class:`ProcessEngine` starts a child process at once; the child imports torch while the caller
+  goes on (the viewer starts it before it even imports Qt, so the two cores work side by side),
+  then loads the bundles and runs the pipeline there. :class:`RemotePipeline` is the caller's
+  handle on it. The caller never imports torch, so its thread that draws the window never waits
+  for the interpreter lock while torch imports or the networks run; a crash of the networks (out
+  of memory, a driver fault) ends the child, not the caller, and the next pipeline starts a new
+  child.
+
+The two processes exchange pickled Python objects (volumes, thresholds, results, exceptions) over a
+:func:`multiprocessing.Pipe` between this program and its own child; nothing read from a file is
+ever unpickled, and model files are still only read as safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from brainseg_core.errors import BrainSegError
+from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
+
+if TYPE_CHECKING:  # numpy and the results load after the child has started (see ProcessEngine)
+    from multiprocessing.connection import Connection
+
+    from brainseg_core.io import Volume
+    from brainseg_core.model_card import ModelCard
+    from brainseg_core.results import PatientResult, SliceResult
+    from brainseg_core.thresholds import Thresholds
+
+__all__ = [
+    "AnalysisPipeline",
+    "BundleFile",
+    "Engine",
+    "EngineError",
+    "LocalEngine",
+    "ProcessEngine",
+    "RemotePipeline",
+]
+
+log = logging.getLogger(__name__)
+
+#: How many steps below the caller's CPU priority a :class:`ProcessEngine`'s child runs by default
+#: (Linux nice values): the window keeps first claim on a core while the networks run.
+BACKGROUND_NICE = 10
+
+#: How often (seconds) a caller waiting for the child checks its cancel flag and that the child lives.
+POLL_SECONDS = 0.05
+
+
+class EngineError(BrainSegError):
+    """The model process stopped (crashed, was killed) or was closed."""
+
+
+class BundleFile(Protocol):
+    """A bundle known by its card and the card's path: a registry
+    :class:`~brainseg_core.registry.BundleInfo` or a loaded :class:`~brainseg_core.bundle.ModelBundle`."""
+
+    @property
+    def card(self) -> ModelCard:
+        """The bundle's card."""
+        ...
+
+    @property
+    def path(self) -> Path:
+        """The card's path (the weights lie beside it)."""
+        ...
+
+
+class AnalysisPipeline(Protocol):
+    """What a viewer needs of a pipeline (:class:`~brainseg_core.inference.Pipeline` or
+    :class:`RemotePipeline`)."""
+
+    @property
+    def device(self) -> object:
+        """The device the networks run on (printable)."""
+        ...
+
+    @property
+    def flip_tta(self) -> bool:
+        """Whether mask probabilities average each slice and its mirror."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """Slices per streamed batch."""
+        ...
+
+    def replace(self, *, thresholds: Thresholds | None = None) -> AnalysisPipeline:
+        """The same pipeline with other thresholds."""
+        ...
+
+    def empty_result(self, volume: Volume) -> PatientResult:
+        """A result for ``volume`` with no slices yet, carrying this pipeline's settings."""
+        ...
+
+    def run(
+        self, volume: Volume, *, progress: ProgressFn | None = None, cancel: CancelArg = None
+    ) -> Iterator[SliceResult]:
+        """Stream ``volume``'s slice results."""
+        ...
+
+    def segment_slices(
+        self,
+        volume: Volume,
+        result: PatientResult,
+        indices: Sequence[int] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelArg = None,
+    ) -> PatientResult:
+        """Run the segmenter on chosen slices of an existing result."""
+        ...
+
+
+class Engine(Protocol):
+    """Builds pipelines from bundles (:class:`LocalEngine`, :class:`ProcessEngine`)."""
+
+    def pipeline(
+        self,
+        classifier: BundleFile | None,
+        segmenter: BundleFile,
+        *,
+        device: str,
+        batch_size: int | None = None,
+        flip_tta: bool = False,
+    ) -> AnalysisPipeline:
+        """A pipeline of these bundles on ``device`` (see :class:`~brainseg_core.inference.Pipeline`).
+
+        Args:
+            classifier: the classifier, or None to segment every slice.
+            segmenter: the segmenter.
+            device: where to run (``auto``, ``cpu``, ``cuda``, ...).
+            batch_size: slices per streamed batch; None: a forward pass's worth on the CPU
+                (:data:`~brainseg_core.inference.device.CPU_FORWARD_BATCH`: progress per slice or
+                two, Cancel within a fraction of a second), 16 elsewhere.
+            flip_tta: average each slice's mask probabilities with its mirror's ("thorough").
+
+        Raises:
+            BundleError: when a bundle does not load.
+            ValueError: for an unavailable device.
+        """
+        ...
+
+
+def _build(
+    classifier: BundleFile | None,
+    segmenter: BundleFile,
+    *,
+    device: str,
+    batch_size: int | None,
+    flip_tta: bool,
+) -> Any:
+    """A :class:`~brainseg_core.inference.Pipeline` (bundles given by path are loaded)."""
+    from brainseg_core.bundle import ModelBundle, load_bundle
+    from brainseg_core.inference import Pipeline
+    from brainseg_core.inference.device import CPU_FORWARD_BATCH, resolve_device
+
+    if batch_size is None:
+        batch_size = CPU_FORWARD_BATCH if resolve_device(device).type == "cpu" else 16
+
+    def loaded(b: BundleFile) -> ModelBundle:
+        return b if isinstance(b, ModelBundle) else load_bundle(b.path)
+
+    cls = None if classifier is None else loaded(classifier)
+    return Pipeline(cls, loaded(segmenter), device=device, batch_size=batch_size, flip_tta=flip_tta)
+
+
+class LocalEngine:
+    """Runs the networks in this process (loaded bundles are used as they are, in memory)."""
+
+    def pipeline(
+        self,
+        classifier: BundleFile | None,
+        segmenter: BundleFile,
+        *,
+        device: str,
+        batch_size: int | None = None,
+        flip_tta: bool = False,
+    ) -> AnalysisPipeline:
+        """See :meth:`Engine.pipeline`."""
+        pipeline: AnalysisPipeline = _build(
+            classifier, segmenter, device=device, batch_size=batch_size, flip_tta=flip_tta
+        )
+        return pipeline
+
+
+# ------------------------------------------------------------------------------------------------
+# The child process
+# ------------------------------------------------------------------------------------------------
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # an exception whose arguments cannot be rebuilt
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+@dataclass
+class _Child:
+    """The child's state: the current pipeline (one at a time) and the jobs' cancel flags."""
+
+    conn: Connection
+    pipeline: Any = None
+    pipeline_key: int = 0
+    cancels: dict[int, threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel_flag(self, job: int) -> threading.Event:
+        with self.lock:
+            return self.cancels.setdefault(job, threading.Event())
+
+    def read(self, requests: queue.Queue[tuple[int, tuple[Any, ...]] | None]) -> None:
+        """Receive messages until the parent goes: cancels act at once, jobs queue."""
+        try:
+            while True:
+                kind, job, request = self.conn.recv()
+                if kind == "cancel":
+                    self.cancel_flag(job).set()
+                else:
+                    requests.put((job, request))
+        except (EOFError, OSError):
+            requests.put(None)
+
+    def handle(self, job: int, request: tuple[Any, ...]) -> Any:
+        """Do one request, sending its items and progress; returns the job's result."""
+        cancel = self.cancel_flag(job)
+
+        def progress(done: int, total: int) -> None:
+            self.conn.send(("progress", job, (done, total)))
+
+        what = request[0]
+        if what == "load":
+            _, classifier, segmenter, options = request
+            self.pipeline = _build(classifier, segmenter, **options)
+            self.pipeline_key = job
+            p = self.pipeline
+            cls = None if p.classifier is None else p.classifier.card
+            return job, str(p.device), p.batch_size, cls, p.segmenter.card
+        key = request[1]
+        if key != self.pipeline_key or self.pipeline is None:
+            raise EngineError("the models were replaced in the model process; run the analysis again")
+        if what == "run":
+            _, _, volume, thresholds = request
+            for s in self.pipeline.replace(thresholds=thresholds).run(
+                volume, progress=progress, cancel=cancel
+            ):
+                self.conn.send(("item", job, s))
+            return None
+        if what == "segment":
+            _, _, volume, thresholds, result, indices = request
+            run = self.pipeline.replace(thresholds=thresholds)
+            return run.segment_slices(volume, result, indices, progress=progress, cancel=cancel)
+        raise ValueError(f"unknown request {what!r}")
+
+
+def _serve(conn: Connection, nice: int) -> None:
+    """The child's main function: import torch at once, then serve requests until the parent goes."""
+    # Ctrl+C in the terminal reaches the whole process group: the parent decides, the child ends
+    # when the parent's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):  # not allowed here: run at the parent's priority
+            os.nice(nice)
+    import brainseg_core.inference  # noqa: F401  # torch and the networks, while the parent starts up
+
+    child = _Child(conn)
+    requests: queue.Queue[tuple[int, tuple[Any, ...]] | None] = queue.Queue()
+    threading.Thread(target=child.read, args=(requests,), name="brainseg-model-reader", daemon=True).start()
+    while (item := requests.get()) is not None:
+        job, request = item
+        try:
+            result = child.handle(job, request)
+        except Exception as exc:  # every failure goes back to the caller, the child lives on
+            details = "".join(traceback.format_exception(exc))
+            try:
+                conn.send(("error", job, (_portable(exc), details)))
+            except (EOFError, OSError):
+                break
+        else:
+            try:
+                conn.send(("done", job, result))
+            except (EOFError, OSError):
+                break
+        finally:
+            with child.lock:
+                child.cancels.pop(job, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# The caller's side
+# ------------------------------------------------------------------------------------------------
+class ProcessEngine:
+    """Runs the networks in a child process, started (and importing torch) at construction.
+
+    One job runs at a time; a second caller waits for the first. The child is a daemon: it ends
+    with this process, and by itself when this process's end of the pipe closes. As with every
+    process :mod:`multiprocessing` spawns, a script that makes one must guard its own start with
+    ``if __name__ == "__main__":`` (the child imports the script's main module), and a frozen
+    application calls :func:`multiprocessing.freeze_support` first.
+
+    Args:
+        nice: how many steps below this process's CPU priority the child runs (0: the same).
+    """
+
+    def __init__(self, *, nice: int = BACKGROUND_NICE) -> None:
+        if not isinstance(nice, int) or nice < 0:
+            raise ValueError(f"nice must be a whole number >= 0, got {nice!r}")
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold Qt and threads
+        self._conn, child_end = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_serve, args=(child_end, nice), name="brainseg-models", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+        self._lock = threading.Lock()
+        self._jobs = itertools.count(1)
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child runs (False once it stopped or :meth:`close` was called)."""
+        return not self._closed and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the child and wait for it: it ends by itself within ``timeout`` seconds once its
+        pipe closes, or is terminated (it holds nothing of the user's; its running job is dropped)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._conn.close()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+    def pipeline(
+        self,
+        classifier: BundleFile | None,
+        segmenter: BundleFile,
+        *,
+        device: str,
+        batch_size: int | None = None,
+        flip_tta: bool = False,
+    ) -> RemotePipeline:
+        """See :meth:`Engine.pipeline`: the bundles are loaded (and verified) in the child."""
+        request = (
+            "load",
+            None if classifier is None else _OnDisk(classifier.card, classifier.path),
+            _OnDisk(segmenter.card, segmenter.path),
+            {"device": device, "batch_size": batch_size, "flip_tta": flip_tta},
+        )
+        key, device_name, batch, cls_card, seg_card = self.call(request)
+        from brainseg_core.thresholds import Thresholds
+
+        return RemotePipeline(
+            engine=self,
+            key=key,
+            classifier_card=cls_card,
+            segmenter_card=seg_card,
+            device=device_name,
+            thresholds=Thresholds.from_cards(cls_card, seg_card),
+            batch_size=batch,
+            flip_tta=flip_tta,
+        )
+
+    def call(
+        self, request: tuple[Any, ...], *, progress: ProgressFn | None = None, cancel: CancelArg = None
+    ) -> Any:
+        """Run a request that yields nothing and return its result (see :meth:`stream`)."""
+        stream = self.stream(request, progress=progress, cancel=cancel)
+        try:
+            while True:
+                next(stream)
+        except StopIteration as stop:
+            return stop.value
+
+    def stream(
+        self, request: tuple[Any, ...], *, progress: ProgressFn | None = None, cancel: CancelArg = None
+    ) -> Generator[Any, None, Any]:
+        """Send a request to the child, yield the items it streams back, return its result.
+
+        Closing the generator early (the caller stopped iterating) cancels the child's job.
+
+        Raises:
+            EngineError: when the child has stopped or stops meanwhile.
+            Exception: the request's own exception in the child (``Cancelled`` when ``cancel``
+                was set), with the child's traceback as a note.
+        """
+        is_cancelled = cancel_checker(cancel)
+        with self._lock:
+            if not self.alive:
+                raise EngineError(self._stopped_text())
+            job = next(self._jobs)
+            self._send(("job", job, request))
+            finished = cancel_sent = False
+            try:
+                while True:
+                    if not cancel_sent and is_cancelled():
+                        self._send(("cancel", job, None))
+                        cancel_sent = True
+                    if not self._poll():
+                        continue
+                    kind, from_job, payload = self._recv()
+                    if from_job != job:  # the last words of a job abandoned earlier
+                        continue
+                    if kind == "progress":
+                        if progress is not None:
+                            progress(*payload)
+                    elif kind == "item":
+                        yield payload
+                    elif kind == "done":
+                        finished = True
+                        return payload
+                    else:
+                        finished = True
+                        exc, details = payload
+                        exc.add_note(f"In the model process:\n{details}")
+                        raise exc
+            finally:
+                if not finished and not cancel_sent and self.alive:
+                    self._send(("cancel", job, None))
+
+    def _stopped_text(self) -> str:
+        if self._closed:
+            return "the model process was closed"
+        code = self._process.exitcode
+        how = (
+            f"was killed (signal {-code}), perhaps for lack of memory"
+            if code is not None and code < 0
+            else f"stopped unexpectedly (exit code {code}); its error is in the log"
+        )
+        return f"the model process {how}. Run the analysis again to start a new one"
+
+    def _poll(self) -> bool:
+        try:
+            if self._conn.poll(POLL_SECONDS):
+                return True
+        except (EOFError, OSError):
+            raise EngineError(self._stopped_text()) from None
+        if not self._process.is_alive():
+            raise EngineError(self._stopped_text())
+        return False
+
+    def _recv(self) -> tuple[str, int, Any]:
+        try:
+            message: tuple[str, int, Any] = self._conn.recv()
+        except (EOFError, OSError):
+            raise EngineError(self._stopped_text()) from None
+        return message
+
+    def _send(self, message: tuple[str, int, Any]) -> None:
+        try:
+            self._conn.send(message)
+        except (EOFError, OSError):
+            raise EngineError(self._stopped_text()) from None
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    """A bundle as sent to the child: its card and path (the child loads the weights itself)."""
+
+    card: ModelCard
+    path: Path
+
+
+@dataclass(frozen=True)
+class RemotePipeline:
+    """The caller's handle on a pipeline in a :class:`ProcessEngine`'s child (an
+    :class:`AnalysisPipeline`).
+
+    Attributes:
+        engine: the engine whose child holds the pipeline.
+        key: which pipeline of the child (a newer one replaces it there).
+        classifier_card: the classifier's card (None: every slice is segmented).
+        segmenter_card: the segmenter's card.
+        device: the device the child runs the networks on.
+        thresholds: the thresholds to apply (``min_area_px`` at the model's input size).
+        batch_size: slices per streamed batch.
+        flip_tta: whether mask probabilities average each slice and its mirror.
+    """
+
+    engine: ProcessEngine
+    key: int
+    classifier_card: ModelCard | None
+    segmenter_card: ModelCard
+    device: str
+    thresholds: Thresholds
+    batch_size: int
+    flip_tta: bool
+
+    def replace(self, *, thresholds: Thresholds | None = None) -> RemotePipeline:
+        """The same pipeline with other thresholds."""
+        return self if thresholds is None else dataclasses.replace(self, thresholds=thresholds)
+
+    def empty_result(self, volume: Volume) -> PatientResult:
+        """A result for ``volume`` with no slices yet, carrying this pipeline's settings."""
+        from brainseg_core.results import PatientResult
+
+        cls = self.classifier_card
+        return PatientResult(
+            patient_id=volume.patient_id,
+            slices=[],
+            thresholds=self.thresholds.at_size(volume.shape, int(self.segmenter_card.input_size)),
+            segmenter=self.segmenter_card.ref,
+            classifier=None if cls is None else cls.ref,
+            device=self.device,
+            spacing=volume.spacing,
+            flip_tta=self.flip_tta,
+        )
+
+    def run(
+        self, volume: Volume, *, progress: ProgressFn | None = None, cancel: CancelArg = None
+    ) -> Iterator[SliceResult]:
+        """Stream ``volume``'s slice results from the child (see ``Pipeline.run``)."""
+        request = ("run", self.key, volume, self.thresholds)
+        yield from self.engine.stream(request, progress=progress, cancel=cancel)
+
+    def segment_slices(
+        self,
+        volume: Volume,
+        result: PatientResult,
+        indices: Sequence[int] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelArg = None,
+    ) -> PatientResult:
+        """Segment chosen slices of ``result`` in the child (see ``Pipeline.segment_slices``)."""
+        request = ("segment", self.key, volume, self.thresholds, result, indices)
+        done: PatientResult = self.engine.call(request, progress=progress, cancel=cancel)
+        return done
