@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
     QComboBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QLabel,
+    QPlainTextEdit,
     QPushButton,
     QSizePolicy,
     QSlider,
@@ -44,6 +46,63 @@ STEPS = 1000
 SLICE_TEXT_LINES = 8
 #: Height of the probability-across-slices plot, in pixels.
 PLOT_HEIGHT = 260
+
+
+class SliceText(QPlainTextEdit):
+    """Read-only, selectable text of :data:`SLICE_TEXT_LINES` lines' height (more when the text
+    needs more), whose new text repaints only itself.
+
+    A word-wrapped ``QLabel`` asks its parent's layout to recompute on every ``setText``, and the
+    layout then repaints the whole results panel: about 4 ms of every slice switch on this CPU
+    (``bench/gui.py``). This box changes its height, and so the layout, only when the number of
+    lines it needs goes past the room it has.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QPlainTextEdit { background: transparent; }")
+        self.document().setDocumentMargin(0)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self._fit(SLICE_TEXT_LINES)
+        self.setText(text)
+
+    def text(self) -> str:
+        """The text shown."""
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:
+        """Show ``text``, growing the box when it needs more than :data:`SLICE_TEXT_LINES` lines."""
+        if text == self.toPlainText():
+            return
+        self.setPlainText(text)
+        self._fit(max(SLICE_TEXT_LINES, self._lines()))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Re-fit the height when a new width wraps the text into more or fewer lines."""
+        super().resizeEvent(event)
+        self._fit(max(SLICE_TEXT_LINES, self._lines()))
+
+    def _lines(self) -> int:
+        """Lines the text takes at the current width, wrapped lines included."""
+        doc = self.document()
+        block = doc.begin()
+        lines = 0
+        while block.isValid():
+            layout = block.layout()
+            lines += max(1, layout.lineCount() if layout is not None else 1)
+            block = block.next()
+        return lines
+
+    def _fit(self, lines: int) -> None:
+        height = lines * self.fontMetrics().lineSpacing() + 2 * self.frameWidth() + 4
+        if self.height() != height or self.minimumHeight() != height:
+            self.setFixedHeight(height)
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -376,13 +435,9 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.plot)
 
         self.slice_box = QGroupBox("This slice")
-        self.slice_label = QLabel("—")
-        self.slice_label.setWordWrap(True)
-        self.slice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # Room for the usual lines (SLICE_TEXT_LINES), so that stepping through slices whose text
-        # is a line or two longer does not move the boxes below.
-        self.slice_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        self.slice_label.setMinimumHeight(SLICE_TEXT_LINES * self.slice_label.fontMetrics().lineSpacing())
+        # is a line or two longer does not move the boxes below (nor repaint them).
+        self.slice_label = SliceText("—")
         self.reviewed = QPushButton("Mark reviewed")
         self.reviewed.setCheckable(True)
         self.reviewed.setToolTip(
