@@ -61,23 +61,45 @@ def _resolve_models(
     except BrainSegError as exc:
         if not (classifier or segmenter):
             cls, seg = _shipped_models(exc)
-            return cls, seg, _shipped_instead(exc)
+            return cls, seg, _fallback_text(exc, chosen=False)
         try:
             cls, seg = resolve_cards()
         except BrainSegError as default_exc:  # a damaged user bundle too: use the shipped ones
             cls, seg = _shipped_models(default_exc)
-        return (
-            cls,
-            seg,
-            f"The model you chose could not be loaded, so BrainSeg uses the default models.\n\n{exc}",
-        )
+        return cls, seg, _fallback_text(exc, chosen=True)
 
 
-def _shipped_instead(error: BrainSegError) -> str:
+def _fallback_text(error: BrainSegError, *, chosen: bool) -> str:
+    """Why other models than the ones asked for are in use: ``chosen`` ones (a file the user
+    picked) give way to the defaults, a damaged installed one to the shipped ones."""
+    if chosen:
+        return f"The model you chose could not be loaded, so BrainSeg uses the default models.\n\n{error}"
     return (
         "A model in your models folder could not be loaded, so BrainSeg uses the models "
         f"shipped with it.\n\n{error}"
     )
+
+
+def _fall_back(
+    engine: Engine, device: str, thorough: bool, *, chosen: bool
+) -> tuple[BundleInfo | None, BundleInfo, AnalysisPipeline, str | None]:
+    """The first models that load in ``engine`` after the ones asked for failed: the defaults
+    (when the failed ones were ``chosen`` by hand), then the shipped ones.
+
+    Raises:
+        BrainSegError: when the shipped models do not load either.
+    """
+    from brainseg_core.registry import resolve_cards
+
+    error: BrainSegError | None = None
+    if chosen:
+        try:
+            cls, seg = resolve_cards()
+            return cls, seg, *_build_pipeline(engine, cls, seg, device, thorough=thorough)
+        except BrainSegError as exc:
+            error = exc
+    cls, seg = _shipped_models(error or BundleError("models", "no shipped model"))
+    return cls, seg, *_build_pipeline(engine, cls, seg, device, thorough=thorough)
 
 
 def _shipped_models(error: BrainSegError) -> tuple[BundleInfo | None, BundleInfo]:
@@ -290,9 +312,10 @@ class AnalysisController(QObject):
         from brainseg_core.engine import ProcessEngine
 
         engine = self._engine
-        if engine is None or (isinstance(engine, ProcessEngine) and not engine.alive):
-            if engine is not None and not self._own_engine:
+        if engine is None or not engine.alive:
+            if engine is not None:
                 log.warning("the model process stopped; starting a new one")
+                self.close()
             engine = self._engine = ProcessEngine()
             self._own_engine = True
         return engine
@@ -522,8 +545,8 @@ class AnalysisController(QObject):
         while self.queue and not self._task_valid(self.queue[0]):
             self.queue.pop(0)
         if self.queue:
-            if self._pipeline_stale:
-                self.pipeline = None
+            if self._pipeline_stale or (self._engine is not None and not self._engine.alive):
+                self.pipeline = None  # built for another device, or in a model process that stopped
                 self._pipeline_stale = False
             if self.pipeline is None:
                 self._start_prepare()
@@ -565,13 +588,13 @@ class AnalysisController(QObject):
                 raise BundleError(paths[1] or "models", "no segmentation model is loaded")
             try:
                 pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
-            except BundleError as exc:  # the networks did not load: the shipped ones, if these are not
+            except BundleError as exc:  # a network did not load: the defaults, then the shipped ones
                 if all(getattr(b, "source", None) == "shipped" for b in (cls, seg) if b is not None):
                     raise
-                cls, seg = _shipped_models(exc)
+                chosen = any(getattr(b, "source", None) == "file" for b in (cls, seg) if b is not None)
+                cls, seg, pipeline, warning = _fall_back(engine, device, thorough, chosen=chosen)
                 loaded_now = True
-                warnings.append(("Model not loaded", _shipped_instead(exc)))
-                pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+                warnings.append(("Model not loaded", _fallback_text(exc, chosen=chosen)))
             if warning:
                 warnings.append(("Device not available", warning))
             # Largest-region post-processing labels components in the GUI thread whenever a result

@@ -30,9 +30,10 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import traceback
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -136,6 +137,11 @@ class AnalysisPipeline(Protocol):
 class Engine(Protocol):
     """Builds pipelines from bundles (:class:`LocalEngine`, :class:`ProcessEngine`)."""
 
+    @property
+    def alive(self) -> bool:
+        """Whether its pipelines can run (a model process that stopped cannot)."""
+        ...
+
     def pipeline(
         self,
         classifier: BundleFile | None,
@@ -189,6 +195,11 @@ def _build(
 class LocalEngine:
     """Runs the networks in this process (loaded bundles are used as they are, in memory)."""
 
+    @property
+    def alive(self) -> bool:
+        """Always True: this process runs them."""
+        return True
+
     def pipeline(
         self,
         classifier: BundleFile | None,
@@ -208,71 +219,120 @@ class LocalEngine:
 # ------------------------------------------------------------------------------------------------
 # The child process
 # ------------------------------------------------------------------------------------------------
+#: Pipelines a child keeps (the newest): a viewer that rebuilds its pipeline (another device, the
+#: thorough setting) may still finish a job on the one before.
+KEPT_PIPELINES = 4
+
+
 def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError saying what it was."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # an exception whose arguments cannot be rebuilt
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
+    """``exc`` itself when the caller can rebuild it without importing anything new (a builtin or a
+    ``brainseg_core`` exception that survives pickling), else a RuntimeError saying what it was:
+    unpickling a torch exception would import torch into the caller."""
+    module = type(exc).__module__
+    if module == "builtins" or module.split(".")[0] == "brainseg_core":
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # an exception whose arguments cannot be rebuilt
+            pass
+        else:
+            return exc
+    # RuntimeError, as torch's own errors are: a failing device still reads as one to the caller
+    return RuntimeError(f"{module}.{type(exc).__name__}: {exc}")
+
+
+class _PipeLogHandler(logging.Handler):
+    """Sends the child's log records to the caller, which logs them (the viewer's log file)."""
+
+    def __init__(self, child: _Child) -> None:
+        super().__init__(logging.INFO)
+        self.child = child
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # logging never fails the work
+            self.child.send(("log", 0, (record.name, record.levelno, self.format(record))))
 
 
 @dataclass
 class _Child:
-    """The child's state: the current pipeline (one at a time) and the jobs' cancel flags."""
+    """The child's state: its pipelines (the newest :data:`KEPT_PIPELINES`) and the jobs' cancel
+    flags (made when a job arrives, dropped when it ends)."""
 
     conn: Connection
-    pipeline: Any = None
-    pipeline_key: int = 0
+    pipelines: dict[int, Any] = field(default_factory=dict)
     cancels: dict[int, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def cancel_flag(self, job: int) -> threading.Event:
-        with self.lock:
-            return self.cancels.setdefault(job, threading.Event())
+    def send(self, message: tuple[str, int, Any]) -> None:
+        with self.send_lock:
+            self.conn.send(message)
 
     def read(self, requests: queue.Queue[tuple[int, tuple[Any, ...]] | None]) -> None:
-        """Receive messages until the parent goes: cancels act at once, jobs queue."""
+        """Receive messages until the caller goes: cancels act at once, jobs queue."""
         try:
             while True:
                 kind, job, request = self.conn.recv()
-                if kind == "cancel":
-                    self.cancel_flag(job).set()
-                else:
-                    requests.put((job, request))
+                with self.lock:
+                    if kind == "cancel":
+                        flag = self.cancels.get(job)  # None: the job has already ended
+                        if flag is not None:
+                            flag.set()
+                        continue
+                    self.cancels[job] = threading.Event()
+                requests.put((job, request))
         except (EOFError, OSError):
             requests.put(None)
 
     def handle(self, job: int, request: tuple[Any, ...]) -> Any:
         """Do one request, sending its items and progress; returns the job's result."""
-        cancel = self.cancel_flag(job)
+        with self.lock:
+            cancel = self.cancels[job]
 
         def progress(done: int, total: int) -> None:
-            self.conn.send(("progress", job, (done, total)))
+            self.send(("progress", job, (done, total)))
 
         what = request[0]
         if what == "load":
             _, classifier, segmenter, options = request
-            self.pipeline = _build(classifier, segmenter, **options)
-            self.pipeline_key = job
-            p = self.pipeline
+            p = _build(classifier, segmenter, **options)
+            self.pipelines[job] = p
+            while len(self.pipelines) > KEPT_PIPELINES:
+                del self.pipelines[next(iter(self.pipelines))]
             cls = None if p.classifier is None else p.classifier.card
             return job, str(p.device), p.batch_size, cls, p.segmenter.card
-        key = request[1]
-        if key != self.pipeline_key or self.pipeline is None:
-            raise EngineError("the models were replaced in the model process; run the analysis again")
+        pipeline = self.pipelines.get(request[1])
+        if pipeline is None:
+            raise EngineError("these models were unloaded from the model process; run the analysis again")
         if what == "run":
             _, _, volume, thresholds = request
-            for s in self.pipeline.replace(thresholds=thresholds).run(
-                volume, progress=progress, cancel=cancel
-            ):
-                self.conn.send(("item", job, s))
+            for s in pipeline.replace(thresholds=thresholds).run(volume, progress=progress, cancel=cancel):
+                self.send(("item", job, s))
             return None
         if what == "segment":
             _, _, volume, thresholds, result, indices = request
-            run = self.pipeline.replace(thresholds=thresholds)
+            run = pipeline.replace(thresholds=thresholds)
             return run.segment_slices(volume, result, indices, progress=progress, cancel=cancel)
         raise ValueError(f"unknown request {what!r}")
+
+    def finish(self, job: int, message: tuple[str, int, Any]) -> None:
+        with self.lock:
+            self.cancels.pop(job, None)
+        self.send(message)
+
+
+def _lower_priority(nice: int) -> None:
+    """Run this process ``nice`` steps below its parent (Windows: below-normal priority class)."""
+    if nice <= 0:
+        return
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):  # not allowed here: run at the parent's priority
+            os.nice(nice)
+    elif sys.platform == "win32":  # pragma: no cover - Windows only
+        import ctypes
+
+        below_normal = 0x4000
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal)
 
 
 def _serve(conn: Connection, nice: int) -> None:
@@ -280,32 +340,27 @@ def _serve(conn: Connection, nice: int) -> None:
     # Ctrl+C in the terminal reaches the whole process group: the parent decides, the child ends
     # when the parent's end of the pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if nice > 0 and hasattr(os, "nice"):
-        with contextlib.suppress(OSError):  # not allowed here: run at the parent's priority
-            os.nice(nice)
+    _lower_priority(nice)
+    child = _Child(conn)
+    handler = _PipeLogHandler(child)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
     import brainseg_core.inference  # noqa: F401  # torch and the networks, while the parent starts up
 
-    child = _Child(conn)
     requests: queue.Queue[tuple[int, tuple[Any, ...]] | None] = queue.Queue()
     threading.Thread(target=child.read, args=(requests,), name="brainseg-model-reader", daemon=True).start()
     while (item := requests.get()) is not None:
         job, request = item
         try:
             result = child.handle(job, request)
+            message: tuple[str, int, Any] = ("done", job, result)
         except Exception as exc:  # every failure goes back to the caller, the child lives on
-            details = "".join(traceback.format_exception(exc))
-            try:
-                conn.send(("error", job, (_portable(exc), details)))
-            except (EOFError, OSError):
-                break
-        else:
-            try:
-                conn.send(("done", job, result))
-            except (EOFError, OSError):
-                break
-        finally:
-            with child.lock:
-                child.cancels.pop(job, None)
+            message = ("error", job, (_portable(exc), "".join(traceback.format_exception(exc))))
+        try:
+            child.finish(job, message)
+        except (EOFError, OSError):
+            break
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,14 +369,21 @@ def _serve(conn: Connection, nice: int) -> None:
 class ProcessEngine:
     """Runs the networks in a child process, started (and importing torch) at construction.
 
-    One job runs at a time; a second caller waits for the first. The child is a daemon: it ends
-    with this process, and by itself when this process's end of the pipe closes. As with every
-    process :mod:`multiprocessing` spawns, a script that makes one must guard its own start with
-    ``if __name__ == "__main__":`` (the child imports the script's main module), and a frozen
-    application calls :func:`multiprocessing.freeze_support` first.
+    The child runs one job at a time, in the order they come; any thread may start one. A router
+    thread reads everything the child sends: each job's items, progress and outcome go to that
+    job's caller, the child's log records to this process's log, and a job whose cancel flag is
+    set is cancelled in the child at once, whether or not its caller still reads. The child is a
+    daemon: it ends with this process, and by itself when this process's end of the pipe closes.
+
+    As with every process :mod:`multiprocessing` spawns, a script that makes one must guard its
+    own start with ``if __name__ == "__main__":`` (the child imports the script's main module), and
+    a frozen application calls :func:`multiprocessing.freeze_support` first.
 
     Args:
         nice: how many steps below this process's CPU priority the child runs (0: the same).
+
+    Raises:
+        ValueError: for a negative ``nice``.
     """
 
     def __init__(self, *, nice: int = BACKGROUND_NICE) -> None:
@@ -334,14 +396,20 @@ class ProcessEngine:
         )
         self._process.start()
         child_end.close()
-        self._lock = threading.Lock()
         self._jobs = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the three below
+        self._inboxes: dict[int, queue.SimpleQueue[tuple[str, Any]]] = {}
+        self._cancels: dict[int, Callable[[], bool]] = {}
+        self._stopped: str | None = None
         self._closed = False
+        self._router = threading.Thread(target=self._route, name="brainseg-model-router", daemon=True)
+        self._router.start()
 
     @property
     def alive(self) -> bool:
-        """Whether the child runs (False once it stopped or :meth:`close` was called)."""
-        return not self._closed and self._process.is_alive()
+        """Whether the child runs and answers (False once it stopped or :meth:`close` was called)."""
+        return self._stopped is None and not self._closed and self._process.is_alive()
 
     @property
     def pid(self) -> int | None:
@@ -350,15 +418,18 @@ class ProcessEngine:
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the child and wait for it: it ends by itself within ``timeout`` seconds once its
-        pipe closes, or is terminated (it holds nothing of the user's; its running job is dropped)."""
+        pipe closes, or is terminated (it holds nothing of the user's). Running jobs fail with
+        :class:`EngineError`."""
         if self._closed:
             return
         self._closed = True
-        self._conn.close()
+        with self._send_lock:
+            self._conn.close()
         self._process.join(timeout)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join()
+        self._router.join(timeout)
 
     def pipeline(
         self,
@@ -406,50 +477,93 @@ class ProcessEngine:
     ) -> Generator[Any, None, Any]:
         """Send a request to the child, yield the items it streams back, return its result.
 
-        Closing the generator early (the caller stopped iterating) cancels the child's job.
+        ``cancel`` is watched by the router: the child's job stops within a batch of its being
+        set, even while this generator is suspended. Closing the generator early (the caller
+        stopped iterating) cancels the child's job too.
 
         Raises:
             EngineError: when the child has stopped or stops meanwhile.
             Exception: the request's own exception in the child (``Cancelled`` when ``cancel``
                 was set), with the child's traceback as a note.
         """
-        is_cancelled = cancel_checker(cancel)
+        job = next(self._jobs)
+        inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         with self._lock:
             if not self.alive:
                 raise EngineError(self._stopped_text())
-            job = next(self._jobs)
+            self._inboxes[job] = inbox
+            self._cancels[job] = cancel_checker(cancel)
+        finished = False
+        try:
             self._send(("job", job, request))
-            finished = cancel_sent = False
-            try:
-                while True:
-                    if not cancel_sent and is_cancelled():
-                        self._send(("cancel", job, None))
-                        cancel_sent = True
-                    if not self._poll():
-                        continue
-                    kind, from_job, payload = self._recv()
-                    if from_job != job:  # the last words of a job abandoned earlier
-                        continue
-                    if kind == "progress":
-                        if progress is not None:
-                            progress(*payload)
-                    elif kind == "item":
-                        yield payload
-                    elif kind == "done":
-                        finished = True
-                        return payload
-                    else:
-                        finished = True
-                        exc, details = payload
-                        exc.add_note(f"In the model process:\n{details}")
-                        raise exc
-            finally:
-                if not finished and not cancel_sent and self.alive:
+            while True:
+                kind, payload = inbox.get()
+                if kind == "progress":
+                    if progress is not None:
+                        progress(*payload)
+                elif kind == "item":
+                    yield payload
+                elif kind == "done":
+                    finished = True
+                    return payload
+                elif kind == "error":
+                    finished = True
+                    exc, details = payload
+                    exc.add_note(f"In the model process:\n{details}")
+                    raise exc
+                else:  # "stopped": the router saw the child go
+                    finished = True
+                    raise EngineError(self._stopped_text())
+        finally:
+            with self._lock:
+                self._inboxes.pop(job, None)
+                self._cancels.pop(job, None)
+            if not finished:
+                with contextlib.suppress(EngineError):
                     self._send(("cancel", job, None))
+
+    # -- the router thread ---------------------------------------------------------------------
+    def _route(self) -> None:
+        cancelled: set[int] = set()
+        try:
+            while True:
+                if self._conn.poll(POLL_SECONDS):
+                    kind, job, payload = self._conn.recv()
+                    if kind == "log":
+                        name, level, text = payload
+                        logging.getLogger(name).log(level, "[model process] %s", text)
+                        continue
+                    with self._lock:
+                        inbox = self._inboxes.get(job)
+                    if inbox is not None:  # else: the last words of a job its caller abandoned
+                        inbox.put((kind, payload))
+                elif not self._process.is_alive():
+                    break
+                with self._lock:
+                    due = [
+                        j
+                        for j, is_cancelled in self._cancels.items()
+                        if j not in cancelled and is_cancelled()
+                    ]
+                for job in due:
+                    self._send(("cancel", job, None))
+                    cancelled.add(job)
+        except (EOFError, OSError, EngineError):  # the child went, or close() closed the pipe
+            pass
+        except Exception:  # a message that cannot be read: stop the child rather than hang its callers
+            log.exception("unreadable message from the model process; stopping it")
+            self._process.terminate()
+        self._process.join(0.5)
+        with self._lock:
+            self._stopped = self._stopped_text()
+            for inbox in self._inboxes.values():
+                inbox.put(("stopped", None))
 
     def _stopped_text(self) -> str:
         if self._closed:
             return "the model process was closed"
+        if self._stopped is not None:
+            return self._stopped
         code = self._process.exitcode
         how = (
             f"was killed (signal {-code}), perhaps for lack of memory"
@@ -458,26 +572,10 @@ class ProcessEngine:
         )
         return f"the model process {how}. Run the analysis again to start a new one"
 
-    def _poll(self) -> bool:
-        try:
-            if self._conn.poll(POLL_SECONDS):
-                return True
-        except (EOFError, OSError):
-            raise EngineError(self._stopped_text()) from None
-        if not self._process.is_alive():
-            raise EngineError(self._stopped_text())
-        return False
-
-    def _recv(self) -> tuple[str, int, Any]:
-        try:
-            message: tuple[str, int, Any] = self._conn.recv()
-        except (EOFError, OSError):
-            raise EngineError(self._stopped_text()) from None
-        return message
-
     def _send(self, message: tuple[str, int, Any]) -> None:
         try:
-            self._conn.send(message)
+            with self._send_lock:
+                self._conn.send(message)
         except (EOFError, OSError):
             raise EngineError(self._stopped_text()) from None
 
@@ -497,7 +595,7 @@ class RemotePipeline:
 
     Attributes:
         engine: the engine whose child holds the pipeline.
-        key: which pipeline of the child (a newer one replaces it there).
+        key: which of the child's pipelines (it keeps the newest :data:`KEPT_PIPELINES`).
         classifier_card: the classifier's card (None: every slice is segmented).
         segmenter_card: the segmenter's card.
         device: the device the child runs the networks on.

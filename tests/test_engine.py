@@ -3,13 +3,13 @@ errors carried across, and the viewer's side of it never imports torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,25 +75,56 @@ def test_a_model_process_streams_what_the_pipeline_here_computes(engine, bundles
     _same(done_there.slices, done_here.slices)
 
 
+def _long(volume, times: int = 10):
+    """``volume``'s slices ``times`` over: long enough for a cancel to land half-way."""
+    return dataclasses.replace(
+        volume,
+        images=np.concatenate([volume.images] * times),
+        masks=None,
+        slice_paths=volume.slice_paths * times,
+        slice_numbers=list(range(1, volume.n_slices * times + 1)),
+    )
+
+
 def test_cancel_stops_the_job_in_the_model_process_and_the_next_one_runs(
     engine, bundles, fixture_patient
 ) -> None:
-    vol = open_volume(fixture_patient)
+    vol = _long(open_volume(fixture_patient))
     there = engine.pipeline(*bundles, device="cpu")
     cancel = threading.Event()
     stream = there.run(vol, cancel=cancel)
-    next(stream)
+    got = [next(stream)]
     cancel.set()
-    t = time.monotonic()
     with pytest.raises(Cancelled):
-        list(stream)
-    assert time.monotonic() - t < 5  # a batch, not the whole volume
-    # a stream dropped half-way (the viewer stopped iterating) is cancelled too; what the child
-    # still sends of it is not taken for the next job's
-    dropped = there.run(vol)
+        got += list(stream)
+    assert len(got) < vol.n_slices // 2  # stopped within a batch or two, not at the end
+
+    # the router cancels a job whose caller has stopped reading (a worker that quit mid-stream
+    # and never closed its generator), and the next job still runs
+    cancel = threading.Event()
+    dropped = there.run(vol, cancel=cancel)
     next(dropped)
-    dropped.close()
-    assert len(list(there.run(vol))) == vol.n_slices
+    cancel.set()
+    small = open_volume(fixture_patient)
+    assert len(list(there.run(small))) == small.n_slices  # runs after the dropped one in the child
+    with pytest.raises(Cancelled):  # nobody read the dropped job, yet it was cancelled
+        list(dropped)
+
+    # a stream closed half-way is cancelled as well
+    closed = there.run(vol)
+    next(closed)
+    closed.close()
+    assert len(list(there.run(small))) == small.n_slices
+
+
+def test_the_model_process_keeps_its_newest_pipelines(engine, bundles, fixture_patient) -> None:
+    from brainseg_core.engine import KEPT_PIPELINES
+
+    vol = open_volume(fixture_patient)
+    pipelines = [engine.pipeline(*bundles, device="cpu") for _ in range(KEPT_PIPELINES + 1)]
+    assert len(list(pipelines[1].run(vol))) == vol.n_slices
+    with pytest.raises(EngineError, match="unloaded"):
+        list(pipelines[0].run(vol))
 
 
 def test_errors_in_the_model_process_arrive_as_themselves(engine, bundles, tmp_path: Path) -> None:
@@ -108,6 +139,13 @@ def test_errors_in_the_model_process_arrive_as_themselves(engine, bundles, tmp_p
         engine.pipeline(cls, open_bundle(wrong), device="cpu")
     assert err.value.path.name == "wrong.safetensors" and "architecture" in err.value.problem
     assert "In the model process" in "".join(err.value.__notes__)
+    # torch's own errors come back as RuntimeError: unpickling them would import torch here
+    import torch
+
+    from brainseg_core.engine import _portable
+
+    oom = _portable(torch.OutOfMemoryError("CUDA out of memory"))
+    assert type(oom) is RuntimeError and "OutOfMemoryError" in str(oom)
     # the core's errors cross the pipe whole (their path and problem, not just the text)
     for exc in (DataError("a/b.tif", "not a TIFF"), BundleError("m.json", "bad card")):
         back = pickle.loads(pickle.dumps(exc))
@@ -131,19 +169,34 @@ def test_a_dead_model_process_is_reported(bundles, fixture_patient) -> None:
     e.close()
 
 
-def test_the_viewer_reads_cards_and_builds_its_window_without_torch(tmp_path: Path) -> None:
+def test_the_viewer_analyses_and_exports_without_importing_torch(tmp_path: Path) -> None:
     code = (
-        "import sys\n"
+        "import sys, time\n"
+        "from pathlib import Path\n"
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
+        "from brainseg_app.selftest import sample_patient\n"
         "from brainseg_app.window import MainWindow\n"
-        "from brainseg_core.registry import resolve_cards\n"
-        "w = MainWindow()\n"
-        "assert w.ensure_models(), 'no models'\n"
-        "cls, seg = resolve_cards()\n"
-        "print('torch' in sys.modules, seg.card.name)\n"
+        "from brainseg_core.engine import ProcessEngine\n"
+        "from brainseg_core.export import export_results\n"
+        "w = MainWindow(engine=ProcessEngine())\n"
+        "w.open_path(sample_patient())\n"
+        "end = time.time() + 120\n"
+        "while time.time() < end and not (w.current and w.current.complete and not w.is_busy()):\n"
+        "    app.processEvents(); time.sleep(0.01)\n"
+        "formats = ['report', 'tif', 'png', 'csv']\n"
+        "written = export_results(w.volume, w.current.shown, Path(sys.argv[1]), formats=formats)\n"
+        "print(w.current.shown.tumour_slices, len(written), 'torch' in sys.modules)\n"
+        "w.close()\n"
     )
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", BRAINSEG_USER_DATA=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    imported, name = out.stdout.split()
-    assert imported == "False" and name
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", BRAINSEG_USER_DATA=str(tmp_path / "data"))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    tumour_slices, written, imported = out.stdout.split()
+    assert int(tumour_slices) > 0 and int(written) > 0
+    assert imported == "False"

@@ -1,0 +1,60 @@
+"""The viewer with its networks in a model process: a process that dies is replaced, a chosen
+bundle that does not load gives way to the defaults."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from brainseg_app.session import PatientState
+from tests.support import save_tiny_bundle
+
+pytestmark = pytest.mark.usefixtures("_no_shipped_models", "messages")
+
+
+def _analysed(w) -> bool:
+    return w.current is not None and w.current.state is PatientState.DONE and not w.is_busy()
+
+
+def test_a_model_process_that_died_is_replaced_on_the_next_run(fixture_patient, tiny_bundles, qtbot) -> None:
+    from brainseg_app.window import MainWindow
+    from brainseg_core.engine import ProcessEngine
+
+    engine = ProcessEngine()
+    w = MainWindow(engine=engine)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        assert w.open_path(fixture_patient)
+        qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
+        os.kill(engine.pid, signal.SIGKILL)
+        qtbot.waitUntil(lambda: not engine.alive, timeout=5_000)
+        w.run_current()  # the user runs it again: a new model process does it
+        qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
+        assert w.current.state is PatientState.DONE and w.current.error in (None, "")
+        assert w.analyser.engine is not engine and w.analyser.engine.alive
+    finally:
+        w.close()
+        engine.close()
+
+
+def test_a_chosen_bundle_whose_network_does_not_load_gives_way_to_the_defaults(
+    make_window, fixture_patient, tiny_bundles, messages, tmp_path: Path, qtbot
+) -> None:
+    # its card and SHA-256 are fine (so the file is taken), its tensors do not fit the card
+    wrong = save_tiny_bundle(tmp_path, "segmenter", input_size=64, seed=0, name="wrong")
+    wrong.write_text(wrong.read_text().replace('"base_filters": 4', '"base_filters": 8'))
+    w = make_window(auto_run=False)
+    assert w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=10_000)
+    assert w.load_bundle_file(wrong)
+    messages.shown.clear()
+    w.run_current()
+    qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
+    assert [t for t, _, _ in messages.shown] == ["Model not loaded"]
+    assert "you chose" in messages.shown[0][1] and "wrong.safetensors" in messages.shown[0][1]
+    assert w.segmenter.path == tiny_bundles / "tiny-seg.json" and w.settings.segmenter_path is None
+    assert w.current.base.segmenter.name == "tiny-seg"
