@@ -18,6 +18,8 @@ $(BIN)/.brainseg-installed: pyproject.toml
 install: $(BIN)/.brainseg-installed
 
 run: install
+	@# bytecode for the editable install (pip compiles only what it copies): a faster first window
+	$(BIN)/python -m compileall -q brainseg_core app
 	$(BIN)/brainseg --sample
 
 lint: install

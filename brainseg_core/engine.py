@@ -340,13 +340,16 @@ def _serve(conn: Connection, nice: int) -> None:
     # Ctrl+C in the terminal reaches the whole process group: the parent decides, the child ends
     # when the parent's end of the pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _lower_priority(nice)
     child = _Child(conn)
     handler = _PipeLogHandler(child)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
     import brainseg_core.inference  # noqa: F401  # torch and the networks, while the parent starts up
+
+    # Below the window only now: the import runs at full priority on its own core while the
+    # window builds on the other, and the first result is waiting for it.
+    _lower_priority(nice)
 
     requests: queue.Queue[tuple[int, tuple[Any, ...]] | None] = queue.Queue()
     threading.Thread(target=child.read, args=(requests,), name="brainseg-model-reader", daemon=True).start()
@@ -361,6 +364,13 @@ def _serve(conn: Connection, nice: int) -> None:
             child.finish(job, message)
         except (EOFError, OSError):
             break
+        if request[0] == "load" and message[0] == "done":
+            # while the caller goes on to its first patient: that patient's first batches would
+            # otherwise pay for the kernels' first-use setup
+            try:
+                child.pipelines[job].warm_up()
+            except Exception:  # a warm-up that fails costs nothing but the warm-up
+                logging.getLogger(__name__).warning("warm-up failed", exc_info=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -47,6 +48,7 @@ from brainseg_core.inference.device import (
     resolve_precision,
     run_batched,
 )
+from brainseg_core.io.volume import Volume
 from brainseg_core.model_kind import ModelKind
 from brainseg_core.preprocessing import centre_channels, channel_stats, model_input, resize_prob
 from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
@@ -63,7 +65,6 @@ from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
-    from brainseg_core.io.volume import Volume
     from brainseg_core.models.encoder_gate import ResUNetGate
     from brainseg_core.models.resunet import ResUNet
 
@@ -465,6 +466,22 @@ class Pipeline:
             if progress is not None:
                 progress(done, n)
             yield from batch
+
+    def warm_up(self) -> None:
+        """Run the networks once on a batch of noise at the model's input size.
+
+        The CPU's kernels are set up on their first use (oneDNN builds its primitives then): on
+        this project's 2-core CPU the decoder's first batch of a session took about 0.3 s more than
+        the next ones. A model process warms its pipeline up while the viewer is still on its way
+        to the first patient.
+        """
+        size = int(self.segmenter.card.input_size)
+        n = self._plan.batch_size
+        images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        noise = Volume("warm-up", Path("warm-up"), [Path("warm-up")] * n, list(range(1, n + 1)), images)
+        every_slice = self.thresholds.replace(gate=0.0)  # the gate passes them all: the decoder runs too
+        for _ in self.replace(thresholds=every_slice).run(noise):
+            pass
 
     def thresholds_for(self, shape: tuple[int, int]) -> Thresholds:
         """The thresholds applied to slices of ``shape`` (:meth:`Thresholds.at_size` of the

@@ -295,3 +295,21 @@ def test_regions_outside_the_largest_are_flagged(volume, fakes) -> None:
     seg.model = FakeSegmenter(volume, _two_regions(6, 32), 32)
     result = Pipeline(None, seg, device="cpu", thresholds=Thresholds(largest_component=True)).analyse(volume)
     assert [s.review for s in result.slices] == [ReviewReason.OUTSIDE_LARGEST_REGION] + [None] * 5
+
+
+def test_warm_up_runs_every_network_once_and_leaves_the_pipeline_as_it_was(
+    volume, cls_bundle, seg_bundle
+) -> None:
+    calls = {"classifier": 0, "segmenter": 0}
+    for name, bundle in (("classifier", cls_bundle), ("segmenter", seg_bundle)):
+        bundle.model.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    pipeline = Pipeline(cls_bundle, seg_bundle, device="cpu", thresholds=Thresholds(gate=0.99))
+    before = pipeline.analyse(volume)
+    calls.update(classifier=0, segmenter=0)
+    pipeline.warm_up()
+    assert calls["classifier"] >= 1 and calls["segmenter"] >= 1  # the decoder too, whatever the gate
+    after = pipeline.analyse(volume)
+    assert pipeline.thresholds.gate == 0.99
+    assert [s.segmented for s in after.slices] == [s.segmented for s in before.slices]
+    for a, b in zip(after.slices, before.slices, strict=True):
+        assert a.tumour_probability == pytest.approx(b.tumour_probability)
