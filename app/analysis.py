@@ -81,25 +81,29 @@ def _fallback_text(error: BrainSegError, *, chosen: bool) -> str:
 
 
 def _fall_back(
-    engine: Engine, device: str, thorough: bool, *, chosen: bool
-) -> tuple[BundleInfo | None, BundleInfo, AnalysisPipeline, str | None]:
-    """The first models that load in ``engine`` after the ones asked for failed: the defaults
-    (when the failed ones were ``chosen`` by hand), then the shipped ones.
+    engine: Engine, device: str, thorough: bool, error: BundleError, *, chosen: bool
+) -> tuple[BundleInfo | None, BundleInfo, AnalysisPipeline, str | None, str]:
+    """The first models that load in ``engine`` after the ones asked for failed with ``error``:
+    the defaults (when the failed ones were ``chosen`` by hand), then the shipped ones.
+
+    Returns:
+        The classifier, segmenter, pipeline, device warning and the message that says why.
 
     Raises:
         BrainSegError: when the shipped models do not load either.
     """
     from brainseg_core.registry import resolve_cards
 
-    error: BrainSegError | None = None
     if chosen:
         try:
             cls, seg = resolve_cards()
-            return cls, seg, *_build_pipeline(engine, cls, seg, device, thorough=thorough)
-        except BrainSegError as exc:
-            error = exc
-    cls, seg = _shipped_models(error or BundleError("models", "no shipped model"))
-    return cls, seg, *_build_pipeline(engine, cls, seg, device, thorough=thorough)
+            pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+            return cls, seg, pipeline, warning, _fallback_text(error, chosen=True)
+        except BundleError as exc:
+            error = exc  # the defaults do not load either: the shipped ones, saying why
+    cls, seg = _shipped_models(error)
+    pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+    return cls, seg, pipeline, warning, _fallback_text(error, chosen=False)
 
 
 def _shipped_models(error: BrainSegError) -> tuple[BundleInfo | None, BundleInfo]:
@@ -599,9 +603,9 @@ class AnalysisController(QObject):
                 if all(getattr(b, "source", None) == "shipped" for b in (cls, seg) if b is not None):
                     raise
                 chosen = any(getattr(b, "source", None) == "file" for b in (cls, seg) if b is not None)
-                cls, seg, pipeline, warning = _fall_back(engine, device, thorough, chosen=chosen)
+                cls, seg, pipeline, warning, why = _fall_back(engine, device, thorough, exc, chosen=chosen)
                 loaded_now = True
-                warnings.append(("Model not loaded", _fallback_text(exc, chosen=chosen)))
+                warnings.append(("Model not loaded", why))
             if warning:
                 warnings.append(("Device not available", warning))
             return _Prepared(loaded_now, cls, seg, pipeline, warnings)
@@ -632,7 +636,8 @@ class AnalysisController(QObject):
         self.message.emit(f"Models ready on {pipeline.device}", 3000)
 
     def _on_prepare_failed(self, message: str, details: str) -> None:
-        if not self.models_loaded:
+        engine_stopped = self._engine is not None and not self._engine.alive
+        if not self.models_loaded and not engine_stopped:  # the models are at fault: forget them
             self.models_loaded = True
             self.settings.classifier_path = self.settings.segmenter_path = None
             self.classifier = self.segmenter = None
@@ -644,7 +649,9 @@ class AnalysisController(QObject):
                 rec.state = PatientState.NEW
                 self.recordChanged.emit(rec)
         self.queue.clear()
-        if self.segmenter is None:
+        if engine_stopped:  # not the models' fault: they stay, and the next run starts a new process
+            dialogs.notify(self._dialog_parent, "error", "Cannot run the models", message, details)
+        elif self.segmenter is None:
             self._no_models(message, quiet=not waiting)
         elif waiting:
             dialogs.notify(self._dialog_parent, "error", "Cannot run the models", message, details)

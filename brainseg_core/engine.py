@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 #: (Linux nice values): the window keeps first claim on a core while the networks run.
 BACKGROUND_NICE = 10
 
-#: How often (seconds) a caller waiting for the child checks its cancel flag and that the child lives.
-POLL_SECONDS = 0.05
+#: How often (seconds) the router thread checks the callers' cancel flags and that the child lives.
+POLL_SECONDS = 0.1
 
 
 class EngineError(BrainSegError):
@@ -220,8 +220,9 @@ class LocalEngine:
 # The child process
 # ------------------------------------------------------------------------------------------------
 #: Pipelines a child keeps (the newest): a viewer that rebuilds its pipeline (another device, the
-#: thorough setting) may still finish a job on the one before.
-KEPT_PIPELINES = 4
+#: thorough setting) may still finish a job on the one before; each holds its networks (on a GPU,
+#: their memory).
+KEPT_PIPELINES = 2
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -259,6 +260,7 @@ class _Child:
 
     conn: Connection
     pipelines: dict[int, Any] = field(default_factory=dict)
+    warmed: set[tuple[str, ...]] = field(default_factory=set)
     cancels: dict[int, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -268,10 +270,16 @@ class _Child:
             self.conn.send(message)
 
     def read(self, requests: queue.Queue[tuple[int, tuple[Any, ...]] | None]) -> None:
-        """Receive messages until the caller goes: cancels act at once, jobs queue."""
+        """Receive messages until the caller goes or says stop: cancels act at once, jobs queue.
+
+        Any failure here ends the child (after its job), so that the caller sees it stop rather
+        than wait for answers that cannot come.
+        """
         try:
             while True:
                 kind, job, request = self.conn.recv()
+                if kind == "stop":
+                    break
                 with self.lock:
                     if kind == "cancel":
                         flag = self.cancels.get(job)  # None: the job has already ended
@@ -281,7 +289,10 @@ class _Child:
                     self.cancels[job] = threading.Event()
                 requests.put((job, request))
         except (EOFError, OSError):
-            requests.put(None)
+            pass
+        except Exception:  # e.g. out of memory unpickling a volume
+            logging.getLogger(__name__).exception("the model process could not read a request")
+        requests.put(None)
 
     def handle(self, job: int, request: tuple[Any, ...]) -> Any:
         """Do one request, sending its items and progress; returns the job's result."""
@@ -314,6 +325,23 @@ class _Child:
             return run.segment_slices(volume, result, indices, progress=progress, cancel=cancel)
         raise ValueError(f"unknown request {what!r}")
 
+    def warm_up(self, pipeline: Any) -> None:
+        """Warm ``pipeline`` up unless networks like its, on its device, already were."""
+        cls = pipeline.classifier
+        key = (
+            str(pipeline.device),
+            pipeline.segmenter.card.weights_sha256,
+            "" if cls is None else cls.card.weights_sha256,
+            str(pipeline.flip_tta),
+        )
+        if key in self.warmed:
+            return
+        self.warmed.add(key)
+        try:
+            pipeline.warm_up()
+        except Exception:  # a warm-up that fails costs nothing but the warm-up
+            logging.getLogger(__name__).warning("warm-up failed", exc_info=True)
+
     def finish(self, job: int, message: tuple[str, int, Any]) -> None:
         with self.lock:
             self.cancels.pop(job, None)
@@ -345,7 +373,11 @@ def _serve(conn: Connection, nice: int) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
-    import brainseg_core.inference  # noqa: F401  # torch and the networks, while the parent starts up
+    try:
+        import brainseg_core.inference  # noqa: F401  # torch and the networks, while the parent starts up
+    except Exception:
+        logging.getLogger(__name__).exception("the model process could not import the networks")
+        raise
 
     # Below the window only now: the import runs at full priority on its own core while the
     # window builds on the other, and the first result is waiting for it.
@@ -364,18 +396,24 @@ def _serve(conn: Connection, nice: int) -> None:
             child.finish(job, message)
         except (EOFError, OSError):
             break
-        if request[0] == "load" and message[0] == "done":
+        if request[0] == "load" and message[0] == "done" and requests.empty():
             # while the caller goes on to its first patient: that patient's first batches would
             # otherwise pay for the kernels' first-use setup
-            try:
-                child.pipelines[job].warm_up()
-            except Exception:  # a warm-up that fails costs nothing but the warm-up
-                logging.getLogger(__name__).warning("warm-up failed", exc_info=True)
+            child.warm_up(child.pipelines[job])
 
 
 # ------------------------------------------------------------------------------------------------
 # The caller's side
 # ------------------------------------------------------------------------------------------------
+def _is_set(is_cancelled: Callable[[], bool]) -> bool:
+    """A caller's cancel flag, read on the router thread (a flag that fails reads as unset)."""
+    try:
+        return bool(is_cancelled())
+    except Exception:
+        log.exception("a cancel flag could not be read")
+        return False
+
+
 class ProcessEngine:
     """Runs the networks in a child process, started (and importing torch) at construction.
 
@@ -427,19 +465,19 @@ class ProcessEngine:
         return self._process.pid
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the child and wait for it: it ends by itself within ``timeout`` seconds once its
-        pipe closes, or is terminated (it holds nothing of the user's). Running jobs fail with
-        :class:`EngineError`."""
+        """Stop the child and wait for it: asked to stop, it ends within ``timeout`` seconds or
+        is terminated (it holds nothing of the user's). Running jobs fail with
+        :class:`EngineError`. The router thread, which owns the pipe, closes it last."""
         if self._closed:
             return
         self._closed = True
-        with self._send_lock:
-            self._conn.close()
+        with contextlib.suppress(EngineError):
+            self._send(("stop", 0, None))
         self._process.join(timeout)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join()
-        self._router.join(timeout)
+        self._router.join()
 
     def pipeline(
         self,
@@ -502,10 +540,11 @@ class ProcessEngine:
             if not self.alive:
                 raise EngineError(self._stopped_text())
             self._inboxes[job] = inbox
-            self._cancels[job] = cancel_checker(cancel)
         finished = False
         try:
             self._send(("job", job, request))
+            with self._lock:  # only now: a cancel must not reach the child before its job
+                self._cancels[job] = cancel_checker(cancel)
             while True:
                 kind, payload = inbox.get()
                 if kind == "progress":
@@ -550,15 +589,13 @@ class ProcessEngine:
                 elif not self._process.is_alive():
                     break
                 with self._lock:
-                    due = [
-                        j
-                        for j, is_cancelled in self._cancels.items()
-                        if j not in cancelled and is_cancelled()
-                    ]
-                for job in due:
-                    self._send(("cancel", job, None))
-                    cancelled.add(job)
-        except (EOFError, OSError, EngineError):  # the child went, or close() closed the pipe
+                    watched = list(self._cancels.items())
+                cancelled &= {job for job, _ in watched}
+                for job, is_set in watched:
+                    if job not in cancelled and _is_set(is_set):
+                        self._send(("cancel", job, None))
+                        cancelled.add(job)
+        except (EOFError, OSError, EngineError):  # the child went, or was asked to stop
             pass
         except Exception:  # a message that cannot be read: stop the child rather than hang its callers
             log.exception("unreadable message from the model process; stopping it")
@@ -568,6 +605,8 @@ class ProcessEngine:
             self._stopped = self._stopped_text()
             for inbox in self._inboxes.values():
                 inbox.put(("stopped", None))
+        with self._send_lock:
+            self._conn.close()
 
     def _stopped_text(self) -> str:
         if self._closed:
@@ -587,6 +626,7 @@ class ProcessEngine:
             with self._send_lock:
                 self._conn.send(message)
         except (EOFError, OSError):
+            self._process.join(0.5)  # reaped: its exit code says how it ended
             raise EngineError(self._stopped_text()) from None
 
 

@@ -110,10 +110,17 @@ def test_cancel_stops_the_job_in_the_model_process_and_the_next_one_runs(
     with pytest.raises(Cancelled):  # nobody read the dropped job, yet it was cancelled
         list(dropped)
 
-    # a stream closed half-way is cancelled as well
+    # a cancel set before the stream starts reaches the child after its job, not before
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        list(there.run(vol, cancel=cancel))
+
+    # a stream closed half-way leaves nothing behind (later messages of its job are dropped)
     closed = there.run(vol)
     next(closed)
     closed.close()
+    assert not engine._inboxes and not engine._cancels
     assert len(list(there.run(small))) == small.n_slices
 
 

@@ -35,7 +35,7 @@ def test_a_model_process_that_died_is_replaced_on_the_next_run(fixture_patient, 
         w.run_current()  # the user runs it again: a new model process does it
         qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
         assert w.current.state is PatientState.DONE and w.current.error in (None, "")
-        assert w.analyser.engine is not engine and w.analyser.engine.alive
+        assert w.analyser._engine is not engine and w.analyser._engine.alive
     finally:
         w.close()
         engine.close()
@@ -58,3 +58,32 @@ def test_a_chosen_bundle_whose_network_does_not_load_gives_way_to_the_defaults(
     assert "you chose" in messages.shown[0][1] and "wrong.safetensors" in messages.shown[0][1]
     assert w.segmenter.path == tiny_bundles / "tiny-seg.json" and w.settings.segmenter_path is None
     assert w.current.base.segmenter.name == "tiny-seg"
+
+
+def test_a_model_process_that_dies_while_loading_keeps_the_models(
+    make_window, fixture_patient, tiny_bundles, messages, qtbot
+) -> None:
+    from brainseg_core.engine import EngineError
+
+    class Dying:  # an engine whose process dies as the networks load
+        alive = True
+
+        def pipeline(self, *args, **kwargs):
+            self.alive = False
+            raise EngineError("the model process was killed (signal 9), perhaps for lack of memory")
+
+    w = make_window(auto_run=False)
+    chosen = str(tiny_bundles / "tiny-seg.json")
+    w.settings.segmenter_path = chosen  # a model the user chose earlier
+    w.analyser._engine = Dying()
+    assert w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=10_000)
+    w.run_current()
+    qtbot.waitUntil(lambda: not w.is_busy() and bool(messages.shown), timeout=20_000)
+    assert [t for t, _, _ in messages.shown] == ["Cannot run the models"]
+    assert w.settings.segmenter_path == chosen  # not the models' fault: the choice is kept
+    messages.shown.clear()
+    w.run_current()  # the next run starts a new model process, with the same models
+    qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
+    assert w.current.base.segmenter.name == "tiny-seg" and not messages.shown
+    assert w.settings.segmenter_path == chosen
