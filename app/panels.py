@@ -352,7 +352,7 @@ def _gate_text(result: SliceResult, gate: float | None) -> str:
     probability = result.tumour_probability
     if probability >= gate:
         return f"Tumour probability {probability:.3f}\npassed the slice gate ({gate:.3g}), segmented"
-    if result.gate_score >= gate:
+    if result.passed_by_neighbour(gate):
         return (
             f"Tumour probability {probability:.3f}\npassed the slice gate ({gate:.3g}) through a "
             f"neighbouring slice ({result.neighbour_probability:.3f}), segmented"

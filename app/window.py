@@ -1035,7 +1035,7 @@ class MainWindow(QMainWindow):
             for s in rec.shown.slices:
                 if s.index < n:
                     probs[s.index] = s.tumour_probability
-                    if s.tumour_probability < gate <= s.gate_score:
+                    if s.passed_by_neighbour(gate):
                         by_neighbour.append(s.index)
         found = self.model.tumour_flags()
         queue = self.model.review_queue()

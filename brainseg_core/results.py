@@ -103,6 +103,10 @@ class SliceResult:
         probability or its neighbours' (:attr:`neighbour_probability`), whichever is higher."""
         return max(self.tumour_probability, self.neighbour_probability)
 
+    def passed_by_neighbour(self, gate: float) -> bool:
+        """Whether the slice passes ``gate`` only through a neighbouring slice's probability."""
+        return self.tumour_probability < gate <= self.gate_score
+
 
 @dataclass(frozen=True)
 class PatientResult:

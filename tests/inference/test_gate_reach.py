@@ -11,7 +11,7 @@ import pytest
 from brainseg_core.bundle import ModelBundle, load_bundle
 from brainseg_core.inference import Pipeline, missing_segmentations, rethreshold
 from brainseg_core.result_store import ResultStore
-from brainseg_core.results import neighbour_probabilities
+from brainseg_core.results import SliceResult, neighbour_probabilities
 from brainseg_core.thresholds import Thresholds
 from tests.support import FakeClassifier, make_volume
 
@@ -31,6 +31,15 @@ def test_neighbour_probabilities_take_the_highest_neighbour_without_the_slice_it
             neighbour_probabilities(p, bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one value per slice"):
         neighbour_probabilities(p.reshape(1, 5), 1)
+
+
+def test_a_slice_passed_by_a_neighbour_is_told_apart() -> None:
+    empty = np.zeros((4, 4), bool)
+    s = SliceResult(0, 0.2, True, None, empty, 0, None, neighbour_probability=0.7)
+    assert s.gate_score == 0.7
+    assert s.passed_by_neighbour(0.5)  # below the gate on its own, above it through a neighbour
+    assert not s.passed_by_neighbour(0.1)  # passes on its own
+    assert not s.passed_by_neighbour(0.8)  # does not pass at all
 
 
 @pytest.fixture
