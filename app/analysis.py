@@ -312,23 +312,27 @@ class AnalysisController(QObject):
 
     @property
     def engine(self) -> Engine:
-        """Where the networks run (a new model process when the last one stopped)."""
-        from brainseg_core.engine import ProcessEngine
+        """Where the networks run: a new model process when the last one stopped, or this
+        process when none can start (the window then shares its core with the networks)."""
+        from brainseg_core.engine import LocalEngine, ProcessEngine
 
         engine = self._engine
         if engine is None or not engine.alive:
             if engine is not None:
                 log.warning("the model process stopped; starting a new one")
                 self.close()
-            engine = self._engine = ProcessEngine()
+            try:
+                engine = ProcessEngine()
+            except OSError as exc:  # no process to be had (limits, a locked-down system)
+                log.warning("no model process (%s); the networks run in the viewer's process", exc)
+                engine = LocalEngine()
+            self._engine = engine
             self._own_engine = True
         return engine
 
     def close(self) -> None:
         """Stop the model process this controller started (one given to it stays)."""
-        from brainseg_core.engine import ProcessEngine
-
-        if self._own_engine and isinstance(self._engine, ProcessEngine):
+        if self._own_engine and self._engine is not None:
             self._engine.close()
 
     @property

@@ -104,7 +104,10 @@ def _run_gui(path: Path | None, sample: bool) -> int:
     # and builds the window (see brainseg_core.engine).
     from brainseg_core.engine import ProcessEngine
 
-    engine = ProcessEngine()
+    try:
+        engine: ProcessEngine | None = ProcessEngine()
+    except OSError:  # the viewer tries again when it needs the models, and says what happened
+        engine = None
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QGuiApplication
 
@@ -117,7 +120,8 @@ def _run_gui(path: Path | None, sample: bool) -> int:
     try:
         return run_viewer(path, sample=sample, engine=engine)
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,6 +142,10 @@ class Engine(Protocol):
         """Whether its pipelines can run (a model process that stopped cannot)."""
         ...
 
+    def close(self) -> None:
+        """Release what it holds (a model process ends)."""
+        ...
+
     def pipeline(
         self,
         classifier: BundleFile | None,
@@ -199,6 +203,9 @@ class LocalEngine:
     def alive(self) -> bool:
         """Always True: this process runs them."""
         return True
+
+    def close(self) -> None:
+        """Nothing to release: the networks go with their pipelines."""
 
     def pipeline(
         self,

@@ -87,3 +87,20 @@ def test_a_model_process_that_dies_while_loading_keeps_the_models(
     qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
     assert w.current.base.segmenter.name == "tiny-seg" and not messages.shown
     assert w.settings.segmenter_path == chosen
+
+
+def test_without_a_model_process_the_networks_run_in_the_viewer(
+    make_window, fixture_patient, tiny_bundles, monkeypatch, qtbot
+) -> None:
+    import brainseg_core.engine
+
+    def refused(*args, **kwargs):
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(brainseg_core.engine, "ProcessEngine", refused)
+    w = make_window()
+    w.analyser._engine = None  # as a window made without one
+    assert w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: _analysed(w), timeout=30_000)
+    assert isinstance(w.analyser._engine, brainseg_core.engine.LocalEngine)
+    assert w.current.base.segmenter.name == "tiny-seg"
