@@ -4,6 +4,7 @@ that survive re-thresholding, re-runs and a restart and flow out as the reader's
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -174,6 +175,13 @@ def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scr
     assert w.results.reviewed.isChecked() and w.browser.rows()[0][3] == str(len(queue) - 1)
     w.results.reviewed.click()  # the button puts it back
     assert first not in rec.reviewed
+
+    # while a patient's slices stream in, its queue is not counted (it needs every slice)
+    base, n = rec.base, rec.n_slices
+    rec.start(dataclasses.replace(base, slices=[]), n, rec.format)
+    rec.add(base.slices[0], w.model.shown_thresholds(rec), None)
+    w.browser.update_record(rec)
+    assert not rec.complete and w.browser.rows()[0][3] == ""
     _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
     assert w.index < first or w.index == first  # previous, or none before it
 
