@@ -115,10 +115,12 @@ class PatientBrowser(QWidget):
         count = rec.tumour_slices()
         item.setText(2, "" if count is None else str(count))
         item.setData(2, Qt.ItemDataRole.UserRole, -1 if count is None else count)
-        # Counted once every slice is in: the queue reads every slice (some reasons compare it with
-        # its neighbours), and recounting it for each streamed slice made a long volume's analysis
-        # cost the window time quadratic in its slices.
-        queue = rec.review_queue() if rec.complete and rec.shown is not None else None
+        # Not counted while slices stream in: the queue reads every slice (some reasons compare it
+        # with its neighbours), and recounting it for each streamed slice made a long volume's
+        # analysis cost the window time quadratic in its slices. A run that stopped half-way
+        # (cancelled, failed) shows the count of what it analysed.
+        streaming = rec.state is PatientState.RUNNING and not rec.complete
+        queue = rec.review_queue() if rec.shown is not None and rec.shown.slices and not streaming else None
         item.setText(3, "" if queue is None else str(len(queue)))
         item.setForeground(3, QBrush(QColor(255, 149, 0) if queue else QColor(170, 170, 170)))
         item.setToolTip(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap, QResizeEvent
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -431,17 +431,12 @@ class ResultsPanel(QWidget):
         # The current-slice line moves on every switch and the plot repaints the strips it left and
         # entered: every item under them paints again (all the points, the axes with their grid).
         # As device pixmaps, redrawn only when their data or the view change, they are blitted:
-        # about 0.6-1.0 ms of each switch's 10-13 ms here (runs/prof_plot.py).
-        for item in (
-            self.curve,
-            self.gt_marks,
-            self.review_marks,
-            self.edited_marks,
-            self.scatter,
-            pi.getAxis("left"),
-            pi.getAxis("bottom"),
-        ):
+        # about 0.6-1.0 ms of each switch's 10-13 ms here (runs/prof_plot.py). (The curve's
+        # PlotDataItem draws nothing itself: its line is the child item that paints.)
+        self._points = (self.gt_marks, self.review_marks, self.edited_marks, self.scatter)
+        for item in (self.curve.curve, *self._points, pi.getAxis("left"), pi.getAxis("bottom")):
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._screen_watched = False
         self.gate_line.sigPositionChanged.connect(self._place_gate_label)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.gate_line.sigPositionChangeFinished.connect(
@@ -538,6 +533,32 @@ class ResultsPanel(QWidget):
         if self._n:
             self.plot.getPlotItem().setXRange(0.5, self._n + 0.5, padding=0)
         self._place_gate_label()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Follow the window's screen: see :meth:`_resample_points`."""
+        super().showEvent(event)
+        handle = self.window().windowHandle()
+        if not self._screen_watched and handle is not None:
+            self._screen_watched = True
+            handle.screenChanged.connect(lambda _screen: self._resample_points())
+            self._resample_points()
+
+    def _resample_points(self) -> None:
+        """Let the point items paint once uncached, on the plot itself.
+
+        pyqtgraph sizes a scatter item's symbols for the screen's pixel ratio only when the item
+        paints on a widget, and a cached item paints into a pixmap: on a screen whose ratio differs
+        from the primary one (a 2x monitor beside a 1x one) the points would stay blurred.
+        """
+        for item in self._points:
+            item.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+            item.update()
+
+        def cache_again() -> None:
+            for item in self._points:
+                item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+        QTimer.singleShot(250, self, cache_again)
 
     def _place_gate_label(self, *_: object) -> None:
         gate = float(self.gate_line.value())

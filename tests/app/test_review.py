@@ -176,12 +176,18 @@ def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scr
     w.results.reviewed.click()  # the button puts it back
     assert first not in rec.reviewed
 
-    # while a patient's slices stream in, its queue is not counted (it needs every slice)
+    # while a patient's slices stream in, its queue is not counted (it needs every slice); a run
+    # stopped half-way shows the count of what it analysed
     base, n = rec.base, rec.n_slices
     rec.start(dataclasses.replace(base, slices=[]), n, rec.format)
-    rec.add(base.slices[0], w.model.shown_thresholds(rec), None)
+    for k in range(queue[0] + 1):
+        rec.add(base.slices[k], w.model.shown_thresholds(rec), None)
+    rec.state = PatientState.RUNNING
     w.browser.update_record(rec)
     assert not rec.complete and w.browser.rows()[0][3] == ""
+    rec.state = PatientState.CANCELLED
+    w.browser.update_record(rec)
+    assert w.browser.rows()[0][3] == str(len(rec.review_queue())) != "0"
     _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
     assert w.index < first or w.index == first  # previous, or none before it
 

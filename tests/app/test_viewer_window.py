@@ -680,3 +680,16 @@ def test_stepping_through_slices_keeps_the_plot_in_place(
         lines.add(w.results.slice_label.text().count("\n"))
     assert len(lines) == 3  # three different lengths of text...
     assert len(plot) == 1, plot  # ...one plot geometry
+
+
+def test_the_plot_caches_its_points_and_lets_them_repaint_for_a_new_screen(make_window, qtbot) -> None:
+    from PySide6.QtWidgets import QGraphicsItem
+
+    w = make_window()
+    cached = QGraphicsItem.CacheMode.DeviceCoordinateCache
+    points = w.results._points
+    qtbot.waitUntil(lambda: all(p.cacheMode() == cached for p in points), timeout=5_000)
+    assert w.results.curve.curve.cacheMode() == cached  # the curve's line, the item that paints
+    w.windowHandle().screenChanged.emit(w.windowHandle().screen())  # moved to another screen
+    assert all(p.cacheMode() == QGraphicsItem.CacheMode.NoCache for p in points)  # painted on the plot
+    qtbot.waitUntil(lambda: all(p.cacheMode() == cached for p in points), timeout=5_000)
