@@ -293,6 +293,12 @@ def remove_bundle(name: str) -> Path:
     return info.path
 
 
+def _card_file(path: str | Path) -> BundleInfo:
+    """A bundle named by path, known from its card (weights not read)."""
+    card_path = resolve_card_path(path)
+    return BundleInfo(card_path, read_card(card_path), "file")
+
+
 def open_bundle(path: str | Path) -> BundleInfo:
     """A bundle the user named (``.json``, ``.safetensors`` or folder), its weights checked against
     its card's SHA-256 but no network built (:func:`~brainseg_core.bundle.load_bundle` does that).
@@ -300,31 +306,36 @@ def open_bundle(path: str | Path) -> BundleInfo:
     Raises:
         BundleError: when the card is missing or invalid, or the weights missing or damaged.
     """
-    card_path = resolve_card_path(path)
-    card = read_card(card_path)
-    read_weights(card_path, card)
-    return BundleInfo(card_path, card, "file")
+    info = _card_file(path)
+    read_weights(info.path, info.card)
+    return info
 
 
 def _resolve_card(kind: str, explicit: str | Path | None, required: bool) -> BundleInfo | None:
+    """The bundle to run for ``kind``, known from its card (its weights are the caller's to check
+    or load)."""
     if explicit is not None:
-        info = open_bundle(explicit)
+        info = _card_file(explicit)
         if info.card.kind != kind:
             raise BundleError(
                 info.path, f"this is a {info.card.kind} model, but it was given as the {kind}; swap the two"
             )
         return info
     active = active_bundle(kind)
-    if active is not None:
-        read_weights(active.path, active.card)  # a damaged or modified file is refused here already
+    if active is not None or not required:
         return active
-    if not required:
-        return None
     raise BundleError(
         user_models_dir(),
         f"no {kind} model found here or in {shipped_models_dir()}; train one with brainseg-train, "
         f"copy a bundle (NAME.json + NAME.safetensors) into {user_models_dir()}, or pass its path explicitly",
     )
+
+
+def _checked(info: BundleInfo | None) -> BundleInfo | None:
+    """``info`` once its weights match its card (a damaged or modified file is refused here)."""
+    if info is not None:
+        read_weights(info.path, info.card)
+    return info
 
 
 def resolve_cards(
@@ -350,8 +361,8 @@ def resolve_cards(
             unreadable or its weights are missing or damaged, or when an explicit bundle is of
             the wrong kind.
     """
-    seg = _resolve_card("segmenter", segmenter, required=True)
-    cls = _resolve_card("classifier", classifier, required=False)
+    seg = _checked(_resolve_card("segmenter", segmenter, required=True))
+    cls = _checked(_resolve_card("classifier", classifier, required=False))
     assert seg is not None
     return cls, seg
 
@@ -382,9 +393,12 @@ def resolve_models(
     """
     from brainseg_core.bundle import load_bundle  # the networks and torch, only when loading
 
-    cls, seg = resolve_cards(classifier, segmenter)
-    loaded_cls = None if cls is None else load_bundle(cls.path, device=device)
-    return loaded_cls, load_bundle(seg.path, device=device)
+    # chosen like resolve_cards, and checked (weights included) once, by load_bundle
+    seg = _resolve_card("segmenter", segmenter, required=True)
+    assert seg is not None
+    loaded_seg = load_bundle(seg.path, device=device)
+    cls = _resolve_card("classifier", classifier, required=False)
+    return (None if cls is None else load_bundle(cls.path, device=device)), loaded_seg
 
 
 def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: bool = False) -> Path:
