@@ -582,13 +582,6 @@ class AnalysisController(QObject):
         engine = self.engine
 
         def job(cancel: threading.Event, progress: ProgressFn) -> _Prepared:
-            # Largest-region post-processing labels components in the GUI thread whenever a result
-            # is (re)thresholded there: a finished run, a saved analysis restored on opening, a
-            # threshold moved. Import the labeller here, once, before any of them can need it (on
-            # the GUI thread the import stalled the window for 0.4 s), and first: the model
-            # process is still loading the networks meanwhile.
-            import scipy.ndimage  # noqa: F401
-
             warnings: list[tuple[str, str]] = []
             loaded_now = need
             cls: BundleFile | None

@@ -40,6 +40,7 @@ def mark(name):
 # as `brainseg` does: the model process first, importing torch while this process starts Qt
 from brainseg_core.engine import ProcessEngine
 engine = ProcessEngine()
+import scipy.ndimage  # as `brainseg` does, while the model process imports torch
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])
