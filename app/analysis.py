@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -22,13 +22,13 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
 from brainseg_app import dialogs
-from brainseg_app.session import PatientRecord, PatientState, read_volume
+from brainseg_app.session import PatientRecord, PatientState, Rethresholded, read_volume, record_thresholds
 from brainseg_app.settings import Settings
 from brainseg_app.worker import Job, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
 from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.progress import ProgressFn
-from brainseg_core.results import PatientResult, SliceResult
+from brainseg_core.results import PatientResult, SliceResult, rethreshold
 
 if TYPE_CHECKING:
     from brainseg_core.engine import AnalysisPipeline, BundleFile, Engine
@@ -189,6 +189,7 @@ class Session(Protocol):
     current: PatientRecord | None
     volume: Volume | None
     thresholds: Thresholds
+    model_input_size: int | None
 
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
         """The voxel size to use for ``rec``'s volumes."""
@@ -198,8 +199,8 @@ class Session(Protocol):
         """The thresholds ``rec`` is shown with."""
         ...
 
-    def apply(self, rec: PatientRecord) -> None:
-        """Recompute what ``rec`` shows."""
+    def apply(self, rec: PatientRecord, *, ready: Rethresholded | None = None) -> None:
+        """Recompute what ``rec`` shows (``ready``: the same computed by the job, if it still applies)."""
         ...
 
 
@@ -663,12 +664,21 @@ class AnalysisController(QObject):
         store = self.store
         if kind == "analyse":
             run = pipeline.replace(thresholds=session.thresholds)
+            viewer_thresholds, input_size = session.thresholds, session.model_input_size
+
+            def settle(result: PatientResult) -> Rethresholded:
+                # what the record will show once the job ends, computed here and not on the GUI thread
+                t = record_thresholds(viewer_thresholds, result, input_size, done=True)
+                return Rethresholded(rethreshold(result.with_spacing(spacing), t), t, spacing)
+
             # A saved analysis by these models is used as it is, unless the user asked for a new run.
             reuse_saved = rec.path not in self._rerun
             self._rerun.discard(rec.path)
             loaded_work = rec.work_loaded  # a patient analysed unopened brings its saved edits along
 
-            def analyse(cancel: threading.Event, progress: ProgressFn) -> Iterator[Started | SliceResult]:
+            def analyse(
+                cancel: threading.Event, progress: ProgressFn
+            ) -> Generator[Started | SliceResult, None, Rethresholded]:
                 vol = volume if volume is not None else read_volume(path, spacing, series)
                 work = None if loaded_work else store.load_reader_work(vol)
                 empty = run.empty_result(vol)
@@ -681,13 +691,15 @@ class AnalysisController(QObject):
                 )
                 if saved is not None and saved.current:
                     yield Started(saved.result, vol.n_slices, vol.format, work)
-                    return
+                    return settle(saved.result)
                 yield Started(empty, vol.n_slices, vol.format, work)
                 slices = []
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
                     yield s
-                _save(store, vol, dataclasses.replace(empty, slices=slices))
+                whole = dataclasses.replace(empty, slices=slices)
+                _save(store, vol, whole)
+                return settle(whole)
 
             job: Job = analyse
 
@@ -741,7 +753,7 @@ class AnalysisController(QObject):
         if kind == "segment":
             rec.base = result  # type: ignore[assignment]
         rec.state = PatientState.DONE
-        self.session.apply(rec)
+        self.session.apply(rec, ready=result if isinstance(result, Rethresholded) else None)
         self.recordChanged.emit(rec)
         self.patientFinished.emit(rec, kind)
         self.stateChanged.emit()

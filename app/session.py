@@ -33,6 +33,51 @@ from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
 
+@dataclass(frozen=True)
+class Rethresholded:
+    """A patient's whole result re-thresholded off the GUI thread, for the record to take as it is.
+
+    An analysis job ends with it: labelling the volume's 3-D regions (largest region, faint edges)
+    takes tens of milliseconds per patient, which on the GUI thread froze the window at the end of
+    every analysis.
+
+    Attributes:
+        result: ``rethreshold(base.with_spacing(spacing), thresholds)`` of the job's whole result.
+        thresholds: the thresholds it was computed for.
+        spacing: the voxel size it was computed with.
+    """
+
+    result: PatientResult
+    thresholds: Thresholds
+    spacing: Spacing | None
+
+
+def record_thresholds(
+    thresholds: Thresholds, base: PatientResult | None, input_size: int | None, *, done: bool
+) -> Thresholds:
+    """The thresholds a patient's result is shown with.
+
+    Args:
+        thresholds: the viewer's thresholds.
+        base: the patient's result so far (None before its analysis).
+        input_size: the segmenter's input size (None: not known yet).
+        done: the whole volume has been analysed; before, the whole-volume steps (largest region,
+            faint edges) are off.
+
+    Returns:
+        ``thresholds`` with the model's minimum area in this volume's pixels, as the pipeline scales
+        it (also for an analysis saved under an earlier card of the same weights).
+    """
+    t = thresholds
+    if base is not None and base.slices and input_size:
+        t = t.at_size(base.slices[0].mask.shape, input_size)
+    elif base is not None:
+        t = t.replace(min_area_px=base.thresholds.min_area_px)
+    if not done:
+        t = t.replace(largest_component=False, edge=0.0)
+    return t
+
+
 class PatientState(enum.Enum):
     """Analysis state of one patient, as shown in the patient browser."""
 
@@ -158,11 +203,29 @@ class PatientRecord:
         )
         return one
 
-    def apply(self, thresholds: Thresholds, spacing: Spacing | None) -> None:
-        """Recompute :attr:`shown` for new thresholds or spacing (no network runs)."""
-        if self.base is not None:
+    def apply(
+        self, thresholds: Thresholds, spacing: Spacing | None, *, ready: Rethresholded | None = None
+    ) -> None:
+        """Recompute :attr:`shown` for new thresholds or spacing (no network runs).
+
+        Args:
+            thresholds: the thresholds to show the result with.
+            spacing: the voxel size.
+            ready: the same computed in the background; taken when it was computed for these
+                thresholds and spacing on a result of as many slices as :attr:`base`.
+        """
+        if self.base is None:
+            return
+        if (
+            ready is not None
+            and ready.thresholds == thresholds
+            and ready.spacing == spacing
+            and len(ready.result.slices) == len(self.base.slices)
+        ):
+            self.model_shown = ready.result
+        else:
             self.model_shown = rethreshold(self.base.with_spacing(spacing), thresholds)
-            self.edits_changed()
+        self.edits_changed()
 
     def edits_changed(self) -> None:
         """Show the reader's edits as they are now (no re-thresholding)."""

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from brainseg_app.session import PatientRecord, PatientState, with_entered_spacing
+from brainseg_app.session import (
+    PatientRecord,
+    PatientState,
+    Rethresholded,
+    record_thresholds,
+    with_entered_spacing,
+)
 from brainseg_core.display import auto_window
 from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 from brainseg_core.io import Volume
@@ -343,25 +349,15 @@ class ViewerModel:
 
     # -- results ---------------------------------------------------------------------------------
     def shown_thresholds(self, rec: PatientRecord) -> Thresholds:
-        """The thresholds applied to ``rec``: the viewer's, with its own minimum area, and the
-        whole-volume steps (largest region, faint edges) only once the whole volume has been
-        analysed."""
-        t = self.thresholds
-        base = rec.base
-        size = self.model_input_size
-        if base is not None and base.slices and size:
-            # the model's minimum area in this volume's pixels, as the pipeline scales it (also for
-            # an analysis saved under an earlier card of the same weights)
-            t = t.at_size(base.slices[0].mask.shape, size)
-        elif base is not None:
-            t = t.replace(min_area_px=base.thresholds.min_area_px)
-        if rec.state is not PatientState.DONE:
-            t = t.replace(largest_component=False, edge=0.0)
-        return t
+        """The thresholds applied to ``rec`` (:func:`~brainseg_app.session.record_thresholds`)."""
+        return record_thresholds(
+            self.thresholds, rec.base, self.model_input_size, done=rec.state is PatientState.DONE
+        )
 
-    def apply(self, rec: PatientRecord) -> None:
-        """Recompute what ``rec`` shows for the current thresholds and voxel size."""
-        rec.apply(self.shown_thresholds(rec), self.spacing_for(rec))
+    def apply(self, rec: PatientRecord, *, ready: Rethresholded | None = None) -> None:
+        """Recompute what ``rec`` shows for the current thresholds and voxel size (``ready``: the
+        same computed in the background, see :meth:`PatientRecord.apply`)."""
+        rec.apply(self.shown_thresholds(rec), self.spacing_for(rec), ready=ready)
         self.events.results.emit(rec)
 
     def apply_all(self) -> None:

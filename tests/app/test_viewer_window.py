@@ -366,6 +366,47 @@ def test_largest_region_option_filters_the_shown_masks_and_is_remembered(
     assert rec.shown.volume_voxels == int(masks.sum())
 
 
+def test_the_finished_analysis_is_post_processed_by_the_job_not_on_the_gui_thread(
+    make_window, fixture_patient, scripted_models, qtbot, monkeypatch
+) -> None:
+    import threading
+
+    import brainseg_app.session as session_module
+    from brainseg_core.results import rethreshold
+
+    on_gui_thread: list[int] = []
+
+    def watched(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            on_gui_thread.append(1)
+        return rethreshold(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "rethreshold", watched)
+    cls, seg = scripted_models
+    w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
+    w.controls.largest_component.setChecked(True)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    rec = w.current
+    assert on_gui_thread == []  # the 3-D steps (largest region) ran in the job
+    expected = rethreshold(rec.base.with_spacing(w.spacing_for(rec)), w.model.shown_thresholds(rec))
+    assert rec.shown.thresholds.largest_component
+    assert [s.area_px for s in rec.shown.slices] == [s.area_px for s in expected.slices]
+    assert rec.shown.volume_voxels == expected.volume_voxels
+    assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] == 1
+
+    # Thresholds moved while the job ran: what the job computed no longer applies, the window
+    # computes it again for the thresholds shown.
+    _slow(monkeypatch, 0.05)
+    w.run_current()
+    qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0, timeout=20_000)
+    w.controls.largest_component.setChecked(False)
+    on_gui_thread.clear()
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    assert on_gui_thread != []
+    assert not rec.shown.thresholds.largest_component
+    assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] >= 2
+
+
 def test_faint_edges_option_reaches_the_shown_thresholds_and_is_remembered(
     make_window, fixture_patient, scripted_models, qtbot
 ) -> None:
