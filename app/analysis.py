@@ -22,13 +22,20 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
 from brainseg_app import dialogs
-from brainseg_app.session import PatientRecord, PatientState, Rethresholded, read_volume, record_thresholds
+from brainseg_app.session import (
+    PatientRecord,
+    PatientState,
+    Rethresholded,
+    read_volume,
+    record_thresholds,
+    with_entered_spacing,
+)
 from brainseg_app.settings import Settings
 from brainseg_app.worker import Job, JobRunner
 from brainseg_core.errors import BrainSegError, BundleError
 from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.progress import ProgressFn
-from brainseg_core.results import PatientResult, SliceResult, rethreshold
+from brainseg_core.results import PatientResult, SliceResult
 
 if TYPE_CHECKING:
     from brainseg_core.engine import AnalysisPipeline, BundleFile, Engine
@@ -162,13 +169,15 @@ def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
 @dataclass(frozen=True)
 class Started:
     """What an analysis job yields first: the patient's result so far (no slices yet, or a saved
-    analysis that is used as it is), its number of slices, and the reader's saved work on it
-    (edited masks, reviewed slices; None when there is none)."""
+    analysis that is used as it is), its number of slices, the reader's saved work on it (edited
+    masks, reviewed slices; None when there is none) and, for a patient read by the job, the voxel
+    size its files give (None: they give none, or the patient is on display)."""
 
     result: PatientResult
     n_slices: int
     format: PatientFormat
     work: ReaderWork | None = None
+    file_spacing: Spacing | None = None
 
 
 @dataclass(frozen=True)
@@ -662,14 +671,23 @@ class AnalysisController(QObject):
         spacing = session.spacing_for(rec)
         path, series = rec.path, rec.series
         store = self.store
+        viewer_thresholds, input_size = session.thresholds, session.model_input_size
+
+        def read() -> tuple[Volume, Spacing | None]:
+            """The volume to run (with the entered spacing unless its files give one), and the
+            spacing its files give, for a patient not on display (None: known already)."""
+            if volume is not None:
+                return volume, None
+            read = read_volume(path, None, series)
+            return with_entered_spacing(read, spacing), read.spacing
+
+        def settle(result: PatientResult, vol: Volume) -> Rethresholded:
+            # what the record will show once the job ends, computed here and not on the GUI thread
+            t = record_thresholds(viewer_thresholds, result, input_size, done=True)
+            return Rethresholded.compute(result, t, vol.spacing)
+
         if kind == "analyse":
             run = pipeline.replace(thresholds=session.thresholds)
-            viewer_thresholds, input_size = session.thresholds, session.model_input_size
-
-            def settle(result: PatientResult) -> Rethresholded:
-                # what the record will show once the job ends, computed here and not on the GUI thread
-                t = record_thresholds(viewer_thresholds, result, input_size, done=True)
-                return Rethresholded(rethreshold(result.with_spacing(spacing), t), t, spacing)
 
             # A saved analysis by these models is used as it is, unless the user asked for a new run.
             reuse_saved = rec.path not in self._rerun
@@ -679,7 +697,7 @@ class AnalysisController(QObject):
             def analyse(
                 cancel: threading.Event, progress: ProgressFn
             ) -> Generator[Started | SliceResult, None, Rethresholded]:
-                vol = volume if volume is not None else read_volume(path, spacing, series)
+                vol, file_spacing = read()
                 work = None if loaded_work else store.load_reader_work(vol)
                 empty = run.empty_result(vol)
                 saved = (
@@ -690,16 +708,16 @@ class AnalysisController(QObject):
                     else None  # a new run was asked for: the saved one is not even read
                 )
                 if saved is not None and saved.current:
-                    yield Started(saved.result, vol.n_slices, vol.format, work)
-                    return settle(saved.result)
-                yield Started(empty, vol.n_slices, vol.format, work)
+                    yield Started(saved.result, vol.n_slices, vol.format, work, file_spacing)
+                    return settle(saved.result, vol)
+                yield Started(empty, vol.n_slices, vol.format, work, file_spacing)
                 slices = []
                 for s in run.run(vol, progress=progress, cancel=cancel):
                     slices.append(s)
                     yield s
                 whole = dataclasses.replace(empty, slices=slices)
                 _save(store, vol, whole)
-                return settle(whole)
+                return settle(whole, vol)
 
             job: Job = analyse
 
@@ -710,11 +728,11 @@ class AnalysisController(QObject):
             assert base is not None
             indices = rec.missing(session.thresholds)
 
-            def segment(cancel: threading.Event, progress: ProgressFn) -> PatientResult:
-                vol = volume if volume is not None else read_volume(path, spacing, series)
+            def segment(cancel: threading.Event, progress: ProgressFn) -> Rethresholded:
+                vol, _ = read()
                 done = pipeline.segment_slices(vol, base, indices, progress=progress, cancel=cancel)
                 _save(store, vol, done)
-                return done
+                return settle(done, vol)
 
             job = segment
 
@@ -736,6 +754,8 @@ class AnalysisController(QObject):
                 if obj.work is not None:
                     rec.use_reader_work(obj.work.masks, obj.work.reviewed)
                 rec.work_loaded = True
+            if obj.file_spacing is not None:
+                rec.file_spacing = obj.file_spacing
             rec.start(obj.result, obj.n_slices, obj.format)
             self.recordChanged.emit(rec)
             self.patientStarted.emit(rec)
@@ -750,10 +770,11 @@ class AnalysisController(QObject):
         if kind == "prepare":
             self._on_prepared(result)
             return
+        assert isinstance(result, Rethresholded)
         if kind == "segment":
-            rec.base = result  # type: ignore[assignment]
+            rec.base = result.base
         rec.state = PatientState.DONE
-        self.session.apply(rec, ready=result if isinstance(result, Rethresholded) else None)
+        self.session.apply(rec, ready=result)
         self.recordChanged.emit(rec)
         self.patientFinished.emit(rec, kind)
         self.stateChanged.emit()

@@ -108,10 +108,6 @@ def _run_gui(path: Path | None, sample: bool) -> int:
         engine: ProcessEngine | None = ProcessEngine()
     except OSError:  # the viewer tries again when it needs the models, and says what happened
         engine = None
-    # The labeller of the viewer's post-processing (largest 3-D region, faint edges), while the model
-    # process imports torch: 0.27 s here, before the window. Imported later on a worker thread, it
-    # held the GIL while the reader paged through the first slice (switches of 20-40 ms).
-    import scipy.ndimage  # noqa: F401
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QGuiApplication
 

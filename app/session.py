@@ -33,23 +33,30 @@ from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rethresholded:
     """A patient's whole result re-thresholded off the GUI thread, for the record to take as it is.
 
-    An analysis job ends with it: labelling the volume's 3-D regions (largest region, faint edges)
-    takes tens of milliseconds per patient, which on the GUI thread froze the window at the end of
-    every analysis.
+    Analysis and segmentation jobs end with it: labelling the volume's 3-D regions (largest region,
+    faint edges) takes tens of milliseconds per patient, which on the GUI thread froze the window
+    at the end of every analysis.
 
     Attributes:
-        result: ``rethreshold(base.with_spacing(spacing), thresholds)`` of the job's whole result.
+        base: the job's whole result (the pipeline's output, probabilities kept).
+        result: ``rethreshold(base.with_spacing(spacing), thresholds)``.
         thresholds: the thresholds it was computed for.
         spacing: the voxel size it was computed with.
     """
 
+    base: PatientResult
     result: PatientResult
     thresholds: Thresholds
     spacing: Spacing | None
+
+    @classmethod
+    def compute(cls, base: PatientResult, thresholds: Thresholds, spacing: Spacing | None) -> Rethresholded:
+        """Re-threshold ``base`` for ``thresholds`` at ``spacing``."""
+        return cls(base, rethreshold(base.with_spacing(spacing), thresholds), thresholds, spacing)
 
 
 def record_thresholds(
@@ -130,6 +137,7 @@ class PatientRecord:
         series: for a DICOM study, the series the reader confirmed per sequence (sequence name to
             SeriesInstanceUID); None until confirmed (the guesses from the headers are used).
         format: the patient's file format once its volume was read (None before).
+        file_spacing: the voxel size its files give, once read (None: they give none, or not read).
     """
 
     path: Path
@@ -146,6 +154,9 @@ class PatientRecord:
     truth: np.ndarray | None = None
     work_loaded: bool = False
     format: PatientFormat | None = None
+    file_spacing: Spacing | None = None
+    # what model_shown was computed from: (base, thresholds, spacing)
+    _applied: tuple[PatientResult, Thresholds, Spacing | None] | None = field(default=None, repr=False)
     _reasons: tuple[PatientResult | None, list[tuple[ReviewReason, ...]]] = (None, [])
 
     @property
@@ -206,25 +217,32 @@ class PatientRecord:
     def apply(
         self, thresholds: Thresholds, spacing: Spacing | None, *, ready: Rethresholded | None = None
     ) -> None:
-        """Recompute :attr:`shown` for new thresholds or spacing (no network runs).
+        """Recompute :attr:`shown` for new thresholds or spacing (no network runs); nothing is
+        re-thresholded when the model's masks were computed from this :attr:`base` for these
+        thresholds and spacing already.
 
         Args:
             thresholds: the thresholds to show the result with.
             spacing: the voxel size.
             ready: the same computed in the background; taken when it was computed for these
-                thresholds and spacing on a result of as many slices as :attr:`base`.
+                thresholds and spacing from the very slices of :attr:`base`.
         """
-        if self.base is None:
+        base = self.base
+        if base is None:
             return
-        if (
-            ready is not None
-            and ready.thresholds == thresholds
-            and ready.spacing == spacing
-            and len(ready.result.slices) == len(self.base.slices)
-        ):
-            self.model_shown = ready.result
-        else:
-            self.model_shown = rethreshold(self.base.with_spacing(spacing), thresholds)
+        applied = self._applied
+        if applied is None or applied[0] is not base or applied[1:] != (thresholds, spacing):
+            if (
+                ready is not None
+                and ready.thresholds == thresholds
+                and ready.spacing == spacing
+                and len(ready.base.slices) == len(base.slices)
+                and all(a is b for a, b in zip(ready.base.slices, base.slices, strict=True))
+            ):
+                self.model_shown = ready.result
+            else:
+                self.model_shown = rethreshold(base.with_spacing(spacing), thresholds)
+            self._applied = (base, thresholds, spacing)
         self.edits_changed()
 
     def edits_changed(self) -> None:

@@ -219,6 +219,7 @@ class ViewerModel:
             raise RuntimeError("show_patient() before set_volume()")
         self._read = volume
         self.volume = self._with_entered_spacing(volume)
+        rec.file_spacing = volume.spacing
         rec.truth = volume.masks
         rec.n_slices = volume.n_slices
         rec.format = volume.format
@@ -341,10 +342,10 @@ class ViewerModel:
         return with_entered_spacing(volume, self._entered_spacing(self.current.path))
 
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
-        """The voxel size of ``rec``: its files' own when they have one, else the one entered for
-        the patient, else the dataset's."""
-        if rec is self.current and self._read is not None and self._read.spacing is not None:
-            return self._read.spacing
+        """The voxel size of ``rec``: its files' own when they have one (known once its volume was
+        read, displayed or analysed), else the one entered for the patient, else the dataset's."""
+        if rec.file_spacing is not None:
+            return rec.file_spacing
         return self._entered_spacing(rec.path)
 
     # -- results ---------------------------------------------------------------------------------

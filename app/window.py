@@ -1381,6 +1381,11 @@ def run_viewer(path: Path | None = None, *, sample: bool = False, engine: Engine
     Returns:
         The application's exit code.
     """
+    # The labeller of the viewer's post-processing (largest 3-D region, faint edges) before the
+    # window, while the model process imports torch: 0.27 s here. Imported later on a worker thread,
+    # it held the GIL while the reader paged through the first slice (switches of 20-40 ms).
+    import scipy.ndimage  # noqa: F401
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("BrainSeg")

@@ -216,7 +216,7 @@ class MaskEdits:
         Returns:
             True when the mask changed.
         """
-        from scipy import ndimage  # 0.2 s to import: not at the viewer's start
+        from scipy import ndimage  # 0.2 s to import: on first use (the viewer: before its window)
 
         filled = ndimage.binary_fill_holes(self._current(index, base))
         return self._record(index, EditKind.FILL_HOLES, np.asarray(filled, bool), base)

@@ -183,7 +183,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     m = np.asarray(mask).astype(bool, copy=False)
     if m.ndim not in (2, 3):
         raise ValueError(f"expected a 2-D or 3-D mask, got shape {m.shape}")
-    from scipy import ndimage  # 0.2 s to import: not at the viewer's start
+    from scipy import ndimage  # 0.2 s to import: on first use (the viewer: before its window)
 
     labels, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, bool), output=np.int32)
     return labels, int(n)

@@ -114,3 +114,34 @@ def test_dicom_study_asks_once_for_its_series_and_rereads_with_the_choice(
 
 
 _GUESSES = {"pre": "AX T1 PRE", "flair": "AX FLAIR", "post": "AX T1 POST GAD"}
+
+
+def test_patients_analysed_unopened_and_left_keep_their_files_voxel_size(
+    make_window, fixture_patient: Path, scripted_models, qtbot, tmp_path: Path
+) -> None:
+    tiff = open_volume(fixture_patient)
+    n, (h, w_px) = tiff.n_slices, tiff.shape
+    folders = [
+        write_nifti_patient(tmp_path / "set" / name, tiff, geometry_for((n, h, w_px), AFFINES[affine]))
+        for name, affine in (("BraTS_1", "las-aniso"), ("BraTS_2", "sagittal-flipped"))
+    ]
+    spacing = {f: open_volume(f).spacing for f in folders}
+    assert None not in spacing.values() and len(set(spacing.values())) == 2
+
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(tmp_path / "set")
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
+    shown_first = w.current
+    w.analyse_all()
+    recs = {rec.path: rec for rec in w.records.values()}
+    qtbot.waitUntil(
+        lambda: all(r.state is PatientState.DONE for r in recs.values()) and not w.is_busy(), timeout=30_000
+    )
+    for path, rec in recs.items():  # the one never opened too: its volume in mL, from its own files
+        assert rec.shown.spacing == spacing[path]
+        assert w.model.spacing_for(rec) == spacing[path]
+    other = next(r for r in recs.values() if r is not shown_first)
+    w.open_patient(other.path)
+    qtbot.waitUntil(lambda: w.volume is not None and w.current is other, timeout=20_000)
+    assert w.model.spacing_for(shown_first) == spacing[shown_first.path]  # not on display any more
+    assert shown_first.shown.spacing == spacing[shown_first.path]

@@ -371,40 +371,58 @@ def test_the_finished_analysis_is_post_processed_by_the_job_not_on_the_gui_threa
 ) -> None:
     import threading
 
-    import brainseg_app.session as session_module
+    import brainseg_core.results as results_module
     from brainseg_core.results import rethreshold
+    from brainseg_core.spacing import Spacing
 
-    on_gui_thread: list[int] = []
+    calls: dict[str, int] = {"gui": 0, "job": 0}
+    keep_largest = results_module.keep_largest
 
-    def watched(*args, **kwargs):
-        if threading.current_thread() is threading.main_thread():
-            on_gui_thread.append(1)
-        return rethreshold(*args, **kwargs)
+    def watched(*args, **kwargs):  # the largest-region step, wherever it is computed
+        calls["gui" if threading.current_thread() is threading.main_thread() else "job"] += 1
+        return keep_largest(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "rethreshold", watched)
+    monkeypatch.setattr(results_module, "keep_largest", watched)
     cls, seg = scripted_models
     w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
     w.controls.largest_component.setChecked(True)
     _open_and_analyse(qtbot, w, fixture_patient)
     rec = w.current
-    assert on_gui_thread == []  # the 3-D steps (largest region) ran in the job
+    assert calls["gui"] == 0 and calls["job"] > 0  # the 3-D steps ran in the job
     expected = rethreshold(rec.base.with_spacing(w.spacing_for(rec)), w.model.shown_thresholds(rec))
     assert rec.shown.thresholds.largest_component
     assert [s.area_px for s in rec.shown.slices] == [s.area_px for s in expected.slices]
     assert rec.shown.volume_voxels == expected.volume_voxels
     assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] == 1
+    # nothing changed: showing the same thresholds again computes nothing
+    calls["gui"] = 0
+    w.model.apply(rec)
+    assert calls["gui"] == 0
 
-    # Thresholds moved while the job ran: what the job computed no longer applies, the window
-    # computes it again for the thresholds shown.
-    _slow(monkeypatch, 0.05)
-    w.run_current()
-    qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0, timeout=20_000)
-    w.controls.largest_component.setChecked(False)
-    on_gui_thread.clear()
-    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
-    assert on_gui_thread != []
+    def change_while_running(change) -> None:
+        """Run the patient again, calling ``change`` as its first slice arrives."""
+
+        def once(record, index) -> None:
+            w.analyser.sliceAnalysed.disconnect(once)
+            change()
+
+        w.analyser.sliceAnalysed.connect(once)
+        w.run_current()
+        qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+
+    # The thresholds moved while the job ran: what the job computed no longer applies, and the
+    # window computes it again for the thresholds shown.
+    change_while_running(lambda: w.controls.largest_component.setChecked(False))
     assert not rec.shown.thresholds.largest_component
     assert label_components(np.stack([s.mask for s in rec.shown.slices]))[1] >= 2
+
+    # The same for the voxel size.
+    w.controls.largest_component.setChecked(True)
+    calls["gui"] = 0
+    change_while_running(lambda: w.set_spacing(Spacing(0.5, 0.5, 3.0)))
+    assert calls["gui"] > 0
+    assert rec.shown.spacing == Spacing(0.5, 0.5, 3.0)
+    assert rec.shown.volume_ml == pytest.approx(rec.shown.volume_voxels * 0.5 * 0.5 * 3.0 / 1000)
 
 
 def test_faint_edges_option_reaches_the_shown_thresholds_and_is_remembered(
