@@ -207,3 +207,29 @@ def test_the_viewer_analyses_and_exports_without_importing_torch(tmp_path: Path)
     tumour_slices, written, imported = out.stdout.split()
     assert int(tumour_slices) > 0 and int(written) > 0
     assert imported == "False"
+
+
+def test_the_model_process_warms_networks_up_only_when_no_patient_follows(
+    bundles, fixture_patient, caplog
+) -> None:
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="brainseg_core.engine")
+
+    def warm_ups() -> int:
+        return sum("warming the networks up" in r.getMessage() for r in caplog.records)
+
+    vol = open_volume(fixture_patient)
+    e = ProcessEngine(nice=0)
+    try:
+        pipeline = e.pipeline(*bundles, device="cpu")
+        assert len(list(pipeline.run(vol))) == vol.n_slices  # asked for at once: run, not warmed up first
+        assert warm_ups() == 0
+        e.pipeline(*bundles, device="cpu", flip_tta=True)  # other networks, and nobody asks for a run
+        deadline = time.monotonic() + 30
+        while warm_ups() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert warm_ups() == 1
+    finally:
+        e.close()
