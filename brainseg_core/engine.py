@@ -231,11 +231,12 @@ class LocalEngine:
 #: their memory).
 KEPT_PIPELINES = 2
 
-#: Seconds the model process waits, once it has loaded networks, for the first request before it
-#: warms them up instead (:meth:`Pipeline.warm_up`). A viewer opening a patient asks within a
-#: fraction of a second, and that run is better off starting at once than waiting for a warm-up
-#: it would mostly repeat: ``bench/gui.py`` (3 launches, A-B-A-B) put the sample's first overlay
-#: at 2.10 / 2.43 s with this wait against 2.50 / 2.51 s when the warm-up started at once.
+#: Seconds the model process waits, after each load, for another request before it warms the
+#: networks up (:meth:`Pipeline.warm_up`). A viewer opening a patient asks for its run within a
+#: fraction of a second of the load; that run then does the kernels' first-use setup itself instead
+#: of waiting behind a warm-up that does it on noise (``bench/gui.py``, 3 launches, A-B-A-B: the
+#: sample's first overlay 2.10 / 2.43 s against 2.50 / 2.51 s, a gain within the day's spread of
+#: 0.3 s). The wait delays nothing: a request that comes is handled at once.
 WARM_UP_AFTER_S = 0.5
 
 
@@ -332,22 +333,31 @@ class _Child:
             _, _, volume, thresholds = request
             for s in pipeline.replace(thresholds=thresholds).run(volume, progress=progress, cancel=cancel):
                 self.send(("item", job, s))
+            self.warmed.add(self._warm_key(pipeline))
             return None
         if what == "segment":
             _, _, volume, thresholds, result, indices = request
             run = pipeline.replace(thresholds=thresholds)
-            return run.segment_slices(volume, result, indices, progress=progress, cancel=cancel)
+            done = run.segment_slices(volume, result, indices, progress=progress, cancel=cancel)
+            self.warmed.add(self._warm_key(pipeline))
+            return done
         raise ValueError(f"unknown request {what!r}")
 
-    def warm_up(self, pipeline: Any) -> None:
-        """Warm ``pipeline`` up unless networks like its, on its device, already were."""
+    @staticmethod
+    def _warm_key(pipeline: Any) -> tuple[str, ...]:
+        """Which networks on which device a pipeline runs: what a warm-up or a run sets up."""
         cls = pipeline.classifier
-        key = (
+        return (
             str(pipeline.device),
             pipeline.segmenter.card.weights_sha256,
             "" if cls is None else cls.card.weights_sha256,
             str(pipeline.flip_tta),
         )
+
+    def warm_up(self, pipeline: Any) -> None:
+        """Warm ``pipeline`` up unless networks like its, on its device, already were (warmed up
+        or run)."""
+        key = self._warm_key(pipeline)
         if key in self.warmed:
             return
         self.warmed.add(key)
@@ -378,7 +388,7 @@ def _lower_priority(nice: int) -> None:
         kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal)
 
 
-def _serve(conn: Connection, nice: int) -> None:
+def _serve(conn: Connection, nice: int, warm_up_after: float = WARM_UP_AFTER_S) -> None:
     """The child's main function: import torch at once, then serve requests until the parent goes."""
     # Ctrl+C in the terminal reaches the whole process group: the parent decides, the child ends
     # when the parent's end of the pipe closes.
@@ -413,9 +423,9 @@ def _serve(conn: Connection, nice: int) -> None:
         except (EOFError, OSError):
             break
         if request[0] == "load" and message[0] == "done":
-            try:  # a first patient on its way: run it at once
-                waiting.append(requests.get(timeout=WARM_UP_AFTER_S))
-            except queue.Empty:  # none yet: its first batches would pay the kernels' first-use setup
+            try:  # whatever comes next (a patient's run, most often): handle it at once
+                waiting.append(requests.get(timeout=warm_up_after))
+            except queue.Empty:  # nothing: a first run later would pay the kernels' first-use setup
                 child.warm_up(child.pipelines[job])
 
 
@@ -446,18 +456,22 @@ class ProcessEngine:
 
     Args:
         nice: how many steps below this process's CPU priority the child runs (0: the same).
+        warm_up_after: seconds the child waits after a load for another request before it warms
+            the networks up (:data:`WARM_UP_AFTER_S`).
 
     Raises:
-        ValueError: for a negative ``nice``.
+        ValueError: for a negative ``nice`` or ``warm_up_after``.
     """
 
-    def __init__(self, *, nice: int = BACKGROUND_NICE) -> None:
+    def __init__(self, *, nice: int = BACKGROUND_NICE, warm_up_after: float = WARM_UP_AFTER_S) -> None:
         if not isinstance(nice, int) or nice < 0:
             raise ValueError(f"nice must be a whole number >= 0, got {nice!r}")
+        if not warm_up_after >= 0:
+            raise ValueError(f"warm_up_after must be a number of seconds >= 0, got {warm_up_after!r}")
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold Qt and threads
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
-            target=_serve, args=(child_end, nice), name="brainseg-models", daemon=True
+            target=_serve, args=(child_end, nice, float(warm_up_after)), name="brainseg-models", daemon=True
         )
         self._process.start()
         child_end.close()

@@ -209,7 +209,7 @@ def test_the_viewer_analyses_and_exports_without_importing_torch(tmp_path: Path)
     assert imported == "False"
 
 
-def test_the_model_process_warms_networks_up_only_when_no_patient_follows(
+def test_the_model_process_warms_networks_up_only_when_no_request_follows(
     bundles, fixture_patient, caplog
 ) -> None:
     import logging
@@ -220,16 +220,25 @@ def test_the_model_process_warms_networks_up_only_when_no_patient_follows(
     def warm_ups() -> int:
         return sum("warming the networks up" in r.getMessage() for r in caplog.records)
 
+    def wait_for_warm_ups(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while warm_ups() < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     vol = open_volume(fixture_patient)
-    e = ProcessEngine(nice=0)
+    # a wait long enough for a loaded machine: the run below comes well within it
+    e = ProcessEngine(nice=0, warm_up_after=1.5)
     try:
         pipeline = e.pipeline(*bundles, device="cpu")
         assert len(list(pipeline.run(vol))) == vol.n_slices  # asked for at once: run, not warmed up first
         assert warm_ups() == 0
         e.pipeline(*bundles, device="cpu", flip_tta=True)  # other networks, and nobody asks for a run
-        deadline = time.monotonic() + 30
-        while warm_ups() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_warm_ups(1)
+        assert warm_ups() == 1
+        e.pipeline(*bundles, device="cpu")  # networks that have run: nothing to warm up
+        time.sleep(2.0)
         assert warm_ups() == 1
     finally:
         e.close()
+    with pytest.raises(ValueError, match="warm_up_after"):
+        ProcessEngine(warm_up_after=-1.0)

@@ -472,8 +472,9 @@ class Pipeline:
 
         The CPU's kernels are set up on their first use (oneDNN builds its primitives then): on
         this project's 2-core CPU the decoder's first batch of a session took about 0.3 s more than
-        the next ones. A model process warms its pipeline up while the viewer is still on its way
-        to the first patient.
+        the next ones. A model process warms its pipeline up when no request follows its load
+        within :data:`brainseg_core.engine.WARM_UP_AFTER_S` (a run asked for at once does the setup
+        itself).
         """
         size = int(self.segmenter.card.input_size)
         n = self._plan.batch_size
