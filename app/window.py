@@ -471,7 +471,8 @@ class MainWindow(QMainWindow):
             )
         if self._confirm_series_once(rec, volume):
             return  # read again with the series the reader chose
-        if rec.state is PatientState.DONE:
+        if rec.state is PatientState.DONE:  # analysed before it was opened (or left and reopened)
+            self._jump_to_largest()
             self.analyser.schedule_missing_segmentations()
         elif self.settings.auto_run and rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self.analyser.request_analysis(rec, front=True)  # uses a saved analysis when there is one
@@ -541,6 +542,7 @@ class MainWindow(QMainWindow):
         self.model.apply(rec)
         self._update_masks()
         self._refresh_results()
+        self._jump_to_largest()
         self.statusBar().showMessage(f"{rec.patient_id}: analysis saved on {saved.saved[:10]} restored", 8000)
 
     def _on_volume_failed(self, rec: PatientRecord, message: str, details: str, displayed: bool) -> None:

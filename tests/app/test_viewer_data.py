@@ -109,6 +109,12 @@ def test_dataset_root_browser_analyse_all_and_export_all(
     qtbot.waitUntil(lambda: w.volume is not None and w.current.path == second, timeout=20_000)
     assert w.current.base is base and not w.analysis.running
     assert w.results.scatter.data.size == w.n_slices
+    # an analysed patient opens on its largest outline, as a patient analysed on opening does
+    first = sorted(w.records)[0]
+    w.open_patient(first)
+    qtbot.waitUntil(lambda: w.volume is not None and w.current.path == first, timeout=20_000)
+    areas = [s.area_px for s in w.current.shown.slices]
+    assert max(areas) > 0 and w.index == areas.index(max(areas)) != w.n_slices // 2
 
 
 def test_broken_inputs_give_messages_not_crashes(
