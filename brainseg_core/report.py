@@ -194,9 +194,12 @@ def _draw_key_images(
         if volume.geometry is not None:
             draw_orientation_markers(draw, volume.geometry.edge_labels, (cx, cy, cell, cell), 18)
         area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} {square_mm()}")
-        caption = f"slice {volume.slice_numbers[index]}: {area}" + (" - REVIEW" if reasons[index] else "")
+        caption = f"slice {volume.slice_numbers[index]}: {area}"
         caption += " - reader's mask" if s.source is MaskSource.READER else ""
-        draw.text((cx, cy + cell + 4), caption, fill="black", font=font)
+        draw.text((cx, cy + cell + 4), _fit(draw, caption, font, cell), fill="black", font=font)
+        if reasons[index]:  # why, in a few words on a line of its own (the table and the CSV: in full)
+            why = "review: " + ", ".join(r.label() for r in reasons[index])
+            draw.text((cx, cy + cell + 24), _fit(draw, why, font, cell), fill=(190, 90, 0), font=font)
     rows = (len(chosen) + cols - 1) // cols
     draw.text(
         (_MARGIN, y + rows * (cell + 48)),

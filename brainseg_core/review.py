@@ -77,6 +77,10 @@ class ReviewReason(enum.StrEnum):
         """A sentence for a reader."""
         return _DESCRIPTIONS[self]
 
+    def label(self) -> str:
+        """A few words for a reader, where a sentence does not fit (a key image's caption)."""
+        return _LABELS[self]
+
 
 _DESCRIPTIONS = {
     ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
@@ -86,6 +90,17 @@ _DESCRIPTIONS = {
     ReviewReason.LOW_CONFIDENCE: "uncertain outline: much of it lies near the mask threshold",
     ReviewReason.GAP: "empty slice between outlined slices",
     ReviewReason.DISAGREES_WITH_TRUTH: "mask disagrees with the ground truth",
+}
+
+
+_LABELS = {
+    ReviewReason.CLASSIFIER_ONLY: "classifier only",
+    ReviewReason.OUTSIDE_LARGEST_REGION: "outside largest region",
+    ReviewReason.FAINT_EDGE: "faint edge",
+    ReviewReason.NEAR_GATE: "near the gate",
+    ReviewReason.LOW_CONFIDENCE: "uncertain outline",
+    ReviewReason.GAP: "gap",
+    ReviewReason.DISAGREES_WITH_TRUTH: "disagrees with truth",
 }
 
 

@@ -519,3 +519,28 @@ def test_a_report_line_too_long_for_the_page_is_cut_with_an_ellipsis() -> None:
     cut = _fit(draw, long, font, 400)
     assert cut.endswith("...") and len(cut) < len(long)
     assert draw.textlength(cut, font=font) <= 400
+
+
+def test_a_key_image_says_why_its_slice_is_to_be_reviewed(volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageDraw
+
+    from brainseg_core.report import key_slices, report_page
+    from brainseg_core.review import ReviewReason
+
+    texts: list[str] = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw,
+        "text",
+        lambda self, xy, text, *a, **k: texts.append(str(text)) or real(self, xy, text, *a, **k),
+    )
+    result = _result(volume)
+    largest = max(range(volume.n_slices), key=lambda i: result.slices[i].area_px)
+    reasons: list[tuple[ReviewReason, ...]] = [() for _ in result.slices]
+    reasons[largest] = (ReviewReason.LOW_CONFIDENCE, ReviewReason.NEAR_GATE)
+    assert largest in key_slices(result, reasons)
+    report_page(volume, result, window=(200.0, 100.0), reasons=reasons)
+    number = volume.slice_numbers[largest]
+    at = texts.index(f"slice {number}: {result.slices[largest].area_px} px")
+    assert texts[at + 1] == "review: uncertain outline, near the gate"  # the line under its caption
+    assert sum(t.startswith("review:") for t in texts) == 1
