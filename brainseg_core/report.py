@@ -195,11 +195,15 @@ def _draw_key_images(
             draw_orientation_markers(draw, volume.geometry.edge_labels, (cx, cy, cell, cell), 18)
         area = f"{s.area_px} px" + ("" if s.area_mm2 is None else f" = {s.area_mm2:.0f} {square_mm()}")
         caption = f"slice {volume.slice_numbers[index]}: {area}"
-        caption += " - reader's mask" if s.source is MaskSource.READER else ""
         draw.text((cx, cy + cell + 4), _fit(draw, caption, font, cell), fill="black", font=font)
-        if reasons[index]:  # why, in a few words on a line of its own (the table and the CSV: in full)
-            why = "review: " + ", ".join(r.label() for r in reasons[index])
-            draw.text((cx, cy + cell + 24), _fit(draw, why, font, cell), fill=(190, 90, 0), font=font)
+        # whose outline, and why to review it, in a few words on a line of their own (the table and
+        # the CSV say it in full)
+        notes = ["reader's mask"] if s.source is MaskSource.READER else []
+        if reasons[index]:
+            notes.append("review: " + ", ".join(r.label() for r in reasons[index]))
+        if notes:
+            line = _fit_words(draw, notes, font, cell)
+            draw.text((cx, cy + cell + 24), line, fill=(190, 90, 0) if reasons[index] else "black", font=font)
     rows = (len(chosen) + cols - 1) // cols
     draw.text(
         (_MARGIN, y + rows * (cell + 48)),
@@ -236,6 +240,19 @@ def _draw_table(
         draw.text((x, y), f"... {len(rows) - limit} more slices in the CSV report", fill="black", font=font)
         y += 22
     return y
+
+
+def _fit_words(draw: ImageDraw.ImageDraw, notes: Sequence[str], font: Font, width: int) -> str:
+    """``notes`` joined with ``"; "``, the last labels (comma-separated) dropped whole, with a
+    ``+N`` count, where the line would run past ``width`` pixels."""
+    text = "; ".join(notes)
+    words = text.split(", ")
+    dropped = 0
+    while len(words) > 1 and draw.textlength(text, font=font) > width:
+        words.pop()
+        dropped += 1
+        text = ", ".join(words) + f" +{dropped}"
+    return _fit(draw, text, font, width)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> str:

@@ -1,7 +1,8 @@
 """Which slices are worth a reader's second look, and why: :class:`ReviewReason` and :func:`review_reasons`.
 
 A second reader earns its keep by saying where it is unsure. Each slice of an analysis can carry
-any of these reasons (:class:`ReviewReason`, each with a plain-words :meth:`~ReviewReason.describe`):
+any of these reasons (:class:`ReviewReason`, each with a plain-words :meth:`~ReviewReason.describe`
+and a few-word :meth:`~ReviewReason.label`):
 
 - the classifier calls the slice tumour with confidence but the final mask is empty (or only
   regions below the minimum area were found) - :attr:`~ReviewReason.CLASSIFIER_ONLY`, set by

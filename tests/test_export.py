@@ -544,3 +544,18 @@ def test_a_key_image_says_why_its_slice_is_to_be_reviewed(volume, monkeypatch: p
     at = texts.index(f"slice {number}: {result.slices[largest].area_px} px")
     assert texts[at + 1] == "review: uncertain outline, near the gate"  # the line under its caption
     assert sum(t.startswith("review:") for t in texts) == 1
+
+
+def test_a_caption_too_long_for_its_image_drops_whole_labels_and_keeps_the_readers_mark() -> None:
+    from PIL import Image, ImageDraw
+
+    from brainseg_core.fonts import caption_font
+    from brainseg_core.report import _fit_words
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = caption_font(16)
+    notes = ["reader's mask", "review: classifier only, outside largest region, disagrees with truth"]
+    assert _fit_words(draw, notes, font, 2000) == "; ".join(notes)
+    line = _fit_words(draw, notes, font, 362)  # a key image's width on the page
+    assert line.startswith("reader's mask; review: ") and line.endswith(("+1", "+2"))
+    assert draw.textlength(line, font=font) <= 362 and "..." not in line

@@ -33,6 +33,7 @@ def _result(tumour: list[float], probs: list[np.ndarray | None], gate: float = 0
 def test_each_reason_in_plain_words() -> None:
     assert {r.describe() for r in R} and all(len(r.describe()) > 15 for r in R)
     assert R.GAP.describe() == "empty slice between outlined slices"
+    assert all(0 < len(r.label()) < len(r.describe()) for r in R)  # a few words each, for a caption
 
 
 def test_confident_classifier_over_an_empty_mask_and_a_gap() -> None:

@@ -692,6 +692,8 @@ def test_an_analysis_survives_a_restart(
     qtbot.waitUntil(lambda: _analysed(w2), timeout=20_000)
     assert runs == [] and "restored" in w2.statusBar().currentMessage()
     assert [s.area_px for s in w2.current.shown.slices] == [s.area_px for s in first.slices]
+    areas = [s.area_px for s in first.slices]
+    assert w2.index == areas.index(max(areas)) != w2.n_slices // 2  # on its largest outline
     w2.close()
     # With auto-run the analysis job takes the saved one too; an explicit Run analysis runs the networks.
     w3 = make_window(scripted_models)
