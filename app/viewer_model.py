@@ -372,11 +372,14 @@ class ViewerModel:
         return [] if self.current is None else self.current.review_queue()
 
     def next_review(self, direction: int) -> int | None:
-        """The next (1) or previous (-1) slice still to review, or None."""
+        """The next (1) or previous (-1) slice still to review, round the end of the patient to
+        its first (last) one; None when there is none."""
         queue = self.review_queue()
+        if not queue:
+            return None
         if direction > 0:
-            return next((i for i in queue if i > self.index), None)
-        return next((i for i in reversed(queue) if i < self.index), None)
+            return next((i for i in queue if i > self.index), queue[0])
+        return next((i for i in reversed(queue) if i < self.index), queue[-1])
 
     def set_reviewed(self, index: int, reviewed: bool = True) -> None:
         """Mark slice ``index`` of the displayed patient reviewed (it leaves the queue) or not."""

@@ -1086,18 +1086,20 @@ class MainWindow(QMainWindow):
         """Go to the next (1) or previous (-1) slice still to review."""
         found = self.model.next_review(direction)
         if found is not None:
+            wrapped = found <= self.index if direction > 0 else found >= self.index
             self.set_slice(found)
             reasons = "; ".join(r.describe() for r in self.current.reasons_for(found)) if self.current else ""
             left = len(self.model.review_queue())
-            self.statusBar().showMessage(f"To review ({left} left): {reasons}", 6000)
+            where = ("from the first" if direction > 0 else "from the last") if wrapped else ""
+            head = f"To review ({left} left{', ' + where if where else ''})"
+            self.statusBar().showMessage(f"{head}: {reasons}", 6000)
             return
         rec = self.current
-        if rec is None or rec.shown is None:
-            msg = "No analysis yet"
-        elif not self.model.review_queue():
-            msg = "Nothing left to review on this patient"
-        else:
-            msg = f"No slice to review {'after' if direction > 0 else 'before'} this one"
+        msg = (
+            "No analysis yet"
+            if rec is None or rec.shown is None
+            else "Nothing left to review on this patient"
+        )
         self.statusBar().showMessage(msg, 3000)
 
     def toggle_reviewed(self) -> None:

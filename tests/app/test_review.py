@@ -175,6 +175,13 @@ def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scr
     assert w.results.reviewed.isChecked() and w.browser.rows()[0][3] == str(len(queue) - 1)
     w.results.reviewed.click()  # the button puts it back
     assert first not in rec.reviewed
+    # R goes round: from the last slice to review to the first one, and Shift+R back
+    assert len(queue) >= 2
+    w.set_slice(queue[-1])
+    _key(w, Qt.Key.Key_R)
+    assert w.index == queue[0] and "from the first" in w.statusBar().currentMessage()
+    _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
+    assert w.index == queue[-1] and "from the last" in w.statusBar().currentMessage()
 
     # while a patient's slices stream in, its queue is not counted (it needs every slice); a run
     # stopped half-way shows the count of what it analysed
