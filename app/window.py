@@ -125,6 +125,9 @@ class MainWindow(QMainWindow):
         self._restore_settings()
         self._connect()
         self._plot_timer = self._timer(60, self._refresh_results)
+        # while the displayed patient's results stream in: the plot and numbers at most every 250
+        # ms, however fast slices come (each refresh costs 2-6 ms that a slice switch may meet)
+        self._stream_timer = self._timer(250, self._refresh_results)
         self._threshold_timer = self._timer(300, self._thresholds_settled)
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
@@ -955,10 +958,12 @@ class MainWindow(QMainWindow):
         if rec is self.current:
             if index == self.index:
                 self._update_masks()
-            self._plot_timer.start()
+            if not self._stream_timer.isActive():
+                self._stream_timer.start()
 
     def _on_patient_finished(self, rec: PatientRecord, kind: str) -> None:
         if rec is self.current:
+            self._stream_timer.stop()  # refreshed below, complete
             self._update_masks()
             self._refresh_results()
             if kind == "analyse" and not self._navigated:

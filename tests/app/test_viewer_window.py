@@ -754,3 +754,32 @@ def test_the_plot_caches_its_points_and_lets_them_repaint_for_a_new_screen(make_
     w.windowHandle().screenChanged.emit(w.windowHandle().screen())  # moved to another screen
     assert all(p.cacheMode() == QGraphicsItem.CacheMode.NoCache for p in points)  # painted on the plot
     qtbot.waitUntil(lambda: all(p.cacheMode() == cached for p in points), timeout=5_000)
+
+
+def test_streamed_results_refresh_the_plot_at_most_every_quarter_second(
+    make_window, fixture_patient, scripted_models, qtbot, monkeypatch
+) -> None:
+    import itertools
+
+    from brainseg_app.window import MainWindow
+
+    refreshes: list[float] = []
+    real = MainWindow._refresh_results
+
+    def counted(self) -> None:
+        refreshes.append(time.monotonic())
+        real(self)
+
+    monkeypatch.setattr(MainWindow, "_refresh_results", counted)
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    qtbot.wait(300)
+    refreshes.clear()
+    rec = w.current
+    for k in range(6):  # a slice every 100 ms, as the networks deliver them here
+        w.analyser.sliceAnalysed.emit(rec, k)
+        qtbot.wait(100)
+    qtbot.wait(300)
+    # each slice used to restart a 60 ms refresh (6 refreshes); now at most one per 250 ms
+    assert 1 <= len(refreshes) <= 4
+    assert all(b - a >= 0.24 for a, b in itertools.pairwise(refreshes))
