@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         # while the displayed patient's results stream in: the plot and numbers at most every 250
         # ms, however fast slices come (each refresh costs 2-6 ms that a slice switch may meet)
         self._stream_timer = self._timer(250, self._refresh_results)
+        self._stream_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse one may fire 5 % early
         self._threshold_timer = self._timer(300, self._thresholds_settled)
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
@@ -990,6 +991,7 @@ class MainWindow(QMainWindow):
 
     def _on_patient_cancelled(self, rec: PatientRecord) -> None:
         if rec is self.current:
+            self._stream_timer.stop()  # refreshed now
             self._refresh_results()
 
     # ==========================================================================================
@@ -1088,23 +1090,26 @@ class MainWindow(QMainWindow):
     # Review queue
     # ==========================================================================================
     def jump_review(self, direction: int) -> None:
-        """Go to the next (1) or previous (-1) slice still to review."""
+        """Go to the next (1) or previous (-1) slice still to review, round the patient's ends."""
+        rec = self.current
         found = self.model.next_review(direction)
-        if found is not None:
-            wrapped = found <= self.index if direction > 0 else found >= self.index
-            self.set_slice(found)
-            reasons = "; ".join(r.describe() for r in self.current.reasons_for(found)) if self.current else ""
+        so_far = "" if rec is None or rec.complete else " so far (the analysis is still running)"
+        if rec is not None and found is not None:
+            reasons = "; ".join(r.describe() for r in rec.reasons_for(found))
             left = len(self.model.review_queue())
-            where = ("from the first" if direction > 0 else "from the last") if wrapped else ""
-            head = f"To review ({left} left{', ' + where if where else ''})"
+            if found == self.index:
+                head = f"This is the only slice left to review{so_far}"
+            else:
+                wrapped = found < self.index if direction > 0 else found > self.index
+                where = ("from the first" if direction > 0 else "from the last") if wrapped else ""
+                head = f"To review ({left} left{so_far}{', ' + where if where else ''})"
+                self.set_slice(found)
             self.statusBar().showMessage(f"{head}: {reasons}", 6000)
             return
-        rec = self.current
-        msg = (
-            "No analysis yet"
-            if rec is None or rec.shown is None
-            else "Nothing left to review on this patient"
-        )
+        if rec is None or rec.shown is None:
+            msg = "No analysis yet"
+        else:
+            msg = f"Nothing to review{so_far}" if so_far else "Nothing left to review on this patient"
         self.statusBar().showMessage(msg, 3000)
 
     def toggle_reviewed(self) -> None:

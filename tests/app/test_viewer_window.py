@@ -780,6 +780,7 @@ def test_streamed_results_refresh_the_plot_at_most_every_quarter_second(
         w.analyser.sliceAnalysed.emit(rec, k)
         qtbot.wait(100)
     qtbot.wait(300)
-    # each slice used to restart a 60 ms refresh (6 refreshes); now at most one per 250 ms
-    assert 1 <= len(refreshes) <= 4
-    assert all(b - a >= 0.24 for a, b in itertools.pairwise(refreshes))
+    # each slice used to restart a 60 ms refresh (one ~100 ms after another); now at most one per
+    # 250 ms (however late a loaded machine delivers the slices)
+    assert refreshes
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(refreshes))
