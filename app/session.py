@@ -157,7 +157,12 @@ class PatientRecord:
     file_spacing: Spacing | None = None
     # what model_shown was computed from: (base, thresholds, spacing)
     _applied: tuple[PatientResult, Thresholds, Spacing | None] | None = field(default=None, repr=False)
-    _reasons: tuple[PatientResult | None, list[tuple[ReviewReason, ...]]] = (None, [])
+    # the review reasons of (shown, truth): cached while neither changes
+    _reasons: tuple[PatientResult | None, np.ndarray | None, list[tuple[ReviewReason, ...]]] = (
+        None,
+        None,
+        [],
+    )
 
     @property
     def raw(self) -> list[SliceResult]:
@@ -263,10 +268,10 @@ class PatientRecord:
         shown = self.shown
         if shown is None:
             return []
-        if self._reasons[0] is not shown:
+        if self._reasons[0] is not shown or self._reasons[1] is not self.truth:
             truth = self.truth if self.truth is not None and len(self.truth) >= len(shown.slices) else None
-            self._reasons = (shown, review_reasons(shown, truth=truth))
-        return self._reasons[1]
+            self._reasons = (shown, self.truth, review_reasons(shown, truth=truth))
+        return self._reasons[2]
 
     def reasons_for(self, index: int) -> tuple[ReviewReason, ...]:
         """Slice ``index``'s review reasons (empty when none or not analysed)."""

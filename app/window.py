@@ -998,7 +998,8 @@ class MainWindow(QMainWindow):
     # Results
     # ==========================================================================================
     def spacing_for(self, rec: PatientRecord) -> Spacing | None:
-        """The voxel size of ``rec``: the displayed volume's own, else the dataset's (if entered)."""
+        """The voxel size of ``rec`` (:meth:`ViewerModel.spacing_for`: its files' own once read, else
+        the one entered for the patient, else the dataset's)."""
         return self.model.spacing_for(rec)
 
     def _dataset_key(self, patient: Path | None = None) -> Path | None:
@@ -1093,23 +1094,31 @@ class MainWindow(QMainWindow):
         """Go to the next (1) or previous (-1) slice still to review, round the patient's ends."""
         rec = self.current
         found = self.model.next_review(direction)
-        so_far = "" if rec is None or rec.complete else " so far (the analysis is still running)"
+        partial = ""  # of a patient not analysed to its end: the queue holds the slices analysed
+        if rec is not None and not rec.complete:
+            running = rec.state in (PatientState.RUNNING, PatientState.QUEUED)
+            partial = "the analysis is still running" if running else "the analysis was stopped"
         if rec is not None and found is not None:
             reasons = "; ".join(r.describe() for r in rec.reasons_for(found))
             left = len(self.model.review_queue())
             if found == self.index:
-                head = f"This is the only slice left to review{so_far}"
+                head = "This is the only slice left to review"
             else:
                 wrapped = found < self.index if direction > 0 else found > self.index
                 where = ("from the first" if direction > 0 else "from the last") if wrapped else ""
-                head = f"To review ({left} left{so_far}{', ' + where if where else ''})"
+                head = f"To review ({left} left{', ' + where if where else ''})"
                 self.set_slice(found)
-            self.statusBar().showMessage(f"{head}: {reasons}", 6000)
+            note = f" [{partial}: only its analysed slices]" if partial else ""
+            self.statusBar().showMessage(f"{head}{note}: {reasons}", 6000)
             return
         if rec is None or rec.shown is None:
             msg = "No analysis yet"
         else:
-            msg = f"Nothing to review{so_far}" if so_far else "Nothing left to review on this patient"
+            msg = (
+                f"Nothing to review so far ({partial})"
+                if partial
+                else "Nothing left to review on this patient"
+            )
         self.statusBar().showMessage(msg, 3000)
 
     def toggle_reviewed(self) -> None:

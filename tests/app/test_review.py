@@ -204,7 +204,9 @@ def test_the_review_queue_keys_marks_and_count(make_window, fixture_patient, scr
     w.browser.update_record(rec)
     assert w.browser.rows()[0][3] == str(len(rec.review_queue())) != "0"
     _key(w, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)  # from queue[-1]: the partial queue's last
-    assert w.index == rec.review_queue()[-1] and "from the" not in w.statusBar().currentMessage()
+    message = w.statusBar().currentMessage()
+    assert w.index == rec.review_queue()[-1] and "from the" not in message
+    assert "the analysis was stopped: only its analysed slices" in message
 
 
 def test_a_patient_analysed_unopened_brings_its_saved_edits(

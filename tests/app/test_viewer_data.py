@@ -109,6 +109,13 @@ def test_dataset_root_browser_analyse_all_and_export_all(
     qtbot.waitUntil(lambda: w.volume is not None and w.current.path == second, timeout=20_000)
     assert w.current.base is base and not w.analysis.running
     assert w.results.scatter.data.size == w.n_slices
+    # its review reasons, counted for the list before its ground truth was read, now include it
+    from brainseg_core.review import ReviewReason, review_reasons
+
+    rec2 = w.current
+    assert rec2.truth is not None
+    assert rec2.review_reasons() == review_reasons(rec2.shown, truth=rec2.truth)
+    assert any(ReviewReason.DISAGREES_WITH_TRUTH in r for r in rec2.review_reasons())
     # an analysed patient opens on its largest outline, as a patient analysed on opening does
     first = sorted(w.records)[0]
     w.open_patient(first)
