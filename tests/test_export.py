@@ -479,15 +479,9 @@ def test_key_images_of_a_scan_with_geometry_carry_orientation_markers(volume) ->
         assert min(x, w - 1 - x) < w // 8 or min(y, abs(y - (h - 1))) < h // 8 or y > h * 0.8
 
 
-def test_the_report_marks_the_readers_masks_and_the_orientation(
-    volume, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import dataclasses as dc
-
+def _drawn_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text drawn on a report page from now on, in drawing order."""
     from PIL import ImageDraw
-
-    from brainseg_core.geometry import Geometry
-    from brainseg_core.report import report_page
 
     texts: list[str] = []
     real = ImageDraw.ImageDraw.text
@@ -496,6 +490,18 @@ def test_the_report_marks_the_readers_masks_and_the_orientation(
         "text",
         lambda self, xy, text, *a, **k: texts.append(str(text)) or real(self, xy, text, *a, **k),
     )
+    return texts
+
+
+def test_the_report_marks_the_readers_masks_and_the_orientation(
+    volume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses as dc
+
+    from brainseg_core.geometry import Geometry
+    from brainseg_core.report import report_page
+
+    texts = _drawn_texts(monkeypatch)
     result = _edited(volume)  # slice 1 painted by the reader
     report_page(volume, result, window=(200.0, 100.0))
     assert any("reader's mask" in t for t in texts)
@@ -522,18 +528,11 @@ def test_a_report_line_too_long_for_the_page_is_cut_with_an_ellipsis() -> None:
 
 
 def test_a_key_image_says_why_its_slice_is_to_be_reviewed(volume, monkeypatch: pytest.MonkeyPatch) -> None:
-    from PIL import ImageDraw
 
     from brainseg_core.report import key_slices, report_page
     from brainseg_core.review import ReviewReason
 
-    texts: list[str] = []
-    real = ImageDraw.ImageDraw.text
-    monkeypatch.setattr(
-        ImageDraw.ImageDraw,
-        "text",
-        lambda self, xy, text, *a, **k: texts.append(str(text)) or real(self, xy, text, *a, **k),
-    )
+    texts = _drawn_texts(monkeypatch)
     result = _result(volume)
     largest = max(range(volume.n_slices), key=lambda i: result.slices[i].area_px)
     reasons: list[tuple[ReviewReason, ...]] = [() for _ in result.slices]
