@@ -678,8 +678,8 @@ class AnalysisController(QObject):
             spacing its files give, for a patient not on display (None: known already)."""
             if volume is not None:
                 return volume, None
-            read = read_volume(path, None, series)
-            return with_entered_spacing(read, spacing), read.spacing
+            as_read = read_volume(path, None, series)
+            return with_entered_spacing(as_read, spacing), as_read.spacing
 
         def settle(result: PatientResult, vol: Volume) -> Rethresholded:
             # what the record will show once the job ends, computed here and not on the GUI thread
