@@ -304,6 +304,13 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Close the holes inside the outlines of this slice",
     )
     a(
+        "keep_set_aside",
+        "&Keep the set-aside outline",
+        lambda: w.edit(EditKind.ADD_REGION),
+        "K",
+        "Add the dotted outline (a region the largest-region option left out) to this slice's mask",
+    )
+    a(
         "clear_slice",
         "&Clear slice",
         lambda: w.edit(EditKind.CLEAR),
@@ -467,7 +474,14 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
     for name in ("tool_brush", "tool_eraser", "tool_region", "stop_editing"):
         edit.addAction(acts[name])
     edit.addSeparator()
-    for name in ("brush_smaller", "brush_larger", "fill_holes", "clear_slice", "revert_slice"):
+    for name in (
+        "brush_smaller",
+        "brush_larger",
+        "fill_holes",
+        "keep_set_aside",
+        "clear_slice",
+        "revert_slice",
+    ):
         edit.addAction(acts[name])
 
     analysis = mb.addMenu("&Analysis")
@@ -546,6 +560,7 @@ def _build_edit_toolbar(window: MainWindow, acts: dict[str, QAction]) -> None:
         "tool_eraser": "Eraser",
         "tool_region": "Delete region",
         "fill_holes": "Fill holes",
+        "keep_set_aside": "Keep dotted",
         "clear_slice": "Clear",
         "revert_slice": "Model's mask",
         "undo": "Undo",
@@ -569,7 +584,7 @@ def _build_edit_toolbar(window: MainWindow, acts: dict[str, QAction]) -> None:
     window.brush_spin = spin
     tb.addWidget(spin)
     tb.addSeparator()
-    for name in ("fill_holes", "clear_slice", "revert_slice", "undo", "redo"):
+    for name in ("fill_holes", "keep_set_aside", "clear_slice", "revert_slice", "undo", "redo"):
         acts[name].setIconText(short[name])
         tb.addAction(acts[name])
 

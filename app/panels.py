@@ -579,9 +579,10 @@ class ResultsPanel(QWidget):
         *,
         reasons: tuple[ReviewReason, ...] = (),
         reviewed: bool = False,
+        aside_px: int = 0,
     ) -> None:
-        """The displayed slice's numbers: probability, area, whose mask, review reasons, ground
-        truth and Dice, and whether the reader marked it reviewed.
+        """The displayed slice's numbers: probability, area, whose mask, review reasons, the
+        outline set aside, ground truth and Dice, and whether the reader marked it reviewed.
 
         Args:
             volume: the displayed volume (None: nothing is shown).
@@ -590,6 +591,7 @@ class ResultsPanel(QWidget):
             gate: the slice gate it is shown with, None when no classifier ran.
             reasons: why the slice deserves a second look (:mod:`brainseg_core.review`).
             reviewed: the reader marked it reviewed.
+            aside_px: pixels of the outline the largest-region option set aside (drawn dotted).
         """
         self.reviewed.blockSignals(True)
         self.reviewed.setChecked(reviewed)
@@ -611,6 +613,8 @@ class ResultsPanel(QWidget):
             lines.append(f"Tumour area {area}" + ("  (your edited mask)" if reader else ""))
             edited = " (before your edit)" if reader else ""
             lines += [f"⚠ Review{edited}: {r.describe()}" for r in reasons]
+            if aside_px:
+                lines.append(f"Dotted: {aside_px} px outside the largest region, not counted (K keeps it)")
         if volume.masks is not None:
             truth = volume.masks[index]
             lines.append(f"Ground truth {int(truth.sum())} px")

@@ -11,14 +11,16 @@ Edit mode (:meth:`SliceView.set_edit_tool`): the left button paints, erases or p
 instead of panning (an event filter on the view's viewport takes those presses, drags and
 releases and reports them in image pixels); a circle of the brush's size follows the mouse. A
 slice whose mask is the reader's is outlined with a dashed line and says so in the top-left
-corner.
+corner. An outline the largest-region option set aside is drawn dotted and never filled: the
+reader sees a second lesion the count leaves out, and can keep it (Edit > Keep the set-aside
+outline).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -36,6 +38,9 @@ CHANNEL_NAMES: tuple[str, ...] = (*CHANNELS, "RGB composite")
 RGB = len(CHANNELS)
 _WHEEL_STEP = 120  # one notch of a standard mouse wheel
 _OUTLINES_KEPT = 128  # outline paths remembered per layer (a patient's slices, both directions)
+#: Dash patterns (in pen widths, on / off): the reader's mask dashed, a set-aside outline dotted.
+READER_DASH: tuple[float, ...] = (3.0, 2.0)
+SET_ASIDE_DASH: tuple[float, ...] = (1.0, 2.0)
 
 
 def _mask_key(mask: np.ndarray) -> tuple[tuple[int, ...], bytes]:
@@ -111,7 +116,7 @@ class _MaskLayer:
         *,
         fill: bool,
         outline: bool,
-        dashed: bool = False,
+        dash: Sequence[float] | None = None,
     ) -> None:
         self.mask = mask
         has = mask is not None and bool(mask.any())
@@ -130,9 +135,9 @@ class _MaskLayer:
             pen.setWidthF(width)
             pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
             pen.setCapStyle(Qt.PenCapStyle.SquareCap)
-            if dashed:  # the reader's mask: a dashed outline, so it never passes for the model's
+            if dash:  # the reader's mask and a set-aside outline never pass for the model's mask
                 pen.setStyle(Qt.PenStyle.CustomDashLine)
-                pen.setDashPattern([3.0, 2.0])
+                pen.setDashPattern(list(dash))
                 pen.setCapStyle(Qt.PenCapStyle.FlatCap)
             self.outline.setPen(pen)
         else:
@@ -174,6 +179,7 @@ class SliceView(QWidget):
         self.vb.addItem(self.image_item)
         self.gt = _MaskLayer(self.vb, 1)
         self.pred = _MaskLayer(self.vb, 2)
+        self.aside = _MaskLayer(self.vb, 3)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
@@ -202,6 +208,7 @@ class SliceView(QWidget):
         self.overlay_style = OverlayStyle()
         self._pred_mask: np.ndarray | None = None
         self._gt_mask: np.ndarray | None = None
+        self._aside_mask: np.ndarray | None = None
         self._reader_mask = False
         self._cursor_scene: QPointF | None = None
         self.edit_tool: EditTool | None = None
@@ -249,7 +256,7 @@ class SliceView(QWidget):
         row_mm, col_mm = pixel_mm or (1.0, 1.0)
         self.vb.setAspectLocked(True, ratio=col_mm / row_mm)  # x scale / y scale
         self.index = 0
-        self._pred_mask = self._gt_mask = None
+        self._pred_mask = self._gt_mask = self._aside_mask = None
         if images is None:
             self.image_item.clear()
             self._update_masks()
@@ -267,16 +274,26 @@ class SliceView(QWidget):
         self._update_corners()
         self._refresh_cursor()
 
-    def set_masks(self, pred: np.ndarray | None, gt: np.ndarray | None, *, reader: bool = False) -> None:
+    def set_masks(
+        self,
+        pred: np.ndarray | None,
+        gt: np.ndarray | None,
+        *,
+        reader: bool = False,
+        aside: np.ndarray | None = None,
+    ) -> None:
         """Masks of the displayed slice: prediction and ground truth, ``(H, W)`` bool or None.
 
         Args:
             pred: the predicted (or the reader's) mask.
             gt: the ground truth.
             reader: ``pred`` is the reader's edited mask (drawn with a dashed outline).
+            aside: the outline the largest-region option set aside (drawn dotted in the
+                prediction's colour, never filled), or None.
         """
         self._pred_mask = pred
         self._gt_mask = gt
+        self._aside_mask = aside
         if reader != self._reader_mask:
             self._reader_mask = reader
             self._update_corners()
@@ -425,8 +442,18 @@ class SliceView(QWidget):
                 s.contour_width,
                 fill=s.fill,
                 outline=s.contour,
-                dashed=layer is self.pred and self._reader_mask,
+                dash=READER_DASH if layer is self.pred and self._reader_mask else None,
             )
+        # an outline only, whatever the style: a fill would read as the model's tumour
+        self.aside.update(
+            self._aside_mask if s.visible else None,
+            QColor(s.pred_colour),
+            s.opacity,
+            max(1, s.contour_width),
+            fill=False,
+            outline=True,
+            dash=SET_ASIDE_DASH,
+        )
 
     # -- zoom ------------------------------------------------------------------------------------
     def fit(self) -> None:

@@ -646,7 +646,9 @@ class MainWindow(QMainWindow):
         s = rec.slice_shown(self.index) if rec is not None else None
         pred = s.mask if s is not None and s.area_px > 0 else None
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
-        self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER)
+        aside = self.model.set_aside()
+        self.actions_by_name["keep_set_aside"].setEnabled(aside is not None)
+        self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER, aside=aside)
 
     def _on_overlay_changed(self, style: OverlayStyle) -> None:
         self.settings.set_overlay_style(style)
@@ -1082,6 +1084,7 @@ class MainWindow(QMainWindow):
             gate,
             reasons=rec.reasons_for(self.index),
             reviewed=self.index in rec.reviewed,
+            aside_px=int(aside.sum()) if (aside := self.model.set_aside()) is not None else 0,
         )
 
     def _update_summary(self) -> None:
@@ -1161,6 +1164,7 @@ class MainWindow(QMainWindow):
             why = {
                 EditKind.FILL_HOLES: "no hole to fill",
                 EditKind.DELETE_REGION: "no region under the click",
+                EditKind.ADD_REGION: "the largest-region option set no outline aside on this slice",
                 EditKind.CLEAR: "the slice is empty already",
                 EditKind.REVERT: "this slice shows the model's mask already",
             }.get(kind, "nothing changed")

@@ -40,6 +40,7 @@ class EditKind(enum.StrEnum):
     ERASE = "erase"
     FILL_HOLES = "fill_holes"
     DELETE_REGION = "delete_region"
+    ADD_REGION = "add_region"
     CLEAR = "clear"
     REVERT = "revert"
 
@@ -50,6 +51,7 @@ class EditKind(enum.StrEnum):
             EditKind.ERASE: "eraser stroke",
             EditKind.FILL_HOLES: "fill holes",
             EditKind.DELETE_REGION: "delete region",
+            EditKind.ADD_REGION: "keep the set-aside outline",
             EditKind.CLEAR: "clear slice",
             EditKind.REVERT: "back to the model's mask",
         }[self]
@@ -234,6 +236,27 @@ class MaskEdits:
         labels, _ = label_components(mask)
         mask[labels == labels[row, col]] = False
         return self._record(index, EditKind.DELETE_REGION, mask, base)
+
+    def add_region(self, index: int, base: np.ndarray, region: np.ndarray) -> bool:
+        """Add ``region`` to slice ``index``'s mask (e.g. an outline the largest-region step set
+        aside, :func:`brainseg_core.results.set_aside`, that the reader keeps).
+
+        Args:
+            index: the slice.
+            base: the model's mask of that slice.
+            region: ``(H, W)`` bool, the pixels to add.
+
+        Returns:
+            True when the mask changed (``region`` held pixels the mask did not).
+
+        Raises:
+            ValueError: when ``region`` is not the shape of the slice's mask.
+        """
+        mask = self._current(index, base)
+        region = self._mask(region)
+        if region.shape != mask.shape:
+            raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
+        return self._record(index, EditKind.ADD_REGION, mask | region, base)
 
     def clear(self, index: int, base: np.ndarray) -> bool:
         """Empty slice ``index`` (the reader says: no tumour here).

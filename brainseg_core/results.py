@@ -39,6 +39,7 @@ __all__ = [
     "neighbour_probabilities",
     "remove_small_components",
     "rethreshold",
+    "set_aside",
     "threshold_slice",
     "volume_steps",
     "with_neighbours",
@@ -318,6 +319,29 @@ def keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[Sli
         )
         for s, m in zip(slices, kept, strict=True)
     ]
+
+
+def set_aside(shown: SliceResult, thresholds: Thresholds) -> np.ndarray | None:
+    """The outline that only the largest-3-D-region step took from a displayed slice.
+
+    With ``thresholds.largest_component`` the patient keeps one 3-D region; a second lesion goes,
+    on its own slices (flagged :attr:`ReviewReason.OUTSIDE_LARGEST_REGION`) and beside the kept
+    outline on shared ones. The reader still has to see it to judge it: the viewer draws it dotted
+    and can keep it as the reader's mask.
+
+    Args:
+        shown: a slice after :func:`rethreshold` under ``thresholds`` (its probabilities kept).
+        thresholds: the thresholds it was shown with.
+
+    Returns:
+        ``(H, W)`` bool, the pixels the slice's own thresholds outline and its shown mask does not
+        hold; None when the step is off, the mask is the reader's, or nothing was set aside.
+    """
+    if not thresholds.largest_component or shown.source is MaskSource.READER:
+        return None
+    own = threshold_slice(shown, thresholds, spacing=None, classified=False).mask
+    aside = own & ~shown.mask
+    return aside if aside.any() else None
 
 
 def extend_faint_edges(

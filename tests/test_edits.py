@@ -63,6 +63,20 @@ def test_fill_holes_delete_region_clear_and_revert() -> None:
     assert e.redo() == 1 and e.mask(1).sum() == 153
 
 
+def test_adding_a_region_is_one_step_that_undo_takes_back() -> None:
+    base = _ring()
+    region = np.zeros_like(base)
+    region[0:3, 0:3] = True
+    e = MaskEdits()
+    assert e.add_region(1, base, region) and e.mask(1).sum() == base.sum() + 9
+    assert e.next_undo() is EditKind.ADD_REGION
+    assert not e.add_region(1, base, region)  # already in the mask: no step
+    assert not e.add_region(2, base, base)  # nothing new on another slice either
+    assert e.undo() == 1 and e.mask(1) is None
+    with pytest.raises(ValueError, match="region"):
+        e.add_region(1, base, region[:5])
+
+
 def test_clearing_an_empty_model_slice_makes_it_the_readers() -> None:
     e = MaskEdits()
     assert e.clear(2, EMPTY) and e.is_edited(2) and not e.mask(2).any()

@@ -227,3 +227,31 @@ def test_a_patient_analysed_unopened_brings_its_saved_edits(
     qtbot.waitUntil(lambda: rec.state is PatientState.DONE and not w.is_busy(), timeout=30_000)
     assert rec is not w.current and rec.edits.edited == [2] and rec.reviewed == {4}
     assert rec.slice_shown(2).source is MaskSource.READER and rec.slice_shown(2).area_px == 16
+
+
+def test_an_outline_set_aside_by_the_largest_region_is_drawn_dotted_and_kept_with_k(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    from tests.support import DiscAndSpotSegmenter
+
+    cls, seg = scripted_models
+    w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
+    _open(qtbot, w, fixture_patient)
+    keep = w.actions_by_name["keep_set_aside"]
+    i = _outlined_slice(w)
+    w.set_slice(i)
+    assert not w.view.aside.outline.isVisible() and not keep.isEnabled()  # the option is off
+    w.controls.largest_component.setChecked(True)
+    w.set_slice(i)
+    spot = w.view.aside.mask
+    assert spot is not None and spot.any() and not (spot & w.current.slice_shown(i).mask).any()
+    assert w.view.aside.outline.isVisible() and not w.view.aside.fill.isVisible()
+    assert w.view.aside.outline.pen().dashPattern() == [1.0, 2.0]  # dotted, unlike the reader's dashes
+    assert keep.isEnabled() and f"Dotted: {int(spot.sum())} px" in w.results.slice_label.text()
+    _key(w, Qt.Key.Key_K)
+    kept = w.current.slice_shown(i)
+    assert kept.source is MaskSource.READER and (kept.mask & spot).sum() == spot.sum()
+    assert not w.view.aside.outline.isVisible() and not keep.isEnabled()
+    qtbot.waitUntil(lambda: "Dotted" not in w.results.slice_label.text())  # the numbers follow
+    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert w.current.slice_shown(i).source is MaskSource.MODEL and w.view.aside.outline.isVisible()

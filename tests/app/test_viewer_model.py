@@ -160,3 +160,43 @@ def test_the_minimum_area_is_the_models_in_each_volumes_pixels(model) -> None:
     assert model.shown_thresholds(rec).min_area_px == 3
     model.apply(rec)
     assert rec.shown.thresholds.min_area_px == 3
+
+
+def test_an_outline_the_largest_region_sets_aside_is_shown_and_can_be_kept(model) -> None:
+    from brainseg_core.edits import EditKind
+    from brainseg_core.results import MaskSource
+
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    model.set_thresholds(Thresholds(min_area_px=0, largest_component=True))
+    rec = model.current
+    assert rec is not None
+    second = _slice(2, 0.6, True)
+    prob = second.mask_probability.copy()
+    prob[0, 7] = 0.8  # a lesion of its own, apart from the tumour
+    rec.start(
+        PatientResult("P1", [], model.thresholds, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"),
+        4,
+        PatientFormat.TIFF,
+    )
+    second = dataclasses.replace(second, mask_probability=prob)
+    for s in (_slice(0, 0.1, False), _slice(1, 0.9, True), second):
+        rec.add(s, model.shown_thresholds(rec), model.spacing_for(rec))
+    model.set_slice(2)
+    assert model.set_aside() is None  # the analysis is still running: no whole-volume step yet
+    rec.add(_slice(3, 0.2, False), model.shown_thresholds(rec), model.spacing_for(rec))
+    rec.state = PatientState.DONE
+    model.apply(rec)
+    aside = model.set_aside()
+    assert aside is not None and np.argwhere(aside).tolist() == [[0, 7]]
+    assert model.set_aside() is aside  # asked again for the same slice: not recomputed
+    model.set_slice(1)
+    assert model.set_aside() is None and not model.edit(EditKind.ADD_REGION)
+    model.set_slice(2)
+    assert model.edit(EditKind.ADD_REGION)
+    kept = rec.slice_shown(2)
+    assert kept is not None and kept.source is MaskSource.READER and kept.mask[0, 7]
+    assert model.set_aside() is None  # the reader's mask now holds it
+    model.set_thresholds(Thresholds(min_area_px=0))
+    model.undo()
+    assert model.set_aside() is None  # the option is off: nothing is set aside
