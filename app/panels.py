@@ -38,6 +38,7 @@ from brainseg_core.compute import DEVICES
 from brainseg_core.io import Volume
 from brainseg_core.results import MaskSource, SliceResult
 from brainseg_core.review import ReviewReason
+from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
@@ -580,6 +581,7 @@ class ResultsPanel(QWidget):
         reasons: tuple[ReviewReason, ...] = (),
         reviewed: bool = False,
         aside_px: int = 0,
+        spacing: Spacing | None = None,
     ) -> None:
         """The displayed slice's numbers: probability, area, whose mask, review reasons, the
         outline set aside, ground truth and Dice, and whether the reader marked it reviewed.
@@ -592,6 +594,7 @@ class ResultsPanel(QWidget):
             reasons: why the slice deserves a second look (:mod:`brainseg_core.review`).
             reviewed: the reader marked it reviewed.
             aside_px: pixels of the outline the largest-region option set aside (drawn dotted).
+            spacing: the voxel size the areas are shown with (mm² of the set-aside outline).
         """
         self.reviewed.blockSignals(True)
         self.reviewed.setChecked(reviewed)
@@ -614,7 +617,10 @@ class ResultsPanel(QWidget):
             edited = " (before your edit)" if reader else ""
             lines += [f"⚠ Review{edited}: {r.describe()}" for r in reasons]
             if aside_px:
-                lines.append(f"Dotted: {aside_px} px outside the largest region, not counted (K keeps it)")
+                mm2 = f" = {spacing.area_mm2(aside_px):.1f} mm²" if spacing is not None else ""
+                lines.append(
+                    f"Dotted: {aside_px} px{mm2} outside the largest region, not counted (K keeps it)"
+                )
         if volume.masks is not None:
             truth = volume.masks[index]
             lines.append(f"Ground truth {int(truth.sum())} px")

@@ -290,12 +290,22 @@ class PatientRecord:
 
     def slice_shown(self, index: int) -> SliceResult | None:
         """The displayed result of slice ``index``, None when not analysed yet."""
-        if self.shown is None:
-            return None
-        slices = self.shown.slices
-        if index < len(slices) and slices[index].index == index:
-            return slices[index]
-        for s in slices:
-            if s.index == index:
-                return s
+        return _slice_at(self.shown, index)
+
+    def model_slice(self, index: int) -> SliceResult | None:
+        """The model's result of slice ``index`` (without the reader's edit), None when not
+        analysed yet."""
+        return _slice_at(self.model_shown, index)
+
+
+def _slice_at(result: PatientResult | None, index: int) -> SliceResult | None:
+    """Slice ``index`` of ``result`` (its slices are in order, from the first, while it streams)."""
+    if result is None:
         return None
+    slices = result.slices
+    if index < len(slices) and slices[index].index == index:
+        return slices[index]
+    for s in slices:
+        if s.index == index:
+            return s
+    return None

@@ -126,9 +126,10 @@ class _MaskLayer:
             # slice, and drawing a whole-slice transparent image cost as much as the slice itself.
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            box = mask[r0:r1, c0:c1]
-            self.fill.setImage(mask_rgba(box, rgb, opacity), autoLevels=False, levels=(0, 255))
-            self.fill.setRect(QRectF(c0, r0, c1 - c0, r1 - r0))
+            if fill:
+                box = mask[r0:r1, c0:c1]
+                self.fill.setImage(mask_rgba(box, rgb, opacity), autoLevels=False, levels=(0, 255))
+                self.fill.setRect(QRectF(c0, r0, c1 - c0, r1 - r0))
             self.outline.setPath(self._outline_path(mask))
             pen = QPen(colour)
             pen.setCosmetic(True)
@@ -449,7 +450,7 @@ class SliceView(QWidget):
             self._aside_mask if s.visible else None,
             QColor(s.pred_colour),
             s.opacity,
-            max(1, s.contour_width),
+            s.contour_width,
             fill=False,
             outline=True,
             dash=SET_ASIDE_DASH,

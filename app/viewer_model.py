@@ -28,7 +28,7 @@ from brainseg_app.session import (
 from brainseg_core.display import auto_window
 from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 from brainseg_core.io import Volume
-from brainseg_core.results import SliceResult
+from brainseg_core.results import MaskSource, SliceResult
 from brainseg_core.results import set_aside as outline_set_aside
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import FAINT_EDGE_PROBABILITY, Thresholds
@@ -181,7 +181,7 @@ class ViewerModel:
         self.tool: EditTool | None = None
         self.brush_radius = DEFAULT_BRUSH_RADIUS
         self._last_point: tuple[int, int] | None = None
-        self._aside_memo: tuple[SliceResult, Thresholds, np.ndarray | None] | None = None
+        self._aside_memo: tuple[SliceResult, SliceResult, Thresholds, np.ndarray | None] | None = None
         self.events = _Events()
 
     # -- patients --------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ class ViewerModel:
 
         Args:
             kind: :attr:`EditKind.FILL_HOLES`, :attr:`EditKind.DELETE_REGION` (at ``point``),
-                :attr:`EditKind.ADD_REGION` (the outline :meth:`set_aside` shows),
+                :attr:`EditKind.ADD_REGION` (the outline :meth:`set_aside_outline` gives),
                 :attr:`EditKind.CLEAR` or :attr:`EditKind.REVERT`.
             point: ``(row, col)`` for a region to delete.
 
@@ -500,7 +500,7 @@ class ViewerModel:
                 raise ValueError("deleting a region needs the point clicked")
             changed = e.delete_region(i, base, point)
         elif kind is EditKind.ADD_REGION:
-            aside = self.set_aside()
+            aside = self.set_aside_outline()
             changed = aside is not None and e.add_region(i, base, aside)
         elif kind is EditKind.CLEAR:
             changed = e.clear(i, base)
@@ -510,19 +510,24 @@ class ViewerModel:
             raise ValueError(f"{kind} is painted with paint(), not edit()")
         return self._edited(rec, changed)
 
-    def set_aside(self) -> np.ndarray | None:
-        """The displayed slice's outline that the largest-3-D-region option set aside
-        (:func:`~brainseg_core.results.set_aside`), None when there is none."""
+    def set_aside_outline(self) -> np.ndarray | None:
+        """The displayed slice's outline that the largest-3-D-region option set aside and the
+        slice's mask does not hold (:func:`~brainseg_core.results.set_aside` of the model's slice,
+        less the reader's mask where the reader edited it), None when there is none."""
         rec = self.current
-        s = None if rec is None else rec.slice_shown(self.index)
-        if rec is None or s is None:
+        model = None if rec is None else rec.model_slice(self.index)
+        shown = None if rec is None else rec.slice_shown(self.index)
+        if rec is None or rec.model_shown is None or model is None or shown is None:
             return None
-        thresholds = self.shown_thresholds(rec)
+        thresholds = rec.model_shown.thresholds  # what the displayed masks were made with
         memo = self._aside_memo  # the view and the slice panel both ask, once per slice shown
-        if memo is not None and memo[0] is s and memo[1] == thresholds:
-            return memo[2]
-        aside = outline_set_aside(s, thresholds)
-        self._aside_memo = (s, thresholds, aside)
+        if memo is not None and memo[0] is model and memo[1] is shown and memo[2] == thresholds:
+            return memo[3]
+        aside = outline_set_aside(model, thresholds)
+        if aside is not None and shown.source is MaskSource.READER:
+            aside = aside & ~shown.mask
+            aside = aside if aside.any() else None
+        self._aside_memo = (model, shown, thresholds, aside)
         return aside
 
     def undo(self) -> int | None:

@@ -641,12 +641,13 @@ class MainWindow(QMainWindow):
 
     def _update_masks(self) -> None:
         if self.volume is None:
+            self.actions_by_name["keep_set_aside"].setEnabled(False)
             return
         rec = self.current
         s = rec.slice_shown(self.index) if rec is not None else None
         pred = s.mask if s is not None and s.area_px > 0 else None
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
-        aside = self.model.set_aside()
+        aside = self.model.set_aside_outline()
         self.actions_by_name["keep_set_aside"].setEnabled(aside is not None)
         self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER, aside=aside)
 
@@ -1084,7 +1085,8 @@ class MainWindow(QMainWindow):
             gate,
             reasons=rec.reasons_for(self.index),
             reviewed=self.index in rec.reviewed,
-            aside_px=int(aside.sum()) if (aside := self.model.set_aside()) is not None else 0,
+            aside_px=int(aside.sum()) if (aside := self.model.set_aside_outline()) is not None else 0,
+            spacing=rec.shown.spacing if rec.shown is not None else None,
         )
 
     def _update_summary(self) -> None:
@@ -1157,7 +1159,8 @@ class MainWindow(QMainWindow):
         self.model.set_brush_radius(self.model.brush_radius + delta)
 
     def edit(self, kind: EditKind, point: tuple[int, int] | None = None) -> None:
-        """Fill holes, delete the region at ``point``, clear or revert the displayed slice."""
+        """Fill holes, delete the region at ``point``, keep the set-aside outline, clear or revert
+        the displayed slice."""
         if self._not_editable():
             return
         if not self.model.edit(kind, point):
@@ -1247,6 +1250,7 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         a["undo"].setEnabled(rec is not None and rec.edits.can_undo)
         a["redo"].setEnabled(rec is not None and rec.edits.can_redo)
+        a["keep_set_aside"].setEnabled(self.volume is not None and self.model.set_aside_outline() is not None)
 
     def save_reader_work(self) -> None:
         """Save the displayed patient's edits and reviewed slices now (see :class:`ReaderWorkKeeper`)."""

@@ -255,3 +255,11 @@ def test_an_outline_set_aside_by_the_largest_region_is_drawn_dotted_and_kept_wit
     qtbot.waitUntil(lambda: "Dotted" not in w.results.slice_label.text())  # the numbers follow
     _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert w.current.slice_shown(i).source is MaskSource.MODEL and w.view.aside.outline.isVisible()
+    assert keep.isEnabled()
+    # another patient: nothing of this one is kept while it is read, or after
+    other = sorted(p for p in fixture_patient.parent.iterdir() if p.is_dir())[1]
+    assert w.open_path(other)
+    assert not keep.isEnabled()
+    qtbot.waitUntil(lambda: _analysed(w) and w.current.path == other, timeout=20_000)
+    w.controls.largest_component.setChecked(False)
+    assert not keep.isEnabled() and not w.view.aside.outline.isVisible()

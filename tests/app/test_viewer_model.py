@@ -168,35 +168,78 @@ def test_an_outline_the_largest_region_sets_aside_is_shown_and_can_be_kept(model
 
     model.show_patient(model.records[Path("/x/P1")])
     model.set_volume(_volume())
-    model.set_thresholds(Thresholds(min_area_px=0, largest_component=True))
+    model.model_input_size = 4  # the card's minimum area, 1 px at 4 x 4, is 4 px of these 8 x 8 slices
+    model.set_thresholds(Thresholds(min_area_px=1, largest_component=True))
     rec = model.current
     assert rec is not None
-    second = _slice(2, 0.6, True)
-    prob = second.mask_probability.copy()
-    prob[0, 7] = 0.8  # a lesion of its own, apart from the tumour
+    prob = _slice(2, 0.6, True).mask_probability.copy()
+    prob[0, 6:8] = 0.8  # a lesion of its own, apart from the tumour: 2 px, under the minimum area
+    prob[7, 0:4] = 0.8  # another: 4 px
+    second = dataclasses.replace(_slice(2, 0.6, True), mask_probability=prob)
     rec.start(
         PatientResult("P1", [], model.thresholds, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"),
         4,
         PatientFormat.TIFF,
     )
-    second = dataclasses.replace(second, mask_probability=prob)
     for s in (_slice(0, 0.1, False), _slice(1, 0.9, True), second):
         rec.add(s, model.shown_thresholds(rec), model.spacing_for(rec))
     model.set_slice(2)
-    assert model.set_aside() is None  # the analysis is still running: no whole-volume step yet
+    assert model.set_aside_outline() is None  # the analysis is still running: no whole-volume step yet
     rec.add(_slice(3, 0.2, False), model.shown_thresholds(rec), model.spacing_for(rec))
     rec.state = PatientState.DONE
     model.apply(rec)
-    aside = model.set_aside()
-    assert aside is not None and np.argwhere(aside).tolist() == [[0, 7]]
-    assert model.set_aside() is aside  # asked again for the same slice: not recomputed
+    aside = model.set_aside_outline()
+    assert aside is not None and np.argwhere(aside).tolist() == [[7, 0], [7, 1], [7, 2], [7, 3]]
+    assert model.set_aside_outline() is aside  # asked again for the same slice: not recomputed
+    shown = rec.slice_shown(2)
+    assert shown is not None and not (shown.mask & aside).any()  # not counted
+    assert rec.shown is not None and rec.shown.volume_voxels == 2 * 16
+    # queued for another run, the patient still shows what it showed: so does the outline
+    rec.state = PatientState.QUEUED
+    assert model.set_aside_outline() is aside
     model.set_slice(1)
-    assert model.set_aside() is None and not model.edit(EditKind.ADD_REGION)
+    assert model.set_aside_outline() is None and not model.edit(EditKind.ADD_REGION)
     model.set_slice(2)
     assert model.edit(EditKind.ADD_REGION)
     kept = rec.slice_shown(2)
-    assert kept is not None and kept.source is MaskSource.READER and kept.mask[0, 7]
-    assert model.set_aside() is None  # the reader's mask now holds it
-    model.set_thresholds(Thresholds(min_area_px=0))
+    assert kept is not None and kept.source is MaskSource.READER and kept.mask[aside].all()
+    assert model.set_aside_outline() is None  # the reader's mask now holds it
     model.undo()
-    assert model.set_aside() is None  # the option is off: nothing is set aside
+    after_undo = model.set_aside_outline()
+    assert after_undo is not None and np.array_equal(after_undo, aside)  # shown again
+
+
+def test_the_set_aside_outline_stays_beside_the_readers_own_edit(model) -> None:
+    from brainseg_app.viewer_model import EditTool
+    from brainseg_core.edits import EditKind
+
+    model.show_patient(model.records[Path("/x/P1")])
+    model.set_volume(_volume())
+    model.set_thresholds(Thresholds(min_area_px=0, largest_component=True))
+    rec = model.current
+    assert rec is not None
+    prob = _slice(2, 0.6, True).mask_probability.copy()
+    prob[7, 0:4] = 0.8  # a second lesion
+    second = dataclasses.replace(_slice(2, 0.6, True), mask_probability=prob)
+    rec.start(
+        PatientResult("P1", [], model.thresholds, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"),
+        3,
+        PatientFormat.TIFF,
+    )
+    for s in (_slice(0, 0.1, False), _slice(1, 0.9, True), second):
+        rec.add(s, model.shown_thresholds(rec), model.spacing_for(rec))
+    rec.state = PatientState.DONE
+    model.apply(rec)
+    model.set_slice(2)
+    aside = model.set_aside_outline()
+    assert aside is not None and int(aside.sum()) == 4
+    model.set_tool(EditTool.ERASER)
+    model.set_brush_radius(0)
+    assert model.paint(3, 3)  # the reader touches up the kept tumour
+    model.end_stroke()
+    still = model.set_aside_outline()
+    assert still is not None and np.array_equal(still, aside)
+    assert model.edit(EditKind.ADD_REGION)
+    kept = rec.slice_shown(2)
+    assert kept is not None and kept.mask[aside].all() and not kept.mask[3, 3]  # the erase stays
+    assert model.set_aside_outline() is None
