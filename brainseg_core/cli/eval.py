@@ -6,6 +6,7 @@ Examples::
     brainseg-eval /data/kaggle_3m --classifier runs/cls --segmenter runs/seg --device cuda
     brainseg-eval --cv runs/cv --json cv.json        # K-fold runs: nested cross-validated table
     brainseg-eval --cv runs/cv --gate-cv runs/gate   # ... and a gate's folds in front of them
+    brainseg-eval --cv models/cv --gate-cv models/gate /data/kaggle_3m   # folds kept as bundles only
 
 ``--cv`` reads the out-of-fold predictions of a K-fold run (one sub-folder per fold, each trained
 with ``brainseg-train segmenter DATA --folds K --fold I --keep last``) and prints per fold and
@@ -13,7 +14,9 @@ pooled metrics with each fold's post-processing chosen on the other folds
 (:mod:`brainseg_core.crossval`), plus the post-processing chosen on all folds for a model card.
 ``--gate-cv`` adds a classifier's K-fold run on the same folds in front of the segmenter: its
 threshold chosen on the other folds, the end-to-end metrics and the share of slices it sends to
-the decoder (:mod:`brainseg_core.gate_crossval`).
+the decoder (:mod:`brainseg_core.gate_crossval`). Given the DATA the folds were trained on, a fold
+folder that holds its bundle but no ``out_of_fold.npz`` gets the file rebuilt from the bundle
+first (:mod:`brainseg_core.out_of_fold`), so a project can keep the fold bundles alone.
 
 Models: ``--classifier`` / ``--segmenter`` name bundles (``.json``, ``.safetensors`` or a folder);
 without them the newest user-installed bundle of each kind is used, else the shipped one. The
@@ -47,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
-    p.add_argument("data", nargs="?", help="dataset root, patient folder or stack, with ground-truth masks")
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="dataset root, patient folder or stack, with ground-truth masks (with --cv: the dataset the "
+        "folds were trained on, to rebuild the out-of-fold files of folds kept as bundles only)",
+    )
     p.add_argument(
         "--cv",
         metavar="DIR",
@@ -129,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cv is None and args.data is None:
         parser.error("give a DATA folder to evaluate, or --cv DIR for a cross-validation report")
-    if args.cv is not None and args.data is not None:
-        parser.error("--cv reads stored predictions; it takes no DATA folder")
     if args.write_card is not None and args.cv is None:
         parser.error("--write-card needs --cv DIR")
     if args.gate_cv is not None and args.cv is None:
@@ -166,6 +172,16 @@ def _cross_validate(args: argparse.Namespace) -> None:
         load_fold,
     )
 
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.data is not None:
+        from brainseg_core.out_of_fold import rebuild_missing
+
+        for root in (args.cv, args.gate_cv):
+            if root is not None:
+                for path in rebuild_missing(
+                    root, args.data, device=args.device, batch_size=args.batch_size, say=say
+                ):
+                    say(f"rebuilt {path}")
     files = find_fold_files(args.cv)
     folds = [load_fold(f) for f in files]
     fixed = [
@@ -174,7 +190,6 @@ def _cross_validate(args: argparse.Namespace) -> None:
         PostProcessing(largest_component=True),
         PostProcessing(flip_tta=True, largest_component=True),
     ]
-    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result = cross_validate(folds, fixed=fixed, progress=say)
     print(format_cv_report(result))
     if args.gate_cv:
