@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cv",
         metavar="DIR",
-        help="instead of running models: the cross-validated report of a K-fold training folder",
+        help="the cross-validated report of a K-fold training folder, from its stored out-of-fold "
+        "predictions (with DATA: those of folds kept as bundles only are rebuilt first)",
     )
     p.add_argument(
         "--gate-cv",
@@ -137,6 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cv is None and args.data is None:
         parser.error("give a DATA folder to evaluate, or --cv DIR for a cross-validation report")
+    if args.cv is not None:
+        given = [
+            name
+            for name, value in (
+                ("--patients", args.patients),
+                ("--classifier", args.classifier),
+                ("--segmenter", args.segmenter),
+                ("--thorough", args.thorough or None),
+                ("--largest-component", args.largest_component),
+                ("--faint-edges", args.faint_edges),
+            )
+            if value is not None
+        ]
+        if given:
+            parser.error(
+                f"--cv scores the folds' own models and chooses the post-processing: drop {', '.join(given)}"
+            )
     if args.write_card is not None and args.cv is None:
         parser.error("--write-card needs --cv DIR")
     if args.gate_cv is not None and args.cv is None:
@@ -171,17 +189,26 @@ def _cross_validate(args: argparse.Namespace) -> None:
         format_cv_report,
         load_fold,
     )
+    from brainseg_core.errors import DataError
+    from brainseg_core.out_of_fold import folds_without_file, rebuild_missing
 
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    if args.data is not None:
-        from brainseg_core.out_of_fold import rebuild_missing
-
-        for root in (args.cv, args.gate_cv):
-            if root is not None:
-                for path in rebuild_missing(
-                    root, args.data, device=args.device, batch_size=args.batch_size, say=say
-                ):
-                    say(f"rebuilt {path}")
+    for root in (args.cv, args.gate_cv):
+        if root is None:
+            continue
+        if args.data is not None:
+            series = chosen_series(args)
+            for path in rebuild_missing(
+                root, args.data, device=args.device, batch_size=args.batch_size, series=series, say=say
+            ):
+                say(f"rebuilt {path}")
+        elif lacking := folds_without_file(root):
+            names = ", ".join(f.name for f in lacking)
+            raise DataError(
+                Path(root),
+                f"{len(lacking)} fold(s) hold a bundle but no out_of_fold.npz ({names}): pass DATA, the "
+                "dataset they were trained on, to rebuild them",
+            )
     files = find_fold_files(args.cv)
     folds = [load_fold(f) for f in files]
     fixed = [

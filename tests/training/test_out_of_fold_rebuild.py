@@ -11,68 +11,116 @@ import pytest
 
 from brainseg_core.cli.eval import main as eval_main
 from brainseg_core.crossval import OUT_OF_FOLD_FILE, load_fold
-from brainseg_core.errors import DataError
-from brainseg_core.out_of_fold import fold_folders, rebuild_missing, rebuild_out_of_fold
+from brainseg_core.errors import BundleError, DataError
+from brainseg_core.gate_crossval import load_gate_fold
+from brainseg_core.out_of_fold import fold_folders, folds_without_file, rebuild_missing, rebuild_out_of_fold
 from brainseg_core.training.loop import train
 from tests.support import tiny_config
 
 
+def _quiet(cfg):
+    return train(cfg, log=lambda _m: None, progress=False)
+
+
 @pytest.fixture(scope="module")
-def two_folds(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two segmenter folds read at half the slices' size, a model trained on every patient beside
+    them, and an encoder gate per fold."""
     root = tmp_path_factory.mktemp("cv")
+    kw: dict = dict(epochs=1, folds=2, keep="last", val_every=1, image_size=32)
     for i in (0, 1):
-        cfg = tiny_config(
-            tiny_dataset, root / f"fold{i}", epochs=1, folds=2, fold=i, keep="last", val_every=1
+        seg = _quiet(tiny_config(tiny_dataset, root / "seg" / f"fold{i}", fold=i, **kw))
+        gate_kw: dict = dict(kind="classifier", arch="resunet_gate", width=4, depth=2, tumour_fraction=None)
+        _quiet(
+            tiny_config(
+                tiny_dataset,
+                root / "gate" / f"fold{i}",
+                fold=i,
+                init_from=str(seg.card_path),
+                **kw,
+                **gate_kw,
+            )
         )
-        train(cfg, log=lambda _m: None, progress=False)
+    _quiet(tiny_config(tiny_dataset, root / "seg" / "all", epochs=1, val_patients=0.0, image_size=32))
     return root
 
 
-def _kept_bundles_only(two_folds: Path, tmp_path: Path) -> Path:
-    """A copy of the run with nothing but each fold's bundle (what a project would commit)."""
-    root = tmp_path / "kept"
-    for fold in fold_folders(two_folds):
-        (root / fold.name).mkdir(parents=True)
+def _kept_bundles_only(run: Path, dest: Path) -> Path:
+    """A copy of a run with nothing but each folder's bundle (what a project would commit)."""
+    for fold in fold_folders(run):
+        (dest / fold.name).mkdir(parents=True)
         for f in fold.iterdir():
             if f.suffix in (".json", ".safetensors"):
-                shutil.copy2(f, root / fold.name / f.name)
-    return root
+                shutil.copy2(f, dest / fold.name / f.name)
+    return dest
 
 
 def test_the_rebuilt_files_are_the_trainers_own_to_within_rounding(
-    two_folds: Path, tiny_dataset: Path, tmp_path: Path
+    runs: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    root = _kept_bundles_only(two_folds, tmp_path)
-    assert [f.name for f in fold_folders(root)] == ["fold0", "fold1"]
+    root = _kept_bundles_only(runs / "seg", tmp_path / "seg")
+    assert [f.name for f in fold_folders(root)] == ["all", "fold0", "fold1"]
+    assert [f.name for f in folds_without_file(root)] == ["fold0", "fold1"]  # "all" has no held-out patient
     written = rebuild_missing(root, tiny_dataset)
     assert written == [root / "fold0" / OUT_OF_FOLD_FILE, root / "fold1" / OUT_OF_FOLD_FILE]
     for name in ("fold0", "fold1"):
         own, rebuilt = (
-            load_fold(two_folds / name / OUT_OF_FOLD_FILE),
+            load_fold(runs / "seg" / name / OUT_OF_FOLD_FILE),
             load_fold(root / name / OUT_OF_FOLD_FILE),
         )
         assert rebuilt.patient_ids == own.patient_ids and np.array_equal(rebuilt.patient, own.patient)
-        assert np.array_equal(rebuilt.mask, own.mask)
-        assert np.abs(rebuilt.prob.astype(int) - own.prob).max() <= 3  # bf16/fp16 rounding, uint8 storage
-    assert rebuild_missing(root, tiny_dataset) == []  # every fold has its file: nothing is redone
+        assert rebuilt.prob.shape[1:] == (32, 32) and np.array_equal(rebuilt.mask, own.mask)
+        assert np.abs(rebuilt.prob.astype(int) - own.prob).max() <= 3  # half-precision weights, uint8 storage
+        assert np.abs(rebuilt.prob_flip.astype(int) - own.prob_flip).max() <= 3
+    assert rebuild_missing(root, tiny_dataset) == [] and folds_without_file(root) == []
 
 
-def test_eval_cv_with_data_rebuilds_then_reports(
-    two_folds: Path, tiny_dataset: Path, tmp_path: Path, capsys
+def test_a_gates_folds_are_rebuilt_and_line_up_with_the_segmenters(
+    runs: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    root = _kept_bundles_only(two_folds, tmp_path)
+    root = _kept_bundles_only(runs / "gate", tmp_path / "gate")
+    rebuild_missing(root, tiny_dataset)
+    for name in ("fold0", "fold1"):
+        own, rebuilt = (
+            load_gate_fold(runs / "gate" / name / OUT_OF_FOLD_FILE),
+            load_gate_fold(root / name / OUT_OF_FOLD_FILE),
+        )
+        seg = load_fold(runs / "seg" / name / OUT_OF_FOLD_FILE)
+        assert rebuilt.patient_ids == own.patient_ids == seg.patient_ids
+        assert np.array_equal(rebuilt.label, own.label) and np.array_equal(
+            rebuilt.label, seg.mask.any(axis=(1, 2))
+        )
+        assert np.abs(rebuilt.prob - own.prob).max() < 0.02
+
+
+def test_eval_cv_rebuilds_with_data_and_refuses_without(
+    runs: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    seg = _kept_bundles_only(runs / "seg", tmp_path / "seg")
+    gate = _kept_bundles_only(runs / "gate", tmp_path / "gate")
+    assert eval_main(["--cv", str(seg), "--gate-cv", str(gate), "--quiet"]) != 0  # no DATA: no partial report
+    assert "pass DATA" in capsys.readouterr().err and not (seg / "fold0" / OUT_OF_FOLD_FILE).exists()
+    out = tmp_path / "cv.json"
     assert (
-        eval_main(["--cv", str(root), str(tiny_dataset), "--quiet", "--json", str(tmp_path / "cv.json")]) == 0
+        eval_main(
+            ["--cv", str(seg), "--gate-cv", str(gate), str(tiny_dataset), "--quiet", "--json", str(out)]
+        )
+        == 0
     )
-    assert (root / "fold1" / OUT_OF_FOLD_FILE).is_file()
-    report = json.loads((tmp_path / "cv.json").read_text())
-    assert report["folds"] == 2 and report["pooled"]["patients"] == 4  # every patient, out of fold
+    report = json.loads(out.read_text())
+    assert (
+        report["folds"] == 2 and report["pooled"]["patients"] == 4 and "gate" in report
+    )  # every patient, out of fold
+    with pytest.raises(SystemExit):
+        eval_main(
+            ["--cv", str(seg), "--thorough"]
+        )  # the folds' own choice: options of a model run are refused
 
 
-def test_a_missing_held_out_patient_or_a_model_trained_on_everyone_is_named(
-    two_folds: Path, tiny_dataset: Path, tmp_path: Path
+def test_a_missing_held_out_patient_no_held_out_patient_or_two_bundles_are_named(
+    runs: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    root = _kept_bundles_only(two_folds, tmp_path)
+    root = _kept_bundles_only(runs / "seg", tmp_path / "seg")
     partial = tmp_path / "partial"
     shutil.copytree(tiny_dataset, partial)
     held_out = json.loads(next((root / "fold0").glob("*.json")).read_text())["training"]["split"][
@@ -81,9 +129,9 @@ def test_a_missing_held_out_patient_or_a_model_trained_on_everyone_is_named(
     shutil.rmtree(partial / held_out[0])
     with pytest.raises(DataError, match=held_out[0]):
         rebuild_out_of_fold(root / "fold0", partial)
-    card = next((root / "fold1").glob("*.json"))
-    text = json.loads(card.read_text())
-    text["training"]["split"]["val_patients"] = []
-    card.write_text(json.dumps(text))
-    with pytest.raises(DataError, match="names no held-out patients"):
-        rebuild_out_of_fold(root / "fold1", tiny_dataset)
+    with pytest.raises(DataError, match="no held-out patients"):
+        rebuild_out_of_fold(root / "all", tiny_dataset)
+    for f in (root / "fold0").iterdir():
+        shutil.copy2(f, root / "fold1" / f"second-{f.name}")
+    with pytest.raises(BundleError, match="2 bundles"):
+        fold_folders(root)
