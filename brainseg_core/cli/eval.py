@@ -6,7 +6,7 @@ Examples::
     brainseg-eval /data/kaggle_3m --classifier runs/cls --segmenter runs/seg --device cuda
     brainseg-eval --cv runs/cv --json cv.json        # K-fold runs: nested cross-validated table
     brainseg-eval --cv runs/cv --gate-cv runs/gate   # ... and a gate's folds in front of them
-    brainseg-eval --cv models/cv --gate-cv models/gate /data/kaggle_3m   # folds kept as bundles only
+    brainseg-eval --cv folds/segmenter /data/kaggle_3m   # folds kept as bundles only (files rebuilt)
 
 ``--cv`` reads the out-of-fold predictions of a K-fold run (one sub-folder per fold, each trained
 with ``brainseg-train segmenter DATA --folds K --fold I --keep last``) and prints per fold and
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brainseg-eval",
         description="Evaluate the BrainSeg pipeline (classification, segmentation, end to end) on labelled "
-        "data.",
+        "data, or report a K-fold training run cross-validated (--cv).",
         formatter_class=HelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
@@ -181,6 +181,34 @@ def _write_json(path: str, result: dict) -> None:
     print(f"\nwrote {path}")
 
 
+def _check_complete(files: list[Path], root: str, *, writes: bool) -> None:
+    """Say when a K-fold folder holds fewer folds than its runs were split into (their cards'
+    ``training.folds.k``): the report then covers only those folds' patients, and each fold's
+    choice is made on fewer others. A card is written only from every fold.
+
+    Raises:
+        DataError: when ``writes`` and folds are missing.
+    """
+    from brainseg_core.crossval import fold_models
+    from brainseg_core.errors import DataError
+    from brainseg_core.model_card import read_card, resolve_card_path
+
+    ks = set()
+    for f in fold_models(files):
+        card = read_card(resolve_card_path(Path(root) / f["fold"]))
+        k = (card.training.get("folds") or {}).get("k")
+        if k:
+            ks.add(int(k))
+    if not ks or len(files) >= max(ks):
+        return
+    msg = f"{len(files)} of the {max(ks)} folds its runs were split into"
+    if writes:
+        raise DataError(
+            Path(root), f"holds {msg}: a card takes choices made on every fold; train the others first"
+        )
+    print(f"brainseg-eval: {root} holds {msg}; the report covers their patients only", file=sys.stderr)
+
+
 def _cross_validate(args: argparse.Namespace) -> None:
     from brainseg_core.crossval import (
         PostProcessing,
@@ -210,6 +238,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
                 "dataset they were trained on, to rebuild them",
             )
     files = find_fold_files(args.cv)
+    _check_complete(files, args.cv, writes=bool(args.write_card or args.write_gate_card))
     folds = [load_fold(f) for f in files]
     fixed = [
         PostProcessing(),
@@ -224,6 +253,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
 
         ship = PostProcessing(**result["ship"])
         gate_files = find_fold_files(args.gate_cv)
+        _check_complete(gate_files, args.gate_cv, writes=bool(args.write_gate_card))
         gates = [load_gate_fold(f) for f in gate_files]
         options: dict[str, Any] = {} if args.gate_recall is None else {"target_recall": args.gate_recall}
         if args.gate_reach is not None:

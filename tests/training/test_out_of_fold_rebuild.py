@@ -135,3 +135,19 @@ def test_a_missing_held_out_patient_no_held_out_patient_or_two_bundles_are_named
         shutil.copy2(f, root / "fold1" / f"second-{f.name}")
     with pytest.raises(BundleError, match="2 bundles"):
         fold_folders(root)
+
+
+def test_a_run_with_folds_missing_is_reported_as_such_and_writes_no_card(
+    runs: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    seg = _kept_bundles_only(runs / "seg", tmp_path / "seg")
+    for card in seg.glob("fold*/*.json"):  # as if the runs had been split into three folds
+        text = json.loads(card.read_text())
+        text["training"]["folds"]["k"] = 3
+        card.write_text(json.dumps(text))
+    assert eval_main(["--cv", str(seg), str(tiny_dataset), "--quiet"]) == 0
+    assert "2 of the 3 folds" in capsys.readouterr().err
+    card = next((seg / "fold0").glob("*.json"))
+    before = card.read_text()
+    assert eval_main(["--cv", str(seg), "--quiet", "--write-card", str(card)]) != 0
+    assert "train the others first" in capsys.readouterr().err and card.read_text() == before
