@@ -189,13 +189,15 @@ def _check_complete(files: list[Path], root: str, *, writes: bool) -> None:
     Raises:
         DataError: when ``writes`` and folds are missing.
     """
-    from brainseg_core.crossval import fold_models
-    from brainseg_core.errors import DataError
+    from brainseg_core.errors import BundleError, DataError
     from brainseg_core.model_card import read_card, resolve_card_path
 
     ks = set()
-    for f in fold_models(files):
-        card = read_card(resolve_card_path(Path(root) / f["fold"]))
+    for f in files:
+        try:  # a fold folder without one readable card says nothing about K
+            card = read_card(resolve_card_path(Path(f).parent))
+        except BundleError:
+            continue
         k = (card.training.get("folds") or {}).get("k")
         if k:
             ks.add(int(k))

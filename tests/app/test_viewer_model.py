@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg_app.session import PatientState
+from brainseg_app.session import PatientRecord, PatientState
 from brainseg_app.viewer_model import OverlayStyle, ViewerModel
 from brainseg_core.inference import PatientResult, SliceResult
 from brainseg_core.io import PatientFormat, Volume
@@ -162,27 +162,39 @@ def test_the_minimum_area_is_the_models_in_each_volumes_pixels(model) -> None:
     assert rec.shown.thresholds.min_area_px == 3
 
 
-def test_an_outline_the_largest_region_sets_aside_is_shown_and_can_be_kept(model) -> None:
-    from brainseg_core.edits import EditKind
-    from brainseg_core.results import MaskSource
-
+def _streaming_with_lesions(
+    model: ViewerModel, thresholds: Thresholds, n_slices: int, lesions: list[tuple[int, slice]]
+) -> PatientRecord:
+    """P1 shown and its analysis started: slices 0-2 streamed in, the tumour on 1-2 and, on slice 2,
+    lesions of their own (``(row, columns)`` at probability 0.8) apart from it."""
     model.show_patient(model.records[Path("/x/P1")])
     model.set_volume(_volume())
-    model.model_input_size = 4  # the card's minimum area, 1 px at 4 x 4, is 4 px of these 8 x 8 slices
-    model.set_thresholds(Thresholds(min_area_px=1, largest_component=True))
+    model.set_thresholds(thresholds)
     rec = model.current
     assert rec is not None
     prob = _slice(2, 0.6, True).mask_probability.copy()
-    prob[0, 6:8] = 0.8  # a lesion of its own, apart from the tumour: 2 px, under the minimum area
-    prob[7, 0:4] = 0.8  # another: 4 px
+    for row, cols in lesions:
+        prob[row, cols] = 0.8
     second = dataclasses.replace(_slice(2, 0.6, True), mask_probability=prob)
     rec.start(
         PatientResult("P1", [], model.thresholds, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"),
-        4,
+        n_slices,
         PatientFormat.TIFF,
     )
     for s in (_slice(0, 0.1, False), _slice(1, 0.9, True), second):
         rec.add(s, model.shown_thresholds(rec), model.spacing_for(rec))
+    return rec
+
+
+def test_an_outline_the_largest_region_sets_aside_is_shown_and_can_be_kept(model) -> None:
+    from brainseg_core.edits import EditKind
+    from brainseg_core.results import MaskSource
+
+    model.model_input_size = 4  # the card's minimum area, 1 px at 4 x 4, is 4 px of these 8 x 8 slices
+    # a lesion of 2 px, under the minimum area, and another of 4 px
+    rec = _streaming_with_lesions(
+        model, Thresholds(min_area_px=1, largest_component=True), 4, [(0, slice(6, 8)), (7, slice(0, 4))]
+    )
     model.set_slice(2)
     assert model.set_aside_outline() is None  # the analysis is still running: no whole-volume step yet
     rec.add(_slice(3, 0.2, False), model.shown_thresholds(rec), model.spacing_for(rec))
@@ -213,21 +225,12 @@ def test_the_set_aside_outline_stays_beside_the_readers_own_edit(model) -> None:
     from brainseg_app.viewer_model import EditTool
     from brainseg_core.edits import EditKind
 
-    model.show_patient(model.records[Path("/x/P1")])
-    model.set_volume(_volume())
-    model.set_thresholds(Thresholds(min_area_px=0, largest_component=True))
-    rec = model.current
-    assert rec is not None
-    prob = _slice(2, 0.6, True).mask_probability.copy()
-    prob[7, 0:4] = 0.8  # a second lesion
-    second = dataclasses.replace(_slice(2, 0.6, True), mask_probability=prob)
-    rec.start(
-        PatientResult("P1", [], model.thresholds, ModelRef("seg", "0"), ModelRef("cls", "1"), "cpu"),
+    rec = _streaming_with_lesions(
+        model,
+        Thresholds(min_area_px=0, largest_component=True),
         3,
-        PatientFormat.TIFF,
+        [(7, slice(0, 4))],  # a second lesion
     )
-    for s in (_slice(0, 0.1, False), _slice(1, 0.9, True), second):
-        rec.add(s, model.shown_thresholds(rec), model.spacing_for(rec))
     rec.state = PatientState.DONE
     model.apply(rec)
     model.set_slice(2)
