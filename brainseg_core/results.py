@@ -304,8 +304,10 @@ def threshold_slice(
 
 
 def keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[SliceResult]:
-    """``slices`` with only the patient's largest 3-D region kept; slices whose outline went are
-    flagged :attr:`ReviewReason.OUTSIDE_LARGEST_REGION`."""
+    """``slices`` with only the patient's largest 3-D region kept; every slice that lost outline to
+    it (all of it, or a second region beside the kept one) is flagged
+    :attr:`ReviewReason.OUTSIDE_LARGEST_REGION`, so the review queue leads the reader to what was
+    set aside (:func:`set_aside`)."""
     if not any(s.area_px for s in slices):
         return slices
     kept = keep_largest_component(np.stack([s.mask for s in slices]))
@@ -315,7 +317,7 @@ def keep_largest(slices: list[SliceResult], spacing: Spacing | None) -> list[Sli
             mask=m,
             area_px=int(m.sum()),
             area_mm2=_area_mm2(int(m.sum()), spacing),
-            review=ReviewReason.OUTSIDE_LARGEST_REGION if s.area_px and not m.any() else s.review,
+            review=ReviewReason.OUTSIDE_LARGEST_REGION if int(m.sum()) < s.area_px else s.review,
         )
         for s, m in zip(slices, kept, strict=True)
     ]
@@ -326,8 +328,9 @@ def set_aside(shown: SliceResult, thresholds: Thresholds) -> np.ndarray | None:
 
     With ``thresholds.largest_component`` the patient keeps one 3-D region; a second lesion goes,
     on its own slices (flagged :attr:`ReviewReason.OUTSIDE_LARGEST_REGION`) and beside the kept
-    outline on shared ones. The reader still has to see it to judge it: the viewer draws it dotted
-    and can keep it as the reader's mask.
+    outline on shared ones; both kinds of slice are flagged
+    :attr:`ReviewReason.OUTSIDE_LARGEST_REGION`. The reader still has to see it to judge it: the
+    viewer draws it dotted and can keep it as the reader's mask.
 
     Args:
         shown: a slice after :func:`rethreshold` under ``thresholds`` (its probabilities kept).

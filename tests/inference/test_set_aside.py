@@ -36,6 +36,9 @@ def test_the_regions_outside_the_largest_are_set_aside_slice_by_slice() -> None:
     assert not (asides[1] & shown.slices[1].mask).any()
     assert int(asides[4].sum()) == 4  # a slice whose whole outline went, flagged for review
     assert shown.slices[4].review is ReviewReason.OUTSIDE_LARGEST_REGION and shown.slices[4].area_px == 0
+    # a slice that kept part of its outline is flagged too: the queue leads the reader to it
+    assert shown.slices[1].review is ReviewReason.OUTSIDE_LARGEST_REGION and shown.slices[1].area_px == 49
+    assert [s.review for s in shown.slices[2:4]] == [None, None]  # nothing set aside there
 
 
 def test_nothing_is_set_aside_without_the_option_under_a_higher_threshold_or_on_the_readers_mask() -> None:
