@@ -77,9 +77,10 @@ class SliceResult:
         mask: ``(H, W)`` bool final mask at the source size (all False when not segmented).
         area_px: pixels in ``mask``.
         area_mm2: area in mm² when the pixel spacing is known, else None.
-        review: why this slice should be looked at although its final mask is empty, else None
-            (:class:`ReviewReason`; :func:`brainseg_core.review.review_reasons` adds the reasons
-            that need the whole patient).
+        review: why this slice deserves a second look, else None (:class:`ReviewReason`: set by
+            the slice's own thresholds and the whole-volume steps;
+            :func:`brainseg_core.review.review_reasons` adds the reasons that need the whole
+            patient).
         source: whose mask it is: the model's, or the reader's edit (:class:`MaskSource`).
         neighbour_probability: the highest tumour probability of the slices within the gate's
             reach (``Thresholds.gate_reach`` slices on either side), 0.0 when the reach is 0.

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The shipped segmenter's CPU recipe (README, "The CPU recipe") for the given folds of the seed-0
 # 5-fold split, chunk by chunk; a chunk whose bundle exists is skipped, so an interrupted run picks
-# up at its last finished chunk. Each fold's chunk-4 bundle is copied into folds/segmenter/foldI/.
+# up at its last finished chunk (an interrupted chunk resumes from its checkpoint). Each fold's
+# chunk-4 bundle is copied into folds/segmenter/foldI/.
 #
 #   bash folds/recipe.sh DATA [FOLD ...]     e.g. bash folds/recipe.sh /tmp/lgg/kaggle_3m 3 4
 #
@@ -28,9 +29,10 @@ for i in $FOLDS; do
       mkdir -p "$out"
       init=()
       [ -n "$previous" ] && init=(--init-from "$previous")
+      [ -n "$(ls -A "$out/checkpoint" 2>/dev/null)" ] && init=(--resume)  # an interrupted chunk
       # shellcheck disable=SC2086  # the options are word lists
       nice -n 10 "$TRAIN" segmenter "$DATA" --out "$out" --folds 5 --fold "$i" ${!options} \
-        "${init[@]}" --name "$name" > "$out.log" 2>&1 || { echo "failed: see $out.log"; exit 1; }
+        "${init[@]}" --name "$name" >> "$out.log" 2>&1 || { echo "failed: see $out.log"; exit 1; }
     fi
     previous=$out/$name.json
   done
