@@ -311,6 +311,14 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "Add the dotted outline (a region the largest-region option left out) to this slice's mask",
     )
     a(
+        "keep_set_aside_all",
+        "Keep the set-aside region on &all its slices",
+        lambda: w.edit(EditKind.ADD_REGION_3D),
+        "Shift+K",
+        "Add the dotted outline and the rest of its 3-D region, on every slice it reaches, to the "
+        "masks (one undo step)",
+    )
+    a(
         "clear_slice",
         "&Clear slice",
         lambda: w.edit(EditKind.CLEAR),
@@ -479,6 +487,7 @@ def build_menus_and_toolbar(window: MainWindow, acts: dict[str, QAction]) -> tup
         "brush_larger",
         "fill_holes",
         "keep_set_aside",
+        "keep_set_aside_all",
         "clear_slice",
         "revert_slice",
     ):

@@ -28,7 +28,7 @@ from brainseg_app.session import (
 from brainseg_core.display import auto_window
 from brainseg_core.edits import MAX_BRUSH_RADIUS, EditKind
 from brainseg_core.io import Volume
-from brainseg_core.results import MaskSource, SliceResult
+from brainseg_core.results import MaskSource, SliceResult, label_components
 from brainseg_core.results import set_aside as outline_set_aside
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import FAINT_EDGE_PROBABILITY, Thresholds
@@ -479,6 +479,8 @@ class ViewerModel:
         Args:
             kind: :attr:`EditKind.FILL_HOLES`, :attr:`EditKind.DELETE_REGION` (at ``point``),
                 :attr:`EditKind.ADD_REGION` (the outline :meth:`set_aside_outline` gives),
+                :attr:`EditKind.ADD_REGION_3D` (the regions :meth:`set_aside_region` gives, on all
+                their slices, one undo step),
                 :attr:`EditKind.CLEAR` or :attr:`EditKind.REVERT`.
             point: ``(row, col)`` for a region to delete.
 
@@ -502,6 +504,12 @@ class ViewerModel:
         elif kind is EditKind.ADD_REGION:
             aside = self.set_aside_outline()
             changed = aside is not None and e.add_region(i, base, aside)
+        elif kind is EditKind.ADD_REGION_3D:
+            regions = self.set_aside_region()
+            shown = {j: rec.slice_shown(j) for j in regions}
+            changed = bool(regions) and e.add_regions(
+                {j: (s.mask, regions[j]) for j, s in shown.items() if s is not None}, focus=i
+            )
         elif kind is EditKind.CLEAR:
             changed = e.clear(i, base)
         elif kind is EditKind.REVERT:
@@ -529,6 +537,35 @@ class ViewerModel:
             aside = aside if aside.any() else None
         self._aside_memo = (model, shown, thresholds, aside)
         return aside
+
+    def set_aside_region(self) -> dict[int, np.ndarray]:
+        """The 3-D regions the displayed slice's dotted outline (:meth:`set_aside_outline`) belongs
+        to: on every slice of the patient, the part of its set-aside outline that connects to it in
+        3-D (26-connected, as the largest-region step labels), by slice index; empty when the
+        displayed slice has no dotted outline. A second lesion can then be kept on all its slices
+        at once."""
+        here = self.set_aside_outline()
+        rec = self.current
+        if here is None or rec is None or rec.model_shown is None:
+            return {}
+        thresholds = rec.model_shown.thresholds
+        indices = [s.index for s in rec.model_shown.slices]
+        stack = np.zeros((len(indices), *here.shape), bool)
+        for k, j in enumerate(indices):
+            if j == self.index:
+                stack[k] = here
+                continue
+            model, shown = rec.model_slice(j), rec.slice_shown(j)
+            aside = None if model is None else outline_set_aside(model, thresholds)
+            if aside is None or aside.shape != here.shape:
+                continue
+            if shown is not None and shown.source is MaskSource.READER:
+                aside = aside & ~shown.mask
+            stack[k] = aside
+        labels, _ = label_components(stack)
+        touched = np.unique(labels[indices.index(self.index)][here])
+        keep = np.isin(labels, touched[touched > 0])
+        return {j: keep[k] for k, j in enumerate(indices) if keep[k].any()}
 
     def undo(self) -> int | None:
         """Undo the displayed patient's last edit and show the slice it changed.

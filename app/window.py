@@ -641,14 +641,16 @@ class MainWindow(QMainWindow):
 
     def _update_masks(self) -> None:
         if self.volume is None:
-            self.actions_by_name["keep_set_aside"].setEnabled(False)
+            for name in ("keep_set_aside", "keep_set_aside_all"):
+                self.actions_by_name[name].setEnabled(False)
             return
         rec = self.current
         s = rec.slice_shown(self.index) if rec is not None else None
         pred = s.mask if s is not None and s.area_px > 0 else None
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
         aside = self.model.set_aside_outline()
-        self.actions_by_name["keep_set_aside"].setEnabled(aside is not None)
+        for name in ("keep_set_aside", "keep_set_aside_all"):
+            self.actions_by_name[name].setEnabled(aside is not None)
         self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER, aside=aside)
 
     def _on_overlay_changed(self, style: OverlayStyle) -> None:
@@ -1168,6 +1170,7 @@ class MainWindow(QMainWindow):
                 EditKind.FILL_HOLES: "no hole to fill",
                 EditKind.DELETE_REGION: "no region under the click",
                 EditKind.ADD_REGION: "the largest-region option set no outline aside on this slice",
+                EditKind.ADD_REGION_3D: "the largest-region option set no outline aside on this slice",
                 EditKind.CLEAR: "the slice is empty already",
                 EditKind.REVERT: "this slice shows the model's mask already",
             }.get(kind, "nothing changed")
@@ -1250,7 +1253,9 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         a["undo"].setEnabled(rec is not None and rec.edits.can_undo)
         a["redo"].setEnabled(rec is not None and rec.edits.can_redo)
-        a["keep_set_aside"].setEnabled(self.volume is not None and self.model.set_aside_outline() is not None)
+        aside = self.volume is not None and self.model.set_aside_outline() is not None
+        for name in ("keep_set_aside", "keep_set_aside_all"):
+            a[name].setEnabled(aside)
 
     def save_reader_work(self) -> None:
         """Save the displayed patient's edits and reviewed slices now (see :class:`ReaderWorkKeeper`)."""

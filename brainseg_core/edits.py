@@ -41,6 +41,7 @@ class EditKind(enum.StrEnum):
     FILL_HOLES = "fill_holes"
     DELETE_REGION = "delete_region"
     ADD_REGION = "add_region"
+    ADD_REGION_3D = "add_region_3d"
     CLEAR = "clear"
     REVERT = "revert"
 
@@ -52,6 +53,7 @@ class EditKind(enum.StrEnum):
             EditKind.FILL_HOLES: "fill holes",
             EditKind.DELETE_REGION: "delete region",
             EditKind.ADD_REGION: "keep the set-aside outline",
+            EditKind.ADD_REGION_3D: "keep the set-aside region on all its slices",
             EditKind.CLEAR: "clear slice",
             EditKind.REVERT: "back to the model's mask",
         }[self]
@@ -59,13 +61,15 @@ class EditKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class _Step:
-    """One undoable change of one slice; None means "the model's mask" (not edited)."""
+    """One undoable change of one slice (and of ``others``, for an edit of several slices at once);
+    None means "the model's mask" (not edited)."""
 
     index: int
     kind: EditKind
     before: np.ndarray | None
     after: np.ndarray | None
     open_stroke: bool = False
+    others: tuple[tuple[int, np.ndarray | None, np.ndarray], ...] = ()
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -258,6 +262,55 @@ class MaskEdits:
             raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
         return self._record(index, EditKind.ADD_REGION, mask | region, base)
 
+    def add_regions(self, regions: Mapping[int, tuple[np.ndarray, np.ndarray]], *, focus: int) -> bool:
+        """Add a region to each of several slices as one undo step (e.g. a 3-D region the
+        largest-region step set aside, kept on all its slices at once).
+
+        Args:
+            regions: slice index -> ``(base, region)``: the model's mask of that slice and the
+                ``(H, W)`` bool pixels to add to it.
+            focus: the slice the reader acts from; :meth:`undo` and :meth:`redo` of the step
+                return it (it need not be among the changed slices).
+
+        Returns:
+            True when a mask changed.
+
+        Raises:
+            ValueError: for a region that is not the shape of its slice's mask, or a negative index.
+        """
+        changes = []
+        for index, (base, region) in regions.items():
+            mask = self._current(index, base)
+            region = self._mask(region)
+            if region.shape != mask.shape:
+                raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
+            before = self._masks.get(index)
+            after = mask | region
+            if not np.array_equal(base if before is None else before, after):
+                changes.append((index, None if before is None else before.copy(), after))
+        if not changes:
+            return False
+        focus = self._index(focus)
+        # the focus slice's own change (or an empty one, when it has none) leads the step
+        lead: tuple[int, np.ndarray | None, np.ndarray | None] | None
+        lead = next((c for c in changes if c[0] == focus), None)
+        others = tuple(c for c in changes if c is not lead)
+        if lead is None:
+            own = self._masks.get(focus)
+            lead = (focus, own, own)  # unchanged: undo and redo leave it as it is
+        self._push(
+            _Step(
+                focus,
+                EditKind.ADD_REGION_3D,
+                None if lead[1] is None else lead[1].copy(),
+                None if lead[2] is None else lead[2].copy(),
+                others=tuple((i, b, a.copy()) for i, b, a in others),
+            )
+        )
+        for index, _before, after in changes:
+            self._masks[index] = after
+        return True
+
     def clear(self, index: int, base: np.ndarray) -> bool:
         """Empty slice ``index`` (the reader says: no tumour here).
 
@@ -291,6 +344,8 @@ class MaskEdits:
             return None
         step = dataclasses.replace(self._undo.pop(), open_stroke=False)
         self._set(step.index, step.before)
+        for index, before, _after in step.others:
+            self._set(index, before)
         self._redo.append(step)
         return step.index
 
@@ -304,6 +359,8 @@ class MaskEdits:
             return None
         step = self._redo.pop()
         self._set(step.index, step.after)
+        for index, _before, after in step.others:
+            self._set(index, after)
         self._undo.append(step)
         return step.index
 

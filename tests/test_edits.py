@@ -77,6 +77,26 @@ def test_adding_a_region_is_one_step_that_undo_takes_back() -> None:
         e.add_region(1, base, region[:5])
 
 
+def test_regions_added_to_several_slices_are_one_step_back_to_the_slice_acted_from() -> None:
+    base = np.zeros((8, 8), bool)
+    region = np.zeros_like(base)
+    region[0:2, 0:2] = True
+    e = MaskEdits()
+    e.brush(3, base, (6, 6), 0)  # slice 3 was the reader's already
+    before3 = e.mask(3)
+    assert e.add_regions({1: (base, region), 3: (base, region), 4: (region, region)}, focus=2)
+    assert e.edited == [1, 3] and e.next_undo() is EditKind.ADD_REGION_3D  # slice 4 held it already
+    assert e.mask(3)[6, 6] and e.mask(3)[0:2, 0:2].all()
+    assert not e.add_regions({1: (base, region)}, focus=1)  # nothing new: no step
+    assert e.undo() == 2  # the slice it was done from, though unchanged
+    assert e.edited == [3] and np.array_equal(e.mask(3), before3)
+    assert e.redo() == 2 and e.edited == [1, 3] and e.mask(1)[0:2, 0:2].all()
+    assert e.undo() == 2 and e.undo() == 3 and not e  # then the brush stroke
+    assert e.add_regions({1: (base, region)}, focus=1) and e.undo() == 1 and e.mask(1) is None
+    with pytest.raises(ValueError, match="region"):
+        e.add_regions({1: (base, region[:5])}, focus=1)
+
+
 def test_clearing_an_empty_model_slice_makes_it_the_readers() -> None:
     e = MaskEdits()
     assert e.clear(2, EMPTY) and e.is_edited(2) and not e.mask(2).any()

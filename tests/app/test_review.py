@@ -263,3 +263,33 @@ def test_an_outline_set_aside_by_the_largest_region_is_drawn_dotted_and_kept_wit
     qtbot.waitUntil(lambda: _analysed(w) and w.current.path == other, timeout=20_000)
     w.controls.largest_component.setChecked(False)
     assert not keep.isEnabled() and not w.view.aside.outline.isVisible()
+
+
+def test_shift_k_keeps_the_set_aside_region_on_all_its_slices_and_ctrl_z_takes_it_back(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    from brainseg_core.results import set_aside
+    from tests.support import DiscAndSpotSegmenter
+
+    cls, seg = scripted_models
+    w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
+    _open(qtbot, w, fixture_patient)
+    w.controls.largest_component.setChecked(True)
+    rec = w.current
+    t = rec.model_shown.thresholds
+    spotted = [s.index for s in rec.model_shown.slices if set_aside(s, t) is not None]
+    assert len(spotted) >= 2  # the spot runs through the outlined slices
+    keep_all = w.actions_by_name["keep_set_aside_all"]
+    w.set_slice(spotted[-1])
+    assert keep_all.isEnabled()
+    _key(w, Qt.Key.Key_K, Qt.KeyboardModifier.ShiftModifier)
+    for j in spotted:
+        shown, spot = rec.slice_shown(j), set_aside(rec.model_slice(j), t)
+        assert shown.source is MaskSource.READER and shown.mask[spot].all()
+    assert not keep_all.isEnabled() and not w.view.aside.outline.isVisible()
+    untouched = [s for s in rec.shown.slices if s.index not in spotted]
+    assert all(s.source is MaskSource.MODEL for s in untouched)
+    w.set_slice(spotted[0])
+    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one step takes it all back
+    assert all(rec.slice_shown(j).source is MaskSource.MODEL for j in spotted)
+    assert w.index == spotted[-1] and keep_all.isEnabled() and w.view.aside.outline.isVisible()

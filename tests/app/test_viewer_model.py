@@ -246,3 +246,37 @@ def test_the_set_aside_outline_stays_beside_the_readers_own_edit(model) -> None:
     kept = rec.slice_shown(2)
     assert kept is not None and kept.mask[aside].all() and not kept.mask[3, 3]  # the erase stays
     assert model.set_aside_outline() is None
+
+
+def test_a_set_aside_region_is_kept_on_all_its_slices_in_one_step(model) -> None:
+    from brainseg_core.edits import EditKind
+    from brainseg_core.results import MaskSource
+
+    # on slice 2, a second lesion (row 7) and a third (top right); the second goes on to slice 3
+    rec = _streaming_with_lesions(
+        model, Thresholds(min_area_px=0, largest_component=True), 4, [(7, slice(0, 4)), (0, slice(6, 8))]
+    )
+    third = _slice(3, 0.6, False)
+    prob = third.mask_probability.copy()
+    prob[7, 1:3] = 0.8
+    rec.add(
+        dataclasses.replace(third, mask_probability=prob), model.shown_thresholds(rec), model.spacing_for(rec)
+    )
+    rec.state = PatientState.DONE
+    model.apply(rec)
+    model.set_slice(3)
+    region = model.set_aside_region()
+    assert sorted(region) == [2, 3]
+    assert np.argwhere(region[2]).tolist() == [[7, 0], [7, 1], [7, 2], [7, 3]]  # not the third lesion
+    assert np.argwhere(region[3]).tolist() == [[7, 1], [7, 2]]
+    assert model.edit(EditKind.ADD_REGION_3D)
+    for j in (2, 3):
+        kept = rec.slice_shown(j)
+        assert kept is not None and kept.source is MaskSource.READER and kept.mask[region[j]].all()
+    assert not rec.slice_shown(2).mask[0, 6:8].any()  # the third lesion stays set aside
+    assert model.set_aside_region() == {} and not model.edit(EditKind.ADD_REGION_3D)
+    model.set_slice(1)
+    assert model.undo() == 3 and model.index == 3  # one step, back to the slice it was done from
+    assert all(rec.slice_shown(j).source is MaskSource.MODEL for j in (2, 3))
+    model.set_slice(1)
+    assert model.set_aside_region() == {}  # slice 1 has no dotted outline
