@@ -540,35 +540,43 @@ class ViewerModel:
 
     def set_aside_region(self) -> dict[int, np.ndarray]:
         """The 3-D regions the displayed slice's dotted outline (:meth:`set_aside_outline`) belongs
-        to: on every slice of the patient, the part of its set-aside outline that connects to it in
-        3-D (26-connected, as the largest-region step labels), by slice index; empty when the
-        displayed slice has no dotted outline. A second lesion can then be kept on all its slices
-        at once."""
-        here = self.set_aside_outline()
+        to, for keeping a second lesion on all its slices at once.
+
+        The regions are found on the model's set-aside outlines of every slice (26-connected, as
+        the largest-region step labels them), so a slice the reader already kept does not cut a
+        region in two.
+
+        Returns:
+            By slice index, the region's pixels on the displayed slice and on every slice that
+            shows the model's mask (a slice the reader edited keeps the reader's mask: K adds the
+            region there); empty when the displayed slice has no dotted outline.
+        """
         rec = self.current
-        if here is None or rec is None or rec.model_shown is None:
+        if self.set_aside_outline() is None or rec is None or rec.model_shown is None:
             return {}
         thresholds = rec.model_shown.thresholds
         indices = [s.index for s in rec.model_shown.slices]
-        stack = np.zeros((len(indices), *here.shape), bool)
-        for k, j in enumerate(indices):
-            if j == self.index:
-                stack[k] = here
-                continue
-            model, shown = rec.model_slice(j), rec.slice_shown(j)
-            aside = None if model is None else outline_set_aside(model, thresholds)
-            if aside is None or aside.shape != here.shape:
-                continue
-            if shown is not None and shown.source is MaskSource.READER:
-                aside = aside & ~shown.mask
-            stack[k] = aside
+        here = indices.index(self.index)
+        shape = rec.model_shown.slices[here].mask.shape
+        stack = np.zeros((len(indices), *shape), bool)
+        for k, s in enumerate(rec.model_shown.slices):
+            aside = outline_set_aside(s, thresholds)
+            if aside is not None and aside.shape == shape:
+                stack[k] = aside
         labels, _ = label_components(stack)
-        touched = np.unique(labels[indices.index(self.index)][here])
+        touched = np.unique(labels[here][stack[here]])
         keep = np.isin(labels, touched[touched > 0])
-        return {j: keep[k] for k, j in enumerate(indices) if keep[k].any()}
+        regions = {}
+        for k, j in enumerate(indices):
+            shown = rec.slice_shown(j)
+            edited = shown is not None and shown.source is MaskSource.READER
+            if keep[k].any() and (j == self.index or not edited):
+                regions[j] = keep[k]
+        return regions
 
     def undo(self) -> int | None:
-        """Undo the displayed patient's last edit and show the slice it changed.
+        """Undo the displayed patient's last edit and show the slice it changed (for an edit of
+        several slices at once, the slice it was made from).
 
         Returns:
             That slice, or None when there was nothing to undo.
@@ -576,7 +584,8 @@ class ViewerModel:
         return self._history(undo=True)
 
     def redo(self) -> int | None:
-        """Redo the displayed patient's last undone edit and show the slice it changed.
+        """Redo the displayed patient's last undone edit and show the slice it changed (for an
+        edit of several slices at once, the slice it was made from).
 
         Returns:
             That slice, or None when there was nothing to redo.

@@ -1161,8 +1161,8 @@ class MainWindow(QMainWindow):
         self.model.set_brush_radius(self.model.brush_radius + delta)
 
     def edit(self, kind: EditKind, point: tuple[int, int] | None = None) -> None:
-        """Fill holes, delete the region at ``point``, keep the set-aside outline, clear or revert
-        the displayed slice."""
+        """Fill holes, delete the region at ``point``, keep the set-aside outline (on this slice, or
+        with its 3-D region on all its slices), clear or revert the displayed slice."""
         if self._not_editable():
             return
         if not self.model.edit(kind, point):

@@ -338,7 +338,8 @@ class MaskEdits:
         """Undo the last step.
 
         Returns:
-            The slice it changed, or None when there was nothing to undo.
+            The slice it changed (for :meth:`add_regions`, its ``focus``), or None when there was
+            nothing to undo.
         """
         if not self._undo:
             return None
@@ -353,7 +354,8 @@ class MaskEdits:
         """Redo the last undone step.
 
         Returns:
-            The slice it changed, or None when there was nothing to redo.
+            The slice it changed (for :meth:`add_regions`, its ``focus``), or None when there was
+            nothing to redo.
         """
         if not self._redo:
             return None

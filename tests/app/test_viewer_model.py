@@ -168,7 +168,7 @@ def _streaming_with_lesions(
     """P1 shown and its analysis started: slices 0-2 streamed in, the tumour on 1-2 and, on slice 2,
     lesions of their own (``(row, columns)`` at probability 0.8) apart from it."""
     model.show_patient(model.records[Path("/x/P1")])
-    model.set_volume(_volume())
+    model.set_volume(_volume(max(n_slices, 4)))
     model.set_thresholds(thresholds)
     rec = model.current
     assert rec is not None
@@ -280,3 +280,38 @@ def test_a_set_aside_region_is_kept_on_all_its_slices_in_one_step(model) -> None
     assert all(rec.slice_shown(j).source is MaskSource.MODEL for j in (2, 3))
     model.set_slice(1)
     assert model.set_aside_region() == {}  # slice 1 has no dotted outline
+
+
+def test_a_set_aside_region_is_found_through_a_slice_the_reader_kept_and_spares_edited_slices(model) -> None:
+    from brainseg_core.edits import EditKind
+    from brainseg_core.results import MaskSource
+
+    # a second lesion (row 7) on slices 2-4, apart from the tumour on slices 1-2
+    rec = _streaming_with_lesions(
+        model, Thresholds(min_area_px=0, largest_component=True), 5, [(7, slice(0, 4))]
+    )
+    for i in (3, 4):
+        s = _slice(i, 0.6, False)
+        prob = s.mask_probability.copy()
+        prob[7, 1:3] = 0.8
+        rec.add(
+            dataclasses.replace(s, mask_probability=prob), model.shown_thresholds(rec), model.spacing_for(rec)
+        )
+    rec.state = PatientState.DONE
+    model.apply(rec)
+    model.set_slice(3)
+    assert model.edit(EditKind.ADD_REGION)  # K on the middle slice first
+    model.set_slice(2)
+    assert sorted(model.set_aside_region()) == [2, 4]  # the kept slice 3 does not cut the region
+    assert model.edit(EditKind.ADD_REGION_3D)
+    assert all(rec.slice_shown(j).source is MaskSource.READER for j in (2, 3, 4))
+    assert model.undo() == 2
+    model.set_slice(4)
+    assert model.edit(EditKind.CLEAR)  # the reader says: nothing on slice 4
+    model.set_slice(2)
+    assert sorted(model.set_aside_region()) == [2]  # slice 4 keeps the reader's (empty) mask
+    assert model.edit(EditKind.ADD_REGION_3D) and not rec.slice_shown(4).mask.any()
+    # on slice 3, which the reader kept, nothing is dotted: nothing to keep
+    model.undo()
+    model.set_slice(3)
+    assert model.set_aside_outline() is None and model.set_aside_region() == {}  # slice 3 holds it
