@@ -619,7 +619,8 @@ class ResultsPanel(QWidget):
             if aside_px:
                 mm2 = f" = {spacing.area_mm2(aside_px):.1f} mm²" if spacing is not None else ""
                 lines.append(
-                    f"Dotted: {aside_px} px{mm2} outside the largest region, not counted (K keeps it)"
+                    f"Dotted: {aside_px} px{mm2} outside the largest region, not counted "
+                    "(K keeps it here, Shift+K on all its slices)"
                 )
         if volume.masks is not None:
             truth = volume.masks[index]

@@ -247,7 +247,7 @@ class MaskEdits:
 
         Args:
             index: the slice.
-            base: the model's mask of that slice.
+            base: the slice's mask as shown now (the model's when the slice is not edited yet).
             region: ``(H, W)`` bool, the pixels to add.
 
         Returns:
@@ -267,8 +267,8 @@ class MaskEdits:
         largest-region step set aside, kept on all its slices at once).
 
         Args:
-            regions: slice index -> ``(base, region)``: the model's mask of that slice and the
-                ``(H, W)`` bool pixels to add to it.
+            regions: slice index -> ``(base, region)``: the slice's mask as shown now (the
+                model's when the slice is not edited yet) and the ``(H, W)`` bool pixels to add.
             focus: the slice the reader acts from; :meth:`undo` and :meth:`redo` of the step
                 return it (it need not be among the changed slices).
 

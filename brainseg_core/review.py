@@ -87,7 +87,7 @@ class ReviewReason(enum.StrEnum):
 
 _DESCRIPTIONS = {
     ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
-    ReviewReason.OUTSIDE_LARGEST_REGION: "outline set aside (dotted): not part of the largest 3-D region",
+    ReviewReason.OUTSIDE_LARGEST_REGION: "outline set aside: not part of the largest 3-D region",
     ReviewReason.FAINT_EDGE: "faint edge of the tumour: outlined below the mask threshold",
     ReviewReason.NEAR_GATE: "tumour probability close to the slice gate",
     ReviewReason.LOW_CONFIDENCE: "uncertain outline: much of it lies near the mask threshold",
