@@ -641,16 +641,14 @@ class MainWindow(QMainWindow):
 
     def _update_masks(self) -> None:
         if self.volume is None:
-            for name in ("keep_set_aside", "keep_set_aside_all"):
-                self.actions_by_name[name].setEnabled(False)
+            self._enable_keep_set_aside(False)
             return
         rec = self.current
         s = rec.slice_shown(self.index) if rec is not None else None
         pred = s.mask if s is not None and s.area_px > 0 else None
         gt = self.volume.masks[self.index] if self.volume.masks is not None else None
         aside = self.model.set_aside_outline()
-        for name in ("keep_set_aside", "keep_set_aside_all"):
-            self.actions_by_name[name].setEnabled(aside is not None)
+        self._enable_keep_set_aside(aside is not None)
         self.view.set_masks(pred, gt, reader=s is not None and s.source is MaskSource.READER, aside=aside)
 
     def _on_overlay_changed(self, style: OverlayStyle) -> None:
@@ -1253,9 +1251,12 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         a["undo"].setEnabled(rec is not None and rec.edits.can_undo)
         a["redo"].setEnabled(rec is not None and rec.edits.can_redo)
-        aside = self.volume is not None and self.model.set_aside_outline() is not None
+        self._enable_keep_set_aside(self.volume is not None and self.model.set_aside_outline() is not None)
+
+    def _enable_keep_set_aside(self, on: bool) -> None:
+        """K and Shift+K work when the displayed slice has a dotted (set-aside) outline."""
         for name in ("keep_set_aside", "keep_set_aside_all"):
-            a[name].setEnabled(aside)
+            self.actions_by_name[name].setEnabled(on)
 
     def save_reader_work(self) -> None:
         """Save the displayed patient's edits and reviewed slices now (see :class:`ReaderWorkKeeper`)."""

@@ -256,11 +256,7 @@ class MaskEdits:
         Raises:
             ValueError: when ``region`` is not the shape of the slice's mask.
         """
-        mask = self._current(index, base)
-        region = self._mask(region)
-        if region.shape != mask.shape:
-            raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
-        return self._record(index, EditKind.ADD_REGION, mask | region, base)
+        return self._record(index, EditKind.ADD_REGION, self._with_region(index, base, region), base)
 
     def add_regions(self, regions: Mapping[int, tuple[np.ndarray, np.ndarray]], *, focus: int) -> bool:
         """Add a region to each of several slices as one undo step (e.g. a 3-D region the
@@ -280,12 +276,8 @@ class MaskEdits:
         """
         changes = []
         for index, (base, region) in regions.items():
-            mask = self._current(index, base)
-            region = self._mask(region)
-            if region.shape != mask.shape:
-                raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
+            after = self._with_region(index, base, region)
             before = self._masks.get(index)
-            after = mask | region
             if not np.array_equal(base if before is None else before, after):
                 changes.append((index, None if before is None else before.copy(), after))
         if not changes:
@@ -389,6 +381,18 @@ class MaskEdits:
                 raise ValueError(f"slice {index}: a {np.shape(base)} base for a {own.shape} edited mask")
             return own.copy()
         return self._mask(base).copy()
+
+    def _with_region(self, index: int, base: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """What slice ``index`` shows now with ``region`` added (a new array).
+
+        Raises:
+            ValueError: when ``region`` is not the shape of the slice's mask.
+        """
+        mask = self._current(index, base)
+        region = self._mask(region)
+        if region.shape != mask.shape:
+            raise ValueError(f"slice {index}: a {region.shape} region for a {mask.shape} mask")
+        return mask | region
 
     def _record(
         self,

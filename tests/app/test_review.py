@@ -229,14 +229,21 @@ def test_a_patient_analysed_unopened_brings_its_saved_edits(
     assert rec.slice_shown(2).source is MaskSource.READER and rec.slice_shown(2).area_px == 16
 
 
-def test_an_outline_set_aside_by_the_largest_region_is_drawn_dotted_and_kept_with_k(
-    make_window, fixture_patient, scripted_models, qtbot
-) -> None:
+def _open_with_a_spot(make_window, scripted_models, qtbot, patient: Path):
+    """A window whose segmenter outlines a disc and, apart from it, a small spot on the same slices
+    (the spot is what the largest-region option sets aside), with ``patient`` open and analysed."""
     from tests.support import DiscAndSpotSegmenter
 
     cls, seg = scripted_models
     w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
-    _open(qtbot, w, fixture_patient)
+    _open(qtbot, w, patient)
+    return w
+
+
+def test_an_outline_set_aside_by_the_largest_region_is_drawn_dotted_and_kept_with_k(
+    make_window, fixture_patient, scripted_models, qtbot
+) -> None:
+    w = _open_with_a_spot(make_window, scripted_models, qtbot, fixture_patient)
     keep = w.actions_by_name["keep_set_aside"]
     i = _outlined_slice(w)
     w.set_slice(i)
@@ -269,11 +276,8 @@ def test_shift_k_keeps_the_set_aside_region_on_all_its_slices_and_ctrl_z_takes_i
     make_window, fixture_patient, scripted_models, qtbot
 ) -> None:
     from brainseg_core.results import set_aside
-    from tests.support import DiscAndSpotSegmenter
 
-    cls, seg = scripted_models
-    w = make_window((cls, dataclasses.replace(seg, model=DiscAndSpotSegmenter())))
-    _open(qtbot, w, fixture_patient)
+    w = _open_with_a_spot(make_window, scripted_models, qtbot, fixture_patient)
     w.controls.largest_component.setChecked(True)
     rec = w.current
     t = rec.model_shown.thresholds

@@ -186,6 +186,17 @@ def _streaming_with_lesions(
     return rec
 
 
+def _add_lesion_slices(model: ViewerModel, rec: PatientRecord, indices: tuple[int, ...]) -> None:
+    """Stream in slices ``indices`` without tumour but with a lesion at row 7, columns 1-2 (p 0.8)."""
+    for i in indices:
+        s = _slice(i, 0.6, False)
+        prob = s.mask_probability.copy()
+        prob[7, 1:3] = 0.8
+        rec.add(
+            dataclasses.replace(s, mask_probability=prob), model.shown_thresholds(rec), model.spacing_for(rec)
+        )
+
+
 def test_an_outline_the_largest_region_sets_aside_is_shown_and_can_be_kept(model) -> None:
     from brainseg_core.edits import EditKind
     from brainseg_core.results import MaskSource
@@ -256,12 +267,7 @@ def test_a_set_aside_region_is_kept_on_all_its_slices_in_one_step(model) -> None
     rec = _streaming_with_lesions(
         model, Thresholds(min_area_px=0, largest_component=True), 4, [(7, slice(0, 4)), (0, slice(6, 8))]
     )
-    third = _slice(3, 0.6, False)
-    prob = third.mask_probability.copy()
-    prob[7, 1:3] = 0.8
-    rec.add(
-        dataclasses.replace(third, mask_probability=prob), model.shown_thresholds(rec), model.spacing_for(rec)
-    )
+    _add_lesion_slices(model, rec, (3,))
     rec.state = PatientState.DONE
     model.apply(rec)
     model.set_slice(3)
@@ -290,13 +296,7 @@ def test_a_set_aside_region_is_found_through_a_slice_the_reader_kept_and_spares_
     rec = _streaming_with_lesions(
         model, Thresholds(min_area_px=0, largest_component=True), 5, [(7, slice(0, 4))]
     )
-    for i in (3, 4):
-        s = _slice(i, 0.6, False)
-        prob = s.mask_probability.copy()
-        prob[7, 1:3] = 0.8
-        rec.add(
-            dataclasses.replace(s, mask_probability=prob), model.shown_thresholds(rec), model.spacing_for(rec)
-        )
+    _add_lesion_slices(model, rec, (3, 4))
     rec.state = PatientState.DONE
     model.apply(rec)
     model.set_slice(3)
