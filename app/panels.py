@@ -669,8 +669,8 @@ class ResultsPanel(QWidget):
         t = r.thresholds
         largest = " · largest 3-D region only" if t.largest_component else ""
         largest += f" · faint edges ≥ {t.edge:g}" if t.edge else ""
-        reach = f" (or a slice within {t.gate_reach})" if t.gate_reach and r.classifier is not None else ""
-        lines.append(f"Gate {t.gate:.3g}{reach} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
+        gate = t.describe_gate() if r.classifier is not None else f"{t.gate:.3g}"
+        lines.append(f"Gate {gate} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
         lines.append(f"Ran on {r.device}")
         self.summary_label.setText("<br>".join(lines + notes))
 

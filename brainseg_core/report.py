@@ -97,8 +97,7 @@ def report_page(
         f"Analysed with {models} on {result.device}"
         + ("; flip test-time augmentation" if result.flip_tta else ""),
         f"and {gate_model}",
-        f"Thresholds: slice gate {t.gate:.3g}"
-        + (f" (or a slice within {t.gate_reach})" if t.gate_reach and result.classifier is not None else "")
+        f"Thresholds: slice gate {t.describe_gate() if result.classifier is not None else f'{t.gate:.3g}'}"
         + f", mask {t.mask:.3g}, min area {t.min_area_px} px",
         *(["Whole volume: " + ", ".join(steps)] if steps else []),
         f"Tumour on {result.tumour_slices} of {volume.n_slices} slices; volume {volume_text}",

@@ -80,6 +80,16 @@ class Thresholds:
         if not isinstance(self.largest_component, bool):
             raise ValueError(f"largest_component must be True or False, got {self.largest_component!r}")
 
+    def describe_gate(self) -> str:
+        """The slice gate in words, as the viewer, the report and the CLI show it: its threshold
+        and, with a reach, which neighbours pass a slice ("0.132 (or an adjacent slice)",
+        "0.519 (or a slice up to 2 away)")."""
+        if not self.gate_reach:
+            return f"{self.gate:.3g}"
+        if self.gate_reach == 1:
+            return f"{self.gate:.3g} (or an adjacent slice)"
+        return f"{self.gate:.3g} (or a slice up to {self.gate_reach} away)"
+
     def replace(self, **changes: Any) -> Thresholds:
         """A copy with some fields changed (validated like a new value)."""
         return dataclasses.replace(self, **changes)

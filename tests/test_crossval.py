@@ -158,7 +158,7 @@ def test_files_round_trip_and_bad_files_name_the_file(tmp_path: Path) -> None:
         load_fold(pickled)
 
 
-def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle) -> None:
+def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
     from brainseg_core.bundle import load_bundle
     from brainseg_core.cli.eval import main
 
@@ -178,6 +178,12 @@ def test_eval_cli_cv_report_and_card(tmp_path: Path, tiny_bundle) -> None:
     assert loaded.thresholds["largest_component"] == chosen["largest_component"]
     assert loaded.metrics["dice_patient_mean"] == pytest.approx(result["pooled"]["dice_patient_mean"])
     assert loaded.training["cross_validation"]["folds"] == 3
+    # a folder outside the working directory is named in full; one inside it relative to it, so
+    # a card written in a project's clone names the same folder on every clone
+    assert loaded.training["cross_validation"]["source"] == str((tmp_path / "cv").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert main(["--cv", "cv", "--write-card", str(card), "--quiet"]) == 0
+    assert load_bundle(card).card.training["cross_validation"]["source"] == "cv"
     with pytest.raises(SystemExit):
         main(["--write-card", str(card), str(tmp_path)])
 

@@ -270,7 +270,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
             path = apply_gate_to_card(
                 result["gate"],
                 args.write_gate_card,
-                source=str(Path(args.gate_cv).resolve()),
+                source=_recorded_source(args.gate_cv),
                 folds=fold_models(gate_files),
             )
             print(f"\nwrote the gate threshold and cross-validated metrics into {path}")
@@ -280,9 +280,17 @@ def _cross_validate(args: argparse.Namespace) -> None:
         from brainseg_core.crossval import apply_to_card, fold_models
 
         path = apply_to_card(
-            result, args.write_card, source=str(Path(args.cv).resolve()), folds=fold_models(files)
+            result, args.write_card, source=_recorded_source(args.cv), folds=fold_models(files)
         )
         print(f"\nwrote the chosen post-processing and cross-validated metrics into {path}")
+
+
+def _recorded_source(folder: str) -> str:
+    """How a card names the K-fold folder its metrics came from: relative to the working
+    directory when the folder lies under it (a project's own ``folds/...``, the same on every
+    clone), else its absolute path."""
+    path, here = Path(folder).resolve(), Path.cwd().resolve()
+    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -343,8 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_MODEL
     t = pipeline.thresholds
-    reach = f" (or a slice within {t.gate_reach})" if t.gate_reach else ""
-    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {t.gate:g}{reach}"
+    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {t.describe_gate()}"
     names = ", ".join(
         f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
     )
