@@ -80,15 +80,21 @@ class Thresholds:
         if not isinstance(self.largest_component, bool):
             raise ValueError(f"largest_component must be True or False, got {self.largest_component!r}")
 
-    def describe_gate(self) -> str:
+    def describe_gate(self, number: str = ".3g") -> str:
         """The slice gate in words, as the viewer, the report and the CLI show it: its threshold
         and, with a reach, which neighbours pass a slice ("0.132 (or an adjacent slice)",
-        "0.519 (or a slice up to 2 away)")."""
+        "0.519 (or a slice up to 2 away)").
+
+        Args:
+            number: the threshold's format (``"g"``: every digit, where a reader compares it
+                with probabilities printed in full).
+        """
+        gate = format(self.gate, number)
         if not self.gate_reach:
-            return f"{self.gate:.3g}"
+            return gate
         if self.gate_reach == 1:
-            return f"{self.gate:.3g} (or an adjacent slice)"
-        return f"{self.gate:.3g} (or a slice up to {self.gate_reach} away)"
+            return f"{gate} (or an adjacent slice)"
+        return f"{gate} (or a slice up to {self.gate_reach} away)"
 
     def replace(self, **changes: Any) -> Thresholds:
         """A copy with some fields changed (validated like a new value)."""

@@ -82,3 +82,4 @@ def test_the_gate_in_words_names_its_reach() -> None:
     assert Thresholds(gate=0.1320).describe_gate() == "0.132"
     assert Thresholds(gate=0.1320, gate_reach=1).describe_gate() == "0.132 (or an adjacent slice)"
     assert Thresholds(gate=0.5186, gate_reach=2).describe_gate() == "0.519 (or a slice up to 2 away)"
+    assert Thresholds(gate=0.5186, gate_reach=2).describe_gate("g") == "0.5186 (or a slice up to 2 away)"

@@ -343,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_MODEL
     t = pipeline.thresholds
-    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {t.describe_gate()}"
+    gate = "off (every slice)" if not pipeline.uses_classifier else f">= {t.describe_gate('g')}"
     names = ", ".join(
         f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
     )
