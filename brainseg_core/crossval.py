@@ -317,9 +317,15 @@ class FoldScorer:
             pred: ``(N, H, W)`` bool final masks.
             slice_score: ``(N,)`` the score of each slice that ranks it for the ROC AUC.
         """
+        from brainseg_core.review import past_tumour_ends
+
         n = len(pred)
         inter = (pred & self.fold.mask).reshape(n, -1).sum(1).astype(np.float64)
         parea = pred.reshape(n, -1).sum(1).astype(np.float64)
+        # the empty slices the review queue flags beside each outlined run (tumour end or gap)
+        beside = np.zeros(n, bool)
+        for v in self._volumes:
+            beside[[v.start + i for i in past_tumour_ends(parea[v] > 0)]] = True
         garea = self.true_area
         dice_p = per_patient_dice(inter, parea, garea, self.fold.patient, n_patients=self.n_patients)
         pred_p, true_p = (
@@ -333,6 +339,7 @@ class FoldScorer:
             "slice_true": garea > 0,
             "slice_true_area": garea,
             "slice_pred": parea > 0,
+            "slice_beside": beside,
             "slice_score": slice_score,
         }
 
@@ -370,7 +377,9 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         Per-volume Dice (mean, median, min, patients below 0.5), slice detection (recall,
-        specificity, balanced accuracy, ROC AUC, recall by true tumour area), volume ratios and
+        specificity, balanced accuracy, ROC AUC, recall by true tumour area), the empty slices
+        flagged beside an outline (:func:`~brainseg_core.review.past_tumour_ends`: how many, how
+        many hold tumour, and the tumour slices outlined or so flagged), volume ratios and
         ``per_patient_dice``.
     """
     dice = np.concatenate([p["dice"] for p in parts])
@@ -380,6 +389,7 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     yhat = np.concatenate([p["slice_pred"] for p in parts])
     score = np.concatenate([p["slice_score"] for p in parts])
     true_area = np.concatenate([p["slice_true_area"] for p in parts])
+    beside = np.concatenate([p["slice_beside"] for p in parts])
     tp, fn = int(np.sum(y & yhat)), int(np.sum(y & ~yhat))
     tn, fp = int(np.sum(~y & ~yhat)), int(np.sum(~y & yhat))
     recall = tp / (tp + fn) if tp + fn else float("nan")
@@ -404,6 +414,9 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "missed_tumour_slices": fn,
         "slice_recall_by_area": recall_by_area(true_area, yhat),
         "false_positive_slices": fp,
+        "beside_flags": int(beside.sum()),
+        "beside_flags_with_tumour": int(np.sum(beside & y)),
+        "recall_outlined_or_beside": float(np.mean((yhat | beside)[y])) if y.any() else float("nan"),
         "slice_roc_auc": roc_auc(y, score),
         "volume_ratio_median": float(np.median(ratio)) if ratio.size else float("nan"),
         "volume_ratio_mean": float(np.mean(ratio)) if ratio.size else float("nan"),
@@ -668,6 +681,15 @@ def format_cv_report(result: dict[str, Any]) -> str:
         for b in result["pooled"]["slice_recall_by_area"]
     )
     lines += ["", f"Tumour-slice recall by true tumour area (nested): {recalls}"]
+    pooled = result["pooled"]
+    if pooled["beside_flags"]:
+        lines += [
+            "",
+            "Empty slices just past an outline (flagged for review as a tumour end or a gap, nested): "
+            f"{pooled['beside_flags']} ({pooled['beside_flags'] / pooled['patients']:.1f} per patient), "
+            f"{pooled['beside_flags_with_tumour']} of them with tumour; tumour slices outlined or so "
+            f"flagged {pct(pooled['recall_outlined_or_beside'])}",
+        ]
     low = result["pooled"]["patients_below_0.5"]
     if low:
         lines += [

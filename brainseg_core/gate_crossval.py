@@ -18,9 +18,10 @@ pipeline) and pools the patients. Besides the segmentation metrics of
 - the gate's own slice recall, specificity and ROC AUC;
 - ``decoded_share``: the share of slices the gate passes, i.e. on which the segmenter's decoder
   runs (the encoder gate's cost per slice is the encoder plus this share of the decoder);
-- ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with the review flag
-  the pipeline raises when the gate is confident (``>= review_probability``) and the mask is
-  empty (:class:`brainseg_core.review.ReviewReason`): what the reader is shown, one way or the other.
+- ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with a review flag
+  that needs no outline (:class:`brainseg_core.review.ReviewReason`): the gate is confident
+  (``>= review_probability``) and the mask is empty, or the slice lies just past an outline (a
+  tumour end or a gap): what the reader is shown, one way or the other.
 
 The threshold chosen on all folds together is the one a gate's card ships; its honest estimate is
 the nested, pooled result.
@@ -164,7 +165,9 @@ def _gated_part(
         scorer.masks(post, gated), np.where(gated, scorer.slice_score(post.flip_tta), 0.0)
     )
     part["gated"] = gated
-    part["flagged"] = gated & ~part["slice_pred"] & (gate.prob >= review_probability)
+    # what the review queue flags without an outline: a confident gate over an empty mask, and the
+    # empty slices just past an outline (tumour ends and gaps)
+    part["flagged"] = (gated & ~part["slice_pred"] & (gate.prob >= review_probability)) | part["slice_beside"]
     part["gate_prob"] = gate.prob
     return part
 
@@ -275,7 +278,7 @@ def format_gate_report(result: dict[str, Any]) -> str:
             f"{pct(m['dice_patient_mean']):>9} "
             f"{pct(m['dice_patient_median']):>7} {pct(m['dice_patient_min']):>6} "
             f"{len(m['patients_below_0.5']):>5} {pct(m['slice_recall']):>7} "
-            f"{pct(m.get('recall_outlined_or_flagged', m['slice_recall'])):>6} "
+            f"{pct(m.get('recall_outlined_or_flagged', m['recall_outlined_or_beside'])):>6} "
             f"{pct(m['slice_specificity']):>6} "
             + (
                 f"{pct(gate):>8} {pct(m['gate_specificity']):>9} {m['gate_roc_auc']:>8.3f} "
@@ -288,8 +291,9 @@ def format_gate_report(result: dict[str, Any]) -> str:
     lines = [
         f"Gate in front of the segmenter ({result['post_processing']}), {result['folds']} folds: each fold's "
         f"gate keeps {100 * result['target_recall']:.0f}% of the other folds' tumour slices",
-        "(percent; recall = tumour slices outlined; +flag = outlined or flagged for review at gate "
-        f"p >= {result['review_probability']:g}; decoded = slices the decoder runs on)",
+        "(percent; recall = tumour slices outlined; +flag = outlined or flagged for review: gate "
+        f"p >= {result['review_probability']:g} over an empty mask, or just past an outline; decoded = "
+        "slices the decoder runs on)",
         head,
         "-" * len(head),
     ]

@@ -21,7 +21,7 @@ from brainseg_core.export import SIDECAR_NAME, export_results, key_image
 from brainseg_core.io import open_volume
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
-from brainseg_core.review import ReviewReason, review_reasons
+from brainseg_core.review import ReviewReason, past_tumour_ends, review_reasons
 from brainseg_core.spacing import Spacing
 from brainseg_core.thresholds import Thresholds
 from tests.support import make_patient
@@ -96,7 +96,8 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
         if s.index in key:
             png = np.asarray(Image.open(picture))
             window = auto_window(volume.images[..., 1])  # FLAIR's foreground window by default
-            np.testing.assert_array_equal(png, key_image(volume, result, s.index, window=window))
+            shown = key_image(volume, result, s.index, window=window, reasons=reasons[s.index])
+            np.testing.assert_array_equal(png, shown)
             zoom = 512 // volume.shape[0] + (512 % volume.shape[0] > 0)
             assert png.shape[1] == volume.shape[1] * zoom >= 512 and png.shape[0] > volume.shape[0] * zoom
             # the slice itself: FLAIR through the window, outline in red, enlarged without blur
@@ -104,7 +105,7 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 top, overlay_image(volume.images[s.index], s.mask, window=window, zoom=zoom)
             )
-            assert (top == (255, 0, 0)).all(axis=2).any()
+            assert (top == (255, 0, 0)).all(axis=2).any() == (s.area_px > 0)  # a flagged end has none
 
     with tifffile.TiffFile(dest / f"{pid}_mask_stack.tif") as tif:
         assert len(tif.pages) == n
@@ -148,7 +149,10 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
         "edge_probability": 0.0,
     }
     assert side["spacing_mm"] is None and side["flip_tta"] is False
-    assert side["summary"]["slices_to_review"] == []
+    # the masks are the truth: only the empty slices just past the tumour are left to look at
+    ends = sorted(past_tumour_ends(volume.masks.reshape(volume.n_slices, -1).any(1)))
+    listed = side["summary"]["slices_to_review"]
+    assert ends and [e["reasons"] for e in listed] == [["tumour_end"]] * len(ends)
     assert side["device"] == "cpu" and side["software_version"] == brainseg_core.__version__
     assert side["created"].endswith("+00:00")
     assert side["formats"] == ["stack", "csv"]

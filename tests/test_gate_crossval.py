@@ -24,8 +24,8 @@ def _gate(fold: FoldPredictions, tumour_prob: float = 0.9) -> GateFold:
 def _folds() -> tuple[list[FoldPredictions], list[GateFold]]:
     rng = np.random.default_rng(3)
     segs = [_fold(f"fold{i}", [f"P{i}a", f"P{i}b"], rng) for i in range(3)]
-    for seg in segs:  # patient a's slice 2: the segmenter outlines nothing there
-        seg.prob[2] = seg.prob_flip[2] = 60
+    for seg in segs:  # patient a's tumour slices 1-2: the segmenter outlines nothing there
+        seg.prob[1:3] = seg.prob_flip[1:3] = 60
     return segs, [_gate(s) for s in segs]
 
 
@@ -37,9 +37,15 @@ def test_gate_stops_false_positive_slices_and_flags_what_it_cannot_outline() -> 
     assert ungated["false_positive_slices"] == 12 and pooled["false_positive_slices"] == 0
     assert pooled["slice_specificity"] == 1.0 and pooled["decoded_share"] == 0.5
     assert pooled["dice_patient_mean"] > ungated["dice_patient_mean"]
-    # one tumour slice per fold has no outline: missed by the outline, shown by the review flag
-    assert pooled["slice_recall"] == pytest.approx(9 / 12) and pooled["flagged_slices"] == 3
+    # patient a of each fold has no outline: its two tumour slices are missed by the outline and
+    # shown by the confident gate's review flag; patient b's empty slices 0 and 3, just past its
+    # outline, are flagged as its tumour's ends
+    assert pooled["slice_recall"] == pytest.approx(6 / 12) and pooled["flagged_slices"] == 12
     assert pooled["recall_outlined_or_flagged"] == 1.0 and pooled["gate_recall"] == 1.0
+    # ungated, patient a's speckles on slices 0 and 3 are outlined: its empty tumour slices lie
+    # between them and are flagged instead
+    assert ungated["beside_flags"] == 6 and ungated["beside_flags_with_tumour"] == 6
+    assert ungated["slice_recall"] == pytest.approx(6 / 12) and ungated["recall_outlined_or_beside"] == 1.0
     assert result["threshold"] == pytest.approx(0.9)
     # the gate's out-of-fold probabilities, binned against what the slices hold: 0.9 on the 12
     # tumour slices (all tumour), 0.1 and 0.3 on the 12 others (none)

@@ -7,7 +7,7 @@ import pytest
 
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
-from brainseg_core.review import ReviewCriteria, ReviewReason, review_queue, review_reasons
+from brainseg_core.review import ReviewCriteria, ReviewReason, past_tumour_ends, review_queue, review_reasons
 from brainseg_core.thresholds import Thresholds
 
 R = ReviewReason
@@ -41,8 +41,20 @@ def test_confident_classifier_over_an_empty_mask_and_a_gap() -> None:
     r = _result([0.95, 0.95, 0.95, 0.95, 0.1], [firm, _prob(0.0), firm, _prob(0.0), None])
     reasons = review_reasons(r)
     assert reasons[1] == (R.CLASSIFIER_ONLY, R.GAP)  # between two outlined slices
-    assert reasons[3] == (R.CLASSIFIER_ONLY,)  # nothing outlined after it: not a gap
+    assert reasons[3] == (R.CLASSIFIER_ONLY, R.TUMOUR_END)  # nothing outlined after it: an end
     assert reasons[0] == reasons[2] == reasons[4] == ()
+
+
+def test_the_empty_slices_just_past_each_outlined_run_are_tumour_ends() -> None:
+    firm, none = _prob(0.95), _prob(0.0)
+    probs = [none, none, firm, firm, none, none, none, none, firm, none]
+    reasons = review_reasons(_result([0.95 if p is firm else 0.1 for p in probs], probs))
+    ends = [i for i, r in enumerate(reasons) if R.TUMOUR_END in r]
+    assert ends == [1, 4, 7, 9]  # before and after both runs; the slices further out are not
+    assert past_tumour_ends([False, True, False, True]) == {0, 2}  # 2: a gap, where review_reasons says GAP
+    middle = review_reasons(_result([0.95, 0.1, 0.95], [firm, none, firm]))[1]
+    assert R.GAP in middle and R.TUMOUR_END not in middle
+    assert past_tumour_ends([False] * 4) == set() and past_tumour_ends([True] * 3) == set()
 
 
 def test_gaps_longer_than_the_limit_are_separate_lesions() -> None:
