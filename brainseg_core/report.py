@@ -37,6 +37,9 @@ def key_slices(
 ) -> list[int]:
     """The slices worth a picture: largest outlines first, then review items, at most ``limit``.
 
+    Review items flagged only for where they lie (a gap or just past a tumour's end: nearly every
+    patient has two) come after those flagged for what the models said about them.
+
     Args:
         result: the patient's result.
         reasons: each slice's review reasons (:func:`~brainseg_core.review.review_reasons`).
@@ -44,10 +47,14 @@ def key_slices(
     """
     by_area = sorted((s for s in result.slices if s.area_px > 0), key=lambda s: -s.area_px)
     chosen = [s.index for s in by_area[: max(1, limit - 2)]]
-    chosen += [
-        s.index for s, why in zip(result.slices, reasons, strict=True) if why and s.index not in chosen
-    ]
+    flagged = [(s.index, why) for s, why in zip(result.slices, reasons, strict=True) if why]
+    flagged.sort(key=lambda item: set(item[1]) <= _WHERE_IT_LIES)  # stable: slice order within each
+    chosen += [i for i, _ in flagged if i not in chosen]
     return sorted(chosen[:limit])
+
+
+#: Review reasons that say where a slice lies, not what the models said about it.
+_WHERE_IT_LIES = frozenset({ReviewReason.GAP, ReviewReason.TUMOUR_END})
 
 
 def report_page(

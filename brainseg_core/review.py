@@ -203,7 +203,8 @@ def past_tumour_ends(outlined: Sequence[bool] | np.ndarray) -> set[int]:
 
     :func:`review_reasons` flags them :attr:`ReviewReason.TUMOUR_END`, except those it flags as a
     :attr:`~ReviewReason.GAP` (an empty slice between two outlined ones is a gap, not an end), so
-    together the two reasons flag exactly these slices.
+    with the default ``ReviewCriteria.max_gap`` (2) the two reasons together flag exactly these
+    slices (a longer limit also flags gap slices further from an outline).
 
     Args:
         outlined: per slice of a volume, in order, whether its final mask is not empty.

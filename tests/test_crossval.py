@@ -241,3 +241,20 @@ def test_faint_edges_outline_a_tumours_faint_last_slice() -> None:
     assert "faint edges p>=0.05" in PostProcessing(edge_probability=0.05).describe()
     with pytest.raises(ValueError, match="edge_probability"):
         PostProcessing(edge_probability=1.5)
+
+
+def test_empty_slices_just_past_an_outline_are_counted_as_review_flags_per_patient() -> None:
+    fold = _fold("f", ["A", "B"], np.random.default_rng(1), speckle=False)
+    fold.prob[4:7] = fold.prob_flip[4:7] = 0  # patient B: only its slice 3 outlined (no tumour there)
+    fold.prob[7, 8:20, 8:20] = fold.prob_flip[7, 8:20, 8:20] = 230
+    part = FoldScorer(fold).score(PostProcessing())
+    # A (slices 0-3): tumour outlined on 1-2, so 0 and 3 are flagged; B (4-7): only 7 outlined,
+    # so 6 (B's slice 2, a tumour slice) is flagged and 4-5 are not
+    assert np.flatnonzero(part["slice_beside"]).tolist() == [0, 3, 6]
+    m = summary_metrics([part])
+    assert m["beside_flags"] == 3 and m["beside_flags_with_tumour"] == 1
+    assert m["slice_recall"] == pytest.approx(2 / 4) and m["recall_outlined_or_beside"] == pytest.approx(
+        3 / 4
+    )
+    report = format_cv_report(cross_validate([fold, _fold("g", ["C"], np.random.default_rng(2))]))
+    assert "Empty slices just past an outline" in report

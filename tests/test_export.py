@@ -386,6 +386,21 @@ def test_the_pdf_report_is_one_page_with_the_key_images(volume, tmp_path: Path) 
     assert ((page[..., 0] > 200) & (page[..., 1] < 60) & (page[..., 2] < 60)).sum() > 50  # red outlines
 
 
+def test_key_images_put_slices_flagged_for_where_they_lie_last(volume) -> None:
+    from brainseg_core.report import key_slices
+
+    result = _result(volume)
+    n = len(result.slices)
+    empty = [i for i, s in enumerate(result.slices) if s.area_px == 0]
+    assert len(empty) >= 2
+    reasons: list[tuple[ReviewReason, ...]] = [()] * n
+    reasons[empty[0]] = (ReviewReason.TUMOUR_END,)  # first in slice order, but only where it lies
+    reasons[empty[-1]] = (ReviewReason.CLASSIFIER_ONLY,)
+    chosen = key_slices(result, reasons, limit=2)  # the largest outline, and room for one more
+    assert empty[-1] in chosen and empty[0] not in chosen
+    assert empty[0] in key_slices(result, reasons, limit=n)  # with room, it gets its picture too
+
+
 def _edited(volume):
     """The ground-truth result with slice 0 painted and slice 2 cleared by the reader."""
     from brainseg_core.edits import MaskEdits, apply_edits

@@ -10,7 +10,7 @@ import pytest
 
 from brainseg_core.crossval import FoldPredictions
 from brainseg_core.errors import DataError
-from brainseg_core.gate_crossval import GateFold, gated_cross_validation, load_gate_fold
+from brainseg_core.gate_crossval import GateFold, format_gate_report, gated_cross_validation, load_gate_fold
 from tests.test_crossval import _fold, _save
 
 
@@ -46,6 +46,8 @@ def test_gate_stops_false_positive_slices_and_flags_what_it_cannot_outline() -> 
     # between them and are flagged instead
     assert ungated["beside_flags"] == 6 and ungated["beside_flags_with_tumour"] == 6
     assert ungated["slice_recall"] == pytest.approx(6 / 12) and ungated["recall_outlined_or_beside"] == 1.0
+    no_gate = next(line for line in format_gate_report(result).splitlines() if line.startswith("no gate"))
+    assert no_gate.split()[8:10] == ["50.0", "100.0"]  # recall, then "+flag": outlined or flagged
     assert result["threshold"] == pytest.approx(0.9)
     # the gate's out-of-fold probabilities, binned against what the slices hold: 0.9 on the 12
     # tumour slices (all tumour), 0.1 and 0.3 on the 12 others (none)
