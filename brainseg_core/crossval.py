@@ -379,7 +379,8 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         Per-volume Dice (mean, median, min, patients below 0.5), slice detection (recall,
         specificity, balanced accuracy, ROC AUC, recall by true tumour area), the empty slices
         flagged beside an outline (:func:`~brainseg_core.review.past_tumour_ends`: how many, how
-        many hold tumour, and the tumour slices outlined or so flagged), volume ratios and
+        many hold tumour, the tumour slices outlined or so flagged and the tumour-free slices
+        neither outlined nor so flagged), volume ratios and
         ``per_patient_dice``.
     """
     dice = np.concatenate([p["dice"] for p in parts])
@@ -417,6 +418,9 @@ def summary_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "beside_flags": int(beside.sum()),
         "beside_flags_with_tumour": int(np.sum(beside & y)),
         "recall_outlined_or_beside": float(np.mean((yhat | beside)[y])) if y.any() else float("nan"),
+        "specificity_outlined_or_beside": (
+            float(np.mean(~(yhat | beside)[~y])) if (~y).any() else float("nan")
+        ),
         "slice_roc_auc": roc_auc(y, score),
         "volume_ratio_median": float(np.median(ratio)) if ratio.size else float("nan"),
         "volume_ratio_mean": float(np.mean(ratio)) if ratio.size else float("nan"),
@@ -688,7 +692,8 @@ def format_cv_report(result: dict[str, Any]) -> str:
             "Empty slices just past an outline (flagged for review as a tumour end or a gap, nested): "
             f"{pooled['beside_flags']} ({pooled['beside_flags'] / pooled['patients']:.1f} per patient), "
             f"{pooled['beside_flags_with_tumour']} of them with tumour; tumour slices outlined or so "
-            f"flagged {pct(pooled['recall_outlined_or_beside'])}",
+            f"flagged {pct(pooled['recall_outlined_or_beside'])}, tumour-free slices neither "
+            f"{pct(pooled['specificity_outlined_or_beside'])}",
         ]
     low = result["pooled"]["patients_below_0.5"]
     if low:

@@ -21,7 +21,9 @@ pipeline) and pools the patients. Besides the segmentation metrics of
 - ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with a review flag
   that needs no outline (:class:`brainseg_core.review.ReviewReason`): the gate is confident
   (``>= review_probability``) and the mask is empty, or the slice lies just past an outline (a
-  tumour end or a gap): what the reader is shown, one way or the other.
+  tumour end or a gap): what the reader is shown, one way or the other;
+  ``specificity_outlined_or_flagged`` its counterpart, the tumour-free slices that end with
+  neither (what the reader is spared).
 
 The threshold chosen on all folds together is the one a gate's card ships; its honest estimate is
 the nested, pooled result.
@@ -186,6 +188,7 @@ def _gate_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "decoded_share": float(np.mean(gated)),
             "flagged_slices": int(np.sum(np.concatenate([p["flagged"] for p in parts]))),
             "recall_outlined_or_flagged": float(np.mean(shown[y])) if y.any() else float("nan"),
+            "specificity_outlined_or_flagged": float(np.mean(~shown[~y])) if (~y).any() else float("nan"),
         }
     )
     return m
@@ -267,8 +270,8 @@ def format_gate_report(result: dict[str, Any]) -> str:
 
     head = (
         f"{'':<26} {'reach':>5} {'thr':>6} {'Dice mean':>9} {'median':>7} {'min':>6} {'<0.5':>5} "
-        f"{'recall':>7} {'+flag':>6} {'spec':>6} {'gate rec':>8} {'gate spec':>9} {'gate AUC':>8} "
-        f"{'decoded':>7}"
+        f"{'recall':>7} {'+flag':>6} {'spec':>6} {'+flag':>6} {'gate rec':>8} {'gate spec':>9} "
+        f"{'gate AUC':>8} {'decoded':>7}"
     )
 
     def row(label: str, reach: int | None, thr: float | None, m: dict[str, Any]) -> str:
@@ -280,6 +283,7 @@ def format_gate_report(result: dict[str, Any]) -> str:
             f"{len(m['patients_below_0.5']):>5} {pct(m['slice_recall']):>7} "
             f"{pct(m.get('recall_outlined_or_flagged', m['recall_outlined_or_beside'])):>6} "
             f"{pct(m['slice_specificity']):>6} "
+            f"{pct(m.get('specificity_outlined_or_flagged', m['specificity_outlined_or_beside'])):>6} "
             + (
                 f"{pct(gate):>8} {pct(m['gate_specificity']):>9} {m['gate_roc_auc']:>8.3f} "
                 f"{pct(m['decoded_share']):>7}"
@@ -291,9 +295,9 @@ def format_gate_report(result: dict[str, Any]) -> str:
     lines = [
         f"Gate in front of the segmenter ({result['post_processing']}), {result['folds']} folds: each fold's "
         f"gate keeps {100 * result['target_recall']:.0f}% of the other folds' tumour slices",
-        "(percent; recall = tumour slices outlined; +flag = outlined or flagged for review: gate "
-        f"p >= {result['review_probability']:g} over an empty mask, or just past an outline; decoded = "
-        "slices the decoder runs on)",
+        "(percent; recall = tumour slices outlined, spec = tumour-free slices not outlined; +flag = "
+        f"counting a review flag as outlined: gate p >= {result['review_probability']:g} over an empty "
+        "mask, or just past an outline; decoded = slices the decoder runs on)",
         head,
         "-" * len(head),
     ]

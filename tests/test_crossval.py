@@ -256,5 +256,8 @@ def test_empty_slices_just_past_an_outline_are_counted_as_review_flags_per_patie
     assert m["slice_recall"] == pytest.approx(2 / 4) and m["recall_outlined_or_beside"] == pytest.approx(
         3 / 4
     )
+    # of the tumour-free slices 0, 3, 4 and 7, only 4 is neither outlined nor flagged
+    assert m["slice_specificity"] == pytest.approx(3 / 4)
+    assert m["specificity_outlined_or_beside"] == pytest.approx(1 / 4)
     report = format_cv_report(cross_validate([fold, _fold("g", ["C"], np.random.default_rng(2))]))
     assert "Empty slices just past an outline" in report

@@ -42,12 +42,18 @@ def test_gate_stops_false_positive_slices_and_flags_what_it_cannot_outline() -> 
     # outline, are flagged as its tumour's ends
     assert pooled["slice_recall"] == pytest.approx(6 / 12) and pooled["flagged_slices"] == 12
     assert pooled["recall_outlined_or_flagged"] == 1.0 and pooled["gate_recall"] == 1.0
+    # the flags' cost: of the 12 tumour-free slices, patient b's 6 are flagged as its tumour's
+    # ends; patient a's 6 are stopped by the gate and neither outlined nor flagged
+    assert pooled["specificity_outlined_or_flagged"] == pytest.approx(6 / 12)
     # ungated, patient a's speckles on slices 0 and 3 are outlined: its empty tumour slices lie
     # between them and are flagged instead
     assert ungated["beside_flags"] == 6 and ungated["beside_flags_with_tumour"] == 6
     assert ungated["slice_recall"] == pytest.approx(6 / 12) and ungated["recall_outlined_or_beside"] == 1.0
     no_gate = next(line for line in format_gate_report(result).splitlines() if line.startswith("no gate"))
-    assert no_gate.split()[8:10] == ["50.0", "100.0"]  # recall, then "+flag": outlined or flagged
+    # recall, then "+flag": outlined or flagged; specificity, then "+flag": neither
+    assert no_gate.split()[8:12] == ["50.0", "100.0", "0.0", "0.0"]
+    pooled_row = next(line for line in format_gate_report(result).splitlines() if line.startswith("pooled"))
+    assert pooled_row.split()[7:11] == ["50.0", "100.0", "100.0", "50.0"]
     assert result["threshold"] == pytest.approx(0.9)
     # the gate's out-of-fold probabilities, binned against what the slices hold: 0.9 on the 12
     # tumour slices (all tumour), 0.1 and 0.3 on the 12 others (none)
