@@ -18,6 +18,11 @@ pipeline) and pools the patients. Besides the segmentation metrics of
 - the gate's own slice recall, specificity and ROC AUC;
 - ``decoded_share``: the share of slices the gate passes, i.e. on which the segmenter's decoder
   runs (the encoder gate's cost per slice is the encoder plus this share of the decoder);
+- ``review_queue``: what the viewer's review queue (:func:`brainseg_core.review.review_reasons`)
+  flags over the held-out patients under each fold's gate and the post-processing, reason by
+  reason: how many slices, how many of them hold tumour, and how many the final mask gets wrong
+  (:func:`brainseg_core.review.disagrees`: tumour missed, a false outline, or slice Dice < 0.5),
+  so a reader knows what each flag is worth;
 - ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with a review flag
   that needs no outline (:class:`brainseg_core.review.ReviewReason`): the gate is confident
   (``>= review_probability``) and the mask is empty, or the slice lies just past an outline (a
@@ -42,7 +47,8 @@ from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, 
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import calibration, roc_auc
 from brainseg_core.results import REVIEW_CONFIDENCE, neighbour_probabilities
-from brainseg_core.thresholds import MAX_GATE_REACH
+from brainseg_core.review import DEFAULT_CRITERIA, ReviewCriteria, ReviewReason
+from brainseg_core.thresholds import MAX_GATE_REACH, Thresholds
 
 __all__ = [
     "GATE_REACHES",
@@ -52,6 +58,7 @@ __all__ = [
     "format_gate_report",
     "gated_cross_validation",
     "load_gate_fold",
+    "review_queue_yield",
 ]
 
 #: Share of tumour slices the gate must pass on the folds that choose its threshold. The gate only
@@ -194,6 +201,78 @@ def _gate_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
+def review_queue_yield(
+    seg: FoldPredictions,
+    gate: GateFold,
+    thresholds: Thresholds,
+    *,
+    flip_tta: bool = False,
+    criteria: ReviewCriteria = DEFAULT_CRITERIA,
+) -> dict[str, Any]:
+    """What the review queue flags on one fold's held-out patients, reason by reason.
+
+    Each patient is run through the pipeline's own threshold, whole-volume and review steps
+    (:func:`~brainseg_core.results.rethreshold`, :func:`~brainseg_core.review.review_reasons`)
+    from its out-of-fold probabilities, as the viewer would show it without ground truth.
+
+    Args:
+        seg: the segmenter's fold.
+        gate: the gate's fold (the same slices).
+        thresholds: the gate, reach and post-processing to apply.
+        flip_tta: use the flip-averaged mask probabilities.
+        criteria: the review limits.
+
+    Returns:
+        Counts, summable over folds (:func:`_add_counts`): ``patients``, ``slices``,
+        ``wrong_slices`` (slices whose final mask disagrees with the truth), ``flagged`` and
+        ``flagged_wrong`` (slices with any reason), and per reason value ``slices``,
+        ``with_tumour``, ``wrong`` and ``wrong_only_this`` (wrong slices no other reason flags).
+    """
+    from brainseg_core.model_ref import ModelRef
+    from brainseg_core.results import PatientResult, SliceResult, rethreshold
+    from brainseg_core.review import disagrees, review_reasons
+
+    _check_pair(seg, gate)
+    prob = seg.prob_flip if flip_tta else seg.prob
+    reasons = [r for r in ReviewReason if r is not ReviewReason.DISAGREES_WITH_TRUTH]
+    out: dict[str, Any] = {"patients": 0, "slices": 0, "wrong_slices": 0, "flagged": 0, "flagged_wrong": 0}
+    out["reasons"] = {
+        r.value: {"slices": 0, "with_tumour": 0, "wrong": 0, "wrong_only_this": 0} for r in reasons
+    }
+    models = ModelRef("segmenter fold", ""), ModelRef("gate fold", "")
+    for p, pid in enumerate(seg.patient_ids):
+        rows = np.flatnonzero(seg.patient == p)
+        if not rows.size:
+            continue
+        empty = np.zeros(seg.mask.shape[1:], bool)
+        slices = [
+            SliceResult(k, float(gate.prob[i]), True, prob[i].astype(np.float32) / 255.0, empty, 0, None)
+            for k, i in enumerate(rows)
+        ]
+        raw = PatientResult(pid, slices, Thresholds(), models[0], models[1], "cpu")
+        shown = rethreshold(raw, thresholds)
+        out["patients"] += 1
+        for s, why, i in zip(shown.slices, review_reasons(shown, criteria=criteria), rows, strict=True):
+            truth = seg.mask[i]
+            wrong = disagrees(s.mask, truth, criteria.min_dice)
+            out["slices"] += 1
+            out["wrong_slices"] += wrong
+            out["flagged"] += bool(why)
+            out["flagged_wrong"] += bool(why) and wrong
+            for r in why:
+                c = out["reasons"][r.value]
+                c["slices"] += 1
+                c["with_tumour"] += bool(truth.any())
+                c["wrong"] += wrong
+                c["wrong_only_this"] += wrong and len(why) == 1
+    return out
+
+
+def _add_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The sum of two :func:`review_queue_yield` counts."""
+    return {k: _add_counts(v, b[k]) if isinstance(v, dict) else v + b[k] for k, v in a.items()}
+
+
 def gated_cross_validation(
     seg_folds: Sequence[FoldPredictions],
     gate_folds: Sequence[GateFold],
@@ -241,12 +320,22 @@ def gated_cross_validation(
     for seg, gate in pairs:
         _check_pair(seg, gate)
     scorers = [FoldScorer(seg) for seg, _ in pairs]
-    per_fold, parts = [], []
-    for k, (scorer, (_, gate)) in enumerate(zip(scorers, pairs, strict=True)):
+    per_fold, parts, queue = [], [], None
+    for k, (scorer, (seg, gate)) in enumerate(zip(scorers, pairs, strict=True)):
         reach, t = _choose([g for j, (_, g) in enumerate(pairs) if j != k], target_recall, reaches)
         part = _gated_part(scorer, gate, reach, t, post, review_probability)
         parts.append(part)
         per_fold.append({"fold": gate.name, "threshold": t, "reach": reach, "metrics": _gate_metrics([part])})
+        shown = Thresholds(
+            gate=t,
+            mask=post.mask_probability,
+            min_area_px=post.min_area_px,
+            largest_component=post.largest_component,
+            gate_reach=reach,
+            edge=post.edge_probability,
+        )
+        counts = review_queue_yield(seg, gate, shown, flip_tta=post.flip_tta)
+        queue = counts if queue is None else _add_counts(queue, counts)
     all_reach, all_t = _choose([g for _, g in pairs], target_recall, reaches)
     return {
         "folds": len(pairs),
@@ -256,6 +345,7 @@ def gated_cross_validation(
         "review_probability": review_probability,
         "per_fold": per_fold,
         "pooled": _gate_metrics(parts),
+        "review_queue": queue,
         "ungated": summary_metrics([s.score(post) for s in scorers]),
         "threshold": all_t,
         "reach": all_reach,
@@ -311,6 +401,9 @@ def format_gate_report(result: dict[str, Any]) -> str:
         f"{result['reach']} slice(s) (reach: a slice also passes when one within that many slices does; "
         f"chosen among {', '.join(map(str, result['reaches']))})",
     ]
+    queue = result.get("review_queue")
+    if queue and queue["patients"]:
+        lines += ["", *format_review_queue(queue)]
     cal = result.get("calibration")
     if cal:
         lines += [
@@ -325,6 +418,36 @@ def format_gate_report(result: dict[str, Any]) -> str:
             for b in cal["bins"]
         ]
     return "\n".join(lines)
+
+
+def format_review_queue(queue: dict[str, Any]) -> list[str]:
+    """The review-queue table of :func:`format_gate_report` (``queue``: :func:`review_queue_yield`)."""
+    n = queue["patients"]
+    head = (
+        f"{'reason':<24} {'slices':>7} {'per patient':>11} {'tumour':>7} {'wrong':>6} {'wrong %':>7} "
+        f"{'only it':>7}"
+    )
+    lines = [
+        "Review queue (each fold's gate above, no ground truth shown; wrong = the slice's final mask misses "
+        "tumour, outlines none there or has slice Dice < 0.5; only it = wrong slices no other reason flags)",
+        head,
+        "-" * len(head),
+    ]
+
+    def row(label: str, slices: int, tumour: int | str, wrong: int, only: int | str) -> str:
+        share = f"{100 * wrong / slices:.0f}" if slices else "-"
+        return f"{label:<24} {slices:>7} {slices / n:>11.2f} {tumour:>7} {wrong:>6} {share:>7} {only:>7}"
+
+    for reason, c in queue["reasons"].items():
+        if c["slices"]:
+            lines.append(row(reason, c["slices"], c["with_tumour"], c["wrong"], c["wrong_only_this"]))
+    lines.append(row("any reason", queue["flagged"], "", queue["flagged_wrong"], ""))
+    lines.append(
+        f"Slices the final masks get wrong: {queue['wrong_slices']} of {queue['slices']}, "
+        f"{queue['flagged_wrong']} of them flagged "
+        f"({pct(queue['flagged_wrong'] / max(queue['wrong_slices'], 1))} %)"
+    )
+    return lines
 
 
 def apply_gate_to_card(

@@ -10,7 +10,14 @@ import pytest
 
 from brainseg_core.crossval import FoldPredictions
 from brainseg_core.errors import DataError
-from brainseg_core.gate_crossval import GateFold, format_gate_report, gated_cross_validation, load_gate_fold
+from brainseg_core.gate_crossval import (
+    GateFold,
+    format_gate_report,
+    gated_cross_validation,
+    load_gate_fold,
+    review_queue_yield,
+)
+from brainseg_core.thresholds import Thresholds
 from tests.test_crossval import _fold, _save
 
 
@@ -154,3 +161,27 @@ def test_the_gate_reach_is_chosen_on_the_other_folds() -> None:
     assert result["pooled"]["gate_specificity"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="reaches"):
         gated_cross_validation(segs, gates, reaches=(4,))
+
+
+def test_the_review_queue_counts_what_each_reason_flags_and_what_the_masks_get_wrong() -> None:
+    segs, gates = _folds()
+    queue = review_queue_yield(segs[0], gates[0], Thresholds(gate=0.5, mask=0.5))
+    # patient a: the confident gate over its empty tumour slices 1-2 (both wrong: tumour missed,
+    # and nothing else flags them); patient b: its tumour outlined on 1-2, the empty slices 0 and
+    # 3 just past it flagged as its ends (right: no tumour there)
+    assert (queue["patients"], queue["slices"], queue["wrong_slices"]) == (2, 8, 2)
+    assert queue["reasons"]["classifier_only"] == {
+        "slices": 2,
+        "with_tumour": 2,
+        "wrong": 2,
+        "wrong_only_this": 2,
+    }
+    assert queue["reasons"]["tumour_end"] == {"slices": 2, "with_tumour": 0, "wrong": 0, "wrong_only_this": 0}
+    assert (queue["flagged"], queue["flagged_wrong"]) == (4, 2)
+    assert sum(c["slices"] for c in queue["reasons"].values()) == 4
+    # the cross-validation sums every fold's queue under that fold's own gate
+    result = gated_cross_validation(segs, gates, target_recall=0.99)
+    assert result["review_queue"]["patients"] == 6 and result["review_queue"]["wrong_slices"] == 6
+    table = format_gate_report(result)
+    assert "Review queue" in table
+    assert "Slices the final masks get wrong: 6 of 24, 6 of them flagged (100.0 %)" in table

@@ -82,6 +82,14 @@ def test_near_the_gate_where_the_gate_decided() -> None:
     assert R.NEAR_GATE not in reasons[3] and R.NEAR_GATE not in reasons[4]
 
 
+def test_near_the_gate_is_half_a_log_odds_unless_asked_for_more() -> None:
+    # the shipped gate 0.132: 0.1 is within 0.5 log-odds of it, 0.06 (0.87 away) only within 1
+    r = _result([0.1, 0.06, 0.0001], [None, None, None], gate=0.132)
+    assert [R.NEAR_GATE in x for x in review_reasons(r)] == [True, False, False]
+    wide = review_reasons(r, criteria=ReviewCriteria(near_gate_logit=1.0))
+    assert [R.NEAR_GATE in x for x in wide] == [True, True, False]
+
+
 def test_near_the_gate_flags_the_slice_whose_own_probability_decided() -> None:
     """With a gate reach, one borderline probability decides its neighbours too: only its own
     slice is flagged, not the neighbours it let through or kept out."""
