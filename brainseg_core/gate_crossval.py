@@ -23,12 +23,13 @@ pipeline) and pools the patients. Besides the segmentation metrics of
   reason: how many slices, how many of them hold tumour, and how many the final mask gets wrong
   (:func:`brainseg_core.review.disagrees`: tumour missed, a false outline, or slice Dice < 0.5),
   so a reader knows what each flag is worth;
-- ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with a review flag
-  that needs no outline (:class:`brainseg_core.review.ReviewReason`): the gate is confident
-  (``>= review_probability``) and the mask is empty, or the slice lies just past an outline (a
-  tumour end or a gap): what the reader is shown, one way or the other;
+- ``recall_outlined_or_flagged``: tumour slices that end with an outline *or* with one of two
+  review flags that need no outline: the gate is confident (``>= REVIEW_CONFIDENCE``) over an
+  empty mask, or the slice lies just past an outline (a tumour end or a gap);
   ``specificity_outlined_or_flagged`` its counterpart, the tumour-free slices that end with
-  neither (what the reader is spared).
+  neither. The viewer flags more (the review queue above counts every reason), so these two are
+  the cheap vectorised view, and the queue's own ``tumour_shown`` / ``clear_spared`` say what the
+  reader is shown.
 
 The threshold chosen on all folds together is the one a gate's card ships; its honest estimate is
 the nested, pooled result.
@@ -36,6 +37,7 @@ the nested, pooled result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +168,6 @@ def _gated_part(
     reach: int,
     threshold: float,
     post: PostProcessing,
-    review_probability: float,
 ) -> dict[str, Any]:
     gated = gate.gate_score(reach) >= threshold
     # a slice the gate stops has no outline, so it ranks last
@@ -176,7 +177,7 @@ def _gated_part(
     part["gated"] = gated
     # what the review queue flags without an outline: a confident gate over an empty mask, and the
     # empty slices just past an outline (tumour ends and gaps)
-    part["flagged"] = (gated & ~part["slice_pred"] & (gate.prob >= review_probability)) | part["slice_beside"]
+    part["flagged"] = (gated & ~part["slice_pred"] & (gate.prob >= REVIEW_CONFIDENCE)) | part["slice_beside"]
     part["gate_prob"] = gate.prob
     return part
 
@@ -203,7 +204,7 @@ def _gate_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def review_queue_yield(
     seg: FoldPredictions,
-    gate: GateFold,
+    gate: GateFold | None,
     thresholds: Thresholds,
     *,
     flip_tta: bool = False,
@@ -213,56 +214,85 @@ def review_queue_yield(
 
     Each patient is run through the pipeline's own threshold, whole-volume and review steps
     (:func:`~brainseg_core.results.rethreshold`, :func:`~brainseg_core.review.review_reasons`)
-    from its out-of-fold probabilities, as the viewer would show it without ground truth.
+    from its out-of-fold probabilities, as the viewer would show it without ground truth: the
+    slices the gate stops get no outline, a confident gate over an empty mask is flagged from
+    :data:`~brainseg_core.results.REVIEW_CONFIDENCE`, and a slice carries the pipeline's one
+    per-slice flag (the largest-region or faint-edge step's replaces the classifier's).
 
     Args:
-        seg: the segmenter's fold.
-        gate: the gate's fold (the same slices).
+        seg: the segmenter's fold; each patient's slices consecutive and in slice order, the
+            probabilities at the model's size (``thresholds.min_area_px`` in its pixels).
+        gate: the gate's fold (the same slices), or None for the segmenter on every slice
+            without a classifier (``--segment-all``: no classifier or near-gate flags).
         thresholds: the gate, reach and post-processing to apply.
         flip_tta: use the flip-averaged mask probabilities.
         criteria: the review limits.
 
     Returns:
-        Counts, summable over folds (:func:`_add_counts`): ``patients``, ``slices``,
-        ``wrong_slices`` (slices whose final mask disagrees with the truth), ``flagged`` and
-        ``flagged_wrong`` (slices with any reason), and per reason value ``slices``,
+        Counts, summable over folds: ``patients``, ``slices``, ``wrong_slices`` (slices whose
+        final mask disagrees with the truth: :func:`~brainseg_core.review.disagrees`),
+        ``flagged`` and ``flagged_wrong`` (slices with any reason), ``tumour_slices`` and
+        ``tumour_shown`` (those outlined or flagged), ``clear_slices`` and ``clear_spared``
+        (tumour-free slices neither outlined nor flagged), and per reason value ``slices``,
         ``with_tumour``, ``wrong`` and ``wrong_only_this`` (wrong slices no other reason flags).
+
+    Raises:
+        ValueError: when ``gate`` does not line up with ``seg``.
     """
     from brainseg_core.model_ref import ModelRef
     from brainseg_core.results import PatientResult, SliceResult, rethreshold
     from brainseg_core.review import disagrees, review_reasons
 
-    _check_pair(seg, gate)
+    if gate is not None:
+        _check_pair(seg, gate)
     prob = seg.prob_flip if flip_tta else seg.prob
     reasons = [r for r in ReviewReason if r is not ReviewReason.DISAGREES_WITH_TRUTH]
-    out: dict[str, Any] = {"patients": 0, "slices": 0, "wrong_slices": 0, "flagged": 0, "flagged_wrong": 0}
+    counts = ("patients", "slices", "wrong_slices", "flagged", "flagged_wrong")
+    shown_counts = ("tumour_slices", "tumour_shown", "clear_slices", "clear_spared")
+    out: dict[str, Any] = dict.fromkeys((*counts, *shown_counts), 0)
     out["reasons"] = {
         r.value: {"slices": 0, "with_tumour": 0, "wrong": 0, "wrong_only_this": 0} for r in reasons
     }
-    models = ModelRef("segmenter fold", ""), ModelRef("gate fold", "")
+    segmenter, classifier = (
+        ModelRef("segmenter fold", ""),
+        None if gate is None else ModelRef("gate fold", ""),
+    )
     for p, pid in enumerate(seg.patient_ids):
         rows = np.flatnonzero(seg.patient == p)
         if not rows.size:
             continue
         empty = np.zeros(seg.mask.shape[1:], bool)
         slices = [
-            SliceResult(k, float(gate.prob[i]), True, prob[i].astype(np.float32) / 255.0, empty, 0, None)
+            SliceResult(
+                k,
+                1.0 if gate is None else float(gate.prob[i]),
+                True,
+                prob[i].astype(np.float32) / 255.0,
+                empty,
+                0,
+                None,
+            )
             for k, i in enumerate(rows)
         ]
-        raw = PatientResult(pid, slices, Thresholds(), models[0], models[1], "cpu")
+        raw = PatientResult(pid, slices, Thresholds(), segmenter, classifier, "cpu")
         shown = rethreshold(raw, thresholds)
         out["patients"] += 1
         for s, why, i in zip(shown.slices, review_reasons(shown, criteria=criteria), rows, strict=True):
             truth = seg.mask[i]
+            has_tumour = bool(truth.any())
             wrong = disagrees(s.mask, truth, criteria.min_dice)
+            seen = bool(why) or s.area_px > 0
             out["slices"] += 1
             out["wrong_slices"] += wrong
             out["flagged"] += bool(why)
             out["flagged_wrong"] += bool(why) and wrong
+            out["tumour_slices" if has_tumour else "clear_slices"] += 1
+            out["tumour_shown"] += has_tumour and seen
+            out["clear_spared"] += not has_tumour and not seen
             for r in why:
                 c = out["reasons"][r.value]
                 c["slices"] += 1
-                c["with_tumour"] += bool(truth.any())
+                c["with_tumour"] += has_tumour
                 c["wrong"] += wrong
                 c["wrong_only_this"] += wrong and len(why) == 1
     return out
@@ -280,7 +310,6 @@ def gated_cross_validation(
     post: PostProcessing | None = None,
     target_recall: float = GATE_TARGET_RECALL,
     reaches: Sequence[int] = GATE_REACHES,
-    review_probability: float = REVIEW_CONFIDENCE,
 ) -> dict[str, Any]:
     """Nested cross-validated end-to-end metrics of a gate in front of a segmenter.
 
@@ -290,14 +319,14 @@ def gated_cross_validation(
         post: the segmenter's post-processing (its card's; default: ``PostProcessing()``).
         target_recall: the gate recall each threshold keeps on the folds that choose it.
         reaches: the gate reaches to choose among (``(0,)``: each slice's own probability only).
-        review_probability: gate probability from which an empty outline is flagged for review
-            (the pipeline's :data:`~brainseg_core.results.REVIEW_CONFIDENCE`).
 
     Returns:
         A JSON-ready dict: ``per_fold`` (reach and threshold chosen on the other folds,
         metrics), ``pooled`` (nested, honest), ``ungated`` (the segmenter on every slice, for
-        comparison), ``reach`` and ``threshold`` (chosen on all folds: what a card ships),
-        ``calibration`` (of the slices' own probabilities) and the settings.
+        comparison), ``review_queue`` and ``review_queue_ungated`` (:func:`review_queue_yield`
+        summed over the folds, under each fold's gate, and without a gate), ``reach`` and
+        ``threshold`` (chosen on all folds: what a card ships), ``calibration`` (of the slices'
+        own probabilities) and the settings.
 
     Raises:
         ValueError: with fewer than 2 folds, unequal fold lists, folds that do not line up, or
@@ -320,10 +349,10 @@ def gated_cross_validation(
     for seg, gate in pairs:
         _check_pair(seg, gate)
     scorers = [FoldScorer(seg) for seg, _ in pairs]
-    per_fold, parts, queue = [], [], None
+    per_fold, parts, queue, ungated_queue = [], [], None, None
     for k, (scorer, (seg, gate)) in enumerate(zip(scorers, pairs, strict=True)):
         reach, t = _choose([g for j, (_, g) in enumerate(pairs) if j != k], target_recall, reaches)
-        part = _gated_part(scorer, gate, reach, t, post, review_probability)
+        part = _gated_part(scorer, gate, reach, t, post)
         parts.append(part)
         per_fold.append({"fold": gate.name, "threshold": t, "reach": reach, "metrics": _gate_metrics([part])})
         shown = Thresholds(
@@ -336,16 +365,20 @@ def gated_cross_validation(
         )
         counts = review_queue_yield(seg, gate, shown, flip_tta=post.flip_tta)
         queue = counts if queue is None else _add_counts(queue, counts)
+        every = dataclasses.replace(shown, gate=0.0, gate_reach=0)
+        counts = review_queue_yield(seg, None, every, flip_tta=post.flip_tta)
+        ungated_queue = counts if ungated_queue is None else _add_counts(ungated_queue, counts)
     all_reach, all_t = _choose([g for _, g in pairs], target_recall, reaches)
     return {
         "folds": len(pairs),
         "post_processing": post.describe(),
         "target_recall": target_recall,
         "reaches": list(reaches),
-        "review_probability": review_probability,
+        "review_probability": REVIEW_CONFIDENCE,
         "per_fold": per_fold,
         "pooled": _gate_metrics(parts),
         "review_queue": queue,
+        "review_queue_ungated": ungated_queue,
         "ungated": summary_metrics([s.score(post) for s in scorers]),
         "threshold": all_t,
         "reach": all_reach,
@@ -403,7 +436,7 @@ def format_gate_report(result: dict[str, Any]) -> str:
     ]
     queue = result.get("review_queue")
     if queue and queue["patients"]:
-        lines += ["", *format_review_queue(queue)]
+        lines += ["", *format_review_queue(queue, result.get("review_queue_ungated"))]
     cal = result.get("calibration")
     if cal:
         lines += [
@@ -420,8 +453,16 @@ def format_gate_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_review_queue(queue: dict[str, Any]) -> list[str]:
-    """The review-queue table of :func:`format_gate_report` (``queue``: :func:`review_queue_yield`)."""
+def format_review_queue(queue: dict[str, Any], ungated: dict[str, Any] | None = None) -> list[str]:
+    """The review-queue table of :func:`format_gate_report`.
+
+    Args:
+        queue: :func:`review_queue_yield` counts under the gate.
+        ungated: the same without a gate (the segmenter on every slice), or None.
+
+    Returns:
+        The table's lines.
+    """
     n = queue["patients"]
     head = (
         f"{'reason':<24} {'slices':>7} {'per patient':>11} {'tumour':>7} {'wrong':>6} {'wrong %':>7} "
@@ -447,6 +488,14 @@ def format_review_queue(queue: dict[str, Any]) -> list[str]:
         f"{queue['flagged_wrong']} of them flagged "
         f"({pct(queue['flagged_wrong'] / max(queue['wrong_slices'], 1))} %)"
     )
+    for label, q in (("with the gate", queue), ("without a gate (every slice segmented)", ungated)):
+        if q and q["tumour_slices"] and q["clear_slices"]:
+            lines.append(
+                f"Outlined or in the queue, {label}: tumour slices "
+                f"{pct(q['tumour_shown'] / q['tumour_slices'])} %, tumour-free slices neither "
+                f"{pct(q['clear_spared'] / q['clear_slices'])} % ({q['flagged'] / q['patients']:.2f} "
+                "flagged per patient)"
+            )
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -185,3 +186,84 @@ def test_the_review_queue_counts_what_each_reason_flags_and_what_the_masks_get_w
     table = format_gate_report(result)
     assert "Review queue" in table
     assert "Slices the final masks get wrong: 6 of 24, 6 of them flagged (100.0 %)" in table
+
+
+def test_the_review_queue_counts_a_wrong_slice_with_two_reasons_under_each() -> None:
+    segs, gates = _folds()
+    queue = review_queue_yield(segs[0], gates[0], Thresholds(gate=0.05, mask=0.5))
+    # every slice passes: the speckles on slices 0 and 3 are outlined (4 false outlines), and
+    # patient a's empty tumour slices 1-2 are flagged twice, for the confident classifier and as
+    # a gap between outlines, so neither reason finds them alone
+    assert (queue["wrong_slices"], queue["flagged"], queue["flagged_wrong"]) == (6, 2, 2)
+    for reason in ("classifier_only", "gap"):
+        assert queue["reasons"][reason] == {"slices": 2, "with_tumour": 2, "wrong": 2, "wrong_only_this": 0}
+    assert (queue["tumour_shown"], queue["tumour_slices"]) == (4, 4)
+    assert (queue["clear_spared"], queue["clear_slices"]) == (0, 4)
+
+
+def _rich_fold(name: str, ids: list[str], rng: np.random.Generator) -> tuple[FoldPredictions, GateFold]:
+    """6-slice patients: a tumour on slices 1-4 with a faint first slice and a small last one, a
+    false positive somewhere, mirrored probabilities brighter over the tumour, a noisy gate."""
+    n = len(ids) * 6
+    mask = np.zeros((n, 32, 32), bool)
+    prob = rng.uniform(0, 0.03, (n, 32, 32))
+    for p in range(len(ids)):
+        s = 6 * p
+        mask[s + 1 : s + 5, 8:20, 8:20] = True
+        prob[s + 2 : s + 4, 8:20, 8:20] = rng.uniform(0.6, 1.0)
+        prob[s + 1, 8:20, 8:20] = rng.uniform(0.05, 0.45)
+        prob[s + 4, 10:16, 10:16] = rng.uniform(0.5, 0.9)
+        prob[s + rng.integers(0, 6), 24:30, 24:31] = rng.uniform(0.5, 0.9)
+    flip = prob.copy()
+    flip[:, 8:20, 8:20] += 0.15
+    label = mask.any(axis=(1, 2))
+    gate = np.where(label, rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.4, n))
+    patient = np.repeat(np.arange(len(ids)), 6)
+
+    def q(a: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+    return FoldPredictions(name, q(prob), q(flip), mask, patient, ids), GateFold(
+        name, gate, label, patient, ids
+    )
+
+
+def test_the_review_queue_sees_the_masks_the_cross_validation_scores() -> None:
+    """Under every post-processing step (mirrored probabilities, minimum area, largest region,
+    faint edges) and a gate reach, the pipeline's own steps in the queue give the masks the
+    vectorised scorer gives, and each fold's queue runs under that fold's gate."""
+    from brainseg_core.crossval import FoldScorer, PostProcessing
+    from brainseg_core.review import disagrees, past_tumour_ends
+
+    rng = np.random.default_rng(0)
+    pairs = [_rich_fold(f"fold{i}", [f"P{i}{c}" for c in "abcd"], rng) for i in range(3)]
+    segs, gates = [s for s, _ in pairs], [g for _, g in pairs]
+    post = PostProcessing(0.5, 40, True, True, 0.05)
+    result = gated_cross_validation(segs, gates, post=post, target_recall=0.99, reaches=(1,))
+    wrong = spared = clear = faint_tumour = 0
+    for (seg, gate), f in zip(pairs, result["per_fold"], strict=True):
+        assert f["reach"] == 1
+        gated = gate.gate_score(1) >= f["threshold"]
+        masks = FoldScorer(seg).masks(post, gated)
+        wrong += sum(disagrees(m, t, 0.5) for m, t in zip(masks, seg.mask, strict=True))
+        outlined = masks.any(axis=(1, 2))
+        scorer = FoldScorer(seg)
+        firm = scorer.masks(dataclasses.replace(post, edge_probability=0.0), gated).any(axis=(1, 2))
+        # a slice whose own outline the largest region set aside keeps that flag instead
+        own = scorer.masks(PostProcessing(0.5, 40, False, True), gated).any(axis=(1, 2))
+        faint_tumour += int(np.sum(outlined & ~firm & ~own & gate.label))
+        beside = np.zeros(len(masks), bool)
+        for p in range(len(seg.patient_ids)):
+            rows = np.flatnonzero(seg.patient == p)
+            beside[rows[sorted(past_tumour_ends(outlined[rows]))]] = True
+        flagged = (gated & ~outlined & (gate.prob >= 0.5)) | beside
+        clear += int(np.sum(~gate.label))
+        spared += int(np.sum(~gate.label & ~outlined & ~flagged))
+    assert result["review_queue"]["wrong_slices"] == wrong > 0
+    # the faint tumour ends outlined right: flagged, holding tumour, and not wrong
+    faint = result["review_queue"]["reasons"]["faint_edge"]
+    assert faint["with_tumour"] == faint_tumour > faint["wrong"]
+    assert result["pooled"]["specificity_outlined_or_flagged"] == pytest.approx(spared / clear)
+    assert 0 < spared < clear
+    ungated = result["review_queue_ungated"]
+    assert ungated["patients"] == 12 and ungated["reasons"]["classifier_only"]["slices"] == 0
