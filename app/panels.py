@@ -486,6 +486,7 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.models_box)
         layout.addStretch(1)
         self._n = 0
+        self._points_xy = np.zeros((0, 2))
 
     # -- plot ------------------------------------------------------------------------------------
     def set_probabilities(
@@ -520,6 +521,7 @@ class ResultsPanel(QWidget):
         lifted = set(by_neighbour)
         symbols = ["t1" if i in lifted else "o" for i in idx]
         self.scatter.setData(x=xs, y=ys, brush=brushes, symbol=symbols, pen=None, data=idx)
+        self._points_xy = np.column_stack([xs, ys]) if len(xs) else np.zeros((0, 2))
         ringed = [i for i in review if i < self._n and probs[i] is not None]
         self.review_marks.setData(x=[i + 1 for i in ringed], y=[probs[i] for i in ringed])
         self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.07] * len(edited))
@@ -562,9 +564,32 @@ class ResultsPanel(QWidget):
         QTimer.singleShot(250, self, cache_again)
 
     def _place_gate_label(self, *_: object) -> None:
+        """Label the gate line at whichever end of it, above or below, covers the fewest points
+        (the right end above it when that covers none)."""
         gate = float(self.gate_line.value())
         self.gate_label.setText(f"gate {gate:.3g}")
-        self.gate_label.setPos(self._n + 0.45 if self._n else 1.0, gate)
+        right, left = (self._n + 0.45, 0.55) if self._n else (1.0, 0.0)
+        width_px, height_px = self.gate_label.boundingRect().width(), self.gate_label.boundingRect().height()
+        px, py = self.plot.getPlotItem().getViewBox().viewPixelSize()
+        w, h = width_px * px, height_px * py
+        top = 1.1 - h  # the label must stay inside the view
+        spots = [  # (x, y, anchor, the data box it covers)
+            (right, gate, (1, 1), (right - w, right, gate, gate + h)),
+            (right, gate, (1, 0), (right - w, right, gate - h, gate)),
+            (left, gate, (0, 1), (left, left + w, gate, gate + h)),
+            (left, gate, (0, 0), (left, left + w, gate - h, gate)),
+        ]
+        xy = self._points_xy
+
+        def covered(box: tuple[float, float, float, float]) -> int:
+            x0, x1, y0, y1 = box
+            inside = (xy[:, 0] >= x0 - 0.5) & (xy[:, 0] <= x1 + 0.5) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+            return int(np.count_nonzero(inside))
+
+        fits = [s for s in spots if s[3][2] >= -0.08 and s[3][2] <= top] or spots[:1]
+        x, y, anchor, _box = min(fits, key=lambda s: covered(s[3]))  # the first of equals: right, above
+        self.gate_label.setAnchor(anchor)
+        self.gate_label.setPos(x, y)
 
     def set_current(self, index: int) -> None:
         """Move the current-slice marker."""

@@ -312,3 +312,29 @@ def test_the_plot_marks_slices_passed_through_a_neighbour(qtbot) -> None:
     assert [p.symbol() for p in points] == ["o", "o", "t1"]
     panel.set_probabilities(probs, [False, True, True, False], None, 0.5)
     assert [p.symbol() for p in panel.scatter.points()] == ["o", "o", "o"]
+
+
+def test_the_gate_label_moves_off_the_points_it_would_cover(qtbot) -> None:
+    from brainseg_app.panels import ResultsPanel
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(330, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    n = 21
+
+    def placed(probs: list[float | None], gate: float) -> tuple[float, tuple[float, float]]:
+        panel.set_probabilities(probs, [p is not None and p >= gate for p in probs], None, gate)
+        return panel.gate_label.pos().x(), (panel.gate_label.anchor.x(), panel.gate_label.anchor.y())
+
+    clear = [0.02] * 5 + [0.99] * 11 + [0.02] * 5  # tumour in the middle, nothing near the gate
+    assert placed(clear, 0.132) == (n + 0.45, (1, 1))  # the right end, above the line
+    # the last slices just above the gate: the left end is free
+    right_above = [*clear[:-4], 0.16, 0.17, 0.18, 0.16]
+    assert placed(right_above, 0.132) == (0.55, (0, 1))
+    # both ends just above it: below the line at the right end, where nothing lies
+    both_above = [0.16, 0.17, 0.18, 0.16, *clear[4:-6], *[0.17] * 6]
+    assert placed(both_above, 0.132) == (n + 0.45, (1, 0))
+    # a gate too close to the bottom for the label to fit below: above, whatever it covers
+    assert placed(both_above, 0.02)[1][1] == 1
