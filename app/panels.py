@@ -439,6 +439,8 @@ class ResultsPanel(QWidget):
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._screen_watched = False
         self.gate_line.sigPositionChanged.connect(self._place_gate_label)
+        # the label's size in data units follows the plot's size in pixels
+        pi.getViewBox().sigResized.connect(self._place_gate_label)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.gate_line.sigPositionChangeFinished.connect(
             lambda line: self.gateDragged.emit(float(line.value()))
@@ -521,7 +523,6 @@ class ResultsPanel(QWidget):
         lifted = set(by_neighbour)
         symbols = ["t1" if i in lifted else "o" for i in idx]
         self.scatter.setData(x=xs, y=ys, brush=brushes, symbol=symbols, pen=None, data=idx)
-        self._points_xy = np.column_stack([xs, ys]) if len(xs) else np.zeros((0, 2))
         ringed = [i for i in review if i < self._n and probs[i] is not None]
         self.review_marks.setData(x=[i + 1 for i in ringed], y=[probs[i] for i in ringed])
         self.edited_marks.setData(x=[i + 1 for i in edited], y=[1.07] * len(edited))
@@ -530,6 +531,10 @@ class ResultsPanel(QWidget):
             self.gt_marks.setData(x=gx, y=np.full(gx.shape, -0.04))
         else:
             self.gt_marks.setData(x=[], y=[])
+        marks = [(x, y) for x, y in zip(xs, ys, strict=True)]
+        marks += [(i + 1, 1.07) for i in edited]
+        marks += [(i + 1, -0.04) for i, t in enumerate(gt or ()) if t]
+        self._points_xy = np.array(marks, float).reshape(-1, 2)
         self.gate_line.blockSignals(True)
         self.gate_line.setValue(gate)
         self.gate_line.blockSignals(False)
@@ -564,8 +569,10 @@ class ResultsPanel(QWidget):
         QTimer.singleShot(250, self, cache_again)
 
     def _place_gate_label(self, *_: object) -> None:
-        """Label the gate line at whichever end of it, above or below, covers the fewest points
-        (the right end above it when that covers none)."""
+        """Label the gate line at whichever end of it, above or below, covers the fewest marks
+        (probability points, edited diamonds, ground-truth squares), in the order right above,
+        right below, left above, left below among equals; sized at the plot's current pixel size
+        (placed again when the plot is resized)."""
         gate = float(self.gate_line.value())
         self.gate_label.setText(f"gate {gate:.3g}")
         right, left = (self._n + 0.45, 0.55) if self._n else (1.0, 0.0)

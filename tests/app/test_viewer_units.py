@@ -323,18 +323,30 @@ def test_the_gate_label_moves_off_the_points_it_would_cover(qtbot) -> None:
     panel.show()
     qtbot.waitExposed(panel)
     n = 21
+    view = panel.plot.getPlotItem().getViewBox()
 
-    def placed(probs: list[float | None], gate: float) -> tuple[float, tuple[float, float]]:
-        panel.set_probabilities(probs, [p is not None and p >= gate for p in probs], None, gate)
+    def placed(probs: list[float], gate: float) -> tuple[float, tuple[float, float]]:
+        panel.set_probabilities(list(probs), [p >= gate for p in probs], None, gate)
+        # what the reader sees: the label's rectangle, in data units, holds no point
+        box = view.mapSceneToView(panel.gate_label.sceneBoundingRect()).boundingRect()
+        assert not any(box.contains(i + 1, p) for i, p in enumerate(probs)), (box, probs)
         return panel.gate_label.pos().x(), (panel.gate_label.anchor.x(), panel.gate_label.anchor.y())
 
     clear = [0.02] * 5 + [0.99] * 11 + [0.02] * 5  # tumour in the middle, nothing near the gate
     assert placed(clear, 0.132) == (n + 0.45, (1, 1))  # the right end, above the line
-    # the last slices just above the gate: the left end is free
-    right_above = [*clear[:-4], 0.16, 0.17, 0.18, 0.16]
-    assert placed(right_above, 0.132) == (0.55, (0, 1))
+    # the last slices just above and just below the gate: the left end is free
+    right_end = [*clear[:-6], 0.16, 0.1, 0.17, 0.11, 0.18, 0.1]
+    assert placed(right_end, 0.132) == (0.55, (0, 1))
     # both ends just above it: below the line at the right end, where nothing lies
     both_above = [0.16, 0.17, 0.18, 0.16, *clear[4:-6], *[0.17] * 6]
     assert placed(both_above, 0.132) == (n + 0.45, (1, 0))
-    # a gate too close to the bottom for the label to fit below: above, whatever it covers
-    assert placed(both_above, 0.02)[1][1] == 1
+    # a gate too close to the top for the label to fit above it: below
+    assert placed(clear[:5] + [0.5] * 11 + clear[-5:], 1.0)[1] == (1, 0)
+    # one point above the gate four slices from the right end: the label, a few slices wide in
+    # this narrow plot, would cover it; widened, the label spans fewer slices and is placed again
+    lone = [*clear[:16], 0.17, *clear[-4:]]
+    assert placed(lone, 0.132)[0] == 0.55
+    before = view.viewPixelSize()[0]
+    panel.resize(900, 600)
+    qtbot.waitUntil(lambda: view.viewPixelSize()[0] < before / 2)
+    assert panel.gate_label.pos().x() == n + 0.45
