@@ -2,9 +2,11 @@
 
     python folds/ensemble.py folds/segmenter folds/segmenter-seed1 runs/ensemble [I ...]
 
-For each fold ``foldI`` (default: every one in both), the two ``out_of_fold.npz`` files (rebuilt from
-the bundle by ``brainseg-eval --cv DIR DATA`` first when missing) are averaged into
-``OUT/foldI/out_of_fold.npz``, which ``brainseg-eval --cv OUT`` then scores like any fold set.
+For each fold ``foldI`` (default: every one in both), the two ``out_of_fold.npz`` files are averaged
+into ``OUT/foldI/out_of_fold.npz``, which ``brainseg-eval --cv OUT`` then scores like any fold set
+(give each fold set its own OUT: folds left there by an earlier run would be scored with it). The
+files are not kept in git: ``brainseg-eval --cv DIR DATA`` rebuilds them from each fold's bundle
+first, for both DIRs.
 Then it prints the mean / median per-volume Dice of each input and the ensemble with the shipped
 card's post-processing held fixed (p >= 0.3, 40 px, faint edges >= 0.05) under two rules for the
 3-D region kept: the largest (the card's) and the most confident (the largest sum of p^4 over its
@@ -70,6 +72,11 @@ def main(argv: list[str]) -> int:
         p.name for p in first.iterdir() if p.name.startswith("fold") and (second / p.name).is_dir()
     )
     scores: dict[str, dict[bool, list[float]]] = {}
+    missing = [d for d in (first, second) for n in folds if not (d / n / "out_of_fold.npz").is_file()]
+    if missing:
+        for d in dict.fromkeys(missing):
+            print(f"{d}: out-of-fold files missing; rebuild them first: brainseg-eval --cv {d} DATA")
+        return 2
     for name in folds:
         a, b = load_fold(first / name / "out_of_fold.npz"), load_fold(second / name / "out_of_fold.npz")
         ensemble = average(a, b)

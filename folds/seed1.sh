@@ -5,7 +5,8 @@
 #
 #   bash folds/seed1.sh DATA [FOLD ...]     e.g. bash folds/seed1.sh /tmp/lgg/kaggle_3m 3 4
 #
-# Work files go to runs/seed1/cC/foldI/ (git-ignored). About 36 min a fold on a quiet 2-core CPU.
+# Work files go to runs/seed1/cC/foldI/ (git-ignored). Run it from the repository root, with the
+# project's venv (`make install`); about 36 min a fold on a quiet 2-core CPU.
 set -euo pipefail
 DATA=${1:?usage: bash folds/seed1.sh DATA [FOLD ...]}
 shift
