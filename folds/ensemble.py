@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, load_fold
+from brainseg_core.metrics import dice
 from brainseg_core.results import extend_faint_edges, label_components
 
 CARD = PostProcessing(0.3, 40, False, False, 0.0)  # the region and the faint edges come after
@@ -57,9 +58,7 @@ def region_dice(fold: FoldPredictions, confident: bool) -> list[float]:
             weight = prob**4 if confident else np.ones_like(prob)
             kept = labels == index[int(np.argmax(ndimage.sum(weight, labels, index)))]
         kept = extend_faint_edges(kept, prob, EDGE)
-        truth = fold.mask[rows]
-        total = int(kept.sum() + truth.sum())
-        out.append(1.0 if total == 0 else 2.0 * int((kept & truth).sum()) / total)
+        out.append(dice(kept, fold.mask[rows]))
     return out
 
 
@@ -72,10 +71,10 @@ def main(argv: list[str]) -> int:
         p.name for p in first.iterdir() if p.name.startswith("fold") and (second / p.name).is_dir()
     )
     scores: dict[str, dict[bool, list[float]]] = {}
-    missing = [d for d in (first, second) for n in folds if not (d / n / "out_of_fold.npz").is_file()]
+    missing = [f for f in (first, second) for n in folds if not (f / n / "out_of_fold.npz").is_file()]
     if missing:
-        for d in dict.fromkeys(missing):
-            print(f"{d}: out-of-fold files missing; rebuild them first: brainseg-eval --cv {d} DATA")
+        for folder in dict.fromkeys(missing):
+            print(f"{folder}: out-of-fold files missing; rebuild them: brainseg-eval --cv {folder} DATA")
         return 2
     for name in folds:
         a, b = load_fold(first / name / "out_of_fold.npz"), load_fold(second / name / "out_of_fold.npz")
@@ -96,8 +95,8 @@ def main(argv: list[str]) -> int:
         f"folds {', '.join(folds)}; p >= 0.3, 40 px, faint edges >= 0.05; mean / median Dice, patients < 0.5"
     )
     for label, by_rule in scores.items():
-        for confident, dice in by_rule.items():
-            d = np.array(dice)
+        for confident, values in by_rule.items():
+            d = np.array(values)
             rule = "most confident region" if confident else "largest region"
             print(
                 f"{label:32s} {rule:22s} {100 * d.mean():6.2f} {100 * np.median(d):6.2f} "
