@@ -36,6 +36,7 @@ from brainseg_core.errors import BrainSegError, BundleError
 from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.results import PatientResult, SliceResult
+from brainseg_core.thorough import run_mode
 
 if TYPE_CHECKING:
     from brainseg_core.engine import AnalysisPipeline, BundleFile, Engine
@@ -147,7 +148,7 @@ def _build_pipeline(
     """
 
     def build(dev: str) -> AnalysisPipeline:
-        return engine.pipeline(classifier, segmenter, device=dev, flip_tta=thorough)
+        return engine.pipeline(classifier, segmenter, device=dev, thorough=thorough)
 
     try:
         return build(device), None
@@ -301,11 +302,13 @@ class AnalysisController(QObject):
         seg, cls = self.segmenter, self.classifier
         if seg is None:
             return None
+        flip_tta, ensemble = run_mode(seg.card, self.settings.thorough)
         return self.store.load(
             volume,
             segmenter=seg.card.ref,
             classifier=None if cls is None else cls.card.ref,
-            flip_tta=self.settings.thorough,
+            flip_tta=flip_tta,
+            ensemble=ensemble,
         )
 
     @property
@@ -702,7 +705,11 @@ class AnalysisController(QObject):
                 empty = run.empty_result(vol)
                 saved = (
                     store.load(
-                        vol, segmenter=empty.segmenter, classifier=empty.classifier, flip_tta=empty.flip_tta
+                        vol,
+                        segmenter=empty.segmenter,
+                        classifier=empty.classifier,
+                        flip_tta=empty.flip_tta,
+                        ensemble=empty.ensemble,
                     )
                     if reuse_saved
                     else None  # a new run was asked for: the saved one is not even read

@@ -259,8 +259,10 @@ class ControlsPanel(QWidget):
         self.mask_label = QLabel("0.500")
         self.largest_component = QCheckBox("Largest 3-D region only")
         self.largest_component.setToolTip(
-            "Keep only the patient's largest connected tumour region across slices (the dataset "
-            "authors' post-processing). Hides smaller regions: off by default for reading."
+            "Keep only one connected tumour region across slices: the largest (the dataset authors' "
+            "post-processing) or, where the model card chose it, the most confident (the largest sum "
+            "of p⁴). Hides the other regions: each slice that loses outline is put in the review "
+            "queue and what was set aside is drawn dotted."
         )
         self.faint_edges = QCheckBox("Faint tumour edges")
         self.faint_edges.setToolTip(
@@ -341,6 +343,7 @@ class ControlsPanel(QWidget):
         self.gate_label.setText(f"{thresholds.gate:.3f}")
         self.mask_label.setText(f"{thresholds.mask:.3f}")
         self.largest_component.setChecked(thresholds.largest_component)
+        self.largest_component.setText(thresholds.region_rule.describe().capitalize())
         self.faint_edges.setChecked(thresholds.edge > 0)
         for w in boxes:
             w.blockSignals(False)
@@ -699,7 +702,7 @@ class ResultsPanel(QWidget):
         if edited:
             lines.append(f"✎ Your mask on <b>{len(edited)}</b> slice(s)")
         t = r.thresholds
-        largest = " · largest 3-D region only" if t.largest_component else ""
+        largest = f" · {t.describe_region()}" if t.largest_component else ""
         largest += f" · faint edges ≥ {t.edge:g}" if t.edge else ""
         gate = t.describe_gate() if r.classifier is not None else f"{t.gate:.3g}"
         lines.append(f"Gate {gate} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)

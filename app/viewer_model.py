@@ -288,13 +288,19 @@ class ViewerModel:
         mask: float | None = None,
         largest_component: bool | None = None,
         faint_edges: bool | None = None,
+        thorough: bool = False,
     ) -> Thresholds:
         """The models' thresholds with the user's own choices (None: the card's) on top.
 
         ``faint_edges`` turns the faint-edge step on (at the card's threshold, else
-        :data:`~brainseg_core.thresholds.FAINT_EDGE_PROBABILITY`) or off.
+        :data:`~brainseg_core.thresholds.FAINT_EDGE_PROBABILITY`) or off; ``thorough`` takes the
+        segmenter card's thorough-mode thresholds (its ensemble's) where it has them.
         """
-        base = Thresholds() if segmenter is None else Thresholds.from_cards(classifier, segmenter)
+        base = (
+            Thresholds()
+            if segmenter is None
+            else Thresholds.from_cards(classifier, segmenter, thorough=thorough)
+        )
         edge = None if faint_edges is None else (base.edge or FAINT_EDGE_PROBABILITY) if faint_edges else 0.0
         chosen = {"gate": gate, "mask": mask, "largest_component": largest_component, "edge": edge}
         return base.replace(**{k: v for k, v in chosen.items() if v is not None})

@@ -694,6 +694,7 @@ class MainWindow(QMainWindow):
             mask=probability(s.mask_threshold),
             largest_component=s.largest_component,
             faint_edges=s.faint_edges,
+            thorough=s.thorough,
         )
 
     def _show_thresholds(self, thresholds: Thresholds) -> None:
@@ -890,11 +891,13 @@ class MainWindow(QMainWindow):
             act.setChecked(act.text() == device)
 
     def set_thorough(self, on: bool) -> None:
-        """Turn flip test-time augmentation on or off; analysed patients are analysed again."""
+        """Turn the segmenter's thorough mode (:mod:`brainseg_core.thorough`: its ensemble, with the
+        ensemble's thresholds) on or off; analysed patients are analysed again."""
         if on == self.settings.thorough:
             return
         self.settings.thorough = on
         self.actions_by_name["thorough"].setChecked(on)
+        self.model.set_thresholds(self._initial_thresholds())
         self._models_changed()
 
     def set_auto_run(self, on: bool) -> None:

@@ -9,8 +9,9 @@ was chosen on those patients, so these probabilities are honest held-out predict
 This module turns them into numbers a reader can trust:
 
 - :class:`PostProcessing` is one choice of everything applied after the network: the mask
-  probability threshold, the smallest 2-D region kept (``min_area_px``), whether only the largest
-  3-D region is kept, and whether flip test-time augmentation is used. They act exactly as in the
+  probability threshold, the smallest 2-D region kept (``min_area_px``), whether only one 3-D
+  region is kept (the largest or the most confident), the faint edges, and whether flip test-time
+  augmentation is used. They act exactly as in the
   inference pipeline (8-connected regions per slice, 26-connected 3-D regions per patient).
 - :func:`cross_validate` picks the post-processing for each fold on the *other* folds' predictions
   (nested: the fold being scored never chooses its own thresholds), scores each fold with its
@@ -40,6 +41,7 @@ from scipy import ndimage
 from brainseg_core.errors import DataError
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import per_patient_dice, roc_auc, summarize
+from brainseg_core.thresholds import RegionRule, region_rule
 
 __all__ = [
     "DEFAULT_GRID",
@@ -73,11 +75,14 @@ class PostProcessing:
     Attributes:
         mask_probability: pixels with probability >= this are tumour.
         min_area_px: 8-connected regions of a slice smaller than this are removed (0: none).
-        largest_component: keep only the largest 26-connected 3-D region of each patient.
+        largest_component: keep only one 26-connected 3-D region of each patient, the one
+            ``region_rule`` picks.
         flip_tta: average the slice's probabilities with those of its left-right mirror.
         edge_probability: on slices left without outline, outline the pixels at or above this
             probability that connect in 3-D to an outline (0: off;
             :func:`brainseg_core.results.extend_faint_edges`).
+        region_rule: which region ``largest_component`` keeps: the most pixels or the most
+            confident (:class:`~brainseg_core.thresholds.RegionRule`; a JSON string is accepted).
     """
 
     mask_probability: float = 0.5
@@ -85,8 +90,10 @@ class PostProcessing:
     largest_component: bool = False
     flip_tta: bool = False
     edge_probability: float = 0.0
+    region_rule: RegionRule = RegionRule.LARGEST
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "region_rule", region_rule(self.region_rule))
         if not 0.0 < self.mask_probability <= 1.0:
             raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}")
         if self.min_area_px < 0:
@@ -98,7 +105,7 @@ class PostProcessing:
         """A short human-readable form, e.g. ``p>=0.5, min area 20 px, largest region, flip TTA``."""
         parts = [f"p>={self.mask_probability:g}", f"min area {self.min_area_px} px"]
         if self.largest_component:
-            parts.append("largest 3-D region")
+            parts.append(self.region_rule.describe().removesuffix(" only"))
         if self.edge_probability:
             parts.append(f"faint edges p>={self.edge_probability:g}")
         if self.flip_tta:
@@ -112,22 +119,31 @@ def _grid(
     largest: Iterable[bool],
     flips: Iterable[bool],
     edges: Iterable[float] = (0.0,),
+    rules: Iterable[RegionRule] = (RegionRule.LARGEST,),
 ) -> tuple[PostProcessing, ...]:
     # the faint-edge threshold varies slowest: the choices without it come first (ties go to
-    # them), and FoldScorer labels each edge's faint pixels once
+    # them), and FoldScorer labels each edge's faint pixels once; a region rule only where one
+    # region is kept
     return tuple(
-        PostProcessing(p, a, lc, f, e)
-        for e, f, p, a, lc in itertools.product(edges, flips, probabilities, areas, largest)
+        PostProcessing(p, a, lc, f, e, r)
+        for e, f, p, a, lc, r in itertools.product(edges, flips, probabilities, areas, largest, rules)
+        if lc or r is RegionRule.LARGEST
     )
 
 
 #: The choices tried by :func:`cross_validate` (simplest first: ties go to the earlier one). Only
-#: what a model card can carry is selected: thresholds, minimum area and the largest-region switch.
+#: what a model card can carry is selected: thresholds, minimum area, the one-region switch and
+#: its rule (largest or most confident), the faint edges.
 #: Flip test-time augmentation is a run mode the reader opts into (``--thorough``), not a card
 #: default, so it is scored as a fixed row beside the selection, never selected and shipped: a
 #: card must not claim the score of a TTA choice for a pipeline that runs without it.
 DEFAULT_GRID: tuple[PostProcessing, ...] = _grid(
-    (0.5, 0.4, 0.6, 0.3, 0.7), (0, 10, 20, 40, 80, 160), (False, True), (False,), (0.0, 0.05, 0.1)
+    (0.5, 0.4, 0.6, 0.3, 0.7),
+    (0, 10, 20, 40, 80, 160),
+    (False, True),
+    (False,),
+    (0.0, 0.05, 0.1),
+    (RegionRule.LARGEST, RegionRule.MOST_CONFIDENT),
 )
 
 
@@ -286,7 +302,13 @@ class FoldScorer:
                 if volume.start == volume.stop:
                     continue
                 if post.largest_component:
-                    pred[volume] = keep_largest_component(pred[volume])
+                    confidence = None
+                    if post.region_rule is RegionRule.MOST_CONFIDENT:  # what the segmenter read
+                        read = prob[volume]
+                        if gated is not None:
+                            read = np.where(gated[volume, None, None], read, 0)
+                        confidence = read / 255.0
+                    pred[volume] = keep_largest_component(pred[volume], confidence)
                 if post.edge_probability and faint is not None:  # labelled once for every choice
                     pred[volume] = extend_faint_edges(
                         pred[volume], prob[volume], post.edge_probability, labels=faint[p]
@@ -590,6 +612,7 @@ def apply_to_card(
         "mask_probability": float(chosen["mask_probability"]),
         "min_area_px": int(chosen["min_area_px"]),
         "largest_component": bool(chosen["largest_component"]),
+        "region_rule": region_rule(chosen.get("region_rule", RegionRule.LARGEST)).value,
         "edge_probability": float(chosen.get("edge_probability", 0.0)),
     }
     honest = result[result["ship_metrics"]]

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # numpy and the results load after the child has started (see
 
     from brainseg_core.io import Volume
     from brainseg_core.model_card import ModelCard
+    from brainseg_core.model_ref import ModelRef
     from brainseg_core.results import PatientResult, SliceResult
     from brainseg_core.thresholds import Thresholds
 
@@ -153,7 +154,7 @@ class Engine(Protocol):
         *,
         device: str,
         batch_size: int | None = None,
-        flip_tta: bool = False,
+        thorough: bool = False,
     ) -> AnalysisPipeline:
         """A pipeline of these bundles on ``device`` (see :class:`~brainseg_core.inference.Pipeline`).
 
@@ -164,10 +165,11 @@ class Engine(Protocol):
             batch_size: slices per streamed batch; None: a forward pass's worth on the CPU
                 (:data:`~brainseg_core.inference.device.CPU_FORWARD_BATCH`: progress per slice or
                 two, Cancel within a fraction of a second), 16 elsewhere.
-            flip_tta: average each slice's mask probabilities with its mirror's ("thorough").
+            thorough: the segmenter's thorough mode (:func:`~brainseg_core.thorough.thorough_mode`:
+                its card's ensemble with the ensemble's thresholds, else flip TTA).
 
         Raises:
-            BundleError: when a bundle does not load.
+            BundleError: when a bundle (or a member of the thorough ensemble) does not load.
             ValueError: for an unavailable device.
         """
         ...
@@ -179,12 +181,13 @@ def _build(
     *,
     device: str,
     batch_size: int | None,
-    flip_tta: bool,
+    thorough: bool,
 ) -> Any:
     """A :class:`~brainseg_core.inference.Pipeline` (bundles given by path are loaded)."""
     from brainseg_core.bundle import ModelBundle, load_bundle
     from brainseg_core.inference import Pipeline
     from brainseg_core.inference.device import CPU_FORWARD_BATCH, resolve_device
+    from brainseg_core.thorough import thorough_mode
 
     if batch_size is None:
         batch_size = CPU_FORWARD_BATCH if resolve_device(device).type == "cpu" else 16
@@ -193,7 +196,16 @@ def _build(
         return b if isinstance(b, ModelBundle) else load_bundle(b.path)
 
     cls = None if classifier is None else loaded(classifier)
-    return Pipeline(cls, loaded(segmenter), device=device, batch_size=batch_size, flip_tta=flip_tta)
+    seg = loaded(segmenter)
+    mode = thorough_mode(seg) if thorough else None
+    return Pipeline(
+        cls,
+        seg,
+        device=device,
+        batch_size=batch_size,
+        flip_tta=mode is not None and mode.flip_tta,
+        ensemble=() if mode is None else mode.ensemble,
+    )
 
 
 class LocalEngine:
@@ -214,11 +226,11 @@ class LocalEngine:
         *,
         device: str,
         batch_size: int | None = None,
-        flip_tta: bool = False,
+        thorough: bool = False,
     ) -> AnalysisPipeline:
         """See :meth:`Engine.pipeline`."""
         pipeline: AnalysisPipeline = _build(
-            classifier, segmenter, device=device, batch_size=batch_size, flip_tta=flip_tta
+            classifier, segmenter, device=device, batch_size=batch_size, thorough=thorough
         )
         return pipeline
 
@@ -325,7 +337,8 @@ class _Child:
             while len(self.pipelines) > KEPT_PIPELINES:
                 del self.pipelines[next(iter(self.pipelines))]
             cls = None if p.classifier is None else p.classifier.card
-            return job, str(p.device), p.batch_size, cls, p.segmenter.card
+            members = tuple(m.card.ref for m in p.ensemble)
+            return job, str(p.device), p.batch_size, cls, p.segmenter.card, p.flip_tta, members
         pipeline = self.pipelines.get(request[1])
         if pipeline is None:
             raise EngineError("these models were unloaded from the model process; run the analysis again")
@@ -352,6 +365,7 @@ class _Child:
             pipeline.segmenter.card.weights_sha256,
             "" if cls is None else cls.card.weights_sha256,
             str(pipeline.flip_tta),
+            *(m.card.weights_sha256 for m in pipeline.ensemble),
         )
 
     def warm_up(self, pipeline: Any) -> None:
@@ -517,16 +531,16 @@ class ProcessEngine:
         *,
         device: str,
         batch_size: int | None = None,
-        flip_tta: bool = False,
+        thorough: bool = False,
     ) -> RemotePipeline:
         """See :meth:`Engine.pipeline`: the bundles are loaded (and verified) in the child."""
         request = (
             "load",
             None if classifier is None else _OnDisk(classifier.card, classifier.path),
             _OnDisk(segmenter.card, segmenter.path),
-            {"device": device, "batch_size": batch_size, "flip_tta": flip_tta},
+            {"device": device, "batch_size": batch_size, "thorough": thorough},
         )
-        key, device_name, batch, cls_card, seg_card = self.call(request)
+        key, device_name, batch, cls_card, seg_card, flip_tta, members = self.call(request)
         from brainseg_core.thresholds import Thresholds
 
         return RemotePipeline(
@@ -535,9 +549,10 @@ class ProcessEngine:
             classifier_card=cls_card,
             segmenter_card=seg_card,
             device=device_name,
-            thresholds=Thresholds.from_cards(cls_card, seg_card),
+            thresholds=Thresholds.from_cards(cls_card, seg_card, thorough=bool(members)),
             batch_size=batch,
             flip_tta=flip_tta,
+            ensemble=members,
         )
 
     def call(
@@ -683,6 +698,7 @@ class RemotePipeline:
         thresholds: the thresholds to apply (``min_area_px`` at the model's input size).
         batch_size: slices per streamed batch.
         flip_tta: whether mask probabilities average each slice and its mirror.
+        ensemble: the other segmenters averaged with the segmenter (thorough mode).
     """
 
     engine: ProcessEngine
@@ -693,6 +709,7 @@ class RemotePipeline:
     thresholds: Thresholds
     batch_size: int
     flip_tta: bool
+    ensemble: tuple[ModelRef, ...] = ()
 
     def replace(self, *, thresholds: Thresholds | None = None) -> RemotePipeline:
         """The same pipeline with other thresholds."""
@@ -712,6 +729,7 @@ class RemotePipeline:
             device=self.device,
             spacing=volume.spacing,
             flip_tta=self.flip_tta,
+            ensemble=self.ensemble,
         )
 
     def run(

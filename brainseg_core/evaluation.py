@@ -49,6 +49,8 @@ from brainseg_core.errors import Cancelled, DataError
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import classification_metrics, dice, iou, per_slice_dice, summarize
 from brainseg_core.progress import CancelArg, ProgressFn, cancel_checker
+from brainseg_core.results import ENSEMBLE_KEY
+from brainseg_core.thresholds import region_rule
 
 if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
@@ -97,7 +99,7 @@ def evaluate(
     patients: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelArg = None,
-    flip_tta: bool = False,
+    thorough: bool = False,
     warn: Callable[[str], None] | None = None,
     series: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -116,7 +118,9 @@ def evaluate(
         patients: restrict to these patient ids (folder names or stack stems), in this order.
         progress: ``progress(done_patients, total_patients)``.
         cancel: a ``threading.Event`` or zero-argument callable; stops between batches.
-        flip_tta: flip test-time augmentation in the segmenter (``Pipeline(flip_tta=...)``).
+        thorough: the segmenter's thorough mode (:func:`brainseg_core.thorough.thorough_mode`: its
+            card's ensemble, with the ensemble's thresholds unless ``thresholds`` is given; else
+            flip TTA).
         warn: receives each volume's warnings and skipped slices (one line each, naming the file).
         series: for DICOM studies, the series read per sequence (``--flair/--pre/--post``).
 
@@ -131,14 +135,22 @@ def evaluate(
     """
     from brainseg_core.inference.pipeline import Pipeline
     from brainseg_core.io import find_patients, open_volume
+    from brainseg_core.thorough import ThoroughMode, thorough_mode
 
     root = Path(data)
     paths = _select_patients(list(find_patients(root)), patients, root)
     if not paths:
         raise DataError(root, "no patient folders or TIFF stacks found")
     is_cancelled = cancel_checker(cancel)
+    mode = thorough_mode(segmenter) if thorough else ThoroughMode((), False)
     pipe = Pipeline(
-        classifier, segmenter, thresholds=thresholds, device=device, batch_size=batch_size, flip_tta=flip_tta
+        classifier,
+        segmenter,
+        thresholds=thresholds,
+        device=device,
+        batch_size=batch_size,
+        flip_tta=mode.flip_tta,
+        ensemble=mode.ensemble,
     )
     # The same pipeline without the gate, sharing the device state (one falling back to the CPU on
     # GPU out-of-memory moves both).
@@ -222,7 +234,12 @@ def evaluate(
     out: dict[str, Any] = {
         "data": str(root),
         "device": str(pipe.device),
-        "models": {"classifier": card_info(classifier), "segmenter": card_info(segmenter)},
+        "models": {
+            "classifier": card_info(classifier),
+            "segmenter": card_info(segmenter),
+            **({ENSEMBLE_KEY: [card_info(m) for m in mode.ensemble]} if mode.ensemble else {}),
+        },
+        "flip_tta": mode.flip_tta,
         "thresholds": used,
         "n_patients": len(per_patient),
         "n_slices": n_slices,
@@ -262,11 +279,15 @@ def format_report(result: dict[str, Any]) -> str:
     for kind in ("classifier", "segmenter"):
         m = models.get(kind)
         lines.append(f"  {kind:10s}: {m['name']} ({m['path']})" if m else f"  {kind:10s}: none")
+    for m in models.get(ENSEMBLE_KEY, []):
+        lines.append(f"  {'+ averaged':10s}: {m['name']} ({m['path']})")
+    if result.get("flip_tta"):
+        lines.append("  flip test-time augmentation")
     th = result["thresholds"]
     lines.append(
         f"  thresholds: tumour_probability {th['tumour_probability']}, mask_probability "
         f"{th['mask_probability']}, min_area_px {th['min_area_px']}"
-        + (", largest 3-D region only" if th.get("largest_component") else "")
+        + (f", {region_rule(th.get('region_rule', 'largest')).describe()}" if th["largest_component"] else "")
         + (f", faint edges >= {th['edge_probability']:g}" if th.get("edge_probability") else "")
     )
     c = result.get("classification")

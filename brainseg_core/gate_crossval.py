@@ -360,6 +360,7 @@ def gated_cross_validation(
             mask=post.mask_probability,
             min_area_px=post.min_area_px,
             largest_component=post.largest_component,
+            region_rule=post.region_rule,
             gate_reach=reach,
             edge=post.edge_probability,
         )

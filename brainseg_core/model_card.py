@@ -9,12 +9,16 @@ cards at once.
 Card keys (format ``brainseg-model-card/1``)::
 
     format, name, kind ("classifier" | "segmenter"), arch, arch_args, input_size, channel_order,
-    context_slices, normalization, thresholds, training, metrics, created (ISO-8601 UTC), software_version,
-    weights_file, weights_sha256, weights_dtype, license, notes
+    context_slices, normalization, thresholds, thorough, training, metrics, created (ISO-8601 UTC),
+    software_version, weights_file, weights_sha256, weights_dtype, license, notes
 
 ``context_slices`` (default 0) is how many neighbouring slices on either side the network sees
 with each slice (:func:`brainseg_core.preprocessing.model_input`); its input then has
-``len(channel_order) * (2 * context_slices + 1)`` channels. ``training``, ``metrics``,
+``len(channel_order) * (2 * context_slices + 1)`` channels. ``thorough`` (a segmenter's only) says
+what its "thorough" mode runs: ``{"ensemble": [{"name", "weights_sha256"}, ...], "flip_tta": bool,
+"thresholds": {...}, "metrics": {...}}``, the other segmenters averaged with it (bundles beside
+this card), and the thresholds and cross-validated metrics of that ensemble
+(:mod:`brainseg_core.thorough`). ``thorough``, ``training``, ``metrics``,
 ``license`` and ``notes`` are optional (default empty); keys this version does not know are kept
 in :attr:`ModelCard.extra` and written back unchanged.
 """
@@ -33,7 +37,7 @@ import brainseg_core
 from brainseg_core.errors import BundleError
 from brainseg_core.model_kind import ARCH_KINDS, KIND_NAMES, ModelKind, arch_kind
 from brainseg_core.model_ref import ModelRef
-from brainseg_core.thresholds import MAX_GATE_REACH
+from brainseg_core.thresholds import MAX_GATE_REACH, region_rule
 
 __all__ = [
     "CARD_FORMAT",
@@ -70,6 +74,7 @@ CARD_KEYS = (
     "context_slices",
     "normalization",
     "thresholds",
+    "thorough",
     "training",
     "metrics",
     "created",
@@ -80,7 +85,7 @@ CARD_KEYS = (
     "license",
     "notes",
 )
-OPTIONAL_KEYS = ("context_slices", "training", "metrics", "license", "notes")
+OPTIONAL_KEYS = ("context_slices", "thorough", "training", "metrics", "license", "notes")
 #: Card keys that describe the weights file: only :func:`~brainseg_core.bundle.save_bundle` writes them.
 WEIGHT_FIELDS = ("format", "weights_file", "weights_sha256", "weights_dtype")
 #: The precisions weights may be stored in (a card's ``weights_dtype``).
@@ -113,6 +118,7 @@ class ModelCard:
     license: str = ""
     notes: str = ""
     context_slices: int = 0
+    thorough: dict[str, Any] = field(default_factory=dict)
     format: str = CARD_FORMAT
     #: Keys not known to this version, kept so rewriting a newer card does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +131,8 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as a JSON-ready dict, keys in :data:`CARD_KEYS` order, then :attr:`extra`."""
         out = {key: getattr(self, key) for key in CARD_KEYS}
+        if not self.thorough:  # a segmenter without a thorough ensemble: the card says nothing
+            del out["thorough"]
         out.update(self.extra)
         return out
 
@@ -190,7 +198,7 @@ class ModelCard:
             raise ValueError(
                 f"arch {self.arch!r} is a {arch_kind(self.arch)}, but the card's kind is '{self.kind}'"
             )
-        for key in ("arch_args", "normalization", "thresholds", "training", "metrics"):
+        for key in ("arch_args", "normalization", "thresholds", "thorough", "training", "metrics"):
             need(isinstance(getattr(self, key), dict), key, "a JSON object")
         need(
             isinstance(self.input_size, int)
@@ -222,23 +230,63 @@ class ModelCard:
         for key in THRESHOLD_KEYS[self.kind]:
             if key not in self.thresholds:
                 raise ValueError(f"a {self.kind} card needs thresholds.{key}")
-        for key, value in self.thresholds.items():
-            if key == "min_area_px":
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-                if not ok:
-                    raise ValueError(f"thresholds.min_area_px must be an integer >= 0, got {value!r}")
-            elif key == "gate_reach_slices":
-                ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_GATE_REACH
-                if not ok:
-                    raise ValueError(
-                        f"thresholds.gate_reach_slices must be an integer from 0 to {MAX_GATE_REACH}, "
-                        f"got {value!r}"
-                    )
-            elif key == "largest_component":
-                if not isinstance(value, bool):
-                    raise ValueError(f"thresholds.largest_component must be true or false, got {value!r}")
-            elif not (isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
-                raise ValueError(f"thresholds.{key} must be a probability in [0, 1], got {value!r}")
+        _check_thresholds(self.thresholds, "thresholds")
+        if self.thorough:
+            self._check_thorough()
+
+    def _check_thorough(self) -> None:
+        t = self.thorough
+        if self.kind != ModelKind.SEGMENTER:
+            raise ValueError(f"card key 'thorough' belongs to a segmenter's card, not a {self.kind}'s")
+        members = t.get("ensemble", [])
+        ok = isinstance(members, list) and all(
+            isinstance(m, dict)
+            and isinstance(m.get("name"), str)
+            and m["name"].strip()
+            and Path(m["name"]).name == m["name"]
+            and re.fullmatch(r"[0-9a-f]{64}", str(m.get("weights_sha256", ""))) is not None
+            for m in members
+        )
+        if not ok:
+            raise ValueError(
+                'thorough.ensemble must be a list of {"name": bundle name beside this card, '
+                f'"weights_sha256": 64 hex digits}}, got {members!r}'
+            )
+        if not isinstance(t.get("flip_tta", False), bool):
+            raise ValueError(f"thorough.flip_tta must be true or false, got {t['flip_tta']!r}")
+        for key in ("thresholds", "metrics"):
+            if not isinstance(t.get(key, {}), dict):
+                raise ValueError(f"thorough.{key} must be a JSON object, got {t[key]!r}")
+        _check_thresholds(t.get("thresholds", {}), "thorough.thresholds")
+
+
+def _check_thresholds(thresholds: dict[str, Any], where: str) -> None:
+    """Each threshold's type and range (``where``: the key path the messages name).
+
+    Raises:
+        ValueError: naming the key and what it should hold.
+    """
+    for key, value in thresholds.items():
+        if key == "min_area_px":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                raise ValueError(f"{where}.min_area_px must be an integer >= 0, got {value!r}")
+        elif key == "gate_reach_slices":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_GATE_REACH
+            if not ok:
+                raise ValueError(
+                    f"{where}.gate_reach_slices must be an integer from 0 to {MAX_GATE_REACH}, got {value!r}"
+                )
+        elif key == "largest_component":
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}.largest_component must be true or false, got {value!r}")
+        elif key == "region_rule":
+            try:
+                region_rule(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.region_rule: {exc}") from None
+        elif not (isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+            raise ValueError(f"{where}.{key} must be a probability in [0, 1], got {value!r}")
 
 
 def resolve_card_path(path: str | Path) -> Path:

@@ -96,12 +96,13 @@ def report_page(
         else f"{result.volume_voxels:,} voxels (pixel spacing unknown: no mL)"
     )
     steps = [
-        *(["largest 3-D region only"] if t.largest_component else []),
+        *([t.describe_region()] if t.largest_component else []),
         *([f"faint edges >= {t.edge:g}"] if t.edge else []),
     ]
     header = [
         f"Source: {volume.source}",
         f"Analysed with {models} on {result.device}"
+        + "".join(f"; averaged with {m.name} ({m.sha256[:12]})" for m in result.ensemble)
         + ("; flip test-time augmentation" if result.flip_tta else ""),
         f"and {gate_model}",
         f"Thresholds: slice gate {t.describe_gate() if result.classifier is not None else f'{t.gate:.3g}'}"

@@ -40,7 +40,7 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.io.volume import Volume
 from brainseg_core.model_ref import ModelRef
-from brainseg_core.results import PatientResult, SliceResult, rethreshold, with_neighbours
+from brainseg_core.results import ENSEMBLE_KEY, PatientResult, SliceResult, rethreshold, with_neighbours
 from brainseg_core.thresholds import Thresholds
 
 __all__ = [
@@ -209,7 +209,13 @@ class ResultStore:
         return removed
 
     def load(
-        self, volume: Volume, *, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool = False
+        self,
+        volume: Volume,
+        *,
+        segmenter: ModelRef,
+        classifier: ModelRef | None,
+        flip_tta: bool = False,
+        ensemble: tuple[ModelRef, ...] = (),
     ) -> StoredResult | None:
         """The saved analysis of ``volume``, or None when there is none (or it is unusable).
 
@@ -218,6 +224,7 @@ class ResultStore:
             segmenter: the active segmenter.
             classifier: the active classifier (None: none is used).
             flip_tta: whether the active pipeline uses flip test-time augmentation.
+            ensemble: the segmenters the active pipeline averages with ``segmenter`` (thorough).
 
         Returns:
             The stored result, ``current`` telling whether these models, run this way, made it.
@@ -226,7 +233,7 @@ class ResultStore:
         if not path.is_file():
             return None
         try:
-            stored = self._read(path, volume, segmenter, classifier, flip_tta)
+            stored = self._read(path, volume, segmenter, classifier, (flip_tta, tuple(ensemble)))
         except _READ_ERRORS as exc:
             log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
             return None
@@ -305,7 +312,12 @@ class ResultStore:
         return ReaderWork(dict(zip(edited, masks, strict=True)), reviewed, str(meta.get("saved", "")))
 
     def _read(
-        self, path: Path, volume: Volume, segmenter: ModelRef, classifier: ModelRef | None, flip_tta: bool
+        self,
+        path: Path,
+        volume: Volume,
+        segmenter: ModelRef,
+        classifier: ModelRef | None,
+        mode: tuple[bool, tuple[ModelRef, ...]],
     ) -> StoredResult:
         with np.load(path, allow_pickle=False) as data:
             meta: dict[str, Any] = json.loads(str(data["meta"]))
@@ -320,6 +332,7 @@ class ResultStore:
         models = meta["models"]
         stored_seg = ModelRef(**models["segmenter"])
         stored_cls = None if models["classifier"] is None else ModelRef(**models["classifier"])
+        stored_ensemble = tuple(ModelRef(**m) for m in models.get(ENSEMBLE_KEY, []))
         it = iter(maps)
         slices = [
             SliceResult(
@@ -345,6 +358,8 @@ class ResultStore:
             device=str(meta["device"]),
             spacing=volume.spacing,
             flip_tta=bool(meta.get("flip_tta", False)),
+            ensemble=stored_ensemble,
         )
-        current = stored_seg == segmenter and stored_cls == classifier and raw.flip_tta == flip_tta
+        same_mode = (raw.flip_tta, raw.ensemble) == mode
+        current = stored_seg == segmenter and stored_cls == classifier and same_mode
         return StoredResult(rethreshold(raw), current, str(meta["saved"]), path)

@@ -8,7 +8,7 @@ and a few-word :meth:`~ReviewReason.label`):
   regions below the minimum area were found) - :attr:`~ReviewReason.CLASSIFIER_ONLY`, set by
   :func:`~brainseg_core.results.threshold_slice`;
 - outline was set aside (all of the slice's, or a region beside the kept one) because it is not
-  part of the patient's largest 3-D region -
+  part of the 3-D region the patient keeps -
   :attr:`~ReviewReason.OUTSIDE_LARGEST_REGION`, set by :func:`~brainseg_core.results.keep_largest`;
 - the outline is a faint edge of the tumour, drawn below the mask threshold because it connects to
   an outline next to it - :attr:`~ReviewReason.FAINT_EDGE`, set by
@@ -65,7 +65,7 @@ class ReviewReason(enum.StrEnum):
         CLASSIFIER_ONLY: the classifier calls the slice tumour with confidence but the final mask
             is empty.
         OUTSIDE_LARGEST_REGION: outline was set aside (all of the slice's, or a region beside the
-            kept one): not part of the largest 3-D region.
+            kept one): not part of the 3-D region kept (the largest or the most confident).
         FAINT_EDGE: the outline is a faint continuation of the tumour, drawn below the mask
             threshold (``Thresholds.edge``).
         NEAR_GATE: the tumour probability is close to the slice gate where the gate decided.
@@ -95,7 +95,7 @@ class ReviewReason(enum.StrEnum):
 
 _DESCRIPTIONS = {
     ReviewReason.CLASSIFIER_ONLY: "classifier says tumour but the segmenter outlined nothing",
-    ReviewReason.OUTSIDE_LARGEST_REGION: "outline set aside: not part of the largest 3-D region",
+    ReviewReason.OUTSIDE_LARGEST_REGION: "outline set aside: not part of the 3-D region kept",
     ReviewReason.FAINT_EDGE: "faint edge of the tumour: outlined below the mask threshold",
     ReviewReason.NEAR_GATE: "tumour probability close to the slice gate",
     ReviewReason.LOW_CONFIDENCE: "uncertain outline: much of it lies near the mask threshold",
@@ -107,7 +107,7 @@ _DESCRIPTIONS = {
 
 _LABELS = {
     ReviewReason.CLASSIFIER_ONLY: "classifier only",
-    ReviewReason.OUTSIDE_LARGEST_REGION: "outside largest region",
+    ReviewReason.OUTSIDE_LARGEST_REGION: "outside the kept region",
     ReviewReason.FAINT_EDGE: "faint edge",
     ReviewReason.NEAR_GATE: "near the gate",
     ReviewReason.LOW_CONFIDENCE: "uncertain outline",

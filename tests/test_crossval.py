@@ -24,6 +24,7 @@ from brainseg_core.crossval import (
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import dice
 from brainseg_core.results import keep_largest_component, remove_small_components
+from brainseg_core.thresholds import RegionRule
 
 
 def _fold(name: str, ids: list[str], rng: np.random.Generator, *, speckle: bool = True) -> FoldPredictions:
@@ -194,6 +195,41 @@ def test_the_selection_grid_holds_only_what_a_card_can_carry() -> None:
     # flip TTA is an opt-in run mode: scored as a fixed row, never selected and written into a card
     assert DEFAULT_GRID and not any(p.flip_tta for p in DEFAULT_GRID)
     assert len({(p.mask_probability, p.min_area_px, p.largest_component) for p in DEFAULT_GRID}) == 60
+    # the region rule is chosen only where one region is kept: both rules, nothing else doubled
+    rules = {p.region_rule for p in DEFAULT_GRID if p.largest_component}
+    assert rules == set(RegionRule) and all(
+        p.region_rule is RegionRule.LARGEST for p in DEFAULT_GRID if not p.largest_component
+    )
+    assert len(DEFAULT_GRID) == len(set(DEFAULT_GRID)) == 3 * (30 + 2 * 30)
+
+
+def test_the_most_confident_region_rule_matches_the_pipeline_function_and_reaches_the_card(
+    tmp_path: Path, tiny_bundle
+) -> None:
+    from brainseg_core.bundle import load_bundle
+    from brainseg_core.crossval import apply_to_card
+
+    fold = _fold("f", ["A", "B"], np.random.default_rng(3), speckle=False)
+    for p in range(2):  # a faint false positive on slice 0, apart from the tumour and larger
+        fold.prob[4 * p, 22:, :] = 150  # 320 px at p 0.59 against 288 at p 0.9
+    post = PostProcessing(0.5, 0, True, False, 0.0, RegionRule.MOST_CONFIDENT)
+    pred = FoldScorer(fold).masks(post)
+    for p in range(2):
+        sl = slice(4 * p, 4 * p + 4)
+        expected = keep_largest_component(fold.prob[sl] >= 128, fold.prob[sl] / 255.0)
+        np.testing.assert_array_equal(pred[sl], expected)
+        np.testing.assert_array_equal(pred[sl], fold.mask[sl])  # the tumour, not the wide region
+    largest = FoldScorer(fold).masks(dataclasses.replace(post, region_rule=RegionRule.LARGEST))
+    assert not (largest & fold.mask).any()  # the most pixels: the false positive
+    assert "most confident 3-D region" in post.describe()
+    assert PostProcessing(region_rule="most_confident") == dataclasses.replace(
+        post, mask_probability=0.5, largest_component=False
+    )
+    result = cross_validate(
+        [fold, _fold("g", ["C", "D"], np.random.default_rng(4), speckle=False)], grid=[post]
+    )
+    card = apply_to_card(result, tiny_bundle(tmp_path / "seg", kind="segmenter"), source="test")
+    assert load_bundle(card).card.thresholds["region_rule"] == "most_confident"
 
 
 def test_recall_is_broken_down_by_true_tumour_area() -> None:

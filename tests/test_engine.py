@@ -232,7 +232,9 @@ def test_the_model_process_warms_networks_up_only_when_no_request_follows(
         pipeline = e.pipeline(*bundles, device="cpu")
         assert len(list(pipeline.run(vol))) == vol.n_slices  # asked for at once: run, not warmed up first
         assert warm_ups() == 0
-        e.pipeline(*bundles, device="cpu", flip_tta=True)  # other networks, and nobody asks for a run
+        e.pipeline(
+            *bundles, device="cpu", thorough=True
+        )  # other networks (flip TTA), and nobody asks for a run
         wait_for_warm_ups(1)
         assert warm_ups() == 1
         again = e.pipeline(*bundles, device="cpu")  # networks that have run: nothing to warm up

@@ -146,6 +146,7 @@ def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> No
         "mask_probability": 0.5,
         "min_area_px": 0,
         "largest_component": False,
+        "region_rule": "largest",
         "edge_probability": 0.0,
     }
     assert side["spacing_mm"] is None and side["flip_tta"] is False
@@ -572,7 +573,7 @@ def test_a_caption_too_long_for_its_image_drops_whole_labels_and_keeps_the_reade
 
     draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
     font = caption_font(16)
-    notes = ["reader's mask", "review: classifier only, outside largest region, disagrees with truth"]
+    notes = ["reader's mask", "review: classifier only, outside the kept region, disagrees with truth"]
     assert _fit_words(draw, notes, font, 2000) == "; ".join(notes)
     line = _fit_words(draw, notes, font, 362)  # a key image's width on the page
     assert line.startswith("reader's mask; review: ") and line.endswith(("+1", "+2"))

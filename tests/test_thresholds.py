@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from brainseg_core.spacing import Spacing
-from brainseg_core.thresholds import Thresholds
+from brainseg_core.thresholds import RegionRule, Thresholds
 
 
 def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
@@ -19,10 +19,16 @@ def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
         "mask_probability": 0.6,
         "min_area_px": 12,
         "largest_component": True,
+        "region_rule": "largest",
         "edge_probability": 0.05,
     }
     assert Thresholds.from_json(data) == t
     assert Thresholds.from_json({}) == Thresholds()
+    confident = Thresholds.from_json({**data, "region_rule": "most_confident"})
+    assert confident.region_rule is RegionRule.MOST_CONFIDENT and confident != t
+    assert confident.describe_region() == "most confident 3-D region only"
+    assert t.describe_region() == "largest 3-D region only"
+    assert t.replace(largest_component=False).describe_region() == ""
 
 
 @pytest.mark.parametrize(
@@ -38,6 +44,7 @@ def test_thresholds_round_trip_in_the_card_vocabulary() -> None:
         ({"gate_reach": 4}, "gate_reach"),
         ({"gate_reach": 1.0}, "gate_reach"),
         ({"edge": 1.5}, "faint-edge"),
+        ({"region_rule": "biggest"}, "region rule must be one of 'largest', 'most_confident'"),
     ],
 )
 def test_thresholds_refuse_invalid_values_naming_the_field(changes, message) -> None:

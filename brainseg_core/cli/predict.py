@@ -5,7 +5,8 @@ Usage::
     brainseg-predict PATH --out DIR [--classifier BUNDLE] [--segmenter BUNDLE]
                      [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16]
                      [--threshold P] [--mask-threshold P] [--min-area PX] [--segment-all]
-                     [--[no-]largest-component] [--faint-edges P] [--format tif,stack,png,csv]
+                     [--[no-]largest-component] [--region-rule largest|most_confident]
+                     [--faint-edges P] [--thorough] [--format tif,stack,png,csv]
                      [--overwrite] [--batch-size N]
 
 PATH is one patient (a folder of LGG-layout slice TIFFs, or a multi-page TIFF stack) or a folder
@@ -46,7 +47,8 @@ from brainseg_core.export import (
     export_results,
 )
 from brainseg_core.io import find_patients, open_volume, patient_id_of
-from brainseg_core.thresholds import Thresholds
+from brainseg_core.thorough import ThoroughMode, thorough_mode
+from brainseg_core.thresholds import RegionRule, Thresholds
 
 if TYPE_CHECKING:  # torch: loaded only once the arguments are parsed (a fast --help)
     from brainseg_core.bundle import ModelBundle
@@ -135,14 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thorough",
         action="store_true",
-        help="flip test-time augmentation: the segmenter also reads each slice mirrored (twice its cost)",
+        help="the segmenter's thorough mode: the second segmenter its card names, averaged with it, at "
+        "the ensemble's cross-validated thresholds (about twice the segmenter's cost); a segmenter "
+        "that names none reads each slice mirrored too (flip test-time augmentation)",
     )
     p.add_argument(
         "--largest-component",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="keep only the patient's largest 3-D tumour region, or not (it hides smaller ones; "
+        help="keep only one 3-D tumour region of the patient, or not (it hides the others; "
         "default: the card's)",
+    )
+    p.add_argument(
+        "--region-rule",
+        choices=[r.value for r in RegionRule],
+        default=None,
+        help="which region --largest-component keeps: the most pixels, or the most confident (the "
+        "largest sum of p^4; default: the card's)",
     )
     p.add_argument(
         "--faint-edges",
@@ -308,9 +319,12 @@ def _thresholds(
         "mask": args.mask_threshold,
         "min_area_px": args.min_area,
         "largest_component": args.largest_component,
+        "region_rule": args.region_rule,
         "edge": args.faint_edges,
     }
-    card = Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card)
+    card = Thresholds.from_cards(
+        None if classifier is None else classifier.card, segmenter.card, thorough=args.thorough
+    )
     return card.replace(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -329,6 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         classifier, segmenter = resolve_models(args.classifier, args.segmenter)
+        mode = thorough_mode(segmenter) if args.thorough else ThoroughMode((), False)
         pipeline = Pipeline(
             classifier,
             segmenter,
@@ -337,7 +352,8 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             segment_all=args.segment_all,
             precision=args.precision,
-            flip_tta=args.thorough,
+            flip_tta=mode.flip_tta,
+            ensemble=mode.ensemble,
         )
     except BundleError as exc:
         _error(str(exc))
@@ -347,6 +363,8 @@ def _run(args: argparse.Namespace) -> int:
     names = ", ".join(
         f"{kind} {b.card.name}" for kind, b in (("classifier", classifier), ("segmenter", segmenter)) if b
     )
+    if args.thorough:
+        names += f" (thorough: {mode.describe()})"
     tqdm.write(f"{len(patients)} patient(s) on {pipeline.device}; {names}; classifier gate {gate}")
     failed = 0
     rows: list[list[object]] = [list(SUMMARY_HEADER)]

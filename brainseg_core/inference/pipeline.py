@@ -135,14 +135,19 @@ class Pipeline:
         segment_all: segment every slice without running the classifier.
         precision: the autocast precision (see
             :func:`brainseg_core.inference.device.resolve_precision`).
-        flip_tta: "thorough" mode: average each slice's mask probabilities with those of its
-            left-right mirror (test-time augmentation). Doubles the segmenter's cost; its
-            cross-validated gain is in the README.
+        flip_tta: average each slice's mask probabilities with those of its left-right mirror
+            (test-time augmentation; with ``ensemble``, for every member). Doubles the
+            segmenters' cost; its cross-validated effect is in the README.
+        ensemble: other segmenters whose mask probabilities are averaged with ``segmenter``'s
+            (each with the same input size and context slices); the "thorough" mode
+            (:mod:`brainseg_core.thorough`) of a segmenter whose card names them. Each costs a
+            segmenter's forward pass on every gated slice. Without ``thresholds`` the segmenter
+            card's thorough thresholds apply (:meth:`Thresholds.from_cards`).
 
     Raises:
         ValueError: for an invalid argument or an unavailable device.
         BundleError: when a bundle of the wrong kind is passed (e.g. classifier and segmenter
-            swapped).
+            swapped), or an ensemble member does not fit the segmenter's input.
     """
 
     def __init__(
@@ -156,12 +161,24 @@ class Pipeline:
         segment_all: bool = False,
         precision: Precision | str = Precision.AUTO,
         flip_tta: bool = False,
+        ensemble: Sequence[ModelBundle] = (),
     ) -> None:
         if segmenter is None:
             raise ValueError("a segmenter bundle is required")
-        for bundle, kind in ((classifier, ModelKind.CLASSIFIER), (segmenter, ModelKind.SEGMENTER)):
+        members = tuple(ensemble)
+        roles = [(classifier, ModelKind.CLASSIFIER), (segmenter, ModelKind.SEGMENTER)]
+        for bundle, kind in roles + [(m, ModelKind.SEGMENTER) for m in members]:
             if bundle is not None and bundle.card.kind != kind:
                 raise BundleError(bundle.path, f"is a {bundle.card.kind} bundle but was given as the {kind}")
+        for member in members:
+            ours, theirs = segmenter.card, member.card
+            if (theirs.input_size, theirs.context_slices) != (ours.input_size, ours.context_slices):
+                raise BundleError(
+                    member.path,
+                    f"takes {theirs.input_size} px slices with {theirs.context_slices} context slice(s); "
+                    f"the segmenter it joins ({ours.name}) takes {ours.input_size} px with "
+                    f"{ours.context_slices}: an ensemble's members must read the same input",
+                )
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if thresholds is not None and not isinstance(thresholds, Thresholds):
@@ -170,9 +187,12 @@ class Pipeline:
         self._segmenter = segmenter
         self._segment_all = bool(segment_all)
         self._flip_tta = bool(flip_tta)
+        self._ensemble = members
         self._batch_size = batch_size
         self._thresholds = (
-            Thresholds.from_cards(None if classifier is None else classifier.card, segmenter.card)
+            Thresholds.from_cards(
+                None if classifier is None else classifier.card, segmenter.card, thorough=bool(members)
+            )
             if thresholds is None
             else thresholds
         )
@@ -216,6 +236,11 @@ class Pipeline:
         return self._flip_tta
 
     @property
+    def ensemble(self) -> tuple[ModelBundle, ...]:
+        """The other segmenters whose mask probabilities are averaged with the segmenter's."""
+        return self._ensemble
+
+    @property
     def batch_size(self) -> int:
         """Slices per streamed batch."""
         return self._batch_size
@@ -256,7 +281,7 @@ class Pipeline:
         return self._classifier is not None and not self._segment_all
 
     def _modules(self) -> list[torch.nn.Module]:
-        return [b.model for b in (self.classifier, self.segmenter) if b is not None]
+        return [b.model for b in (self.classifier, self.segmenter, *self.ensemble) if b is not None]
 
     def _place(self, device: torch.device) -> None:
         for m in self._modules():
@@ -326,18 +351,43 @@ class Pipeline:
                     if flip:
                         mirrored = seg(_on_device(x[chunk].flip(-1), plan)).float().flip(-1)
                         prob = (prob + torch.sigmoid(mirrored)) / 2
+                    if self.ensemble:
+                        n = len(self.ensemble)
+                        prob = (prob + self._members(x[chunk], plan) * n) / (1 + n)
                 return resize_prob(prob[:, 0], shape).cpu()
 
         rows_t = torch.tensor(list(rows), dtype=torch.long)
         return run_batched(forward, rows_t, self._plan, on_fallback=self._place).numpy().astype(np.float32)
 
+    def _members(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+        """The ensemble members' mean sigmoid probability on the input rows ``x`` (each member
+        with its mirror under flip TTA), ``(len(x), 1, size, size)`` at the model's size; called
+        inside the caller's inference mode and autocast."""
+        x = _on_device(x, plan)
+        total = torch.zeros(0)
+        for member in self.ensemble:
+            prob = torch.sigmoid(member.model(x).float())
+            if self.flip_tta:
+                prob = (prob + torch.sigmoid(member.model(x.flip(-1)).float()).flip(-1)) / 2
+            total = prob if not total.numel() else total + prob
+        return total / len(self.ensemble)
+
     def _segment(self, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-        fwd = self._forward(self.segmenter.model, lambda y: resize_prob(torch.sigmoid(y[:, 0]), shape))
-        prob = run_batched(fwd, x, self._plan, on_fallback=self._place)
-        if self.flip_tta:
-            mirrored = run_batched(fwd, x.flip(-1), self._plan, on_fallback=self._place).flip(-1)
-            prob = (prob + mirrored) / 2
-        return prob.numpy().astype(np.float32)
+        seg = self.segmenter.model
+
+        def forward(chunk: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+            xc = _on_device(chunk, plan)
+            with torch.inference_mode():
+                with autocast(plan.device, plan.autocast_dtype):
+                    prob = torch.sigmoid(seg(xc).float())
+                    if self.flip_tta:
+                        prob = (prob + torch.sigmoid(seg(xc.flip(-1)).float()).flip(-1)) / 2
+                    if self.ensemble:
+                        n = len(self.ensemble)
+                        prob = (prob + self._members(chunk, plan) * n) / (1 + n)
+                return resize_prob(prob[:, 0], shape).cpu()
+
+        return run_batched(forward, x, self._plan, on_fallback=self._place).numpy().astype(np.float32)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -523,6 +573,7 @@ class Pipeline:
             device=str(self.device),
             spacing=volume.spacing,
             flip_tta=self.flip_tta,
+            ensemble=tuple(m.card.ref for m in self.ensemble),
         )
 
     def _result(self, volume: Volume, slices: list[SliceResult]) -> PatientResult:

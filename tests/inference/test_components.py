@@ -86,3 +86,19 @@ def test_remove_small_components_keeps_at_least_min_area() -> None:
     kept = remove_small_components(mask, 0)
     np.testing.assert_array_equal(kept, mask)
     assert kept is not mask
+
+
+def test_the_most_confident_region_outweighs_a_larger_faint_one() -> None:
+    masks = np.zeros((2, 12, 12), bool)
+    prob = np.zeros((2, 12, 12))
+    masks[0, :6, :6] = True  # 36 px at p = 0.5: the largest
+    prob[0, :6, :6] = 0.5
+    masks[1, 8:12, 8:12] = True  # 16 px at p = 0.95: the most confident (16 * 0.95**4 > 36 * 0.5**4)
+    prob[1, 8:12, 8:12] = 0.95
+    np.testing.assert_array_equal(keep_largest_component(masks), masks & (np.arange(2) == 0)[:, None, None])
+    confident = keep_largest_component(masks, prob)
+    np.testing.assert_array_equal(confident, masks & (np.arange(2) == 1)[:, None, None])
+    # a linear weight (the most probability) would still keep the larger one: the power matters
+    assert 36 * 0.5 > 16 * 0.95
+    with pytest.raises(ValueError, match="do not match"):
+        keep_largest_component(masks, prob[:1])

@@ -128,6 +128,27 @@ def test_largest_component_option_equals_a_fresh_run_and_keeps_one_region(volume
     _assert_same(rethreshold(largest, largest.thresholds.replace(largest_component=False)), plain)
 
 
+def test_the_most_confident_region_rule_keeps_the_confident_region_and_flags_the_other() -> None:
+    from brainseg_core.inference import SliceResult
+    from brainseg_core.results import MaskSource
+    from brainseg_core.review import ReviewReason
+    from brainseg_core.thresholds import RegionRule
+
+    prob = np.zeros((3, 16, 16), np.float32)
+    prob[0, :8, :8] = 0.55  # large and faint
+    prob[2, 10:14, 10:14] = 0.97  # small and confident
+    slices = [SliceResult(i, 0.9, True, p, np.zeros((16, 16), bool), 0, None) for i, p in enumerate(prob)]
+    seg, cls = ModelRef("s", "a" * 64), ModelRef("c", "b" * 64)
+    result = PatientResult("P", slices, Thresholds(gate=0.0), seg, cls, "cpu")
+    largest = rethreshold(result, Thresholds(gate=0.0, largest_component=True))
+    confident = rethreshold(result, largest.thresholds.replace(region_rule=RegionRule.MOST_CONFIDENT))
+    assert [s.area_px for s in largest.slices] == [64, 0, 0]
+    assert [s.area_px for s in confident.slices] == [0, 0, 16]
+    assert confident.slices[0].review is ReviewReason.OUTSIDE_LARGEST_REGION
+    assert largest.slices[2].review is ReviewReason.OUTSIDE_LARGEST_REGION
+    assert confident.slices[2].source is MaskSource.MODEL
+
+
 def test_largest_component_default_comes_from_the_segmenter_card(volume, cls_bundle, seg_bundle) -> None:
     assert Pipeline(cls_bundle, seg_bundle, device="cpu").thresholds.largest_component is False
     seg_bundle.card.thresholds["largest_component"] = True
