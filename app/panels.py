@@ -343,7 +343,8 @@ class ControlsPanel(QWidget):
         self.gate_label.setText(f"{thresholds.gate:.3f}")
         self.mask_label.setText(f"{thresholds.mask:.3f}")
         self.largest_component.setChecked(thresholds.largest_component)
-        self.largest_component.setText(thresholds.region_rule.describe().capitalize())
+        words = thresholds.region_rule.describe()
+        self.largest_component.setText(words[0].upper() + words[1:])
         self.faint_edges.setChecked(thresholds.edge > 0)
         for w in boxes:
             w.blockSignals(False)
@@ -706,7 +707,8 @@ class ResultsPanel(QWidget):
         largest += f" · faint edges ≥ {t.edge:g}" if t.edge else ""
         gate = t.describe_gate() if r.classifier is not None else f"{t.gate:.3g}"
         lines.append(f"Gate {gate} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
-        lines.append(f"Ran on {r.device}")
+        mode = [f"averaged with {m.name}" for m in r.ensemble] + (["flip TTA"] if r.flip_tta else [])
+        lines.append(f"Ran on {r.device}" + (f" · thorough: {', '.join(mode)}" if mode else ""))
         self.summary_label.setText("<br>".join(lines + notes))
 
     def _on_points_clicked(self, _item: object, points: list, _ev: object = None) -> None:

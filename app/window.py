@@ -60,6 +60,7 @@ from brainseg_core.io import PatientFormat, Volume, find_patients
 from brainseg_core.resources import resource_path
 from brainseg_core.results import MaskSource
 from brainseg_core.spacing import Spacing
+from brainseg_core.thorough import run_mode
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
@@ -709,6 +710,12 @@ class MainWindow(QMainWindow):
                 text = "none (every slice is segmented)" if title == "Classifier" else "none installed"
             else:
                 text = bundle_summary(b.card)
+                if title == "Segmenter" and self.settings.thorough:
+                    flip_tta, ensemble = run_mode(b.card, True)
+                    extra = [f"averaged with {m.name}" for m in ensemble] + (["flip TTA"] if flip_tta else [])
+                    dice = b.card.thorough.get("metrics", {}).get("dice_patient_mean")
+                    extra += [f"dice_patient_mean {dice:.3f}"] if isinstance(dice, float) else []
+                    text += f"<br><i>Thorough</i>: {' | '.join(extra)}"
             parts.append(f"<b>{title}</b>: {text}")
         self.results.models_label.setText("<br>".join(parts))
 
@@ -898,6 +905,7 @@ class MainWindow(QMainWindow):
         self.settings.thorough = on
         self.actions_by_name["thorough"].setChecked(on)
         self.model.set_thresholds(self._initial_thresholds())
+        self._update_models_label()
         self._models_changed()
 
     def set_auto_run(self, on: bool) -> None:

@@ -14,6 +14,9 @@ In one process, on one patient (default: the first fixture patient of
   (d) in the fastest precision, what the classifier gate saves: the pipeline segmenting every
       slice without the classifier, and the same with flip test-time augmentation
       (``--thorough``: the segmenter also reads each slice mirrored);
+  (g) in the fastest precision, the thorough mode of the segmenter (``--thorough``:
+      :func:`brainseg_core.thorough.thorough_mode`, the shipped segmenter's two-model ensemble at the
+      ensemble's thresholds, behind the same gate), when its card names an ensemble;
   (e) with ``--other-classifier BUNDLE``: the fastest precision with that classifier as the gate
       instead (e.g. the ResNet-18 against the encoder gate), with its card threshold;
   (f) for each row, the fraction of the FLOP floor reached: the models' FLOPs (counted with
@@ -52,6 +55,7 @@ from brainseg_core.io import open_volume
 from brainseg_core.models import build_model
 from brainseg_core.preprocessing import channel_stats, preprocess_volume, resize_prob
 from brainseg_core.registry import list_bundles
+from brainseg_core.thorough import thorough_mode
 from brainseg_core.thresholds import Thresholds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -255,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
         t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
         label = f"(d) {names[fast]}, no gate: segment every slice" + (", flip TTA" if tta else "")
         rows.append((label, fast, t, 2 if tta else 1, n, None, None))
+    mode = thorough_mode(seg)
+    if mode.ensemble:
+        pipe = Pipeline(
+            cls,
+            seg,
+            device=device,
+            batch_size=args.batch_size,
+            precision=names[fast],
+            ensemble=mode.ensemble,
+            flip_tta=mode.flip_tta,
+        )
+        t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)
+        n_seg = sum(s.segmented for s in result.slices)
+        # members of the segmenter's architecture: each a whole segmenter pass per slice segmented
+        passes = (1 + len(mode.ensemble)) * (2 if mode.flip_tta else 1)
+        label = f"(g) {names[fast]}, thorough: {mode.describe()}"
+        rows.append((label, fast, t, passes, n_seg, None, cls))
     if other is not None:
         pipe = Pipeline(other, seg, device=device, batch_size=args.batch_size, precision=names[fast])
         t, result = timed(functools.partial(pipe.analyse, volume), args.repeats, device)

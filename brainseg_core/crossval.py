@@ -607,35 +607,7 @@ def apply_to_card(
     if card.kind != "segmenter":
         raise ValueError(f"{path}: is a {card.kind}; cross-validated thresholds belong to a segmenter")
     chosen = result["ship"]
-    thresholds = {
-        **card.thresholds,
-        "mask_probability": float(chosen["mask_probability"]),
-        "min_area_px": int(chosen["min_area_px"]),
-        "largest_component": bool(chosen["largest_component"]),
-        "region_rule": region_rule(chosen.get("region_rule", RegionRule.LARGEST)).value,
-        "edge_probability": float(chosen.get("edge_probability", 0.0)),
-    }
-    honest = result[result["ship_metrics"]]
-    selected = result["ship_metrics"] == "pooled"
-    how = (
-        "each fold's post-processing chosen on the other folds (nested)"
-        if selected
-        else "at the card's thresholds (the nested post-processing selection did not beat them)"
-    )
-    metrics = {
-        "scope": (
-            f"{result['folds']}-fold cross-validation by patient: out-of-fold predictions of fold "
-            f"models trained with this recipe, {how}"
-        ),
-        **{k: v for k, v in honest.items() if k != "per_patient_dice"},
-        "nested_selection": {
-            "dice_patient_mean": result["pooled"]["dice_patient_mean"],
-            "dice_patient_median": result["pooled"]["dice_patient_median"],
-            "per_fold_choice": {f["fold"]: f["choice"] for f in result["per_fold"]},
-            "chosen_on_all_folds": result["chosen"],
-        },
-        "per_patient_dice": honest["per_patient_dice"],
-    }
+    thresholds = {**card.thresholds, **_card_thresholds(chosen)}
     training = {
         **card.training,
         "cross_validation": {
@@ -646,8 +618,161 @@ def apply_to_card(
             "fold_models": list(folds),
         },
     }
+    metrics = _card_metrics(result, "fold models trained with this recipe")
     update_card(path, thresholds=thresholds, metrics=json_safe(metrics), training=json_safe(training))
     return path
+
+
+def _card_thresholds(chosen: dict[str, Any]) -> dict[str, Any]:
+    """A chosen post-processing in the card's threshold keys."""
+    return {
+        "mask_probability": float(chosen["mask_probability"]),
+        "min_area_px": int(chosen["min_area_px"]),
+        "largest_component": bool(chosen["largest_component"]),
+        "region_rule": region_rule(chosen.get("region_rule", RegionRule.LARGEST)).value,
+        "edge_probability": float(chosen.get("edge_probability", 0.0)),
+    }
+
+
+def _card_metrics(result: dict[str, Any], models: str) -> dict[str, Any]:
+    """A cross-validation's honest metrics as a card carries them (``models``: whose predictions)."""
+    honest = result[result["ship_metrics"]]
+    selected = result["ship_metrics"] == "pooled"
+    how = (
+        "each fold's post-processing chosen on the other folds (nested)"
+        if selected
+        else "at the card's thresholds (the nested post-processing selection did not beat them)"
+    )
+    metrics = {
+        "scope": (
+            f"{result['folds']}-fold cross-validation by patient: out-of-fold predictions of {models}, {how}"
+        ),
+        **{k: v for k, v in honest.items() if k != "per_patient_dice"},
+        "nested_selection": {
+            "dice_patient_mean": result["pooled"]["dice_patient_mean"],
+            "dice_patient_median": result["pooled"]["dice_patient_median"],
+            "per_fold_choice": {f["fold"]: f["choice"] for f in result["per_fold"]},
+            "chosen_on_all_folds": result["chosen"],
+        },
+        "per_patient_dice": honest["per_patient_dice"],
+    }
+    return json_safe(metrics)
+
+
+def apply_thorough_to_card(
+    result: dict[str, Any],
+    card_path: str | Path,
+    members: Sequence[str | Path],
+    *,
+    source: Sequence[str],
+    folds: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Write an ensemble's cross-validation into a segmenter card's ``thorough`` section.
+
+    The section names ``members`` (bundles beside the card, averaged with it in thorough mode;
+    :mod:`brainseg_core.thorough`) and carries the post-processing the ensemble's own nested
+    selection ships and its honest metrics. The card's own thresholds and metrics (the segmenter
+    alone) and the weights are untouched.
+
+    Args:
+        result: what :func:`cross_validate` returned for the averaged fold sets
+            (:func:`average_folds`).
+        card_path: the segmenter bundle (card, weights file or folder).
+        members: the other full-data segmenters of the ensemble, each a bundle in the card's folder.
+        source: the fold sets averaged (written into the section).
+        folds: the fold models (:func:`fold_models`) of every fold set.
+
+    Returns:
+        The card's path.
+
+    Raises:
+        ValueError: if the bundle or a member is not a segmenter, or a member is not beside the
+            card.
+        BundleError: if a card cannot be read.
+    """
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card, resolve_card_path
+
+    path = resolve_card_path(card_path)
+    card = read_card(path)
+    entries = []
+    for member in members:
+        member_path = resolve_card_path(member)
+        member_card = read_card(member_path)
+        if card.kind != "segmenter" or member_card.kind != "segmenter":
+            raise ValueError(
+                f"{member_path}: an ensemble joins segmenters, not a {member_card.kind} to a {card.kind}"
+            )
+        if member_path.resolve().parent != path.resolve().parent:
+            raise ValueError(
+                f"{member_path}: thorough mode finds its members beside {path.name}; copy the bundle "
+                f"into {path.parent} first"
+            )
+        entries.append({"name": member_card.name, "weights_sha256": member_card.weights_sha256})
+    chosen = result["ship"]
+    thorough = {
+        "ensemble": entries,
+        "flip_tta": False,
+        "thresholds": _card_thresholds(chosen),
+        "metrics": _card_metrics(result, f"{len(entries) + 1}-model ensembles (the fold models averaged)"),
+        "cross_validation": json_safe(
+            {
+                "source": list(source),
+                "folds": result["folds"],
+                "post_processing_grid_size": result["grid_size"],
+                "shipped_post_processing": chosen,
+                "fold_models": list(folds),
+            }
+        ),
+    }
+    update_card(path, thorough=thorough)
+    return path
+
+
+def average_folds(sets: Sequence[Sequence[FoldPredictions]]) -> list[FoldPredictions]:
+    """Each fold's predictions averaged over fold sets trained on the same split: the out-of-fold
+    predictions of the ensemble of their fold models (thorough mode's cross-validation).
+
+    Args:
+        sets: two or more fold sets, each its folds in the same order.
+
+    Returns:
+        One fold set, named as the first; probabilities the rounded mean of the sets' (with and
+        without flip TTA).
+
+    Raises:
+        ValueError: when the sets differ in folds, held-out patients or slices.
+    """
+    if len(sets) < 2 or len({len(s) for s in sets}) != 1:
+        raise ValueError(
+            f"averaging needs two or more fold sets of as many folds, got {[len(s) for s in sets]}"
+        )
+    out = []
+    for folds in zip(*sets, strict=True):
+        first = folds[0]
+        for other in folds[1:]:
+            if other.patient_ids != first.patient_ids or not np.array_equal(other.mask, first.mask):
+                raise ValueError(
+                    f"{first.name} and {other.name}: the fold sets do not hold out the same patients and "
+                    "slices; average fold sets trained on the same held-out patients (--val-patients, "
+                    "or the same --folds K --fold I)"
+                )
+
+        def mean(arrays: list[np.ndarray]) -> np.ndarray:
+            total = np.sum([a.astype(np.float32) for a in arrays], axis=0)
+            return np.asarray(np.round(total / len(arrays)), dtype=np.uint8)
+
+        out.append(
+            FoldPredictions(
+                first.name,
+                mean([f.prob for f in folds]),
+                mean([f.prob_flip for f in folds]),
+                first.mask,
+                first.patient,
+                first.patient_ids,
+            )
+        )
+    return out
 
 
 def pct(v: Any) -> str:

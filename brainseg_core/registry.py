@@ -120,7 +120,9 @@ def _scan(folder: Path, source: Source, on_error: Callable[[BundleError], None])
             on_error(exc)
             continue
         found.append(BundleInfo(card_path, card, source))
-    return found
+    # a segmenter's thorough-mode ensemble members belong to it, not offered as models of their own
+    members = {(m["name"], m["weights_sha256"]) for i in found for m in i.card.thorough.get("ensemble", [])}
+    return [i for i in found if (i.card.name, i.card.weights_sha256) not in members]
 
 
 def _log_error(exc: BundleError) -> None:
@@ -131,6 +133,9 @@ def list_bundles(
     kind: str | None = None, *, on_error: Callable[[BundleError], None] | None = None
 ) -> list[BundleInfo]:
     """Every readable bundle in the user and shipped folders, reading cards only.
+
+    A bundle that a segmenter's card in the same folder names as a member of its thorough-mode
+    ensemble (:mod:`brainseg_core.thorough`) is part of that segmenter and not listed.
 
     Args:
         kind: ``"classifier"`` or ``"segmenter"`` to keep one kind; None for all.

@@ -297,3 +297,69 @@ def test_empty_slices_just_past_an_outline_are_counted_as_review_flags_per_patie
     assert m["specificity_outlined_or_beside"] == pytest.approx(1 / 4)
     report = format_cv_report(cross_validate([fold, _fold("g", ["C"], np.random.default_rng(2))]))
     assert "Empty slices just past an outline" in report
+
+
+def test_fold_sets_average_into_the_ensembles_out_of_fold_predictions() -> None:
+    from brainseg_core.crossval import average_folds
+
+    a = _fold("f0", ["A", "B"], np.random.default_rng(1))
+    b = _fold("f0", ["A", "B"], np.random.default_rng(2))
+    (avg,) = average_folds([[a], [b]])
+    expected = np.round((a.prob.astype(np.float32) + b.prob) / 2)
+    np.testing.assert_array_equal(avg.prob, expected.astype(np.uint8))
+    assert avg.prob.dtype == np.uint8 and avg.patient_ids == ["A", "B"] and avg.mask is a.mask
+    assert not np.array_equal(avg.prob, a.prob)
+    other = _fold("f0", ["A", "C"], np.random.default_rng(3))
+    with pytest.raises(ValueError, match="same held-out patients"):
+        average_folds([[a], [other]])
+    with pytest.raises(ValueError, match="two or more fold sets"):
+        average_folds([[a], [b, b]])
+
+
+def test_eval_cv_with_another_fold_set_writes_the_cards_thorough_ensemble(
+    tmp_path: Path, tiny_bundle
+) -> None:
+    from brainseg_core.bundle import load_bundle
+    from brainseg_core.cli.eval import main
+    from brainseg_core.thorough import thorough_mode
+
+    for seed, root in ((5, "cv"), (6, "cv-seed1")):
+        rng = np.random.default_rng(seed)
+        for i in range(3):
+            _save(_fold(f"f{i}", [f"P{i}a", f"P{i}b"], rng), tmp_path / root / f"fold{i}" / "out_of_fold.npz")
+    card = tiny_bundle(tmp_path / "models" / "seg.json", kind="segmenter", name="seg")
+    member = tiny_bundle(tmp_path / "models" / "seg1.json", kind="segmenter", name="seg1", seed=9)
+    before = load_bundle(card).card
+    out = tmp_path / "cv.json"
+    cv, other = str(tmp_path / "cv"), str(tmp_path / "cv-seed1")
+    args = [
+        "--cv",
+        cv,
+        "--with",
+        other,
+        "--json",
+        str(out),
+        "--write-card",
+        str(card),
+        "--member",
+        str(member),
+    ]
+    assert main([*args, "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    after = load_bundle(card).card
+    assert (after.thresholds, after.metrics) == (before.thresholds, before.metrics)  # its own: untouched
+    section = after.thorough
+    assert section["ensemble"] == [
+        {"name": "seg1", "weights_sha256": load_bundle(member).card.weights_sha256}
+    ]
+    assert section["metrics"]["dice_patient_mean"] == pytest.approx(result["pooled"]["dice_patient_mean"])
+    assert section["thresholds"]["min_area_px"] == result["ship"]["min_area_px"]
+    assert section["cross_validation"]["source"] == [cv, other]
+    assert [m.card.name for m in thorough_mode(load_bundle(card)).ensemble] == ["seg1"]
+    with pytest.raises(SystemExit):  # the ensemble's card needs its other model named
+        main(["--cv", cv, "--with", other, "--write-card", str(card)])
+    elsewhere = tiny_bundle(tmp_path / "elsewhere" / "seg2.json", kind="segmenter", name="seg2")
+    from brainseg_core.crossval import apply_thorough_to_card
+
+    with pytest.raises(ValueError, match=r"beside seg\.json"):
+        apply_thorough_to_card(result, card, [elsewhere], source=[cv])

@@ -260,3 +260,19 @@ def test_models_cli(dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_a_segmenters_ensemble_member_is_part_of_it_not_a_model_of_its_own(dirs: tuple[Path, Path]) -> None:
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+
+    shipped, _ = dirs
+    main = _save(shipped, "shipped-seg", created="2025-01-01T00:00:00+00:00")
+    member = _save(shipped, "shipped-seg-seed1", created="2026-01-01T00:00:00+00:00")  # newer
+    assert resolve_models()[1].card.name == "shipped-seg-seed1"  # alone it would be the default
+    entry = {"name": "shipped-seg-seed1", "weights_sha256": read_card(member).weights_sha256}
+    update_card(main, thorough={"ensemble": [entry]})
+    assert [i.card.name for i in list_bundles("segmenter")] == ["shipped-seg"]
+    assert resolve_models()[1].card.name == "shipped-seg"
+    update_card(main, thorough={"ensemble": [{**entry, "weights_sha256": "0" * 64}]})  # other weights
+    assert len(list_bundles("segmenter")) == 2

@@ -7,6 +7,7 @@ Examples::
     brainseg-eval --cv runs/cv --json cv.json        # K-fold runs: nested cross-validated table
     brainseg-eval --cv runs/cv --gate-cv runs/gate   # ... and a gate's folds in front of them
     brainseg-eval --cv folds/segmenter /data/kaggle_3m   # folds kept as bundles only (files rebuilt)
+    brainseg-eval --cv folds/segmenter --with folds/segmenter-seed1   # the two seeds' ensemble
 
 ``--cv`` reads the out-of-fold predictions of a K-fold run (one sub-folder per fold, each trained
 with ``brainseg-train segmenter DATA --folds K --fold I --keep last``) and prints per fold and
@@ -16,7 +17,10 @@ pooled metrics with each fold's post-processing chosen on the other folds
 threshold chosen on the other folds, the end-to-end metrics and the share of slices it sends to
 the decoder (:mod:`brainseg_core.gate_crossval`). Given the DATA the folds were trained on, a fold
 folder that holds its bundle but no ``out_of_fold.npz`` gets the file rebuilt from the bundle
-first (:mod:`brainseg_core.out_of_fold`), so a project can keep the fold bundles alone.
+first (:mod:`brainseg_core.out_of_fold`), so a project can keep the fold bundles alone. ``--with``
+averages other K-fold folders on the same held-out patients into ``--cv``'s: the nested
+cross-validation of their ensemble; with ``--write-card BUNDLE --member OTHER`` its choice and
+metrics become BUNDLE's thorough mode (:mod:`brainseg_core.thorough`).
 
 Models: ``--classifier`` / ``--segmenter`` name bundles (``.json``, ``.safetensors`` or a folder);
 without them the newest user-installed bundle of each kind is used, else the shipped one. The
@@ -61,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the cross-validated report of a K-fold training folder, from its stored out-of-fold "
         "predictions (with DATA: those of folds kept as bundles only are rebuilt first)",
+    )
+    p.add_argument(
+        "--with",
+        dest="ensemble_cv",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --cv: another K-fold folder trained on the same held-out patients (e.g. another seed), "
+        "averaged with --cv's: the cross-validation of the ensemble of their models (repeatable)",
+    )
+    p.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="BUNDLE",
+        help="with --with and --write-card: the full-data segmenter (one per --with, beside the card's "
+        "bundle) averaged with the card's in thorough mode; the ensemble's chosen post-processing and "
+        "metrics go into the card's thorough section instead of its own thresholds",
     )
     p.add_argument(
         "--gate-cv",
@@ -159,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.write_card is not None and args.cv is None:
         parser.error("--write-card needs --cv DIR")
+    if args.ensemble_cv and args.cv is None:
+        parser.error("--with needs --cv DIR")
+    if args.member and len(args.member) != len(args.ensemble_cv):
+        parser.error("give one --member bundle per --with folder: the full-data model of that recipe")
+    if args.ensemble_cv and args.write_card is not None and not args.member:
+        parser.error(
+            "--write-card with --with writes the card's thorough ensemble: name its other models "
+            "with --member"
+        )
     if args.gate_cv is not None and args.cv is None:
         parser.error("--gate-cv needs --cv DIR (the segmenter's folds)")
     if args.gate_recall is not None and (args.gate_cv is None or not 0.0 < args.gate_recall <= 1.0):
@@ -216,6 +247,7 @@ def _check_complete(files: list[Path], root: str, *, writes: bool) -> None:
 def _cross_validate(args: argparse.Namespace) -> None:
     from brainseg_core.crossval import (
         PostProcessing,
+        average_folds,
         cross_validate,
         find_fold_files,
         format_cv_report,
@@ -225,7 +257,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
     from brainseg_core.out_of_fold import folds_without_file, rebuild_missing
 
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    for root in (args.cv, args.gate_cv):
+    for root in (args.cv, *args.ensemble_cv, args.gate_cv):
         if root is None:
             continue
         if args.data is not None:
@@ -242,8 +274,17 @@ def _cross_validate(args: argparse.Namespace) -> None:
                 "dataset they were trained on, to rebuild them",
             )
     files = find_fold_files(args.cv)
-    _check_complete(files, args.cv, writes=bool(args.write_card or args.write_gate_card))
+    writes = bool(args.write_card or args.write_gate_card)
+    _check_complete(files, args.cv, writes=writes)
     folds = [load_fold(f) for f in files]
+    others = []
+    for root in args.ensemble_cv:
+        other = find_fold_files(root)
+        _check_complete(other, root, writes=writes)
+        others.append(other)
+    if others:
+        folds = average_folds([folds, *([load_fold(f) for f in other] for other in others)])
+        say(f"averaged {1 + len(others)} fold sets: the ensemble's out-of-fold predictions")
     fixed = [
         PostProcessing(),
         PostProcessing(flip_tta=True),
@@ -279,7 +320,20 @@ def _cross_validate(args: argparse.Namespace) -> None:
             print(f"\nwrote the gate threshold and cross-validated metrics into {path}")
     if args.json_out:
         _write_json(args.json_out, result)
-    if args.write_card:
+    if args.write_card and others:
+        from brainseg_core.crossval import apply_thorough_to_card, fold_models
+
+        path = apply_thorough_to_card(
+            result,
+            args.write_card,
+            args.member,
+            source=[_recorded_source(root) for root in (args.cv, *args.ensemble_cv)],
+            folds=fold_models([*files, *(f for other in others for f in other)]),
+        )
+        print(
+            f"\nwrote the ensemble's post-processing and cross-validated metrics into {path}'s thorough mode"
+        )
+    elif args.write_card:
         from brainseg_core.crossval import apply_to_card, fold_models
 
         path = apply_to_card(
