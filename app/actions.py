@@ -309,7 +309,7 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         "&Keep the set-aside outline",
         lambda: w.edit(EditKind.ADD_REGION),
         "K",
-        "Add the dotted outline (a region the largest-region option left out) to this slice's mask",
+        "Add the dotted outline (a region the one-region option left out) to this slice's mask",
     )
     a(
         "keep_set_aside_all",

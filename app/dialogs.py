@@ -366,9 +366,22 @@ def card_html(title: str, bundle: object | None) -> str:
     out = [f"<h3>{html.escape(title)}</h3><table>"]
     out += [f"<tr><td><b>{html.escape(k)}</b>&nbsp;</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows]
     out.append("</table>")
-    for section, data in (("Validation metrics", card.metrics), ("Training", card.training)):
+    thorough = getattr(card, "thorough", {})
+    members = ", ".join(f"{m['name']} ({m['weights_sha256'][:12]}…)" for m in thorough.get("ensemble", []))
+    ensemble = {
+        "averaged with": members,
+        "flip TTA": thorough.get("flip_tta", False),
+        "thresholds": thorough.get("thresholds", {}),
+        **thorough.get("metrics", {}),
+    }
+    sections = (
+        ("Validation metrics", card.metrics),
+        ("Thorough mode: the ensemble's cross-validation", ensemble if thorough else {}),
+        ("Training", card.training),
+    )
+    for section, data in sections:
         if data:
-            out.append(f"<p><b>{section}</b></p>{_dict_table(data)}")
+            out.append(f"<p><b>{html.escape(section)}</b></p>{_dict_table(data)}")
     if card.notes:
         out.append(f"<p>{html.escape(card.notes)}</p>")
     return "".join(out)

@@ -629,7 +629,7 @@ class ResultsPanel(QWidget):
             gate: the slice gate it is shown with, None when no classifier ran.
             reasons: why the slice deserves a second look (:mod:`brainseg_core.review`).
             reviewed: the reader marked it reviewed.
-            aside_px: pixels of the outline the largest-region option set aside (drawn dotted).
+            aside_px: pixels of the outline the one-region option set aside (drawn dotted).
             spacing: the voxel size the areas are shown with (mm² of the set-aside outline).
         """
         self.reviewed.blockSignals(True)
@@ -655,7 +655,7 @@ class ResultsPanel(QWidget):
             if aside_px:
                 mm2 = f" = {spacing.area_mm2(aside_px):.1f} mm²" if spacing is not None else ""
                 lines.append(
-                    f"Dotted: {aside_px} px{mm2} outside the largest region, not counted "
+                    f"Dotted: {aside_px} px{mm2} outside the kept region, not counted "
                     "(K keeps it here, Shift+K on all its slices)"
                 )
         if volume.masks is not None:

@@ -222,7 +222,8 @@ class Settings:
 
     @property
     def largest_component(self) -> bool | None:
-        """Show only each patient's largest 3-D region; None = the segmenter card's setting."""
+        """Show only one 3-D region of each patient (the one the thresholds' region rule picks); None =
+        the segmenter card's setting."""
         value = self._get("thresholds/largest_component")
         return None if value in (None, "") else _to_bool(value, False)
 
@@ -251,7 +252,8 @@ class Settings:
 
     @property
     def thorough(self) -> bool:
-        """Flip test-time augmentation in the segmenter (twice its cost; ``--thorough`` in the CLIs)."""
+        """The segmenter's thorough mode (``--thorough`` in the CLIs; :mod:`brainseg_core.thorough`:
+        its card's ensemble at the ensemble's thresholds, else flip TTA; about twice its cost)."""
         return _to_bool(self._get("run/thorough"), False)
 
     @thorough.setter

@@ -11,7 +11,7 @@ Edit mode (:meth:`SliceView.set_edit_tool`): the left button paints, erases or p
 instead of panning (an event filter on the view's viewport takes those presses, drags and
 releases and reports them in image pixels); a circle of the brush's size follows the mouse. A
 slice whose mask is the reader's is outlined with a dashed line and says so in the top-left
-corner. An outline the largest-region option set aside is drawn dotted and never filled: the
+corner. An outline the one-region option set aside is drawn dotted and never filled: the
 reader sees a second lesion the count leaves out, and can keep it (Edit > Keep the set-aside
 outline).
 """
@@ -289,7 +289,7 @@ class SliceView(QWidget):
             pred: the predicted (or the reader's) mask.
             gt: the ground truth.
             reader: ``pred`` is the reader's edited mask (drawn with a dashed outline).
-            aside: the outline the largest-region option set aside (drawn dotted in the
+            aside: the outline the one-region option set aside (drawn dotted in the
                 prediction's colour, never filled), or None.
         """
         self._pred_mask = pred

@@ -525,7 +525,7 @@ class ViewerModel:
         return self._edited(rec, changed)
 
     def set_aside_outline(self) -> np.ndarray | None:
-        """The displayed slice's outline that the largest-3-D-region option set aside and the
+        """The displayed slice's outline that the one-3-D-region option set aside and the
         slice's mask does not hold (:func:`~brainseg_core.results.set_aside` of the model's slice,
         less the reader's mask where the reader edited it), None when there is none."""
         rec = self.current

@@ -743,7 +743,8 @@ class MainWindow(QMainWindow):
         self._refresh_results()
 
     def set_largest_component(self, on: bool) -> None:
-        """Show only each analysed patient's largest 3-D region (or every region again)."""
+        """Show only one 3-D region of each analysed patient, the largest or the most confident (the
+        thresholds' region rule), or every region again."""
         self.settings.largest_component = bool(on)
         self.model.update_thresholds(largest_component=bool(on))
         self._apply_thresholds_everywhere()
@@ -1178,8 +1179,8 @@ class MainWindow(QMainWindow):
             why = {
                 EditKind.FILL_HOLES: "no hole to fill",
                 EditKind.DELETE_REGION: "no region under the click",
-                EditKind.ADD_REGION: "the largest-region option set no outline aside on this slice",
-                EditKind.ADD_REGION_3D: "the largest-region option set no outline aside on this slice",
+                EditKind.ADD_REGION: "the one-region option set no outline aside on this slice",
+                EditKind.ADD_REGION_3D: "the one-region option set no outline aside on this slice",
                 EditKind.CLEAR: "the slice is empty already",
                 EditKind.REVERT: "this slice shows the model's mask already",
             }.get(kind, "nothing changed")

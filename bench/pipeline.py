@@ -12,8 +12,8 @@ In one process, on one patient (default: the first fixture patient of
       with the largest absolute difference of its probabilities from (b) and the share of mask
       pixels that change;
   (d) in the fastest precision, what the classifier gate saves: the pipeline segmenting every
-      slice without the classifier, and the same with flip test-time augmentation
-      (``--thorough``: the segmenter also reads each slice mirrored);
+      slice without the classifier, and the same with flip test-time augmentation (the segmenter
+      also reads each slice mirrored: thorough mode of a segmenter whose card names no ensemble);
   (g) in the fastest precision, the thorough mode of the segmenter (``--thorough``:
       :func:`brainseg_core.thorough.thorough_mode`, the shipped segmenter's two-model ensemble at the
       ensemble's thresholds, behind the same gate), when its card names an ensemble;

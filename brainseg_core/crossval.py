@@ -703,10 +703,10 @@ def apply_thorough_to_card(
             raise ValueError(
                 f"{member_path}: an ensemble joins segmenters, not a {member_card.kind} to a {card.kind}"
             )
-        if member_path.resolve().parent != path.resolve().parent:
+        if member_path.resolve().parent != path.resolve().parent or member_path.stem != member_card.name:
             raise ValueError(
-                f"{member_path}: thorough mode finds its members beside {path.name}; copy the bundle "
-                f"into {path.parent} first"
+                f"{member_path}: thorough mode finds its members beside {path.name} as NAME.json (the "
+                f"card's name, {member_card.name}); copy the bundle into {path.parent} under that name first"
             )
         entries.append({"name": member_card.name, "weights_sha256": member_card.weights_sha256})
     chosen = result["ship"]

@@ -238,19 +238,28 @@ class ModelCard:
         t = self.thorough
         if self.kind != ModelKind.SEGMENTER:
             raise ValueError(f"card key 'thorough' belongs to a segmenter's card, not a {self.kind}'s")
-        members = t.get("ensemble", [])
-        ok = isinstance(members, list) and all(
-            isinstance(m, dict)
-            and isinstance(m.get("name"), str)
-            and m["name"].strip()
-            and Path(m["name"]).name == m["name"]
-            and re.fullmatch(r"[0-9a-f]{64}", str(m.get("weights_sha256", ""))) is not None
-            for m in members
+        members = t.get("ensemble")
+        ok = (
+            isinstance(members, list)
+            and bool(members)
+            and all(
+                isinstance(m, dict)
+                and isinstance(m.get("name"), str)
+                and m["name"].strip()
+                and Path(m["name"]).name == m["name"]
+                and re.fullmatch(r"[0-9a-f]{64}", str(m.get("weights_sha256", ""))) is not None
+                for m in members
+            )
         )
-        if not ok:
+        if not ok or not isinstance(members, list):
             raise ValueError(
-                'thorough.ensemble must be a list of {"name": bundle name beside this card, '
+                'thorough.ensemble must be a non-empty list of {"name": bundle name beside this card, '
                 f'"weights_sha256": 64 hex digits}}, got {members!r}'
+            )
+        names = [m["name"] for m in members]
+        if self.name in names or len(set(names)) != len(names):
+            raise ValueError(
+                f"thorough.ensemble must name other segmenters than {self.name!r}, each once, got {names}"
             )
         if not isinstance(t.get("flip_tta", False), bool):
             raise ValueError(f"thorough.flip_tta must be true or false, got {t['flip_tta']!r}")

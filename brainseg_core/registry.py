@@ -20,6 +20,7 @@ command line for all of this.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -274,7 +275,8 @@ def use_default_models(kind: str | None = None) -> None:
 
 
 def remove_bundle(name: str) -> Path:
-    """Delete the installed user bundle named ``name`` (shipped bundles cannot be removed).
+    """Delete the installed user bundle named ``name`` (shipped bundles cannot be removed), with the
+    thorough-mode ensemble members its card names beside it.
 
     A pin on it is dropped, so the kind falls back to the newest remaining bundle.
 
@@ -289,10 +291,16 @@ def remove_bundle(name: str) -> Path:
         raise BundleError(
             info.path, "is shipped with BrainSeg and cannot be removed; use another model instead"
         )
-    # Card first: a listing never sees a card whose weights are gone.
+    # Card first: a listing never sees a card whose weights are gone; its members after it
     weights = info.path.parent / info.card.weights_file
     info.path.unlink()
     weights.unlink(missing_ok=True)
+    for member in info.card.thorough.get("ensemble", []):
+        card = info.path.parent / f"{member['name']}.json"
+        with contextlib.suppress(BundleError, OSError):
+            files = [card, card.parent / read_card(card).weights_file]
+            for path in files:
+                path.unlink(missing_ok=True)
     if model_choice().get(info.card.kind) == name:
         _set_choice(info.card.kind, None)
     return info.path
@@ -418,6 +426,9 @@ def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: boo
         force: install even when the card has no validation metric or a lower one than the
             active model of its kind (:data:`KEY_METRICS`).
 
+    A segmenter's thorough-mode ensemble members (:mod:`brainseg_core.thorough`) are copied with
+    it, checked against the hashes its card names.
+
     Returns:
         The installed card path.
 
@@ -427,24 +438,28 @@ def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: boo
             the same file names is installed and ``overwrite`` is False.
     """
     from brainseg_core.bundle import load_bundle  # verifies the weights too
+    from brainseg_core.thorough import thorough_mode
 
     source = load_bundle(card_path)
     if not force:
         _check_no_worse(source.card, source.path)
+    members = thorough_mode(source).ensemble if source.card.thorough else ()
     dest_dir = user_models_dir()
     dest_card = dest_dir / source.path.name
-    dest_weights = dest_dir / source.card.weights_file
     if dest_card.exists() and dest_card.resolve() == source.path.resolve():
         return dest_card  # already installed
+    # members first, then weights, then the card: an installed card always finds what it names
+    pairs = [(b.weights_path, dest_dir / b.card.weights_file) for b in members]
+    pairs += [(b.path, dest_dir / b.path.name) for b in members]
+    pairs += [(source.weights_path, dest_dir / source.card.weights_file), (source.path, dest_card)]
     if not overwrite:
-        for dest in (dest_card, dest_weights):
+        for _, dest in pairs:
             if dest.exists():
                 raise BundleError(
                     dest,
                     "a bundle with this file name is already installed; remove it or install with overwrite",
                 )
-    # Weights first, so an installed card always finds complete weights.
-    for src, dest in ((source.weights_path, dest_weights), (source.path, dest_card)):
+    for src, dest in pairs:
         with atomic_write(dest) as tmp:
             shutil.copyfile(src, tmp)
     _set_choice(source.card.kind, source.card.name)

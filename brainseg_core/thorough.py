@@ -95,12 +95,13 @@ def thorough_mode(segmenter: ModelBundle, *, device: str | torch.device = "cpu")
                 "missing): put that bundle's .json and .safetensors there, or run without thorough mode",
             )
         member = load_bundle(path, device=device)
-        if member.card.weights_sha256 != entry["weights_sha256"]:
+        if member.card.name != entry["name"] or member.card.weights_sha256 != entry["weights_sha256"]:
             raise BundleError(
                 path,
-                f"has weights {member.card.weights_sha256[:12]}..., but {segmenter.card.name}'s thorough "
-                f"mode names {entry['weights_sha256'][:12]}...: the ensemble was cross-validated with "
-                "other weights; restore the bundle that shipped with it",
+                f"is {member.card.name} with weights {member.card.weights_sha256[:12]}..., but "
+                f"{segmenter.card.name}'s thorough mode names {entry['name']} with "
+                f"{entry['weights_sha256'][:12]}...: the ensemble was cross-validated with other weights; "
+                "restore the bundle that shipped with it",
             )
         members.append(member)
     return ThoroughMode(tuple(members), bool(section.get("flip_tta", False)))

@@ -358,6 +358,10 @@ def test_eval_cv_with_another_fold_set_writes_the_cards_thorough_ensemble(
     assert [m.card.name for m in thorough_mode(load_bundle(card)).ensemble] == ["seg1"]
     with pytest.raises(SystemExit):  # the ensemble's card needs its other model named
         main(["--cv", cv, "--with", other, "--write-card", str(card)])
+    with pytest.raises(SystemExit):  # a member without a card to write it into
+        main(["--cv", cv, "--with", other, "--member", str(member)])
+    with pytest.raises(SystemExit):  # the default gate is not chosen on the ensemble's folds
+        main(["--cv", cv, "--with", other, "--gate-cv", cv, "--write-gate-card", str(card)])
     elsewhere = tiny_bundle(tmp_path / "elsewhere" / "seg2.json", kind="segmenter", name="seg2")
     from brainseg_core.crossval import apply_thorough_to_card
 

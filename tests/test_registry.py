@@ -276,3 +276,25 @@ def test_a_segmenters_ensemble_member_is_part_of_it_not_a_model_of_its_own(dirs:
     assert resolve_models()[1].card.name == "shipped-seg"
     update_card(main, thorough={"ensemble": [{**entry, "weights_sha256": "0" * 64}]})  # other weights
     assert len(list_bundles("segmenter")) == 2
+
+
+def test_installing_a_segmenter_brings_its_ensemble_and_removing_it_takes_it(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+    from brainseg_core.registry import install_bundle, remove_bundle
+
+    _, user = dirs
+    main = _save(tmp_path / "new", "my-seg")
+    member = _save(tmp_path / "new", "my-seg-seed1")
+    card = read_card(member)
+    update_card(
+        main, thorough={"ensemble": [{"name": "my-seg-seed1", "weights_sha256": card.weights_sha256}]}
+    )
+    installed = install_bundle(main, force=True)
+    assert (user / "my-seg-seed1.json").is_file() and (user / card.weights_file).is_file()
+    assert [i.card.name for i in list_bundles("segmenter")] == ["my-seg"]  # the member is part of it
+    remove_bundle("my-seg")
+    assert not installed.exists() and not (user / "my-seg-seed1.json").exists()
+    assert not (user / card.weights_file).exists() and list_bundles("segmenter") == []

@@ -183,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write-card needs --cv DIR")
     if args.ensemble_cv and args.cv is None:
         parser.error("--with needs --cv DIR")
+    if args.ensemble_cv and args.write_gate_card is not None:
+        parser.error(
+            "--write-gate-card with --with would choose the default gate on the ensemble's folds: "
+            "write the gate card from --cv alone"
+        )
+    if args.member and args.write_card is None:
+        parser.error("--member names the ensemble written with --write-card BUNDLE: give --write-card")
     if args.member and len(args.member) != len(args.ensemble_cv):
         parser.error("give one --member bundle per --with folder: the full-data model of that recipe")
     if args.ensemble_cv and args.write_card is not None and not args.member:

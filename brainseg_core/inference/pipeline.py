@@ -620,6 +620,12 @@ class Pipeline:
                 f"result of {result.patient_id} was segmented by {result.segmenter.name!r}, not by this "
                 f"pipeline's {self.segmenter.card.name!r}; analyse the volume again instead"
             )
+        ours = (self.flip_tta, tuple(m.card.ref for m in self.ensemble))
+        if (result.flip_tta, result.ensemble) != ours:
+            raise ValueError(
+                f"result of {result.patient_id} was made in another mode (thorough or not) than this "
+                "pipeline runs; analyse the volume again instead"
+            )
         todo = missing_segmentations(result) if indices is None else sorted(set(indices))
         if any(not 0 <= i < volume.n_slices for i in todo):
             raise ValueError(f"slice indices must be in [0, {volume.n_slices}), got {todo}")

@@ -101,6 +101,48 @@ def test_thorough_setting_builds_a_flip_tta_pipeline_and_reanalyses(
     assert w.analyser.pipeline.flip_tta
 
 
+def test_thorough_with_an_ensemble_runs_it_at_the_ensembles_thresholds(
+    make_window, fixture_patient, tiny_bundles, tiny_bundle, qtbot
+):
+    from brainseg_app.session import PatientState
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+
+    member = tiny_bundle(
+        tiny_bundles / "tiny-seg-2.json", "segmenter", input_size=64, seed=5, name="tiny-seg-2"
+    )
+    section = {
+        "ensemble": [{"name": "tiny-seg-2", "weights_sha256": read_card(member).weights_sha256}],
+        "thresholds": {
+            "mask_probability": 0.35,
+            "min_area_px": 3,
+            "largest_component": True,
+            "region_rule": "most_confident",
+        },
+    }
+    update_card(tiny_bundles / "tiny-seg.json", thorough=section)
+    w = make_window()
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    assert w.segmenter.card.name == "tiny-seg"  # the member is not a model of its own
+    assert w.model.thresholds.mask == 0.5 and not w.model.thresholds.largest_component
+    w.actions_by_name["thorough"].trigger()
+    t = w.model.thresholds
+    assert (t.mask, t.largest_component, t.region_rule.value) == (0.35, True, "most_confident")
+    assert w.controls.largest_component.text() == "Most confident 3-D region only"
+    assert "averaged with tiny-seg-2" in w.results.models_label.text()
+    qtbot.waitUntil(
+        lambda: w.current.state is PatientState.DONE and w.analyser.pipeline is not None, timeout=20_000
+    )
+    shown = w.current.model_shown
+    assert [m.name for m in shown.ensemble] == ["tiny-seg-2"] and not shown.flip_tta
+    assert shown.thresholds.region_rule.value == "most_confident"
+    w.actions_by_name["thorough"].trigger()  # off again: the segmenter's own card
+    assert w.model.thresholds.mask == 0.5 and "averaged" not in w.results.models_label.text()
+    card = dialogs.card_html("Segmenter", w.segmenter)  # the card dialog shows the ensemble
+    assert "Thorough mode: the ensemble" in card and "tiny-seg-2 (" in card and "most_confident" in card
+
+
 def test_the_model_card_says_which_slices_the_network_reads(tmp_path: Path) -> None:
     from brainseg_core.bundle import load_bundle
 

@@ -18,6 +18,7 @@ from brainseg_core.thorough import run_mode, thorough_mode
 from brainseg_core.thresholds import RegionRule, Thresholds
 from tests.support import FakeClassifier, make_volume, save_tiny_bundle
 
+OTHER = {"name": "seg-b", "weights_sha256": "b" * 64}
 ENSEMBLE_THRESHOLDS = {
     "mask_probability": 0.3,
     "min_area_px": 4,
@@ -129,15 +130,53 @@ def test_an_ensemble_member_must_read_the_same_input(pair, tmp_path: Path) -> No
     [
         ({"ensemble": [{"name": "x"}]}, "thorough.ensemble"),
         ({"ensemble": [{"name": "../x", "weights_sha256": "a" * 64}]}, "thorough.ensemble"),
-        ({"ensemble": [], "flip_tta": "yes"}, "thorough.flip_tta"),
-        ({"thresholds": {"mask_probability": 2}}, "thorough.thresholds.mask_probability"),
-        ({"thresholds": {"region_rule": "widest"}}, "thorough.thresholds.region_rule"),
+        ({"ensemble": []}, "non-empty"),
+        ({"ensemble": [OTHER, OTHER]}, "each once"),
+        ({"ensemble": [{"name": "seg-a", "weights_sha256": "a" * 64}]}, "other segmenters than 'seg-a'"),
+        ({"ensemble": [OTHER], "flip_tta": "yes"}, "thorough.flip_tta"),
+        (
+            {"ensemble": [OTHER], "thresholds": {"mask_probability": 2}},
+            "thorough.thresholds.mask_probability",
+        ),
+        ({"ensemble": [OTHER], "thresholds": {"region_rule": "widest"}}, "thorough.thresholds.region_rule"),
     ],
 )
 def test_the_card_checks_its_thorough_section(pair, section, message) -> None:
     seg, _ = pair
     with pytest.raises(ValueError, match=message):
         update_card(seg.path, thorough=section)
+
+
+def test_the_ensemble_with_flip_tta_averages_every_member_with_its_mirror(pair) -> None:
+    import torch
+
+    from brainseg_core.preprocessing import preprocess_volume
+
+    seg, member = pair
+    volume = make_volume(n=3, size=32, seed=6)
+    result = Pipeline(None, seg, device="cpu", precision="fp32", flip_tta=True, ensemble=[member]).analyse(
+        volume
+    )
+    x = preprocess_volume(volume.images, size=32)
+    with torch.no_grad():
+        each = [
+            (torch.sigmoid(b.model(x)) + torch.sigmoid(b.model(x.flip(-1))).flip(-1)) / 2
+            for b in (seg, member)
+        ]
+    expected = ((each[0] + each[1]) / 2)[:, 0].numpy()
+    got = np.stack([s.mask_probability for s in result.slices])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert result.flip_tta and result.ensemble == (member.card.ref,)
+
+
+def test_slices_are_not_filled_in_by_a_pipeline_of_another_mode(pair) -> None:
+    seg, member = pair
+    volume = make_volume(n=3, size=32)
+    thorough = Pipeline(None, seg, device="cpu", ensemble=[member])
+    result = thorough.analyse(volume)
+    with pytest.raises(ValueError, match="another mode"):
+        Pipeline(None, seg, device="cpu").segment_slices(volume, result, [0])
+    assert thorough.segment_slices(volume, result, [0]).ensemble == (member.card.ref,)
 
 
 def test_cards_without_an_ensemble_say_nothing_of_it(pair) -> None:
