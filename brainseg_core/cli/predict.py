@@ -366,6 +366,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.thorough:
         names += f" (thorough: {mode.describe()})"
     tqdm.write(f"{len(patients)} patient(s) on {pipeline.device}; {names}; classifier gate {gate}")
+    if args.region_rule is not None and not t.largest_component:
+        tqdm.write(
+            "brainseg-predict: --region-rule acts only with one 3-D region kept; every region is kept "
+            "here (add --largest-component)",
+            file=sys.stderr,
+        )
     failed = 0
     rows: list[list[object]] = [list(SUMMARY_HEADER)]
     bar = tqdm(patients, desc="patients", unit="patient", disable=len(patients) < 2 or not _interactive())

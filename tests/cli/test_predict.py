@@ -194,6 +194,34 @@ def test_largest_region_follows_the_card_unless_told_either_way(tmp_path: Path, 
     assert largest("--largest-component") is True
 
 
+def test_region_rule_and_thorough_thresholds_follow_the_card_unless_told(tmp_path: Path, tiny_bundle) -> None:
+    from brainseg_core.bundle import load_bundle, update_card
+    from brainseg_core.cli.predict import _thresholds, build_parser
+    from brainseg_core.model_card import read_card
+    from brainseg_core.thresholds import RegionRule
+
+    card = tiny_bundle(tmp_path / "seg.json", "segmenter")
+    member = tiny_bundle(tmp_path / "seg2.json", "segmenter", name="seg2", seed=3)
+    entry = {"name": "seg2", "weights_sha256": read_card(member).weights_sha256}
+    ensemble_thresholds = {
+        "mask_probability": 0.3,
+        "largest_component": True,
+        "region_rule": "most_confident",
+    }
+    update_card(card, thorough={"ensemble": [entry], "thresholds": ensemble_thresholds})
+    seg = load_bundle(card)
+
+    def chosen(*flags: str):
+        args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+        return _thresholds(args, None, seg)
+
+    assert chosen().region_rule is RegionRule.LARGEST and chosen().mask == 0.5  # the card's own
+    thorough = chosen("--thorough")  # the ensemble's
+    assert (thorough.mask, thorough.region_rule) == (0.3, RegionRule.MOST_CONFIDENT)
+    assert chosen("--thorough", "--region-rule", "largest").region_rule is RegionRule.LARGEST
+    assert chosen("--region-rule", "most_confident").region_rule is RegionRule.MOST_CONFIDENT
+
+
 def test_faint_edges_follow_the_card_unless_told(tmp_path: Path, tiny_bundle) -> None:
     from brainseg_core.bundle import load_bundle, update_card
     from brainseg_core.cli.predict import _thresholds, build_parser
