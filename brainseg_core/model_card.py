@@ -251,15 +251,17 @@ class ModelCard:
                 for m in members
             )
         )
-        if not ok or not isinstance(members, list):
+        if not ok or not isinstance(members, list):  # (the second test only narrows the type)
             raise ValueError(
                 'thorough.ensemble must be a non-empty list of {"name": bundle name beside this card, '
-                f'"weights_sha256": 64 hex digits}}, got {members!r}'
+                f'"weights_sha256": 64 hex digits}}, got {members!r}; write the section with brainseg-eval '
+                "--cv A --with B --write-card BUNDLE --member OTHER, or delete the card's thorough key"
             )
         names = [m["name"] for m in members]
         if self.name in names or len(set(names)) != len(names):
             raise ValueError(
-                f"thorough.ensemble must name other segmenters than {self.name!r}, each once, got {names}"
+                f"thorough.ensemble must name other segmenters than {self.name!r}, each once, got {names}; "
+                "write the section with brainseg-eval --cv A --with B --write-card BUNDLE --member OTHER"
             )
         if not isinstance(t.get("flip_tta", False), bool):
             raise ValueError(f"thorough.flip_tta must be true or false, got {t['flip_tta']!r}")

@@ -276,7 +276,8 @@ def use_default_models(kind: str | None = None) -> None:
 
 def remove_bundle(name: str) -> Path:
     """Delete the installed user bundle named ``name`` (shipped bundles cannot be removed), with the
-    thorough-mode ensemble members its card names beside it.
+    thorough-mode ensemble members its card names beside it: each only when its card there has the
+    named name and hash and no other card in the folder names it too.
 
     A pin on it is dropped, so the kind falls back to the newest remaining bundle.
 
@@ -295,15 +296,30 @@ def remove_bundle(name: str) -> Path:
     weights = info.path.parent / info.card.weights_file
     info.path.unlink()
     weights.unlink(missing_ok=True)
+    still_named = _members_named(info.path.parent)
     for member in info.card.thorough.get("ensemble", []):
         card = info.path.parent / f"{member['name']}.json"
+        if (member["name"], member["weights_sha256"]) in still_named:
+            continue  # another segmenter's ensemble needs it
         with contextlib.suppress(BundleError, OSError):
-            files = [card, card.parent / read_card(card).weights_file]
-            for path in files:
-                path.unlink(missing_ok=True)
+            found = read_card(card)
+            if (found.name, found.weights_sha256) == (member["name"], member["weights_sha256"]):
+                card.unlink()
+                (card.parent / found.weights_file).unlink(missing_ok=True)
     if model_choice().get(info.card.kind) == name:
         _set_choice(info.card.kind, None)
     return info.path
+
+
+def _members_named(folder: Path) -> set[tuple[str, str]]:
+    """The (name, weights hash) of every ensemble member that a card in ``folder`` names."""
+    named = set()
+    for card_path in folder.glob("*.json"):
+        with contextlib.suppress(BundleError):
+            named |= {
+                (m["name"], m["weights_sha256"]) for m in read_card(card_path).thorough.get("ensemble", [])
+            }
+    return named
 
 
 def _card_file(path: str | Path) -> BundleInfo:
@@ -448,9 +464,22 @@ def install_bundle(card_path: str | Path, *, overwrite: bool = False, force: boo
     dest_card = dest_dir / source.path.name
     if dest_card.exists() and dest_card.resolve() == source.path.resolve():
         return dest_card  # already installed
-    # members first, then weights, then the card: an installed card always finds what it names
-    pairs = [(b.weights_path, dest_dir / b.card.weights_file) for b in members]
-    pairs += [(b.path, dest_dir / b.path.name) for b in members]
+    # members first, then weights, then the card: an installed card always finds what it names. A
+    # member already there with the same name and hash (another segmenter's) is kept as it is; any
+    # other file of that name is refused, even with overwrite (it may be the user's own model).
+    pairs = []
+    for b in members:
+        there = dest_dir / b.path.name
+        if there.exists():
+            found = _card_file(there).card if there.is_file() else None
+            if found is None or (found.name, found.weights_sha256) != (b.card.name, b.card.weights_sha256):
+                raise BundleError(
+                    there,
+                    f"is installed and is not {source.card.name}'s ensemble member {b.card.name} "
+                    "(other weights): remove that bundle first (brainseg-models remove)",
+                )
+            continue
+        pairs += [(b.weights_path, dest_dir / b.card.weights_file), (b.path, there)]
     pairs += [(source.weights_path, dest_dir / source.card.weights_file), (source.path, dest_card)]
     if not overwrite:
         for _, dest in pairs:

@@ -298,3 +298,39 @@ def test_installing_a_segmenter_brings_its_ensemble_and_removing_it_takes_it(
     remove_bundle("my-seg")
     assert not installed.exists() and not (user / "my-seg-seed1.json").exists()
     assert not (user / card.weights_file).exists() and list_bundles("segmenter") == []
+
+
+def test_a_member_two_segmenters_share_stays_and_a_look_alike_is_never_touched(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+    from brainseg_core.registry import install_bundle, remove_bundle
+
+    _, user = dirs
+    member = _save(tmp_path / "new", "shared-member")
+    entry = {"name": "shared-member", "weights_sha256": read_card(member).weights_sha256}
+    for name in ("seg-a", "seg-b"):
+        card = _save(tmp_path / "new", name)
+        update_card(card, thorough={"ensemble": [entry]})
+        install_bundle(card, force=True)  # the second finds the member installed, the same: kept
+    remove_bundle("seg-a")
+    assert (user / "shared-member.json").is_file()  # seg-b still needs it
+    remove_bundle("seg-b")
+    assert not (user / "shared-member.json").exists()
+
+    # the user's own model that happens to bear a member's name, with other weights
+    own = _save(user, "shared-member")
+    own_sha = read_card(own).weights_sha256
+    seg_c = _save(tmp_path / "c", "seg-c")
+    update_card(seg_c, thorough={"ensemble": [entry]})
+    (tmp_path / "c" / "shared-member.json").write_bytes(member.read_bytes())
+    (tmp_path / "c" / read_card(member).weights_file).write_bytes(
+        (member.parent / read_card(member).weights_file).read_bytes()
+    )
+    with pytest.raises(BundleError, match="is not seg-c's ensemble member"):
+        install_bundle(seg_c, force=True, overwrite=True)
+    assert read_card(own).weights_sha256 == own_sha  # not replaced
+    update_card(_save(user, "seg-d"), thorough={"ensemble": [entry]})  # names the other weights
+    remove_bundle("seg-d")
+    assert own.is_file() and read_card(own).weights_sha256 == own_sha  # not deleted either
