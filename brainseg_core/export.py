@@ -395,8 +395,11 @@ def _write_dicom_seg(volume: Volume, result: PatientResult) -> Callable[[Path], 
     def write(tmp: Path) -> None:
         from brainseg_core.dicom_seg import write_dicom_seg
 
-        # the segmenter drew the masks; DICOM limits both names to 64 characters (LO)
+        # the segmenter drew the masks (with thorough mode's, "+N": the models averaged with it);
+        # DICOM limits both names to 64 characters (LO)
         name = result.segmenter.name if result.segmenter is not None else "BrainSeg"
+        if result.ensemble:
+            name = f"{name[: 64 - 3]}+{len(result.ensemble)}"
         write_dicom_seg(
             volume,
             _mask_volume(result),
@@ -441,6 +444,9 @@ def _summary_rows(
             [f"{kind}_name", "" if ref is None else ref.name],
             [f"{kind}_sha256", "" if ref is None else ref.sha256],
         ]
+    for i, ref in enumerate(result.ensemble, start=2):  # thorough mode: the models averaged in
+        rows += [[f"segmenter{i}_name", ref.name], [f"segmenter{i}_sha256", ref.sha256]]
+    rows.append(["flip_tta", _csv_value(result.flip_tta)])
     rows.append(["device", result.device])
     return rows
 

@@ -133,6 +133,19 @@ def test_every_format_round_trips(volume, tmp_path: Path) -> None:
     assert summary["tumour_probability"] == "0.5" and summary["min_area_px"] == "0"
     assert summary["largest_component"] == "no"
     assert float(summary["slice_thickness_mm"]) == 2.0 and float(summary["row_spacing_mm"]) == 0.5
+    assert summary["flip_tta"] == "no" and "segmenter2_name" not in summary
+
+
+def test_the_summary_names_the_models_thorough_mode_averaged(volume, tmp_path: Path) -> None:
+    member = ModelRef("seg-seed1", "c" * 64)
+    result = dataclasses.replace(_result(volume), ensemble=(member,))
+    export_results(volume, result, tmp_path / "out", formats=("csv",))
+    dest = tmp_path / "out" / result.patient_id
+    with open(dest / f"{result.patient_id}_summary.csv", newline="", encoding="utf-8") as f:
+        summary = dict(csv.reader(f))
+    assert (summary["segmenter2_name"], summary["segmenter2_sha256"]) == ("seg-seed1", "c" * 64)
+    side = json.loads((dest / SIDECAR_NAME).read_text())
+    assert side["models"]["segmenter_ensemble"] == [member.to_json()]
 
 
 def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> None:
