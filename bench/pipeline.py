@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("matmul rate: " + ", ".join(f"{names[d]} {r / 1e9:.0f} GFLOP/s" for d, r in rates.items()))
     header = (
-        f"{'mode':44} {'slices/s':>9} {'x seed':>7} {'segm.':>6} {'GFLOP/s':>8} {'floor %':>8} "
+        f"{'mode':50} {'slices/s':>9} {'x seed':>7} {'segm.':>6} {'GFLOP/s':>8} {'floor %':>8} "
         f"{'max|dp| cls':>11} {'max|dp| mask':>12} {'mask px chg':>11}"
     )
     print(header)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         achieved = flops / t
         d = ("", "", "") if diff is None else (f"{diff[0]:.2e}", f"{diff[1]:.2e}", f"{diff[2]:.2%}")
         print(
-            f"{label:44} {n / t:9.2f} {n / t / seed_rate:7.2f} {n_seg:6d} {achieved / 1e9:8.1f} "
+            f"{label:50} {n / t:9.2f} {n / t / seed_rate:7.2f} {n_seg:6d} {achieved / 1e9:8.1f} "
             f"{achieved / rates[dtype]:8.1%} {d[0]:>11} {d[1]:>12} {d[2]:>11}"
         )
     print(
