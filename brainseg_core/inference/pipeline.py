@@ -364,13 +364,13 @@ class Pipeline:
         with its mirror under flip TTA), ``(len(x), 1, size, size)`` at the model's size; called
         inside the caller's inference mode and autocast."""
         x = _on_device(x, plan)
-        total = torch.zeros(0)
+        probs = []
         for member in self.ensemble:
             prob = torch.sigmoid(member.model(x).float())
             if self.flip_tta:
                 prob = (prob + torch.sigmoid(member.model(x.flip(-1)).float()).flip(-1)) / 2
-            total = prob if not total.numel() else total + prob
-        return total / len(self.ensemble)
+            probs.append(prob)
+        return torch.stack(probs).mean(0)
 
     def _segment(self, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         seg = self.segmenter.model
