@@ -240,7 +240,9 @@ def test_a_pinned_bundle_that_disappears_says_what_to_do(dirs: tuple[Path, Path]
 
 
 def test_models_cli(dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from brainseg_core.bundle import update_card
     from brainseg_core.cli.models import main
+    from brainseg_core.model_card import read_card
 
     shipped, _ = dirs
     _save(shipped, "shipped-seg", metric=0.8)
@@ -253,7 +255,17 @@ def test_models_cli(dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
     assert "* worse" in out and "dice_patient_mean 0.500" in out and "  shipped-seg" in out
     assert main(["use-default"]) == 0
     assert main(["list"]) == 0
-    assert "* shipped-seg" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "* shipped-seg" in out and "thorough mode" not in out
+    member = _save(shipped, "shipped-seg-seed1")
+    entry = {"name": "shipped-seg-seed1", "weights_sha256": read_card(member).weights_sha256}
+    update_card(
+        shipped / "shipped-seg.json", thorough={"ensemble": [entry], "metrics": {"dice_patient_mean": 0.9}}
+    )
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "thorough mode: averaged with shipped-seg-seed1 (dice_patient_mean 0.900)" in out
+    assert "  shipped-seg-seed1 " not in out  # part of shipped-seg, not a model of its own
     assert main(["show", "worse"]) == 0 and '"name": "worse"' in capsys.readouterr().out
     assert main(["remove", "worse"]) == 0
     assert main(["remove", "worse"]) == 3  # no such model: a model problem (exit-code table)

@@ -71,6 +71,12 @@ def _list() -> None:
                 f" {mark} {info.card.name:<44} {info.source:<8} {key_metric_text(info.card):<26} "
                 f"{info.card.created[:10]}"
             )
+            members = info.card.thorough.get("ensemble", [])
+            if members:  # its thorough mode: the models averaged with it, and that ensemble's metric
+                dice = info.card.thorough.get("metrics", {}).get("dice_patient_mean")
+                metric = f"dice_patient_mean {dice:.3f}" if isinstance(dice, float) else "no metric"
+                names = ", ".join(m["name"] for m in members)
+                print(f"     thorough mode: averaged with {names} ({metric})")
 
 
 def _show(name: str) -> None:
