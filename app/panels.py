@@ -39,6 +39,7 @@ from brainseg_core.io import Volume
 from brainseg_core.results import MaskSource, SliceResult
 from brainseg_core.review import ReviewReason
 from brainseg_core.spacing import Spacing
+from brainseg_core.thorough import describe_run
 from brainseg_core.thresholds import Thresholds
 
 #: Threshold slider positions per unit of probability (0.001 steps: tuned gates can be ~0.01).
@@ -707,8 +708,8 @@ class ResultsPanel(QWidget):
         largest += f" · faint edges ≥ {t.edge:g}" if t.edge else ""
         gate = t.describe_gate() if r.classifier is not None else f"{t.gate:.3g}"
         lines.append(f"Gate {gate} · mask {t.mask:.3g} · min area {t.min_area_px} px" + largest)
-        mode = [f"averaged with {m.name}" for m in r.ensemble] + (["flip TTA"] if r.flip_tta else [])
-        lines.append(f"Ran on {r.device}" + (f" · thorough: {', '.join(mode)}" if mode else ""))
+        mode = describe_run(r.flip_tta, r.ensemble)
+        lines.append(f"Ran on {r.device}" + (f" · thorough: {mode}" if mode else ""))
         self.summary_label.setText("<br>".join(lines + notes))
 
     def _on_points_clicked(self, _item: object, points: list, _ev: object = None) -> None:

@@ -60,7 +60,7 @@ from brainseg_core.io import PatientFormat, Volume, find_patients
 from brainseg_core.resources import resource_path
 from brainseg_core.results import MaskSource
 from brainseg_core.spacing import Spacing
-from brainseg_core.thorough import run_mode
+from brainseg_core.thorough import describe_run, run_mode
 from brainseg_core.thresholds import Thresholds
 
 if TYPE_CHECKING:
@@ -711,8 +711,7 @@ class MainWindow(QMainWindow):
             else:
                 text = bundle_summary(b.card)
                 if title == "Segmenter" and self.settings.thorough:
-                    flip_tta, ensemble = run_mode(b.card, True)
-                    extra = [f"averaged with {m.name}" for m in ensemble] + (["flip TTA"] if flip_tta else [])
+                    extra = [describe_run(*run_mode(b.card, True))]
                     dice = b.card.thorough.get("metrics", {}).get("dice_patient_mean")
                     extra += [f"dice_patient_mean {dice:.3f}"] if isinstance(dice, float) else []
                     text += f"<br><i>Thorough</i>: {' | '.join(extra)}"

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,8 +122,13 @@ def _scan(folder: Path, source: Source, on_error: Callable[[BundleError], None])
             continue
         found.append(BundleInfo(card_path, card, source))
     # a segmenter's thorough-mode ensemble members belong to it, not offered as models of their own
-    members = {(m["name"], m["weights_sha256"]) for i in found for m in i.card.thorough.get("ensemble", [])}
+    members = _named_members(i.card for i in found)
     return [i for i in found if (i.card.name, i.card.weights_sha256) not in members]
+
+
+def _named_members(cards: Iterable[ModelCard]) -> set[tuple[str, str]]:
+    """The (name, weights hash) of every thorough-ensemble member that ``cards`` name."""
+    return {(m["name"], m["weights_sha256"]) for card in cards for m in card.thorough.get("ensemble", [])}
 
 
 def _log_error(exc: BundleError) -> None:
@@ -296,7 +301,7 @@ def remove_bundle(name: str) -> Path:
     weights = info.path.parent / info.card.weights_file
     info.path.unlink()
     weights.unlink(missing_ok=True)
-    still_named = _members_named(info.path.parent)
+    still_named = _named_members(i.card for i in _scan(info.path.parent, "user", lambda _exc: None))
     for member in info.card.thorough.get("ensemble", []):
         card = info.path.parent / f"{member['name']}.json"
         if (member["name"], member["weights_sha256"]) in still_named:
@@ -309,17 +314,6 @@ def remove_bundle(name: str) -> Path:
     if model_choice().get(info.card.kind) == name:
         _set_choice(info.card.kind, None)
     return info.path
-
-
-def _members_named(folder: Path) -> set[tuple[str, str]]:
-    """The (name, weights hash) of every ensemble member that a card in ``folder`` names."""
-    named = set()
-    for card_path in folder.glob("*.json"):
-        with contextlib.suppress(BundleError):
-            named |= {
-                (m["name"], m["weights_sha256"]) for m in read_card(card_path).thorough.get("ensemble", [])
-            }
-    return named
 
 
 def _card_file(path: str | Path) -> BundleInfo:

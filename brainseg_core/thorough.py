@@ -13,6 +13,7 @@ card names; :class:`~brainseg_core.inference.Pipeline` runs them (``ensemble=``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,13 @@ if TYPE_CHECKING:
     from brainseg_core.bundle import ModelBundle
     from brainseg_core.model_card import ModelCard
 
-__all__ = ["ThoroughMode", "run_mode", "thorough_mode"]
+__all__ = ["ThoroughMode", "describe_run", "run_mode", "thorough_mode"]
+
+
+def describe_run(flip_tta: bool, ensemble: Sequence[ModelRef]) -> str:
+    """What a run added to the segmenter, in the viewer's words (``""``: nothing): e.g.
+    ``"averaged with brainseg-segmenter-resunet16-seed1"``, ``"flip TTA"``."""
+    return ", ".join([f"averaged with {m.name}" for m in ensemble] + (["flip TTA"] if flip_tta else []))
 
 
 def run_mode(segmenter: ModelCard, thorough: bool) -> tuple[bool, tuple[ModelRef, ...]]:

@@ -351,20 +351,21 @@ class Pipeline:
                     if flip:
                         mirrored = seg(_on_device(x[chunk].flip(-1), plan)).float().flip(-1)
                         prob = (prob + torch.sigmoid(mirrored)) / 2
-                    if self.ensemble:
-                        n = len(self.ensemble)
-                        prob = (prob + self._members(x[chunk], plan) * n) / (1 + n)
+                    prob = self._with_members(prob, x[chunk], plan)
                 return resize_prob(prob[:, 0], shape).cpu()
 
         rows_t = torch.tensor(list(rows), dtype=torch.long)
         return run_batched(forward, rows_t, self._plan, on_fallback=self._place).numpy().astype(np.float32)
 
-    def _members(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-        """The ensemble members' mean sigmoid probability on the input rows ``x`` (each member
-        with its mirror under flip TTA), ``(len(x), 1, size, size)`` at the model's size; called
-        inside the caller's inference mode and autocast."""
+    def _with_members(self, prob: torch.Tensor, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+        """``prob``, the segmenter's sigmoid probability on the input rows ``x`` (``(len(x), 1,
+        size, size)`` at the model's size), averaged with each ensemble member's (each member with
+        its mirror under flip TTA); ``prob`` itself without members. Called inside the caller's
+        inference mode and autocast."""
+        if not self.ensemble:
+            return prob
         x = _on_device(x, plan)
-        probs = []
+        probs = [prob]
         for member in self.ensemble:
             prob = torch.sigmoid(member.model(x).float())
             if self.flip_tta:
@@ -382,9 +383,7 @@ class Pipeline:
                     prob = torch.sigmoid(seg(xc).float())
                     if self.flip_tta:
                         prob = (prob + torch.sigmoid(seg(xc.flip(-1)).float()).flip(-1)) / 2
-                    if self.ensemble:
-                        n = len(self.ensemble)
-                        prob = (prob + self._members(chunk, plan) * n) / (1 + n)
+                    prob = self._with_members(prob, chunk, plan)
                 return resize_prob(prob[:, 0], shape).cpu()
 
         return run_batched(forward, x, self._plan, on_fallback=self._place).numpy().astype(np.float32)
