@@ -304,10 +304,9 @@ class FoldScorer:
                 if post.largest_component:
                     confidence = None
                     if post.region_rule is RegionRule.MOST_CONFIDENT:  # what the segmenter read
-                        read = prob[volume]
+                        confidence = prob[volume]  # uint8: the scale does not change the choice
                         if gated is not None:
-                            read = np.where(gated[volume, None, None], read, 0)
-                        confidence = read / 255.0
+                            confidence = np.where(gated[volume, None, None], confidence, 0)
                     pred[volume] = keep_largest_component(pred[volume], confidence)
                 if post.edge_probability and faint is not None:  # labelled once for every choice
                     pred[volume] = extend_faint_edges(

@@ -220,9 +220,10 @@ def keep_largest_component(masks: np.ndarray, probabilities: np.ndarray | None =
 
     Args:
         masks: ``(N, H, W)`` boolean masks of one patient.
-        probabilities: ``(N, H, W)`` mask probabilities in [0, 1]: keep the region with the largest
-            sum of ``p ** CONFIDENCE_POWER`` instead of the most pixels (ties: the first region in
-            raster order).
+        probabilities: ``(N, H, W)`` mask probabilities: keep the region with the largest sum of
+            ``p ** CONFIDENCE_POWER`` instead of the most pixels (ties: the first region in raster
+            order). Any common scale serves (``[0, 1]`` or the uint8 ``0..255`` of the stores):
+            scaling every ``p`` by ``c`` scales every sum by ``c ** CONFIDENCE_POWER``.
 
     Returns:
         A new boolean array of the same shape.
@@ -233,13 +234,15 @@ def keep_largest_component(masks: np.ndarray, probabilities: np.ndarray | None =
     labels, n = label_components(masks)
     if n <= 1:
         return labels > 0
-    weights = None
-    if probabilities is not None:
-        p = np.asarray(probabilities, dtype=np.float64)
+    if probabilities is None:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    else:
+        p = np.asarray(probabilities)
         if p.shape != labels.shape:
             raise ValueError(f"probabilities of shape {p.shape} do not match masks of shape {labels.shape}")
-        weights = (p**CONFIDENCE_POWER).ravel()
-    sizes = np.bincount(labels.ravel(), weights=weights, minlength=n + 1)
+        inside = labels > 0  # only the regions' pixels are weighed: a few % of the volume
+        weights = p[inside].astype(np.float64) ** CONFIDENCE_POWER
+        sizes = np.bincount(labels[inside], weights=weights, minlength=n + 1)
     sizes[0] = -1
     return labels == int(sizes.argmax())
 

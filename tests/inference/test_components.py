@@ -98,6 +98,9 @@ def test_the_most_confident_region_outweighs_a_larger_faint_one() -> None:
     np.testing.assert_array_equal(keep_largest_component(masks), masks & (np.arange(2) == 0)[:, None, None])
     confident = keep_largest_component(masks, prob)
     np.testing.assert_array_equal(confident, masks & (np.arange(2) == 1)[:, None, None])
+    # the stores' uint8 scale chooses the same region
+    stored = np.round(prob * 255).astype(np.uint8)
+    np.testing.assert_array_equal(keep_largest_component(masks, stored), confident)
     # a linear weight (the most probability) would still keep the larger one: the power matters
     assert 36 * 0.5 > 16 * 0.95
     with pytest.raises(ValueError, match="do not match"):
