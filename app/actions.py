@@ -190,7 +190,8 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
         None,
         "A second segmenter reads every gated slice and the two are averaged, with the ensemble's "
         "own cross-validated thresholds: about twice the segmenter's time; a segmenter that ships "
-        "no ensemble reads each slice mirrored instead. Re-analyses the open patients",
+        "no ensemble reads each slice mirrored instead. Earlier results are cleared; the shown patient "
+        "is analysed again (with auto-run on), and during Analyse all every patient is",
         checkable=True,
     )
 

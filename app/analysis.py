@@ -32,7 +32,7 @@ from brainseg_app.session import (
 )
 from brainseg_app.settings import Settings
 from brainseg_app.worker import Job, JobRunner
-from brainseg_core.errors import BrainSegError, BundleError
+from brainseg_core.errors import BrainSegError, BundleError, ThoroughModeError
 from brainseg_core.io import PatientFormat, Volume
 from brainseg_core.progress import ProgressFn
 from brainseg_core.results import PatientResult, SliceResult
@@ -88,14 +88,20 @@ def _fallback_text(error: BrainSegError, *, chosen: bool) -> str:
     )
 
 
+#: The titles of :func:`_build_pipeline`'s warnings.
+DEVICE_FELL_BACK = "Device not available"
+THOROUGH_FELL_BACK = "Thorough mode not available"
+
+
 def _fall_back(
     engine: Engine, device: str, thorough: bool, error: BundleError, *, chosen: bool
-) -> tuple[BundleInfo | None, BundleInfo, AnalysisPipeline, str | None, str]:
+) -> tuple[BundleInfo | None, BundleInfo, AnalysisPipeline, list[tuple[str, str]], str]:
     """The first models that load in ``engine`` after the ones asked for failed with ``error``:
     the defaults (when the failed ones were ``chosen`` by hand), then the shipped ones.
 
     Returns:
-        The classifier, segmenter, pipeline, device warning and the message that says why.
+        The classifier, segmenter, pipeline, :func:`_build_pipeline`'s warnings and the message
+        that says why.
 
     Raises:
         BrainSegError: when the shipped models do not load either.
@@ -105,13 +111,13 @@ def _fall_back(
     if chosen:
         try:
             cls, seg = resolve_cards()
-            pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
-            return cls, seg, pipeline, warning, _fallback_text(error, chosen=True)
+            pipeline, warnings = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+            return cls, seg, pipeline, warnings, _fallback_text(error, chosen=True)
         except BundleError as exc:
             error = exc  # the defaults do not load either: the shipped ones, saying why
     cls, seg = _shipped_models(error)
-    pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
-    return cls, seg, pipeline, warning, _fallback_text(error, chosen=False)
+    pipeline, warnings = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+    return cls, seg, pipeline, warnings, _fallback_text(error, chosen=False)
 
 
 def _shipped_models(error: BrainSegError) -> tuple[BundleInfo | None, BundleInfo]:
@@ -140,23 +146,47 @@ def _build_pipeline(
     device: str,
     *,
     thorough: bool = False,
-) -> tuple[AnalysisPipeline, str | None]:
-    """A pipeline on ``device``, or on the best available one (with a warning) if that fails.
+) -> tuple[AnalysisPipeline, list[tuple[str, str]]]:
+    """A pipeline on ``device``, or on the best available one if that fails; in thorough mode, or
+    without it if the segmenter's ensemble cannot run (a member missing or replaced: the models
+    themselves are sound, so they are not given up for others).
 
     It streams results as the engine's default batch (on the CPU a forward pass's worth: progress
     moves slice by slice and Cancel acts within a fraction of a second).
+
+    Returns:
+        The pipeline and the warnings, ``(title, text)``: :data:`DEVICE_FELL_BACK` when it runs on
+        another device, :data:`THOROUGH_FELL_BACK` when it runs without thorough mode.
+
+    Raises:
+        BundleError: a model does not load.
     """
+    warnings: list[tuple[str, str]] = []
 
     def build(dev: str) -> AnalysisPipeline:
-        return engine.pipeline(classifier, segmenter, device=dev, thorough=thorough)
+        nonlocal thorough
+        try:
+            return engine.pipeline(classifier, segmenter, device=dev, thorough=thorough)
+        except ThoroughModeError as exc:
+            thorough = False
+            warnings.append(
+                (
+                    THOROUGH_FELL_BACK,
+                    f"{exc}\n\nBrainSeg runs the models without thorough mode; turn it on again "
+                    "(Analysis > Thorough) once the bundle is back.",
+                )
+            )
+            return engine.pipeline(classifier, segmenter, device=dev, thorough=False)
 
     try:
-        return build(device), None
+        return build(device), warnings
     except (ValueError, RuntimeError) as exc:
         if device == "auto":
             raise
         pipeline = build("auto")
-        return pipeline, f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
+        text = f"{exc}\n\nBrainSeg runs the models on {pipeline.device} instead."
+        warnings.append((DEVICE_FELL_BACK, text))
+        return pipeline, warnings
 
 
 def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
@@ -246,6 +276,8 @@ class AnalysisController(QObject):
         patientCancelled: a patient's job was cancelled.
         exportRequested: a batch started by "export all" has finished.
         deviceFellBack: the chosen device failed; the models run on this one (``"auto"``).
+        thoroughFellBack: thorough mode could not run (its ensemble is incomplete); the models run
+            without it and the setting is off.
     """
 
     recordChanged = Signal(object)
@@ -261,6 +293,7 @@ class AnalysisController(QObject):
     patientCancelled = Signal(object)
     exportRequested = Signal()
     deviceFellBack = Signal(str)
+    thoroughFellBack = Signal()
 
     def __init__(
         self,
@@ -545,6 +578,11 @@ class AnalysisController(QObject):
         self.runner.cancel()
         self.message.emit("Cancelling …", 0)
 
+    @property
+    def batch_running(self) -> bool:
+        """Whether "Analyse all" is under way (its patients queued or running)."""
+        return self._batch
+
     def stop_all(self) -> None:
         """Forget the queue and cancel the running job, quietly (other patients or models)."""
         self.queue.clear()
@@ -608,17 +646,15 @@ class AnalysisController(QObject):
             if seg is None:
                 raise BundleError(paths[1] or "models", "no segmentation model is loaded")
             try:
-                pipeline, warning = _build_pipeline(engine, cls, seg, device, thorough=thorough)
+                pipeline, built = _build_pipeline(engine, cls, seg, device, thorough=thorough)
             except BundleError as exc:  # a network did not load: the defaults, then the shipped ones
                 if all(getattr(b, "source", None) == "shipped" for b in (cls, seg) if b is not None):
                     raise
                 chosen = any(getattr(b, "source", None) == "file" for b in (cls, seg) if b is not None)
-                cls, seg, pipeline, warning, why = _fall_back(engine, device, thorough, exc, chosen=chosen)
+                cls, seg, pipeline, built, why = _fall_back(engine, device, thorough, exc, chosen=chosen)
                 loaded_now = True
                 warnings.append(("Model not loaded", why))
-            if warning:
-                warnings.append(("Device not available", warning))
-            return _Prepared(loaded_now, cls, seg, pipeline, warnings)
+            return _Prepared(loaded_now, cls, seg, pipeline, warnings + built)
 
         self.runner.start(job, tag=("prepare", None))
         self.jobStarted.emit("", bool(self.queue))
@@ -639,10 +675,15 @@ class AnalysisController(QObject):
             self._use_models(cls, seg, model_warning)
         self.pipeline = pipeline
         for title, text in warnings:
-            if title == "Device not available":
+            if title == DEVICE_FELL_BACK:
                 self.settings.device = "auto"
                 self.deviceFellBack.emit("auto")
-                dialogs.notify(self._dialog_parent, "warning", title, text)
+            elif title == THOROUGH_FELL_BACK:
+                self.settings.thorough = False
+                self.thoroughFellBack.emit()
+            else:
+                continue
+            dialogs.notify(self._dialog_parent, "warning", title, text)
         self.message.emit(f"Models ready on {pipeline.device}", 3000)
 
     def _on_prepare_failed(self, message: str, details: str) -> None:

@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         self._stream_timer = self._timer(250, self._refresh_results)
         self._stream_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse one may fire 5 % early
         self._threshold_timer = self._timer(300, self._thresholds_settled)
+        self._moved: set[str] = set()  # the sliders moved since the thresholds last settled
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._update_enabled()
@@ -351,6 +352,7 @@ class MainWindow(QMainWindow):
         an.patientCancelled.connect(self._on_patient_cancelled)
         an.exportRequested.connect(self.export_all_dialog)
         an.deviceFellBack.connect(self.controls.device.setCurrentText)
+        an.thoroughFellBack.connect(self._thorough_fell_back)
 
     # ==========================================================================================
     # Opening patients
@@ -536,8 +538,19 @@ class MainWindow(QMainWindow):
         if saved is None:
             return
         if not saved.current:
+            r, seg, cls = saved.result, self.segmenter, self.classifier
+            same_models = (
+                seg is not None
+                and r.segmenter == seg.card.ref
+                and r.classifier == (None if cls is None else cls.card.ref)
+            )
+            made = (
+                ("in" if r.ensemble or r.flip_tta else "without") + " thorough mode"
+                if same_models
+                else "by other models"
+            )
             self.statusBar().showMessage(
-                f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made by other models; "
+                f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made {made}; "
                 "run the analysis to update it",
                 10000,
             )
@@ -726,13 +739,18 @@ class MainWindow(QMainWindow):
                 gate=t.gate if gate is None else gate, mask=t.mask if mask is None else max(mask, 0.001)
             )
         )
+        self._moved |= {name for name, value in (("gate", gate), ("mask", mask)) if value is not None}
         self._update_masks()
         self._refresh_results()
         self._threshold_timer.start()
 
     def _thresholds_settled(self) -> None:
-        self.settings.classifier_threshold = self.thresholds.gate
-        self.settings.mask_threshold = self.thresholds.mask
+        # only what the user moved overrides the cards (the other keeps following the mode's card)
+        if "gate" in self._moved:
+            self.settings.classifier_threshold = self.thresholds.gate
+        if "mask" in self._moved:
+            self.settings.mask_threshold = self.thresholds.mask
+        self._moved.clear()
         self._apply_thresholds_everywhere()
         self.analyser.schedule_missing_segmentations()
 
@@ -756,6 +774,8 @@ class MainWindow(QMainWindow):
 
     def use_model_thresholds(self) -> None:
         """Return the thresholds to the values in the model cards."""
+        self._threshold_timer.stop()  # a slider still settling does not override them again
+        self._moved.clear()
         self.settings.classifier_threshold = None
         self.settings.mask_threshold = None
         self.settings.largest_component = None
@@ -870,16 +890,21 @@ class MainWindow(QMainWindow):
         self.settings.original_data_dir = original or None
 
     def _models_changed(self) -> None:
-        self.analyser.stop_all()
+        an = self.analyser
+        batch, export = an.batch_running, an.export_after_batch
+        an.stop_all()
         for rec in self.records.values():
             rec.reset()
             self.browser.update_record(rec)
-        self.analyser.models_replaced()
+        an.models_replaced()
         self._update_masks()
         self._refresh_results()
         self.statusBar().showMessage("Models changed; earlier results were cleared", 5000)
-        if self.current is not None and self.volume is not None and self.settings.auto_run:
-            self.analyser.request_analysis(self.current, front=True)
+        if batch:  # "Analyse all" goes on with the new models, from the first patient again
+            an.analyse_all()
+            an.export_after_batch = export
+        if self.current is not None and self.volume is not None and (batch or self.settings.auto_run):
+            an.request_analysis(self.current, front=True)
 
     def show_models(self) -> None:
         """Show the active models' cards."""
@@ -907,6 +932,15 @@ class MainWindow(QMainWindow):
         self.model.set_thresholds(self._initial_thresholds())
         self._update_models_label()
         self._models_changed()
+
+    def _thorough_fell_back(self) -> None:
+        """Thorough mode could not run (the analyser said why and turned the setting off): show it
+        off, with the segmenter's own thresholds."""
+        self.actions_by_name["thorough"].setChecked(False)  # the setting is off already: no re-run
+        self.model.set_thresholds(self._initial_thresholds())
+        self._show_thresholds(self.model.thresholds)
+        self._update_models_label()
+        self._apply_thresholds_everywhere()
 
     def set_auto_run(self, on: bool) -> None:
         """Start (or not) the analysis of each patient as soon as it is opened."""

@@ -45,6 +45,12 @@ class BundleError(BrainSegError):
         return type(self), (self.path, self.problem)
 
 
+class ThoroughModeError(BundleError):
+    """A segmenter's thorough mode cannot run: a member of its ensemble is missing, is not the one
+    its card names, does not load or reads another input. The segmenter itself is sound, so a
+    front end can run it without thorough mode instead of giving up on it."""
+
+
 class ExportError(BrainSegError):
     """An export cannot be written (destination exists, would overwrite a source, ...)."""
 

@@ -77,6 +77,7 @@ from brainseg_core.progress import CancelArg, cancel_checker
 from brainseg_core.report import draw_orientation_markers, write_report
 from brainseg_core.results import MaskSource
 from brainseg_core.review import ReviewReason, describe_reasons, review_reasons
+from brainseg_core.thorough import describe_run
 
 if TYPE_CHECKING:
     from brainseg_core.geometry import Geometry
@@ -93,6 +94,7 @@ __all__ = [
     "export_results",
     "export_training_data",
     "key_image",
+    "models_line",
 ]
 
 
@@ -226,6 +228,14 @@ def _check_not_source(patient_id: str, source: Path, slice_paths: Iterable[Path]
             )
 
 
+def models_line(result: PatientResult) -> str:
+    """What a key image's caption says made ``result``: the segmenter and gate, and in thorough
+    mode what was averaged in (e.g. ``"models: seg + gate (thorough: averaged with seg-seed1)"``)."""
+    models = result.segmenter.name + ("" if result.classifier is None else f" + {result.classifier.name}")
+    run = describe_run(result.flip_tta, result.ensemble)
+    return f"models: {models}" + (f" (thorough: {run})" if run else "")
+
+
 def key_image(
     volume: Volume,
     result: PatientResult,
@@ -253,14 +263,13 @@ def key_image(
     volume_text = (
         f"{result.volume_ml:.2f} mL" if result.volume_ml is not None else f"{result.volume_voxels} voxels"
     )
-    models = result.segmenter.name + ("" if result.classifier is None else f" + {result.classifier.name}")
     lines = [
         f"{result.patient_id}   slice {volume.slice_numbers[index]} ({index + 1} of {volume.n_slices})   "
         f"FLAIR   W {window[0]:.0f} L {window[1]:.0f}",
         f"tumour area on this slice {area}; patient tumour volume {volume_text}"
         + (f"; REVIEW: {describe_reasons(reasons)}" if reasons else "")
         + ("; outline edited by the reader" if s.source is MaskSource.READER else ""),
-        f"models: {models}",
+        models_line(result),
         RESEARCH_NOTICE,
     ]
     size = max(12, picture.shape[1] // 40)

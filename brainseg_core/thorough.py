@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from brainseg_core.errors import BundleError
+from brainseg_core.errors import BundleError, ThoroughModeError
 from brainseg_core.model_ref import ModelRef
 
 if TYPE_CHECKING:
@@ -83,9 +83,9 @@ def thorough_mode(segmenter: ModelBundle, *, device: str | torch.device = "cpu")
         checked), and whether flip TTA runs too.
 
     Raises:
-        BundleError: naming the segmenter's card when a member is missing (what to put where), or
-            the member's file when it is not the one the card names (another hash) or does not
-            load.
+        ThoroughModeError: naming the segmenter's card when a member is missing (what to put
+            where), or the member's file when it is not the one the card names (another hash) or
+            does not load.
     """
     from brainseg_core.bundle import load_bundle
 
@@ -96,19 +96,26 @@ def thorough_mode(segmenter: ModelBundle, *, device: str | torch.device = "cpu")
     for entry in section.get("ensemble", []):
         path = segmenter.path.parent / f"{entry['name']}.json"
         if not path.is_file():
-            raise BundleError(
+            raise ThoroughModeError(
                 segmenter.path,
                 f"its thorough mode averages it with {entry['name']}, which is not beside it ({path} is "
                 "missing): put that bundle's .json and .safetensors there, or run without thorough mode",
             )
-        member = load_bundle(path, device=device)
+        try:
+            member = load_bundle(path, device=device)
+        except BundleError as exc:
+            raise ThoroughModeError(
+                exc.path,
+                f"{exc.problem} (it is a member of {segmenter.card.name}'s thorough mode: restore the "
+                "bundle that shipped with it, or run without thorough mode)",
+            ) from exc
         if member.card.name != entry["name"] or member.card.weights_sha256 != entry["weights_sha256"]:
-            raise BundleError(
+            raise ThoroughModeError(
                 path,
                 f"is {member.card.name} with weights {member.card.weights_sha256[:12]}..., but "
                 f"{segmenter.card.name}'s thorough mode names {entry['name']} with "
                 f"{entry['weights_sha256'][:12]}...: the ensemble was cross-validated with other weights; "
-                "restore the bundle that shipped with it",
+                "restore the bundle that shipped with it, or run without thorough mode",
             )
         members.append(member)
     return ThoroughMode(tuple(members), bool(section.get("flip_tta", False)))

@@ -17,7 +17,7 @@ from PIL import Image
 import brainseg_core
 from brainseg_core.display import auto_window, overlay_image
 from brainseg_core.errors import Cancelled, ExportError
-from brainseg_core.export import SIDECAR_NAME, export_results, key_image
+from brainseg_core.export import SIDECAR_NAME, export_results, key_image, models_line
 from brainseg_core.io import open_volume
 from brainseg_core.model_ref import ModelRef
 from brainseg_core.results import PatientResult, SliceResult, rethreshold
@@ -146,6 +146,17 @@ def test_the_summary_names_the_models_thorough_mode_averaged(volume, tmp_path: P
     assert (summary["segmenter2_name"], summary["segmenter2_sha256"]) == ("seg-seed1", "c" * 64)
     side = json.loads((dest / SIDECAR_NAME).read_text())
     assert side["models"]["segmenter_ensemble"] == [member.to_json()]
+
+
+def test_a_key_image_caption_names_what_thorough_mode_averaged_in(volume) -> None:
+    result = _result(volume)
+    assert models_line(result) == f"models: {result.segmenter.name}" + (
+        "" if result.classifier is None else f" + {result.classifier.name}"
+    )
+    thorough = dataclasses.replace(result, ensemble=(ModelRef("seg-seed1", "c" * 64),))
+    assert models_line(thorough).endswith("(thorough: averaged with seg-seed1)")
+    plain, both = (key_image(volume, r, 0, window=(255.0, 127.5)) for r in (result, thorough))
+    assert plain.shape == both.shape and not np.array_equal(plain, both)  # the caption is drawn
 
 
 def test_sidecar_names_models_thresholds_and_files(volume, tmp_path: Path) -> None:

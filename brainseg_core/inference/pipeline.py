@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from brainseg_core.compute import Device, Precision
-from brainseg_core.errors import BundleError, Cancelled, DataError
+from brainseg_core.errors import BundleError, Cancelled, DataError, ThoroughModeError
 from brainseg_core.inference.device import (
     ExecutionPlan,
     autocast,
@@ -147,7 +147,8 @@ class Pipeline:
     Raises:
         ValueError: for an invalid argument or an unavailable device.
         BundleError: when a bundle of the wrong kind is passed (e.g. classifier and segmenter
-            swapped), or an ensemble member does not fit the segmenter's input.
+            swapped); :class:`~brainseg_core.errors.ThoroughModeError` when an ensemble member is
+            not a segmenter or does not read the segmenter's input.
     """
 
     def __init__(
@@ -166,14 +167,18 @@ class Pipeline:
         if segmenter is None:
             raise ValueError("a segmenter bundle is required")
         members = tuple(ensemble)
-        roles = [(classifier, ModelKind.CLASSIFIER), (segmenter, ModelKind.SEGMENTER)]
-        for bundle, kind in roles + [(m, ModelKind.SEGMENTER) for m in members]:
+        for bundle, kind in [(classifier, ModelKind.CLASSIFIER), (segmenter, ModelKind.SEGMENTER)]:
             if bundle is not None and bundle.card.kind != kind:
                 raise BundleError(bundle.path, f"is a {bundle.card.kind} bundle but was given as the {kind}")
         for member in members:
             ours, theirs = segmenter.card, member.card
+            if theirs.kind != ModelKind.SEGMENTER:
+                raise ThoroughModeError(
+                    member.path,
+                    f"is a {theirs.kind} bundle but was given as a member of the segmenter's ensemble",
+                )
             if (theirs.input_size, theirs.context_slices) != (ours.input_size, ours.context_slices):
-                raise BundleError(
+                raise ThoroughModeError(
                     member.path,
                     f"takes {theirs.input_size} px slices with {theirs.context_slices} context slice(s); "
                     f"the segmenter it joins ({ours.name}) takes {ours.input_size} px with "

@@ -143,6 +143,95 @@ def test_thorough_with_an_ensemble_runs_it_at_the_ensembles_thresholds(
     assert "Thorough mode: the ensemble" in card and "tiny-seg-2 (" in card and "most_confident" in card
 
 
+def test_turning_thorough_on_during_analyse_all_analyses_every_patient_in_thorough_mode(
+    make_window, lgg_fixture_root, scripted_models, qtbot
+):
+    from brainseg_app.session import PatientState
+
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(lgg_fixture_root)
+    w.analyse_all()
+    assert w.analyser.batch_running
+    w.analyser.export_after_batch = True  # as "export all" asks when patients are left to analyse
+    exports = []
+    w.analyser.exportRequested.disconnect()
+    w.analyser.exportRequested.connect(lambda: exports.append(True))
+    w.actions_by_name["thorough"].trigger()
+    assert w.analyser.batch_running and w.analyser.export_after_batch
+
+    def done() -> bool:
+        return all(r.state is PatientState.DONE for r in w.records.values()) and bool(exports)
+
+    qtbot.waitUntil(done, timeout=30_000)
+    assert all(r.model_shown is not None and r.model_shown.flip_tta for r in w.records.values())
+
+
+def _ensemble_section(tiny_bundles: Path, tiny_bundle) -> dict:
+    """Make tiny-seg's card name a second segmenter (tiny-seg-2, beside it) as its ensemble."""
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+
+    member = tiny_bundle(
+        tiny_bundles / "tiny-seg-2.json", "segmenter", input_size=64, seed=5, name="tiny-seg-2"
+    )
+    section = {
+        "ensemble": [{"name": "tiny-seg-2", "weights_sha256": read_card(member).weights_sha256}],
+        "thresholds": {"mask_probability": 0.35, "min_area_px": 3},
+    }
+    update_card(tiny_bundles / "tiny-seg.json", thorough=section)
+    return section
+
+
+@pytest.mark.parametrize("when", ["at start", "toggled"])
+def test_a_missing_ensemble_member_keeps_the_models_and_runs_them_without_thorough_mode(
+    make_window, fixture_patient, tiny_bundles, tiny_bundle, messages, qtbot, when
+):
+    from brainseg_app.session import PatientState
+
+    _ensemble_section(tiny_bundles, tiny_bundle)
+    (tiny_bundles / "tiny-seg-2.json").unlink()  # the member went missing
+    w = make_window()
+    if when == "at start":  # the setting remembered from the last session: no model loaded yet
+        w.settings.thorough = True
+        w.actions_by_name["thorough"].setChecked(True)
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    if when == "toggled":
+        w.actions_by_name["thorough"].trigger()
+        qtbot.waitUntil(lambda: not w.settings.thorough, timeout=20_000)
+        qtbot.waitUntil(lambda: w.current.state is PatientState.DONE, timeout=20_000)
+    # the user's models stay, and run as they are: thorough mode is off, and the user was told why
+    assert w.segmenter is not None and w.segmenter.card.name == "tiny-seg"
+    assert w.classifier is not None and w.classifier.card.name == "tiny-cls"
+    assert not w.settings.thorough and not w.actions_by_name["thorough"].isChecked()
+    assert w.current.model_shown.ensemble == () and w.model.thresholds.mask == 0.5
+    (_, text, _), *_ = [m for m in messages.shown if m[0] == "Thorough mode not available"]
+    assert "tiny-seg-2" in text and "without thorough mode" in text
+    assert not any("could not be loaded" in m[1] for m in messages.shown)
+
+
+def test_moving_one_threshold_slider_keeps_the_other_following_the_cards(
+    make_window, fixture_patient, tiny_bundles, tiny_bundle, qtbot
+):
+    from brainseg_app.panels import STEPS
+    from brainseg_app.session import PatientState
+
+    _ensemble_section(tiny_bundles, tiny_bundle)
+    w = make_window()
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    w.controls.gate.setValue(round(0.7 * STEPS))  # the reader moves the gate only
+    qtbot.waitUntil(lambda: w.settings.classifier_threshold is not None, timeout=5_000)
+    assert w.settings.mask_threshold is None
+    w.actions_by_name["thorough"].trigger()
+    assert w.model.thresholds.mask == 0.35  # the ensemble's own mask threshold
+    assert w.model.thresholds.gate == pytest.approx(0.7)  # the reader's gate
+    w.controls.mask_threshold.setValue(round(0.6 * STEPS))
+    qtbot.waitUntil(lambda: w.settings.mask_threshold is not None, timeout=5_000)
+    w.actions_by_name["thorough"].trigger()  # off: the reader's mask threshold stays theirs
+    assert w.model.thresholds.mask == pytest.approx(0.6)
+
+
 def test_the_model_card_says_which_slices_the_network_reads(tmp_path: Path) -> None:
     from brainseg_core.bundle import load_bundle
 

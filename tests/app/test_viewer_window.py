@@ -600,8 +600,8 @@ def test_opening_a_queued_patient_analyses_it_next_and_progress_moves_by_slices(
     an._batch = False
     # on the CPU the viewer streams CPU_FORWARD_BATCH slices at a time: progress per slice or two,
     # and Cancel acts after at most that many slices
-    pipeline, warning = _build_pipeline(LocalEngine(), w.classifier, w.segmenter, "cpu")
-    assert warning is None and pipeline.batch_size == CPU_FORWARD_BATCH
+    pipeline, warnings = _build_pipeline(LocalEngine(), w.classifier, w.segmenter, "cpu")
+    assert warnings == [] and pipeline.batch_size == CPU_FORWARD_BATCH
 
 
 def test_the_status_bar_does_not_say_analysing_once_the_work_is_done(
@@ -716,6 +716,14 @@ def test_a_saved_analysis_of_other_models_is_not_shown_as_current(
     qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
     assert w2.current.state is PatientState.NEW and w2.current.base is None
     assert "made by other models" in w2.statusBar().currentMessage()
+    w2.close()
+    # the same models in the other mode: the message says which
+    w3 = make_window(scripted_models, auto_run=False)
+    w3.settings.thorough = True
+    assert w3.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w3.volume is not None, timeout=20_000)
+    assert w3.current.state is PatientState.NEW
+    assert "made without thorough mode" in w3.statusBar().currentMessage()
 
 
 def test_stepping_through_slices_keeps_the_plot_in_place(

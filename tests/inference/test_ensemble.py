@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brainseg_core.bundle import ModelBundle, load_bundle, update_card
-from brainseg_core.errors import BundleError
+from brainseg_core.errors import ThoroughModeError
 from brainseg_core.inference import Pipeline
 from brainseg_core.model_card import read_card
 from brainseg_core.model_ref import ModelRef
@@ -103,25 +103,29 @@ def test_a_missing_or_replaced_member_is_refused_naming_the_file(pair, tmp_path:
     seg, member = pair
     weights = member.weights_path.read_bytes()
     member.path.rename(tmp_path / "away.json")
-    with pytest.raises(BundleError, match="seg-b, which is not beside it") as info:
+    with pytest.raises(ThoroughModeError, match="seg-b, which is not beside it") as info:
         thorough_mode(seg)
     assert str(seg.path) in str(info.value)
     (tmp_path / "away.json").rename(member.path)
     save_tiny_bundle(member.path, "segmenter", seed=7, name="seg-b")  # other weights, same name
-    with pytest.raises(BundleError, match="cross-validated with other weights") as info:
+    with pytest.raises(ThoroughModeError, match="cross-validated with other weights") as info:
         thorough_mode(seg)
     assert str(member.path) in str(info.value)
     assert member.weights_path.read_bytes() != weights
+    member.weights_path.write_bytes(weights[:-8])  # damaged: the load's own error, as a thorough one
+    with pytest.raises(ThoroughModeError, match="run without thorough mode") as info:
+        thorough_mode(seg)
+    assert str(member.path.parent) in str(info.value)
 
 
 def test_an_ensemble_member_must_read_the_same_input(pair, tmp_path: Path) -> None:
     seg, _ = pair
     other = load_bundle(save_tiny_bundle(tmp_path / "big.json", "segmenter", input_size=64, name="big"))
-    with pytest.raises(BundleError, match="must read the same input") as info:
+    with pytest.raises(ThoroughModeError, match="must read the same input") as info:
         Pipeline(None, seg, device="cpu", ensemble=[other])
     assert str(other.path) in str(info.value)
     cls = load_bundle(save_tiny_bundle(tmp_path / "cls.json", "classifier"))
-    with pytest.raises(BundleError, match="given as the segmenter"):
+    with pytest.raises(ThoroughModeError, match="given as a member of the segmenter's ensemble"):
         Pipeline(None, seg, device="cpu", ensemble=[cls])
 
 
