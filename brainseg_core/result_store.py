@@ -1,9 +1,11 @@
 """Analyses that survive a restart: :class:`ResultStore`.
 
 An analysis of a patient is kept as one compressed file in the user data folder
-(``<user data>/results/<key>.npz``), keyed by the content of the images the networks read
-(:func:`volume_key`: a sha256 of the decoded slices, so renaming or moving a patient folder keeps
-its results and editing a slice does not reuse stale ones). The file holds every slice's tumour
+(``<user data>/results/<key>.npz``; an analysis in thorough mode, :mod:`brainseg_core.thorough`,
+beside it as ``<key>.thorough.npz``, so switching the mode back and forth reruns nothing), keyed
+by the content of the images the networks read (:func:`volume_key`: a sha256 of the decoded
+slices, so renaming or moving a patient folder keeps its results and editing a slice does not
+reuse stale ones). The file holds every slice's tumour
 probability and mask probability map (float16), the thresholds, the models' names and sha256,
 the device and the time. Reopening the patient restores the analysis without running a network;
 results of other models than the active ones come back marked stale (:attr:`StoredResult.current`).
@@ -58,6 +60,14 @@ log = logging.getLogger(__name__)
 STORE_FORMAT = "brainseg-result/1"
 READER_FORMAT = "brainseg-reader-work/1"
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+
+
+_THOROUGH_SUFFIX = ".thorough.npz"
+
+
+def _thorough(flip_tta: bool, ensemble: tuple[ModelRef, ...]) -> bool:
+    """Whether a run of these settings is a thorough-mode run (kept in its own file)."""
+    return bool(flip_tta or ensemble)
 
 
 def volume_key(volume: Volume) -> str:
@@ -130,12 +140,13 @@ class ResultStore:
 
         return cls(user_data_dir() / "results")
 
-    def path_for(self, volume: Volume) -> Path:
-        """The file that holds (or would hold) ``volume``'s analysis."""
-        return self.folder / f"{volume_key(volume)}.npz"
+    def path_for(self, volume: Volume, *, thorough: bool = False) -> Path:
+        """The file that holds (or would hold) ``volume``'s analysis, in thorough mode or not."""
+        return self.folder / f"{volume_key(volume)}{_THOROUGH_SUFFIX if thorough else '.npz'}"
 
     def save(self, volume: Volume, result: PatientResult) -> Path:
-        """Keep ``result`` for ``volume`` (replacing an earlier one), atomically.
+        """Keep ``result`` for ``volume`` (replacing an earlier one of the same mode: thorough, with
+        flip TTA or an ensemble, or not), atomically.
 
         Raises:
             ValueError: if ``result`` does not belong to ``volume`` or is not complete.
@@ -161,7 +172,7 @@ class ResultStore:
             "software_version": brainseg_core.__version__,
         }
         stacked = np.stack(maps).astype(np.float16) if maps else np.zeros((0, *volume.shape), np.float16)
-        path = self.path_for(volume)
+        path = self.path_for(volume, thorough=_thorough(result.flip_tta, result.ensemble))
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
@@ -227,9 +238,13 @@ class ResultStore:
             ensemble: the segmenters the active pipeline averages with ``segmenter`` (thorough).
 
         Returns:
-            The stored result, ``current`` telling whether these models, run this way, made it.
+            The stored result, ``current`` telling whether these models, run this way, made it
+            (the analysis of this mode; without one, that of the other mode, not current).
         """
-        path = self.path_for(volume)
+        thorough = _thorough(flip_tta, ensemble)
+        path = self.path_for(volume, thorough=thorough)
+        if not path.is_file():
+            path = self.path_for(volume, thorough=not thorough)
         if not path.is_file():
             return None
         try:

@@ -68,6 +68,25 @@ def test_other_models_make_it_stale_and_other_pixels_miss(tmp_path: Path) -> Non
     assert store.load(dataclasses.replace(volume, images=edited), segmenter=SEG, classifier=CLS) is None
 
 
+def test_each_mode_keeps_its_own_analysis_so_switching_back_reruns_nothing(tmp_path: Path) -> None:
+    volume = make_volume(n=4, size=32)
+    store = ResultStore(tmp_path)
+    member = ModelRef("seg-seed1", "c" * 64)
+    plain = _result(volume)
+    thorough = dataclasses.replace(plain, ensemble=(member,), device="thorough-run")
+    store.save(volume, plain)
+    # no thorough analysis yet: the plain one comes back, marked as another mode's
+    other = store.load(volume, segmenter=SEG, classifier=CLS, ensemble=(member,))
+    assert other is not None and not other.current and other.result.ensemble == ()
+    path = store.save(volume, thorough)
+    assert path.name.endswith(".thorough.npz") and path != store.path_for(volume)
+    both = [store.load(volume, segmenter=SEG, classifier=CLS, ensemble=e) for e in ((), (member,))]
+    assert all(b is not None and b.current for b in both)
+    assert [b.result.device for b in both] == ["cpu", "thorough-run"]  # neither replaced the other
+    flipped = store.load(volume, segmenter=SEG, classifier=CLS, flip_tta=True)  # thorough, another run
+    assert flipped is not None and not flipped.current and flipped.result.ensemble == (member,)
+
+
 def test_a_damaged_or_foreign_file_is_ignored_not_trusted(tmp_path: Path, caplog) -> None:
     volume = make_volume(n=4, size=32)
     store = ResultStore(tmp_path)

@@ -703,6 +703,24 @@ def test_an_analysis_survives_a_restart(
     qtbot.waitUntil(lambda: runs != [] and _analysed(w3), timeout=20_000)
 
 
+def test_switching_thorough_mode_back_restores_the_first_analysis_without_a_run(
+    make_window, fixture_patient, scripted_models, qtbot, monkeypatch
+) -> None:
+    from brainseg_core.inference import Pipeline
+
+    runs: list[bool] = []
+    real_run = Pipeline.run
+    monkeypatch.setattr(
+        Pipeline, "run", lambda self, *a, **k: runs.append(self.flip_tta) or real_run(self, *a, **k)
+    )
+    w = make_window(scripted_models)
+    _open_and_analyse(qtbot, w, fixture_patient)
+    for on in (True, False, True):
+        w.actions_by_name["thorough"].trigger()
+        qtbot.waitUntil(lambda on=on: _analysed(w) and w.current.model_shown.flip_tta is on, timeout=20_000)
+    assert runs == [False, True]  # each mode ran once; switching back restored its saved analysis
+
+
 def test_a_saved_analysis_of_other_models_is_not_shown_as_current(
     make_window, fixture_patient, scripted_models, qtbot
 ) -> None:
