@@ -70,6 +70,19 @@ def test_gaps_longer_than_the_limit_are_separate_lesions() -> None:
     ]
 
 
+def test_an_outline_out_of_line_with_both_neighbours_is_a_size_jump() -> None:
+    # areas 36, 100, 36, 36, 49, 64, 16, 64, 81: a bulge (1), a dip (6), the rest in line
+    sizes = [6, 10, 6, 6, 7, 8, 4, 8, 9]
+    r = _result([0.95] * len(sizes), [_prob(0.95, n) for n in sizes])
+    jumps = [i for i, x in enumerate(review_reasons(r)) if R.SIZE_JUMP in x]
+    assert jumps == [1, 6]  # 100 > 1.5 * 36; 16 * 1.5 < 64 (2, 36 beside 100 and 36, is in line)
+    strict = review_reasons(r, criteria=ReviewCriteria(size_jump=3.0))
+    assert [i for i, x in enumerate(strict) if R.SIZE_JUMP in x] == [6]  # 100 < 3 * 36; 16 * 3 < 64
+    # the outlines at the ends of a run are not compared with an empty slice (tumour ends flag those)
+    end = _result([0.95] * 3, [_prob(0.0), _prob(0.95, 10), _prob(0.95, 4)])
+    assert all(R.SIZE_JUMP not in x for x in review_reasons(end))
+
+
 def test_near_the_gate_where_the_gate_decided() -> None:
     # gate 0.013 like the shipped classifier: 0.02 is close in log-odds, 0.3 is not.
     r = _result(
@@ -134,5 +147,8 @@ def test_the_queue_leaves_out_what_the_reader_dealt_with() -> None:
 
 
 def test_criteria_are_validated() -> None:
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="size_jump"):
+            ReviewCriteria(size_jump=bad)
     with pytest.raises(ValueError, match="uncertain_band"):
         ReviewCriteria(uncertain_band=1.5)
