@@ -544,11 +544,14 @@ class MainWindow(QMainWindow):
                 and r.segmenter == seg.card.ref
                 and r.classifier == (None if cls is None else cls.card.ref)
             )
-            made = (
-                ("in" if r.ensemble or r.flip_tta else "without") + " thorough mode"
-                if same_models
-                else "by other models"
-            )
+            flip_now, ensemble_now = run_mode(seg.card, self.settings.thorough) if seg else (False, ())
+            thorough_then = bool(r.ensemble or r.flip_tta)
+            if not same_models:
+                made = "by other models"
+            elif thorough_then != bool(ensemble_now or flip_now):
+                made = ("in" if thorough_then else "without") + " thorough mode"
+            else:  # the card's ensemble changed since
+                made = "by another thorough ensemble"
             self.statusBar().showMessage(
                 f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made {made}; "
                 "run the analysis to update it",
@@ -690,6 +693,7 @@ class MainWindow(QMainWindow):
         """Show the new models and take their thresholds (unless the user set some)."""
         self.model.model_input_size = None if self.segmenter is None else int(self.segmenter.card.input_size)
         self._update_models_label()
+        self._keep_moved_thresholds()
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._apply_thresholds_everywhere()
@@ -744,13 +748,18 @@ class MainWindow(QMainWindow):
         self._refresh_results()
         self._threshold_timer.start()
 
-    def _thresholds_settled(self) -> None:
-        # only what the user moved overrides the cards (the other keeps following the mode's card)
+    def _keep_moved_thresholds(self) -> None:
+        """Save the thresholds the user moved since they last settled as the user's (only those:
+        the other keeps following the mode's card), before the cards' thresholds are read again."""
+        self._threshold_timer.stop()
         if "gate" in self._moved:
             self.settings.classifier_threshold = self.thresholds.gate
         if "mask" in self._moved:
             self.settings.mask_threshold = self.thresholds.mask
         self._moved.clear()
+
+    def _thresholds_settled(self) -> None:
+        self._keep_moved_thresholds()
         self._apply_thresholds_everywhere()
         self.analyser.schedule_missing_segmentations()
 
@@ -924,9 +933,12 @@ class MainWindow(QMainWindow):
 
     def set_thorough(self, on: bool) -> None:
         """Turn the segmenter's thorough mode (:mod:`brainseg_core.thorough`: its ensemble, with the
-        ensemble's thresholds) on or off; analysed patients are analysed again."""
+        ensemble's thresholds) on or off. Earlier results are cleared: the shown patient is
+        analysed again with auto-run on (a saved analysis of the mode is restored), and during
+        Analyse all every patient is."""
         if on == self.settings.thorough:
             return
+        self._keep_moved_thresholds()
         self.settings.thorough = on
         self.actions_by_name["thorough"].setChecked(on)
         self.model.set_thresholds(self._initial_thresholds())
@@ -935,11 +947,20 @@ class MainWindow(QMainWindow):
 
     def _thorough_fell_back(self) -> None:
         """Thorough mode could not run (the analyser said why and turned the setting off): show it
-        off, with the segmenter's own thresholds."""
+        off, with the segmenter's own thresholds, and set aside the thorough analyses on show (a
+        saved one restored before the networks were asked to run): the shown patient is analysed
+        again (with auto-run on)."""
+        self._keep_moved_thresholds()
         self.actions_by_name["thorough"].setChecked(False)  # the setting is off already: no re-run
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._update_models_label()
+        for rec in self.records.values():
+            if rec.base is not None and (rec.base.ensemble or rec.base.flip_tta):
+                rec.reset()
+                self.browser.update_record(rec)
+                if rec is self.current and self.volume is not None and self.settings.auto_run:
+                    self.analyser.request_analysis(rec, front=True)
         self._apply_thresholds_everywhere()
 
     def set_auto_run(self, on: bool) -> None:

@@ -238,8 +238,9 @@ class ResultStore:
             ensemble: the segmenters the active pipeline averages with ``segmenter`` (thorough).
 
         Returns:
-            The stored result, ``current`` telling whether these models, run this way, made it
-            (the analysis of this mode; without one, that of the other mode, not current).
+            The stored result, ``current`` telling whether these models, run this way, made it:
+            the analysis kept for this mode (thorough or not) or, when there is none, the one
+            kept for the other mode.
         """
         thorough = _thorough(flip_tta, ensemble)
         path = self.path_for(volume, thorough=thorough)
@@ -252,8 +253,9 @@ class ResultStore:
         except _READ_ERRORS as exc:
             log.warning("%s: ignoring a saved analysis that cannot be read: %s", path, exc)
             return None
-        with contextlib.suppress(OSError):  # used now: the last to be evicted
-            os.utime(path)
+        if stored.current:
+            with contextlib.suppress(OSError):  # used now: the last to be evicted
+                os.utime(path)
         return stored
 
     # -- the reader's work -----------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from brainseg_core.model_ref import ModelRef
-from brainseg_core.results import PatientResult, SliceResult, rethreshold
+from brainseg_core.results import MaskSource, PatientResult, SliceResult, rethreshold
 from brainseg_core.review import ReviewCriteria, ReviewReason, past_tumour_ends, review_queue, review_reasons
 from brainseg_core.thresholds import Thresholds
 
@@ -78,6 +80,10 @@ def test_an_outline_out_of_line_with_both_neighbours_is_a_size_jump() -> None:
     assert jumps == [1, 6]  # 100 > 1.5 * 36; 16 * 1.5 < 64 (2, 36 beside 100 and 36, is in line)
     strict = review_reasons(r, criteria=ReviewCriteria(size_jump=3.0))
     assert [i for i, x in enumerate(strict) if R.SIZE_JUMP in x] == [6]  # 100 < 3 * 36; 16 * 3 < 64
+    # an outline the reader drew is not flagged (its neighbours are compared with it)
+    drawn = dataclasses.replace(r.slices[1], source=MaskSource.READER)
+    edited = dataclasses.replace(r, slices=[*r.slices[:1], drawn, *r.slices[2:]])
+    assert [i for i, x in enumerate(review_reasons(edited)) if R.SIZE_JUMP in x] == [6]
     # the outlines at the ends of a run are not compared with an empty slice (tumour ends flag those)
     end = _result([0.95] * 3, [_prob(0.0), _prob(0.95, 10), _prob(0.95, 4)])
     assert all(R.SIZE_JUMP not in x for x in review_reasons(end))

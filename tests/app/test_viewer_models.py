@@ -210,6 +210,55 @@ def test_a_missing_ensemble_member_keeps_the_models_and_runs_them_without_thorou
     assert not any("could not be loaded" in m[1] for m in messages.shown)
 
 
+def test_a_restored_thorough_analysis_is_set_aside_when_thorough_mode_falls_back(
+    make_window, fixture_patient, tiny_bundles, tiny_bundle, messages, qtbot
+):
+    from brainseg_app.session import PatientState
+
+    _ensemble_section(tiny_bundles, tiny_bundle)
+    w = make_window()
+    w.actions_by_name["thorough"].trigger()
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    assert w.current.model_shown.ensemble != ()  # analysed and saved in thorough mode
+    w.close()
+    (tiny_bundles / "tiny-seg-2.json").unlink()  # the member goes missing
+    w2 = make_window(auto_run=False)  # thorough is still on (a setting)
+    assert w2.settings.thorough and w2.ensure_models()  # the cards read (a menu does this)
+    w2.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w2.current is not None and w2.current.state is PatientState.DONE, timeout=20_000)
+    assert w2.current.model_shown.ensemble != ()  # restored from the card alone: nothing loaded yet
+    w2.prepare()  # the models load: thorough mode cannot run
+    qtbot.waitUntil(lambda: not w2.settings.thorough, timeout=20_000)
+    assert w2.current.base is None and w2.current.state is PatientState.NEW  # not shown as plain
+    assert w2.model.thresholds.mask == 0.5
+
+
+def test_a_saved_analysis_of_an_earlier_ensemble_says_so(
+    make_window, fixture_patient, tiny_bundles, tiny_bundle, qtbot
+):
+    from brainseg_app.session import PatientState
+    from brainseg_core.bundle import update_card
+    from brainseg_core.model_card import read_card
+
+    section = _ensemble_section(tiny_bundles, tiny_bundle)
+    w = make_window()
+    w.actions_by_name["thorough"].trigger()
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    w.close()
+    # the member is retrained: the card names the new weights
+    new = tiny_bundle(tiny_bundles / "tiny-seg-2.json", "segmenter", input_size=64, seed=9, name="tiny-seg-2")
+    section["ensemble"][0]["weights_sha256"] = read_card(new).weights_sha256
+    update_card(tiny_bundles / "tiny-seg.json", thorough=section)
+    w2 = make_window(auto_run=False)
+    assert w2.ensure_models()
+    w2.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w2.volume is not None, timeout=20_000)
+    assert w2.current.state is PatientState.NEW
+    assert "made by another thorough ensemble" in w2.statusBar().currentMessage()
+
+
 def test_moving_one_threshold_slider_keeps_the_other_following_the_cards(
     make_window, fixture_patient, tiny_bundles, tiny_bundle, qtbot
 ):
@@ -227,8 +276,8 @@ def test_moving_one_threshold_slider_keeps_the_other_following_the_cards(
     assert w.model.thresholds.mask == 0.35  # the ensemble's own mask threshold
     assert w.model.thresholds.gate == pytest.approx(0.7)  # the reader's gate
     w.controls.mask_threshold.setValue(round(0.6 * STEPS))
-    qtbot.waitUntil(lambda: w.settings.mask_threshold is not None, timeout=5_000)
-    w.actions_by_name["thorough"].trigger()  # off: the reader's mask threshold stays theirs
+    w.actions_by_name["thorough"].trigger()  # off at once, before the slider settled: it stays
+    assert w.settings.mask_threshold == pytest.approx(0.6)
     assert w.model.thresholds.mask == pytest.approx(0.6)
 
 

@@ -98,9 +98,13 @@ def test_the_most_confident_region_outweighs_a_larger_faint_one() -> None:
     np.testing.assert_array_equal(keep_largest_component(masks), masks & (np.arange(2) == 0)[:, None, None])
     confident = keep_largest_component(masks, prob)
     np.testing.assert_array_equal(confident, masks & (np.arange(2) == 1)[:, None, None])
-    # the stores' uint8 scale chooses the same region
+    # the stores' uint8 scale chooses the same region, where p ** 4 in uint8 would wrap and choose
+    # the other (255 ** 4 = 1, 102 ** 4 = 16 modulo 256: 16 * 1 < 36 * 16)
+    prob[0, :6, :6], prob[1, 8:12, 8:12] = 0.4, 1.0
     stored = np.round(prob * 255).astype(np.uint8)
+    assert (stored[0, 0, 0], stored[1, 8, 8]) == (102, 255)
     np.testing.assert_array_equal(keep_largest_component(masks, stored), confident)
+    np.testing.assert_array_equal(keep_largest_component(masks, prob), confident)
     # a linear weight (the most probability) would still keep the larger one: the power matters
     assert 36 * 0.5 > 16 * 0.95
     with pytest.raises(ValueError, match="do not match"):
