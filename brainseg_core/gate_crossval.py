@@ -38,7 +38,7 @@ the nested, pooled result.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,7 @@ def gated_cross_validation(
     seg_folds: Sequence[FoldPredictions],
     gate_folds: Sequence[GateFold],
     *,
-    post: PostProcessing | None = None,
+    post: PostProcessing | Mapping[str, PostProcessing] | None = None,
     target_recall: float = GATE_TARGET_RECALL,
     reaches: Sequence[int] = GATE_REACHES,
 ) -> dict[str, Any]:
@@ -316,7 +316,10 @@ def gated_cross_validation(
     Args:
         seg_folds: the segmenter's folds (:func:`brainseg_core.crossval.load_fold`).
         gate_folds: the gate's folds, the same patients and slices in the same order.
-        post: the segmenter's post-processing (its card's; default: ``PostProcessing()``).
+        post: the segmenter's post-processing: one for every fold (a card's; default:
+            ``PostProcessing()``), or each fold's by fold name, e.g. the choice
+            :func:`~brainseg_core.crossval.cross_validate` made for it on the other folds (then
+            every number here is nested: a choice made on all folds has seen the fold it scores).
         target_recall: the gate recall each threshold keeps on the folds that choose it.
         reaches: the gate reaches to choose among (``(0,)``: each slice's own probability only).
 
@@ -329,12 +332,20 @@ def gated_cross_validation(
         own probabilities) and the settings.
 
     Raises:
-        ValueError: with fewer than 2 folds, unequal fold lists, folds that do not line up, or
-            no reach (or one outside ``[0, MAX_GATE_REACH]``) to choose among.
+        ValueError: with fewer than 2 folds, unequal fold lists, folds that do not line up, a fold
+            without its post-processing, or no reach (or one outside ``[0, MAX_GATE_REACH]``) to
+            choose among.
     """
     if not reaches or any(not 0 <= r <= MAX_GATE_REACH for r in reaches):
         raise ValueError(f"reaches must be gate reaches from 0 to {MAX_GATE_REACH}, got {list(reaches)}")
-    post = post or PostProcessing()
+    by_fold = dict(post) if isinstance(post, Mapping) else None
+    if by_fold is not None and (missing := sorted({g.name for g in gate_folds} - set(by_fold))):
+        raise ValueError(f"no post-processing given for fold(s) {missing}")
+    every_fold = post if isinstance(post, PostProcessing) else PostProcessing()
+
+    def post_of(fold: str) -> PostProcessing:
+        return every_fold if by_fold is None else by_fold[fold]
+
     if len(seg_folds) < 2 or len(seg_folds) != len(gate_folds):
         raise ValueError(
             f"need the same number (>= 2) of segmenter and gate folds, got {len(seg_folds)} and "
@@ -352,6 +363,7 @@ def gated_cross_validation(
     per_fold, parts, queue, ungated_queue = [], [], None, None
     for k, (scorer, (seg, gate)) in enumerate(zip(scorers, pairs, strict=True)):
         reach, t = _choose([g for j, (_, g) in enumerate(pairs) if j != k], target_recall, reaches)
+        post = post_of(gate.name)
         part = _gated_part(scorer, gate, reach, t, post)
         parts.append(part)
         per_fold.append({"fold": gate.name, "threshold": t, "reach": reach, "metrics": _gate_metrics([part])})
@@ -370,9 +382,10 @@ def gated_cross_validation(
         counts = review_queue_yield(seg, None, every, flip_tta=post.flip_tta)
         ungated_queue = counts if ungated_queue is None else _add_counts(ungated_queue, counts)
     all_reach, all_t = _choose([g for _, g in pairs], target_recall, reaches)
+    described = {post_of(g.name).describe() for _, g in pairs}
     return {
         "folds": len(pairs),
-        "post_processing": post.describe(),
+        "post_processing": described.pop() if len(described) == 1 else "each fold's own choice",
         "target_recall": target_recall,
         "reaches": list(reaches),
         "review_probability": REVIEW_CONFIDENCE,
@@ -380,7 +393,7 @@ def gated_cross_validation(
         "pooled": _gate_metrics(parts),
         "review_queue": queue,
         "review_queue_ungated": ungated_queue,
-        "ungated": summary_metrics([s.score(post) for s in scorers]),
+        "ungated": summary_metrics([s.score(post_of(s.fold.name)) for s in scorers]),
         "threshold": all_t,
         "reach": all_reach,
         "calibration": calibration(

@@ -85,6 +85,27 @@ def test_each_folds_threshold_comes_from_the_other_folds() -> None:
     assert result["pooled"]["gate_recall"] == pytest.approx(8 / 12)
 
 
+def test_each_fold_can_take_its_own_post_processing_the_nested_choice() -> None:
+    from brainseg_core.crossval import FoldScorer, PostProcessing
+
+    segs, gates = _folds()
+    plain, strict = PostProcessing(0.5, 0), PostProcessing(0.5, 10_000)  # strict: nothing is outlined
+    mixed = gated_cross_validation(segs, gates, post={"fold0": plain, "fold1": strict, "fold2": plain})
+    one = gated_cross_validation(segs, gates, post=plain)
+    dice = {f["fold"]: f["metrics"]["dice_patient_mean"] for f in mixed["per_fold"]}
+    same = {f["fold"]: f["metrics"]["dice_patient_mean"] for f in one["per_fold"]}
+    assert dice["fold0"] == same["fold0"] and dice["fold2"] == same["fold2"]
+    assert dice["fold1"] == 0.0 < same["fold1"]  # fold 1 scored with its own choice
+    assert mixed["ungated"]["dice_patient_mean"] == pytest.approx(
+        np.mean(
+            [*FoldScorer(segs[0]).score(plain)["dice"], 0.0, 0.0, *FoldScorer(segs[2]).score(plain)["dice"]]
+        )
+    )
+    assert mixed["post_processing"] == "each fold's own choice" and one["post_processing"] == plain.describe()
+    with pytest.raises(ValueError, match="fold2"):
+        gated_cross_validation(segs, gates, post={"fold0": plain, "fold1": plain})
+
+
 def test_folds_that_do_not_line_up_are_refused() -> None:
     segs, gates = _folds()
     with pytest.raises(ValueError, match="same number"):

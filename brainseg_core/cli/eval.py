@@ -304,14 +304,21 @@ def _cross_validate(args: argparse.Namespace) -> None:
     if args.gate_cv:
         from brainseg_core.gate_crossval import format_gate_report, gated_cross_validation, load_gate_fold
 
-        ship = PostProcessing(**result["ship"])
+        # each fold behind its own gate with its own post-processing, both chosen on the other folds
+        # (where the selection did not pay, the default everywhere: what ships then)
+        nested = result["ship_metrics"] == "pooled"
+        post: PostProcessing | dict[str, PostProcessing] = (
+            {f["fold"]: PostProcessing(**f["choice"]) for f in result["per_fold"]}
+            if nested
+            else PostProcessing(**result["ship"])
+        )
         gate_files = find_fold_files(args.gate_cv)
         _check_complete(gate_files, args.gate_cv, writes=bool(args.write_gate_card))
         gates = [load_gate_fold(f) for f in gate_files]
         options: dict[str, Any] = {} if args.gate_recall is None else {"target_recall": args.gate_recall}
         if args.gate_reach is not None:
             options["reaches"] = (args.gate_reach,)
-        result["gate"] = gated_cross_validation(folds, gates, post=ship, **options)
+        result["gate"] = gated_cross_validation(folds, gates, post=post, **options)
         print()
         print(format_gate_report(result["gate"]))
         if args.write_gate_card:
