@@ -11,6 +11,12 @@ files come from the same forward passes the trainer's final evaluation makes
 bundle's stored (half-precision) weights, in the autocast precision the card records, so they match
 the trainer's own file to within rounding, not bit for bit (on a real LGG fold: mean Dice 0.8542
 against 0.8543, 0.24 % of the pixels' stored probabilities moved).
+
+Each file records the weights that made it (:data:`WEIGHTS_KEY`: the bundle card's
+``weights_sha256``, stamped by the trainer once the bundle is written and by a rebuild), so a file
+left behind by other weights (a fold retrained, a bundle replaced) or holding other patients than
+the card's held-out ones is rebuilt instead of scored (:func:`stale_folds`). Files written before
+the stamp existed carry none and are trusted when their patients match.
 """
 
 from __future__ import annotations
@@ -19,19 +25,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from brainseg_core.atomic import atomic_write
 from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.errors import DataError
 from brainseg_core.model_kind import ModelKind
 
 __all__ = [
+    "WEIGHTS_KEY",
     "fold_folders",
-    "folds_without_file",
     "held_out_patients",
     "rebuild_missing",
     "rebuild_out_of_fold",
+    "stale_folds",
+    "stamp_out_of_fold",
 ]
+
+#: The array of an out-of-fold file that names the weights it came from (their sha256).
+WEIGHTS_KEY = "weights_sha256"
 
 # the card's ``training.precision`` (the trainer's autocast) to a precision name
 _PRECISIONS = {"bfloat16": "bf16", "float16": "fp16", "fp32": "fp32", "float32": "fp32"}
@@ -64,17 +77,57 @@ def fold_folders(root: str | Path) -> list[Path]:
     return found
 
 
-def folds_without_file(root: str | Path) -> list[Path]:
-    """The folds of ``root`` whose bundle has held-out patients but whose ``out_of_fold.npz`` is
-    missing (a model trained on every patient has no such file, and is not listed)."""
+def stamp_out_of_fold(path: str | Path, weights_sha256: str) -> Path:
+    """Record in an out-of-fold file which weights made it (:data:`WEIGHTS_KEY`), atomically.
+
+    Raises:
+        OSError, ValueError: the file cannot be read or written.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[WEIGHTS_KEY] = np.array(weights_sha256)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def _why_stale(fold: Path) -> str | None:
+    """Why ``fold``'s out-of-fold file must be (re)built; None when it serves or the fold's model
+    saw every patient (it has none)."""
     from brainseg_core.model_card import read_card, resolve_card_path
 
-    return [
-        f
-        for f in fold_folders(root)
-        if not (f / OUT_OF_FOLD_FILE).is_file()
-        and held_out_patients(read_card(resolve_card_path(f)).training)
-    ]
+    card = read_card(resolve_card_path(fold))
+    ids = held_out_patients(card.training)
+    path = fold / OUT_OF_FOLD_FILE
+    if not ids:
+        return None
+    if not path.is_file():
+        return "missing"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stamped = str(z[WEIGHTS_KEY]) if WEIGHTS_KEY in z.files else None
+            held = sorted(str(i) for i in z["patient_ids"])
+    except (OSError, ValueError, KeyError) as exc:
+        return f"unreadable ({exc})"
+    if stamped is not None and stamped != card.weights_sha256:
+        return "made by other weights than the fold's bundle"
+    if held != sorted(ids):
+        return "holds other patients than the bundle's held-out ones"
+    return None
+
+
+def stale_folds(root: str | Path) -> list[tuple[Path, str]]:
+    """The folds of ``root`` whose ``out_of_fold.npz`` must be (re)built, each with why: missing,
+    unreadable, made by other weights than the fold's bundle (its stamp), or holding other
+    patients than the card's held-out ones. A model trained on every patient has no such file, and
+    is not listed.
+
+    Raises:
+        DataError: ``root`` is not a folder.
+        BundleError: a fold holds no valid card, or several bundles.
+    """
+    return [(f, why) for f in fold_folders(root) if (why := _why_stale(f)) is not None]
 
 
 def rebuild_out_of_fold(
@@ -148,9 +201,11 @@ def rebuild_out_of_fold(
     try:
         with torch.inference_mode():
             if card.kind is ModelKind.SEGMENTER:
-                return save_out_of_fold(bundle.model, val, out, batch_size=batch_size, amp=amp)
-            logits = predict_logits(bundle.model, val.images, batch_size=batch_size, amp=amp)
-            return save_gate_out_of_fold(val, logits, out)
+                save_out_of_fold(bundle.model, val, out, batch_size=batch_size, amp=amp)
+            else:
+                logits = predict_logits(bundle.model, val.images, batch_size=batch_size, amp=amp)
+                save_gate_out_of_fold(val, logits, out)
+        return stamp_out_of_fold(out, card.weights_sha256)
     except OSError as exc:
         raise DataError(
             out, f"cannot write it ({exc.strerror or exc}); copy the folds somewhere writable"
@@ -166,12 +221,12 @@ def rebuild_missing(
     series: Mapping[str, str] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """:func:`rebuild_out_of_fold` for each of :func:`folds_without_file`.
+    """:func:`rebuild_out_of_fold` for each of :func:`stale_folds`.
 
     Returns:
-        The files written (none when every fold had its file).
+        The files written (none when every fold had a file that serves).
     """
     return [
         rebuild_out_of_fold(f, data, device=device, batch_size=batch_size, series=series, say=say)
-        for f in folds_without_file(root)
+        for f, _ in stale_folds(root)
     ]

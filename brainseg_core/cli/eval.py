@@ -16,8 +16,9 @@ pooled metrics with each fold's post-processing chosen on the other folds
 ``--gate-cv`` adds a classifier's K-fold run on the same folds in front of the segmenter: its
 threshold chosen on the other folds, the end-to-end metrics and the share of slices it sends to
 the decoder (:mod:`brainseg_core.gate_crossval`). Given the DATA the folds were trained on, a fold
-folder that holds its bundle but no ``out_of_fold.npz`` gets the file rebuilt from the bundle
-first (:mod:`brainseg_core.out_of_fold`), so a project can keep the fold bundles alone. ``--with``
+folder that holds its bundle but no ``out_of_fold.npz`` (or one made by other weights, or of
+other patients) gets the file rebuilt from the bundle first (:mod:`brainseg_core.out_of_fold`), so
+a project can keep the fold bundles alone. ``--with``
 averages other K-fold folders on the same held-out patients into ``--cv``'s: the nested
 cross-validation of their ensemble; with ``--write-card BUNDLE --member OTHER`` its choice and
 metrics become BUNDLE's thorough mode (:mod:`brainseg_core.thorough`).
@@ -261,7 +262,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
         load_fold,
     )
     from brainseg_core.errors import DataError
-    from brainseg_core.out_of_fold import folds_without_file, rebuild_missing
+    from brainseg_core.out_of_fold import rebuild_missing, stale_folds
 
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     for root in (args.cv, *args.ensemble_cv, args.gate_cv):
@@ -273,12 +274,12 @@ def _cross_validate(args: argparse.Namespace) -> None:
                 root, args.data, device=args.device, batch_size=args.batch_size, series=series, say=say
             ):
                 say(f"rebuilt {path}")
-        elif lacking := folds_without_file(root):
-            names = ", ".join(f.name for f in lacking)
+        elif stale := stale_folds(root):
+            names = "; ".join(f"{f.name}: {why}" for f, why in stale)
             raise DataError(
                 Path(root),
-                f"{len(lacking)} fold(s) hold a bundle but no out_of_fold.npz ({names}): pass DATA, the "
-                "dataset they were trained on, to rebuild them",
+                f"{len(stale)} fold(s) hold a bundle but no usable out_of_fold.npz ({names}): pass DATA, "
+                "the dataset they were trained on, to rebuild them",
             )
     files = find_fold_files(args.cv)
     writes = bool(args.write_card or args.write_gate_card)

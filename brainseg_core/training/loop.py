@@ -45,6 +45,8 @@ import torch
 
 from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.jsonsafe import json_safe
+from brainseg_core.model_card import read_card
+from brainseg_core.out_of_fold import stamp_out_of_fold
 from brainseg_core.progress import ProgressFn
 from brainseg_core.training import checkpoint, reporting
 from brainseg_core.training.budget import TimeBudget
@@ -442,6 +444,8 @@ class _Run:
             card_path = write_bundle(
                 learner.model, cfg, thresholds=thresholds, training=training, metrics=metrics
             )
+            if (cfg.out / OUT_OF_FOLD_FILE).is_file():  # which weights made it (see out_of_fold)
+                stamp_out_of_fold(cfg.out / OUT_OF_FOLD_FILE, read_card(card_path).weights_sha256)
             self._report(card_path)
         return TrainResult(
             card_path=card_path,

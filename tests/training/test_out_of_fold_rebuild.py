@@ -13,7 +13,13 @@ from brainseg_core.cli.eval import main as eval_main
 from brainseg_core.crossval import OUT_OF_FOLD_FILE, load_fold
 from brainseg_core.errors import BundleError, DataError
 from brainseg_core.gate_crossval import load_gate_fold
-from brainseg_core.out_of_fold import fold_folders, folds_without_file, rebuild_missing, rebuild_out_of_fold
+from brainseg_core.out_of_fold import (
+    WEIGHTS_KEY,
+    fold_folders,
+    rebuild_missing,
+    rebuild_out_of_fold,
+    stale_folds,
+)
 from brainseg_core.training.loop import train
 from tests.support import tiny_config
 
@@ -60,7 +66,8 @@ def test_the_rebuilt_files_are_the_trainers_own_to_within_rounding(
 ) -> None:
     root = _kept_bundles_only(runs / "seg", tmp_path / "seg")
     assert [f.name for f in fold_folders(root)] == ["all", "fold0", "fold1"]
-    assert [f.name for f in folds_without_file(root)] == ["fold0", "fold1"]  # "all" has no held-out patient
+    stale = [(f.name, why) for f, why in stale_folds(root)]
+    assert stale == [("fold0", "missing"), ("fold1", "missing")]  # "all" has no held-out patient
     written = rebuild_missing(root, tiny_dataset)
     assert written == [root / "fold0" / OUT_OF_FOLD_FILE, root / "fold1" / OUT_OF_FOLD_FILE]
     for name in ("fold0", "fold1"):
@@ -72,7 +79,42 @@ def test_the_rebuilt_files_are_the_trainers_own_to_within_rounding(
         assert rebuilt.prob.shape[1:] == (32, 32) and np.array_equal(rebuilt.mask, own.mask)
         assert np.abs(rebuilt.prob.astype(int) - own.prob).max() <= 3  # half-precision weights, uint8 storage
         assert np.abs(rebuilt.prob_flip.astype(int) - own.prob_flip).max() <= 3
-    assert rebuild_missing(root, tiny_dataset) == [] and folds_without_file(root) == []
+    assert rebuild_missing(root, tiny_dataset) == [] and stale_folds(root) == []
+    # each file names the weights that made it, the trainer's too
+    for run in (root, runs / "seg"):
+        card = json.loads(next((run / "fold0").glob("*.json")).read_text())
+        with np.load(run / "fold0" / OUT_OF_FOLD_FILE) as z:
+            assert str(z[WEIGHTS_KEY]) == card["weights_sha256"]
+
+
+def test_a_file_of_other_weights_or_other_patients_is_rebuilt(
+    runs: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "seg"
+    shutil.copytree(runs / "seg", root)
+    assert stale_folds(root) == []
+    # fold 1's bundle replaced by fold 0's (a retrained fold, say): its file is of other weights
+    for f in (root / "fold1").glob("*.*"):
+        f.unlink()
+    for f in (runs / "seg" / "fold0").glob("*.*"):
+        shutil.copy2(f, root / "fold1" / f.name)
+    shutil.copy2(runs / "seg" / "fold1" / OUT_OF_FOLD_FILE, root / "fold1" / OUT_OF_FOLD_FILE)
+    assert [(f.name, why) for f, why in stale_folds(root)] == [
+        ("fold1", "made by other weights than the fold's bundle")
+    ]
+    assert eval_main(["--cv", str(root), "--quiet"]) != 0  # scored as it is? no: rebuild it
+    assert "fold1: made by other weights" in capsys.readouterr().err
+    # an unstamped file (an older version's) is trusted only when it holds the held-out patients
+    with np.load(runs / "seg" / "fold1" / OUT_OF_FOLD_FILE) as z:
+        arrays = {k: z[k] for k in z.files if k != WEIGHTS_KEY}
+    np.savez_compressed(root / "fold1" / OUT_OF_FOLD_FILE, **arrays)
+    assert [why for _, why in stale_folds(root)] == ["holds other patients than the bundle's held-out ones"]
+    assert rebuild_missing(root, tiny_dataset) == [root / "fold1" / OUT_OF_FOLD_FILE]
+    assert (
+        stale_folds(root) == []
+        and load_fold(root / "fold1" / OUT_OF_FOLD_FILE).patient_ids
+        == load_fold(runs / "seg" / "fold0" / OUT_OF_FOLD_FILE).patient_ids
+    )
 
 
 def test_a_gates_folds_are_rebuilt_and_line_up_with_the_segmenters(
