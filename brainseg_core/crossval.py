@@ -581,7 +581,7 @@ def apply_to_card(
     The card's ``thresholds`` get ``mask_probability``, ``min_area_px``, ``largest_component`` and
     ``edge_probability`` of ``result["chosen"]`` (flip test-time augmentation stays an opt-in of
     the pipeline; whether it was chosen is recorded in ``training.cross_validation``); ``metrics``
-    becomes the nested cross-validated pooled metrics (plus per fold) and
+    becomes the nested cross-validated pooled metrics (plus each fold's choice) and
     ``training.cross_validation`` records where they came from. The weights and their hash are
     untouched.
 
@@ -750,7 +750,11 @@ def average_folds(sets: Sequence[Sequence[FoldPredictions]]) -> list[FoldPredict
     for folds in zip(*sets, strict=True):
         first = folds[0]
         for other in folds[1:]:
-            if other.patient_ids != first.patient_ids or not np.array_equal(other.mask, first.mask):
+            if (
+                other.patient_ids != first.patient_ids
+                or not np.array_equal(other.patient, first.patient)
+                or not np.array_equal(other.mask, first.mask)
+            ):
                 raise ValueError(
                     f"{first.name} and {other.name}: the fold sets do not hold out the same patients and "
                     "slices; average fold sets trained on the same held-out patients (--val-patients, "

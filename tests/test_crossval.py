@@ -312,6 +312,9 @@ def test_fold_sets_average_into_the_ensembles_out_of_fold_predictions() -> None:
     other = _fold("f0", ["A", "C"], np.random.default_rng(3))
     with pytest.raises(ValueError, match="same held-out patients"):
         average_folds([[a], [other]])
+    shuffled = dataclasses.replace(b, patient=b.patient[::-1].copy())  # slices of other patients
+    with pytest.raises(ValueError, match="same held-out patients"):
+        average_folds([[a], [shuffled]])
     with pytest.raises(ValueError, match="two or more fold sets"):
         average_folds([[a], [b, b]])
 
