@@ -98,10 +98,15 @@ def mean_across(value: torch.Tensor, dist_info: DistInfo) -> torch.Tensor:
 
 
 def shutdown(dist_info: DistInfo) -> None:
-    """Wait for every rank, then leave the process group (nothing in a one-process run)."""
+    """Wait for every rank, then leave the process group (nothing in a one-process run).
+
+    The group is left even when the wait fails: a Gloo group still alive when the interpreter
+    shuts down can abort the process from its worker threads.
+    """
     if dist_info.world > 1:
         import torch.distributed as dist
 
         with contextlib.suppress(Exception):
             dist.barrier()
+        with contextlib.suppress(Exception):
             dist.destroy_process_group()
