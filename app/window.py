@@ -537,23 +537,9 @@ class MainWindow(QMainWindow):
         saved = self.analyser.saved_analysis(volume)
         if saved is None:
             return
-        if not saved.current:
-            r, seg, cls = saved.result, self.segmenter, self.classifier
-            same_models = (
-                seg is not None
-                and r.segmenter == seg.card.ref
-                and r.classifier == (None if cls is None else cls.card.ref)
-            )
-            flip_now, ensemble_now = run_mode(seg.card, self.settings.thorough) if seg else (False, ())
-            thorough_then = bool(r.ensemble or r.flip_tta)
-            if not same_models:
-                made = "by other models"
-            elif thorough_then != bool(ensemble_now or flip_now):
-                made = ("in" if thorough_then else "without") + " thorough mode"
-            else:  # the card's ensemble changed since
-                made = "by another thorough ensemble"
+        if saved.stale:
             self.statusBar().showMessage(
-                f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made {made}; "
+                f"{rec.patient_id}: the analysis saved on {saved.saved[:10]} was made {saved.stale}; "
                 "run the analysis to update it",
                 10000,
             )

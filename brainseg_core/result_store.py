@@ -84,16 +84,24 @@ class StoredResult:
 
     Attributes:
         result: the patient's result (probabilities, masks under the stored thresholds).
-        current: True when it was made by the models asked about; False: other models made it
-            (show it as stale and offer a new run).
+        stale: why it is not what the models asked about, run as asked, would make now, in words
+            that complete "the analysis was made ..." (``"by other models"``, ``"in thorough
+            mode"``, ``"without thorough mode"``, ``"by another thorough ensemble"``); empty when
+            it is current.
         saved: when it was saved (ISO 8601, UTC).
         path: the file it came from.
     """
 
     result: PatientResult
-    current: bool
+    stale: str
     saved: str
     path: Path
+
+    @property
+    def current(self) -> bool:
+        """Whether the models asked about, run as asked, made it (else show it as stale and offer
+        a new run)."""
+        return not self.stale
 
 
 @dataclass(frozen=True)
@@ -377,6 +385,12 @@ class ResultStore:
             flip_tta=bool(meta.get("flip_tta", False)),
             ensemble=stored_ensemble,
         )
-        same_mode = (raw.flip_tta, raw.ensemble) == mode
-        current = stored_seg == segmenter and stored_cls == classifier and same_mode
-        return StoredResult(rethreshold(raw), current, str(meta["saved"]), path)
+        if stored_seg != segmenter or stored_cls != classifier:
+            stale = "by other models"
+        elif _thorough(raw.flip_tta, raw.ensemble) != _thorough(*mode):
+            stale = ("in" if _thorough(raw.flip_tta, raw.ensemble) else "without") + " thorough mode"
+        elif (raw.flip_tta, raw.ensemble) != mode:
+            stale = "by another thorough ensemble"  # the card names other members (or flip TTA) now
+        else:
+            stale = ""
+        return StoredResult(rethreshold(raw), stale, str(meta["saved"]), path)

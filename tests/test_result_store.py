@@ -61,6 +61,8 @@ def test_other_models_make_it_stale_and_other_pixels_miss(tmp_path: Path) -> Non
     assert not store.load(volume, segmenter=ModelRef("seg2", "c" * 64), classifier=CLS).current
     assert not store.load(volume, segmenter=SEG, classifier=None).current
     assert not store.load(volume, segmenter=SEG, classifier=CLS, flip_tta=True).current  # run otherwise
+    assert store.load(volume, segmenter=SEG, classifier=None).stale == "by other models"
+    assert store.load(volume, segmenter=SEG, classifier=CLS, flip_tta=True).stale == "without thorough mode"
     moved = dataclasses.replace(volume, source=Path("/elsewhere/TCGA_ZZ_0001_20000101"))
     assert store.load(moved, segmenter=SEG, classifier=CLS).current  # same pixels, same key
     edited = volume.images.copy()
@@ -85,6 +87,7 @@ def test_each_mode_keeps_its_own_analysis_so_switching_back_reruns_nothing(tmp_p
     assert [b.result.device for b in both] == ["cpu", "thorough-run"]  # neither replaced the other
     flipped = store.load(volume, segmenter=SEG, classifier=CLS, flip_tta=True)  # thorough, another run
     assert flipped is not None and not flipped.current and flipped.result.ensemble == (member,)
+    assert flipped.stale == "by another thorough ensemble" and other.stale == "without thorough mode"
 
 
 def test_a_damaged_or_foreign_file_is_ignored_not_trusted(tmp_path: Path, caplog) -> None:
