@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,7 +214,7 @@ def load_fold(path: str | Path) -> FoldPredictions:
             if missing:
                 raise DataError(path, f"not an out-of-fold file: missing {', '.join(missing)}")
             arrays = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(path, f"cannot read out-of-fold predictions: {exc}") from exc
     prob, prob_flip, mask, patient = (arrays[k] for k in ("prob", "prob_flip", "mask", "patient"))
     ids = [str(i) for i in arrays["patient_ids"]]

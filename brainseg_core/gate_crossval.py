@@ -38,6 +38,8 @@ the nested, pooled result.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +118,7 @@ def load_gate_fold(path: str | Path) -> GateFold:
             if missing:
                 raise DataError(path, f"not a gate out-of-fold file: missing {', '.join(missing)}")
             arrays = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(path, f"cannot read out-of-fold gate probabilities: {exc}") from exc
     prob = arrays["slice_prob"].astype(np.float64)
     n = prob.shape[0]
@@ -338,14 +340,6 @@ def gated_cross_validation(
     """
     if not reaches or any(not 0 <= r <= MAX_GATE_REACH for r in reaches):
         raise ValueError(f"reaches must be gate reaches from 0 to {MAX_GATE_REACH}, got {list(reaches)}")
-    by_fold = dict(post) if isinstance(post, Mapping) else None
-    if by_fold is not None and (missing := sorted({g.name for g in gate_folds} - set(by_fold))):
-        raise ValueError(f"no post-processing given for fold(s) {missing}")
-    every_fold = post if isinstance(post, PostProcessing) else PostProcessing()
-
-    def post_of(fold: str) -> PostProcessing:
-        return every_fold if by_fold is None else by_fold[fold]
-
     if len(seg_folds) < 2 or len(seg_folds) != len(gate_folds):
         raise ValueError(
             f"need the same number (>= 2) of segmenter and gate folds, got {len(seg_folds)} and "
@@ -356,6 +350,14 @@ def gated_cross_validation(
         raise ValueError(
             f"fold names differ: segmenter {sorted(seg_by_name)}, gate {sorted(g.name for g in gate_folds)}"
         )
+    by_fold = dict(post) if isinstance(post, Mapping) else None
+    if by_fold is not None and (missing := sorted(set(seg_by_name) - set(by_fold))):
+        raise ValueError(f"no post-processing given for fold(s) {missing}")
+    every_fold = post if isinstance(post, PostProcessing) else PostProcessing()
+
+    def post_of(fold: str) -> PostProcessing:
+        return every_fold if by_fold is None else by_fold[fold]
+
     pairs = [(seg_by_name[g.name], g) for g in gate_folds]
     for seg, gate in pairs:
         _check_pair(seg, gate)

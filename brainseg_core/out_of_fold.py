@@ -21,6 +21,8 @@ the stamp existed carry none and are trusted when their patients match.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,7 @@ def _why_stale(fold: Path) -> str | None:
         with np.load(path, allow_pickle=False) as z:
             stamped = str(z[WEIGHTS_KEY]) if WEIGHTS_KEY in z.files else None
             held = sorted(str(i) for i in z["patient_ids"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         return f"unreadable ({exc})"
     if stamped is not None and stamped != card.weights_sha256:
         return "made by other weights than the fold's bundle"

@@ -106,6 +106,21 @@ def test_each_fold_can_take_its_own_post_processing_the_nested_choice() -> None:
         gated_cross_validation(segs, gates, post={"fold0": plain, "fold1": plain})
 
 
+def test_the_eval_cli_puts_each_folds_nested_choice_behind_its_gate() -> None:
+    from brainseg_core.cli.eval import gated_post_processing
+    from brainseg_core.crossval import PostProcessing
+
+    a, b = PostProcessing(0.3, 40, True), PostProcessing(0.4, 160)
+    per_fold = [
+        {"fold": "fold0", "choice": dataclasses.asdict(a)},
+        {"fold": "fold1", "choice": dataclasses.asdict(b)},
+    ]
+    shipped = {"per_fold": per_fold, "ship": dataclasses.asdict(a)}
+    assert gated_post_processing({**shipped, "ship_metrics": "pooled"}) == {"fold0": a, "fold1": b}
+    default = {**shipped, "ship": dataclasses.asdict(PostProcessing()), "ship_metrics": "default_pooled"}
+    assert gated_post_processing(default) == PostProcessing()  # the selection did not pay: what ships
+
+
 def test_folds_that_do_not_line_up_are_refused() -> None:
     segs, gates = _folds()
     with pytest.raises(ValueError, match="same number"):

@@ -34,7 +34,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brainseg_core.cli._common import (
     EXIT_CODES_HELP,
@@ -44,6 +44,9 @@ from brainseg_core.cli._common import (
     run_reporting_errors,
 )
 from brainseg_core.thresholds import MAX_GATE_REACH, RegionRule
+
+if TYPE_CHECKING:
+    from brainseg_core.crossval import PostProcessing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_series_options(p)
     return p
+
+
+def gated_post_processing(result: dict[str, Any]) -> PostProcessing | dict[str, PostProcessing]:
+    """The segmenter's post-processing behind each fold's gate (``--gate-cv``), from
+    :func:`~brainseg_core.crossval.cross_validate`'s result: each fold's own choice, made on the other
+    folds, when the nested selection ships; else the default on every fold (what ships then)."""
+    from brainseg_core.crossval import PostProcessing
+
+    if result["ship_metrics"] == "pooled":
+        return {f["fold"]: PostProcessing(**f["choice"]) for f in result["per_fold"]}
+    return PostProcessing(**result["ship"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,14 +319,7 @@ def _cross_validate(args: argparse.Namespace) -> None:
     if args.gate_cv:
         from brainseg_core.gate_crossval import format_gate_report, gated_cross_validation, load_gate_fold
 
-        # each fold behind its own gate with its own post-processing, both chosen on the other folds
-        # (where the selection did not pay, the default everywhere: what ships then)
-        nested = result["ship_metrics"] == "pooled"
-        post: PostProcessing | dict[str, PostProcessing] = (
-            {f["fold"]: PostProcessing(**f["choice"]) for f in result["per_fold"]}
-            if nested
-            else PostProcessing(**result["ship"])
-        )
+        post = gated_post_processing(result)
         gate_files = find_fold_files(args.gate_cv)
         _check_complete(gate_files, args.gate_cv, writes=bool(args.write_gate_card))
         gates = [load_gate_fold(f) for f in gate_files]

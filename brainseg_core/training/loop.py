@@ -444,8 +444,11 @@ class _Run:
             card_path = write_bundle(
                 learner.model, cfg, thresholds=thresholds, training=training, metrics=metrics
             )
-            if (cfg.out / OUT_OF_FOLD_FILE).is_file():  # which weights made it (see out_of_fold)
-                stamp_out_of_fold(cfg.out / OUT_OF_FOLD_FILE, read_card(card_path).weights_sha256)
+            oof = cfg.out / OUT_OF_FOLD_FILE
+            if self.split.val.patient_ids:  # which weights made it (see out_of_fold)
+                stamp_out_of_fold(oof, read_card(card_path).weights_sha256)
+            else:  # nothing held out: a file here is an earlier run's, not this model's
+                oof.unlink(missing_ok=True)
             self._report(card_path)
         return TrainResult(
             card_path=card_path,

@@ -117,6 +117,22 @@ def test_a_file_of_other_weights_or_other_patients_is_rebuilt(
     )
 
 
+def test_a_damaged_file_is_named_not_a_crash_and_a_run_without_held_out_patients_leaves_none(
+    runs: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "seg"
+    shutil.copytree(runs / "seg", root)
+    (root / "fold0" / OUT_OF_FOLD_FILE).write_bytes(b"PK\x03\x04 not a whole zip")
+    assert [(f.name, why.split(" (")[0]) for f, why in stale_folds(root)] == [("fold0", "unreadable")]
+    with pytest.raises(DataError, match="cannot read"):
+        load_fold(root / "fold0" / OUT_OF_FOLD_FILE)
+    # a model trained on every patient in a folder that holds an earlier fold's file: the file goes
+    out = tmp_path / "again"
+    shutil.copytree(runs / "seg" / "fold1", out, ignore=shutil.ignore_patterns("checkpoint"))
+    _quiet(tiny_config(tiny_dataset, out, epochs=1, val_patients=0.0, image_size=32))
+    assert not (out / OUT_OF_FOLD_FILE).exists()
+
+
 def test_a_gates_folds_are_rebuilt_and_line_up_with_the_segmenters(
     runs: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
