@@ -924,30 +924,26 @@ class MainWindow(QMainWindow):
         Analyse all every patient is."""
         if on == self.settings.thorough:
             return
-        self._keep_moved_thresholds()
+        self._keep_moved_thresholds()  # before the thresholds follow the other mode's card
         self.settings.thorough = on
         self.actions_by_name["thorough"].setChecked(on)
-        self.model.set_thresholds(self._initial_thresholds())
-        self._update_models_label()
-        self._models_changed()
+        self._models_changed()  # its modelsChanged takes the mode's thresholds and label
 
     def _thorough_fell_back(self) -> None:
         """Thorough mode could not run (the analyser said why and turned the setting off): show it
         off, with the segmenter's own thresholds, and set aside the thorough analyses on show (a
         saved one restored before the networks were asked to run): the shown patient is analysed
         again (with auto-run on)."""
-        self._keep_moved_thresholds()
         self.actions_by_name["thorough"].setChecked(False)  # the setting is off already: no re-run
-        self.model.set_thresholds(self._initial_thresholds())
-        self._show_thresholds(self.model.thresholds)
-        self._update_models_label()
-        for rec in self.records.values():
-            if rec.base is not None and (rec.base.ensemble or rec.base.flip_tta):
-                rec.reset()
-                self.browser.update_record(rec)
-                if rec is self.current and self.volume is not None and self.settings.auto_run:
-                    self.analyser.request_analysis(rec, front=True)
-        self._apply_thresholds_everywhere()
+        thorough = [
+            r for r in self.records.values() if r.base is not None and (r.base.ensemble or r.base.flip_tta)
+        ]
+        for rec in thorough:
+            rec.reset()
+            self.browser.update_record(rec)
+        self._after_models_changed()  # the same models, the plain mode's thresholds and label
+        if self.current in thorough and self.volume is not None and self.settings.auto_run:
+            self.analyser.request_analysis(self.current, front=True)
 
     def set_auto_run(self, on: bool) -> None:
         """Start (or not) the analysis of each patient as soon as it is opened."""
