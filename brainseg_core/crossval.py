@@ -47,6 +47,7 @@ from brainseg_core.thresholds import RegionRule, region_rule
 
 __all__ = [
     "DEFAULT_GRID",
+    "NPZ_READ_ERRORS",
     "OUT_OF_FOLD_FILE",
     "RECALL_AREA_BANDS",
     "FoldPredictions",
@@ -64,6 +65,9 @@ __all__ = [
 ]
 
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
+
+#: What reading a missing, truncated or foreign ``.npz`` raises (numpy, zipfile and zlib).
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 _KEYS = ("prob", "prob_flip", "mask", "patient", "patient_ids")
 # 8-connected within a slice, never across slices
 _SLICE_STRUCTURE = np.zeros((3, 3, 3), bool)
@@ -214,7 +218,7 @@ def load_fold(path: str | Path) -> FoldPredictions:
             if missing:
                 raise DataError(path, f"not an out-of-fold file: missing {', '.join(missing)}")
             arrays = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except NPZ_READ_ERRORS as exc:
         raise DataError(path, f"cannot read out-of-fold predictions: {exc}") from exc
     prob, prob_flip, mask, patient = (arrays[k] for k in ("prob", "prob_flip", "mask", "patient"))
     ids = [str(i) for i in arrays["patient_ids"]]

@@ -38,8 +38,6 @@ the nested, pooled result.
 from __future__ import annotations
 
 import dataclasses
-import zipfile
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_core.crossval import FoldPredictions, FoldScorer, PostProcessing, pct, summary_metrics
+from brainseg_core.crossval import (
+    NPZ_READ_ERRORS,
+    FoldPredictions,
+    FoldScorer,
+    PostProcessing,
+    pct,
+    summary_metrics,
+)
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import calibration, roc_auc
 from brainseg_core.results import REVIEW_CONFIDENCE, neighbour_probabilities
@@ -118,7 +123,7 @@ def load_gate_fold(path: str | Path) -> GateFold:
             if missing:
                 raise DataError(path, f"not a gate out-of-fold file: missing {', '.join(missing)}")
             arrays = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except NPZ_READ_ERRORS as exc:
         raise DataError(path, f"cannot read out-of-fold gate probabilities: {exc}") from exc
     prob = arrays["slice_prob"].astype(np.float64)
     n = prob.shape[0]

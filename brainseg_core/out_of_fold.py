@@ -21,8 +21,6 @@ the stamp existed carry none and are trusted when their patients match.
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 
 from brainseg_core.atomic import atomic_write
-from brainseg_core.crossval import OUT_OF_FOLD_FILE
+from brainseg_core.crossval import NPZ_READ_ERRORS, OUT_OF_FOLD_FILE
 from brainseg_core.errors import DataError
 from brainseg_core.model_kind import ModelKind
 
@@ -110,7 +108,7 @@ def _why_stale(fold: Path) -> str | None:
         with np.load(path, allow_pickle=False) as z:
             stamped = str(z[WEIGHTS_KEY]) if WEIGHTS_KEY in z.files else None
             held = sorted(str(i) for i in z["patient_ids"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (*NPZ_READ_ERRORS, KeyError) as exc:
         return f"unreadable ({exc})"
     if stamped is not None and stamped != card.weights_sha256:
         return "made by other weights than the fold's bundle"
