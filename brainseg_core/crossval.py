@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,11 +41,11 @@ from scipy import ndimage
 from brainseg_core.errors import DataError
 from brainseg_core.jsonsafe import json_safe
 from brainseg_core.metrics import per_patient_dice, roc_auc, summarize
+from brainseg_core.npz import NPZ_READ_ERRORS
 from brainseg_core.thresholds import RegionRule, region_rule
 
 __all__ = [
     "DEFAULT_GRID",
-    "NPZ_READ_ERRORS",
     "OUT_OF_FOLD_FILE",
     "RECALL_AREA_BANDS",
     "FoldPredictions",
@@ -66,8 +64,6 @@ __all__ = [
 
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
 
-#: What reading a missing, truncated or foreign ``.npz`` raises (numpy, zipfile and zlib).
-NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 _KEYS = ("prob", "prob_flip", "mask", "patient", "patient_ids")
 # 8-connected within a slice, never across slices
 _SLICE_STRUCTURE = np.zeros((3, 3, 3), bool)

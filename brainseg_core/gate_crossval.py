@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 
 from brainseg_core.crossval import (
-    NPZ_READ_ERRORS,
     FoldPredictions,
     FoldScorer,
     PostProcessing,
@@ -55,6 +54,7 @@ from brainseg_core.crossval import (
 )
 from brainseg_core.errors import DataError
 from brainseg_core.metrics import calibration, roc_auc
+from brainseg_core.npz import NPZ_READ_ERRORS
 from brainseg_core.results import REVIEW_CONFIDENCE, neighbour_probabilities
 from brainseg_core.review import DEFAULT_CRITERIA, ReviewCriteria, ReviewReason
 from brainseg_core.thresholds import MAX_GATE_REACH, Thresholds

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from brainseg_core.atomic import atomic_write
-from brainseg_core.crossval import NPZ_READ_ERRORS, OUT_OF_FOLD_FILE
+from brainseg_core.crossval import OUT_OF_FOLD_FILE
 from brainseg_core.errors import DataError
 from brainseg_core.model_kind import ModelKind
+from brainseg_core.npz import NPZ_READ_ERRORS
 
 __all__ = [
     "WEIGHTS_KEY",

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ import brainseg_core
 from brainseg_core.atomic import atomic_write
 from brainseg_core.io.volume import Volume
 from brainseg_core.model_ref import ModelRef
+from brainseg_core.npz import NPZ_READ_ERRORS
 from brainseg_core.results import ENSEMBLE_KEY, PatientResult, SliceResult, rethreshold, with_neighbours
 from brainseg_core.thresholds import Thresholds
 
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 STORE_FORMAT = "brainseg-result/1"
 READER_FORMAT = "brainseg-reader-work/1"
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+_READ_ERRORS = (*NPZ_READ_ERRORS, KeyError, TypeError)  # and the metadata that does not parse
 
 
 _THOROUGH_SUFFIX = ".thorough.npz"

@@ -97,6 +97,11 @@ def test_a_damaged_or_foreign_file_is_ignored_not_trusted(tmp_path: Path, caplog
     path.write_bytes(path.read_bytes()[:100])
     assert store.load(volume, segmenter=SEG, classifier=CLS) is None
     assert str(path) in caplog.text
+    # intact zip directory, damaged compressed data (zlib.error, not BadZipFile): ignored too
+    whole = bytearray(store.save(volume, _result(volume)).read_bytes())
+    whole[60:100] = b"\xff" * 40
+    path.write_bytes(bytes(whole))
+    assert store.load(volume, segmenter=SEG, classifier=CLS) is None
     np.savez(path, meta=np.array('{"format": "other/9"}'))
     assert store.load(volume, segmenter=SEG, classifier=CLS) is None
     with pytest.raises(ValueError, match="does not belong"):
