@@ -15,4 +15,4 @@ __all__ = ["NPZ_READ_ERRORS"]
 
 #: numpy (a missing key is KeyError, left to the caller: some readers check keys themselves),
 #: zipfile (a cut-off or foreign archive) and zlib (a damaged compressed member).
-NPZ_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
