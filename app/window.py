@@ -935,9 +935,7 @@ class MainWindow(QMainWindow):
         saved one restored before the networks were asked to run): the shown patient is analysed
         again (with auto-run on)."""
         self.actions_by_name["thorough"].setChecked(False)  # the setting is off already: no re-run
-        thorough = [
-            r for r in self.records.values() if r.base is not None and (r.base.ensemble or r.base.flip_tta)
-        ]
+        thorough = [r for r in self.records.values() if r.base is not None and r.base.thorough]
         for rec in thorough:
             rec.reset()
             self.browser.update_record(rec)

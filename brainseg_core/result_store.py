@@ -65,11 +65,6 @@ _READ_ERRORS = (*NPZ_READ_ERRORS, KeyError, TypeError)  # and the metadata that 
 _THOROUGH_SUFFIX = ".thorough.npz"
 
 
-def _thorough(flip_tta: bool, ensemble: tuple[ModelRef, ...]) -> bool:
-    """Whether a run of these settings is a thorough-mode run (kept in its own file)."""
-    return bool(flip_tta or ensemble)
-
-
 def volume_key(volume: Volume) -> str:
     """sha256 of the slices the networks read (shape and pixels), as 64 hex digits."""
     h = hashlib.sha256()
@@ -180,7 +175,7 @@ class ResultStore:
             "software_version": brainseg_core.__version__,
         }
         stacked = np.stack(maps).astype(np.float16) if maps else np.zeros((0, *volume.shape), np.float16)
-        path = self.path_for(volume, thorough=_thorough(result.flip_tta, result.ensemble))
+        path = self.path_for(volume, thorough=result.thorough)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
@@ -250,7 +245,7 @@ class ResultStore:
             the analysis kept for this mode (thorough or not) or, when there is none, the one
             kept for the other mode.
         """
-        thorough = _thorough(flip_tta, ensemble)
+        thorough = bool(flip_tta or ensemble)  # what PatientResult.thorough will say of its result
         path = self.path_for(volume, thorough=thorough)
         if not path.is_file():
             path = self.path_for(volume, thorough=not thorough)
@@ -387,8 +382,8 @@ class ResultStore:
         )
         if stored_seg != segmenter or stored_cls != classifier:
             stale = "by other models"
-        elif _thorough(raw.flip_tta, raw.ensemble) != _thorough(*mode):
-            stale = ("in" if _thorough(raw.flip_tta, raw.ensemble) else "without") + " thorough mode"
+        elif raw.thorough != bool(mode[0] or mode[1]):
+            stale = ("in" if raw.thorough else "without") + " thorough mode"
         elif (raw.flip_tta, raw.ensemble) != mode:
             stale = "by another thorough ensemble"  # the card names other members (or flip TTA) now
         else:

@@ -143,6 +143,11 @@ class PatientResult:
     ensemble: tuple[ModelRef, ...] = ()
 
     @property
+    def thorough(self) -> bool:
+        """Whether thorough mode made it (flip TTA or other segmenters averaged in)."""
+        return bool(self.flip_tta or self.ensemble)
+
+    @property
     def tumour_slices(self) -> int:
         """Slices with a non-empty final mask."""
         return sum(1 for s in self.slices if s.area_px > 0)
