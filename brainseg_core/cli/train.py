@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         "as a scan without that sequence is read (default 0: off)",
     )
     p.add_argument(
+        "--intensity",
+        choices=("standard", "strong"),
+        default="standard",
+        help="intensity augmentation: standard (gain 0.9-1.1, offset +-0.1 per slice and sequence) or "
+        "strong (gain 0.75-1.25, offset +-0.25, gamma 0.7-1.5, Gaussian noise up to 0.1 SD; "
+        "nnU-Net's habit)",
+    )
+    p.add_argument(
         "--context",
         type=int,
         default=0,
@@ -232,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         loss=args.loss,
         tumour_fraction=tumour_fraction,
         missing_sequence=args.missing_sequence,
+        intensity=args.intensity,
         context=args.context,
         device=args.device,
         precision=args.precision,

@@ -61,6 +61,7 @@ FROZEN_ON_RESUME = (
     "loss",
     "tumour_fraction",
     "missing_sequence",
+    "intensity",
     "context",
     "pretrained",
     "name",
@@ -114,6 +115,8 @@ class TrainConfig:
             (:func:`default_tumour_fraction`).
         missing_sequence: augmentation probability that a slice's pre- or post-contrast channel is
             replaced by FLAIR (:class:`~brainseg_core.training.data.Augmentation`); 0 turns it off.
+        intensity: the intensity augmentation, ``"standard"`` or ``"strong"``
+            (:class:`~brainseg_core.training.data.Intensity`).
         context: a ResUNet segmenter sees each slice with this many neighbouring slices on either
             side (2.5-D input, the card's ``context_slices``); 0 is the plain 3-channel input.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -161,6 +164,7 @@ class TrainConfig:
     loss: str | None = None
     tumour_fraction: float | None = SEGMENTER_TUMOUR_FRACTION
     missing_sequence: float = 0.0
+    intensity: str = "standard"
     context: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -191,7 +195,7 @@ class TrainConfig:
         """The random augmentation of this run's training batches."""
         from brainseg_core.training.data import Augmentation
 
-        return Augmentation(missing_sequence=self.missing_sequence)
+        return Augmentation.of(self.intensity, missing_sequence=self.missing_sequence)
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every value checked.
@@ -310,6 +314,12 @@ def _check_sizes_and_schedule(c: TrainConfig) -> None:
         raise ValueError(f"--time-budget must be > 0 minutes, got {c.time_budget_min}")
     if not 0.0 <= c.missing_sequence <= 1.0:
         raise ValueError(f"--missing-sequence is a probability from 0 to 1, got {c.missing_sequence}")
+    from brainseg_core.training.data import Intensity
+
+    if c.intensity not in tuple(Intensity):
+        raise ValueError(
+            f"--intensity must be one of {', '.join(i.value for i in Intensity)}, got {c.intensity!r}"
+        )
     if c.crop is not None:
         if not c.segmenter:
             raise ValueError("--crop applies to a segmenter only (a classifier sees whole slices)")

@@ -22,7 +22,11 @@ training uses and what the model card records:
   LGG slice are background), nearest neighbour for the masks with zero padding;
 - intensity: per slice and sequence a gain uniform in [0.9, 1.1] and an offset uniform in
   [-0.1, 0.1] (in z-score units of the normalised image), shared by the neighbouring slices
-  stacked with it;
+  stacked with it. The ``strong`` preset (:class:`Intensity`, ``--intensity strong``, the habit of
+  nnU-Net's intensity augmentation) widens them to [0.75, 1.25] and [-0.25, 0.25] and adds, per
+  slice and sequence, a gamma log-uniform in [0.7, 1.5] applied to each channel rescaled to its
+  own range (then mapped back), and per slice Gaussian noise of a standard deviation uniform in
+  [0, 0.1];
 - missing sequences (off unless ``missing_sequence`` > 0): per slice, the pre- and the
   post-contrast channel are each replaced by the FLAIR channel with that probability, before the
   warp. This is what a scan without that sequence looks like to the models: the LGG data set
@@ -42,6 +46,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import cast
 
@@ -52,6 +57,15 @@ import torch.nn.functional as F
 from brainseg_core.errors import DataError
 from brainseg_core.io.volume import CHANNELS
 from brainseg_core.preprocessing import model_input, resize_mask
+
+
+class Intensity(StrEnum):
+    """How strongly training jitters intensities (``--intensity``; :class:`Augmentation`)."""
+
+    #: gain 0.9-1.1 and offset +-0.1 per slice and sequence
+    STANDARD = "standard"
+    #: gain 0.75-1.25, offset +-0.25, gamma 0.7-1.5 and Gaussian noise up to 0.1 SD
+    STRONG = "strong"
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,10 @@ class Augmentation:
             the neighbouring slices stacked with it).
         intensity_offset: per slice and sequence offset drawn uniformly in ``[low, high]`` (z-score
             units of the normalised image).
+        gamma: per slice and sequence gamma drawn log-uniformly in ``[low, high]``, applied to
+            each channel rescaled to its own minimum and maximum (``(1, 1)``: off).
+        noise_std: per slice, Gaussian noise whose standard deviation is drawn uniformly in
+            ``[0, noise_std]`` (z-score units; 0: off).
         missing_sequence: per slice, the probability that the pre-contrast channel, and
             independently the post-contrast channel, is replaced by the FLAIR channel (in the
             stacked neighbours too).
@@ -76,11 +94,43 @@ class Augmentation:
     scale: tuple[float, float] = (0.9, 1.1)
     intensity_gain: tuple[float, float] = (0.9, 1.1)
     intensity_offset: tuple[float, float] = (-0.1, 0.1)
+    gamma: tuple[float, float] = (1.0, 1.0)
+    noise_std: float = 0.0
     missing_sequence: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.missing_sequence <= 1.0:
             raise ValueError(f"missing_sequence is a probability in [0, 1], got {self.missing_sequence}")
+        if not 0.0 < self.gamma[0] <= self.gamma[1]:
+            raise ValueError(f"gamma must be a range 0 < low <= high, got {self.gamma}")
+        if self.noise_std < 0.0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+
+    @classmethod
+    def of(
+        cls, intensity: Intensity | str = Intensity.STANDARD, *, missing_sequence: float = 0.0
+    ) -> Augmentation:
+        """The augmentation of a run: the intensity preset and the missing-sequence probability.
+
+        Raises:
+            ValueError: for an unknown preset (naming the choices) or a probability outside [0, 1].
+        """
+        try:
+            preset = Intensity(intensity)
+        except ValueError:
+            raise ValueError(
+                f"unknown intensity augmentation {intensity!r}; choose one of "
+                + ", ".join(i.value for i in Intensity)
+            ) from None
+        if preset is Intensity.STRONG:
+            return cls(
+                intensity_gain=(0.75, 1.25),
+                intensity_offset=(-0.25, 0.25),
+                gamma=(0.7, 1.5),
+                noise_std=0.1,
+                missing_sequence=missing_sequence,
+            )
+        return cls(missing_sequence=missing_sequence)
 
     def card(self) -> dict[str, object]:
         """The parameters and the fixed choices of :func:`augment` as a model card's recipe records them."""
@@ -92,6 +142,15 @@ class Augmentation:
             "mask_interpolation": "nearest (zero padding)",
             "intensity_gain": list(self.intensity_gain),
             "intensity_offset": list(self.intensity_offset),
+            **(
+                {
+                    "gamma": list(self.gamma),
+                    "gamma_on": "each channel rescaled to its own range, log-uniform draw",
+                }
+                if self.gamma != (1.0, 1.0)
+                else {}
+            ),
+            **({"noise_std_max": self.noise_std} if self.noise_std else {}),
             "missing_sequence": {
                 "probability": self.missing_sequence,
                 "what": "per slice, pre- and post-contrast each replaced by FLAIR (before the warp; "
@@ -533,6 +592,16 @@ def augment(
     gain = u(b, per, 1, 1, lo=params.intensity_gain[0], hi=params.intensity_gain[1])
     offset = u(b, per, 1, 1, lo=params.intensity_offset[0], hi=params.intensity_offset[1])
     x = x * gain.repeat(1, c // per, 1, 1) + offset.repeat(1, c // per, 1, 1)
+    # drawn only when on, so the standard augmentation draws exactly what it always drew
+    if params.gamma != (1.0, 1.0):
+        lo, hi = math.log(params.gamma[0]), math.log(params.gamma[1])
+        gamma = torch.exp(u(b, per, 1, 1, lo=lo, hi=hi)).repeat(1, c // per, 1, 1)
+        low = x.amin(dim=(2, 3), keepdim=True)
+        span = (x.amax(dim=(2, 3), keepdim=True) - low).clamp_min(1e-6)
+        x = ((x - low) / span).clamp(0.0, 1.0) ** gamma * span + low
+    if params.noise_std > 0.0:
+        sigma = u(b, 1, 1, 1, lo=0.0, hi=params.noise_std)
+        x = x + torch.randn(x.shape, device=dev, generator=generator) * sigma
     m = None
     if masks is not None:
         m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,3 +138,10 @@ def test_missing_sequence_option_reaches_the_augmentation(tmp_path: Path) -> Non
     assert config("--missing-sequence", "0.2").augmentation.missing_sequence == 0.2
     with pytest.raises(ValueError, match="--missing-sequence"):
         config("--missing-sequence", "2").resolved()
+    assert config().augmentation.gamma == (1.0, 1.0)
+    strong = config("--intensity", "strong", "--missing-sequence", "0.1").augmentation
+    assert strong.gamma == (0.7, 1.5) and strong.noise_std == 0.1 and strong.missing_sequence == 0.1
+    with pytest.raises(SystemExit):
+        config("--intensity", "loud")
+    with pytest.raises(ValueError, match="--intensity must be one of standard, strong"):
+        dataclasses.replace(config(), intensity="loud").resolved()

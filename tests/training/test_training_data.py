@@ -147,6 +147,37 @@ def test_missing_sequence_augmentation_puts_flair_in_a_dropped_sequences_place()
     assert isinstance(card, dict) and card["probability"] == 0.2
 
 
+def test_strong_intensity_jitters_intensities_only_and_leaves_the_standard_draws_alone() -> None:
+    from brainseg_core.training.data import Intensity
+
+    images = torch.randn(16, 3, 32, 32)
+    masks = (torch.rand(16, 1, 32, 32) > 0.5).to(torch.uint8)
+    standard = Augmentation.of("standard")
+    strong = Augmentation.of(Intensity.STRONG, missing_sequence=0.1)
+    assert standard == AUGMENTATION and strong.missing_sequence == 0.1
+    assert strong.gamma == (0.7, 1.5) and strong.noise_std == 0.1 and strong.intensity_gain == (0.75, 1.25)
+    xs, ms = augment(images, masks, torch.Generator().manual_seed(3), standard)
+    xd, md = augment(images, masks, torch.Generator().manual_seed(3), Augmentation())
+    assert torch.equal(xs, xd) and torch.equal(ms, md)  # the presets' standard is the old default
+    xg, mg = augment(
+        images, masks, torch.Generator().manual_seed(3), dataclasses.replace(strong, missing_sequence=0.0)
+    )
+    assert torch.equal(mg, ms) and not torch.allclose(xg, xs)  # the same warp, other intensities
+    # gamma alone maps each channel onto its own range: its minimum and maximum stay
+    gamma_only = dataclasses.replace(standard, gamma=(0.5, 2.0))
+    xo, _ = augment(images, None, torch.Generator().manual_seed(3), gamma_only)
+    assert not torch.allclose(xo, xs, atol=1e-3)
+    assert torch.allclose(xo.amin((2, 3)), xs.amin((2, 3)), atol=1e-5)
+    assert torch.allclose(xo.amax((2, 3)), xs.amax((2, 3)), atol=1e-5)
+    card = strong.card()
+    assert card["gamma"] == [0.7, 1.5] and card["noise_std_max"] == 0.1
+    assert "gamma" not in standard.card() and "noise_std_max" not in standard.card()
+    with pytest.raises(ValueError, match="standard, strong"):
+        Augmentation.of("loud")
+    with pytest.raises(ValueError, match="gamma"):
+        Augmentation(gamma=(1.5, 0.7))
+
+
 def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
     import shutil
 

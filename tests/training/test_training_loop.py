@@ -26,7 +26,7 @@ def _history(out: Path) -> list[dict]:
 
 def test_segmenter_learns_and_writes_a_loadable_bundle(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg"
-    config = tiny_config(tiny_dataset, out, epochs=4, missing_sequence=0.2)
+    config = tiny_config(tiny_dataset, out, epochs=4, missing_sequence=0.2, intensity="strong")
     res = train(config, progress=False, log=lambda m: None)
     hist = _history(out)
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4] and res.epochs_run == 4
@@ -54,6 +54,7 @@ def test_segmenter_learns_and_writes_a_loadable_bundle(tiny_dataset: Path, tmp_p
     ):
         assert key in t
     assert t["augmentation"]["missing_sequence"]["probability"] == 0.2
+    assert t["augmentation"]["gamma"] == [0.7, 1.5] and t["augmentation"]["intensity_gain"] == [0.75, 1.25]
     assert 0.0 <= card.metrics["dice_patient_mean"] <= 1.0 and card.metrics["epoch"] == t["best_epoch"]
     with Image.open(out / "learning_curves.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
