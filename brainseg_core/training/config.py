@@ -9,7 +9,7 @@ checkpoint (:data:`FROZEN_ON_RESUME`, :meth:`TrainConfig.with_saved`), never fro
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,7 +238,17 @@ class TrainConfig:
         Returns:
             The configuration of the resumed run.
         """
-        frozen = {key: saved[key] for key in FROZEN_ON_RESUME if key in saved}
+        # a setting newer than the checkpoint takes its default: what the run it saved did
+        defaults: dict[str, Any] = {
+            f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+            for f in fields(TrainConfig)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        }
+        frozen: dict[str, Any] = {
+            key: saved[key] if key in saved else defaults[key]
+            for key in FROZEN_ON_RESUME
+            if key in saved or key in defaults
+        }
         c = replace(self, **frozen)
         c.keep = Keep(c.keep)
         c.min_area_candidates = tuple(int(a) for a in c.min_area_candidates)

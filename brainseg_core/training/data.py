@@ -99,12 +99,17 @@ class Augmentation:
     missing_sequence: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("scale", "intensity_gain", "intensity_offset", "gamma"):
+            low, high = (float(v) for v in getattr(self, name))
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"{name} must be a finite range low <= high, got {getattr(self, name)}")
+            object.__setattr__(self, name, (low, high))
         if not 0.0 <= self.missing_sequence <= 1.0:
             raise ValueError(f"missing_sequence is a probability in [0, 1], got {self.missing_sequence}")
-        if not 0.0 < self.gamma[0] <= self.gamma[1]:
+        if not self.gamma[0] > 0.0:
             raise ValueError(f"gamma must be a range 0 < low <= high, got {self.gamma}")
-        if self.noise_std < 0.0:
-            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0.0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
 
     @classmethod
     def of(
@@ -596,8 +601,12 @@ def augment(
     if params.gamma != (1.0, 1.0):
         lo, hi = math.log(params.gamma[0]), math.log(params.gamma[1])
         gamma = torch.exp(u(b, per, 1, 1, lo=lo, hi=hi)).repeat(1, c // per, 1, 1)
-        low = x.amin(dim=(2, 3), keepdim=True)
-        span = (x.amax(dim=(2, 3), keepdim=True) - low).clamp_min(1e-6)
+        # each sequence's range over all its stacked slices (2.5-D input), so that one value maps
+        # to one value in the slice and its neighbours, as gain and offset do
+        stack = x.view(b, c // per, per, *x.shape[2:])
+        low = stack.amin(dim=(1, 3, 4), keepdim=True)
+        span = (stack.amax(dim=(1, 3, 4), keepdim=True) - low).clamp_min(1e-6)
+        low, span = (t.repeat(1, c // per, 1, 1, 1).view(b, c, 1, 1) for t in (low, span))
         x = ((x - low) / span).clamp(0.0, 1.0) ** gamma * span + low
     if params.noise_std > 0.0:
         sigma = u(b, 1, 1, 1, lo=0.0, hi=params.noise_std)

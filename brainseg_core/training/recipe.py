@@ -127,7 +127,7 @@ def training_summary(
         "loss": cfg.loss,
         "targets": _targets(cfg),
         "sampling": _sampling(cfg.tumour_fraction),
-        "augmentation": cfg.augmentation.card(),
+        "augmentation": {"intensity_preset": cfg.intensity, **cfg.augmentation.card()},
         "optimiser": {
             "name": "AdamW",
             "weight_decay": WEIGHT_DECAY,

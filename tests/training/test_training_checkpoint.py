@@ -65,3 +65,16 @@ def test_resume_a_run_without_validation_patients(tiny_dataset: Path, tmp_path: 
     assert res.epochs_run == 2 and res.metrics == {"epoch": 2}
     card = json.loads(res.card_path.read_text())
     assert card["training"]["patients"] == {"train": 4, "val": 0}
+
+
+def test_a_resumed_run_keeps_its_checkpoints_augmentation_even_one_saved_before_the_setting(
+    tmp_path: Path,
+) -> None:
+    strong = tiny_config(tmp_path, tmp_path / "out", intensity="strong").resolved()
+    saved = strong.to_plain()
+    assert strong.with_saved(saved).intensity == "strong"
+    standard = tiny_config(tmp_path, tmp_path / "out").resolved()
+    assert standard.with_saved(saved).augmentation == strong.augmentation  # the checkpoint's wins
+    del saved["intensity"]  # a checkpoint written before --intensity existed: its run was standard
+    assert strong.with_saved(saved).intensity == "standard"
+    assert strong.with_saved(saved).augmentation.gamma == (1.0, 1.0)

@@ -178,6 +178,38 @@ def test_strong_intensity_jitters_intensities_only_and_leaves_the_standard_draws
         Augmentation(gamma=(1.5, 0.7))
 
 
+def test_the_standard_augmentation_draws_what_it_always_drew() -> None:
+    # the draws of the standard augmentation, in order (a resumed or repeated recipe depends on
+    # them): an extra draw here (a strong-only step run always) shifts every later batch
+    b, per = 5, 3
+    g = torch.Generator().manual_seed(11)
+    augment(torch.randn(b, 3, 16, 16), torch.zeros(b, 1, 16, 16), g, Augmentation.of("standard"))
+    ref = torch.Generator().manual_seed(11)
+    for shape in ((b,), (b,), (b,), (b, per, 1, 1), (b, per, 1, 1)):
+        torch.rand(*shape, generator=ref)
+    assert torch.equal(torch.rand(8, generator=g), torch.rand(8, generator=ref))
+
+
+def test_gamma_maps_one_value_to_one_value_across_stacked_slices() -> None:
+    still = Augmentation(
+        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
+        intensity_offset=(0.0, 0.0), gamma=(0.5, 2.0),
+    )  # fmt: skip
+    one = torch.rand(4, 3, 16, 16)
+    stacked = one.repeat(1, 3, 1, 1)  # a slice and two identical neighbours (2.5-D input)
+    stacked[:, 6, 0, 0] = 5.0  # except one bright voxel in the last neighbour's first sequence
+    x, _ = augment(stacked, None, torch.Generator().manual_seed(0), still)
+    assert not torch.allclose(x[:, :3], one, atol=1e-3)  # gamma did something
+    same = torch.ones_like(one, dtype=torch.bool)
+    same[:, 0, 0, 0] = False
+    assert torch.allclose(x[:, :3][same], x[:, 3:6][same], atol=1e-6)
+    assert torch.allclose(x[:, :3][same], x[:, 6:9][same], atol=1e-6)
+    for bad in ({"gamma": (0.0, 1.0)}, {"noise_std": float("nan")}, {"intensity_gain": (1.2, 0.8)}):
+        with pytest.raises(ValueError):
+            Augmentation(**bad)  # type: ignore[arg-type]
+    assert Augmentation(gamma=[1.0, 1.0]).gamma == (1.0, 1.0)  # type: ignore[arg-type]
+
+
 def test_load_slices_reports_each_volumes_warnings_and_skipped_slices(tmp_path: Path) -> None:
     import shutil
 

@@ -55,6 +55,7 @@ def test_segmenter_learns_and_writes_a_loadable_bundle(tiny_dataset: Path, tmp_p
         assert key in t
     assert t["augmentation"]["missing_sequence"]["probability"] == 0.2
     assert t["augmentation"]["gamma"] == [0.7, 1.5] and t["augmentation"]["intensity_gain"] == [0.75, 1.25]
+    assert t["augmentation"]["intensity_preset"] == "strong"
     assert 0.0 <= card.metrics["dice_patient_mean"] <= 1.0 and card.metrics["epoch"] == t["best_epoch"]
     with Image.open(out / "learning_curves.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
