@@ -71,13 +71,31 @@ def run_in_background() -> None:
         thread.setPriority(QThread.Priority.LowPriority)
 
 
+class _RuntimeErrorInJob(Exception):
+    """A job's :class:`RuntimeError`, carried past superqt's generator worker.
+
+    superqt (0.7-0.9) takes a :class:`RuntimeError` out of a generator for a deleted Qt object:
+    it warns and returns without emitting ``errored`` or ``finished``, so the job would never end
+    (the patient stuck in "Analysing", Cancel dead, no further job). torch raises
+    :class:`RuntimeError` for most of its failures, so a generator job re-raises it as this,
+    and :class:`JobRunner` unwraps it.
+    """
+
+    def __init__(self, error: RuntimeError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _in_background(job: Job) -> Job:
     """``job``, lowering its worker thread's priority first (a generator function stays one)."""
     if inspect.isgeneratorfunction(job):
 
         def stream(cancel: threading.Event, progress: ProgressFn) -> Generator[object, None, object]:
             run_in_background()
-            return (yield from job(cancel, progress))
+            try:
+                return (yield from job(cancel, progress))
+            except RuntimeError as exc:
+                raise _RuntimeErrorInJob(exc) from exc
 
         return stream
 
@@ -191,6 +209,8 @@ class JobRunner(QObject):
 
     @Slot(object)
     def _on_errored(self, exc: Exception) -> None:
+        if isinstance(exc, _RuntimeErrorInJob):
+            exc = exc.error
         if isinstance(exc, Cancelled):
             self._send_outcome(self.cancelled.emit)
         elif isinstance(exc, BrainSegError):

@@ -178,6 +178,14 @@ def test_job_runner_outcomes(qtbot) -> None:
     seen = _run(runner, bug, qtbot)
     assert seen["failed"][0].startswith("ZeroDivisionError") and "Traceback" in seen["failed"][1]
 
+    def torch_failure(cancel, report_progress):  # torch raises RuntimeError for most failures
+        yield 0
+        raise RuntimeError("out of memory")
+
+    seen = _run(runner, torch_failure, qtbot)  # superqt alone would never end this job
+    assert seen["items"] == [0] and seen["done"] is None
+    assert seen["failed"][0] == "RuntimeError: out of memory" and "torch_failure" in seen["failed"][1]
+
     def slow(cancel, report_progress):  # stops at its next yield once cancelled
         for i in range(200):
             yield i
