@@ -189,6 +189,13 @@ def _build_pipeline(
         return pipeline, warnings
 
 
+def _reset_meanwhile(rec: PatientRecord) -> bool:
+    """Whether ``rec``'s results were cleared (:meth:`PatientRecord.reset`: the models changed)
+    while its job ran: its state then stays as the reset left it (a job sets an analysed
+    patient's state, or RUNNING, and a reset sets NEW), not "analysed" with nothing to show."""
+    return rec.state is PatientState.NEW and rec.base is None
+
+
 def _save(store: ResultStore, volume: Volume, result: PatientResult) -> None:
     """Keep a finished analysis; a failure to save is logged, never fatal to the analysis."""
     try:
@@ -832,6 +839,9 @@ class AnalysisController(QObject):
         if kind == "prepare":
             self._on_prepare_failed(message, details)
             return
+        if _reset_meanwhile(rec):  # the models changed while it ran: its results are gone anyway
+            self.message.emit(f"{rec.patient_id}: the previous models' run failed ({message})", 8000)
+            return
         rec.state = PatientState.FAILED if kind == "analyse" else PatientState.DONE
         rec.error = message
         self.recordChanged.emit(rec)
@@ -850,7 +860,9 @@ class AnalysisController(QObject):
         kind, rec = cast(tuple[str, PatientRecord], self.runner.tag)
         if kind == "prepare":
             return
-        if kind != "analyse":
+        if _reset_meanwhile(rec):
+            pass  # the models changed while it ran: not analysed by the active ones
+        elif kind != "analyse":
             rec.state = PatientState.DONE
         elif ("analyse", rec.path) not in self.queue:  # else queued again while it was stopping
             rec.state = PatientState.CANCELLED

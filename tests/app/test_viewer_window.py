@@ -488,6 +488,26 @@ def test_run_or_analyse_all_right_after_cancel_runs_the_patient_again(
     assert other.state is PatientState.DONE and len(other.raw) == N_FIXTURE
 
 
+def test_changing_models_while_slices_are_segmented_leaves_the_patient_unanalysed(
+    make_window, fixture_patient, scripted_models, monkeypatch, qtbot
+) -> None:
+    w = make_window(scripted_models, auto_run=False)
+    assert w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
+    w.run_current()
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    rec = w.current
+    _slow(monkeypatch, 0.3)
+    w.controls.gate.setValue(0)  # the slices the gate stopped are segmented now, slowly
+    qtbot.waitUntil(lambda: w.analysis.running and w.analysis.tag == ("segment", rec), timeout=20_000)
+    w.set_models(*scripted_models)  # the segment job is cancelled and every result cleared
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=20_000)
+    assert rec.base is None and rec.state is PatientState.NEW  # not "Analysed" with nothing to show
+    w.run_current()
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    assert len(rec.raw) == N_FIXTURE
+
+
 def test_opening_another_patient_while_the_models_load_keeps_them(
     make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
 ) -> None:
