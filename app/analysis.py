@@ -570,6 +570,13 @@ class AnalysisController(QObject):
         if self.runner.running and kind != "prepare" and running is not rec:
             self.runner.cancel()
 
+    def stopping(self, rec: PatientRecord) -> bool:
+        """Whether ``rec``'s job is being cancelled (it still reads "Analysing" until it stops)."""
+        if not self.runner.cancelling:
+            return False
+        _, running = cast(tuple[str, PatientRecord | None], self.runner.tag or ("", None))
+        return running is rec
+
     def cancel(self) -> None:
         """Stop the running job and forget the queued ones."""
         if not self.active:

@@ -481,7 +481,10 @@ class MainWindow(QMainWindow):
         if rec.state is PatientState.DONE:  # analysed before it was opened (or left and reopened)
             self._jump_to_largest()
             self.analyser.schedule_missing_segmentations()
-        elif self.settings.auto_run and rec.state in (PatientState.NEW, PatientState.CANCELLED):
+        elif self.settings.auto_run and (
+            rec.state in (PatientState.NEW, PatientState.CANCELLED)
+            or self.analyser.stopping(rec)  # left, which cancelled its run, and opened again
+        ):
             self.analyser.request_analysis(rec, front=True)  # uses a saved analysis when there is one
         elif rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self._restore_saved(rec, volume)

@@ -508,6 +508,24 @@ def test_changing_models_while_slices_are_segmented_leaves_the_patient_unanalyse
     assert len(rec.raw) == N_FIXTURE
 
 
+def test_leaving_a_patient_and_coming_straight_back_analyses_it(
+    make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
+) -> None:
+    _slow(monkeypatch, 1.0)  # the cancelled run stops only after its forward pass
+    w = make_window(scripted_models)
+    w.controls.gate.setValue(0)  # segment every slice
+    assert w.open_path(lgg_fixture_root)
+    first, second = sorted(w.records)
+    rec = w.records[first]
+    qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0, timeout=20_000)
+    w.open_patient(second)  # cancels the first patient's run
+    w.open_patient(first)  # back before that run has stopped
+    qtbot.waitUntil(lambda: w.volume is not None and w.current is rec, timeout=20_000)
+    assert w.analysis.running and w.analysis.cancelling  # read back before the run stopped
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=30_000)
+    assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
+
+
 def test_opening_another_patient_while_the_models_load_keeps_them(
     make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
 ) -> None:
