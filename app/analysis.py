@@ -582,12 +582,7 @@ class AnalysisController(QObject):
         if not self.active:
             return
         self.export_after_batch = False
-        for _, path in self.queue:
-            rec = self.session.records.get(path)
-            if rec is not None and rec.state is PatientState.QUEUED:
-                rec.state = PatientState.NEW if rec.base is None else PatientState.CANCELLED
-                self.recordChanged.emit(rec)
-        self.queue.clear()
+        self._unqueue_all()
         self._batch = False
         self.runner.cancel()
         self.message.emit("Cancelling …", 0)
@@ -597,13 +592,29 @@ class AnalysisController(QObject):
         """Whether "Analyse all" is under way (its patients queued or running)."""
         return self._batch
 
-    def stop_all(self) -> None:
-        """Forget the queue and cancel the running job, quietly (other patients or models)."""
-        self.queue.clear()
+    def stop_patients(self) -> None:
+        """Forget the queue and cancel a running patient job, quietly (other patients or series
+        are to be read); the models go on loading."""
+        self._unqueue_all()
         self._batch = False
         self.export_after_batch = False
+        if self.runner.running and self.runner.tag != ("prepare", None):
+            self.runner.cancel()
+
+    def stop_all(self) -> None:
+        """:meth:`stop_patients`, and stop loading the models too (they are being replaced)."""
+        self.stop_patients()
         if self.runner.running:
             self.runner.cancel()
+
+    def _unqueue_all(self) -> None:
+        """Forget the waiting patients: each reads as it did before it was queued."""
+        for _, path in self.queue:
+            rec = self.session.records.get(path)
+            if rec is not None and rec.state is PatientState.QUEUED:
+                rec.state = PatientState.NEW if rec.base is None else PatientState.CANCELLED
+                self.recordChanged.emit(rec)
+        self.queue.clear()
 
     def _task_valid(self, task: tuple[str, Path]) -> bool:
         kind, path = task
@@ -708,12 +719,7 @@ class AnalysisController(QObject):
             self.classifier = self.segmenter = None
             self.models_replaced()
         waiting = bool(self.queue)
-        for _, path in self.queue:
-            rec = self.session.records.get(path)
-            if rec is not None and rec.state is PatientState.QUEUED:
-                rec.state = PatientState.NEW
-                self.recordChanged.emit(rec)
-        self.queue.clear()
+        self._unqueue_all()
         if engine_stopped:  # not the models' fault: they stay, and the next run starts a new process
             dialogs.notify(self._dialog_parent, "error", "Cannot run the models", message, details)
         elif self.segmenter is None:

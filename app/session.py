@@ -255,6 +255,14 @@ class PatientRecord:
         if self.model_shown is not None:
             self.shown = apply_edits(self.model_shown, self.edits)
 
+    def forget_reader_work(self) -> None:
+        """Let go of the reader's work (saved beforehand) because another volume will be shown,
+        such as other series of a DICOM study: that volume's own saved work is looked up."""
+        self.edits = MaskEdits()
+        self.reviewed = set()
+        self.work_loaded = False
+        self.edits_changed()
+
     def use_reader_work(self, masks: dict[int, np.ndarray], reviewed: set[int] | frozenset[int]) -> None:
         """Take the reader's saved work (edited masks without history, reviewed slices)."""
         self.edits = MaskEdits(masks)

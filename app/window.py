@@ -420,7 +420,7 @@ class MainWindow(QMainWindow):
         if remember:
             self.settings.add_recent(path)
             self._rebuild_recent()
-        self.analyser.stop_all()
+        self.analyser.stop_patients()
         entered = {p: s for p in patients if (s := self.settings.spacing(p)) is not None}
         series = {p: c for p in patients if (c := self.settings.series_choice(p)) is not None}
         self.model.set_patients(
@@ -527,8 +527,16 @@ class MainWindow(QMainWindow):
         rec.series = chosen
         if chosen == before:
             return False
-        self.analyser.stop_all()
+        an = self.analyser
+        batch, export = an.batch_running, an.export_after_batch
+        an.stop_patients()
+        self.save_reader_work()  # the edits and marks belong to the series they were made on
+        rec.forget_reader_work()
         rec.reset()
+        self.browser.update_record(rec)
+        if batch:  # "Analyse all" goes on, this patient with the chosen series
+            an.analyse_all()
+            an.export_after_batch = export
         self.model.show_patient(rec)
         self.view.set_volume(None)
         self.statusBar().showMessage(f"Reading {rec.patient_id} with the chosen series …")
@@ -686,6 +694,12 @@ class MainWindow(QMainWindow):
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._apply_thresholds_everywhere()
+        # a patient opened (auto-run off) before the models were ready: their saved analysis can show now
+        rec, volume = self.current, self.volume
+        idle = rec is not None and rec.state in (PatientState.NEW, PatientState.CANCELLED)
+        if idle and volume is not None and not self.settings.auto_run:
+            assert rec is not None
+            self._restore_saved(rec, volume)
 
     def _initial_thresholds(self) -> Thresholds:
         """The model cards' thresholds with those the user chose (remembered in the settings)."""

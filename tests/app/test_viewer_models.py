@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,33 @@ def test_the_model_card_says_which_slices_the_network_reads(tmp_path: Path) -> N
     assert "pre-contrast, FLAIR, post-contrast of each slice and 1 neighbouring slice on either side" in text
     plain = load_bundle(_seg(tmp_path / "plain", "plain", None))
     assert "post-contrast of each slice</td>" in dialogs.card_html("Segmenter", plain)
+
+
+def test_a_folder_opened_while_the_models_load_keeps_them_and_shows_its_saved_analysis(
+    make_window, fixture_patient, tiny_bundles, monkeypatch, qtbot
+) -> None:
+    from brainseg_app import analysis
+    from brainseg_app.session import PatientState
+
+    w = make_window()
+    w.open_path(fixture_patient)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.state is PatientState.DONE, timeout=20_000)
+    saved = [s.tumour_probability for s in w.current.raw]
+    w.close()
+
+    build = analysis._build_pipeline
+
+    def slow_build(*args, **kwargs):
+        time.sleep(1.0)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "_build_pipeline", slow_build)
+    w = make_window(auto_run=False)
+    w.prepare()  # as at start-up
+    assert w.analysis.running and w.analysis.tag == ("prepare", None)
+    w.open_path(fixture_patient)  # from the File menu while the models load
+    assert not w.analysis.cancelling
+    qtbot.waitUntil(lambda: w.volume is not None and not w.is_busy(), timeout=20_000)
+    assert w.analyser.pipeline is not None  # the models were not given up
+    assert w.current.state is PatientState.DONE  # the saved analysis, no network run
+    assert [s.tumour_probability for s in w.current.raw] == saved
