@@ -47,7 +47,9 @@ class ReaderWorkKeeper(QObject):
         self.settings = settings
         self.analyser = analyser
         self.window = window
-        self._unsaved: tuple[PatientRecord, Volume] | None = None
+        # changes not saved yet, by patient: the displayed one's until the timer fires, and any
+        # whose save failed (kept until a save succeeds, whichever patient is shown meanwhile)
+        self._unsaved: dict[Path, tuple[PatientRecord, Volume]] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(SAVE_DELAY_MS)
@@ -57,32 +59,38 @@ class ReaderWorkKeeper(QObject):
         """``rec``'s edits or reviewed slices changed: save them soon (if it is displayed)."""
         volume = self.model.volume
         if rec is self.model.current and volume is not None:
-            self._unsaved = (rec, volume)
+            self._unsaved[rec.path] = (rec, volume)
             self._timer.start()
 
-    def save(self) -> None:
-        """Save the pending changes now, if any.
+    @property
+    def unsaved(self) -> list[str]:
+        """The patients whose edits or reviewed slices are not saved (their last save failed)."""
+        return [rec.patient_id for rec, _ in self._unsaved.values()]
 
-        A failure is reported in the status bar; the edits stay in memory (and are saved with
-        the next change).
+    def save(self) -> None:
+        """Save every patient's pending changes now.
+
+        A failure is reported in the status bar; those edits stay in memory and are tried again
+        at the next save (after any patient's next change, on opening another patient, on quitting).
         """
         self._timer.stop()
-        pending, self._unsaved = self._unsaved, None
-        if pending is None:
+        if not self._unsaved:
             return
         from brainseg_core.result_store import ReaderWork
 
-        rec, volume = pending
-        try:
-            self.analyser.store.save_reader_work(
-                volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
-            )
-        except (OSError, ValueError) as exc:
-            log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
-            self._unsaved = pending
-            self.window.statusBar().showMessage(
-                f"Your edits of {rec.patient_id} could not be saved: {exc}", 10000
-            )
+        failed: list[str] = []
+        for path, (rec, volume) in list(self._unsaved.items()):
+            try:
+                self.analyser.store.save_reader_work(
+                    volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
+                failed.append(f"{rec.patient_id}: {exc}")
+            else:
+                del self._unsaved[path]
+        if failed:
+            self.window.statusBar().showMessage(f"Your edits could not be saved ({'; '.join(failed)})", 10000)
 
     def restore(self, rec: PatientRecord, volume: Volume) -> None:
         """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""

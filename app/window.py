@@ -1407,11 +1407,19 @@ class MainWindow(QMainWindow):
             self.open_path(paths[0])
 
     def confirm_quit(self) -> bool:
-        """Ask before quitting while patients are being analysed or exported; True when it may quit."""
+        """Ask before quitting while patients are being analysed or exported, or while the reader's
+        edits cannot be saved; True when it may quit."""
         exporting = sum(1 for dlg in self.exporter.dialogs if dlg.runner.running)
-        if not self.analyser.active and not exporting:
+        self.save_reader_work()
+        unsaved = self.reader_work.unsaved
+        if not self.analyser.active and not exporting and not unsaved:
             return True
         parts = []
+        if unsaved:
+            parts.append(
+                f"Your edits of {', '.join(unsaved)} could not be saved (see the status bar): "
+                "they are lost when BrainSeg quits."
+            )
         if self.analyser.active:
             waiting = len(self.analyser.queue)
             more = f" and {waiting} more waiting" if waiting else ""

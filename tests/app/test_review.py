@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from brainseg_app.session import PatientState
 from brainseg_app.viewer_model import EditTool
@@ -297,3 +297,41 @@ def test_shift_k_keeps_the_set_aside_region_on_all_its_slices_and_ctrl_z_takes_i
     _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one step takes it all back
     assert all(rec.slice_shown(j).source is MaskSource.MODEL for j in spotted)
     assert w.index == spotted[-1] and keep_all.isEnabled() and w.view.aside.outline.isVisible()
+
+
+def test_edits_whose_save_failed_are_saved_later_even_after_other_patients_changed(
+    make_window, lgg_fixture_root, scripted_models, qtbot, messages, monkeypatch
+) -> None:
+    from brainseg_core.io import open_volume
+    from brainseg_core.result_store import ResultStore
+
+    w = make_window(scripted_models)
+    _open(qtbot, w, lgg_fixture_root)
+    first = w.current
+    save = ResultStore.save_reader_work
+
+    def full_disc(self, volume, work):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ResultStore, "save_reader_work", full_disc)
+    w.set_slice(3)
+    w.toggle_reviewed()
+    w.save_reader_work()  # fails: kept in memory
+    assert "could not be saved" in w.statusBar().currentMessage()
+    second = next(p for p in w.records if p != first.path)
+    w.open_patient(second)
+    qtbot.waitUntil(lambda: _analysed(w) and w.current.path == second, timeout=20_000)
+    w.set_slice(5)
+    w.toggle_reviewed()
+    w.save_reader_work()  # fails again, for both
+    messages.answer = QMessageBox.StandardButton.No
+    assert not w.confirm_quit()  # quitting now would lose both
+    assert first.patient_id in messages.questions[-1] and w.current.patient_id in messages.questions[-1]
+
+    monkeypatch.setattr(ResultStore, "save_reader_work", save)  # the disc has room again
+    w.set_slice(6)
+    w.toggle_reviewed()  # the next change saves both patients' work
+    qtbot.waitUntil(lambda: not w.reader_work.unsaved, timeout=5_000)
+    assert w.analyser.store.load_reader_work(open_volume(first.path)).reviewed == {3}
+    assert w.analyser.store.load_reader_work(open_volume(second)).reviewed == {5, 6}
+    assert w.confirm_quit()
