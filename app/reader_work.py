@@ -50,6 +50,7 @@ class ReaderWorkKeeper(QObject):
         # changes not saved yet, by patient: the displayed one's until the timer fires, and any
         # whose save failed (kept until a save succeeds, whichever patient is shown meanwhile)
         self._unsaved: dict[Path, tuple[PatientRecord, Volume]] = {}
+        self._save_errors: dict[Path, str] = {}  # why the last save of a patient's work failed
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(SAVE_DELAY_MS)
@@ -64,8 +65,13 @@ class ReaderWorkKeeper(QObject):
 
     @property
     def unsaved(self) -> list[str]:
-        """The patients whose edits or reviewed slices are not saved (their last save failed)."""
-        return [rec.patient_id for rec, _ in self._unsaved.values()]
+        """The patients whose edits or reviewed slices are not saved, as ``"<id> (<why>)"``
+        (their last save failed)."""
+        return [
+            f"{rec.patient_id} ({self._save_errors[path]})"
+            for path, (rec, _) in self._unsaved.items()
+            if path in self._save_errors
+        ]
 
     def save(self) -> None:
         """Save every patient's pending changes now.
@@ -86,11 +92,15 @@ class ReaderWorkKeeper(QObject):
                 )
             except (OSError, ValueError) as exc:
                 log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
+                self._save_errors[path] = str(exc)
                 failed.append(f"{rec.patient_id}: {exc}")
             else:
                 del self._unsaved[path]
+                self._save_errors.pop(path, None)
         if failed:
-            self.window.statusBar().showMessage(f"Your edits could not be saved ({'; '.join(failed)})", 10000)
+            self.window.statusBar().showMessage(
+                f"Your edits and review marks could not be saved ({'; '.join(failed)})", 10000
+            )
 
     def restore(self, rec: PatientRecord, volume: Volume) -> None:
         """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""

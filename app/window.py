@@ -1417,8 +1417,8 @@ class MainWindow(QMainWindow):
         parts = []
         if unsaved:
             parts.append(
-                f"Your edits of {', '.join(unsaved)} could not be saved (see the status bar): "
-                "they are lost when BrainSeg quits."
+                f"Your edits and review marks of {'; '.join(unsaved)} could not be saved: they are "
+                "lost if BrainSeg quits now."
             )
         if self.analyser.active:
             waiting = len(self.analyser.queue)
