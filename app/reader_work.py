@@ -9,8 +9,11 @@ own layout (:func:`brainseg_core.export.export_training_data`), never over a sou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QFileDialog, QMainWindow
@@ -23,10 +26,23 @@ from brainseg_app.viewer_model import ViewerModel
 from brainseg_core.errors import BrainSegError
 from brainseg_core.io import Volume
 
+if TYPE_CHECKING:
+    from brainseg_core.result_store import ReaderWork
+
 log = logging.getLogger(__name__)
 
 #: Edits are saved this long after the last change (a stroke is many changes).
 SAVE_DELAY_MS = 400
+
+
+@dataclass(frozen=True)
+class _Unsaved:
+    """The reader's work on one volume, as it was when its save was tried, and why that failed."""
+
+    patient_id: str
+    volume: Volume
+    work: ReaderWork
+    error: str = ""
 
 
 class ReaderWorkKeeper(QObject):
@@ -47,10 +63,11 @@ class ReaderWorkKeeper(QObject):
         self.settings = settings
         self.analyser = analyser
         self.window = window
-        # changes not saved yet, by patient: the displayed one's until the timer fires, and any
-        # whose save failed (kept until a save succeeds, whichever patient is shown meanwhile)
-        self._unsaved: dict[Path, tuple[PatientRecord, Volume]] = {}
-        self._save_errors: dict[Path, str] = {}  # why the last save of a patient's work failed
+        # the displayed patient's changes, saved a moment after the last one
+        self._pending: tuple[PatientRecord, Volume] | None = None
+        # work whose save failed (a full or read-only disc), as it was then, by the volume it was
+        # made on (volume_key): tried again at every save, whichever patient or series is shown
+        self._failed: dict[str, _Unsaved] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(SAVE_DELAY_MS)
@@ -60,54 +77,73 @@ class ReaderWorkKeeper(QObject):
         """``rec``'s edits or reviewed slices changed: save them soon (if it is displayed)."""
         volume = self.model.volume
         if rec is self.model.current and volume is not None:
-            self._unsaved[rec.path] = (rec, volume)
+            self._pending = (rec, volume)
             self._timer.start()
 
     @property
     def unsaved(self) -> list[str]:
-        """The patients whose edits or reviewed slices are not saved, as ``"<id> (<why>)"``
-        (their last save failed)."""
-        return [
-            f"{rec.patient_id} ({self._save_errors[path]})"
-            for path, (rec, _) in self._unsaved.items()
-            if path in self._save_errors
-        ]
+        """The work that could not be saved, as ``"<patient id> (<why>)"``."""
+        return [f"{u.patient_id} ({u.error})" for u in self._failed.values()]
 
     def save(self) -> None:
-        """Save every patient's pending changes now.
+        """Save the displayed patient's pending changes, and any work whose save failed, now.
 
-        A failure is reported in the status bar; those edits stay in memory and are tried again
-        at the next save (after any patient's next change, on opening another patient, on quitting).
+        A failed save is reported in the status bar; for a disc error the work is kept as it was
+        and tried again at the next save (after any patient's next change, on opening another
+        patient or series, on quitting). Work the store refuses (``ValueError``) is only reported.
         """
-        self._timer.stop()
-        if not self._unsaved:
-            return
-        from brainseg_core.result_store import ReaderWork
+        from brainseg_core.result_store import ReaderWork, volume_key
 
+        self._timer.stop()
+        pending, self._pending = self._pending, None
+        todo: list[tuple[str | None, _Unsaved]] = []
+        if pending is not None:
+            rec, volume = pending
+            work = ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
+            todo.append((None, _Unsaved(rec.patient_id, volume, work)))
+        todo += list(self._failed.items())
         failed: list[str] = []
-        for path, (rec, volume) in list(self._unsaved.items()):
+        done: set[str] = set()
+        for key, item in todo:
+            if key is not None and key in done:
+                continue  # the same volume's newer work was saved just now
             try:
-                self.analyser.store.save_reader_work(
-                    volume, ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
-                )
-            except (OSError, ValueError) as exc:
-                log.warning("%s: the reader's work was not saved: %s", rec.patient_id, exc)
-                self._save_errors[path] = str(exc)
-                failed.append(f"{rec.patient_id}: {exc}")
+                self.analyser.store.save_reader_work(item.volume, item.work)
+            except OSError as exc:
+                log.warning("%s: the reader's work was not saved: %s", item.patient_id, exc)
+                self._failed[key or volume_key(item.volume)] = dataclasses.replace(item, error=str(exc))
+                failed.append(f"{item.patient_id}: {exc}")
+                if key is None:
+                    done.add(volume_key(item.volume))  # an older failed copy stays replaced
+            except ValueError as exc:  # the store refuses this work: retrying cannot help
+                log.error("%s: the reader's work cannot be saved: %s", item.patient_id, exc)
+                failed.append(f"{item.patient_id}: {exc}")
+                if key is not None:
+                    del self._failed[key]
             else:
-                del self._unsaved[path]
-                self._save_errors.pop(path, None)
+                saved = key or (volume_key(item.volume) if self._failed else None)
+                if saved is not None:
+                    self._failed.pop(saved, None)
+                    done.add(saved)
         if failed:
             self.window.statusBar().showMessage(
                 f"Your edits and review marks could not be saved ({'; '.join(failed)})", 10000
             )
 
     def restore(self, rec: PatientRecord, volume: Volume) -> None:
-        """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record)."""
+        """Take the reader's saved edits and reviewed slices of ``rec`` (once per opened record):
+        work on this volume that could not be saved yet, else the saved work."""
         if rec.work_loaded:
             return
         rec.work_loaded = True
-        work = self.analyser.store.load_reader_work(volume)
+        work: ReaderWork | None = None
+        if self._failed:
+            from brainseg_core.result_store import volume_key
+
+            unsaved = self._failed.get(volume_key(volume))
+            work = None if unsaved is None else unsaved.work
+        if work is None:
+            work = self.analyser.store.load_reader_work(volume)
         if work is not None:
             rec.use_reader_work(work.masks, work.reviewed)
 

@@ -350,6 +350,7 @@ class MainWindow(QMainWindow):
         an.sliceAnalysed.connect(self._on_slice_analysed)
         an.patientFinished.connect(self._on_patient_finished)
         an.patientCancelled.connect(self._on_patient_cancelled)
+        self.analysis.stopped.connect(self._restore_if_waiting)  # after the analyser's next start
         an.exportRequested.connect(self.export_all_dialog)
         an.deviceFellBack.connect(self.controls.device.setCurrentText)
         an.thoroughFellBack.connect(self._thorough_fell_back)
@@ -694,11 +695,16 @@ class MainWindow(QMainWindow):
         self.model.set_thresholds(self._initial_thresholds())
         self._show_thresholds(self.model.thresholds)
         self._apply_thresholds_everywhere()
-        # a patient opened (auto-run off) before the models were ready: their saved analysis can show now
+        self._restore_if_waiting()
+
+    def _restore_if_waiting(self) -> None:
+        """With auto-run off, show the displayed patient's saved analysis by the active models when
+        it has no results and no job runs: one opened while the models loaded, or whose results
+        were cleared by a model change (called again whenever a job stops)."""
         rec, volume = self.current, self.volume
-        idle = rec is not None and rec.state in (PatientState.NEW, PatientState.CANCELLED)
-        if idle and volume is not None and not self.settings.auto_run:
-            assert rec is not None
+        if rec is None or volume is None or self.settings.auto_run or self.analysis.running:
+            return
+        if rec.base is None and rec.state in (PatientState.NEW, PatientState.CANCELLED):
             self._restore_saved(rec, volume)
 
     def _initial_thresholds(self) -> Thresholds:
@@ -908,10 +914,10 @@ class MainWindow(QMainWindow):
         for rec in self.records.values():
             rec.reset()
             self.browser.update_record(rec)
-        an.models_replaced()
+        self.statusBar().showMessage("Models changed; earlier results were cleared", 5000)
+        an.models_replaced()  # a saved analysis by the new models may be restored: it says so
         self._update_masks()
         self._refresh_results()
-        self.statusBar().showMessage("Models changed; earlier results were cleared", 5000)
         if batch:  # "Analyse all" goes on with the new models, from the first patient again
             an.analyse_all()
             an.export_after_batch = export
