@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         "nnU-Net's habit)",
     )
     p.add_argument(
+        "--elastic",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="augmentation: a smooth elastic deformation on top of the rotation and zoom, 7 x 7 "
+        "control points each moved by up to PX pixels (default 0: off)",
+    )
+    p.add_argument(
         "--context",
         type=int,
         default=0,
@@ -241,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tumour_fraction=tumour_fraction,
         missing_sequence=args.missing_sequence,
         intensity=args.intensity,
+        elastic_px=args.elastic,
         context=args.context,
         device=args.device,
         precision=args.precision,

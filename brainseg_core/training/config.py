@@ -8,6 +8,7 @@ checkpoint (:data:`FROZEN_ON_RESUME`, :meth:`TrainConfig.with_saved`), never fro
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from enum import StrEnum
@@ -62,6 +63,7 @@ FROZEN_ON_RESUME = (
     "tumour_fraction",
     "missing_sequence",
     "intensity",
+    "elastic_px",
     "context",
     "pretrained",
     "name",
@@ -117,6 +119,8 @@ class TrainConfig:
             replaced by FLAIR (:class:`~brainseg_core.training.data.Augmentation`); 0 turns it off.
         intensity: the intensity augmentation, ``"standard"`` or ``"strong"``
             (:class:`~brainseg_core.training.data.Intensity`).
+        elastic_px: the elastic deformation's largest control-point move in pixels (0: off;
+            :class:`~brainseg_core.training.data.Augmentation`).
         context: a ResUNet segmenter sees each slice with this many neighbouring slices on either
             side (2.5-D input, the card's ``context_slices``); 0 is the plain 3-channel input.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -165,6 +169,7 @@ class TrainConfig:
     tumour_fraction: float | None = SEGMENTER_TUMOUR_FRACTION
     missing_sequence: float = 0.0
     intensity: str = "standard"
+    elastic_px: float = 0.0
     context: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -195,7 +200,9 @@ class TrainConfig:
         """The random augmentation of this run's training batches."""
         from brainseg_core.training.data import Augmentation
 
-        return Augmentation.of(self.intensity, missing_sequence=self.missing_sequence)
+        return Augmentation.of(
+            self.intensity, missing_sequence=self.missing_sequence, elastic_px=self.elastic_px
+        )
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every value checked.
@@ -324,6 +331,8 @@ def _check_sizes_and_schedule(c: TrainConfig) -> None:
         raise ValueError(f"--time-budget must be > 0 minutes, got {c.time_budget_min}")
     if not 0.0 <= c.missing_sequence <= 1.0:
         raise ValueError(f"--missing-sequence is a probability from 0 to 1, got {c.missing_sequence}")
+    if not (math.isfinite(c.elastic_px) and c.elastic_px >= 0.0):
+        raise ValueError(f"--elastic must be a finite number of pixels >= 0, got {c.elastic_px}")
     from brainseg_core.training.data import Intensity
 
     if c.intensity not in tuple(Intensity):

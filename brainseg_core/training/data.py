@@ -87,6 +87,11 @@ class Augmentation:
         missing_sequence: per slice, the probability that the pre-contrast channel, and
             independently the post-contrast channel, is replaced by the FLAIR channel (in the
             stacked neighbours too).
+        elastic_px: a smooth elastic deformation on top of the affine warp: each of
+            ``elastic_grid`` x ``elastic_grid`` control points moves by up to this many pixels
+            (of the slice at its training size) in x and y, drawn uniformly, and the moves are
+            interpolated bicubically over the slice (0: off). Image and mask share it.
+        elastic_grid: control points per side of the elastic deformation (>= 2).
     """
 
     flip_left_right: float = 0.5
@@ -97,6 +102,8 @@ class Augmentation:
     gamma: tuple[float, float] = (1.0, 1.0)
     noise_std: float = 0.0
     missing_sequence: float = 0.0
+    elastic_px: float = 0.0
+    elastic_grid: int = 7
 
     def __post_init__(self) -> None:
         for name in ("scale", "intensity_gain", "intensity_offset", "gamma"):
@@ -110,15 +117,25 @@ class Augmentation:
             raise ValueError(f"gamma must be a range 0 < low <= high, got {self.gamma}")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0.0):
             raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
+        if not (math.isfinite(self.elastic_px) and self.elastic_px >= 0.0):
+            raise ValueError(f"elastic_px must be a finite number of pixels >= 0, got {self.elastic_px}")
+        if self.elastic_grid < 2:
+            raise ValueError(f"elastic_grid must be >= 2 control points per side, got {self.elastic_grid}")
 
     @classmethod
     def of(
-        cls, intensity: Intensity | str = Intensity.STANDARD, *, missing_sequence: float = 0.0
+        cls,
+        intensity: Intensity | str = Intensity.STANDARD,
+        *,
+        missing_sequence: float = 0.0,
+        elastic_px: float = 0.0,
     ) -> Augmentation:
-        """The augmentation of a run: the intensity preset and the missing-sequence probability.
+        """The augmentation of a run: the intensity preset, the missing-sequence probability and
+        the elastic deformation's largest move in pixels (0: none).
 
         Raises:
-            ValueError: for an unknown preset (naming the choices) or a probability outside [0, 1].
+            ValueError: for an unknown preset (naming the choices), a probability outside [0, 1]
+                or a negative or non-finite elastic move.
         """
         try:
             preset = Intensity(intensity)
@@ -134,8 +151,9 @@ class Augmentation:
                 gamma=(0.7, 1.5),
                 noise_std=0.1,
                 missing_sequence=missing_sequence,
+                elastic_px=elastic_px,
             )
-        return cls(missing_sequence=missing_sequence)
+        return cls(missing_sequence=missing_sequence, elastic_px=elastic_px)
 
     def card(self) -> dict[str, object]:
         """The parameters and the fixed choices of :func:`augment` as a model card's recipe records them."""
@@ -156,6 +174,18 @@ class Augmentation:
                 else {}
             ),
             **({"noise_std_max": self.noise_std} if self.noise_std else {}),
+            **(
+                {
+                    "elastic": {
+                        "max_px": self.elastic_px,
+                        "control_points": [self.elastic_grid, self.elastic_grid],
+                        "what": "uniform control-point moves, bicubic between them, clamped to "
+                        "max_px, added to the affine warp (image and mask)",
+                    }
+                }
+                if self.elastic_px
+                else {}
+            ),
             "missing_sequence": {
                 "probability": self.missing_sequence,
                 "what": "per slice, pre- and post-contrast each replaced by FLAIR (before the warp; "
@@ -591,6 +621,8 @@ def augment(
         [torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)], 1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if params.elastic_px > 0.0:  # drawn only when on, like gamma and noise below
+        grid = grid + _elastic_displacement(b, x.shape[-2:], params, generator, dev)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # one gain and offset per sequence, shared by a slice and its neighbours (2.5-D input)
     per = n_seq if c % n_seq == 0 else c
@@ -615,6 +647,24 @@ def augment(
     if masks is not None:
         m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return x, m
+
+
+def _elastic_displacement(
+    b: int,
+    size: tuple[int, ...] | torch.Size,
+    params: Augmentation,
+    generator: torch.Generator,
+    dev: torch.device,
+) -> torch.Tensor:
+    """``(B, H, W, 2)`` smooth random moves in :func:`torch.nn.functional.grid_sample`'s normalised
+    coordinates: control-point moves of up to ``params.elastic_px`` pixels, bicubic between them."""
+    h, w = int(size[0]), int(size[1])
+    g, px = params.elastic_grid, params.elastic_px
+    moves = (torch.rand(b, 2, g, g, device=dev, generator=generator) * 2.0 - 1.0) * px
+    field_px = F.interpolate(moves, size=(h, w), mode="bicubic", align_corners=True).clamp(-px, px)
+    # pixels to normalised units (x first, as in the grid): the grid spans 2 over w and h pixels
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=dev).view(1, 2, 1, 1)
+    return (field_px * scale).permute(0, 2, 3, 1)
 
 
 def _drop_sequences(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:

@@ -145,3 +145,7 @@ def test_missing_sequence_option_reaches_the_augmentation(tmp_path: Path) -> Non
         config("--intensity", "loud")
     with pytest.raises(ValueError, match="--intensity must be one of standard, strong"):
         dataclasses.replace(config(), intensity="loud").resolved()
+    assert config().augmentation.elastic_px == 0.0
+    assert config("--elastic", "6").augmentation.elastic_px == 6.0
+    with pytest.raises(ValueError, match="--elastic"):
+        config("--elastic", "-2").resolved()

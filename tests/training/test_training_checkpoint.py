@@ -78,3 +78,7 @@ def test_a_resumed_run_keeps_its_checkpoints_augmentation_even_one_saved_before_
     del saved["intensity"]  # a checkpoint written before --intensity existed: its run was standard
     assert strong.with_saved(saved).intensity == "standard"
     assert strong.with_saved(saved).augmentation.gamma == (1.0, 1.0)
+    bent = tiny_config(tmp_path, tmp_path / "out", elastic_px=5.0).resolved()
+    assert standard.with_saved(bent.to_plain()).augmentation.elastic_px == 5.0
+    del saved["elastic_px"]  # before --elastic existed: no elastic deformation
+    assert bent.with_saved(saved).elastic_px == 0.0

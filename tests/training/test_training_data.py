@@ -241,3 +241,37 @@ def test_a_nifti_dataset_trains_like_the_tiff_one(tiny_dataset: Path, tmp_path: 
     b = load_slices(nifti_patients, size=32, workers=1)
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
     assert b.labels.tolist() == a.labels.tolist() and b.patient_ids == a.patient_ids
+
+
+def test_elastic_deformation_moves_image_and_mask_together_by_at_most_its_pixels() -> None:
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    ramp = torch.stack([xx.float(), yy.float(), xx.float() * 0 + 1.0])[None].repeat(6, 1, 1, 1)  # x, y, 1
+    mask = ((yy - 32) ** 2 + (xx - 30) ** 2 < 144).to(torch.uint8)[None, None].repeat(6, 1, 1, 1)
+    still = Augmentation(
+        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
+        intensity_offset=(0.0, 0.0),
+    )  # fmt: skip
+    bent = dataclasses.replace(still, elastic_px=4.0)
+    x, m = augment(ramp, mask, torch.Generator().manual_seed(0), bent)
+    assert m is not None
+    # the ramp's values are the source coordinates each output pixel was sampled from
+    inner = (slice(None), slice(6, -6), slice(6, -6))  # away from the border padding
+    dx, dy = x[:, 0][inner] - xx[6:-6, 6:-6], x[:, 1][inner] - yy[6:-6, 6:-6]
+    assert dx.abs().max() <= 4.0 + 1e-3 and dy.abs().max() <= 4.0 + 1e-3
+    assert dx.abs().max() > 1.0 and dy.abs().max() > 1.0  # it moved things, in x and in y
+    assert not torch.allclose(dx[0], dx[1])  # a field per slice
+    # smooth: neighbouring pixels move alike (7 x 7 control points over 64 px)
+    assert (dx[:, :, 1:] - dx[:, :, :-1]).abs().max() < 1.0
+    # the mask goes where the image goes: a mask pixel samples the source inside the disc
+    src_inside = ((x[:, 1] - 32) ** 2 + (x[:, 0] - 30) ** 2) < 144
+    agree = (m[:, 0] > 0.5) == src_inside
+    assert agree.float().mean() > 0.98  # nearest vs bilinear differ only at the edge
+    off, m_off = augment(ramp, mask, torch.Generator().manual_seed(0), still)
+    assert torch.allclose(off, ramp, atol=1e-4) and torch.equal(m_off, mask.float())
+    # off, it draws nothing: the standard stream of draws is unchanged
+    assert Augmentation.of("standard", elastic_px=0.0) == AUGMENTATION
+    card = Augmentation.of("standard", elastic_px=6.0).card()
+    assert card["elastic"]["max_px"] == 6.0 and "elastic" not in AUGMENTATION.card()  # type: ignore[index]
+    for bad in ({"elastic_px": -1.0}, {"elastic_px": float("inf")}, {"elastic_grid": 1}):
+        with pytest.raises(ValueError, match="elastic"):
+            Augmentation(**bad)  # type: ignore[arg-type]
