@@ -548,8 +548,8 @@ class AnalysisController(QObject):
         if not rec.missing(session.thresholds) or self.segmenter is None:
             return
         task = ("segment", rec.path)
-        if self.runner.running and self.runner.tag == ("segment", rec):
-            return  # re-checked when it finishes
+        if self.runner.running and self.runner.tag == ("segment", rec) and not self.runner.cancelling:
+            return  # re-checked when it finishes (one being cancelled, by leaving the patient: queued again)
         if task not in self.queue:
             self.queue.insert(0, task)
         self._pump()

@@ -546,6 +546,37 @@ def test_leaving_a_patient_and_coming_straight_back_analyses_it(
     assert rec.state is PatientState.DONE and len(rec.raw) == N_FIXTURE
 
 
+def test_leaving_while_newly_gated_slices_are_segmented_and_coming_back_segments_them(
+    make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
+) -> None:
+    import threading
+
+    hold = threading.Event()  # while set, the forward pass does not return
+    forward = DiscSegmenter.forward
+
+    def held(self, x):
+        while hold.is_set():
+            time.sleep(0.02)
+        return forward(self, x)
+
+    monkeypatch.setattr(DiscSegmenter, "forward", held)
+    w = make_window(scripted_models)
+    assert w.open_path(lgg_fixture_root)
+    first, second = sorted(w.records)
+    rec = w.records[first]
+    qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
+    hold.set()
+    w.controls.gate.setValue(0)  # the slices the gate stopped are segmented now
+    qtbot.waitUntil(lambda: w.analysis.running and w.analysis.tag == ("segment", rec), timeout=20_000)
+    w.open_patient(second)  # cancels the segmentation
+    w.open_patient(first)  # back before it has stopped
+    qtbot.waitUntil(lambda: w.volume is not None and w.current is rec, timeout=20_000)
+    assert w.analysis.cancelling
+    hold.clear()
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=20_000)
+    assert rec.state is PatientState.DONE and not rec.missing(w.thresholds)
+
+
 def test_opening_another_patient_while_the_models_load_keeps_them(
     make_window, lgg_fixture_root, scripted_models, monkeypatch, qtbot
 ) -> None:
