@@ -520,23 +520,27 @@ def test_leaving_a_patient_and_coming_straight_back_analyses_it(
 ) -> None:
     import threading
 
-    hold = threading.Event()  # while set, the forward pass does not return
+    hold, second_pass = threading.Event(), threading.Event()
+    calls = [0]
     forward = DiscSegmenter.forward
 
-    def held(self, x):
-        time.sleep(0.3)
-        while hold.is_set():
-            time.sleep(0.02)
+    def held(self, x):  # the second forward pass waits while hold is set
+        calls[0] += 1
+        if calls[0] == 2:
+            second_pass.set()
+            while hold.is_set():
+                time.sleep(0.02)
         return forward(self, x)
 
     monkeypatch.setattr(DiscSegmenter, "forward", held)
+    hold.set()
     w = make_window(scripted_models)
-    w.controls.gate.setValue(0)  # segment every slice
+    w.controls.gate.setValue(0)  # segment every slice: two forward passes (16 + 4 slices)
     assert w.open_path(lgg_fixture_root)
     first, second = sorted(w.records)
     rec = w.records[first]
-    qtbot.waitUntil(lambda: rec.state is PatientState.RUNNING and len(rec.raw) > 0, timeout=20_000)
-    hold.set()  # the run's next forward pass ends only once the patient is read back
+    qtbot.waitUntil(second_pass.is_set, timeout=20_000)  # the run is held in its second pass
+    assert rec.state is PatientState.RUNNING
     w.open_patient(second)  # cancels the first patient's run
     w.open_patient(first)  # back before that run has stopped
     qtbot.waitUntil(lambda: w.volume is not None and w.current is rec, timeout=20_000)
@@ -551,10 +555,11 @@ def test_leaving_while_newly_gated_slices_are_segmented_and_coming_back_segments
 ) -> None:
     import threading
 
-    hold = threading.Event()  # while set, the forward pass does not return
+    hold, entered = threading.Event(), threading.Event()  # while hold is set, a forward pass waits
     forward = DiscSegmenter.forward
 
     def held(self, x):
+        entered.set()
         while hold.is_set():
             time.sleep(0.02)
         return forward(self, x)
@@ -566,8 +571,9 @@ def test_leaving_while_newly_gated_slices_are_segmented_and_coming_back_segments
     rec = w.records[first]
     qtbot.waitUntil(lambda: _analysed(w), timeout=20_000)
     hold.set()
+    entered.clear()
     w.controls.gate.setValue(0)  # the slices the gate stopped are segmented now
-    qtbot.waitUntil(lambda: w.analysis.running and w.analysis.tag == ("segment", rec), timeout=20_000)
+    qtbot.waitUntil(lambda: w.analysis.tag == ("segment", rec) and entered.is_set(), timeout=20_000)
     w.open_patient(second)  # cancels the segmentation
     w.open_patient(first)  # back before it has stopped
     qtbot.waitUntil(lambda: w.volume is not None and w.current is rec, timeout=20_000)
