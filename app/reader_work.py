@@ -96,35 +96,28 @@ class ReaderWorkKeeper(QObject):
 
         self._timer.stop()
         pending, self._pending = self._pending, None
-        todo: list[tuple[str | None, _Unsaved]] = []
+        todo: list[tuple[str | None, _Unsaved]] = []  # (key in _failed, or None: not in it)
         if pending is not None:
             rec, volume = pending
+            if self._failed:  # this newer work on the volume replaces a copy that could not be saved
+                self._failed.pop(volume_key(volume), None)
             work = ReaderWork(rec.edits.masks(), frozenset(rec.reviewed))
             todo.append((None, _Unsaved(rec.patient_id, volume, work)))
         todo += list(self._failed.items())
         failed: list[str] = []
-        done: set[str] = set()
         for key, item in todo:
-            if key is not None and key in done:
-                continue  # the same volume's newer work was saved just now
             try:
                 self.analyser.store.save_reader_work(item.volume, item.work)
             except OSError as exc:
                 log.warning("%s: the reader's work was not saved: %s", item.patient_id, exc)
                 self._failed[key or volume_key(item.volume)] = dataclasses.replace(item, error=str(exc))
                 failed.append(f"{item.patient_id}: {exc}")
-                if key is None:
-                    done.add(volume_key(item.volume))  # an older failed copy stays replaced
+                continue
             except ValueError as exc:  # the store refuses this work: retrying cannot help
                 log.error("%s: the reader's work cannot be saved: %s", item.patient_id, exc)
                 failed.append(f"{item.patient_id}: {exc}")
-                if key is not None:
-                    del self._failed[key]
-            else:
-                saved = key or (volume_key(item.volume) if self._failed else None)
-                if saved is not None:
-                    self._failed.pop(saved, None)
-                    done.add(saved)
+            if key is not None:
+                del self._failed[key]
         if failed:
             self.window.statusBar().showMessage(
                 f"Your edits and review marks could not be saved ({'; '.join(failed)})", 10000
