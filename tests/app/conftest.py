@@ -132,3 +132,24 @@ def make_window(qtbot, model_process) -> Iterator[Callable[..., object]]:
     yield make
     for w in windows:
         w.close()
+
+
+@pytest.fixture
+def flair_series_pick(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Answers the DICOM series dialog: set ``[0]`` to a SeriesInstanceUID to choose it as FLAIR
+    (OK), or leave it None to cancel (the guessed series stay)."""
+    from PySide6.QtWidgets import QDialog
+
+    from brainseg_app import dialogs
+
+    pick: list[str | None] = [None]
+
+    def exec_(dlg: dialogs.SeriesDialog) -> int:
+        if pick[0] is None:
+            return int(QDialog.DialogCode.Rejected.value)
+        flair = dlg.combos[next(s for s in dlg.combos if s.value == "flair")]
+        flair.setCurrentIndex(flair.findData(pick[0]))
+        return int(QDialog.DialogCode.Accepted.value)
+
+    monkeypatch.setattr(dialogs.SeriesDialog, "exec", exec_)
+    return pick

@@ -338,27 +338,14 @@ def test_edits_whose_save_failed_are_saved_later_even_after_other_patients_chang
 
 
 def test_work_whose_save_failed_survives_other_series_and_a_reopened_folder(
-    make_window, fixture_patient, scripted_models, qtbot, messages, monkeypatch, tmp_path
+    make_window, fixture_patient, scripted_models, qtbot, messages, monkeypatch, tmp_path, flair_series_pick
 ) -> None:
-    from PySide6.QtWidgets import QDialog
-
-    from brainseg_app import dialogs
     from brainseg_core.io import open_volume
     from brainseg_core.result_store import ResultStore
     from tests.dicom_support import AXIAL, make_geometry, write_study
 
     tiff = open_volume(fixture_patient)
     built = write_study(tmp_path / "study", tiff.images, make_geometry(tiff.images.shape[:3], AXIAL))
-    flair_pick: list[str | None] = [None]  # None: keep the guessed series
-
-    def exec_(dlg: dialogs.SeriesDialog) -> int:
-        if flair_pick[0] is None:
-            return int(QDialog.DialogCode.Rejected.value)
-        flair = dlg.combos[next(s for s in dlg.combos if s.value == "flair")]
-        flair.setCurrentIndex(flair.findData(flair_pick[0]))
-        return int(QDialog.DialogCode.Accepted.value)
-
-    monkeypatch.setattr(dialogs.SeriesDialog, "exec", exec_)
     w = make_window(scripted_models)
     _open(qtbot, w, built.folder)
     first_series = w.volume
@@ -375,7 +362,7 @@ def test_work_whose_save_failed_survives_other_series_and_a_reopened_folder(
     monkeypatch.setattr(ResultStore, "save_reader_work", full_disc)
     w.set_slice(4)
     w.toggle_reviewed()  # not saved: the disc is full
-    flair_pick[0] = built.series_uids["AX T1 POST GAD"]
+    flair_series_pick[0] = built.series_uids["AX T1 POST GAD"]
     assert w.series_dialog()  # other series: the first series' unsaved work is kept aside
     qtbot.waitUntil(lambda: _analysed(w) and w.volume is not first_series, timeout=20_000)
     assert w.current.reviewed == set()
@@ -384,7 +371,7 @@ def test_work_whose_save_failed_survives_other_series_and_a_reopened_folder(
     w.save_reader_work()
     assert len(w.reader_work.unsaved) == 2
 
-    flair_pick[0] = None
+    flair_series_pick[0] = None
     w.open_path(built.folder)  # the folder again: new records, the series chosen last remembered
     qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
     # read with its unsaved work rather than the older copy on the disc (none here)

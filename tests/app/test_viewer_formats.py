@@ -149,11 +149,15 @@ def test_patients_analysed_unopened_and_left_keep_their_files_voxel_size(
 
 
 def test_other_series_chosen_during_analyse_all_get_their_own_work_and_the_batch_goes_on(
-    make_window, fixture_patient: Path, scripted_models, qtbot, messages, tmp_path: Path, monkeypatch
+    make_window,
+    fixture_patient: Path,
+    scripted_models,
+    qtbot,
+    messages,
+    tmp_path: Path,
+    monkeypatch,
+    flair_series_pick,
 ) -> None:
-    from PySide6.QtWidgets import QDialog
-
-    from brainseg_app import dialogs
     from brainseg_core.edits import EditKind
     from tests.dicom_support import AXIAL, Study, make_geometry, write_study
 
@@ -165,16 +169,6 @@ def test_other_series_chosen_during_analyse_all_get_their_own_work_and_the_batch
         )
         for k in (1, 2)
     ]
-    flair_pick: list[str | None] = [None]  # None: the reader keeps the guesses (Cancel)
-
-    def exec_(dlg: dialogs.SeriesDialog) -> int:
-        if flair_pick[0] is None:
-            return int(QDialog.DialogCode.Rejected.value)
-        flair = dlg.combos[next(s for s in dlg.combos if s.value == "flair")]
-        flair.setCurrentIndex(flair.findData(flair_pick[0]))
-        return int(QDialog.DialogCode.Accepted.value)
-
-    monkeypatch.setattr(dialogs.SeriesDialog, "exec", exec_)
     w = make_window(scripted_models, auto_run=False)
     assert w.open_path(tmp_path / "set")
     qtbot.waitUntil(lambda: w.volume is not None, timeout=20_000)
@@ -199,14 +193,14 @@ def test_other_series_chosen_during_analyse_all_get_their_own_work_and_the_batch
     w.analyse_all()
     qtbot.waitUntil(lambda: other.state is PatientState.RUNNING, timeout=20_000)
     studied = next(b for b in built if b.folder == rec.path)
-    flair_pick[0] = studied.series_uids["AX T1 POST GAD"]
+    flair_series_pick[0] = studied.series_uids["AX T1 POST GAD"]
     assert w.series_dialog()  # another FLAIR: read again
     assert rec.edits.edited == [] and rec.reviewed == set()  # made on the other series
     qtbot.waitUntil(lambda: not w.is_busy(), timeout=30_000)
     assert rec.state is PatientState.DONE and other.state is PatientState.DONE  # the batch went on
     assert rec.edits.edited == [] and rec.reviewed == set()
 
-    flair_pick[0] = studied.series_uids["AX FLAIR"]  # back to the first choice: its work returns
+    flair_series_pick[0] = studied.series_uids["AX FLAIR"]  # back to the first choice: its work returns
     assert w.series_dialog()
     qtbot.waitUntil(lambda: w.volume is not None and rec.work_loaded, timeout=20_000)
     assert rec.edits.edited == [3] and rec.reviewed == {3}

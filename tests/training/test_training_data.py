@@ -24,6 +24,12 @@ from brainseg_core.training.data import (
 
 IDS = [f"P{i:02d}" for i in range(10)]
 
+#: An augmentation that moves and rescales nothing (tests turn one part on at a time).
+STILL = Augmentation(
+    flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
+    intensity_offset=(0.0, 0.0),
+)  # fmt: skip
+
 
 def test_split_is_by_patient_disjoint_and_reproducible() -> None:
     train, val = split_patients(IDS, 0.2, seed=1)
@@ -104,11 +110,7 @@ def test_augment_moves_masks_with_images() -> None:
 def test_augment_takes_its_parameters_from_one_definition() -> None:
     images = torch.randn(4, 3, 32, 32)
     masks = (torch.rand(4, 1, 32, 32) > 0.5).to(torch.uint8)
-    still = Augmentation(
-        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
-        intensity_offset=(0.0, 0.0),
-    )  # fmt: skip
-    x, m = augment(images, masks, torch.Generator().manual_seed(0), still)
+    x, m = augment(images, masks, torch.Generator().manual_seed(0), STILL)
     assert torch.allclose(x, images, atol=1e-5) and torch.equal(m, masks.float())
     mirror = Augmentation(
         flip_left_right=1.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(2.0, 2.0),
@@ -126,11 +128,7 @@ def test_augment_takes_its_parameters_from_one_definition() -> None:
 
 def test_missing_sequence_augmentation_puts_flair_in_a_dropped_sequences_place() -> None:
     images = torch.stack([torch.full((64, 8, 8), float(c)) for c in range(3)], 1)  # channel c == c
-    still = Augmentation(
-        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
-        intensity_offset=(0.0, 0.0),
-    )  # fmt: skip
-    drop = dataclasses.replace(still, missing_sequence=0.5)
+    drop = dataclasses.replace(STILL, missing_sequence=0.5)
     x, _ = augment(images, None, torch.Generator().manual_seed(0), drop)
     pre, flair, post = (x[:, c, 0, 0] for c in range(3))
     assert torch.all(flair == 1.0)  # FLAIR, the reference, is never dropped
@@ -139,7 +137,7 @@ def test_missing_sequence_augmentation_puts_flair_in_a_dropped_sequences_place()
     assert 0.25 < dropped.float().mean() < 0.75  # about half of each
     assert dropped.all(1).any() and (~dropped).all(1).any()  # drawn independently per channel
     assert torch.all(x[:, :, 0, 0, None, None] == x)  # a whole channel at a time
-    off, _ = augment(images, None, torch.Generator().manual_seed(0), still)
+    off, _ = augment(images, None, torch.Generator().manual_seed(0), STILL)
     assert torch.equal(off, images)
     with pytest.raises(ValueError, match="missing_sequence"):
         Augmentation(missing_sequence=1.5)
@@ -191,14 +189,11 @@ def test_the_standard_augmentation_draws_what_it_always_drew() -> None:
 
 
 def test_gamma_maps_one_value_to_one_value_across_stacked_slices() -> None:
-    still = Augmentation(
-        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
-        intensity_offset=(0.0, 0.0), gamma=(0.5, 2.0),
-    )  # fmt: skip
+    gamma_only = dataclasses.replace(STILL, gamma=(0.5, 2.0))
     one = torch.rand(4, 3, 16, 16)
     stacked = one.repeat(1, 3, 1, 1)  # a slice and two identical neighbours (2.5-D input)
     stacked[:, 6, 0, 0] = 5.0  # except one bright voxel in the last neighbour's first sequence
-    x, _ = augment(stacked, None, torch.Generator().manual_seed(0), still)
+    x, _ = augment(stacked, None, torch.Generator().manual_seed(0), gamma_only)
     assert not torch.allclose(x[:, :3], one, atol=1e-3)  # gamma did something
     same = torch.ones_like(one, dtype=torch.bool)
     same[:, 0, 0, 0] = False
@@ -247,11 +242,7 @@ def test_elastic_deformation_moves_image_and_mask_together_by_at_most_its_pixels
     yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     ramp = torch.stack([xx.float(), yy.float(), xx.float() * 0 + 1.0])[None].repeat(6, 1, 1, 1)  # x, y, 1
     mask = ((yy - 32) ** 2 + (xx - 30) ** 2 < 144).to(torch.uint8)[None, None].repeat(6, 1, 1, 1)
-    still = Augmentation(
-        flip_left_right=0.0, rotation_deg=0.0, scale=(1.0, 1.0), intensity_gain=(1.0, 1.0),
-        intensity_offset=(0.0, 0.0),
-    )  # fmt: skip
-    bent = dataclasses.replace(still, elastic_px=4.0)
+    bent = dataclasses.replace(STILL, elastic_px=4.0)
     x, m = augment(ramp, mask, torch.Generator().manual_seed(0), bent)
     assert m is not None
     # the ramp's values are the source coordinates each output pixel was sampled from
@@ -266,7 +257,7 @@ def test_elastic_deformation_moves_image_and_mask_together_by_at_most_its_pixels
     src_inside = ((x[:, 1] - 32) ** 2 + (x[:, 0] - 30) ** 2) < 144
     agree = (m[:, 0] > 0.5) == src_inside
     assert agree.float().mean() > 0.98  # nearest vs bilinear differ only at the edge
-    off, m_off = augment(ramp, mask, torch.Generator().manual_seed(0), still)
+    off, m_off = augment(ramp, mask, torch.Generator().manual_seed(0), STILL)
     assert torch.allclose(off, ramp, atol=1e-4) and torch.equal(m_off, mask.float())
     # off, it draws nothing: the standard stream of draws is unchanged
     assert Augmentation.of("standard", elastic_px=0.0) == AUGMENTATION
